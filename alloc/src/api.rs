@@ -1,0 +1,441 @@
+//! The allocation entry points: the fast paths of allocate and free, and the
+//! slow paths they fall into.
+//!
+//! Fast path of `alloc` for requests up to 1 KiB with alignment up to 16
+//! (nearly every request): read the thread's heap pointer, index its direct
+//! table by the size in words, pop the page's free list, bump `used`. About a
+//! dozen instructions and one test; the empty-list case (including a new
+//! thread, whose heap is a static empty one) goes to [`alloc_slow`].
+//!
+//! Fast path of `free`: mask the pointer to its segment, check the segment
+//! map bit (so foreign pointers are never dereferenced), compare the segment's
+//! owner with the thread's free token, find the page by shifting, check that
+//! the pointer is a block start below the page's fast-free limit and that the
+//! block is not the page's last (one combined test), push onto `local_free`.
+//! Everything else goes to [`free_slow`] or [`free_owned_slow`].
+
+use crate::heap::{self, Heap};
+use crate::huge;
+use crate::os;
+use crate::page::{self, Page};
+use crate::report::{BadPointer, invalid_pointer};
+use crate::segmap;
+use crate::segment::{SEGMENT_MASK, SEGMENT_SIZE, Segment, segment_of};
+use crate::size_class::{self, DIRECT_MAX, LARGE_MAX, PageKind, WORD, class_of, is_multiple};
+use crate::thread;
+use core::ptr;
+use core::sync::atomic::Ordering;
+
+/// The largest alignment served by class rounding alone (the alignment of a
+/// page's first block is at least this). Larger alignments over-allocate.
+pub const MAX_CLASS_ALIGN: usize = 4096;
+
+// ----------------------------------------------------------------------
+// Allocation
+// ----------------------------------------------------------------------
+
+/// Allocates `size` bytes aligned to `align` (a power of two). Null on failure.
+///
+/// # Safety
+/// `align` must be a power of two.
+#[inline(always)]
+pub unsafe fn alloc(size: usize, align: usize) -> *mut u8 {
+    // SAFETY: forwarded from the caller.
+    unsafe { alloc_impl::<false>(size, align) }
+}
+
+/// Like [`alloc`], with the block's first `size` bytes zeroed.
+///
+/// # Safety
+/// `align` must be a power of two.
+#[inline(always)]
+pub unsafe fn alloc_zeroed(size: usize, align: usize) -> *mut u8 {
+    // SAFETY: forwarded from the caller.
+    unsafe { alloc_impl::<true>(size, align) }
+}
+
+#[inline(always)]
+unsafe fn alloc_impl<const ZERO: bool>(size: usize, align: usize) -> *mut u8 {
+    if size <= DIRECT_MAX && align <= 16 {
+        // Alignment 16 rounds the size to a multiple of 16, whose class is a
+        // multiple of 16 (see size_class.rs); up to 8 every class is aligned.
+        let rounded = if align <= WORD {
+            size
+        } else {
+            (size + 15) & !15
+        };
+        let heap = thread::heap();
+        // SAFETY: the thread's heap is live (or the static empty heap) and
+        // `rounded <= DIRECT_MAX`, so the index is in bounds. The direct
+        // entry is a live page of that heap or the static empty page, whose
+        // free list is empty. A block on a free list has a valid link word.
+        unsafe {
+            let page = &*(*heap).direct.get_unchecked(rounded.div_ceil(WORD)).get();
+            let block = page.free.get();
+            if !block.is_null() {
+                page.free.set((*block).next);
+                page.used.set(page.used.get() + 1);
+                if ZERO {
+                    heap::zero_block(page, block, size);
+                }
+                return block as *mut u8;
+            }
+        }
+    }
+    alloc_slow(size, align, ZERO)
+}
+
+/// The allocation slow path: first allocation of a thread, exhausted pages,
+/// sizes above 1 KiB, big alignments, huge blocks, instrumented heaps.
+#[cold]
+#[inline(never)]
+pub fn alloc_slow(size: usize, align: usize, zero: bool) -> *mut u8 {
+    let mut heap = thread::heap();
+    if heap == thread::empty_heap() {
+        heap = thread::init_thread();
+        if heap.is_null() {
+            os::set_errno(libc::ENOMEM);
+            return ptr::null_mut();
+        }
+    }
+    // SAFETY: the thread's heap is live and owned by this thread.
+    let h = unsafe { &*heap };
+    h.housekeeping();
+    let (p, usable) = if align <= MAX_CLASS_ALIGN {
+        let align = align.max(WORD);
+        if size <= LARGE_MAX {
+            let cls = class_of((size.max(1) + align - 1) & !(align - 1));
+            (h.alloc_class(cls, zero), size_class::class_size(cls))
+        } else {
+            let p = huge::alloc(size, align, zero);
+            (p, huge_usable(p))
+        }
+    } else {
+        alloc_overaligned(h, size, align, zero)
+    };
+    if p.is_null() {
+        os::set_errno(libc::ENOMEM);
+    } else if h.instrumented.get() {
+        h.stats.on_alloc(usable);
+    }
+    p
+}
+
+fn huge_usable(p: *mut u8) -> usize {
+    if p.is_null() {
+        return 0;
+    }
+    // SAFETY: `p` is a live huge block just allocated; its header is valid.
+    unsafe { (*segment_of_block(p)).pages[0].block_size.get() }
+}
+
+/// Alignment above [`MAX_CLASS_ALIGN`]: take a block with room to slide the
+/// pointer up to the alignment and mark the page so that frees of the
+/// interior pointer find the block start.
+fn alloc_overaligned(h: &Heap, size: usize, align: usize, zero: bool) -> (*mut u8, usize) {
+    let padded = size.max(1).saturating_add(align - 1);
+    if padded > LARGE_MAX {
+        let p = huge::alloc(size, align, zero);
+        return (p, huge_usable(p));
+    }
+    let cls = class_of(padded);
+    let block = h.alloc_class(cls, false);
+    if block.is_null() {
+        return (block, 0);
+    }
+    let aligned = ((block as usize + align - 1) & !(align - 1)) as *mut u8;
+    if aligned != block {
+        // SAFETY: the block is live in one of this heap's pages.
+        let page = unsafe { (*segment_of(block)).page_of(block) };
+        page.set_flag(page::HAS_ALIGNED, true);
+    }
+    if zero {
+        // SAFETY: `aligned + size` stays inside the block (padded size).
+        unsafe { ptr::write_bytes(aligned, 0, size) };
+    }
+    let usable = size_class::class_size(cls) - (aligned as usize - block as usize);
+    (aligned, usable)
+}
+
+// ----------------------------------------------------------------------
+// Free
+// ----------------------------------------------------------------------
+
+/// Frees a block; `call` names the API for error messages ("free", "dealloc").
+/// A null pointer is ignored. An invalid pointer aborts with a message.
+///
+/// # Safety
+/// `p` must be null or a pointer this allocator returned and that has not
+/// been freed since; other pointers are detected where the metadata allows
+/// and abort the process.
+#[inline(always)]
+pub unsafe fn free(p: *mut u8, call: &'static str) {
+    let seg = segment_of(p);
+    if segmap::contains(seg as usize) {
+        let (_, token) = thread::heap_and_token();
+        // SAFETY: the segment map says a live segment starts at `seg`, so its
+        // header is mapped and initialised.
+        let s = unsafe { &*seg };
+        if s.heap.load(Ordering::Relaxed) == token {
+            let page = s.page_of(p);
+            let off = (p as usize).wrapping_sub(page.block_start.get() as usize);
+            let used = page.used.get();
+            if (off < page.free_limit.get() as usize)
+                & is_multiple(off as u64, page.magic.get())
+                & (used > 1)
+            {
+                let b = p as *mut page::Block;
+                // SAFETY: `p` is a block start of a page owned by this thread
+                // (the token matched), in use (free_limit is 0 otherwise).
+                unsafe { (*b).next = page.local_free.get() };
+                page.local_free.set(b);
+                page.used.set(used - 1);
+                return;
+            }
+            // SAFETY: the token matched, so the heap is ours and live.
+            return free_owned_slow(unsafe { &*token }, page, p, call);
+        }
+    }
+    free_slow(p, call);
+}
+
+/// A free into a page of this thread's (uninstrumented) heap that the fast
+/// path could not take: last block, full page, interior pointer, bad pointer.
+#[cold]
+#[inline(never)]
+fn free_owned_slow(heap: &Heap, page: &Page, p: *mut u8, call: &'static str) {
+    let block = block_of(page, p, call);
+    if page.used.get() == 0 {
+        invalid_pointer(call, p, BadPointer::NotLive);
+    }
+    heap.free_local(page, block);
+}
+
+/// The general free: null, huge blocks, frees from other threads, frees on
+/// instrumented heaps, foreign pointers.
+#[cold]
+#[inline(never)]
+pub fn free_slow(p: *mut u8, call: &'static str) {
+    if p.is_null() {
+        return;
+    }
+    let loc = locate(p, call);
+    let (heap, _) = thread::heap_and_token();
+    let counting = crate::stats::enabled();
+    if loc.kind == PageKind::Huge {
+        if counting {
+            // SAFETY: a live huge block's header is valid.
+            let size = unsafe { (*loc.segment).pages[0].block_size.get() };
+            count_free(heap, size);
+        }
+        // SAFETY: `locate` checked that the segment is a live huge segment.
+        unsafe { huge::free(loc.segment, loc.block, call) };
+        return;
+    }
+    // SAFETY: `locate` returned a live segment and one of its in-use pages.
+    let s = unsafe { &*loc.segment };
+    let page = s.page_of(loc.block);
+    if counting {
+        count_free(heap, page.block_size.get());
+    }
+    let owner = s.heap.load(Ordering::Relaxed);
+    if owner == heap {
+        // Our own heap, instrumented (else the fast path would have taken it).
+        if page.used.get() == 0 {
+            invalid_pointer(call, p, BadPointer::NotLive);
+        }
+        // SAFETY: the heap is ours and live.
+        unsafe { (*heap).free_local(page, loc.block) };
+    } else {
+        free_remote(owner, page, loc.block);
+    }
+}
+
+fn count_free(heap: *mut Heap, size: usize) {
+    if heap == thread::empty_heap() {
+        crate::stats::on_orphan_free(size);
+    } else {
+        // SAFETY: a non-empty thread heap is live and ours.
+        unsafe { (*heap).stats.on_free(size) };
+    }
+}
+
+/// Frees a block of another heap's page: push it onto the page's remote list,
+/// or, if that consumed the page's full-page notification, onto the owner's
+/// delayed list.
+fn free_remote(owner: *mut Heap, page: &Page, block: *mut u8) {
+    let b = block as *mut page::Block;
+    // SAFETY: `block` is an in-use block of `page`, freed once here.
+    if unsafe { page::push_thread_free(page, b) } {
+        // SAFETY: heaps are never freed, so the owner recorded in a segment
+        // with a live block is a valid heap even if its thread has exited.
+        let delayed = unsafe { &(*owner).delayed };
+        let mut head = delayed.load(Ordering::Relaxed);
+        loop {
+            // SAFETY: the block is ours to link until it is published.
+            unsafe { (*b).next = head };
+            match delayed.compare_exchange_weak(head, b, Ordering::Release, Ordering::Relaxed) {
+                Ok(_) => return,
+                Err(seen) => head = seen,
+            }
+        }
+    }
+}
+
+// ----------------------------------------------------------------------
+// Locating and validating pointers
+// ----------------------------------------------------------------------
+
+/// Where a valid pointer lives.
+struct Located {
+    segment: *mut Segment,
+    /// Start of the block (differs from the pointer for over-aligned blocks).
+    block: *mut u8,
+    kind: PageKind,
+}
+
+/// The segment of a huge block aligned to a segment boundary lies one segment
+/// before it (see huge.rs); every other block finds its segment by masking.
+#[inline]
+fn segment_of_block(p: *mut u8) -> *mut Segment {
+    if p as usize & SEGMENT_MASK == 0 {
+        (p as usize - SEGMENT_SIZE) as *mut Segment
+    } else {
+        segment_of(p)
+    }
+}
+
+/// Finds the block of `p`, aborting with a message when `p` is not a live
+/// block of ours.
+fn locate(p: *mut u8, call: &str) -> Located {
+    let seg = segment_of_block(p);
+    if (p as usize) < SEGMENT_SIZE || !segmap::contains(seg as usize) {
+        invalid_pointer(call, p, BadPointer::NotOurs);
+    }
+    // SAFETY: the segment map says a live segment starts at `seg`.
+    let s = unsafe { &*seg };
+    let kind = s.kind.get();
+    if kind == PageKind::Huge {
+        return Located {
+            segment: seg,
+            block: p,
+            kind,
+        };
+    }
+    if p as usize & SEGMENT_MASK == 0 {
+        invalid_pointer(call, p, BadPointer::NotOurs);
+    }
+    let block = block_of(s.page_of(p), p, call);
+    Located {
+        segment: seg,
+        block,
+        kind,
+    }
+}
+
+/// The block start for `p` in `page`, aborting unless `p` is a block start
+/// or an over-aligned pointer into a block.
+fn block_of(page: &Page, p: *mut u8, call: &str) -> *mut u8 {
+    if !page.in_use() {
+        invalid_pointer(call, p, BadPointer::NotLive);
+    }
+    if page.is_block_start(p) {
+        return p;
+    }
+    let block = page.block_containing(p);
+    if block.is_null() {
+        invalid_pointer(call, p, BadPointer::NotOurs);
+    }
+    if page.has(page::HAS_ALIGNED) {
+        return block;
+    }
+    invalid_pointer(
+        call,
+        p,
+        BadPointer::Interior {
+            block: block as usize,
+            offset: p as usize - block as usize,
+            size: page.block_size.get(),
+        },
+    )
+}
+
+/// Usable bytes at `p` (from `p` to the end of its block); 0 for null.
+///
+/// # Safety
+/// `p` must be null or a live pointer from this allocator; others abort.
+pub unsafe fn usable_size(p: *mut u8) -> usize {
+    if p.is_null() {
+        return 0;
+    }
+    let loc = locate(p, "malloc_usable_size");
+    if loc.kind == PageKind::Huge {
+        // SAFETY: `locate` checked the huge segment.
+        return unsafe { huge::usable_size(loc.segment, p, "malloc_usable_size") };
+    }
+    // SAFETY: `locate` returned a live segment and an in-use page.
+    let page = unsafe { (*loc.segment).page_of(loc.block) };
+    loc.block as usize + page.block_size.get() - p as usize
+}
+
+// ----------------------------------------------------------------------
+// Realloc
+// ----------------------------------------------------------------------
+
+/// Resizes the block at `p` to `new_size` bytes aligned to `align`, in place
+/// when the block allows, else by allocating, copying at most `old_size`
+/// bytes (or the whole usable size when `old_size` is `usize::MAX`), and
+/// freeing. Null (with `p` untouched) on failure; `p == null` allocates.
+///
+/// # Safety
+/// `align` must be a power of two and `p` null or a live pointer from this
+/// allocator allocated with alignment `align`.
+pub unsafe fn realloc(p: *mut u8, new_size: usize, align: usize, old_size: usize) -> *mut u8 {
+    if p.is_null() {
+        // SAFETY: forwarded from the caller.
+        return unsafe { alloc(new_size, align) };
+    }
+    let loc = locate(p, "realloc");
+    let heap = thread::heap();
+    let counting = crate::stats::enabled() && heap != thread::empty_heap();
+    if counting {
+        // SAFETY: a non-empty thread heap is live and ours.
+        unsafe { (*heap).stats.reallocs.add_one() };
+    }
+    let usable = if loc.kind == PageKind::Huge {
+        // SAFETY: `locate` checked the huge segment.
+        let usable = unsafe { huge::usable_size(loc.segment, p, "realloc") };
+        if new_size > LARGE_MAX && align <= MAX_CLASS_ALIGN {
+            // SAFETY: `locate` checked the huge segment of block `p`.
+            let q = unsafe { huge::resize(loc.segment, p, new_size) };
+            if !q.is_null() {
+                if counting {
+                    let new_usable = huge_usable(q);
+                    // SAFETY: as above.
+                    unsafe { (*heap).stats.on_resize(usable, new_usable) };
+                }
+                return q;
+            }
+        }
+        usable
+    } else {
+        // SAFETY: `locate` returned a live segment and an in-use page.
+        let page = unsafe { (*loc.segment).page_of(loc.block) };
+        let usable = loc.block as usize + page.block_size.get() - p as usize;
+        if new_size <= usable && new_size >= usable / 2 {
+            return p;
+        }
+        usable
+    };
+    // SAFETY: forwarded from the caller.
+    let q = unsafe { alloc(new_size, align) };
+    if q.is_null() {
+        return q;
+    }
+    let n = new_size.min(usable).min(old_size);
+    // SAFETY: both blocks are live, distinct, and at least `n` bytes long.
+    unsafe { ptr::copy_nonoverlapping(p, q, n) };
+    // SAFETY: `p` was validated above and is freed once.
+    unsafe { free(p, "realloc") };
+    q
+}

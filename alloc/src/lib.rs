@@ -1,0 +1,187 @@
+//! memtally's allocator: size-class pools with thread-local heaps, usable as
+//! the Rust global allocator and, through `memtally-preload`, as the malloc of
+//! any program.
+//!
+//! ```
+//! #[global_allocator]
+//! static A: memtally_alloc::MemTally = memtally_alloc::MemTally::new();
+//!
+//! fn main() {
+//!     let v: Vec<u64> = (0..1000).collect();
+//!     assert_eq!(v.iter().sum::<u64>(), 499_500);
+//! }
+//! ```
+//!
+//! Set `MEMTALLY_STATS=1` in the environment to get a line of allocator
+//! statistics on stderr when the program exits.
+//!
+//! The design, in the manner of mimalloc (see ARCHITECTURE.md for the map):
+//! memory comes from the OS in 4 MiB-aligned segments (`segment.rs`), split
+//! into pages of one size class each (`page.rs`); each thread allocates from
+//! its own heap (`heap.rs`, `thread.rs`) without locks or atomic
+//! read-modify-writes; frees from other threads go to per-page atomic lists;
+//! requests above 512 KiB get a mapping of their own (`huge.rs`).
+
+#![deny(missing_docs)]
+
+mod api;
+mod heap;
+mod huge;
+mod lock;
+mod options;
+mod os;
+mod page;
+mod report;
+mod segmap;
+mod segment;
+mod size_class;
+mod stats;
+mod thread;
+mod validate;
+
+use core::alloc::{GlobalAlloc, Layout};
+
+pub use report::BadPointer;
+pub use stats::Snapshot as StatsSnapshot;
+
+/// The allocator, for `#[global_allocator]`.
+///
+/// All instances share the same process-wide heaps; the type carries no
+/// state.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct MemTally;
+
+impl MemTally {
+    /// The allocator (a `const fn`, for statics).
+    pub const fn new() -> Self {
+        MemTally
+    }
+}
+
+// SAFETY: every method forwards to the allocator core, which returns blocks
+// of at least the requested size and alignment that do not overlap any other
+// live block, preserves contents on realloc, and accepts exactly the pointers
+// it returned (aborting with a message on anything else).
+unsafe impl GlobalAlloc for MemTally {
+    #[inline]
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: Layout guarantees a power-of-two alignment.
+        unsafe { api::alloc(layout.size(), layout.align()) }
+    }
+
+    #[inline]
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: Layout guarantees a power-of-two alignment.
+        unsafe { api::alloc_zeroed(layout.size(), layout.align()) }
+    }
+
+    #[inline]
+    unsafe fn dealloc(&self, ptr: *mut u8, _layout: Layout) {
+        // SAFETY: GlobalAlloc's contract: `ptr` came from this allocator.
+        unsafe { api::free(ptr, "dealloc") }
+    }
+
+    #[inline]
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        // SAFETY: GlobalAlloc's contract: `ptr` came from this allocator with
+        // `layout`, whose alignment is a power of two.
+        unsafe { api::realloc(ptr, new_size, layout.align(), layout.size()) }
+    }
+}
+
+/// The C-style interface used by `memtally-preload` (and usable directly):
+/// allocation with an explicit alignment, free without a size, usable size.
+pub mod raw {
+    pub use crate::api::MAX_CLASS_ALIGN;
+
+    /// Initialises the allocator and reads its settings now rather than at
+    /// the first allocation (the preloaded library calls this from its
+    /// constructor, so that a bad setting is reported even by a program that
+    /// never allocates).
+    pub fn init() {
+        crate::thread::ensure_init();
+    }
+
+    /// Allocates `size` bytes aligned to `align`; null (and `errno` ENOMEM)
+    /// on failure.
+    ///
+    /// # Safety
+    /// `align` must be a power of two.
+    #[inline]
+    pub unsafe fn alloc(size: usize, align: usize) -> *mut u8 {
+        // SAFETY: forwarded from the caller.
+        unsafe { crate::api::alloc(size, align) }
+    }
+
+    /// Like [`alloc`], zero-filled.
+    ///
+    /// # Safety
+    /// `align` must be a power of two.
+    #[inline]
+    pub unsafe fn alloc_zeroed(size: usize, align: usize) -> *mut u8 {
+        // SAFETY: forwarded from the caller.
+        unsafe { crate::api::alloc_zeroed(size, align) }
+    }
+
+    /// Frees `p` (null is ignored). `call` names the C function for the
+    /// message printed before aborting on an invalid pointer.
+    ///
+    /// # Safety
+    /// `p` must be null or a live pointer from this allocator; anything else
+    /// is reported and aborts where detectable.
+    #[inline]
+    pub unsafe fn free(p: *mut u8, call: &'static str) {
+        // SAFETY: forwarded from the caller.
+        unsafe { crate::api::free(p, call) }
+    }
+
+    /// Resizes `p` to `new_size` bytes with alignment `align`, copying at most
+    /// `old_size` bytes (`usize::MAX`: the whole usable size) when it moves.
+    /// Null on failure, leaving `p` valid.
+    ///
+    /// # Safety
+    /// `align` must be a power of two, `p` null or a live pointer from this
+    /// allocator allocated with at least that alignment.
+    #[inline]
+    pub unsafe fn realloc(p: *mut u8, new_size: usize, align: usize, old_size: usize) -> *mut u8 {
+        // SAFETY: forwarded from the caller.
+        unsafe { crate::api::realloc(p, new_size, align, old_size) }
+    }
+
+    /// Usable bytes from `p` to the end of its block (0 for null).
+    ///
+    /// # Safety
+    /// `p` must be null or a live pointer from this allocator.
+    pub unsafe fn usable_size(p: *mut u8) -> usize {
+        // SAFETY: forwarded from the caller.
+        unsafe { crate::api::usable_size(p) }
+    }
+
+    /// Returns unused memory to the OS now: empty pages of the calling
+    /// thread's heap, cached segments and huge mappings (like `malloc_trim`).
+    pub fn trim() {
+        let heap = crate::thread::heap();
+        if heap != crate::thread::empty_heap() {
+            // SAFETY: the calling thread's heap is live and ours.
+            unsafe { (*heap).periodic(true) };
+        }
+    }
+}
+
+/// Introspection for tests and tools: statistics and the heap validator.
+pub mod debug {
+    pub use crate::stats::snapshot as stats;
+    pub use crate::validate::{HeapReport, Violation, validate_current_heap};
+
+    /// Usable size of the block class serving a request of `size` bytes
+    /// (for tests of the size-class geometry).
+    pub fn class_size_for(size: usize) -> Option<usize> {
+        (size <= crate::size_class::LARGE_MAX)
+            .then(|| crate::size_class::class_size(crate::size_class::class_of(size)))
+    }
+
+    /// Is `MEMTALLY_STATS` on?
+    pub fn stats_enabled() -> bool {
+        crate::stats::enabled()
+    }
+}

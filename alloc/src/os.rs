@@ -1,0 +1,152 @@
+//! The operating-system layer: anonymous mappings, their release, purging of
+//! unused pages, and a cheap clock.
+//!
+//! Everything the allocator asks of the kernel goes through this file, so the
+//! rest of the crate never calls `mmap` directly. Every function here is safe
+//! to call before the allocator is initialised and never allocates.
+//!
+//! Mappings are counted in [`crate::stats`] so that `MEMTALLY_STATS` can report
+//! mapped bytes; the counters are plain atomics and cost nothing measurable
+//! because mappings are rare (segments are 4 MiB and cached).
+
+use crate::stats;
+use core::ptr;
+
+/// The granularity the allocator assumes for purging and `valloc`.
+///
+/// Linux on x86_64 uses 4 KiB pages; [`os_page_size`] reads the real value
+/// and the allocator only ever purges whole pages inside a range, so a larger
+/// kernel page size only makes purging coarser, never wrong.
+pub const OS_PAGE: usize = 4096;
+
+/// The kernel's page size, read once.
+pub fn os_page_size() -> usize {
+    use core::sync::atomic::{AtomicUsize, Ordering};
+    static PAGE: AtomicUsize = AtomicUsize::new(0);
+    let cached = PAGE.load(Ordering::Relaxed);
+    if cached != 0 {
+        return cached;
+    }
+    // SAFETY: sysconf has no preconditions and does not allocate.
+    let value = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    let size = if value > 0 { value as usize } else { OS_PAGE };
+    PAGE.store(size, Ordering::Relaxed);
+    size
+}
+
+/// Maps `size` bytes of fresh, zeroed, read-write memory; null on failure.
+///
+/// The memory is reserved lazily (`MAP_NORESERVE`): only pages that are
+/// touched count towards the resident set.
+pub fn map(size: usize) -> *mut u8 {
+    // SAFETY: an anonymous private mapping at an address of the kernel's
+    // choosing cannot alias any existing memory.
+    let p = unsafe {
+        libc::mmap(
+            ptr::null_mut(),
+            size,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+            -1,
+            0,
+        )
+    };
+    if p == libc::MAP_FAILED {
+        return ptr::null_mut();
+    }
+    stats::mapped_add(size);
+    p.cast()
+}
+
+/// Maps `size` bytes such that `result + offset` is a multiple of `align`.
+///
+/// `align` must be a power of two and a multiple of [`OS_PAGE`]; `offset` must
+/// be a multiple of [`OS_PAGE`] and smaller than `align`, or equal to a
+/// multiple of `align` for the huge-alignment layout (see `huge.rs`). The
+/// mapping is made larger than needed and the excess on both sides is
+/// returned to the kernel at once.
+pub fn map_aligned(size: usize, align: usize, offset: usize) -> *mut u8 {
+    debug_assert!(align.is_power_of_two() && align % OS_PAGE == 0);
+    debug_assert!(offset % OS_PAGE == 0);
+    let Some(over) = size.checked_add(align) else {
+        return ptr::null_mut();
+    };
+    let raw = map(over);
+    if raw.is_null() {
+        return raw;
+    }
+    let raw_addr = raw as usize;
+    // The first address >= raw whose (address + offset) is aligned.
+    let start = ((raw_addr + offset + align - 1) & !(align - 1)) - offset;
+    let start = if start < raw_addr {
+        start + align
+    } else {
+        start
+    };
+    debug_assert!(start + size <= raw_addr + over);
+    let head = start - raw_addr;
+    let tail = raw_addr + over - (start + size);
+    if head > 0 {
+        // SAFETY: [raw, start) is part of the mapping made above and nothing
+        // has been handed out from it.
+        unsafe { unmap(raw, head) };
+    }
+    if tail > 0 {
+        // SAFETY: [start + size, raw + over) is the unused end of that mapping.
+        unsafe { unmap((start + size) as *mut u8, tail) };
+    }
+    start as *mut u8
+}
+
+/// Returns a mapping (or a page-aligned part of one) to the kernel.
+///
+/// # Safety
+/// `[p, p + size)` must be mapped by [`map`] or [`map_aligned`] and no longer
+/// in use.
+pub unsafe fn unmap(p: *mut u8, size: usize) {
+    // SAFETY: guaranteed by the caller.
+    let rc = unsafe { libc::munmap(p.cast(), size) };
+    if rc == 0 {
+        stats::mapped_sub(size);
+    }
+}
+
+/// Gives the physical pages of `[p, p + size)` back to the kernel while keeping
+/// the address range; later reads see zeroes.
+///
+/// Only whole OS pages inside the range are purged. Returns true when the
+/// whole range is now known to read as zero.
+///
+/// # Safety
+/// The range must be mapped by this module and hold no live data.
+pub unsafe fn purge(p: *mut u8, size: usize) -> bool {
+    let page = os_page_size();
+    let start = (p as usize + page - 1) & !(page - 1);
+    let end = (p as usize + size) & !(page - 1);
+    if end <= start {
+        return false;
+    }
+    // SAFETY: guaranteed by the caller; MADV_DONTNEED on private anonymous
+    // memory replaces the pages by zero-fill-on-demand pages.
+    let rc = unsafe { libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_DONTNEED) };
+    stats::purged_add(end - start);
+    rc == 0 && start == p as usize && end == p as usize + size
+}
+
+/// Milliseconds of a monotonic clock, cheap enough for the slow path
+/// (`CLOCK_MONOTONIC_COARSE` is served by the vDSO without a system call).
+pub fn now_ms() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
+    ts.tv_sec as u64 * 1000 + ts.tv_nsec as u64 / 1_000_000
+}
+
+/// Sets the calling thread's `errno`.
+pub fn set_errno(code: i32) {
+    // SAFETY: __errno_location always returns the calling thread's errno slot.
+    unsafe { *libc::__errno_location() = code };
+}

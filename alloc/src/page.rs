@@ -1,0 +1,352 @@
+//! Pages: a run of equal-sized blocks and the three free lists that shard it.
+//!
+//! A page belongs to one heap (through its segment) and serves one size class.
+//! Its blocks are handed out from `free`; blocks freed by the owning thread go
+//! to `local_free`, blocks freed by other threads to the atomic `thread_free`
+//! list. The owner merges the latter two into `free` only when `free` runs dry,
+//! so the fast paths touch one plain list each and never an atomic
+//! read-modify-write (the sharding idea of mimalloc).
+//!
+//! Accounting invariant (checked by `validate.rs`):
+//! `used + |free| + |local_free| == capacity <= reserved`, where `used` counts
+//! blocks handed out and not yet returned to `free` or `local_free`: blocks
+//! freed by other threads and waiting in `thread_free` (or on the heap's
+//! `delayed` list) still count as used until the owner collects them.
+//!
+//! Full pages: a page with no free block leaves its size-class queue for the
+//! heap's full list, so the allocation slow path never scans it. To learn when
+//! another thread frees into it, the owner arms the `NOTIFY` bit of
+//! `thread_free`; the first remote free that sees the bit clears it and pushes
+//! its block onto the heap's `delayed` list instead, which the owner drains in
+//! its slow path, moving the page back to its queue. Because the block rather
+//! than the page is queued, no page can be released while it is still queued.
+
+use crate::size_class::{divisibility_magic, is_multiple};
+use core::cell::Cell;
+use core::ptr;
+use core::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+
+/// A free block: its first word links to the next free block.
+#[repr(C)]
+pub struct Block {
+    /// Next free block in the same list, or null.
+    pub next: *mut Block,
+}
+
+/// `flags`: the page sits in the heap's full list, not in its class queue.
+pub const IN_FULL: u8 = 1;
+/// `flags`: every block in `free` reads as zero apart from its link word.
+pub const FREE_IS_ZERO: u8 = 2;
+/// `flags`: the page's memory was all zero when the page was set up, so blocks
+/// carved from it by [`Page::extend`] are zero apart from their link word.
+pub const ZERO_INIT: u8 = 4;
+/// `flags`: some block of this page was handed out at an interior, over-aligned
+/// address, so frees of interior pointers must be rounded to the block start.
+pub const HAS_ALIGNED: u8 = 8;
+
+/// Low bit of `thread_free`: the owner wants to hear about the next remote
+/// free (the page is in the full list). Set only while the list is empty.
+pub const NOTIFY: usize = 1;
+
+/// Upper bound on the bytes carved from a page per extension: keeps a fresh
+/// page from being touched (and made resident) all at once.
+const EXTEND_BYTES: usize = 4096;
+
+/// Page metadata, stored in the segment header. Hot fields for the fast paths
+/// come first so that a malloc or free touches one cache line of metadata.
+///
+/// Fields are `Cell`s so that the owner can update its own fields through a
+/// shared reference while other threads read the fields that are fixed for
+/// the page's lifetime (`block_start`, `block_size`, `reserved`, `magic`,
+/// `class`) and push onto `thread_free`. Which thread may write which field
+/// is stated on each field; the protocol, not the type, keeps them apart.
+#[repr(C)]
+pub struct Page {
+    /// Blocks ready to hand out (owner only).
+    pub free: Cell<*mut Block>,
+    /// Blocks handed out and not yet back in `free` or `local_free` (owner only).
+    pub used: Cell<u32>,
+    /// Blocks carved out of the page so far; `capacity <= reserved` (owner only).
+    pub capacity: Cell<u32>,
+    /// Address of the first block (fixed while in use).
+    pub block_start: Cell<*mut u8>,
+    /// Pointers at offsets from `block_start` below this bound may be freed on
+    /// the fast path: `reserved * block_size` while the page is in its class
+    /// queue, 0 while it is unused or in the full list (so that frees into it
+    /// take the slow path, which moves it back). Owner only.
+    pub free_limit: Cell<u32>,
+    /// Number of blocks that fit in the page (fixed while in use; 0 iff unused).
+    pub reserved: Cell<u32>,
+    /// Lemire divisibility multiplier for `block_size` (fixed while in use).
+    pub magic: Cell<u64>,
+    /// Blocks freed by the owner since `free` was last refilled (owner only).
+    pub local_free: Cell<*mut Block>,
+    /// Size of each block in bytes; for huge pages, the usable size (fixed
+    /// while in use).
+    pub block_size: Cell<usize>,
+    /// Blocks freed by other threads: a lock-free stack, low bit [`NOTIFY`].
+    pub thread_free: AtomicUsize,
+    /// Links in the heap's class queue or full list (owner only).
+    pub next: Cell<*mut Page>,
+    /// See `next`.
+    pub prev: Cell<*mut Page>,
+    /// Size class of the blocks (fixed while in use).
+    pub class: Cell<u8>,
+    /// Index of this page in its segment (fixed for the segment's lifetime).
+    pub slot: Cell<u8>,
+    /// [`IN_FULL`], [`FREE_IS_ZERO`], [`ZERO_INIT`], [`HAS_ALIGNED`]. Written
+    /// by the owner only, with plain loads and stores; atomic because freeing
+    /// threads read [`HAS_ALIGNED`] while the owner updates the other bits.
+    pub flags: AtomicU8,
+    /// Heap slow-path count at which an empty, retained page may be released.
+    pub retire_tick: Cell<u32>,
+}
+
+impl Page {
+    /// A page with no blocks; used for unused slots and for the static empty
+    /// page that new threads start with.
+    pub const fn empty() -> Page {
+        Page {
+            free: Cell::new(ptr::null_mut()),
+            used: Cell::new(0),
+            capacity: Cell::new(0),
+            block_start: Cell::new(ptr::null_mut()),
+            free_limit: Cell::new(0),
+            reserved: Cell::new(0),
+            magic: Cell::new(0),
+            local_free: Cell::new(ptr::null_mut()),
+            block_size: Cell::new(0),
+            thread_free: AtomicUsize::new(0),
+            next: Cell::new(ptr::null_mut()),
+            prev: Cell::new(ptr::null_mut()),
+            class: Cell::new(0),
+            slot: Cell::new(0),
+            flags: AtomicU8::new(0),
+            retire_tick: Cell::new(0),
+        }
+    }
+
+    /// Sets up an unused page slot to serve `block_size`-byte blocks of class
+    /// `class` from `[start, start + area)`. `zero` says the area reads as zero.
+    pub fn init(&self, class: usize, block_size: usize, start: *mut u8, area: usize, zero: bool) {
+        debug_assert!(self.used.get() == 0 && !self.in_use());
+        let reserved = area / block_size;
+        debug_assert!(reserved >= 1 && reserved <= u32::MAX as usize);
+        self.free.set(ptr::null_mut());
+        self.used.set(0);
+        self.capacity.set(0);
+        self.block_start.set(start);
+        self.reserved.set(reserved as u32);
+        self.free_limit.set(Self::limit_for(reserved, block_size));
+        self.magic.set(divisibility_magic(block_size));
+        self.local_free.set(ptr::null_mut());
+        self.block_size.set(block_size);
+        self.thread_free.store(0, Ordering::Relaxed);
+        self.next.set(ptr::null_mut());
+        self.prev.set(ptr::null_mut());
+        self.class.set(class as u8);
+        self.flags
+            .store(if zero { ZERO_INIT } else { 0 }, Ordering::Relaxed);
+        self.retire_tick.set(0);
+    }
+
+    fn limit_for(reserved: usize, block_size: usize) -> u32 {
+        (reserved * block_size).min(u32::MAX as usize) as u32
+    }
+
+    /// Re-enables fast-path frees (after the page leaves the full list).
+    pub fn open_fast_free(&self) {
+        self.free_limit.set(Self::limit_for(
+            self.reserved.get() as usize,
+            self.block_size.get(),
+        ));
+    }
+
+    /// Returns the slot to the unused state.
+    pub fn clear(&self) {
+        self.free.set(ptr::null_mut());
+        self.used.set(0);
+        self.capacity.set(0);
+        self.block_start.set(ptr::null_mut());
+        self.free_limit.set(0);
+        self.reserved.set(0);
+        self.magic.set(0);
+        self.local_free.set(ptr::null_mut());
+        self.block_size.set(0);
+        self.thread_free.store(0, Ordering::Relaxed);
+        self.next.set(ptr::null_mut());
+        self.prev.set(ptr::null_mut());
+        self.flags.store(0, Ordering::Relaxed);
+    }
+
+    /// Is the slot serving blocks?
+    #[inline]
+    pub fn in_use(&self) -> bool {
+        self.reserved.get() != 0
+    }
+
+    /// Has the flag bit `flag` set?
+    #[inline]
+    pub fn has(&self, flag: u8) -> bool {
+        self.flags.load(Ordering::Relaxed) & flag != 0
+    }
+
+    /// Sets or clears the flag bit `flag`.
+    #[inline]
+    pub fn set_flag(&self, flag: u8, on: bool) {
+        let f = self.flags.load(Ordering::Relaxed);
+        self.flags
+            .store(if on { f | flag } else { f & !flag }, Ordering::Relaxed);
+    }
+
+    /// Size class of the page.
+    #[inline]
+    pub fn class(&self) -> usize {
+        self.class.get() as usize
+    }
+
+    /// Bytes covered by the page's blocks.
+    #[inline]
+    fn area(&self) -> usize {
+        self.reserved.get() as usize * self.block_size.get()
+    }
+
+    /// Does `p` point at the start of one of this page's blocks (in use or
+    /// not)? Valid for small, medium and large pages (areas below 4 GiB).
+    #[inline]
+    pub fn is_block_start(&self, p: *mut u8) -> bool {
+        let off = (p as usize).wrapping_sub(self.block_start.get() as usize);
+        off < self.area() && is_multiple(off as u64, self.magic.get())
+    }
+
+    /// Returns the start of the block containing `p`, or null when `p` is
+    /// outside the page's blocks.
+    pub fn block_containing(&self, p: *mut u8) -> *mut u8 {
+        let off = (p as usize).wrapping_sub(self.block_start.get() as usize);
+        if off >= self.area() {
+            return ptr::null_mut();
+        }
+        let start = off - off % self.block_size.get();
+        self.block_start.get().wrapping_add(start)
+    }
+
+    /// Carves more blocks out of the unused end of the page into `free`, which
+    /// must be empty. Returns false when the page has no room left.
+    pub fn extend(&self) -> bool {
+        debug_assert!(self.free.get().is_null());
+        let capacity = self.capacity.get() as usize;
+        let remaining = self.reserved.get() as usize - capacity;
+        if remaining == 0 {
+            return false;
+        }
+        let bsize = self.block_size.get();
+        let n = (EXTEND_BYTES / bsize).clamp(1, remaining);
+        // SAFETY: blocks capacity..capacity+n lie inside the page's area
+        // (capacity + n <= reserved) and have never been handed out, so
+        // writing their link words cannot clobber live data.
+        unsafe {
+            let first = self.block_start.get().add(capacity * bsize);
+            let mut b = first;
+            for _ in 1..n {
+                let next = b.add(bsize);
+                (*(b as *mut Block)).next = next as *mut Block;
+                b = next;
+            }
+            (*(b as *mut Block)).next = ptr::null_mut();
+            self.free.set(first as *mut Block);
+        }
+        self.capacity.set((capacity + n) as u32);
+        self.set_flag(FREE_IS_ZERO, self.has(ZERO_INIT));
+        true
+    }
+
+    /// Refills an empty `free` from the blocks freed by other threads and by
+    /// the owner. Returns true when `free` is non-empty afterwards.
+    ///
+    /// Must not be called on a page whose [`NOTIFY`] bit is armed (pages in the
+    /// full list), because taking the list would disarm it without telling
+    /// anyone.
+    pub fn collect(&self) -> bool {
+        if !self.free.get().is_null() {
+            return true;
+        }
+        self.collect_thread_free();
+        let local = self.local_free.get();
+        if !local.is_null() {
+            self.free.set(local);
+            self.local_free.set(ptr::null_mut());
+            self.set_flag(FREE_IS_ZERO, false);
+        }
+        !self.free.get().is_null()
+    }
+
+    /// Moves the remote-free list into `local_free` and adjusts `used`.
+    pub fn collect_thread_free(&self) {
+        if self.thread_free.load(Ordering::Relaxed) & !NOTIFY == 0 {
+            return;
+        }
+        // Once blocks are on the list the NOTIFY bit is clear, and only the
+        // owner (this thread) sets it again, so a plain swap is exact.
+        let head = self.thread_free.swap(0, Ordering::Acquire) as *mut Block;
+        debug_assert!(head as usize & NOTIFY == 0);
+        let mut count = 1u32;
+        let mut tail = head;
+        // SAFETY: every block on the list was handed out by this page and
+        // freed exactly once by another thread, which wrote its link word
+        // before publishing it with a release CAS (acquired by the swap).
+        unsafe {
+            while !(*tail).next.is_null() {
+                tail = (*tail).next;
+                count += 1;
+            }
+            (*tail).next = self.local_free.get();
+        }
+        self.local_free.set(head);
+        debug_assert!(count <= self.used.get());
+        self.used.set(self.used.get() - count);
+    }
+
+    /// Arms the full-page notification. Returns false, without arming, when
+    /// remote frees are already waiting (the page is then not full).
+    pub fn arm_notify(&self) -> bool {
+        self.thread_free
+            .compare_exchange(0, NOTIFY, Ordering::AcqRel, Ordering::Relaxed)
+            .is_ok()
+    }
+
+    /// Disarms the notification if no remote free has consumed it yet.
+    pub fn disarm_notify(&self) {
+        let _ = self
+            .thread_free
+            .compare_exchange(NOTIFY, 0, Ordering::AcqRel, Ordering::Relaxed);
+    }
+}
+
+/// Pushes `block` onto `page`'s remote-free list, from a thread that does not
+/// own the page. Returns true when the push consumed the page's [`NOTIFY`]
+/// bit, in which case the block was NOT pushed and the caller must queue it on
+/// the owning heap's delayed list.
+///
+/// # Safety
+/// `block` must be a block of `page` that is in use and freed exactly once.
+pub unsafe fn push_thread_free(page: &Page, block: *mut Block) -> bool {
+    let tf = &page.thread_free;
+    let mut old = tf.load(Ordering::Relaxed);
+    loop {
+        if old & NOTIFY != 0 {
+            debug_assert!(old == NOTIFY);
+            match tf.compare_exchange_weak(old, 0, Ordering::AcqRel, Ordering::Relaxed) {
+                Ok(_) => return true,
+                Err(seen) => old = seen,
+            }
+            continue;
+        }
+        // SAFETY: the block is ours to write (caller); its first word becomes
+        // the link, published by the release CAS below.
+        unsafe { (*block).next = old as *mut Block };
+        match tf.compare_exchange_weak(old, block as usize, Ordering::Release, Ordering::Relaxed) {
+            Ok(_) => return false,
+            Err(seen) => old = seen,
+        }
+    }
+}

@@ -1,0 +1,124 @@
+//! Messages to stderr that never allocate: the statistics line, warnings about
+//! bad settings, and the fatal report of an invalid pointer.
+//!
+//! Everything here formats into a fixed buffer on the stack and writes it with
+//! one `write(2)`, because it runs inside the allocator, possibly while a heap
+//! is half-updated, where calling anything that allocates would recurse.
+
+use core::fmt;
+
+/// A one-line message built on the stack and written to stderr at once.
+pub struct LineWriter {
+    buf: [u8; 512],
+    len: usize,
+}
+
+impl LineWriter {
+    /// An empty line.
+    pub const fn new() -> Self {
+        LineWriter {
+            buf: [0; 512],
+            len: 0,
+        }
+    }
+
+    /// Writes the line and a newline to stderr (truncated if too long).
+    pub fn emit(self) {
+        self.emit_to(2);
+    }
+
+    /// Writes the line and a newline to file descriptor `fd`.
+    pub fn emit_to(mut self, fd: i32) {
+        if self.len == self.buf.len() {
+            self.len -= 1;
+        }
+        self.buf[self.len] = b'\n';
+        self.len += 1;
+        let mut off = 0;
+        while off < self.len {
+            // SAFETY: the range [off, len) lies inside `buf`.
+            let n = unsafe { libc::write(fd, self.buf.as_ptr().add(off).cast(), self.len - off) };
+            if n <= 0 {
+                break;
+            }
+            off += n as usize;
+        }
+    }
+}
+
+impl Default for LineWriter {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl fmt::Write for LineWriter {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        let room = self.buf.len() - self.len;
+        let n = s.len().min(room);
+        self.buf[self.len..self.len + n].copy_from_slice(&s.as_bytes()[..n]);
+        self.len += n;
+        Ok(())
+    }
+}
+
+/// What is wrong with a pointer passed to `free`, `realloc` and friends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BadPointer {
+    /// Not inside any memory this allocator handed out (another allocator's
+    /// pointer, a stack or static address, garbage).
+    NotOurs,
+    /// Inside one of our blocks, but not at its start.
+    Interior {
+        /// Start of the block the pointer falls into.
+        block: usize,
+        /// Bytes from the block start.
+        offset: usize,
+        /// Size of the block.
+        size: usize,
+    },
+    /// In a page of ours with no live block: freed twice or never allocated.
+    NotLive,
+}
+
+impl fmt::Display for BadPointer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            BadPointer::NotOurs => f.write_str("not allocated by memtally"),
+            BadPointer::Interior {
+                block,
+                offset,
+                size,
+            } => write!(
+                f,
+                "points {offset} bytes into the {size}-byte block at {block:#x}"
+            ),
+            BadPointer::NotLive => {
+                f.write_str("no live block there (freed twice, or never allocated)")
+            }
+        }
+    }
+}
+
+/// Reports an invalid pointer passed to `call` and aborts the process, as
+/// glibc does: continuing would corrupt the heap.
+#[cold]
+#[inline(never)]
+pub fn invalid_pointer(call: &str, p: *const u8, why: BadPointer) -> ! {
+    let mut w = LineWriter::new();
+    use fmt::Write;
+    let _ = write!(w, "memtally: {call}(): invalid pointer {p:p}: {why}");
+    w.emit();
+    // SAFETY: abort has no preconditions; it raises SIGABRT like glibc does
+    // on heap corruption, so core dumps and debuggers see the usual signal.
+    unsafe { libc::abort() }
+}
+
+/// Prints a one-line warning prefixed with `memtally: `.
+pub fn warn(args: fmt::Arguments<'_>) {
+    let mut w = LineWriter::new();
+    use fmt::Write;
+    let _ = w.write_str("memtally: ");
+    let _ = w.write_fmt(args);
+    w.emit();
+}

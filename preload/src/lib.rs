@@ -1,0 +1,264 @@
+//! `libmemtally.so`: the malloc family of C, backed by memtally's allocator,
+//! for `LD_PRELOAD` into any dynamically linked program.
+//!
+//! ```text
+//! LD_PRELOAD=target/release/libmemtally.so MEMTALLY_STATS=1 python3 script.py
+//! ```
+//!
+//! This crate is only the C ABI: each function maps C's semantics (glibc's,
+//! where C leaves room) onto `memtally_alloc::raw`. Nothing here allocates,
+//! panics, or touches thread-locals beyond what the allocator does, because
+//! these functions run before `main`, inside the dynamic loader's callbacks,
+//! in `fork` children and in thread destructors.
+//!
+//! The library must be loaded at process start (`LD_PRELOAD` or linked), not
+//! with `dlopen`: its thread-local storage must be allocated statically, and
+//! memory allocated by the previous malloc cannot be freed by this one.
+
+#![deny(missing_docs)]
+
+use core::ffi::{c_int, c_void};
+use memtally_alloc::raw;
+
+/// glibc's `malloc` alignment on 64-bit targets (`alignof(max_align_t)`).
+const MALLOC_ALIGN: usize = 16;
+
+/// Runs when the library is loaded: reads the settings at once, so that a bad
+/// `MEMTALLY_*` value is reported even by a program that never allocates.
+extern "C" fn on_load() {
+    raw::init();
+}
+
+#[used]
+#[unsafe(link_section = ".init_array")]
+static ON_LOAD: extern "C" fn() = on_load;
+
+fn set_errno(code: c_int) {
+    // SAFETY: __errno_location returns the calling thread's errno slot.
+    unsafe { *libc::__errno_location() = code };
+}
+
+fn page_size() -> usize {
+    // SAFETY: sysconf has no preconditions and does not allocate.
+    let v = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    if v > 0 { v as usize } else { 4096 }
+}
+
+/// `malloc(3)`.
+///
+/// # Safety
+/// Callable from C at any time.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn malloc(size: usize) -> *mut c_void {
+    // SAFETY: MALLOC_ALIGN is a power of two.
+    unsafe { raw::alloc(size, MALLOC_ALIGN).cast() }
+}
+
+/// `free(3)`: null is ignored; a pointer this allocator did not hand out is
+/// reported on stderr and aborts, as glibc does.
+///
+/// # Safety
+/// `p` must be null or from this allocator.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn free(p: *mut c_void) {
+    // SAFETY: forwarded from the caller; invalid pointers abort.
+    unsafe { raw::free(p.cast(), "free") }
+}
+
+/// `calloc(3)`: zeroed; an overflowing `n * size` fails with ENOMEM.
+///
+/// # Safety
+/// Callable from C at any time.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn calloc(n: usize, size: usize) -> *mut c_void {
+    let Some(total) = n.checked_mul(size) else {
+        set_errno(libc::ENOMEM);
+        return core::ptr::null_mut();
+    };
+    // SAFETY: MALLOC_ALIGN is a power of two.
+    unsafe { raw::alloc_zeroed(total, MALLOC_ALIGN).cast() }
+}
+
+/// `realloc(3)` with glibc's edge cases: a null pointer allocates; size 0
+/// frees and returns null; on failure the old block is untouched.
+///
+/// # Safety
+/// `p` must be null or from this allocator.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn realloc(p: *mut c_void, size: usize) -> *mut c_void {
+    if !p.is_null() && size == 0 {
+        // SAFETY: forwarded from the caller.
+        unsafe { raw::free(p.cast(), "realloc") };
+        return core::ptr::null_mut();
+    }
+    // SAFETY: MALLOC_ALIGN is a power of two; `p` is forwarded.
+    unsafe { raw::realloc(p.cast(), size, MALLOC_ALIGN, usize::MAX).cast() }
+}
+
+/// `reallocarray(3)`: `realloc(p, n * size)` failing with ENOMEM on overflow.
+///
+/// # Safety
+/// `p` must be null or from this allocator.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn reallocarray(p: *mut c_void, n: usize, size: usize) -> *mut c_void {
+    let Some(total) = n.checked_mul(size) else {
+        set_errno(libc::ENOMEM);
+        return core::ptr::null_mut();
+    };
+    // SAFETY: forwarded from the caller.
+    unsafe { realloc(p, total) }
+}
+
+/// Allocation with alignment `align`, which must be a power of two.
+fn aligned(align: usize, size: usize) -> *mut c_void {
+    // SAFETY: callers pass a power of two.
+    unsafe { raw::alloc(size, align.max(MALLOC_ALIGN)).cast() }
+}
+
+/// `posix_memalign(3)`: EINVAL unless `align` is a power of two multiple of
+/// `sizeof(void *)`; ENOMEM when out of memory. Returns the error, sets
+/// `*out` only on success.
+///
+/// # Safety
+/// `out` must be writable.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn posix_memalign(out: *mut *mut c_void, align: usize, size: usize) -> c_int {
+    if !align.is_power_of_two() || align % core::mem::size_of::<*mut c_void>() != 0 {
+        return libc::EINVAL;
+    }
+    let p = aligned(align, size);
+    if p.is_null() {
+        return libc::ENOMEM;
+    }
+    // SAFETY: the caller passes a writable pointer.
+    unsafe { *out = p };
+    0
+}
+
+/// `aligned_alloc(3)`: EINVAL unless `align` is a power of two (as glibc
+/// 2.36; a size that is not a multiple of the alignment is accepted).
+///
+/// # Safety
+/// Callable from C at any time.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn aligned_alloc(align: usize, size: usize) -> *mut c_void {
+    if !align.is_power_of_two() {
+        set_errno(libc::EINVAL);
+        return core::ptr::null_mut();
+    }
+    aligned(align, size)
+}
+
+/// `memalign(3)`: an alignment that is not a power of two is rounded up to
+/// one, as glibc does; an impossible one fails with EINVAL.
+///
+/// # Safety
+/// Callable from C at any time.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn memalign(align: usize, size: usize) -> *mut c_void {
+    let Some(align) = align
+        .checked_next_power_of_two()
+        .filter(|&a| a <= isize::MAX as usize / 2)
+    else {
+        set_errno(libc::EINVAL);
+        return core::ptr::null_mut();
+    };
+    aligned(align, size)
+}
+
+/// `valloc(3)`: page-aligned.
+///
+/// # Safety
+/// Callable from C at any time.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn valloc(size: usize) -> *mut c_void {
+    aligned(page_size(), size)
+}
+
+/// `pvalloc(3)`: page-aligned, size rounded up to whole pages (at least one).
+///
+/// # Safety
+/// Callable from C at any time.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn pvalloc(size: usize) -> *mut c_void {
+    let page = page_size();
+    let Some(rounded) = size.max(1).checked_next_multiple_of(page) else {
+        set_errno(libc::ENOMEM);
+        return core::ptr::null_mut();
+    };
+    aligned(page, rounded)
+}
+
+/// `malloc_usable_size(3)`: bytes usable from `p` (0 for null).
+///
+/// # Safety
+/// `p` must be null or from this allocator.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn malloc_usable_size(p: *mut c_void) -> usize {
+    // SAFETY: forwarded from the caller.
+    unsafe { raw::usable_size(p.cast()) }
+}
+
+/// `malloc_trim(3)`: returns unused memory to the OS now. Always reports
+/// that memory may have been released (1).
+///
+/// # Safety
+/// Callable from C at any time.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn malloc_trim(_pad: usize) -> c_int {
+    raw::trim();
+    1
+}
+
+// glibc's internal names, which a few programs call directly; forwarding them
+// keeps such programs from mixing two allocators.
+
+/// `__libc_malloc`, as `malloc`.
+///
+/// # Safety
+/// As [`malloc`].
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn __libc_malloc(size: usize) -> *mut c_void {
+    // SAFETY: same contract.
+    unsafe { malloc(size) }
+}
+
+/// `__libc_free`, as `free`.
+///
+/// # Safety
+/// As [`free`].
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn __libc_free(p: *mut c_void) {
+    // SAFETY: same contract.
+    unsafe { free(p) }
+}
+
+/// `__libc_calloc`, as `calloc`.
+///
+/// # Safety
+/// As [`calloc`].
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn __libc_calloc(n: usize, size: usize) -> *mut c_void {
+    // SAFETY: same contract.
+    unsafe { calloc(n, size) }
+}
+
+/// `__libc_realloc`, as `realloc`.
+///
+/// # Safety
+/// As [`realloc`].
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn __libc_realloc(p: *mut c_void, size: usize) -> *mut c_void {
+    // SAFETY: same contract.
+    unsafe { realloc(p, size) }
+}
+
+/// `__libc_memalign`, as `memalign`.
+///
+/// # Safety
+/// As [`memalign`].
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn __libc_memalign(align: usize, size: usize) -> *mut c_void {
+    // SAFETY: same contract.
+    unsafe { memalign(align, size) }
+}
