@@ -172,7 +172,7 @@ fn alloc_overaligned(h: &Heap, size: usize, align: usize, zero: bool) -> (*mut u
 pub unsafe fn free(p: *mut u8, call: &'static str) {
     let seg = segment_of(p);
     if segmap::contains(seg as usize) {
-        let (_, token) = thread::heap_and_token();
+        let token = thread::token();
         // SAFETY: the segment map says a live segment starts at `seg`, so its
         // header is mapped and initialised.
         let s = unsafe { &*seg };
@@ -220,7 +220,7 @@ pub fn free_slow(p: *mut u8, call: &'static str) {
         return;
     }
     let loc = locate(p, call);
-    let (heap, _) = thread::heap_and_token();
+    let heap = thread::heap();
     let counting = crate::stats::enabled();
     if loc.kind == PageKind::Huge {
         if counting {

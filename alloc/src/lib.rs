@@ -37,6 +37,7 @@ mod segment;
 mod size_class;
 mod stats;
 mod thread;
+mod tls;
 mod validate;
 
 use core::alloc::{GlobalAlloc, Layout};

@@ -350,3 +350,123 @@ pub unsafe fn push_thread_free(page: &Page, block: *mut Block) -> bool {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A page over a fresh, zeroed, 64 KiB buffer.
+    fn page_over(buf: &mut [u64], block_size: usize, class: usize) -> Page {
+        let page = Page::empty();
+        let bytes = buf.len() * 8;
+        page.init(class, block_size, buf.as_mut_ptr().cast(), bytes, true);
+        page
+    }
+
+    fn pop(page: &Page) -> *mut Block {
+        let b = page.free.get();
+        assert!(!b.is_null());
+        // SAFETY: `b` is a free block of the page.
+        page.free.set(unsafe { (*b).next });
+        page.used.set(page.used.get() + 1);
+        b
+    }
+
+    fn len(mut b: *mut Block) -> usize {
+        let mut n = 0;
+        while !b.is_null() {
+            n += 1;
+            // SAFETY: free-list blocks hold valid links.
+            b = unsafe { (*b).next };
+        }
+        n
+    }
+
+    #[test]
+    fn extend_carves_at_most_four_kib_and_marks_zero() {
+        let mut buf = vec![0u64; 8192];
+        let page = page_over(&mut buf, 16, 1);
+        assert_eq!(page.reserved.get(), 4096);
+        assert!(page.extend());
+        assert_eq!(page.capacity.get(), 256);
+        assert_eq!(len(page.free.get()), 256);
+        assert!(page.has(FREE_IS_ZERO));
+        // Blocks come out in address order, each a block start.
+        let a = pop(&page);
+        let b = pop(&page);
+        assert_eq!(b as usize - a as usize, 16);
+        assert!(page.is_block_start(a.cast()));
+        assert!(!page.is_block_start((a as *mut u8).wrapping_add(8)));
+    }
+
+    #[test]
+    fn local_and_remote_frees_are_collected_with_exact_accounting() {
+        let mut buf = vec![0u64; 8192];
+        let page = page_over(&mut buf, 48, 5);
+        page.extend();
+        let blocks: Vec<_> = (0..10).map(|_| pop(&page)).collect();
+        assert_eq!(page.used.get(), 10);
+        // Three freed by the owner, four by "another thread".
+        for &b in &blocks[..3] {
+            // SAFETY: `b` is in use and freed once.
+            unsafe { (*b).next = page.local_free.get() };
+            page.local_free.set(b);
+            page.used.set(page.used.get() - 1);
+        }
+        for &b in &blocks[3..7] {
+            // SAFETY: in use, freed once.
+            assert!(!unsafe { push_thread_free(&page, b) });
+        }
+        assert_eq!(
+            page.used.get(),
+            7,
+            "remote frees count as used until collected"
+        );
+        // Drain `free` so that collect refills it.
+        while !page.free.get().is_null() {
+            pop(&page);
+        }
+        let used_before = page.used.get();
+        assert!(page.collect());
+        assert_eq!(page.used.get(), used_before - 4);
+        assert_eq!(len(page.free.get()), 7);
+        assert!(!page.has(FREE_IS_ZERO));
+        let capacity = page.capacity.get() as usize;
+        assert_eq!(page.used.get() as usize + len(page.free.get()), capacity);
+    }
+
+    #[test]
+    fn notify_bit_diverts_exactly_one_remote_free() {
+        let mut buf = vec![0u64; 8192];
+        let page = page_over(&mut buf, 64, 7);
+        page.extend();
+        let a = pop(&page);
+        let b = pop(&page);
+        assert!(page.arm_notify());
+        // SAFETY: in use, freed once.
+        let first = unsafe { push_thread_free(&page, a) };
+        assert!(first, "first remote free takes the notification");
+        // SAFETY: in use, freed once.
+        let second = unsafe { push_thread_free(&page, b) };
+        assert!(!second, "later ones go to the page list");
+        assert!(!page.arm_notify(), "cannot arm while blocks are waiting");
+        page.collect_thread_free();
+        assert!(page.arm_notify());
+        page.disarm_notify();
+        assert_eq!(page.thread_free.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn block_containing_rounds_down_and_rejects_the_tail() {
+        let mut buf = vec![0u64; 8192];
+        let page = page_over(&mut buf, 24, 2);
+        let start = page.block_start.get();
+        assert_eq!(
+            page.block_containing(start.wrapping_add(50)),
+            start.wrapping_add(48)
+        );
+        let area = page.reserved.get() as usize * 24;
+        assert!(page.block_containing(start.wrapping_add(area)).is_null());
+        assert!(page.block_containing(start.wrapping_sub(1)).is_null());
+    }
+}

@@ -68,7 +68,8 @@ pub const IN_PURGE_LIST: u8 = 2;
 /// block allocator), and read by other threads only for in-use pages.
 #[repr(C)]
 pub struct Segment {
-    /// The owning heap; null for huge segments. Read by any freeing thread.
+    /// The owning heap; [`HUGE_OWNER`] for huge segments. Never null while the
+    /// segment is live. Read by any freeing thread.
     pub heap: AtomicPtr<Heap>,
     /// log2 of the page size of this segment.
     pub page_shift: Cell<u32>,
@@ -314,8 +315,12 @@ pub fn alloc_segment(kind: PageKind, heap: *mut Heap) -> *mut Segment {
 /// `seg` must be a segment-aligned, exclusively owned mapping of `size` bytes.
 pub unsafe fn init_huge_segment(seg: *mut Segment, size: usize, zero: bool) {
     // SAFETY: guaranteed by the caller.
-    unsafe { (*seg).init(PageKind::Huge, ptr::null_mut(), zero, size) };
+    unsafe { (*seg).init(PageKind::Huge, HUGE_OWNER, zero, size) };
 }
+
+/// The owner recorded in huge segments: not null (a null free token must
+/// never match a live segment) and not the address of any heap.
+pub const HUGE_OWNER: *mut Heap = ptr::dangling_mut::<Heap>();
 
 /// Puts an empty 4 MiB segment into the cache (unmapping the oldest cached
 /// one if the cache is full).
@@ -377,4 +382,78 @@ pub fn purge_cache(now: u64) {
         still_dirty |= !entry.purged;
     }
     CACHE_DIRTY.store(still_dirty, Ordering::Relaxed);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fake_heap() -> *mut Heap {
+        // Never dereferenced by the functions under test.
+        0x1000 as *mut Heap
+    }
+
+    #[test]
+    fn page_areas_tile_the_segment_after_the_header() {
+        for kind in [PageKind::Small, PageKind::Medium, PageKind::Large] {
+            let seg = alloc_segment(kind, fake_heap());
+            assert!(!seg.is_null());
+            // SAFETY: freshly allocated segment.
+            let s = unsafe { &*seg };
+            assert!(segmap::contains(seg as usize));
+            let count = s.page_count.get() as usize;
+            let mut expect = seg as usize + HEADER_SIZE;
+            for slot in 0..count {
+                let (start, size) = s.page_area(slot);
+                assert_eq!(start as usize, expect, "{kind:?} slot {slot}");
+                assert_eq!(start as usize % 8192, 0);
+                expect += size;
+                // Any pointer inside the area maps back to this slot.
+                let mid = start.wrapping_add(size / 2);
+                assert_eq!(s.page_of(mid).slot.get() as usize, slot);
+            }
+            assert_eq!(expect, seg as usize + SEGMENT_SIZE);
+            // SAFETY: no page in use.
+            unsafe { free_segment(seg, 0) };
+            assert!(!segmap::contains(seg as usize));
+        }
+    }
+
+    #[test]
+    fn slots_masks_and_purging() {
+        let seg = alloc_segment(PageKind::Small, fake_heap());
+        // SAFETY: freshly allocated segment.
+        let s = unsafe { &*seg };
+        let (p0, zero0) = s.take_page().unwrap();
+        let (p1, zero1) = s.take_page().unwrap();
+        assert!(zero0 && zero1, "fresh OS memory is zero");
+        assert_eq!((p0.slot.get(), p1.slot.get()), (0, 1));
+        assert_eq!(s.used_pages.get(), 2);
+        assert_eq!(s.free_mask.get() & 0b11, 0);
+        let (start, area) = s.page_area(1);
+        p1.init(3, 32, start, area, true);
+        // Dirty the page, release it: it is due for purging, not zero.
+        // SAFETY: the page area is mapped and ours.
+        unsafe { start.write_bytes(0xEE, 4096) };
+        assert!(!s.release_page(p1, 100));
+        assert_eq!(s.purge_mask.get(), 0b10);
+        assert_eq!(s.purge_at.get(), 100 + PURGE_DELAY_MS);
+        assert_eq!(s.zero_mask.get() & 0b10, 0);
+        s.purge_pending();
+        assert_eq!(s.purge_mask.get(), 0);
+        assert_ne!(s.zero_mask.get() & 0b10, 0, "purged pages read as zero");
+        // SAFETY: the area is mapped; after MADV_DONTNEED it reads zero.
+        assert_eq!(unsafe { *start }, 0);
+        // Retaking the slot reports it as zero.
+        let (again, zero) = s.take_page().unwrap();
+        assert_eq!(again.slot.get(), 1);
+        assert!(zero);
+        assert!(!s.release_page(again, 0));
+        assert!(
+            s.release_page(p0, 0),
+            "last page released empties the segment"
+        );
+        // SAFETY: no page in use.
+        unsafe { free_segment(seg, 0) };
+    }
 }

@@ -5,10 +5,11 @@
 //! A new thread's heap pointer starts at a static empty heap whose direct
 //! table points at a static empty page, so its first allocation fails the fast
 //! path and lands in the slow path, which calls [`init_thread`]; the fast path
-//! never tests "initialised?". The thread-local slot also holds a free token:
-//! the heap itself, or the empty heap while the heap is instrumented, so that
-//! the fast path's "do I own this segment?" test fails and frees take the
-//! slow path, which records them.
+//! never tests "initialised?". The thread-local slot (`tls.rs`) also holds a
+//! free token: the heap itself, or null while the thread has no heap or its
+//! heap is instrumented. The free fast path compares the token with the
+//! owner of the block's segment, so with a null token the test fails and
+//! frees take the slow path, which records them.
 //!
 //! Heap lifecycle: created by mapping (never freed), owned by one thread, at
 //! thread exit collected and put into the pool. A new thread first adopts a
@@ -25,7 +26,6 @@ use crate::lock::SpinLock;
 use crate::os;
 use crate::page::Page;
 use crate::stats;
-use core::cell::Cell;
 use core::ptr;
 use core::sync::atomic::{AtomicPtr, AtomicU8, AtomicU32, AtomicUsize, Ordering};
 
@@ -51,30 +51,16 @@ pub fn empty_heap() -> *mut Heap {
     &raw const EMPTY_HEAP.0 as *mut Heap
 }
 
-struct ThreadState {
-    heap: Cell<*mut Heap>,
-    token: Cell<*mut Heap>,
-}
-
-thread_local! {
-    static STATE: ThreadState = const {
-        ThreadState {
-            heap: Cell::new(&raw const EMPTY_HEAP.0 as *mut Heap),
-            token: Cell::new(&raw const EMPTY_HEAP.0 as *mut Heap),
-        }
-    };
-}
-
 /// The calling thread's heap (the empty heap before its first allocation).
 #[inline(always)]
 pub fn heap() -> *mut Heap {
-    STATE.with(|s| s.heap.get())
+    crate::tls::heap()
 }
 
-/// The calling thread's heap and free token (see the module docs).
+/// The calling thread's free token (see the module docs).
 #[inline(always)]
-pub fn heap_and_token() -> (*mut Heap, *mut Heap) {
-    STATE.with(|s| (s.heap.get(), s.token.get()))
+pub fn token() -> *mut Heap {
+    crate::tls::token()
 }
 
 // ----------------------------------------------------------------------
@@ -169,14 +155,11 @@ pub fn init_thread() -> *mut Heap {
     let h = unsafe { &*heap };
     h.set_instrumented(stats::enabled());
     let token = if h.instrumented.get() {
-        empty_heap()
+        ptr::null_mut()
     } else {
         heap
     };
-    STATE.with(|s| {
-        s.heap.set(heap);
-        s.token.set(token);
-    });
+    crate::tls::set(heap, token);
     let key = EXIT_KEY.load(Ordering::Acquire);
     if key != 0 {
         // SAFETY: the key was created by pthread_key_create. The value is our
@@ -256,12 +239,9 @@ pub fn for_each_heap(mut f: impl FnMut(&Heap)) {
 /// Thread-exit destructor: collects the exiting thread's heap and pools it.
 extern "C" fn thread_exit(arg: *mut libc::c_void) {
     let heap = arg as *mut Heap;
-    STATE.with(|s| {
-        if s.heap.get() == heap {
-            s.heap.set(empty_heap());
-            s.token.set(empty_heap());
-        }
-    });
+    if crate::tls::heap() == heap {
+        crate::tls::set(empty_heap(), ptr::null_mut());
+    }
     abandon(heap);
 }
 
