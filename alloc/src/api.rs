@@ -57,12 +57,13 @@ pub unsafe fn alloc_zeroed(size: usize, align: usize) -> *mut u8 {
 #[inline(always)]
 unsafe fn alloc_impl<const ZERO: bool>(size: usize, align: usize) -> *mut u8 {
     if size <= DIRECT_MAX && align <= 16 {
-        // Alignment 16 rounds the size to a multiple of 16, whose class is a
-        // multiple of 16 (see size_class.rs); up to 8 every class is aligned.
+        // Alignment 16 rounds the size to a non-zero multiple of 16, whose
+        // class is a multiple of 16 (see size_class.rs); up to 8 every class
+        // is aligned.
         let rounded = if align <= WORD {
             size
         } else {
-            (size + 15) & !15
+            (size.max(1) + 15) & !15
         };
         let heap = thread::heap();
         // SAFETY: the thread's heap is live (or the static empty heap) and
@@ -179,18 +180,20 @@ pub unsafe fn free(p: *mut u8, call: &'static str) {
         if s.heap.load(Ordering::Relaxed) == token {
             let page = s.page_of(p);
             let off = (p as usize).wrapping_sub(page.block_start.get() as usize);
-            let used = page.used.get();
-            if (off < page.free_limit.get() as usize)
-                & is_multiple(off as u64, page.magic.get())
-                & (used > 1)
-            {
-                let b = p as *mut page::Block;
-                // SAFETY: `p` is a block start of a page owned by this thread
-                // (the token matched), in use (free_limit is 0 otherwise).
-                unsafe { (*b).next = page.local_free.get() };
-                page.local_free.set(b);
-                page.used.set(used - 1);
-                return;
+            if (off < page.free_limit.get() as usize) & is_multiple(off as u64, page.magic.get()) {
+                let used = page.used.get();
+                if used > 1 {
+                    let b = p as *mut page::Block;
+                    // SAFETY: `p` is a block start of a page owned by this
+                    // thread (the token matched), in use (free_limit is 0
+                    // otherwise).
+                    unsafe { (*b).next = page.local_free.get() };
+                    page.local_free.set(b);
+                    page.used.set(used - 1);
+                    return;
+                }
+                // SAFETY: the token matched, so the heap is ours and live.
+                return free_last(unsafe { &*token }, page, p, call);
             }
             // SAFETY: the token matched, so the heap is ours and live.
             return free_owned_slow(unsafe { &*token }, page, p, call);
@@ -199,8 +202,25 @@ pub unsafe fn free(p: *mut u8, call: &'static str) {
     free_slow(p, call);
 }
 
+/// A free of a valid block start in a page of this thread's heap that holds
+/// at most this one live block: push it and retire the page. Kept small,
+/// because a loop that allocates and frees one block lands here every time.
+#[cold]
+#[inline(never)]
+fn free_last(heap: &Heap, page: &Page, p: *mut u8, call: &'static str) {
+    if page.used.get() == 0 {
+        invalid_pointer(call, p, BadPointer::NotLive);
+    }
+    let b = p as *mut page::Block;
+    // SAFETY: `p` is an in-use block start of a page this thread owns.
+    unsafe { (*b).next = page.local_free.get() };
+    page.local_free.set(b);
+    page.used.set(0);
+    heap.page_retire(page);
+}
+
 /// A free into a page of this thread's (uninstrumented) heap that the fast
-/// path could not take: last block, full page, interior pointer, bad pointer.
+/// path could not take: full page, interior pointer, bad pointer.
 #[cold]
 #[inline(never)]
 fn free_owned_slow(heap: &Heap, page: &Page, p: *mut u8, call: &'static str) {

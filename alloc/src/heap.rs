@@ -35,9 +35,6 @@ use core::sync::atomic::{AtomicPtr, Ordering};
 
 /// Slow-path calls between two rounds of periodic housekeeping.
 const HOUSEKEEPING_EVERY: u32 = 128;
-/// Slow-path calls an empty page is kept at the head of its queue before it
-/// is released (avoids releasing and re-creating a page in alloc/free loops).
-const RETIRE_TICKS: u32 = 16;
 
 /// A doubly linked list of pages.
 pub struct PageQueue {
@@ -123,8 +120,9 @@ pub struct Heap {
     purge_last: Cell<*mut Segment>,
     /// Slow-path calls so far (wrapping).
     generic_count: Cell<u32>,
-    /// Bit per class whose queue holds a retained empty page.
-    retired: Cell<u128>,
+    /// Number of periodic housekeeping rounds so far (wrapping): the clock of
+    /// retained empty pages.
+    epoch: Cell<u32>,
     /// Number of segments owned.
     pub segment_count: Cell<usize>,
     /// When set, every allocation and free takes the slow path, which records
@@ -156,7 +154,7 @@ impl Heap {
             purge_first: Cell::new(ptr::null_mut()),
             purge_last: Cell::new(ptr::null_mut()),
             generic_count: Cell::new(0),
-            retired: Cell::new(0),
+            epoch: Cell::new(0),
             segment_count: Cell::new(0),
             instrumented: Cell::new(false),
             stats: HeapStats::new(),
@@ -391,15 +389,10 @@ impl Heap {
 
     /// An empty page: keep it if it is the only page of its class (a loop
     /// that frees its last block will allocate again soon), else release it.
-    fn page_retire(&self, page: &Page) {
-        let cls = page.class();
-        let queue = &self.queues[cls];
-        let p = page as *const Page as *mut Page;
-        if queue.first.get() == p && page.next.get().is_null() && class_kind(cls) != PageKind::Large
-        {
-            page.retire_tick
-                .set(self.generic_count.get().wrapping_add(RETIRE_TICKS));
-            self.retired.set(self.retired.get() | (1u128 << cls));
+    /// Nothing is recorded for a kept page: periodic housekeeping releases
+    /// queue heads it finds empty two rounds in a row.
+    pub fn page_retire(&self, page: &Page) {
+        if core::ptr::eq(self.queues[page.class()].first.get(), page) && page.next.get().is_null() {
             return;
         }
         self.page_free(page);
@@ -515,33 +508,50 @@ impl Heap {
         }
     }
 
-    /// Releases retained empty pages whose time is up, purges pages whose
-    /// delay has passed, and purges the segment cache. With `force`, does all
-    /// of it now regardless of delays.
+    /// Releases retained empty pages whose time is up, purges pages and
+    /// cached memory whose delay has passed, and collects an abandoned heap
+    /// when one is due. With `force`, releases and purges everything now.
     pub fn periodic(&self, force: bool) {
-        let ticks = self.generic_count.get();
-        let mut retired = self.retired.get();
-        while retired != 0 {
-            let cls = retired.trailing_zeros() as usize;
-            retired &= retired - 1;
+        self.release_retired(force);
+        let now = if force { u64::MAX / 2 } else { os::now_ms() };
+        self.purge_expired(now);
+        // Reclaiming may release segments into the cache: before purging it.
+        if force {
+            crate::thread::reclaim_all_abandoned();
+        } else {
+            crate::thread::reclaim_abandoned_if_due(now);
+        }
+        segment::purge_cache(now);
+        crate::huge::purge_cache(now);
+        self.stats.flush();
+    }
+
+    /// Releases retained empty pages: queue heads found empty in this round
+    /// and the previous one (all empty heads with `force`).
+    fn release_retired(&self, force: bool) {
+        let epoch = self.epoch.get().wrapping_add(1);
+        self.epoch.set(epoch);
+        for cls in 0..CLASS_COUNT {
             let first = self.queues[cls].first.get();
-            let mut keep = false;
-            if !first.is_null() {
-                // SAFETY: queue members are live pages of this heap.
-                let page = unsafe { &*first };
-                if page.used.get() == 0 && page.thread_free.load(Ordering::Relaxed) == 0 {
-                    if force || (page.retire_tick.get().wrapping_sub(ticks) as i32) <= 0 {
-                        self.page_free(page);
-                    } else {
-                        keep = true;
-                    }
-                }
+            if first.is_null() {
+                continue;
             }
-            if !keep {
-                self.retired.set(self.retired.get() & !(1u128 << cls));
+            // SAFETY: queue members are live pages of this heap.
+            let page = unsafe { &*first };
+            if page.used.get() != 0 || page.thread_free.load(Ordering::Relaxed) != 0 {
+                continue;
+            }
+            if force || page.retire_tick.get() == epoch.wrapping_sub(1) {
+                self.page_free(page);
+            } else {
+                page.retire_tick.set(epoch);
             }
         }
-        let now = os::now_ms();
+    }
+
+    /// Purges the unused pages of segments whose purge time is at or before
+    /// `now`.
+    fn purge_expired(&self, now: u64) {
         loop {
             let seg = self.purge_first.get();
             if seg.is_null() {
@@ -549,22 +559,20 @@ impl Heap {
             }
             // SAFETY: list members are live segments of this heap.
             let s = unsafe { &*seg };
-            if !force && s.purge_at.get() > now {
+            if s.purge_at.get() > now {
                 break;
             }
             s.purge_pending();
             self.purge_list_remove(seg);
         }
-        segment::purge_cache(if force { u64::MAX / 2 } else { now });
-        crate::huge::purge_cache(if force { u64::MAX / 2 } else { now });
-        self.stats.flush();
     }
 
     /// Collects everything that can be collected: delayed frees, remote frees
-    /// in every queued page, empty pages (released and purged at once). Used
-    /// when a thread exits and when reclaiming an abandoned heap. Returns true
-    /// when the heap owns no segment any more.
-    pub fn collect_all(&self) -> bool {
+    /// in every queued page, empty pages (released, and purged once their
+    /// delay has passed, or at once with `force`). Used when a thread exits
+    /// and when reclaiming an abandoned heap. Returns true when the heap owns
+    /// no segment any more.
+    pub fn collect_all(&self, force: bool) -> bool {
         self.drain_delayed();
         for cls in 0..CLASS_COUNT {
             let mut page = self.queues[cls].first.get();
@@ -579,8 +587,8 @@ impl Heap {
                 page = next;
             }
         }
-        self.retired.set(0);
-        self.periodic(true);
+        self.purge_expired(if force { u64::MAX / 2 } else { os::now_ms() });
+        self.stats.flush();
         self.segment_count.get() == 0
     }
 }

@@ -133,6 +133,21 @@ pub unsafe fn purge(p: *mut u8, size: usize) -> bool {
     rc == 0 && start == p as usize && end == p as usize + size
 }
 
+/// Size of a transparent huge page on x86_64 and most aarch64 kernels.
+pub const HUGE_PAGE: usize = 2 << 20;
+
+/// Asks the kernel to back `[p, p + size)` with transparent huge pages where
+/// it can (the 2 MiB-aligned parts). One fault then maps 2 MiB instead of
+/// 4 KiB. A failure (THP disabled) is harmless and ignored.
+///
+/// # Safety
+/// The range must be a mapping made by this module.
+pub unsafe fn advise_huge_pages(p: *mut u8, size: usize) {
+    // SAFETY: guaranteed by the caller; MADV_HUGEPAGE changes only how the
+    // kernel backs the range, never its contents.
+    unsafe { libc::madvise(p.cast(), size, libc::MADV_HUGEPAGE) };
+}
+
 /// Milliseconds of a monotonic clock, cheap enough for the slow path
 /// (`CLOCK_MONOTONIC_COARSE` is served by the vDSO without a system call).
 pub fn now_ms() -> u64 {

@@ -98,7 +98,8 @@ pub struct Page {
     /// by the owner only, with plain loads and stores; atomic because freeing
     /// threads read [`HAS_ALIGNED`] while the owner updates the other bits.
     pub flags: AtomicU8,
-    /// Heap slow-path count at which an empty, retained page may be released.
+    /// Housekeeping round in which the page was last seen as an empty queue
+    /// head (see `Heap::page_retire`).
     pub retire_tick: Cell<u32>,
 }
 

@@ -27,7 +27,7 @@ use crate::os;
 use crate::page::Page;
 use crate::stats;
 use core::ptr;
-use core::sync::atomic::{AtomicPtr, AtomicU8, AtomicU32, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicPtr, AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
 /// A static that is only read, or written through its own atomics.
 struct Shared<T>(T);
@@ -249,8 +249,10 @@ fn abandon(heap: *mut Heap) {
     // SAFETY: the exiting thread owned the heap; nobody else touches it until
     // it is pooled.
     let h = unsafe { &*heap };
-    h.stats.flush();
-    let empty = h.collect_all();
+    // Pages freed here are purged after the usual delay, by whichever thread
+    // adopts or reclaims the heap: a new thread that takes over (servers
+    // recycling workers) reuses them without a page fault.
+    let empty = h.collect_all(false);
     put_in_pool(heap, !empty);
 }
 
@@ -258,14 +260,51 @@ fn abandon(heap: *mut Heap) {
 /// and other threads have freed since go back to the segment cache. Called
 /// before mapping a new segment.
 pub fn reclaim_abandoned() {
+    reclaim_one(false);
+}
+
+/// Time (ms) of the last reclamation by the periodic housekeeping.
+static LAST_RECLAIM_MS: AtomicU64 = AtomicU64::new(0);
+
+/// Reclaims one abandoned heap, and purges its expired pages, if none was
+/// reclaimed for a purge delay: an exited thread's memory goes back to the OS
+/// within a few purge delays as long as any thread allocates.
+pub fn reclaim_abandoned_if_due(now: u64) {
     if ABANDONED.load(Ordering::Relaxed) == 0 {
         return;
+    }
+    let last = LAST_RECLAIM_MS.load(Ordering::Relaxed);
+    if now < last + crate::segment::PURGE_DELAY_MS
+        || LAST_RECLAIM_MS
+            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+            .is_err()
+    {
+        return;
+    }
+    reclaim_one(false);
+}
+
+/// Collects every abandoned heap and purges all their unused memory now
+/// (for `malloc_trim`).
+pub fn reclaim_all_abandoned() {
+    for _ in 0..ABANDONED.load(Ordering::Relaxed) {
+        if !reclaim_one(true) {
+            break;
+        }
+    }
+}
+
+/// Takes the oldest abandoned heap out of the pool, collects it, and puts it
+/// back at the end (or among the clean heaps). False if there was none.
+fn reclaim_one(force: bool) -> bool {
+    if ABANDONED.load(Ordering::Relaxed) == 0 {
+        return false;
     }
     let heap = {
         let mut pool = POOL.lock();
         let h = pool.abandoned;
         if h.is_null() {
-            return;
+            return false;
         }
         // SAFETY: pooled heaps are live.
         pool.abandoned = unsafe { (*h).pool_next.get() };
@@ -274,8 +313,24 @@ pub fn reclaim_abandoned() {
     };
     // SAFETY: taken out of the pool, the heap is exclusively ours until it is
     // put back; collecting it frees only blocks already freed by their users.
-    let empty = unsafe { (*heap).collect_all() };
-    put_in_pool(heap, !empty);
+    let empty = unsafe { (*heap).collect_all(force) };
+    if empty {
+        put_in_pool(heap, false);
+    } else {
+        // At the end, so that the next reclamation visits another heap.
+        let mut pool = POOL.lock();
+        ABANDONED.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: pooled heaps are live; the lock serialises the list.
+        unsafe {
+            (*heap).pool_next.set(ptr::null_mut());
+            let mut link: *mut *mut Heap = &mut pool.abandoned;
+            while !(*link).is_null() {
+                link = (*(*link)).pool_next.as_ptr();
+            }
+            *link = heap;
+        }
+    }
+    true
 }
 
 // ----------------------------------------------------------------------

@@ -40,7 +40,7 @@ fn zero_size_requests_get_distinct_blocks() {
 fn alignments_up_to_sixteen_mebibytes() {
     let mut align = 1;
     while align <= 16 << 20 {
-        for size in [1usize, 24, 100, 4096, 70_000, 600_000, 3 << 20] {
+        for size in [0usize, 1, 24, 100, 4096, 70_000, 600_000, 3 << 20] {
             let p = alloc_checked(size, align);
             fill(p, size, 7);
             assert!(verify(p, size, 7));

@@ -1,0 +1,299 @@
+//! `alloc-bench`: the driver of the workload harness.
+//!
+//! It runs every selected workload under every selected allocator, each run in
+//! a fresh `mt-bench-<allocator>` worker process so that peak RSS and CPU time
+//! are the worker's own, and reads those from the kernel with `wait4`. Run
+//! through cargo (`cargo run --release -p memtally-benches --bin alloc-bench`)
+//! it first builds the workers, so one command works from a fresh clone. See
+//! `--help` for the options and [`memtally_benches::report`] for how the
+//! medians, ratios and geometric means are computed.
+
+use std::env;
+use std::ffi::OsString;
+use std::io;
+use std::mem;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode, Stdio};
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use memtally_benches::SCALE_ENV;
+use memtally_benches::cli::{self, BASELINE, Options};
+use memtally_benches::report::{self, Outcome, Run};
+
+fn main() -> ExitCode {
+    let options = match cli::parse_args(env::args().skip(1)) {
+        Ok(options) => options,
+        Err(message) => {
+            eprintln!("alloc-bench: {message} (see --help)");
+            return ExitCode::from(2);
+        }
+    };
+    if options.help {
+        print!("{}", cli::USAGE);
+        return ExitCode::SUCCESS;
+    }
+    match run(&options) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(1),
+        Err(message) => {
+            eprintln!("alloc-bench: {message}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// Runs the whole comparison; returns whether every worker run succeeded.
+fn run(options: &Options) -> Result<bool, String> {
+    let started = Instant::now();
+    if options.build {
+        build_workers()?;
+    }
+    let dir = worker_dir()?;
+    let workers: Vec<(&str, PathBuf)> = options
+        .allocators
+        .iter()
+        .map(|a| {
+            (
+                a.as_str(),
+                dir.join(format!("mt-bench-{a}{}", env::consts::EXE_SUFFIX)),
+            )
+        })
+        .collect();
+    for (_, path) in &workers {
+        if !path.is_file() {
+            return Err(format!(
+                "worker {} not found; build the workers with `cargo build --release -p memtally-benches --bins`",
+                path.display()
+            ));
+        }
+    }
+    let timeout = Duration::from_secs(options.timeout_secs);
+    let total = options.workloads.len() * workers.len() * options.reps;
+    let mut runs = Vec::with_capacity(total);
+    for workload in &options.workloads {
+        for rep in 0..options.reps {
+            // Rotate the allocator order every repetition, so that none of them
+            // always runs first (cold caches) or always right after a given
+            // neighbour, which spreads the noise of a shared machine evenly.
+            for k in 0..workers.len() {
+                let (allocator, path) = &workers[(k + rep) % workers.len()];
+                let run = measure(path, workload, allocator, rep, options.scale, timeout)?;
+                eprintln!(
+                    "[{:>3}/{total}] {workload:<13} {allocator:<9} rep {}: {}",
+                    runs.len() + 1,
+                    rep + 1,
+                    describe(&run)
+                );
+                runs.push(run);
+            }
+        }
+    }
+    let workload_names: Vec<&str> = options.workloads.iter().map(String::as_str).collect();
+    let allocator_names: Vec<&str> = options.allocators.iter().map(String::as_str).collect();
+    let summary = report::summarize(&workload_names, &allocator_names, BASELINE, &runs);
+    if let Some(path) = &options.csv {
+        std::fs::write(path, report::render_csv(&summary))
+            .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    if options.json {
+        print!("{}", report::render_json(&summary, &runs));
+    } else {
+        let scale = match options.scale {
+            Some(scale) => scale.to_string(),
+            None => env::var(SCALE_ENV).unwrap_or_else(|_| "1".to_string()),
+        };
+        println!(
+            "alloc-bench: median of {} rep(s) per cell, scale {scale}; ratios are allocator/{BASELINE} (below 1 is better); spread is (max - min) / median of the times\n",
+            options.reps
+        );
+        print!("{}", report::render_table(&summary));
+        println!(
+            "\ntotal harness wall time: {elapsed:.1} s for {} worker runs",
+            runs.len()
+        );
+    }
+    Ok(summary.failures == 0)
+}
+
+/// Builds the worker binaries with the cargo that started us, so that
+/// `cargo run --bin alloc-bench` alone is enough from a fresh clone.
+fn build_workers() -> Result<(), String> {
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml");
+    if !manifest.is_file() {
+        // The binary was moved away from its sources; use the workers beside it.
+        eprintln!(
+            "alloc-bench: {} is gone, not building the workers",
+            manifest.display()
+        );
+        return Ok(());
+    }
+    let cargo = env::var_os("CARGO").unwrap_or_else(|| OsString::from("cargo"));
+    let mut command = Command::new(&cargo);
+    command
+        .args([
+            "build",
+            "-p",
+            "memtally-benches",
+            "--bins",
+            "--manifest-path",
+        ])
+        .arg(&manifest);
+    if cfg!(debug_assertions) {
+        eprintln!(
+            "alloc-bench: this is a debug build, so the workers are too; use --release for real numbers"
+        );
+    } else {
+        command.arg("--release");
+    }
+    // Cargo's output goes to stderr so stdout stays clean for --json.
+    command.stdout(io::stderr());
+    let status = command
+        .status()
+        .map_err(|e| format!("cannot run {}: {e}", cargo.to_string_lossy()))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("building the workers failed ({status})"))
+    }
+}
+
+/// The directory holding this executable, where cargo also puts the workers.
+fn worker_dir() -> Result<PathBuf, String> {
+    let exe = env::current_exe().map_err(|e| format!("cannot locate this executable: {e}"))?;
+    exe.parent()
+        .map(Path::to_path_buf)
+        .ok_or_else(|| format!("{} has no parent directory", exe.display()))
+}
+
+/// Runs one worker and measures it.
+fn measure(
+    path: &Path,
+    workload: &str,
+    allocator: &str,
+    rep: usize,
+    scale: Option<f64>,
+    timeout: Duration,
+) -> Result<Run, String> {
+    let mut command = Command::new(path);
+    command
+        .arg(workload)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null());
+    if let Some(scale) = scale {
+        command.env(SCALE_ENV, scale.to_string());
+    }
+    let start = Instant::now();
+    // The `Child` is never waited on through std: `wait4` below reaps it, and
+    // dropping a `Child` neither waits nor kills.
+    let child = command
+        .spawn()
+        .map_err(|e| format!("cannot start {}: {e}", path.display()))?;
+    let pid =
+        libc::pid_t::try_from(child.id()).map_err(|_| "child pid out of range".to_string())?;
+
+    let (finished, watchdog_rx) = mpsc::channel::<()>();
+    let watchdog = thread::spawn(move || {
+        if watchdog_rx.recv_timeout(timeout) == Err(RecvTimeoutError::Timeout) {
+            // SAFETY: the child is reaped only after this thread has been
+            // joined, so `pid` still names it (at worst as a zombie, for which
+            // the signal is harmless) and cannot have been reused.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+            true
+        } else {
+            false
+        }
+    });
+    let exited = wait_exited(pid);
+    let wall_s = start.elapsed().as_secs_f64();
+    drop(finished);
+    let timed_out = watchdog
+        .join()
+        .map_err(|_| "the watchdog thread panicked".to_string())?;
+    exited?;
+    let (status, usage) = reap(pid)?;
+    drop(child);
+
+    let outcome = if timed_out {
+        Outcome::TimedOut
+    } else if libc::WIFEXITED(status) {
+        match libc::WEXITSTATUS(status) {
+            0 => Outcome::Success,
+            code => Outcome::Exit(code),
+        }
+    } else if libc::WIFSIGNALED(status) {
+        Outcome::Signal(libc::WTERMSIG(status))
+    } else {
+        Outcome::Exit(-1)
+    };
+    let seconds = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    Ok(Run {
+        workload: workload.to_string(),
+        allocator: allocator.to_string(),
+        rep,
+        outcome,
+        wall_s,
+        user_s: seconds(usage.ru_utime),
+        sys_s: seconds(usage.ru_stime),
+        // On Linux `ru_maxrss` is in KiB.
+        max_rss_kib: u64::try_from(usage.ru_maxrss).unwrap_or(0),
+        minor_faults: u64::try_from(usage.ru_minflt).unwrap_or(0),
+        major_faults: u64::try_from(usage.ru_majflt).unwrap_or(0),
+    })
+}
+
+/// Blocks until the child has exited, without reaping it: a zombie keeps its
+/// pid, so the watchdog can never signal an unrelated process.
+fn wait_exited(pid: libc::pid_t) -> Result<(), String> {
+    let id = libc::id_t::try_from(pid).map_err(|_| "negative pid".to_string())?;
+    loop {
+        // SAFETY: `siginfo_t` is a plain C struct for which all-zero bytes are valid.
+        let mut info: libc::siginfo_t = unsafe { mem::zeroed() };
+        // SAFETY: `info` is valid for writes, and WNOWAIT leaves the child for `reap`.
+        let rc = unsafe { libc::waitid(libc::P_PID, id, &mut info, libc::WEXITED | libc::WNOWAIT) };
+        if rc == 0 {
+            return Ok(());
+        }
+        let err = io::Error::last_os_error();
+        if err.kind() != io::ErrorKind::Interrupted {
+            return Err(format!("waitid: {err}"));
+        }
+    }
+}
+
+/// Reaps the exited child, returning its wait status and resource usage.
+fn reap(pid: libc::pid_t) -> Result<(libc::c_int, libc::rusage), String> {
+    loop {
+        let mut status: libc::c_int = 0;
+        // SAFETY: `rusage` is a plain C struct for which all-zero bytes are valid.
+        let mut usage: libc::rusage = unsafe { mem::zeroed() };
+        // SAFETY: both out-pointers are valid for writes and `pid` is our own child.
+        let rc = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+        if rc == pid {
+            return Ok((status, usage));
+        }
+        let err = io::Error::last_os_error();
+        if rc != -1 || err.kind() != io::ErrorKind::Interrupted {
+            return Err(format!("wait4: {err}"));
+        }
+    }
+}
+
+/// One progress line's worth of a run.
+fn describe(run: &Run) -> String {
+    if run.outcome.is_success() {
+        format!(
+            "{:.3} s, {:.1} MiB",
+            run.wall_s,
+            run.max_rss_kib as f64 / 1024.0
+        )
+    } else {
+        format!(
+            "FAILED ({}) after {:.3} s",
+            run.outcome.describe(),
+            run.wall_s
+        )
+    }
+}

@@ -1,0 +1,237 @@
+//! Command-line options of the `alloc-bench` driver.
+//!
+//! Parsing lives in the library, not in the binary, so that the rules (which
+//! flags exist, which names are valid) are unit tested, and so that every bad
+//! invocation fails with one clear message before any benchmark starts.
+
+use std::path::PathBuf;
+
+use crate::{parse_scale, workload_names};
+
+/// The allocators the driver knows, each with a worker binary
+/// `mt-bench-<name>`; the default run uses all of them in this order.
+pub const ALLOCATORS: [&str; 4] = ["memtally", "system", "mimalloc", "jemalloc"];
+
+/// The allocator every ratio is relative to.
+pub const BASELINE: &str = "mimalloc";
+
+/// Help text for `--help`.
+pub const USAGE: &str = "\
+usage: alloc-bench [--reps N] [--only W1,W2] [--allocators A,B] [--csv FILE] [--json]
+                   [--scale F] [--timeout SECS] [--no-build]
+
+Runs each workload under each allocator in a separate worker process and
+reports median wall time and peak RSS, with ratios to mimalloc.
+
+  --reps N           repetitions per workload and allocator (default 3)
+  --only W1,W2       run only these workloads (default: all)
+  --allocators A,B   memtally, system, mimalloc, jemalloc (default: all four)
+  --csv FILE         also write the summary as CSV to FILE
+  --json             print JSON instead of the text table on stdout
+  --scale F          multiply every workload's iteration counts by F (default 1,
+                     or MT_BENCH_SCALE from the environment)
+  --timeout SECS     kill a worker after SECS seconds and report it FAILED (default 300)
+  --no-build         do not run `cargo build` for the workers first
+  -h, --help         show this help
+";
+
+/// The parsed options.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Options {
+    /// Repetitions per workload and allocator.
+    pub reps: usize,
+    /// Workloads to run, in report order.
+    pub workloads: Vec<String>,
+    /// Allocators to run, in the order given.
+    pub allocators: Vec<String>,
+    /// Where to write the CSV summary, if anywhere.
+    pub csv: Option<PathBuf>,
+    /// Print JSON instead of the text table.
+    pub json: bool,
+    /// Scale factor to pass to the workers; `None` leaves the environment as it is.
+    pub scale: Option<f64>,
+    /// Seconds after which a worker is killed.
+    pub timeout_secs: u64,
+    /// Whether to build the workers first (only ever done when run by cargo).
+    pub build: bool,
+    /// `--help` was given.
+    pub help: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            reps: 3,
+            workloads: workload_names().into_iter().map(String::from).collect(),
+            allocators: ALLOCATORS.iter().map(|a| a.to_string()).collect(),
+            csv: None,
+            json: false,
+            scale: None,
+            timeout_secs: 300,
+            build: true,
+            help: false,
+        }
+    }
+}
+
+/// Parses the arguments after the program name. Both `--flag value` and
+/// `--flag=value` are accepted. The error is one line, without the program name.
+pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Options, String> {
+    let mut options = Options::default();
+    let mut args = args.into_iter();
+    while let Some(arg) = args.next() {
+        let (flag, inline) = match arg.split_once('=') {
+            Some((flag, value)) if flag.starts_with("--") => {
+                (flag.to_string(), Some(value.to_string()))
+            }
+            _ => (arg.clone(), None),
+        };
+        let mut value = |what: &str| -> Result<String, String> {
+            match inline.clone().or_else(|| args.next()) {
+                Some(v) => Ok(v),
+                None => Err(format!("{flag} needs {what}")),
+            }
+        };
+        match flag.as_str() {
+            "--reps" => {
+                let text = value("a number")?;
+                options.reps = match text.parse::<usize>() {
+                    Ok(n) if n > 0 => n,
+                    _ => {
+                        return Err(format!(
+                            "--reps needs a positive whole number, not {text:?}"
+                        ));
+                    }
+                };
+            }
+            "--only" => {
+                let known = workload_names();
+                options.workloads = parse_list(&value("workload names")?, "workload", &known)?;
+                // Keep report order regardless of the order given.
+                options
+                    .workloads
+                    .sort_by_key(|w| known.iter().position(|k| k == w));
+            }
+            "--allocators" => {
+                options.allocators =
+                    parse_list(&value("allocator names")?, "allocator", &ALLOCATORS)?;
+            }
+            "--csv" => {
+                let path = value("a file name")?;
+                if path.is_empty() {
+                    return Err("--csv needs a file name".to_string());
+                }
+                options.csv = Some(PathBuf::from(path));
+            }
+            "--scale" => {
+                let text = value("a number")?;
+                options.scale = Some(parse_scale(&text).map_err(|e| format!("--scale: {e}"))?);
+            }
+            "--timeout" => {
+                let text = value("a number of seconds")?;
+                options.timeout_secs = match text.parse::<u64>() {
+                    Ok(n) if n > 0 => n,
+                    _ => {
+                        return Err(format!(
+                            "--timeout needs a positive whole number, not {text:?}"
+                        ));
+                    }
+                };
+            }
+            "--json" | "--no-build" | "--help" | "-h" if inline.is_some() => {
+                return Err(format!("{flag} takes no value"));
+            }
+            "--json" => options.json = true,
+            "--no-build" => options.build = false,
+            "--help" | "-h" => options.help = true,
+            _ => return Err(format!("unknown argument {arg:?}")),
+        }
+    }
+    Ok(options)
+}
+
+/// Splits a comma-separated list, checks every name against `known`, and drops
+/// repeats while keeping the order.
+fn parse_list(text: &str, kind: &str, known: &[&str]) -> Result<Vec<String>, String> {
+    let mut names: Vec<String> = Vec::new();
+    for name in text.split(',').map(str::trim) {
+        if name.is_empty() {
+            return Err(format!("empty {kind} name in {text:?}"));
+        }
+        if !known.contains(&name) {
+            return Err(format!(
+                "unknown {kind} {name:?}; known: {}",
+                known.join(", ")
+            ));
+        }
+        if !names.iter().any(|n| n == name) {
+            names.push(name.to_string());
+        }
+    }
+    Ok(names)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Options, parse_args};
+
+    fn parse(args: &[&str]) -> Result<Options, String> {
+        parse_args(args.iter().map(|a| a.to_string()))
+    }
+
+    #[test]
+    fn defaults_cover_everything() {
+        let options = parse(&[]).unwrap();
+        assert_eq!(options.reps, 3);
+        assert_eq!(
+            options.allocators,
+            ["memtally", "system", "mimalloc", "jemalloc"]
+        );
+        assert_eq!(options.workloads.len(), crate::WORKLOADS.len());
+        assert!(options.build && !options.json && options.csv.is_none());
+    }
+
+    #[test]
+    fn flags_take_values_in_both_spellings() {
+        let options = parse(&[
+            "--reps=5",
+            "--only",
+            "sh6bench,larson,larson",
+            "--allocators",
+            "system,memtally",
+            "--csv",
+            "out.csv",
+            "--json",
+            "--scale=0.5",
+            "--no-build",
+        ])
+        .unwrap();
+        assert_eq!(options.reps, 5);
+        assert_eq!(options.workloads, ["larson", "sh6bench"]);
+        assert_eq!(options.allocators, ["system", "memtally"]);
+        assert_eq!(
+            options.csv.as_deref(),
+            Some(std::path::Path::new("out.csv"))
+        );
+        assert!(options.json && !options.build);
+        assert_eq!(options.scale, Some(0.5));
+    }
+
+    #[test]
+    fn bad_flags_are_rejected_with_a_reason() {
+        for (args, expected) in [
+            (&["--reps", "0"][..], "--reps"),
+            (&["--reps"][..], "--reps needs"),
+            (&["--only", "nope"][..], "unknown workload"),
+            (&["--allocators", "tcmalloc"][..], "unknown allocator"),
+            (&["--only", "larson,,xmalloc"][..], "empty"),
+            (&["--frobnicate"][..], "unknown argument"),
+            (&["--json=yes"][..], "takes no value"),
+            (&["--scale", "-1"][..], "--scale"),
+        ] {
+            let err = parse(args).unwrap_err();
+            assert!(err.contains(expected), "{args:?} gave {err:?}");
+            assert!(!err.contains('\n'));
+        }
+    }
+}
