@@ -159,3 +159,23 @@ fn cpp_threads_new_delete_and_map() {
     let pre = same_with_and_without("c++ program", 50_000, || Command::new(&exe));
     assert_eq!(String::from_utf8_lossy(&pre.stdout), "keys=3000\n");
 }
+
+#[test]
+fn rust_program_cargo_metadata() {
+    // cargo is a Rust program using the system allocator, so under the
+    // preload its Rust allocations reach our malloc through std's System.
+    let manifest = concat!(env!("CARGO_MANIFEST_DIR"), "/../Cargo.toml");
+    same_with_and_without("cargo metadata", 1_000, || {
+        let mut c = Command::new(env!("CARGO"));
+        c.args([
+            "metadata",
+            "--format-version",
+            "1",
+            "--no-deps",
+            "--offline",
+            "--manifest-path",
+        ])
+        .arg(manifest);
+        c
+    });
+}
