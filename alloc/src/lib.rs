@@ -38,6 +38,7 @@ mod size_class;
 mod stats;
 mod thread;
 mod tls;
+pub mod trace;
 mod validate;
 
 use core::alloc::{GlobalAlloc, Layout};

@@ -1,0 +1,762 @@
+//! The trace decoder: turns the bytes of a trace back into records and
+//! events, as a stream.
+//!
+//! It reads incrementally from any `Read`, so it can follow a file that is
+//! still being written: at the end of the available data it returns
+//! `Ok(None)` and can be called again once more bytes have arrived. A record
+//! cut short by the end of the data is reported by [`Decoder::truncated_at`]
+//! rather than as an error; a record that does not parse is a
+//! [`DecodeError`] naming the record kind and byte offset. The decoder never
+//! panics on bad input.
+//!
+//! Per-thread delta state (times and addresses) lives here, so callers see
+//! absolute values. [`Decoder::next_ordered`] additionally merges the
+//! threads' events into one time order using the trace's watermarks.
+
+use super::encode::DeltaState;
+use super::{MAGIC, VERSION, kind, tag};
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::fmt;
+use std::io::{self, Read};
+
+/// Why a trace could not be decoded.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum DecodeError {
+    /// The file does not start with the trace magic.
+    NotATrace,
+    /// The trace was written by a newer, incompatible version.
+    UnsupportedVersion(u64),
+    /// A record's payload is malformed.
+    Corrupt {
+        /// The record kind.
+        kind: u8,
+        /// Byte offset of the record in the file.
+        offset: u64,
+        /// What was wrong.
+        what: &'static str,
+    },
+    /// Reading failed.
+    Io(io::Error),
+}
+
+impl fmt::Display for DecodeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DecodeError::NotATrace => f.write_str("not a memtally trace (bad magic bytes)"),
+            DecodeError::UnsupportedVersion(v) => {
+                write!(
+                    f,
+                    "trace format version {v} is not supported (this build reads version {VERSION})"
+                )
+            }
+            DecodeError::Corrupt { kind, offset, what } => {
+                write!(
+                    f,
+                    "corrupt trace: record of kind {kind} at byte {offset}: {what}"
+                )
+            }
+            DecodeError::Io(e) => write!(f, "cannot read trace: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for DecodeError {}
+
+impl From<io::Error> for DecodeError {
+    fn from(e: io::Error) -> Self {
+        DecodeError::Io(e)
+    }
+}
+
+/// The trace header.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Header {
+    /// Process id.
+    pub pid: u64,
+    /// Parent process id.
+    pub parent_pid: u64,
+    /// Recording mode (`trace::mode`).
+    pub mode: u8,
+    /// Mean sampling interval in bytes (0 in full mode).
+    pub sample_bytes: u64,
+    /// Most frames recorded per stack.
+    pub stack_depth: u64,
+    /// Wall-clock start, nanoseconds since the Unix epoch.
+    pub start_realtime_ns: u64,
+    /// Executable path.
+    pub exe: String,
+    /// Command line.
+    pub argv: Vec<String>,
+}
+
+/// One executable segment of a module.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Segment {
+    /// Runtime start address.
+    pub start: u64,
+    /// Runtime end address (exclusive).
+    pub end: u64,
+    /// File offset of the segment.
+    pub offset: u64,
+}
+
+/// A loaded module.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Module {
+    /// Load bias.
+    pub base: u64,
+    /// STRING id of its path.
+    pub path: u64,
+    /// GNU build id.
+    pub build_id: Vec<u8>,
+    /// Executable segments.
+    pub segments: Vec<Segment>,
+}
+
+/// A call-stack trie node.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Frame {
+    /// Node id.
+    pub id: u64,
+    /// Parent node id (0: the root).
+    pub parent: u64,
+    /// Return address of the inner frame this node adds.
+    pub address: u64,
+}
+
+/// A memory sample.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Memory {
+    /// Ticks.
+    pub ticks: u64,
+    /// Resident set size.
+    pub rss_bytes: u64,
+    /// Bytes the allocator had mapped.
+    pub mapped_bytes: u64,
+}
+
+/// What a thread event did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EventKind {
+    /// An allocation.
+    Alloc {
+        /// Block address.
+        address: u64,
+        /// Requested size.
+        size: u64,
+        /// Requested alignment (16 when the event did not say).
+        align: u64,
+        /// Stack trie id.
+        stack: u64,
+        /// Ticks the call took.
+        latency: u64,
+    },
+    /// A free.
+    Free {
+        /// Block address.
+        address: u64,
+        /// Ticks the call took.
+        latency: u64,
+    },
+    /// A reallocation.
+    Realloc {
+        /// Old block address.
+        old_address: u64,
+        /// New block address.
+        new_address: u64,
+        /// New requested size.
+        new_size: u64,
+        /// Stack trie id.
+        stack: u64,
+        /// Ticks the call took.
+        latency: u64,
+    },
+    /// A user marker.
+    Marker {
+        /// STRING id.
+        string: u64,
+    },
+}
+
+/// A thread event with its absolute time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Event {
+    /// Ticks.
+    pub time: u64,
+    /// What happened.
+    pub kind: EventKind,
+}
+
+/// An event and the thread that made it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ThreadEvent {
+    /// Thread number (as in `THREAD` records).
+    pub thread: u64,
+    /// The event.
+    pub event: Event,
+}
+
+/// A decoded record.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Record {
+    /// The header.
+    Header(Header),
+    /// A clock calibration point.
+    Clock {
+        /// Ticks.
+        ticks: u64,
+        /// Monotonic nanoseconds.
+        monotonic_ns: u64,
+        /// Wall-clock nanoseconds since the epoch.
+        realtime_ns: u64,
+    },
+    /// An interned string.
+    String {
+        /// Id.
+        id: u64,
+        /// Text.
+        text: String,
+    },
+    /// A stack trie node.
+    Frame(Frame),
+    /// A loaded module.
+    Module(Module),
+    /// An unloaded module.
+    ModuleGone {
+        /// Its load bias.
+        base: u64,
+    },
+    /// A thread's first recorded call.
+    Thread {
+        /// Thread number.
+        thread: u64,
+        /// OS thread id.
+        os_tid: u64,
+        /// Thread name.
+        name: String,
+        /// Ticks.
+        ticks: u64,
+    },
+    /// A thread ended.
+    ThreadEnd {
+        /// Thread number.
+        thread: u64,
+        /// Ticks.
+        ticks: u64,
+    },
+    /// A stretch of one thread's events (absolute times and addresses).
+    Events {
+        /// Thread number.
+        thread: u64,
+        /// The events, in the thread's order.
+        events: Vec<Event>,
+    },
+    /// Every event older than `ticks` has been written.
+    Watermark {
+        /// Ticks.
+        ticks: u64,
+    },
+    /// A memory sample.
+    Memory(Memory),
+    /// The end of a complete trace.
+    Footer {
+        /// Ticks.
+        ticks: u64,
+        /// Events written.
+        events: u64,
+        /// Events lost.
+        dropped: u64,
+        /// Flags (`FOOTER_CLEAN_EXIT`).
+        flags: u64,
+    },
+    /// A record of a kind this version does not know.
+    Unknown {
+        /// Its kind.
+        kind: u8,
+    },
+}
+
+/// Reads a trace as a stream of records.
+pub struct Decoder<R> {
+    reader: R,
+    buf: Vec<u8>,
+    pos: usize,
+    /// File offset of `buf[0]`.
+    base: u64,
+    started: bool,
+    threads: HashMap<u64, DeltaState>,
+    truncated_at: Option<u64>,
+    records: u64,
+    ordered: Ordering,
+}
+
+/// Events held back until a watermark allows them out in time order.
+#[derive(Default)]
+struct Ordering {
+    /// Per thread, events not yet released, in the thread's order.
+    held: BTreeMap<u64, VecDeque<Event>>,
+    /// Non-event records waiting to be returned.
+    records: VecDeque<Record>,
+    /// Events released, ready to be returned in order.
+    ready: VecDeque<ThreadEvent>,
+    /// True once the end of the trace was seen.
+    drained: bool,
+}
+
+/// An item of the ordered stream.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Ordered {
+    /// A record other than `EVENTS`.
+    Record(Record),
+    /// One event, in global time order.
+    Event(ThreadEvent),
+}
+
+impl<R: Read> Decoder<R> {
+    /// A decoder over `reader`. Nothing is read until the first call to
+    /// [`Decoder::next_record`].
+    pub fn new(reader: R) -> Self {
+        Decoder {
+            reader,
+            buf: Vec::new(),
+            pos: 0,
+            base: 0,
+            started: false,
+            threads: HashMap::new(),
+            truncated_at: None,
+            records: 0,
+            ordered: Ordering::default(),
+        }
+    }
+
+    /// Where the available data ended in the middle of a record, if it did:
+    /// the byte offset of that incomplete record. `None` while the data ends
+    /// on a record boundary.
+    pub fn truncated_at(&self) -> Option<u64> {
+        self.truncated_at
+    }
+
+    /// Records decoded so far.
+    pub fn records(&self) -> u64 {
+        self.records
+    }
+
+    /// Reads more bytes into the buffer; false at the end of the data.
+    fn fill(&mut self) -> Result<bool, DecodeError> {
+        if self.pos > 0 && self.pos * 2 >= self.buf.len() {
+            self.buf.drain(..self.pos);
+            self.base += self.pos as u64;
+            self.pos = 0;
+        }
+        let old = self.buf.len();
+        self.buf.resize(old + 64 * 1024, 0);
+        let n = loop {
+            match self.reader.read(&mut self.buf[old..]) {
+                Ok(n) => break n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    self.buf.truncate(old);
+                    return Err(e.into());
+                }
+            }
+        };
+        self.buf.truncate(old + n);
+        Ok(n > 0)
+    }
+
+    /// Ensures `n` bytes are buffered after `pos`; false if the data ends
+    /// first.
+    fn want(&mut self, n: usize) -> Result<bool, DecodeError> {
+        while self.buf.len() - self.pos < n {
+            if !self.fill()? {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    /// The next record, `Ok(None)` at the end of the available data.
+    pub fn next_record(&mut self) -> Result<Option<Record>, DecodeError> {
+        if !self.started {
+            if !self.want(MAGIC.len())? {
+                let have = &self.buf[self.pos..];
+                if !MAGIC.starts_with(have) {
+                    return Err(DecodeError::NotATrace);
+                }
+                if !have.is_empty() {
+                    self.truncated_at = Some(0);
+                }
+                return Ok(None);
+            }
+            if &self.buf[self.pos..self.pos + MAGIC.len()] != MAGIC {
+                return Err(DecodeError::NotATrace);
+            }
+            let mut p = self.pos + MAGIC.len();
+            // The version varint follows; it is at most 10 bytes.
+            self.want(MAGIC.len() + 10)?;
+            let version = match read_uvar(&self.buf, &mut p) {
+                Some(v) => v,
+                None => {
+                    self.truncated_at = Some(0);
+                    return Ok(None);
+                }
+            };
+            if version != VERSION {
+                return Err(DecodeError::UnsupportedVersion(version));
+            }
+            self.pos = p;
+            self.started = true;
+        }
+        // Framing: kind byte and length varint (at most 11 bytes). `want`
+        // may move the buffered bytes, so positions are taken after it.
+        if !self.want(1)? {
+            self.truncated_at = None;
+            return Ok(None);
+        }
+        self.want(11)?;
+        let start = self.pos;
+        let offset = self.base + start as u64;
+        let kind = self.buf[start];
+        let mut p = start + 1;
+        let Some(len) = read_uvar(&self.buf, &mut p) else {
+            if self.buf.len() - start >= 11 {
+                return Err(corrupt(kind, offset, "bad record length"));
+            }
+            self.truncated_at = Some(offset);
+            return Ok(None);
+        };
+        if len > (1 << 32) {
+            return Err(corrupt(kind, offset, "record length over 4 GiB"));
+        }
+        let header_len = p - start;
+        if !self.want(header_len + len as usize)? {
+            self.truncated_at = Some(offset);
+            return Ok(None);
+        }
+        self.truncated_at = None;
+        let payload_start = self.pos + header_len;
+        let payload_end = payload_start + len as usize;
+        self.pos = payload_end;
+        self.records += 1;
+        let payload = &self.buf[payload_start..payload_end];
+        let record = parse(kind, payload, offset, &mut self.threads)?;
+        Ok(Some(record))
+    }
+
+    /// The next item in global time order: records other than `EVENTS` as
+    /// they come, and events merged across threads, each released once a
+    /// watermark (or the end of the trace) guarantees nothing older follows.
+    /// `Ok(None)` at the end of the available data; when following a growing
+    /// file, events newer than the last watermark are held until more data
+    /// arrives.
+    pub fn next_ordered(&mut self) -> Result<Option<Ordered>, DecodeError> {
+        loop {
+            if let Some(r) = self.ordered.records.pop_front() {
+                return Ok(Some(Ordered::Record(r)));
+            }
+            if let Some(e) = self.ordered.ready.pop_front() {
+                return Ok(Some(Ordered::Event(e)));
+            }
+            if self.ordered.drained {
+                return Ok(None);
+            }
+            match self.next_record()? {
+                Some(Record::Events { thread, events }) => {
+                    self.ordered.held.entry(thread).or_default().extend(events);
+                }
+                Some(Record::Watermark { ticks }) => {
+                    self.release_before(ticks);
+                    self.ordered.records.push_back(Record::Watermark { ticks });
+                }
+                Some(r @ Record::Footer { .. }) => {
+                    self.release_before(u64::MAX);
+                    self.ordered.records.push_back(r);
+                }
+                Some(r) => self.ordered.records.push_back(r),
+                None => return Ok(None),
+            }
+        }
+    }
+
+    /// Releases everything held, in time order, as if the trace had ended
+    /// here (for a trace that was cut short).
+    pub fn flush_ordered(&mut self) {
+        self.release_before(u64::MAX);
+        self.ordered.drained = false;
+    }
+
+    fn release_before(&mut self, limit: u64) {
+        // A k-way merge of the per-thread queues, each already in order.
+        loop {
+            let mut best: Option<(u64, u64)> = None;
+            for (&thread, q) in &self.ordered.held {
+                if let Some(e) = q.front()
+                    && e.time < limit
+                    && best.is_none_or(|(t, _)| e.time < t)
+                {
+                    best = Some((e.time, thread));
+                }
+            }
+            let Some((_, thread)) = best else { break };
+            let q = self.ordered.held.get_mut(&thread).expect("thread queue");
+            let event = q.pop_front().expect("front event");
+            self.ordered.ready.push_back(ThreadEvent { thread, event });
+        }
+        self.ordered.held.retain(|_, q| !q.is_empty());
+    }
+}
+
+fn corrupt(kind: u8, offset: u64, what: &'static str) -> DecodeError {
+    DecodeError::Corrupt { kind, offset, what }
+}
+
+fn read_uvar(buf: &[u8], p: &mut usize) -> Option<u64> {
+    let mut v: u64 = 0;
+    let mut shift = 0u32;
+    loop {
+        let b = *buf.get(*p)?;
+        *p += 1;
+        if shift == 63 && b > 1 {
+            return None;
+        }
+        v |= u64::from(b & 0x7f) << shift;
+        if b & 0x80 == 0 {
+            return Some(v);
+        }
+        shift += 7;
+        if shift > 63 {
+            return None;
+        }
+    }
+}
+
+/// A cursor over one record's payload; every read fails cleanly at the end.
+struct Payload<'a> {
+    bytes: &'a [u8],
+    pos: usize,
+    kind: u8,
+    offset: u64,
+}
+
+impl Payload<'_> {
+    fn err(&self, what: &'static str) -> DecodeError {
+        corrupt(self.kind, self.offset, what)
+    }
+
+    fn uvar(&mut self, what: &'static str) -> Result<u64, DecodeError> {
+        read_uvar(self.bytes, &mut self.pos).ok_or_else(|| self.err(what))
+    }
+
+    fn svar(&mut self, what: &'static str) -> Result<i64, DecodeError> {
+        let v = self.uvar(what)?;
+        Ok(((v >> 1) as i64) ^ -((v & 1) as i64))
+    }
+
+    fn u8(&mut self, what: &'static str) -> Result<u8, DecodeError> {
+        let b = *self.bytes.get(self.pos).ok_or_else(|| self.err(what))?;
+        self.pos += 1;
+        Ok(b)
+    }
+
+    fn bytes(&mut self, what: &'static str) -> Result<&[u8], DecodeError> {
+        let n = self.uvar(what)? as usize;
+        let end = self.pos.checked_add(n).filter(|&e| e <= self.bytes.len());
+        let end = end.ok_or_else(|| self.err(what))?;
+        let s = &self.bytes[self.pos..end];
+        self.pos = end;
+        Ok(s)
+    }
+
+    fn string(&mut self, what: &'static str) -> Result<String, DecodeError> {
+        Ok(String::from_utf8_lossy(self.bytes(what)?).into_owned())
+    }
+
+    fn done(&self) -> bool {
+        self.pos >= self.bytes.len()
+    }
+
+    /// A count of items that each take at least `min_bytes`, bounded by the
+    /// remaining payload so that a corrupt count cannot make us allocate.
+    fn count(&mut self, min_bytes: usize, what: &'static str) -> Result<usize, DecodeError> {
+        let n = self.uvar(what)?;
+        let left = (self.bytes.len() - self.pos) as u64;
+        if n.saturating_mul(min_bytes as u64) > left {
+            return Err(self.err(what));
+        }
+        Ok(n as usize)
+    }
+}
+
+fn parse(
+    kind: u8,
+    bytes: &[u8],
+    offset: u64,
+    threads: &mut HashMap<u64, DeltaState>,
+) -> Result<Record, DecodeError> {
+    let mut p = Payload {
+        bytes,
+        pos: 0,
+        kind,
+        offset,
+    };
+    let record = match kind {
+        kind::HEADER => {
+            let version = p.uvar("header version")?;
+            if version != VERSION {
+                return Err(DecodeError::UnsupportedVersion(version));
+            }
+            let pid = p.uvar("pid")?;
+            let parent_pid = p.uvar("parent pid")?;
+            let mode = p.u8("mode")?;
+            let sample_bytes = p.uvar("sample interval")?;
+            let stack_depth = p.uvar("stack depth")?;
+            let start_realtime_ns = p.uvar("start time")?;
+            let exe = p.string("executable path")?;
+            let argc = p.count(1, "argument count")?;
+            let mut argv = Vec::with_capacity(argc);
+            for _ in 0..argc {
+                argv.push(p.string("argument")?);
+            }
+            Record::Header(Header {
+                pid,
+                parent_pid,
+                mode,
+                sample_bytes,
+                stack_depth,
+                start_realtime_ns,
+                exe,
+                argv,
+            })
+        }
+        kind::CLOCK => Record::Clock {
+            ticks: p.uvar("ticks")?,
+            monotonic_ns: p.uvar("monotonic time")?,
+            realtime_ns: p.uvar("wall-clock time")?,
+        },
+        kind::STRING => Record::String {
+            id: p.uvar("string id")?,
+            text: p.string("string text")?,
+        },
+        kind::FRAME => Record::Frame(Frame {
+            id: p.uvar("frame id")?,
+            parent: p.uvar("frame parent")?,
+            address: p.uvar("frame address")?,
+        }),
+        kind::MODULE => {
+            let base = p.uvar("module base")?;
+            let path = p.uvar("module path")?;
+            let build_id = p.bytes("build id")?.to_vec();
+            let n = p.count(3, "segment count")?;
+            let mut segments = Vec::with_capacity(n);
+            for _ in 0..n {
+                segments.push(Segment {
+                    start: p.uvar("segment start")?,
+                    end: p.uvar("segment end")?,
+                    offset: p.uvar("segment offset")?,
+                });
+            }
+            Record::Module(Module {
+                base,
+                path,
+                build_id,
+                segments,
+            })
+        }
+        kind::MODULE_GONE => Record::ModuleGone {
+            base: p.uvar("module base")?,
+        },
+        kind::THREAD => Record::Thread {
+            thread: p.uvar("thread")?,
+            os_tid: p.uvar("os thread id")?,
+            name: p.string("thread name")?,
+            ticks: p.uvar("ticks")?,
+        },
+        kind::THREAD_END => Record::ThreadEnd {
+            thread: p.uvar("thread")?,
+            ticks: p.uvar("ticks")?,
+        },
+        kind::EVENTS => {
+            let thread = p.uvar("thread")?;
+            let state = threads.entry(thread).or_default();
+            let mut events = Vec::new();
+            while !p.done() {
+                events.push(parse_event(&mut p, state)?);
+            }
+            Record::Events { thread, events }
+        }
+        kind::WATERMARK => Record::Watermark {
+            ticks: p.uvar("ticks")?,
+        },
+        kind::MEMORY => Record::Memory(Memory {
+            ticks: p.uvar("ticks")?,
+            rss_bytes: p.uvar("rss")?,
+            mapped_bytes: p.uvar("mapped bytes")?,
+        }),
+        kind::FOOTER => Record::Footer {
+            ticks: p.uvar("ticks")?,
+            events: p.uvar("event count")?,
+            dropped: p.uvar("dropped count")?,
+            flags: p.uvar("flags")?,
+        },
+        other => return Ok(Record::Unknown { kind: other }),
+    };
+    Ok(record)
+}
+
+fn parse_event(p: &mut Payload<'_>, state: &mut DeltaState) -> Result<Event, DecodeError> {
+    let t = p.u8("event tag")?;
+    let time = state.time.wrapping_add(p.uvar("event time")?);
+    let kind = match t {
+        tag::ALLOC | tag::ALLOC_ALIGNED => {
+            let address = state.address.wrapping_add(p.svar("address")? as u64);
+            let size = p.uvar("size")?;
+            let stack = p.uvar("stack")?;
+            let latency = p.uvar("latency")?;
+            let align = if t == tag::ALLOC_ALIGNED {
+                let log2 = p.u8("alignment")?;
+                if log2 > 62 {
+                    return Err(p.err("alignment"));
+                }
+                1u64 << log2
+            } else {
+                16
+            };
+            state.address = address;
+            EventKind::Alloc {
+                address,
+                size,
+                align,
+                stack,
+                latency,
+            }
+        }
+        tag::FREE => {
+            let address = state.address.wrapping_add(p.svar("address")? as u64);
+            let latency = p.uvar("latency")?;
+            state.address = address;
+            EventKind::Free { address, latency }
+        }
+        tag::REALLOC => {
+            let old_address = state.address.wrapping_add(p.svar("old address")? as u64);
+            let new_address = old_address.wrapping_add(p.svar("new address")? as u64);
+            let new_size = p.uvar("new size")?;
+            let stack = p.uvar("stack")?;
+            let latency = p.uvar("latency")?;
+            state.address = new_address;
+            EventKind::Realloc {
+                old_address,
+                new_address,
+                new_size,
+                stack,
+                latency,
+            }
+        }
+        tag::MARKER => EventKind::Marker {
+            string: p.uvar("marker string")?,
+        },
+        _ => return Err(p.err("unknown event tag")),
+    };
+    state.time = time;
+    Ok(Event { time, kind })
+}

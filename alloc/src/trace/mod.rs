@@ -1,0 +1,80 @@
+//! The trace format: record kinds, event tags, the low-level encoder used by
+//! the recorder, and the decoder used by readers (the profiler, tests).
+//!
+//! The format is specified in `docs/trace-format.md`; this module is its only
+//! implementation. The encoder writes into caller-provided byte buffers and
+//! never allocates, because it runs inside the profiled process; the decoder
+//! allocates freely, because it runs in the reader.
+
+mod decode;
+mod encode;
+
+pub use decode::{
+    DecodeError, Decoder, Event, EventKind, Frame, Header, Memory, Module, Ordered, Record,
+    Segment, ThreadEvent,
+};
+pub use encode::{
+    Cursor, DeltaState, MAX_EVENT_BYTES, RawEvent, encode_event, put_bytes, put_record_header,
+    put_str, put_svar, put_u8, put_uvar,
+};
+
+#[cfg(test)]
+mod tests;
+
+/// The eight bytes every trace starts with.
+pub const MAGIC: &[u8; 8] = b"MEMTALLY";
+/// The format version this code writes and reads.
+pub const VERSION: u64 = 1;
+
+/// Record kinds (the first byte of every record).
+pub mod kind {
+    /// Process metadata; always the first record.
+    pub const HEADER: u8 = 1;
+    /// A tick count paired with monotonic and wall-clock time.
+    pub const CLOCK: u8 = 2;
+    /// An interned string.
+    pub const STRING: u8 = 3;
+    /// A call-stack trie node.
+    pub const FRAME: u8 = 4;
+    /// A loaded module.
+    pub const MODULE: u8 = 5;
+    /// A module was unloaded.
+    pub const MODULE_GONE: u8 = 6;
+    /// A thread made its first recorded call.
+    pub const THREAD: u8 = 7;
+    /// A thread ended.
+    pub const THREAD_END: u8 = 8;
+    /// A stretch of one thread's events.
+    pub const EVENTS: u8 = 9;
+    /// All events older than this time have been written.
+    pub const WATERMARK: u8 = 10;
+    /// Resident and mapped memory, sampled periodically.
+    pub const MEMORY: u8 = 11;
+    /// The end of a complete trace.
+    pub const FOOTER: u8 = 12;
+}
+
+/// Event tags inside an `EVENTS` record.
+pub mod tag {
+    /// An allocation with alignment of at most 16.
+    pub const ALLOC: u8 = 1;
+    /// An allocation with a larger alignment.
+    pub const ALLOC_ALIGNED: u8 = 2;
+    /// A free.
+    pub const FREE: u8 = 3;
+    /// A reallocation.
+    pub const REALLOC: u8 = 4;
+    /// A user marker.
+    pub const MARKER: u8 = 5;
+}
+
+/// Recording modes as written in the header.
+pub mod mode {
+    /// Every event.
+    pub const FULL: u8 = 1;
+    /// A Poisson sample of allocations by bytes.
+    pub const SAMPLED: u8 = 2;
+}
+
+/// Footer flag: the process exited normally.
+pub const FOOTER_CLEAN_EXIT: u64 = 1;

@@ -1,0 +1,445 @@
+//! Round-trip, truncation, corruption and ordering tests of the trace format.
+
+use super::*;
+use proptest::prelude::*;
+
+/// Builds a trace in memory, record by record.
+pub(crate) struct TraceBuilder {
+    pub bytes: Vec<u8>,
+    states: std::collections::HashMap<u64, DeltaState>,
+}
+
+impl TraceBuilder {
+    pub fn new() -> Self {
+        let mut bytes = MAGIC.to_vec();
+        let mut tmp = [0u8; 10];
+        let mut c = Cursor::new(&mut tmp);
+        put_uvar(&mut c, VERSION);
+        let n = c.len();
+        bytes.extend_from_slice(&tmp[..n]);
+        TraceBuilder {
+            bytes,
+            states: Default::default(),
+        }
+    }
+
+    pub fn record(&mut self, kind: u8, fill: impl FnOnce(&mut Cursor<'_>)) {
+        let mut payload = vec![0u8; 1 << 16];
+        let mut c = Cursor::new(&mut payload);
+        fill(&mut c);
+        assert!(!c.overflowed());
+        let len = c.len();
+        let mut head = [0u8; 16];
+        let mut h = Cursor::new(&mut head);
+        put_record_header(&mut h, kind, len);
+        let hl = h.len();
+        self.bytes.extend_from_slice(&head[..hl]);
+        self.bytes.extend_from_slice(&payload[..len]);
+    }
+
+    pub fn header(&mut self) {
+        self.record(kind::HEADER, |c| {
+            put_uvar(c, VERSION);
+            put_uvar(c, 4242);
+            put_uvar(c, 1);
+            put_u8(c, mode::FULL);
+            put_uvar(c, 0);
+            put_uvar(c, 64);
+            put_uvar(c, 1_700_000_000_000_000_000);
+            put_str(c, "/usr/bin/prog");
+            put_uvar(c, 2);
+            put_str(c, "prog");
+            put_str(c, "--flag");
+        });
+    }
+
+    pub fn events(&mut self, thread: u64, events: &[RawEvent]) {
+        let mut state = self.states.get(&thread).copied().unwrap_or_default();
+        self.record(kind::EVENTS, |c| {
+            put_uvar(c, thread);
+            for e in events {
+                encode_event(c, &mut state, e);
+            }
+        });
+        self.states.insert(thread, state);
+    }
+}
+
+fn decode_all(bytes: &[u8]) -> (Result<Vec<Record>, DecodeError>, Option<u64>) {
+    let mut d = Decoder::new(bytes);
+    let mut out = Vec::new();
+    loop {
+        match d.next_record() {
+            Ok(Some(r)) => out.push(r),
+            Ok(None) => return (Ok(out), d.truncated_at()),
+            Err(e) => return (Err(e), d.truncated_at()),
+        }
+    }
+}
+
+fn raw_to_kind(e: &RawEvent) -> Event {
+    match *e {
+        RawEvent::Alloc {
+            time,
+            address,
+            size,
+            align,
+            stack,
+            latency,
+        } => Event {
+            time,
+            kind: EventKind::Alloc {
+                address,
+                size,
+                align: if align > 16 { align } else { 16 },
+                stack,
+                latency,
+            },
+        },
+        RawEvent::Free {
+            time,
+            address,
+            latency,
+        } => Event {
+            time,
+            kind: EventKind::Free { address, latency },
+        },
+        RawEvent::Realloc {
+            time,
+            old_address,
+            new_address,
+            new_size,
+            stack,
+            latency,
+        } => Event {
+            time,
+            kind: EventKind::Realloc {
+                old_address,
+                new_address,
+                new_size,
+                stack,
+                latency,
+            },
+        },
+        RawEvent::Marker { time, string } => Event {
+            time,
+            kind: EventKind::Marker { string },
+        },
+    }
+}
+
+fn event_strategy() -> impl Strategy<Value = (u64, RawEvent)> {
+    let addr = prop_oneof![any::<u64>(), 0x7f00_0000_0000u64..0x7f00_0100_0000];
+    let ev = prop_oneof![
+        (
+            addr.clone(),
+            any::<u64>(),
+            0u32..40,
+            any::<u64>(),
+            any::<u64>()
+        )
+            .prop_map(
+                |(address, size, align_log, stack, latency)| RawEvent::Alloc {
+                    time: 0,
+                    address,
+                    size,
+                    align: 1 << align_log,
+                    stack,
+                    latency,
+                }
+            ),
+        (addr.clone(), any::<u64>()).prop_map(|(address, latency)| RawEvent::Free {
+            time: 0,
+            address,
+            latency
+        }),
+        (addr.clone(), addr, any::<u64>(), any::<u64>(), any::<u64>()).prop_map(
+            |(old_address, new_address, new_size, stack, latency)| RawEvent::Realloc {
+                time: 0,
+                old_address,
+                new_address,
+                new_size,
+                stack,
+                latency,
+            }
+        ),
+        any::<u64>().prop_map(|string| RawEvent::Marker { time: 0, string }),
+    ];
+    (0u64..4, ev)
+}
+
+fn with_time(e: RawEvent, t: u64) -> RawEvent {
+    match e {
+        RawEvent::Alloc {
+            address,
+            size,
+            align,
+            stack,
+            latency,
+            ..
+        } => RawEvent::Alloc {
+            time: t,
+            address,
+            size,
+            align,
+            stack,
+            latency,
+        },
+        RawEvent::Free {
+            address, latency, ..
+        } => RawEvent::Free {
+            time: t,
+            address,
+            latency,
+        },
+        RawEvent::Realloc {
+            old_address,
+            new_address,
+            new_size,
+            stack,
+            latency,
+            ..
+        } => RawEvent::Realloc {
+            time: t,
+            old_address,
+            new_address,
+            new_size,
+            stack,
+            latency,
+        },
+        RawEvent::Marker { string, .. } => RawEvent::Marker { time: t, string },
+    }
+}
+
+proptest! {
+    /// Any sequence of events, split into records at arbitrary points and
+    /// interleaved between threads, decodes back to the same absolute
+    /// events per thread.
+    #[test]
+    fn events_round_trip(
+        evs in proptest::collection::vec((event_strategy(), 0u64..1_000_000), 0..200),
+        chunk in 1usize..20,
+    ) {
+        let mut b = TraceBuilder::new();
+        b.header();
+        let mut time = [0u64; 4];
+        let mut per_thread: Vec<Vec<RawEvent>> = vec![Vec::new(); 4];
+        for ((thread, e), dt) in evs {
+            time[thread as usize] += dt;
+            per_thread[thread as usize].push(with_time(e, time[thread as usize]));
+        }
+        // Write the threads' events in chunks, round-robin.
+        let mut cursors = [0usize; 4];
+        loop {
+            let mut wrote = false;
+            for t in 0..4 {
+                let evs = &per_thread[t];
+                let start = cursors[t];
+                if start < evs.len() {
+                    let end = (start + chunk).min(evs.len());
+                    b.events(t as u64, &evs[start..end]);
+                    cursors[t] = end;
+                    wrote = true;
+                }
+            }
+            if !wrote { break; }
+        }
+        let (records, truncated) = decode_all(&b.bytes);
+        let records = records.expect("decodes");
+        prop_assert_eq!(truncated, None);
+        let mut got: Vec<Vec<Event>> = vec![Vec::new(); 4];
+        for r in records {
+            if let Record::Events { thread, events } = r {
+                got[thread as usize].extend(events);
+            }
+        }
+        for t in 0..4 {
+            let want: Vec<Event> = per_thread[t].iter().map(raw_to_kind).collect();
+            prop_assert_eq!(&got[t], &want);
+        }
+    }
+
+    /// Random bytes after a valid magic never make the decoder panic.
+    #[test]
+    fn garbage_never_panics(tail in proptest::collection::vec(any::<u8>(), 0..2000)) {
+        let mut bytes = MAGIC.to_vec();
+        bytes.push(1);
+        bytes.extend(tail);
+        let _ = decode_all(&bytes);
+    }
+
+    /// Flipping bytes of a valid trace gives records, an error or a
+    /// truncation, never a panic.
+    #[test]
+    fn corruption_never_panics(flips in proptest::collection::vec((any::<usize>(), any::<u8>()), 1..8)) {
+        let mut bytes = sample_trace();
+        for (at, v) in flips {
+            let i = at % bytes.len();
+            bytes[i] ^= v | 1;
+        }
+        let _ = decode_all(&bytes);
+    }
+}
+
+fn sample_trace() -> Vec<u8> {
+    let mut b = TraceBuilder::new();
+    b.header();
+    b.record(kind::STRING, |c| {
+        put_uvar(c, 1);
+        put_str(c, "/lib/libc.so.6");
+    });
+    b.record(kind::FRAME, |c| {
+        put_uvar(c, 1);
+        put_uvar(c, 0);
+        put_uvar(c, 0x401000);
+    });
+    b.events(
+        0,
+        &[
+            RawEvent::Alloc {
+                time: 100,
+                address: 0x7f00_0000_1000,
+                size: 24,
+                align: 8,
+                stack: 1,
+                latency: 30,
+            },
+            RawEvent::Free {
+                time: 150,
+                address: 0x7f00_0000_1000,
+                latency: 20,
+            },
+        ],
+    );
+    b.record(kind::FOOTER, |c| {
+        put_uvar(c, 200);
+        put_uvar(c, 2);
+        put_uvar(c, 0);
+        put_uvar(c, FOOTER_CLEAN_EXIT);
+    });
+    b.bytes
+}
+
+#[test]
+fn every_prefix_decodes_to_the_complete_records() {
+    let bytes = sample_trace();
+    let (full, t) = decode_all(&bytes);
+    let full = full.unwrap();
+    assert_eq!(t, None);
+    assert_eq!(full.len(), 5);
+    let mut last_count = 0;
+    let mut cuts_inside_records = 0;
+    for cut in 0..bytes.len() {
+        let (records, truncated) = decode_all(&bytes[..cut]);
+        let records = records.unwrap_or_else(|e| panic!("prefix of {cut} bytes: {e}"));
+        assert!(records.len() >= last_count, "cut {cut}");
+        assert_eq!(&records[..], &full[..records.len()], "cut {cut}");
+        last_count = records.len();
+        if truncated.is_some() {
+            cuts_inside_records += 1;
+        }
+    }
+    // Most cuts fall inside a record and must say so.
+    assert!(cuts_inside_records > bytes.len() / 2);
+}
+
+#[test]
+fn not_a_trace_and_future_versions_are_clear_errors() {
+    let (r, _) = decode_all(b"hello world, not a trace");
+    assert!(matches!(r, Err(DecodeError::NotATrace)));
+    let mut future = MAGIC.to_vec();
+    future.push(9);
+    let (r, _) = decode_all(&future);
+    let e = r.unwrap_err();
+    assert!(matches!(e, DecodeError::UnsupportedVersion(9)));
+    assert!(e.to_string().contains("version 9 is not supported"));
+}
+
+#[test]
+fn unknown_records_are_skipped() {
+    let mut b = TraceBuilder::new();
+    b.header();
+    b.record(200, |c| put_str(c, "from the future"));
+    b.record(kind::WATERMARK, |c| put_uvar(c, 5));
+    let (r, _) = decode_all(&b.bytes);
+    let r = r.unwrap();
+    assert_eq!(r[1], Record::Unknown { kind: 200 });
+    assert_eq!(r[2], Record::Watermark { ticks: 5 });
+}
+
+#[test]
+fn ordered_mode_merges_threads_by_time_up_to_watermarks() {
+    let mut b = TraceBuilder::new();
+    b.header();
+    let alloc = |time, address| RawEvent::Alloc {
+        time,
+        address,
+        size: 8,
+        align: 8,
+        stack: 0,
+        latency: 1,
+    };
+    let free = |time, address| RawEvent::Free {
+        time,
+        address,
+        latency: 1,
+    };
+    // Thread 1 frees what thread 0 allocated, but its record comes first.
+    b.events(1, &[free(20, 0x1000), alloc(40, 0x2000)]);
+    b.events(0, &[alloc(10, 0x1000), alloc(30, 0x3000)]);
+    b.record(kind::WATERMARK, |c| put_uvar(c, 35));
+    b.events(0, &[free(50, 0x3000)]);
+    b.record(kind::FOOTER, |c| {
+        put_uvar(c, 60);
+        put_uvar(c, 5);
+        put_uvar(c, 0);
+        put_uvar(c, 1);
+    });
+    let mut d = Decoder::new(&b.bytes[..]);
+    let mut times = Vec::new();
+    while let Some(item) = d.next_ordered().unwrap() {
+        if let Ordered::Event(e) = item {
+            times.push((e.event.time, e.thread));
+        }
+    }
+    assert_eq!(times, vec![(10, 0), (20, 1), (30, 0), (40, 1), (50, 0)]);
+}
+
+#[test]
+fn a_growing_file_can_be_followed() {
+    let bytes = sample_trace();
+    // Feed the decoder through a reader that reveals more bytes over time.
+    struct Growing<'a> {
+        data: &'a [u8],
+        visible: std::rc::Rc<std::cell::Cell<usize>>,
+        pos: usize,
+    }
+    impl std::io::Read for Growing<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            let end = self.visible.get().min(self.data.len());
+            let n = (end - self.pos).min(buf.len());
+            buf[..n].copy_from_slice(&self.data[self.pos..self.pos + n]);
+            self.pos += n;
+            Ok(n)
+        }
+    }
+    let visible = std::rc::Rc::new(std::cell::Cell::new(0));
+    let mut d = Decoder::new(Growing {
+        data: &bytes,
+        visible: visible.clone(),
+        pos: 0,
+    });
+    let mut got = 0;
+    for step in (0..=bytes.len()).step_by(3) {
+        visible.set(step);
+        while let Some(_r) = d.next_record().unwrap() {
+            got += 1;
+        }
+    }
+    visible.set(bytes.len());
+    while let Some(_r) = d.next_record().unwrap() {
+        got += 1;
+    }
+    assert_eq!(got, 5);
+    assert_eq!(d.truncated_at(), None);
+}
