@@ -18,6 +18,7 @@ use crate::heap::{self, Heap};
 use crate::huge;
 use crate::os;
 use crate::page::{self, Page};
+use crate::record;
 use crate::report::{BadPointer, invalid_pointer};
 use crate::segmap;
 use crate::segment::{SEGMENT_MASK, SEGMENT_SIZE, Segment, segment_of};
@@ -91,6 +92,8 @@ unsafe fn alloc_impl<const ZERO: bool>(size: usize, align: usize) -> *mut u8 {
 #[cold]
 #[inline(never)]
 pub fn alloc_slow(size: usize, align: usize, zero: bool) -> *mut u8 {
+    let recording = record::active();
+    let t0 = if recording { record::clock::ticks() } else { 0 };
     let mut heap = thread::heap();
     if heap == thread::empty_heap() {
         heap = thread::init_thread();
@@ -118,6 +121,10 @@ pub fn alloc_slow(size: usize, align: usize, zero: bool) -> *mut u8 {
         os::set_errno(libc::ENOMEM);
     } else if h.instrumented.get() {
         h.stats.on_alloc(usable);
+        if recording {
+            let t1 = record::clock::ticks();
+            record::on_alloc(h, p, size, align, t0, t1);
+        }
     }
     p
 }
@@ -239,8 +246,28 @@ pub fn free_slow(p: *mut u8, call: &'static str) {
     if p.is_null() {
         return;
     }
+    let recording = record::active();
+    let t0 = if recording { record::clock::ticks() } else { 0 };
     let loc = locate(p, call);
-    let heap = thread::heap();
+    let mut heap = thread::heap();
+    if recording && heap == thread::empty_heap() {
+        // A thread that frees before it ever allocates still records.
+        let h = thread::init_thread();
+        if !h.is_null() {
+            heap = h;
+        }
+    }
+    free_block(&loc, heap, p, call);
+    if recording && heap != thread::empty_heap() {
+        let t1 = record::clock::ticks();
+        // SAFETY: a non-empty thread heap is live and ours.
+        record::on_free(unsafe { &*heap }, p, t0, t1);
+    }
+}
+
+/// Frees the validated block at `loc` on behalf of the thread whose heap
+/// is `heap` (possibly the empty heap).
+fn free_block(loc: &Located, heap: *mut Heap, p: *mut u8, call: &'static str) {
     let counting = crate::stats::enabled();
     if loc.kind == PageKind::Huge {
         if counting {
@@ -415,6 +442,34 @@ pub unsafe fn realloc(p: *mut u8, new_size: usize, align: usize, old_size: usize
         // SAFETY: forwarded from the caller.
         return unsafe { alloc(new_size, align) };
     }
+    if record::active() {
+        let t0 = record::clock::ticks();
+        let mut heap = thread::heap();
+        if heap == thread::empty_heap() {
+            heap = thread::init_thread();
+        }
+        if !heap.is_null() {
+            // SAFETY: the thread's heap is live and ours.
+            let h = unsafe { &*heap };
+            // The inner allocation and free are one event: a reallocation.
+            // SAFETY: forwarded from the caller.
+            let q = h
+                .rec
+                .suspended(|| unsafe { realloc_block(p, new_size, align, old_size) });
+            let t1 = record::clock::ticks();
+            record::on_realloc(h, p, q, new_size, t0, t1);
+            return q;
+        }
+    }
+    // SAFETY: forwarded from the caller.
+    unsafe { realloc_block(p, new_size, align, old_size) }
+}
+
+/// The reallocation itself (see [`realloc`]).
+///
+/// # Safety
+/// As [`realloc`], with `p` non-null.
+unsafe fn realloc_block(p: *mut u8, new_size: usize, align: usize, old_size: usize) -> *mut u8 {
     let loc = locate(p, "realloc");
     let heap = thread::heap();
     let counting = crate::stats::enabled() && heap != thread::empty_heap();

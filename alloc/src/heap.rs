@@ -130,6 +130,8 @@ pub struct Heap {
     pub instrumented: Cell<bool>,
     /// Statistics counters.
     pub stats: HeapStats,
+    /// The owning thread's recording state.
+    pub rec: crate::record::ThreadRecorder,
     /// Next heap in the registry of all heaps (set once, before publication).
     pub next_all: AtomicPtr<Heap>,
     /// Next heap in the pool while no thread owns this one.
@@ -158,6 +160,7 @@ impl Heap {
             segment_count: Cell::new(0),
             instrumented: Cell::new(false),
             stats: HeapStats::new(),
+            rec: crate::record::ThreadRecorder::new(),
             next_all: AtomicPtr::new(ptr::null_mut()),
             pool_next: Cell::new(ptr::null_mut()),
         }

@@ -31,6 +31,7 @@ mod lock;
 mod options;
 mod os;
 mod page;
+mod record;
 mod report;
 mod segmap;
 mod segment;
@@ -43,6 +44,7 @@ mod validate;
 
 use core::alloc::{GlobalAlloc, Layout};
 
+pub use options::Mode;
 pub use report::BadPointer;
 pub use stats::Snapshot as StatsSnapshot;
 
@@ -88,6 +90,129 @@ unsafe impl GlobalAlloc for MemTally {
         // SAFETY: GlobalAlloc's contract: `ptr` came from this allocator with
         // `layout`, whose alignment is a power of two.
         unsafe { api::realloc(ptr, new_size, layout.align(), layout.size()) }
+    }
+}
+
+/// Sets a marker ("phase 2 starts") on the calling thread's timeline in the
+/// trace being recorded; does nothing when not recording.
+pub fn mark(text: &str) {
+    mark_bytes(text.as_bytes());
+}
+
+/// As [`mark`], for text that is not UTF-8 (the C ABI's `memtally_mark`).
+pub fn mark_bytes(text: &[u8]) {
+    if !record::active() {
+        return;
+    }
+    let mut heap = thread::heap();
+    if heap == thread::empty_heap() {
+        heap = thread::init_thread();
+    }
+    if !heap.is_null() {
+        // SAFETY: the calling thread's heap, live.
+        record::mark(unsafe { &*heap }, text);
+    }
+}
+
+/// Writes everything recorded so far to the trace file and waits until it
+/// is written (`exec` does this implicitly under the preloaded library).
+pub fn flush() {
+    record::flush();
+}
+
+/// Starts recording from inside the program, with the same settings as the
+/// `MEMTALLY` variable:
+///
+/// ```no_run
+/// memtally_alloc::Recorder::new()
+///     .mode(memtally_alloc::Mode::Full)
+///     .output("app.%p.mtt")
+///     .start()
+///     .expect("valid settings");
+/// ```
+///
+/// Call it at the start of `main`, before other threads exist: threads
+/// already running start recording only once they next need a new page.
+#[derive(Clone, Debug)]
+pub struct Recorder {
+    settings: options::Settings,
+}
+
+/// A rejected recording setting.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SettingsError(pub &'static str);
+
+impl core::fmt::Display for SettingsError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(self.0)
+    }
+}
+
+impl std::error::Error for SettingsError {}
+
+impl Recorder {
+    /// Default settings: mode off, output `memtally.%p.mtt`, sampling
+    /// interval 512 KiB, stack depth 64.
+    pub fn new() -> Self {
+        Recorder {
+            settings: options::Settings::default(),
+        }
+    }
+
+    /// What to record.
+    pub fn mode(mut self, mode: Mode) -> Self {
+        self.settings.mode = mode;
+        self
+    }
+
+    /// The trace path; `%p` becomes the process id.
+    pub fn output(mut self, path: &str) -> Self {
+        let n = path.len().min(options::MAX_PATH - 1);
+        self.settings.out = [0; options::MAX_PATH];
+        self.settings.out[..n].copy_from_slice(&path.as_bytes()[..n]);
+        self
+    }
+
+    /// Mean bytes between samples in sampled mode.
+    pub fn interval(mut self, bytes: u64) -> Self {
+        self.settings.interval = bytes;
+        self
+    }
+
+    /// Most frames per stack (1 to 256).
+    pub fn depth(mut self, frames: usize) -> Self {
+        self.settings.depth = frames;
+        self
+    }
+
+    /// Checks the settings and starts recording.
+    pub fn start(self) -> Result<(), SettingsError> {
+        let s = self.settings;
+        if s.out_template().is_empty() || s.out_template().len() >= options::MAX_PATH - 16 {
+            return Err(SettingsError(
+                "output path must be non-empty and under 496 bytes",
+            ));
+        }
+        if s.interval == 0 {
+            return Err(SettingsError("sampling interval must be positive"));
+        }
+        if !(1..=256).contains(&s.depth) {
+            return Err(SettingsError("stack depth must be 1 to 256"));
+        }
+        thread::ensure_init();
+        record::configure(s);
+        let heap = thread::heap();
+        if heap != thread::empty_heap() {
+            // SAFETY: the calling thread's heap, live and ours.
+            unsafe { thread::reinstrument(&*heap) };
+        }
+        Ok(())
+    }
+}
+
+impl Default for Recorder {
+    fn default() -> Self {
+        Self::new()
     }
 }
 
@@ -157,6 +282,17 @@ pub mod raw {
     pub unsafe fn usable_size(p: *mut u8) -> usize {
         // SAFETY: forwarded from the caller.
         unsafe { crate::api::usable_size(p) }
+    }
+
+    /// Writes everything recorded so far to the trace (before `exec`).
+    pub fn flush() {
+        crate::record::flush();
+    }
+
+    /// Removes `MEMTALLY` from the environment unless children are to be
+    /// recorded (called by the preloaded library's constructor).
+    pub fn scrub_environment_for_children() {
+        crate::record::scrub_environment_for_children();
     }
 
     /// Returns unused memory to the OS now: empty pages of the calling

@@ -1,14 +1,180 @@
 //! Settings read from the environment when the allocator initialises.
 //!
 //! Read with `getenv`, which does not allocate, at the first allocation of
-//! the process. A bad value prints one line naming the variable and the value
-//! and is ignored: a setting can never take the program down.
+//! the process (or when the preloaded library loads). A bad value prints one
+//! line naming the variable and the value and is ignored: a setting can never
+//! take the program down; with a bad `MEMTALLY`, the program runs on
+//! uninstrumented.
 //!
 //! | variable | values | effect |
 //! | --- | --- | --- |
 //! | `MEMTALLY_STATS` | `1`/`true`/`yes`/`on`, `0`/`false`/`no`/`off`/empty | print allocator statistics to stderr at exit |
+//! | `MEMTALLY` | comma-separated `key=value` settings, below | recording |
+//!
+//! `MEMTALLY` keys:
+//!
+//! | key | values | default |
+//! | --- | --- | --- |
+//! | `mode` | `off`, `stats`, `sampled`, `full` | `off` |
+//! | `out` | trace path; `%p` becomes the process id | `memtally.%p.mtt` |
+//! | `interval` | mean bytes between samples in `sampled` mode (suffixes `k`, `m`) | `512k` |
+//! | `depth` | most frames per stack, 1 to 256 | `64` |
+//! | `children` | `1` to record forked and exec'd children too | `0` |
+//!
+//! Example: `MEMTALLY=mode=full,out=app.mtt`.
 
 use core::ffi::CStr;
+
+/// How much the allocator records.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Mode {
+    /// The allocator alone.
+    #[default]
+    Off,
+    /// Per-thread counters, no trace.
+    Stats,
+    /// A Poisson sample of allocations by bytes, with stacks.
+    Sampled,
+    /// Every allocation, free and reallocation, with stacks.
+    Full,
+}
+
+/// Longest output path accepted (with `%p` expanded).
+pub const MAX_PATH: usize = 512;
+
+/// Recording settings (the parsed `MEMTALLY` variable).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Settings {
+    /// What to record.
+    pub mode: Mode,
+    /// Output path template, NUL-padded.
+    pub out: [u8; MAX_PATH],
+    /// Mean sampling interval in bytes.
+    pub interval: u64,
+    /// Most frames per stack.
+    pub depth: usize,
+    /// Record child processes too.
+    pub children: bool,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        let mut out = [0u8; MAX_PATH];
+        out[..DEFAULT_OUT.len()].copy_from_slice(DEFAULT_OUT);
+        Settings {
+            mode: Mode::Off,
+            out,
+            interval: 512 * 1024,
+            depth: 64,
+            children: false,
+        }
+    }
+}
+
+const DEFAULT_OUT: &[u8] = b"memtally.%p.mtt";
+
+impl Settings {
+    /// The output path template as bytes (without padding).
+    pub fn out_template(&self) -> &[u8] {
+        let n = self.out.iter().position(|&b| b == 0).unwrap_or(MAX_PATH);
+        &self.out[..n]
+    }
+}
+
+/// Why a `MEMTALLY` value was rejected.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SettingError {
+    /// The offending `key=value` item (or key).
+    pub item_start: usize,
+    /// Its length.
+    pub item_len: usize,
+    /// What is wrong with it.
+    pub what: &'static str,
+}
+
+/// Parses a `MEMTALLY` value. On error, nothing is applied.
+pub fn parse_settings(value: &[u8]) -> Result<Settings, SettingError> {
+    let mut s = Settings::default();
+    let mut start = 0;
+    for item in value.split(|&b| b == b',') {
+        let item_start = start;
+        start += item.len() + 1;
+        if item.is_empty() {
+            continue;
+        }
+        let err = |what| SettingError {
+            item_start,
+            item_len: item.len(),
+            what,
+        };
+        let Some(eq) = item.iter().position(|&b| b == b'=') else {
+            return Err(err("expected key=value"));
+        };
+        let (key, val) = (&item[..eq], &item[eq + 1..]);
+        match key {
+            b"mode" => {
+                s.mode = match val {
+                    b"off" => Mode::Off,
+                    b"stats" => Mode::Stats,
+                    b"sampled" => Mode::Sampled,
+                    b"full" => Mode::Full,
+                    _ => return Err(err("mode must be off, stats, sampled or full")),
+                }
+            }
+            b"out" => {
+                if val.is_empty() || val.len() >= MAX_PATH - 16 {
+                    return Err(err("out must be a non-empty path shorter than 496 bytes"));
+                }
+                s.out = [0; MAX_PATH];
+                s.out[..val.len()].copy_from_slice(val);
+            }
+            b"interval" => {
+                s.interval = parse_bytes(val).filter(|&n| n >= 1).ok_or(err(
+                    "interval must be a positive byte count (suffixes k, m)",
+                ))?;
+            }
+            b"depth" => {
+                s.depth = parse_bytes(val)
+                    .filter(|&n| (1..=256).contains(&n))
+                    .ok_or(err("depth must be 1 to 256"))? as usize;
+            }
+            b"children" => {
+                s.children = match val {
+                    b"1" | b"true" | b"yes" | b"on" => true,
+                    b"0" | b"false" | b"no" | b"off" => false,
+                    _ => return Err(err("children must be 0 or 1")),
+                }
+            }
+            _ => {
+                return Err(err(
+                    "unknown key (expected mode, out, interval, depth or children)",
+                ));
+            }
+        }
+    }
+    Ok(s)
+}
+
+/// Parses a byte count with an optional `k`/`m`/`g` suffix (powers of 1024).
+fn parse_bytes(v: &[u8]) -> Option<u64> {
+    let (digits, mult) = match v.last()? {
+        b'k' | b'K' => (&v[..v.len() - 1], 1u64 << 10),
+        b'm' | b'M' => (&v[..v.len() - 1], 1 << 20),
+        b'g' | b'G' => (&v[..v.len() - 1], 1 << 30),
+        _ => (v, 1),
+    };
+    if digits.is_empty() {
+        return None;
+    }
+    let mut n: u64 = 0;
+    for &d in digits {
+        if !d.is_ascii_digit() {
+            return None;
+        }
+        n = n.checked_mul(10)?.checked_add(u64::from(d - b'0'))?;
+    }
+    n.checked_mul(mult)
+}
 
 /// Reads every setting and applies it.
 pub fn load() {
@@ -20,6 +186,20 @@ pub fn load() {
                 "MEMTALLY_STATS: expected 1 or 0, got '{}'; statistics stay off",
                 value.to_str().unwrap_or("(not UTF-8)")
             )),
+        }
+    }
+    if let Some(value) = get(c"MEMTALLY") {
+        let bytes = value.to_bytes();
+        match parse_settings(bytes) {
+            Ok(settings) => crate::record::configure(settings),
+            Err(e) => {
+                let item = &bytes[e.item_start..e.item_start + e.item_len];
+                crate::report::warn(format_args!(
+                    "MEMTALLY: '{}': {}; the program runs without recording",
+                    core::str::from_utf8(item).unwrap_or("(not UTF-8)"),
+                    e.what
+                ));
+            }
         }
     }
 }
@@ -48,7 +228,7 @@ pub fn parse_bool(value: &CStr) -> Option<bool> {
 
 #[cfg(test)]
 mod tests {
-    use super::parse_bool;
+    use super::*;
 
     #[test]
     fn booleans() {
@@ -58,5 +238,32 @@ mod tests {
         assert_eq!(parse_bool(c"0"), Some(false));
         assert_eq!(parse_bool(c"2"), None);
         assert_eq!(parse_bool(c"maybe"), None);
+    }
+
+    #[test]
+    fn settings_parse() {
+        let s = parse_settings(b"mode=full,out=/tmp/x.%p.mtt,depth=32").unwrap();
+        assert_eq!(s.mode, Mode::Full);
+        assert_eq!(s.out_template(), b"/tmp/x.%p.mtt");
+        assert_eq!(s.depth, 32);
+        assert_eq!(s.interval, 512 * 1024);
+        let s = parse_settings(b"mode=sampled,interval=2m,children=1").unwrap();
+        assert_eq!(
+            (s.mode, s.interval, s.children),
+            (Mode::Sampled, 2 << 20, true)
+        );
+        assert_eq!(parse_settings(b"").unwrap(), Settings::default());
+    }
+
+    #[test]
+    fn bad_settings_name_the_item() {
+        let e = parse_settings(b"mode=full,depth=9999").unwrap_err();
+        assert_eq!((e.item_start, e.item_len), (10, 10));
+        assert_eq!(e.what, "depth must be 1 to 256");
+        assert!(parse_settings(b"mode=fast").is_err());
+        assert!(parse_settings(b"colour=blue").is_err());
+        assert!(parse_settings(b"full").is_err());
+        assert!(parse_settings(b"interval=0").is_err());
+        assert!(parse_settings(b"interval=12q").is_err());
     }
 }

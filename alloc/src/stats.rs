@@ -22,6 +22,7 @@ use core::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering
 const FLUSH_BYTES: i64 = 64 * 1024;
 
 static ENABLED: AtomicBool = AtomicBool::new(false);
+static PRINT: AtomicBool = AtomicBool::new(false);
 static MAPPED: AtomicUsize = AtomicUsize::new(0);
 static PEAK_MAPPED: AtomicUsize = AtomicUsize::new(0);
 static PURGED: AtomicUsize = AtomicUsize::new(0);
@@ -39,6 +40,11 @@ pub fn enabled() -> bool {
 /// A private duplicate of stderr for the exit report, or -1.
 static REPORT_FD: core::sync::atomic::AtomicI32 = core::sync::atomic::AtomicI32::new(-1);
 
+/// Turns the counters on without the exit report (`MEMTALLY=mode=stats`).
+pub fn enable_counting() {
+    ENABLED.store(true, Ordering::Relaxed);
+}
+
 /// Turns allocation statistics on (before any heap exists, or heaps started
 /// afterwards will count and earlier ones will not).
 ///
@@ -48,6 +54,7 @@ static REPORT_FD: core::sync::atomic::AtomicI32 = core::sync::atomic::AtomicI32:
 /// not to take a descriptor number the program expects to get.
 pub fn enable() {
     ENABLED.store(true, Ordering::Relaxed);
+    PRINT.store(true, Ordering::Relaxed);
     // SAFETY: fcntl on fd 2 has no memory-safety preconditions.
     let fd = unsafe { libc::fcntl(2, libc::F_DUPFD_CLOEXEC, 100) };
     REPORT_FD.store(fd, Ordering::Relaxed);
@@ -56,6 +63,11 @@ pub fn enable() {
 pub(crate) fn mapped_add(bytes: usize) {
     let now = MAPPED.fetch_add(bytes, Ordering::Relaxed) + bytes;
     PEAK_MAPPED.fetch_max(now, Ordering::Relaxed);
+}
+
+/// Bytes mapped from the OS now.
+pub(crate) fn mapped_bytes() -> usize {
+    MAPPED.load(Ordering::Relaxed)
 }
 
 pub(crate) fn mapped_sub(bytes: usize) {
@@ -223,7 +235,7 @@ pub fn snapshot() -> Snapshot {
 /// Prints the `memtally:` statistics line to stderr if statistics are on and
 /// the allocator was used. Registered to run at process exit.
 pub extern "C" fn print_at_exit() {
-    if !enabled() || !crate::thread::initialised() {
+    if !PRINT.load(Ordering::Relaxed) || !crate::thread::initialised() {
         return;
     }
     let s = snapshot();

@@ -153,7 +153,7 @@ pub fn init_thread() -> *mut Heap {
     // SAFETY: the heap is live (heaps are never freed) and now exclusively
     // ours.
     let h = unsafe { &*heap };
-    h.set_instrumented(stats::enabled());
+    h.set_instrumented(stats::enabled() || crate::record::active());
     let token = if h.instrumented.get() {
         ptr::null_mut()
     } else {
@@ -168,6 +168,18 @@ pub fn init_thread() -> *mut Heap {
     }
     h.drain_delayed();
     heap
+}
+
+/// Re-applies the instrumentation setting to the calling thread's heap
+/// (after recording was switched on from inside the program).
+pub fn reinstrument(h: &Heap) {
+    h.set_instrumented(stats::enabled() || crate::record::active());
+    let token = if h.instrumented.get() {
+        ptr::null_mut()
+    } else {
+        h as *const Heap as *mut Heap
+    };
+    crate::tls::set(h as *const Heap as *mut Heap, token);
 }
 
 fn take_from_pool() -> Option<*mut Heap> {
@@ -242,6 +254,8 @@ extern "C" fn thread_exit(arg: *mut libc::c_void) {
     if crate::tls::heap() == heap {
         crate::tls::set(empty_heap(), ptr::null_mut());
     }
+    // SAFETY: the exiting thread's heap, live.
+    crate::record::thread_exit(unsafe { &*heap });
     abandon(heap);
 }
 
@@ -363,4 +377,5 @@ extern "C" fn fork_child() {
         crate::segment::cache_lock().raw_unlock();
         POOL.raw_unlock();
     }
+    crate::record::after_fork_child(heap());
 }

@@ -9,5 +9,6 @@ mod basic;
 mod errors;
 mod fork;
 mod props;
+mod record;
 mod threads;
 mod util;

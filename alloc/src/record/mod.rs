@@ -1,0 +1,337 @@
+//! Recording: every allocation, free and reallocation of the process (or a
+//! sample of them) with its time, thread, call stack and latency, written to
+//! a trace file by a background thread.
+//!
+//! The path of one event: the allocator's slow path (every operation of an
+//! instrumented heap takes it) calls [`on_alloc`], [`on_free`] or
+//! [`on_realloc`] after doing its work; the thread captures its stack
+//! (`stack.rs`), turns it into an id (`intern.rs`), encodes the event with
+//! the trace encoder and appends it to its own ring (`ring.rs`); the writer
+//! thread (`writer.rs`) drains the rings into the file.
+//!
+//! Re-entrancy: a thread's recorder is marked busy while it records, and
+//! whatever it allocates meanwhile (the stack bounds lookup, thread
+//! creation) goes through the allocator without being recorded. The writer
+//! thread is busy for good.
+//!
+//! Nothing is lost: a thread whose ring is full waits for the writer. The
+//! only events not written are those made after the writer stopped at exit
+//! or after an output error, and they are counted in the footer.
+
+pub mod clock;
+pub(crate) mod intern;
+mod modules;
+pub(crate) mod ring;
+mod stack;
+mod unwind;
+mod writer;
+
+use crate::heap::Heap;
+use crate::lock::SpinLock;
+use crate::options::{Mode, Settings};
+use crate::trace::{self, Cursor, DeltaState, MAX_EVENT_BYTES, RawEvent, encode_event};
+use core::cell::Cell;
+use core::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use ring::Ring;
+use stack::Bounds;
+
+const OFF: u8 = 0;
+const SAMPLED: u8 = trace::mode::SAMPLED;
+const FULL: u8 = trace::mode::FULL;
+
+static RECORDING: AtomicU8 = AtomicU8::new(OFF);
+static SETTINGS: SpinLock<Option<Settings>> = SpinLock::new(None);
+static DROPPED: AtomicU64 = AtomicU64::new(0);
+
+/// Applies settings (from `MEMTALLY` at start-up, or the builder API).
+pub fn configure(settings: Settings) {
+    *SETTINGS.lock() = Some(settings);
+    let mode = match settings.mode {
+        Mode::Off => OFF,
+        Mode::Stats => {
+            crate::stats::enable_counting();
+            OFF
+        }
+        Mode::Sampled => SAMPLED,
+        Mode::Full => FULL,
+    };
+    RECORDING.store(mode, Ordering::Release);
+}
+
+fn settings() -> Settings {
+    SETTINGS.lock().unwrap_or_default()
+}
+
+/// Is anything being recorded?
+#[inline]
+pub fn active() -> bool {
+    RECORDING.load(Ordering::Relaxed) != OFF
+}
+
+/// Stops recording (after an output error); the program runs on.
+pub fn disable() {
+    RECORDING.store(OFF, Ordering::Release);
+}
+
+/// Events that could not be written.
+pub fn dropped() -> u64 {
+    DROPPED.load(Ordering::Relaxed)
+}
+
+/// A thread's recording state, kept in its heap.
+pub struct ThreadRecorder {
+    /// Set while the thread records (re-entrancy guard), and for good on
+    /// the writer thread.
+    busy: Cell<bool>,
+    /// The thread's ring, null until its first event.
+    ring: Cell<*mut Ring>,
+    /// Delta state of the thread's event stream.
+    delta: Cell<DeltaState>,
+    /// The thread's stack range.
+    bounds: Cell<Bounds>,
+    /// Most frames per stack.
+    depth: Cell<usize>,
+}
+
+impl ThreadRecorder {
+    /// A recorder that has recorded nothing.
+    pub const fn new() -> Self {
+        ThreadRecorder {
+            busy: Cell::new(false),
+            ring: Cell::new(core::ptr::null_mut()),
+            delta: Cell::new(DeltaState {
+                time: 0,
+                address: 0,
+            }),
+            bounds: Cell::new(Bounds { lo: 0, hi: 0 }),
+            depth: Cell::new(64),
+        }
+    }
+
+    /// Runs `f` with recording suspended on this thread (for operations
+    /// made of other operations, such as realloc).
+    pub fn suspended<T>(&self, f: impl FnOnce() -> T) -> T {
+        let was = self.busy.replace(true);
+        let r = f();
+        self.busy.set(was);
+        r
+    }
+
+    /// The thread's ring, registering the thread on its first event.
+    fn ring(&self) -> Option<&'static Ring> {
+        let r = self.ring.get();
+        if !r.is_null() {
+            // SAFETY: rings are never unmapped.
+            return Some(unsafe { &*r });
+        }
+        let r = Ring::acquire();
+        if r.is_null() {
+            return None;
+        }
+        // SAFETY: just acquired for this thread; rings are never unmapped.
+        let ring = unsafe { &*r };
+        // SAFETY: gettid has no preconditions.
+        let tid = unsafe { libc::syscall(libc::SYS_gettid) } as u64;
+        ring.os_tid.store(tid, Ordering::Relaxed);
+        let mut name = [0u8; 16];
+        // SAFETY: PR_GET_NAME writes at most 16 bytes into `name`.
+        unsafe { libc::prctl(libc::PR_GET_NAME, name.as_mut_ptr()) };
+        for (slot, b) in ring.name.iter().zip(name) {
+            slot.store(b, Ordering::Relaxed);
+        }
+        ring.start_ticks.store(clock::ticks(), Ordering::Relaxed);
+        self.bounds.set(Bounds::of_current_thread());
+        self.delta.set(DeltaState::default());
+        self.depth.set(settings().depth.clamp(1, MAX_DEPTH));
+        self.ring.set(r);
+        Some(ring)
+    }
+}
+
+impl Default for ThreadRecorder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+const MAX_DEPTH: usize = 256;
+
+/// Records one event of the calling thread: captures the stack (when
+/// `with_stack`), then encodes `make(stack_id, time)` into the ring.
+fn emit(heap: &Heap, with_stack: bool, make: impl FnOnce(u64, u64) -> RawEvent) {
+    let rec = &heap.rec;
+    if rec.busy.get() {
+        return;
+    }
+    rec.busy.set(true);
+    emit_busy(rec, with_stack, make);
+    rec.busy.set(false);
+}
+
+fn emit_busy(rec: &ThreadRecorder, with_stack: bool, make: impl FnOnce(u64, u64) -> RawEvent) {
+    let mode = RECORDING.load(Ordering::Relaxed);
+    if mode == OFF {
+        return;
+    }
+    let Some(ring) = rec.ring() else {
+        DROPPED.fetch_add(1, Ordering::Relaxed);
+        return;
+    };
+    if !writer::running() && !writer::start(&settings(), mode) {
+        DROPPED.fetch_add(1, Ordering::Relaxed);
+        return;
+    }
+    let stack_id = if with_stack {
+        let mut frames = core::mem::MaybeUninit::<[u64; MAX_DEPTH]>::uninit();
+        // SAFETY: u64 has no invalid bit patterns and `capture` writes the
+        // first `n` entries before they are read; the rest are never read.
+        let frames = unsafe { &mut *frames.as_mut_ptr() };
+        let n = stack::capture(
+            &mut frames[..rec.depth.get()],
+            rec.bounds.get(),
+            &ring.rules,
+        );
+        ring.cache.lookup(&frames[..n])
+    } else {
+        0
+    };
+    ring.begin();
+    let time = clock::ticks();
+    let event = make(stack_id, time);
+    let mut buf = [0u8; MAX_EVENT_BYTES];
+    let mut c = Cursor::new(&mut buf);
+    let mut delta = rec.delta.get();
+    encode_event(&mut c, &mut delta, &event);
+    let len = c.len();
+    if ring.push(&buf[..len]) {
+        rec.delta.set(delta);
+        ring.count_event();
+    } else {
+        DROPPED.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Records an allocation that took from `t0` until `t1` (ticks).
+pub fn on_alloc(heap: &Heap, p: *mut u8, size: usize, align: usize, t0: u64, t1: u64) {
+    if p.is_null() {
+        return;
+    }
+    emit(heap, true, |stack, time| RawEvent::Alloc {
+        time,
+        address: p as u64,
+        size: size as u64,
+        align: align as u64,
+        stack,
+        latency: t1.saturating_sub(t0),
+    });
+}
+
+/// Records a free.
+pub fn on_free(heap: &Heap, p: *mut u8, t0: u64, t1: u64) {
+    emit(heap, false, |_, time| RawEvent::Free {
+        time,
+        address: p as u64,
+        latency: t1.saturating_sub(t0),
+    });
+}
+
+/// Records a reallocation from `old` to `new` (`new` may equal `old`).
+pub fn on_realloc(heap: &Heap, old: *mut u8, new: *mut u8, size: usize, t0: u64, t1: u64) {
+    if new.is_null() {
+        return;
+    }
+    emit(heap, true, |stack, time| RawEvent::Realloc {
+        time,
+        old_address: old as u64,
+        new_address: new as u64,
+        new_size: size as u64,
+        stack,
+        latency: t1.saturating_sub(t0),
+    });
+}
+
+/// Records a user marker on the calling thread's timeline.
+pub fn mark(heap: &Heap, text: &[u8]) {
+    let id = intern::intern_string(text);
+    if id == 0 {
+        return;
+    }
+    emit(heap, false, |_, time| RawEvent::Marker { time, string: id });
+}
+
+/// The calling thread's heap is being given up (thread exit): closes its
+/// ring so the writer drains it and writes the thread's end.
+pub fn thread_exit(heap: &Heap) {
+    let r = heap.rec.ring.replace(core::ptr::null_mut());
+    if !r.is_null() {
+        // SAFETY: rings are never unmapped.
+        let ring = unsafe { &*r };
+        ring.end_ticks.store(clock::ticks(), Ordering::Relaxed);
+        ring.state.store(ring::CLOSED, Ordering::Release);
+        ring::wake_writer();
+    }
+}
+
+/// Marks the calling thread as the writer: nothing it does is recorded.
+fn mark_current_thread_as_writer() {
+    let heap = crate::thread::init_thread();
+    if !heap.is_null() {
+        // SAFETY: the thread's own heap, live.
+        unsafe { (*heap).rec.busy.set(true) };
+    }
+}
+
+/// Writes everything recorded so far to the trace and waits until it is on
+/// disk (called before `exec`).
+pub fn flush() {
+    writer::flush();
+}
+
+/// Ends the trace at process exit.
+pub extern "C" fn finish_at_exit() {
+    writer::finish();
+}
+
+#[used]
+#[unsafe(link_section = ".fini_array")]
+static FINISH_AT_EXIT: extern "C" fn() = finish_at_exit;
+
+/// In a forked child: recording continues into a new trace named for the
+/// child when children are followed, else stops.
+pub fn after_fork_child(current: *mut Heap) {
+    writer::after_fork_child();
+    let follow = settings().children;
+    let mine = if current.is_null() || current == crate::thread::empty_heap() {
+        core::ptr::null_mut()
+    } else {
+        // SAFETY: the forking thread's own heap.
+        unsafe { (*current).rec.ring.get() }
+    };
+    Ring::for_each(|r| {
+        r.discard();
+        if core::ptr::eq(r, mine) {
+            r.announced.store(0, Ordering::Relaxed);
+        } else if r.state.load(Ordering::Relaxed) != ring::FREE {
+            // Its thread does not exist in the child.
+            r.state.store(ring::FREE, Ordering::Relaxed);
+        }
+    });
+    if !mine.is_null() {
+        // SAFETY: the forking thread's own heap.
+        unsafe { (*current).rec.delta.set(DeltaState::default()) };
+    }
+    if !follow {
+        disable();
+    }
+}
+
+/// Removes `MEMTALLY` from the environment unless children are to be
+/// recorded, so that programs this one executes run unrecorded. Called by
+/// the preloaded library's constructor (never from inside an allocation,
+/// where the environment lock may be held).
+pub fn scrub_environment_for_children() {
+    if active() && !settings().children {
+        // SAFETY: unsetenv with a valid NUL-terminated name.
+        unsafe { libc::unsetenv(c"MEMTALLY".as_ptr()) };
+    }
+}

@@ -1,0 +1,708 @@
+//! The writer thread: drains every thread's ring into the trace file, with
+//! the records that give the events meaning (strings, stack frames,
+//! modules, threads, clock, memory samples, watermarks).
+//!
+//! One round, every 10 ms or sooner when a ring passes half full:
+//! 1. take a watermark candidate: now minus a slack, unless some thread is
+//!    between reading the clock and publishing an event;
+//! 2. snapshot every ring's head;
+//! 3. write the `STRING`, `FRAME` and `MODULE` records defined since the last
+//!    round — after the snapshots, so every id an event refers to is
+//!    already written (a thread interns before it publishes);
+//! 4. write each ring's new bytes up to its snapshot as an `EVENTS` record,
+//!    announcing new threads and retiring ended ones;
+//! 5. write the `WATERMARK`, and every 100 ms `CLOCK` and `MEMORY`.
+//!
+//! Output goes through a 1 MiB buffer and `write(2)`, so a killed process
+//! leaves every completed round on disk. The writer never allocates from the
+//! heap it records: its buffers are mapped, and its own thread is marked so
+//! that anything it might allocate is not recorded.
+
+use super::intern;
+use super::modules;
+use super::ring::{self, Ring};
+use crate::os;
+use crate::trace::{self, Cursor, kind, put_bytes, put_record_header, put_u8, put_uvar};
+use core::ffi::c_void;
+use core::sync::atomic::{AtomicBool, AtomicI32, AtomicU8, AtomicU32, AtomicU64, Ordering};
+
+const NONE: u8 = 0;
+const RUNNING: u8 = 1;
+const STOPPED: u8 = 2;
+
+static STATE: AtomicU8 = AtomicU8::new(NONE);
+static STOP: AtomicBool = AtomicBool::new(false);
+static DONE: AtomicU32 = AtomicU32::new(0);
+static FLUSH_REQ: AtomicU64 = AtomicU64::new(0);
+static FLUSH_DONE: AtomicU32 = AtomicU32::new(0);
+static FD: AtomicI32 = AtomicI32::new(-1);
+
+const OUT_BYTES: usize = 1 << 20;
+const ROUND_MS: i64 = 10;
+const CLOCK_EVERY_NS: u64 = 100_000_000;
+/// Ticks subtracted from "now" for a watermark, for clock skew between
+/// cores and events whose clock read raced the writer (about 1 ms).
+const WATERMARK_SLACK: u64 = 3_000_000;
+
+/// Has the writer stopped for good (or never started)? Producers must not
+/// wait for it then.
+pub fn stopped() -> bool {
+    STATE.load(Ordering::Acquire) != RUNNING
+}
+
+/// Is the writer running?
+pub fn running() -> bool {
+    STATE.load(Ordering::Acquire) == RUNNING
+}
+
+/// Output buffer and file.
+struct Out {
+    buf: *mut u8,
+    len: usize,
+    fd: i32,
+    failed: bool,
+}
+
+impl Out {
+    fn room(&self) -> usize {
+        OUT_BYTES - self.len
+    }
+
+    /// Writes the buffer to the file.
+    fn flush(&mut self) {
+        let mut off = 0;
+        while off < self.len && !self.failed {
+            // SAFETY: [off, len) lies inside the buffer mapping.
+            let n = unsafe { libc::write(self.fd, self.buf.add(off).cast(), self.len - off) };
+            if n < 0 {
+                // SAFETY: reading errno.
+                if unsafe { *libc::__errno_location() } == libc::EINTR {
+                    continue;
+                }
+                self.failed = true;
+                crate::report::warn(format_args!(
+                    "cannot write the trace ({}); recording stops, the program runs on",
+                    errno_text()
+                ));
+                break;
+            }
+            off += n as usize;
+        }
+        self.len = 0;
+    }
+
+    fn ensure(&mut self, n: usize) {
+        if self.room() < n {
+            self.flush();
+        }
+    }
+
+    /// Appends a record whose payload is built by `fill` (at most 64 KiB).
+    fn record(&mut self, kind: u8, fill: impl FnOnce(&mut Cursor<'_>)) {
+        let mut scratch = [0u8; 4096];
+        let mut c = Cursor::new(&mut scratch);
+        fill(&mut c);
+        debug_assert!(
+            !c.overflowed(),
+            "record of kind {kind} too large for scratch"
+        );
+        let payload = c.written();
+        self.ensure(payload.len() + 16);
+        // SAFETY: the buffer has room for the framing and payload (ensured).
+        let dst = unsafe { core::slice::from_raw_parts_mut(self.buf.add(self.len), self.room()) };
+        let mut o = Cursor::new(dst);
+        put_record_header(&mut o, kind, payload.len());
+        let head = o.len();
+        dst[head..head + payload.len()].copy_from_slice(payload);
+        self.len += head + payload.len();
+    }
+
+    /// Appends an `EVENTS` record: the thread number and `n` ring bytes
+    /// delivered by `drain`.
+    fn events(&mut self, thread: u64, n: usize, drain: impl FnOnce(&mut dyn FnMut(&[u8]))) {
+        let mut tb = [0u8; 10];
+        let mut t = Cursor::new(&mut tb);
+        put_uvar(&mut t, thread);
+        let tlen = t.len();
+        self.ensure(n + tlen + 16);
+        // SAFETY: room ensured above.
+        let dst = unsafe { core::slice::from_raw_parts_mut(self.buf.add(self.len), self.room()) };
+        let mut o = Cursor::new(dst);
+        put_record_header(&mut o, kind::EVENTS, n + tlen);
+        let mut at = o.len();
+        dst[at..at + tlen].copy_from_slice(&tb[..tlen]);
+        at += tlen;
+        drain(&mut |bytes: &[u8]| {
+            dst[at..at + bytes.len()].copy_from_slice(bytes);
+            at += bytes.len();
+        });
+        self.len += at;
+    }
+}
+
+fn errno_text() -> &'static str {
+    // SAFETY: reading errno.
+    match unsafe { *libc::__errno_location() } {
+        libc::ENOSPC => "no space left on the device",
+        libc::EACCES => "permission denied",
+        libc::ENOENT => "no such directory",
+        libc::EROFS => "read-only file system",
+        libc::EDQUOT => "disk quota exceeded",
+        _ => "I/O error",
+    }
+}
+
+/// Writer-private state, touched only by the writer thread (and by
+/// `start`, before the thread exists).
+struct WriterState {
+    out: Out,
+    frames_written: u64,
+    strings_written: u64,
+    module_gen: (u64, u64),
+    modules: [u64; 1024],
+    module_count: usize,
+    last_clock_ns: u64,
+    events: u64,
+}
+
+static mut WS: WriterState = WriterState {
+    out: Out {
+        buf: core::ptr::null_mut(),
+        len: 0,
+        fd: -1,
+        failed: false,
+    },
+    frames_written: 0,
+    strings_written: 0,
+    module_gen: (u64::MAX, u64::MAX),
+    modules: [0; 1024],
+    module_count: 0,
+    last_clock_ns: 0,
+    events: 0,
+};
+
+/// The writer-private state.
+///
+/// # Safety
+/// Only the writer thread (or `start`/`after_fork_child`, while no writer
+/// thread runs) may call this, and never while another reference from it
+/// is alive.
+#[allow(static_mut_refs)]
+unsafe fn ws() -> &'static mut WriterState {
+    // SAFETY: guaranteed by the caller.
+    unsafe { &mut WS }
+}
+
+/// Starts the writer if it is not running: opens the trace file, writes the
+/// header and spawns the thread. Called from a recording thread with its
+/// recorder marked busy (the thread creation may allocate). Returns false
+/// if recording cannot proceed (it then is switched off, with one message).
+pub fn start(settings: &crate::options::Settings, mode: u8) -> bool {
+    static STARTING: AtomicBool = AtomicBool::new(false);
+    if running() {
+        return true;
+    }
+    if STATE.load(Ordering::Acquire) == STOPPED {
+        return false;
+    }
+    if STARTING.swap(true, Ordering::Acquire) {
+        // Another thread is starting it; wait.
+        while STATE.load(Ordering::Acquire) == NONE && STARTING.load(Ordering::Acquire) {
+            // SAFETY: sched_yield has no preconditions.
+            unsafe { libc::sched_yield() };
+        }
+        return running();
+    }
+    let ok = open_and_spawn(settings, mode);
+    if !ok {
+        STATE.store(STOPPED, Ordering::Release);
+        super::disable();
+    }
+    STARTING.store(false, Ordering::Release);
+    ok
+}
+
+fn open_and_spawn(settings: &crate::options::Settings, mode: u8) -> bool {
+    // Expand %p in the path template.
+    let mut path = [0u8; 512];
+    let mut n = 0;
+    let template = settings.out_template();
+    let mut i = 0;
+    while i < template.len() && n < path.len() - 24 {
+        if template[i] == b'%' && template.get(i + 1) == Some(&b'p') {
+            let mut digits = [0u8; 20];
+            // SAFETY: getpid has no preconditions.
+            let mut pid = unsafe { libc::getpid() } as u64;
+            let mut k = 0;
+            loop {
+                digits[k] = b'0' + (pid % 10) as u8;
+                k += 1;
+                pid /= 10;
+                if pid == 0 {
+                    break;
+                }
+            }
+            for d in digits[..k].iter().rev() {
+                path[n] = *d;
+                n += 1;
+            }
+            i += 2;
+        } else {
+            path[n] = template[i];
+            n += 1;
+            i += 1;
+        }
+    }
+    path[n] = 0;
+    // SAFETY: `path` is NUL-terminated.
+    let fd = unsafe {
+        libc::open(
+            path.as_ptr().cast(),
+            libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC | libc::O_CLOEXEC,
+            0o644,
+        )
+    };
+    if fd < 0 {
+        crate::report::warn(format_args!(
+            "cannot create the trace '{}' ({}); the program runs without recording",
+            core::str::from_utf8(&path[..n]).unwrap_or("?"),
+            errno_text()
+        ));
+        return false;
+    }
+    let buf = os::map(OUT_BYTES);
+    if buf.is_null() {
+        // SAFETY: closing the descriptor we opened.
+        unsafe { libc::close(fd) };
+        return false;
+    }
+    // SAFETY: no writer thread runs yet; this thread has exclusive use.
+    let ws = unsafe { ws() };
+    *ws = WriterState {
+        out: Out {
+            buf,
+            len: 0,
+            fd,
+            failed: false,
+        },
+        frames_written: 0,
+        strings_written: 0,
+        module_gen: (u64::MAX, u64::MAX),
+        modules: [0; 1024],
+        module_count: 0,
+        last_clock_ns: 0,
+        events: 0,
+    };
+    FD.store(fd, Ordering::Relaxed);
+    write_header(ws, settings, mode);
+    clock_record(ws);
+    ws.out.flush();
+    STOP.store(false, Ordering::Relaxed);
+    DONE.store(0, Ordering::Relaxed);
+    STATE.store(RUNNING, Ordering::Release);
+    // SAFETY: `attr` is initialised before use; the start routine has the
+    // signature pthread expects and uses no argument.
+    let rc = unsafe {
+        let mut tid: libc::pthread_t = 0;
+        let rc = libc::pthread_create(
+            &mut tid,
+            core::ptr::null(),
+            writer_main,
+            core::ptr::null_mut(),
+        );
+        if rc == 0 {
+            libc::pthread_setname_np(tid, c"memtally-writer".as_ptr());
+            libc::pthread_detach(tid);
+        }
+        rc
+    };
+    if rc != 0 {
+        STATE.store(STOPPED, Ordering::Release);
+        crate::report::warn(format_args!(
+            "cannot start the trace writer thread (error {rc}); the program runs without recording"
+        ));
+        return false;
+    }
+    true
+}
+
+fn write_header(ws: &mut WriterState, settings: &crate::options::Settings, mode: u8) {
+    // MAGIC and version come first, outside any record.
+    let out = &mut ws.out;
+    // SAFETY: the buffer is empty and larger than the magic and version.
+    let dst = unsafe { core::slice::from_raw_parts_mut(out.buf, OUT_BYTES) };
+    dst[..8].copy_from_slice(trace::MAGIC);
+    let mut c = Cursor::new(&mut dst[8..]);
+    put_uvar(&mut c, trace::VERSION);
+    out.len = 8 + c.len();
+    let mut exe = [0u8; 512];
+    // SAFETY: the buffer is valid for its length.
+    let exe_len = unsafe {
+        libc::readlink(
+            c"/proc/self/exe".as_ptr(),
+            exe.as_mut_ptr().cast(),
+            exe.len(),
+        )
+    }
+    .max(0) as usize;
+    let mut cmdline = [0u8; 3000];
+    let cmd_len = read_file(c"/proc/self/cmdline", &mut cmdline);
+    out.record(kind::HEADER, |c| {
+        put_uvar(c, trace::VERSION);
+        // SAFETY: getpid/getppid have no preconditions.
+        put_uvar(c, unsafe { libc::getpid() } as u64);
+        // SAFETY: as above.
+        put_uvar(c, unsafe { libc::getppid() } as u64);
+        put_u8(c, mode);
+        put_uvar(
+            c,
+            if mode == trace::mode::SAMPLED {
+                settings.interval
+            } else {
+                0
+            },
+        );
+        put_uvar(c, settings.depth as u64);
+        put_uvar(c, super::clock::realtime_ns());
+        put_bytes(c, &exe[..exe_len]);
+        let args = &cmdline[..cmd_len];
+        let argc = args.split(|&b| b == 0).filter(|a| !a.is_empty()).count();
+        put_uvar(c, argc as u64);
+        for a in args.split(|&b| b == 0).filter(|a| !a.is_empty()) {
+            put_bytes(c, &a[..a.len().min(512)]);
+        }
+    });
+}
+
+/// Reads a small file into `buf` with raw system calls; returns the length.
+fn read_file(path: &core::ffi::CStr, buf: &mut [u8]) -> usize {
+    // SAFETY: `path` is NUL-terminated; reads stay inside `buf`.
+    unsafe {
+        let fd = libc::open(path.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC);
+        if fd < 0 {
+            return 0;
+        }
+        let mut n = 0;
+        while n < buf.len() {
+            let r = libc::read(fd, buf.as_mut_ptr().add(n).cast(), buf.len() - n);
+            if r <= 0 {
+                break;
+            }
+            n += r as usize;
+        }
+        libc::close(fd);
+        n
+    }
+}
+
+fn clock_record(ws: &mut WriterState) {
+    let ticks = super::clock::ticks();
+    let mono = super::clock::monotonic_ns();
+    let real = super::clock::realtime_ns();
+    ws.last_clock_ns = mono;
+    ws.out.record(kind::CLOCK, |c| {
+        put_uvar(c, ticks);
+        put_uvar(c, mono);
+        put_uvar(c, real);
+    });
+}
+
+fn memory_record(ws: &mut WriterState) {
+    let mut statm = [0u8; 128];
+    let n = read_file(c"/proc/self/statm", &mut statm);
+    let resident_pages = statm[..n]
+        .split(|&b| b == b' ')
+        .nth(1)
+        .and_then(|f| core::str::from_utf8(f).ok())
+        .and_then(|s| s.trim().parse::<u64>().ok())
+        .unwrap_or(0);
+    let rss = resident_pages * os::os_page_size() as u64;
+    let mapped = crate::stats::mapped_bytes() as u64;
+    let ticks = super::clock::ticks();
+    ws.out.record(kind::MEMORY, |c| {
+        put_uvar(c, ticks);
+        put_uvar(c, rss);
+        put_uvar(c, mapped);
+    });
+}
+
+fn write_strings(ws: &mut WriterState) {
+    let count = intern::string_count();
+    while ws.strings_written < count {
+        let id = ws.strings_written + 1;
+        let s = intern::string(id);
+        ws.out.record(kind::STRING, |c| {
+            put_uvar(c, id);
+            put_bytes(c, &s.bytes[..s.len as usize]);
+        });
+        ws.strings_written = id;
+    }
+}
+
+fn write_frames(ws: &mut WriterState) {
+    let count = intern::frame_count();
+    while ws.frames_written < count {
+        let id = ws.frames_written + 1;
+        let n = intern::frame(id);
+        ws.out.record(kind::FRAME, |c| {
+            put_uvar(c, id);
+            put_uvar(c, n.parent);
+            put_uvar(c, n.address);
+        });
+        ws.frames_written = id;
+    }
+}
+
+fn write_modules(ws: &mut WriterState) {
+    let counters = modules::generation();
+    if counters == ws.module_gen {
+        return;
+    }
+    ws.module_gen = counters;
+    super::unwind::modules_changed();
+    // First intern the paths, so their STRING records precede the MODULE
+    // records that name them.
+    modules::scan(|m| {
+        if !m.segments.is_empty() {
+            intern::intern_string(m.path);
+        }
+    });
+    write_strings(ws);
+    let mut present = [0u64; 1024];
+    let mut present_count = 0;
+    let known = ws.modules;
+    let known_count = ws.module_count;
+    let out = &mut ws.out;
+    modules::scan(|m| {
+        if m.segments.is_empty() {
+            return;
+        }
+        if present_count < present.len() {
+            present[present_count] = m.base;
+            present_count += 1;
+        }
+        if known[..known_count].contains(&m.base) {
+            return;
+        }
+        let path_id = intern::intern_string(m.path);
+        out.record(kind::MODULE, |c| {
+            put_uvar(c, m.base);
+            put_uvar(c, path_id);
+            put_bytes(c, m.build_id);
+            put_uvar(c, m.segments.len() as u64);
+            for &(start, end, offset) in m.segments {
+                put_uvar(c, start);
+                put_uvar(c, end);
+                put_uvar(c, offset);
+            }
+        });
+    });
+    for &base in &known[..known_count] {
+        if !present[..present_count].contains(&base) {
+            ws.out.record(kind::MODULE_GONE, |c| put_uvar(c, base));
+        }
+    }
+    ws.modules = present;
+    ws.module_count = present_count;
+}
+
+/// One round: see the module docs.
+fn round(ws: &mut WriterState, final_round: bool) {
+    // 1. Watermark candidate.
+    let mut watermark = super::clock::ticks().saturating_sub(WATERMARK_SLACK);
+    let mut any_busy = false;
+    // 2. Snapshot heads. An event published after its ring's snapshot is
+    //    left for the next round.
+    let mut heads = [(core::ptr::null::<Ring>(), 0u64); 4096];
+    let mut nheads = 0;
+    Ring::for_each(|r| {
+        if r.state.load(Ordering::Acquire) == ring::FREE {
+            return;
+        }
+        if r.is_busy() {
+            any_busy = true;
+        }
+        if nheads < heads.len() {
+            heads[nheads] = (r as *const Ring, r.head());
+            nheads += 1;
+        }
+    });
+    if any_busy {
+        watermark = 0;
+    }
+    // 3. Definitions.
+    write_modules(ws);
+    write_strings(ws);
+    write_frames(ws);
+    // 4. Events.
+    for &(rp, head) in &heads[..nheads] {
+        // SAFETY: rings are never unmapped.
+        let r = unsafe { &*rp };
+        let thread = r.thread.load(Ordering::Relaxed);
+        if r.announced.load(Ordering::Acquire) == 0 {
+            let mut name = [0u8; 16];
+            let nl = r.name_bytes(&mut name);
+            ws.out.record(kind::THREAD, |c| {
+                put_uvar(c, thread);
+                put_uvar(c, r.os_tid.load(Ordering::Relaxed));
+                put_bytes(c, &name[..nl]);
+                put_uvar(c, r.start_ticks.load(Ordering::Relaxed));
+            });
+            r.announced.store(1, Ordering::Release);
+        }
+        let n = r.pending_to(head);
+        if n > 0 {
+            ws.out.events(thread, n as usize, |sink| {
+                r.drain_to(head, |bytes| sink(bytes));
+            });
+        }
+        if r.state.load(Ordering::Acquire) == ring::CLOSED && r.pending_to(r.head()) == 0 {
+            ws.out.record(kind::THREAD_END, |c| {
+                put_uvar(c, thread);
+                put_uvar(c, r.end_ticks.load(Ordering::Relaxed));
+            });
+            ws.events += r.events.load(Ordering::Relaxed);
+            r.state.store(ring::FREE, Ordering::Release);
+        }
+    }
+    // 5. Watermark, clock, memory.
+    if watermark != 0 && !final_round {
+        ws.out.record(kind::WATERMARK, |c| put_uvar(c, watermark));
+    }
+    let now = super::clock::monotonic_ns();
+    if final_round || now >= ws.last_clock_ns + CLOCK_EVERY_NS {
+        clock_record(ws);
+        memory_record(ws);
+    }
+    ws.out.flush();
+    if ws.out.failed {
+        STATE.store(STOPPED, Ordering::Release);
+        super::disable();
+    }
+}
+
+extern "C" fn writer_main(_: *mut c_void) -> *mut c_void {
+    super::mark_current_thread_as_writer();
+    loop {
+        let seen = ring::WAKE.load(Ordering::Acquire);
+        // SAFETY: this is the writer thread.
+        let ws = unsafe { ws() };
+        if STOP.load(Ordering::Acquire) {
+            finish_trace(ws);
+            return core::ptr::null_mut();
+        }
+        round(ws, false);
+        let req = FLUSH_REQ.load(Ordering::Acquire);
+        if req as u32 != FLUSH_DONE.load(Ordering::Relaxed) {
+            FLUSH_DONE.store(req as u32, Ordering::Release);
+            futex_wake_all(&FLUSH_DONE);
+        }
+        if !running() {
+            DONE.store(1, Ordering::Release);
+            futex_wake_all(&DONE);
+            return core::ptr::null_mut();
+        }
+        futex_wait(&ring::WAKE, seen, ROUND_MS);
+    }
+}
+
+fn finish_trace(ws: &mut WriterState) {
+    round(ws, true);
+    // Rings still active at exit count too.
+    let mut events = ws.events;
+    Ring::for_each(|r| {
+        if r.state.load(Ordering::Acquire) != ring::FREE {
+            events += r.events.load(Ordering::Relaxed);
+        }
+    });
+    let ticks = super::clock::ticks();
+    ws.out.record(kind::FOOTER, |c| {
+        put_uvar(c, ticks);
+        put_uvar(c, events);
+        put_uvar(c, super::dropped());
+        put_uvar(c, trace::FOOTER_CLEAN_EXIT);
+    });
+    ws.out.flush();
+    // SAFETY: closing our own descriptor.
+    unsafe { libc::close(ws.out.fd) };
+    STATE.store(STOPPED, Ordering::Release);
+    DONE.store(1, Ordering::Release);
+    futex_wake_all(&DONE);
+}
+
+fn futex_wait(word: &AtomicU32, expected: u32, timeout_ms: i64) {
+    let ts = libc::timespec {
+        tv_sec: timeout_ms / 1000,
+        tv_nsec: (timeout_ms % 1000) * 1_000_000,
+    };
+    // SAFETY: FUTEX_WAIT on a live word with a valid timeout.
+    unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            word.as_ptr(),
+            libc::FUTEX_WAIT | libc::FUTEX_PRIVATE_FLAG,
+            expected,
+            &ts as *const libc::timespec,
+        )
+    };
+}
+
+fn futex_wake_all(word: &AtomicU32) {
+    // SAFETY: FUTEX_WAKE on a live word.
+    unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            word.as_ptr(),
+            libc::FUTEX_WAKE | libc::FUTEX_PRIVATE_FLAG,
+            i32::MAX,
+        )
+    };
+}
+
+/// Drains everything recorded so far to the file and waits until it is
+/// written (before `exec`, and for `memtally_alloc::flush`).
+pub fn flush() {
+    if !running() {
+        return;
+    }
+    let req = FLUSH_REQ.fetch_add(1, Ordering::AcqRel) + 1;
+    ring::wake_writer();
+    for _ in 0..500 {
+        let done = FLUSH_DONE.load(Ordering::Acquire);
+        if done >= req as u32 || !running() {
+            return;
+        }
+        futex_wait(&FLUSH_DONE, done, 10);
+    }
+}
+
+/// Stops the writer at process exit: a last round, the footer, close.
+/// Waits up to about five seconds.
+pub fn finish() {
+    if !running() {
+        return;
+    }
+    STOP.store(true, Ordering::Release);
+    ring::wake_writer();
+    for _ in 0..500 {
+        if DONE.load(Ordering::Acquire) != 0 {
+            return;
+        }
+        futex_wait(&DONE, 0, 10);
+    }
+}
+
+/// In a forked child: the writer thread does not exist here. Forget it, so
+/// the next event starts a new writer (with a new file, named for the
+/// child's pid), and re-emit every string and frame into that trace.
+pub fn after_fork_child() {
+    STATE.store(NONE, Ordering::Release);
+    STOP.store(false, Ordering::Relaxed);
+    DONE.store(0, Ordering::Relaxed);
+    let fd = FD.swap(-1, Ordering::Relaxed);
+    if fd >= 0 {
+        // SAFETY: the parent's trace descriptor, inherited; the child must
+        // not write to it.
+        unsafe { libc::close(fd) };
+    }
+}
