@@ -72,9 +72,12 @@ unsafe fn alloc_impl<const ZERO: bool>(size: usize, align: usize) -> *mut u8 {
         // entry is a live page of that heap or the static empty page, whose
         // free list is empty. A block on a free list has a valid link word.
         unsafe {
-            let page = &*(*heap).direct.get_unchecked(rounded.div_ceil(WORD)).get();
+            let h = &*heap;
+            let page = &*h.direct.get_unchecked(rounded.div_ceil(WORD)).get();
             let block = page.free.get();
-            if !block.is_null() {
+            let left = h.sample_left.get().wrapping_sub(rounded as i64);
+            if !block.is_null() & (left >= 0) {
+                h.sample_left.set(left);
                 page.free.set((*block).next);
                 page.used.set(page.used.get() + 1);
                 if ZERO {
@@ -105,6 +108,21 @@ pub fn alloc_slow(size: usize, align: usize, zero: bool) -> *mut u8 {
     // SAFETY: the thread's heap is live and owned by this thread.
     let h = unsafe { &*heap };
     h.housekeeping();
+    if let Some(interval) = record::sampling_interval() {
+        let left = h.sample_left.get().wrapping_sub(size as i64);
+        if left >= 0 || h.rec.is_busy() {
+            h.sample_left.set(left.max(0));
+        } else {
+            // This allocation crossed the byte countdown: it is a sample.
+            h.sample_left.set(record::next_sample_interval(h, interval));
+            let p = huge::alloc_sampled(size, align, zero);
+            if !p.is_null() {
+                let t1 = record::clock::ticks();
+                record::on_alloc(h, p, size, align, t0, t1);
+                return p;
+            }
+        }
+    }
     let (p, usable) = if align <= MAX_CLASS_ALIGN {
         let align = align.max(WORD);
         if size <= LARGE_MAX {
@@ -121,7 +139,7 @@ pub fn alloc_slow(size: usize, align: usize, zero: bool) -> *mut u8 {
         os::set_errno(libc::ENOMEM);
     } else if h.instrumented.get() {
         h.stats.on_alloc(usable);
-        if recording {
+        if recording && record::full() {
             let t1 = record::clock::ticks();
             record::on_alloc(h, p, size, align, t0, t1);
         }
@@ -257,8 +275,10 @@ pub fn free_slow(p: *mut u8, call: &'static str) {
             heap = h;
         }
     }
+    // In sampled mode only the frees of sampled blocks are events.
+    let sampled = loc.kind == PageKind::Huge && huge::is_sampled(loc.segment);
     free_block(&loc, heap, p, call);
-    if recording && heap != thread::empty_heap() {
+    if recording && heap != thread::empty_heap() && (sampled || record::full()) {
         let t1 = record::clock::ticks();
         // SAFETY: a non-empty thread heap is live and ours.
         record::on_free(unsafe { &*heap }, p, t0, t1);
@@ -442,7 +462,7 @@ pub unsafe fn realloc(p: *mut u8, new_size: usize, align: usize, old_size: usize
         // SAFETY: forwarded from the caller.
         return unsafe { alloc(new_size, align) };
     }
-    if record::active() {
+    if record::full() || (record::active() && is_sampled_block(p)) {
         let t0 = record::clock::ticks();
         let mut heap = thread::heap();
         if heap == thread::empty_heap() {
@@ -452,10 +472,16 @@ pub unsafe fn realloc(p: *mut u8, new_size: usize, align: usize, old_size: usize
             // SAFETY: the thread's heap is live and ours.
             let h = unsafe { &*heap };
             // The inner allocation and free are one event: a reallocation.
-            // SAFETY: forwarded from the caller.
-            let q = h
-                .rec
-                .suspended(|| unsafe { realloc_block(p, new_size, align, old_size) });
+            let q = h.rec.suspended(|| {
+                if record::full() {
+                    // SAFETY: forwarded from the caller.
+                    unsafe { realloc_block(p, new_size, align, old_size) }
+                } else {
+                    // A sampled block stays sampled, so its free is seen.
+                    // SAFETY: forwarded from the caller.
+                    unsafe { realloc_sampled(p, new_size, align, old_size) }
+                }
+            });
             let t1 = record::clock::ticks();
             record::on_realloc(h, p, q, new_size, t0, t1);
             return q;
@@ -463,6 +489,36 @@ pub unsafe fn realloc(p: *mut u8, new_size: usize, align: usize, old_size: usize
     }
     // SAFETY: forwarded from the caller.
     unsafe { realloc_block(p, new_size, align, old_size) }
+}
+
+/// Is `p` a live sampled block? (Sampled blocks are huge blocks with the
+/// sampled flag; any other pointer, valid or not, is "no".)
+fn is_sampled_block(p: *mut u8) -> bool {
+    let seg = segment_of_block(p);
+    if (p as usize) < SEGMENT_SIZE || !segmap::contains(seg as usize) {
+        return false;
+    }
+    // SAFETY: the segment map says a live segment starts at `seg`.
+    unsafe { (*seg).kind.get() == PageKind::Huge && huge::is_sampled(seg) }
+}
+
+/// Reallocation of a sampled block: into a new sampled block.
+///
+/// # Safety
+/// As [`realloc`], with `p` a live sampled block.
+unsafe fn realloc_sampled(p: *mut u8, new_size: usize, align: usize, old_size: usize) -> *mut u8 {
+    // SAFETY: `p` is a live huge block (caller).
+    let usable = unsafe { usable_size(p) };
+    let q = huge::alloc_sampled(new_size, align, false);
+    if q.is_null() {
+        return q;
+    }
+    let n = new_size.min(usable).min(old_size);
+    // SAFETY: both blocks are live, distinct, and at least `n` bytes long.
+    unsafe { ptr::copy_nonoverlapping(p, q, n) };
+    // SAFETY: `p` is live and freed once.
+    unsafe { free(p, "realloc") };
+    q
 }
 
 /// The reallocation itself (see [`realloc`]).

@@ -104,6 +104,13 @@ impl PageQueue {
 /// A thread's heap.
 #[repr(C)]
 pub struct Heap {
+    /// Bytes left before the next sampled allocation in sampled mode, and a
+    /// value too large to ever run out otherwise: the fast path subtracts
+    /// every request from it and takes the slow path when it would go
+    /// negative (the "one predictable branch" of unsampled modes).
+    pub sample_left: Cell<i64>,
+    /// State of the sampling random generator (xorshift).
+    pub rng: Cell<u64>,
     /// Page serving each word size up to [`DIRECT_MAX`]: the fast path's only
     /// lookup. Points at the static empty page when nothing is available.
     pub direct: [Cell<*mut Page>; DIRECT_COUNT],
@@ -148,6 +155,8 @@ impl Heap {
             i += 1;
         }
         Heap {
+            sample_left: Cell::new(i64::MAX),
+            rng: Cell::new(0x9E37_79B9_7F4A_7C15),
             direct,
             queues: [const { PageQueue::new() }; CLASS_COUNT],
             full: PageQueue::new(),

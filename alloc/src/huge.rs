@@ -118,6 +118,35 @@ fn mapping_size(offset: usize, size: usize) -> Option<usize> {
     (n <= isize::MAX as usize / 2).then_some(n)
 }
 
+/// Allocates a sampled block (sampled recording mode): a block of its own
+/// mapping, like a huge block, flagged so that its free is recognised
+/// without any lookup. Samples are one per half MiB allocated on average,
+/// so the mapping per sample costs little.
+pub fn alloc_sampled(size: usize, align: usize, zero: bool) -> *mut u8 {
+    let p = alloc(size, align, zero);
+    if !p.is_null() {
+        let seg = crate::segment::segment_of(p);
+        let seg = if p as usize & segment::SEGMENT_MASK == 0 {
+            (p as usize - SEGMENT_SIZE) as *mut Segment
+        } else {
+            seg
+        };
+        // SAFETY: `p` was just allocated; its header is ours.
+        let s = unsafe { &*seg };
+        s.flags.set(s.flags.get() | segment::SAMPLED);
+    }
+    p
+}
+
+/// Is the huge block of segment `seg` a sampled block?
+///
+/// # Safety
+/// `seg` must be a live huge segment.
+pub fn is_sampled(seg: *mut Segment) -> bool {
+    // SAFETY: guaranteed by the caller.
+    unsafe { (*seg).flags.get() & segment::SAMPLED != 0 }
+}
+
 /// Allocates a huge block of `size` bytes aligned to `align` (a power of two);
 /// zeroed when `zero`. Null when the size is absurd or the OS refuses.
 pub fn alloc(size: usize, align: usize, zero: bool) -> *mut u8 {

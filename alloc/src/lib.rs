@@ -284,9 +284,15 @@ pub mod raw {
         unsafe { crate::api::usable_size(p) }
     }
 
-    /// Writes everything recorded so far to the trace (before `exec`).
+    /// Writes everything recorded so far to the trace.
     pub fn flush() {
         crate::record::flush();
+    }
+
+    /// Ends the trace because the process is about to `exec` (a failed exec
+    /// starts a new trace at the next event).
+    pub fn finish_for_exec() {
+        crate::record::finish_for_exec();
     }
 
     /// Removes `MEMTALLY` from the environment unless children are to be

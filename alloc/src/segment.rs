@@ -62,6 +62,8 @@ const _: () = assert!(core::mem::size_of::<Segment>() <= HEADER_SIZE);
 pub const IN_FREE_LIST: u8 = 1;
 /// `flags`: the segment is in its heap's purge list.
 pub const IN_PURGE_LIST: u8 = 2;
+/// `flags`: a huge segment holding a sampled block (sampled recording).
+pub const SAMPLED: u8 = 4;
 
 /// A segment header. Fields other than `heap` are written only by the owning
 /// heap (or by whoever holds the segment exclusively: the cache, the huge

@@ -153,7 +153,8 @@ pub fn init_thread() -> *mut Heap {
     // SAFETY: the heap is live (heaps are never freed) and now exclusively
     // ours.
     let h = unsafe { &*heap };
-    h.set_instrumented(stats::enabled() || crate::record::active());
+    h.set_instrumented(stats::enabled() || crate::record::full());
+    h.sample_left.set(crate::record::initial_sample_left(h));
     let token = if h.instrumented.get() {
         ptr::null_mut()
     } else {
@@ -173,7 +174,8 @@ pub fn init_thread() -> *mut Heap {
 /// Re-applies the instrumentation setting to the calling thread's heap
 /// (after recording was switched on from inside the program).
 pub fn reinstrument(h: &Heap) {
-    h.set_instrumented(stats::enabled() || crate::record::active());
+    h.set_instrumented(stats::enabled() || crate::record::full());
+    h.sample_left.set(crate::record::initial_sample_left(h));
     let token = if h.instrumented.get() {
         ptr::null_mut()
     } else {

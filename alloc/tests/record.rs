@@ -36,6 +36,139 @@ fn record_child() {
     std::mem::forget(keep);
 }
 
+/// The sampled child: two sites with known byte totals, kept live.
+#[test]
+fn sampled_child() {
+    if child_scenario().as_deref() != Some("sampled") {
+        return;
+    }
+    // Each 256-byte block is its own allocation, as the test needs.
+    #[allow(clippy::vec_box)]
+    #[inline(never)]
+    fn small_site() -> Vec<Box<[u8; 256]>> {
+        (0..100_000).map(|_| Box::new([1u8; 256])).collect()
+    }
+    #[inline(never)]
+    fn big_site() -> Vec<Vec<u8>> {
+        (0..200).map(|_| vec![2u8; 64 * 1024]).collect()
+    }
+    let a = small_site();
+    let b = big_site();
+    // Freed again: sampled frees must be recorded too.
+    let c: Vec<Vec<u8>> = (0..50).map(|_| vec![3u8; 100_000]).collect();
+    drop(c);
+    std::hint::black_box((&a, &b));
+    std::mem::forget((a, b));
+}
+
+/// The trace in `dir`, in global time order: records, and every event as
+/// a one-event `Events` record.
+fn read_trace(dir: &std::path::Path) -> Vec<Record> {
+    let trace = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|x| x == "mtt"))
+        .expect("a trace file");
+    let file = std::fs::File::open(&trace).unwrap();
+    let mut d = Decoder::new(std::io::BufReader::new(file));
+    let mut out = Vec::new();
+    while let Some(item) = d.next_ordered().unwrap() {
+        out.push(match item {
+            memtally_alloc::trace::Ordered::Record(r) => r,
+            memtally_alloc::trace::Ordered::Event(e) => Record::Events {
+                thread: e.thread,
+                events: vec![e.event],
+            },
+        });
+    }
+    out
+}
+
+#[test]
+fn sampled_mode_estimates_are_unbiased() {
+    let dir = std::env::temp_dir().join(format!("memtally-smp-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let interval = 4096.0f64;
+    let setting = format!("mode=sampled,interval=4k,out={}/s.mtt", dir.display());
+    let (status, stderr) = run_child(
+        "record::sampled_child",
+        "sampled",
+        &[("MEMTALLY", &setting)],
+    );
+    assert!(status.success(), "{stderr}");
+    let records = read_trace(&dir);
+    let _ = std::fs::remove_dir_all(&dir);
+    let header = records
+        .iter()
+        .find_map(|r| {
+            if let Record::Header(h) = r {
+                Some(h.clone())
+            } else {
+                None
+            }
+        })
+        .unwrap();
+    assert_eq!((header.mode, header.sample_bytes), (2, 4096));
+    // Live estimated bytes by size: sampled allocations minus sampled frees.
+    let mut live: HashMap<u64, u64> = HashMap::new();
+    let mut freed_sampled = 0;
+    for r in &records {
+        if let Record::Events { events, .. } = r {
+            for e in events {
+                match e.kind {
+                    EventKind::Alloc { address, size, .. } => {
+                        live.insert(address, size);
+                    }
+                    EventKind::Free { address, .. } => {
+                        assert!(
+                            live.remove(&address).is_some(),
+                            "free of an unsampled block"
+                        );
+                        freed_sampled += 1;
+                    }
+                    EventKind::Realloc {
+                        old_address,
+                        new_address,
+                        new_size,
+                        ..
+                    } => {
+                        assert!(
+                            live.remove(&old_address).is_some(),
+                            "realloc of an unsampled block"
+                        );
+                        live.insert(new_address, new_size);
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+    let estimate = |size: u64| -> f64 {
+        let s = size as f64;
+        let w = s / (1.0 - (-s / interval).exp());
+        live.values().filter(|&&v| v == size).count() as f64 * w
+    };
+    // 100,000 x 256 B = 6,250 intervals: the estimate's standard deviation
+    // is about 1.3%, so 10% is a wide (7 sigma) margin.
+    let small = estimate(256);
+    let truth = 100_000.0 * 256.0;
+    assert!(
+        (small - truth).abs() / truth < 0.10,
+        "estimated {small}, true {truth}"
+    );
+    // Blocks much larger than the interval are always sampled.
+    let big = estimate(64 * 1024);
+    let truth = 200.0 * 65536.0;
+    assert!(
+        (big - truth).abs() / truth < 0.01,
+        "estimated {big}, true {truth}"
+    );
+    assert!(
+        freed_sampled >= 45,
+        "sampled frees are recorded: {freed_sampled}"
+    );
+}
+
 #[test]
 fn full_mode_records_every_event_with_stacks() {
     let dir = std::env::temp_dir().join(format!("memtally-rec-{}", std::process::id()));

@@ -24,9 +24,11 @@ use memtally_alloc::raw;
 const MALLOC_ALIGN: usize = 16;
 
 /// Runs when the library is loaded: reads the settings at once, so that a bad
-/// `MEMTALLY_*` value is reported even by a program that never allocates.
+/// `MEMTALLY_*` value is reported even by a program that never allocates,
+/// and keeps programs this one executes from recording unless asked.
 extern "C" fn on_load() {
     raw::init();
+    raw::scrub_environment_for_children();
 }
 
 #[used]
@@ -261,4 +263,144 @@ pub unsafe extern "C" fn __libc_realloc(p: *mut c_void, size: usize) -> *mut c_v
 pub unsafe extern "C" fn __libc_memalign(align: usize, size: usize) -> *mut c_void {
     // SAFETY: same contract.
     unsafe { memalign(align, size) }
+}
+
+// ----------------------------------------------------------------------
+// Recording: markers, flushing, exec
+// ----------------------------------------------------------------------
+
+/// `void memtally_mark(const char *text)`: puts a marker ("phase 2") on the
+/// calling thread's timeline in the trace being recorded. Does nothing when
+/// not recording or for a null pointer.
+///
+/// # Safety
+/// `text` must be null or a NUL-terminated string.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn memtally_mark(text: *const core::ffi::c_char) {
+    if text.is_null() {
+        return;
+    }
+    // SAFETY: the caller passes a NUL-terminated string.
+    let bytes = unsafe { core::ffi::CStr::from_ptr(text) }.to_bytes();
+    memtally_alloc::mark_bytes(bytes);
+}
+
+/// `void memtally_flush(void)`: writes everything recorded so far to the
+/// trace and waits until it is written.
+#[unsafe(no_mangle)]
+pub extern "C" fn memtally_flush() {
+    raw::flush();
+}
+
+type ExecveFn = unsafe extern "C" fn(
+    *const core::ffi::c_char,
+    *const *const core::ffi::c_char,
+    *const *const core::ffi::c_char,
+) -> c_int;
+
+/// The next definition of `name` after this library (libc's), looked up
+/// once and cached in `slot`.
+fn next_symbol(
+    slot: &core::sync::atomic::AtomicPtr<c_void>,
+    name: &core::ffi::CStr,
+) -> *mut c_void {
+    use core::sync::atomic::Ordering;
+    let mut f = slot.load(Ordering::Acquire);
+    if f.is_null() {
+        // SAFETY: RTLD_NEXT lookup of a NUL-terminated name.
+        f = unsafe { libc::dlsym(libc::RTLD_NEXT, name.as_ptr()) };
+        slot.store(f, Ordering::Release);
+    }
+    f
+}
+
+/// `execve(2)`: ends the trace before the program image is replaced (a
+/// failed exec returns here and recording goes on in a new trace).
+///
+/// # Safety
+/// As `execve`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn execve(
+    path: *const core::ffi::c_char,
+    argv: *const *const core::ffi::c_char,
+    envp: *const *const core::ffi::c_char,
+) -> c_int {
+    static REAL: core::sync::atomic::AtomicPtr<c_void> =
+        core::sync::atomic::AtomicPtr::new(core::ptr::null_mut());
+    raw::finish_for_exec();
+    let f = next_symbol(&REAL, c"execve");
+    if f.is_null() {
+        set_errno(libc::ENOSYS);
+        return -1;
+    }
+    // SAFETY: `f` is libc's execve, with this exact signature.
+    unsafe { core::mem::transmute::<*mut c_void, ExecveFn>(f)(path, argv, envp) }
+}
+
+/// `execv(3)`, flushing the trace first (see [`execve`]).
+///
+/// # Safety
+/// As `execv`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn execv(
+    path: *const core::ffi::c_char,
+    argv: *const *const core::ffi::c_char,
+) -> c_int {
+    static REAL: core::sync::atomic::AtomicPtr<c_void> =
+        core::sync::atomic::AtomicPtr::new(core::ptr::null_mut());
+    raw::finish_for_exec();
+    let f = next_symbol(&REAL, c"execv");
+    if f.is_null() {
+        set_errno(libc::ENOSYS);
+        return -1;
+    }
+    type F =
+        unsafe extern "C" fn(*const core::ffi::c_char, *const *const core::ffi::c_char) -> c_int;
+    // SAFETY: `f` is libc's execv, with this exact signature.
+    unsafe { core::mem::transmute::<*mut c_void, F>(f)(path, argv) }
+}
+
+/// `execvp(3)`, flushing the trace first (see [`execve`]).
+///
+/// # Safety
+/// As `execvp`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn execvp(
+    file: *const core::ffi::c_char,
+    argv: *const *const core::ffi::c_char,
+) -> c_int {
+    static REAL: core::sync::atomic::AtomicPtr<c_void> =
+        core::sync::atomic::AtomicPtr::new(core::ptr::null_mut());
+    raw::finish_for_exec();
+    let f = next_symbol(&REAL, c"execvp");
+    if f.is_null() {
+        set_errno(libc::ENOSYS);
+        return -1;
+    }
+    type F =
+        unsafe extern "C" fn(*const core::ffi::c_char, *const *const core::ffi::c_char) -> c_int;
+    // SAFETY: `f` is libc's execvp, with this exact signature.
+    unsafe { core::mem::transmute::<*mut c_void, F>(f)(file, argv) }
+}
+
+/// `execvpe(3)`, flushing the trace first (see [`execve`]).
+///
+/// # Safety
+/// As `execvpe`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn execvpe(
+    file: *const core::ffi::c_char,
+    argv: *const *const core::ffi::c_char,
+    envp: *const *const core::ffi::c_char,
+) -> c_int {
+    static REAL: core::sync::atomic::AtomicPtr<c_void> =
+        core::sync::atomic::AtomicPtr::new(core::ptr::null_mut());
+    raw::finish_for_exec();
+    let f = next_symbol(&REAL, c"execvpe");
+    if f.is_null() {
+        set_errno(libc::ENOSYS);
+        return -1;
+    }
+    // SAFETY: `f` is libc's execvpe, with execve's signature.
+    unsafe { core::mem::transmute::<*mut c_void, ExecveFn>(f)(file, argv, envp) }
 }

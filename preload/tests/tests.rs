@@ -5,4 +5,5 @@
 
 mod c_api;
 mod programs;
+mod record;
 mod util;

@@ -55,6 +55,7 @@ pub fn configure(settings: Settings) {
         Mode::Sampled => SAMPLED,
         Mode::Full => FULL,
     };
+    SAMPLE_INTERVAL.store(settings.interval.max(1), Ordering::Relaxed);
     RECORDING.store(mode, Ordering::Release);
 }
 
@@ -66,6 +67,55 @@ fn settings() -> Settings {
 #[inline]
 pub fn active() -> bool {
     RECORDING.load(Ordering::Relaxed) != OFF
+}
+
+/// Is every event being recorded?
+#[inline]
+pub fn full() -> bool {
+    RECORDING.load(Ordering::Relaxed) == FULL
+}
+
+/// The mean sampling interval in bytes, when recording samples.
+#[inline]
+pub fn sampling_interval() -> Option<u64> {
+    if RECORDING.load(Ordering::Relaxed) == SAMPLED {
+        Some(SAMPLE_INTERVAL.load(Ordering::Relaxed))
+    } else {
+        None
+    }
+}
+
+static SAMPLE_INTERVAL: AtomicU64 = AtomicU64::new(512 * 1024);
+
+/// Draws the bytes until the next sample: exponentially distributed with
+/// mean `interval`, so that every byte allocated has the same chance
+/// `1/interval` of being the one sampled (a Poisson process over bytes).
+pub fn next_sample_interval(heap: &Heap, interval: u64) -> i64 {
+    let mut x = heap.rng.get();
+    if x == 0 {
+        x = clock::ticks() | 1;
+    }
+    x ^= x >> 12;
+    x ^= x << 25;
+    x ^= x >> 27;
+    heap.rng.set(x);
+    let r = x.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 11;
+    // u in (0, 1]: never 0, so ln(u) is finite.
+    let u = (r as f64 + 1.0) / (1u64 << 53) as f64;
+    let bytes = -u.ln() * interval as f64;
+    (bytes as i64).clamp(1, i64::MAX / 4)
+}
+
+/// The countdown a heap starts with in the current mode.
+pub fn initial_sample_left(heap: &Heap) -> i64 {
+    match sampling_interval() {
+        Some(interval) => {
+            heap.rng
+                .set(clock::ticks() ^ (heap as *const Heap as u64).rotate_left(17) | 1);
+            next_sample_interval(heap, interval)
+        }
+        None => i64::MAX,
+    }
 }
 
 /// Stops recording (after an output error); the program runs on.
@@ -91,6 +141,8 @@ pub struct ThreadRecorder {
     bounds: Cell<Bounds>,
     /// Most frames per stack.
     depth: Cell<usize>,
+    /// The trace epoch `delta` belongs to.
+    epoch: Cell<u32>,
 }
 
 impl ThreadRecorder {
@@ -105,7 +157,13 @@ impl ThreadRecorder {
             }),
             bounds: Cell::new(Bounds { lo: 0, hi: 0 }),
             depth: Cell::new(64),
+            epoch: Cell::new(u32::MAX),
         }
+    }
+
+    /// Is the thread recording right now (or the writer)?
+    pub fn is_busy(&self) -> bool {
+        self.busy.get()
     }
 
     /// Runs `f` with recording suspended on this thread (for operations
@@ -195,6 +253,11 @@ fn emit_busy(rec: &ThreadRecorder, with_stack: bool, make: impl FnOnce(u64, u64)
     } else {
         0
     };
+    let epoch = writer::TRACE_EPOCH.load(Ordering::Acquire);
+    if rec.epoch.get() != epoch {
+        rec.epoch.set(epoch);
+        rec.delta.set(DeltaState::default());
+    }
     ring.begin();
     let time = clock::ticks();
     let event = make(stack_id, time);
@@ -282,14 +345,20 @@ fn mark_current_thread_as_writer() {
 }
 
 /// Writes everything recorded so far to the trace and waits until it is on
-/// disk (called before `exec`).
+/// disk.
 pub fn flush() {
     writer::flush();
 }
 
+/// Ends the trace before `exec` replaces the program (the footer says so);
+/// if the exec fails, the next event starts a new trace.
+pub fn finish_for_exec() {
+    writer::finish(trace::FOOTER_EXEC);
+}
+
 /// Ends the trace at process exit.
 pub extern "C" fn finish_at_exit() {
-    writer::finish();
+    writer::finish(trace::FOOTER_CLEAN_EXIT);
 }
 
 #[used]
@@ -316,10 +385,8 @@ pub fn after_fork_child(current: *mut Heap) {
             r.state.store(ring::FREE, Ordering::Relaxed);
         }
     });
-    if !mine.is_null() {
-        // SAFETY: the forking thread's own heap.
-        unsafe { (*current).rec.delta.set(DeltaState::default()) };
-    }
+    // The child's trace starts a new epoch, which restarts this thread's
+    // event deltas (see `emit_busy`).
     if !follow {
         disable();
     }

@@ -443,6 +443,8 @@ struct State {
     rbp: Option<i64>,
     ra: Option<i64>,
     rbp_unknown: bool,
+    /// The return address is marked undefined: the outermost frame.
+    ra_undefined: bool,
 }
 
 /// Computes the rule at `pc` from the FDE at `fde`.
@@ -485,6 +487,7 @@ unsafe fn rule_from_fde(fde: u64, pc: u64) -> Option<Rule> {
             rbp: None,
             ra: None,
             rbp_unknown: false,
+            ra_undefined: false,
         };
         let initial = run_cfa(
             cie.instructions,
@@ -496,7 +499,7 @@ unsafe fn rule_from_fde(fde: u64, pc: u64) -> Option<Rule> {
             None,
         )?;
         run_cfa(r.p, fde_end, &cie, pc, pc_begin, &mut state, Some(initial))?;
-        if state.cfa_expr || state.rbp_unknown {
+        if state.cfa_expr || state.rbp_unknown || state.ra_undefined {
             return None;
         }
         let cfa_rbp = match state.cfa_reg {
@@ -626,7 +629,10 @@ unsafe fn run_cfa(
                 state.rbp = init.rbp;
                 state.rbp_unknown = init.rbp_unknown;
             }
-            RA => state.ra = init.ra,
+            RA => {
+                state.ra = init.ra;
+                state.ra_undefined = init.ra_undefined;
+            }
             _ => {}
         }
     };
@@ -635,12 +641,15 @@ unsafe fn run_cfa(
             state.rbp = Some(off);
             state.rbp_unknown = false;
         }
-        RA => state.ra = Some(off),
+        RA => {
+            state.ra = Some(off);
+            state.ra_undefined = false;
+        }
         _ => {}
     };
     let set_unknown = |state: &mut State, reg: u64| match reg {
         RBP => state.rbp_unknown = true,
-        RA => state.ra = None,
+        RA => state.ra_undefined = true,
         _ => {}
     };
     // SAFETY: reads stay inside [p, end) (caller), checked per instruction.

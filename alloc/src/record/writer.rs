@@ -32,6 +32,11 @@ const STOPPED: u8 = 2;
 
 static STATE: AtomicU8 = AtomicU8::new(NONE);
 static STOP: AtomicBool = AtomicBool::new(false);
+/// Footer flags of the stop in progress.
+static STOP_FLAGS: AtomicU64 = AtomicU64::new(0);
+/// Bumped at the start of every trace: threads reset their delta state
+/// when they see a new value (a trace's event stream starts from zero).
+pub static TRACE_EPOCH: AtomicU32 = AtomicU32::new(0);
 static DONE: AtomicU32 = AtomicU32::new(0);
 static FLUSH_REQ: AtomicU64 = AtomicU64::new(0);
 static FLUSH_DONE: AtomicU32 = AtomicU32::new(0);
@@ -254,14 +259,8 @@ fn open_and_spawn(settings: &crate::options::Settings, mode: u8) -> bool {
         }
     }
     path[n] = 0;
-    // SAFETY: `path` is NUL-terminated.
-    let fd = unsafe {
-        libc::open(
-            path.as_ptr().cast(),
-            libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC | libc::O_CLOEXEC,
-            0o644,
-        )
-    };
+    let per_process = template.windows(2).any(|w| w == b"%p");
+    let (fd, n) = open_trace(&mut path, n, per_process);
     if fd < 0 {
         crate::report::warn(format_args!(
             "cannot create the trace '{}' ({}); the program runs without recording",
@@ -299,6 +298,9 @@ fn open_and_spawn(settings: &crate::options::Settings, mode: u8) -> bool {
     ws.out.flush();
     STOP.store(false, Ordering::Relaxed);
     DONE.store(0, Ordering::Relaxed);
+    // A new trace: every thread is announced again and restarts its deltas.
+    Ring::for_each(|r| r.announced.store(0, Ordering::Relaxed));
+    TRACE_EPOCH.fetch_add(1, Ordering::AcqRel);
     STATE.store(RUNNING, Ordering::Release);
     // SAFETY: `attr` is initialised before use; the start routine has the
     // signature pthread expects and uses no argument.
@@ -324,6 +326,60 @@ fn open_and_spawn(settings: &crate::options::Settings, mode: u8) -> bool {
         return false;
     }
     true
+}
+
+/// Creates the trace file at `path[..n]`. A per-process path (the
+/// template has `%p`) never overwrites: a process that execs keeps its pid,
+/// and the new image's trace must not truncate the old one's, so an
+/// existing name gets a `.1`, `.2`... before its extension. Returns the
+/// descriptor (or -1) and the final path length.
+fn open_trace(path: &mut [u8; 512], n: usize, per_process: bool) -> (i32, usize) {
+    let flags = libc::O_WRONLY | libc::O_CREAT | libc::O_CLOEXEC;
+    if !per_process {
+        // SAFETY: `path` is NUL-terminated at `n`.
+        let fd = unsafe { libc::open(path.as_ptr().cast(), flags | libc::O_TRUNC, 0o644) };
+        return (fd, n);
+    }
+    let dot = path[..n]
+        .iter()
+        .rposition(|&b| b == b'.')
+        .filter(|&d| d > 0)
+        .unwrap_or(n);
+    let mut ext = [0u8; 64];
+    let ext_len = (n - dot).min(ext.len());
+    ext[..ext_len].copy_from_slice(&path[dot..dot + ext_len]);
+    let mut len = n;
+    for attempt in 0u32..1000 {
+        if attempt > 0 {
+            // name.<attempt><ext>
+            let mut digits = [0u8; 10];
+            let mut k = 0;
+            let mut a = attempt;
+            while a > 0 {
+                digits[k] = b'0' + (a % 10) as u8;
+                a /= 10;
+                k += 1;
+            }
+            let mut at = dot;
+            path[at] = b'.';
+            at += 1;
+            for d in digits[..k].iter().rev() {
+                path[at] = *d;
+                at += 1;
+            }
+            path[at..at + ext_len].copy_from_slice(&ext[..ext_len]);
+            at += ext_len;
+            path[at] = 0;
+            len = at;
+        }
+        // SAFETY: `path` is NUL-terminated at `len`.
+        let fd = unsafe { libc::open(path.as_ptr().cast(), flags | libc::O_EXCL, 0o644) };
+        // SAFETY: reading errno.
+        if fd >= 0 || unsafe { *libc::__errno_location() } != libc::EEXIST {
+            return (fd, len);
+        }
+    }
+    (-1, len)
 }
 
 fn write_header(ws: &mut WriterState, settings: &crate::options::Settings, mode: u8) {
@@ -616,16 +672,23 @@ fn finish_trace(ws: &mut WriterState) {
         }
     });
     let ticks = super::clock::ticks();
+    let flags = STOP_FLAGS.load(Ordering::Acquire);
     ws.out.record(kind::FOOTER, |c| {
         put_uvar(c, ticks);
         put_uvar(c, events);
         put_uvar(c, super::dropped());
-        put_uvar(c, trace::FOOTER_CLEAN_EXIT);
+        put_uvar(c, flags);
     });
     ws.out.flush();
     // SAFETY: closing our own descriptor.
     unsafe { libc::close(ws.out.fd) };
-    STATE.store(STOPPED, Ordering::Release);
+    // After an exec that fails, recording goes on into a new trace.
+    let next = if flags & trace::FOOTER_EXEC != 0 {
+        NONE
+    } else {
+        STOPPED
+    };
+    STATE.store(next, Ordering::Release);
     DONE.store(1, Ordering::Release);
     futex_wake_all(&DONE);
 }
@@ -676,12 +739,13 @@ pub fn flush() {
     }
 }
 
-/// Stops the writer at process exit: a last round, the footer, close.
-/// Waits up to about five seconds.
-pub fn finish() {
+/// Stops the writer: a last round, the footer with `flags`, close. Waits up
+/// to about five seconds.
+pub fn finish(flags: u64) {
     if !running() {
         return;
     }
+    STOP_FLAGS.store(flags, Ordering::Release);
     STOP.store(true, Ordering::Release);
     ring::wake_writer();
     for _ in 0..500 {

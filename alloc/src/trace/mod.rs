@@ -78,3 +78,5 @@ pub mod mode {
 
 /// Footer flag: the process exited normally.
 pub const FOOTER_CLEAN_EXIT: u64 = 1;
+/// Footer flag: the trace ended because the process executed a new program.
+pub const FOOTER_EXEC: u64 = 2;
