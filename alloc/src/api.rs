@@ -115,10 +115,9 @@ pub fn alloc_slow(size: usize, align: usize, zero: bool) -> *mut u8 {
         } else {
             // This allocation crossed the byte countdown: it is a sample.
             h.sample_left.set(record::next_sample_interval(h, interval));
-            let p = huge::alloc_sampled(size, align, zero);
+            let p = alloc_sampled(h, size, align, zero);
             if !p.is_null() {
-                let t1 = record::clock::ticks();
-                record::on_alloc(h, p, size, align, t0, t1);
+                record::on_alloc(h, p, size, align, t0);
                 return p;
             }
         }
@@ -140,8 +139,7 @@ pub fn alloc_slow(size: usize, align: usize, zero: bool) -> *mut u8 {
     } else if h.instrumented.get() {
         h.stats.on_alloc(usable);
         if recording && record::full() {
-            let t1 = record::clock::ticks();
-            record::on_alloc(h, p, size, align, t0, t1);
+            record::on_alloc(h, p, size, align, t0);
         }
     }
     p
@@ -253,7 +251,26 @@ fn free_owned_slow(heap: &Heap, page: &Page, p: *mut u8, call: &'static str) {
     if page.used.get() == 0 {
         invalid_pointer(call, p, BadPointer::NotLive);
     }
+    if page.has(page::SAMPLED) && record::active() {
+        // A sampled block: its free is an event.
+        let t0 = record::clock::ticks();
+        heap.free_local(page, block);
+        record::on_free(heap, p, t0);
+        return;
+    }
     heap.free_local(page, block);
+}
+
+/// Allocates a sampled block: from the heap's sampled pages when it fits a
+/// size class, else as a huge block flagged sampled.
+fn alloc_sampled(h: &Heap, size: usize, align: usize, zero: bool) -> *mut u8 {
+    if align <= MAX_CLASS_ALIGN && size <= LARGE_MAX {
+        let align = align.max(WORD);
+        let cls = class_of((size.max(1) + align - 1) & !(align - 1));
+        h.alloc_sampled(cls, zero)
+    } else {
+        huge::alloc_sampled(size, align, zero)
+    }
 }
 
 /// The general free: null, huge blocks, frees from other threads, frees on
@@ -276,12 +293,11 @@ pub fn free_slow(p: *mut u8, call: &'static str) {
         }
     }
     // In sampled mode only the frees of sampled blocks are events.
-    let sampled = loc.kind == PageKind::Huge && huge::is_sampled(loc.segment);
+    let sampled = located_is_sampled(&loc);
     free_block(&loc, heap, p, call);
     if recording && heap != thread::empty_heap() && (sampled || record::full()) {
-        let t1 = record::clock::ticks();
         // SAFETY: a non-empty thread heap is live and ours.
-        record::on_free(unsafe { &*heap }, p, t0, t1);
+        record::on_free(unsafe { &*heap }, p, t0);
     }
 }
 
@@ -482,8 +498,7 @@ pub unsafe fn realloc(p: *mut u8, new_size: usize, align: usize, old_size: usize
                     unsafe { realloc_sampled(p, new_size, align, old_size) }
                 }
             });
-            let t1 = record::clock::ticks();
-            record::on_realloc(h, p, q, new_size, t0, t1);
+            record::on_realloc(h, p, q, new_size, t0);
             return q;
         }
     }
@@ -491,15 +506,28 @@ pub unsafe fn realloc(p: *mut u8, new_size: usize, align: usize, old_size: usize
     unsafe { realloc_block(p, new_size, align, old_size) }
 }
 
-/// Is `p` a live sampled block? (Sampled blocks are huge blocks with the
-/// sampled flag; any other pointer, valid or not, is "no".)
+/// Is the located block a sampled allocation (on a sampled page, or a huge
+/// block flagged sampled)?
+fn located_is_sampled(loc: &Located) -> bool {
+    if loc.kind == PageKind::Huge {
+        return huge::is_sampled(loc.segment);
+    }
+    // SAFETY: `locate` returned a live segment; the block is in it.
+    unsafe { (*loc.segment).page_of(loc.block).has(page::SAMPLED) }
+}
+
+/// Is `p` a live sampled block? Any other pointer, valid or not, is "no".
 fn is_sampled_block(p: *mut u8) -> bool {
     let seg = segment_of_block(p);
     if (p as usize) < SEGMENT_SIZE || !segmap::contains(seg as usize) {
         return false;
     }
     // SAFETY: the segment map says a live segment starts at `seg`.
-    unsafe { (*seg).kind.get() == PageKind::Huge && huge::is_sampled(seg) }
+    let s = unsafe { &*seg };
+    if s.kind.get() == PageKind::Huge {
+        return huge::is_sampled(seg);
+    }
+    p as usize & SEGMENT_MASK != 0 && s.page_of(p).has(page::SAMPLED)
 }
 
 /// Reallocation of a sampled block: into a new sampled block.
@@ -507,9 +535,14 @@ fn is_sampled_block(p: *mut u8) -> bool {
 /// # Safety
 /// As [`realloc`], with `p` a live sampled block.
 unsafe fn realloc_sampled(p: *mut u8, new_size: usize, align: usize, old_size: usize) -> *mut u8 {
-    // SAFETY: `p` is a live huge block (caller).
+    // SAFETY: `p` is a live block (caller).
     let usable = unsafe { usable_size(p) };
-    let q = huge::alloc_sampled(new_size, align, false);
+    let heap = thread::heap();
+    if heap == thread::empty_heap() {
+        return ptr::null_mut();
+    }
+    // SAFETY: the calling thread's heap, live and ours.
+    let q = alloc_sampled(unsafe { &*heap }, new_size, align, false);
     if q.is_null() {
         return q;
     }

@@ -116,6 +116,9 @@ pub struct Heap {
     pub direct: [Cell<*mut Page>; DIRECT_COUNT],
     /// Pages with (possibly) free blocks, per size class.
     pub queues: [PageQueue; CLASS_COUNT],
+    /// Pages whose blocks are sampled allocations (sampled recording), per
+    /// size class: every free into them is an event, found without lookup.
+    pub sampled: [PageQueue; CLASS_COUNT],
     /// Pages with no free block.
     pub full: PageQueue,
     /// Blocks freed by other threads into full pages (lock-free stack).
@@ -159,6 +162,7 @@ impl Heap {
             rng: Cell::new(0x9E37_79B9_7F4A_7C15),
             direct,
             queues: [const { PageQueue::new() }; CLASS_COUNT],
+            sampled: [const { PageQueue::new() }; CLASS_COUNT],
             full: PageQueue::new(),
             delayed: AtomicPtr::new(ptr::null_mut()),
             free_segs: [const { Cell::new(ptr::null_mut()) }; 2],
@@ -219,9 +223,35 @@ impl Heap {
     // Allocation slow path
     // ------------------------------------------------------------------
 
+    /// The queue of class `cls` (of sampled pages if `sampled`).
+    #[inline]
+    fn queue(&self, cls: usize, sampled: bool) -> &PageQueue {
+        if sampled {
+            &self.sampled[cls]
+        } else {
+            &self.queues[cls]
+        }
+    }
+
+    /// The queue a page in use belongs to (when not in the full list).
+    #[inline]
+    fn queue_of(&self, page: &Page) -> &PageQueue {
+        self.queue(page.class(), page.has(page::SAMPLED))
+    }
+
     /// Allocates a block of class `cls`; null when the OS refuses memory.
     pub fn alloc_class(&self, cls: usize, zero: bool) -> *mut u8 {
-        let page = self.find_page(cls);
+        self.alloc_in(cls, zero, false)
+    }
+
+    /// Allocates a sampled block of class `cls`, from this heap's sampled
+    /// pages.
+    pub fn alloc_sampled(&self, cls: usize, zero: bool) -> *mut u8 {
+        self.alloc_in(cls, zero, true)
+    }
+
+    fn alloc_in(&self, cls: usize, zero: bool, sampled: bool) -> *mut u8 {
+        let page = self.find_page(cls, sampled);
         if page.is_null() {
             return ptr::null_mut();
         }
@@ -240,8 +270,8 @@ impl Heap {
 
     /// Finds a page of class `cls` with a free block, moving exhausted pages
     /// to the full list on the way, or sets up a fresh one.
-    fn find_page(&self, cls: usize) -> *mut Page {
-        let queue = &self.queues[cls];
+    fn find_page(&self, cls: usize, sampled: bool) -> *mut Page {
+        let queue = self.queue(cls, sampled);
         let mut moved = false;
         let mut page = queue.first.get();
         while !page.is_null() {
@@ -262,12 +292,12 @@ impl Heap {
             moved = true;
             page = next;
         }
-        self.fresh_page(cls)
+        self.fresh_page(cls, sampled)
     }
 
     /// Moves an exhausted page (notification armed) to the full list.
     fn page_to_full(&self, page: &Page) {
-        self.queues[page.class()].remove(page);
+        self.queue_of(page).remove(page);
         page.set_flag(page::IN_FULL, true);
         page.free_limit.set(0);
         self.full.push_back(page);
@@ -281,16 +311,16 @@ impl Heap {
         page.open_fast_free();
         page.disarm_notify();
         let cls = page.class();
-        let queue = &self.queues[cls];
+        let queue = self.queue_of(page);
         let was_empty = queue.first.get().is_null();
         queue.push_back(page);
-        if was_empty {
+        if was_empty && !page.has(page::SAMPLED) {
             self.update_direct(cls);
         }
     }
 
     /// Sets up a fresh page of class `cls` at the head of its (empty) queue.
-    fn fresh_page(&self, cls: usize) -> *mut Page {
+    fn fresh_page(&self, cls: usize, sampled: bool) -> *mut Page {
         let kind = class_kind(cls);
         let seg = match kind {
             PageKind::Small | PageKind::Medium => {
@@ -322,9 +352,14 @@ impl Heap {
         }
         let (start, area) = s.page_area(page.slot.get() as usize);
         page.init(cls, class_size(cls), start, area, zero);
+        if sampled {
+            page.mark_sampled();
+        }
         page.extend();
-        self.queues[cls].push_front(page);
-        self.update_direct(cls);
+        self.queue(cls, sampled).push_front(page);
+        if !sampled {
+            self.update_direct(cls);
+        }
         page as *const Page as *mut Page
     }
 
@@ -404,7 +439,7 @@ impl Heap {
     /// Nothing is recorded for a kept page: periodic housekeeping releases
     /// queue heads it finds empty two rounds in a row.
     pub fn page_retire(&self, page: &Page) {
-        if core::ptr::eq(self.queues[page.class()].first.get(), page) && page.next.get().is_null() {
+        if core::ptr::eq(self.queue_of(page).first.get(), page) && page.next.get().is_null() {
             return;
         }
         self.page_free(page);
@@ -417,9 +452,10 @@ impl Heap {
         if page.has(page::IN_FULL) {
             self.full.remove(page);
         } else {
-            let was_first = core::ptr::eq(self.queues[cls].first.get(), page);
-            self.queues[cls].remove(page);
-            if was_first {
+            let queue = self.queue_of(page);
+            let was_first = core::ptr::eq(queue.first.get(), page);
+            queue.remove(page);
+            if was_first && !page.has(page::SAMPLED) {
                 self.update_direct(cls);
             }
         }
@@ -543,8 +579,8 @@ impl Heap {
     fn release_retired(&self, force: bool) {
         let epoch = self.epoch.get().wrapping_add(1);
         self.epoch.set(epoch);
-        for cls in 0..CLASS_COUNT {
-            let first = self.queues[cls].first.get();
+        for (cls, sampled) in (0..CLASS_COUNT).flat_map(|c| [(c, false), (c, true)]) {
+            let first = self.queue(cls, sampled).first.get();
             if first.is_null() {
                 continue;
             }
@@ -586,8 +622,8 @@ impl Heap {
     /// no segment any more.
     pub fn collect_all(&self, force: bool) -> bool {
         self.drain_delayed();
-        for cls in 0..CLASS_COUNT {
-            let mut page = self.queues[cls].first.get();
+        for (cls, sampled) in (0..CLASS_COUNT).flat_map(|c| [(c, false), (c, true)]) {
+            let mut page = self.queue(cls, sampled).first.get();
             while !page.is_null() {
                 // SAFETY: queue members are live pages of this heap.
                 let p = unsafe { &*page };

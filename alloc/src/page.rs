@@ -44,6 +44,10 @@ pub const ZERO_INIT: u8 = 4;
 /// address, so frees of interior pointers must be rounded to the block start.
 pub const HAS_ALIGNED: u8 = 8;
 
+/// `flags`: every block of this page is a sampled allocation (sampled
+/// recording); its frees always take the slow path, which records them.
+pub const SAMPLED: u8 = 16;
+
 /// Low bit of `thread_free`: the owner wants to hear about the next remote
 /// free (the page is in the full list). Set only while the list is empty.
 pub const NOTIFY: usize = 1;
@@ -72,8 +76,9 @@ pub struct Page {
     pub block_start: Cell<*mut u8>,
     /// Pointers at offsets from `block_start` below this bound may be freed on
     /// the fast path: `reserved * block_size` while the page is in its class
-    /// queue, 0 while it is unused or in the full list (so that frees into it
-    /// take the slow path, which moves it back). Owner only.
+    /// queue, 0 while it is unused, in the full list (so that frees into it
+    /// take the slow path, which moves it back) or holds sampled blocks.
+    /// Owner only.
     pub free_limit: Cell<u32>,
     /// Number of blocks that fit in the page (fixed while in use; 0 iff unused).
     pub reserved: Cell<u32>,
@@ -94,7 +99,8 @@ pub struct Page {
     pub class: Cell<u8>,
     /// Index of this page in its segment (fixed for the segment's lifetime).
     pub slot: Cell<u8>,
-    /// [`IN_FULL`], [`FREE_IS_ZERO`], [`ZERO_INIT`], [`HAS_ALIGNED`]. Written
+    /// [`IN_FULL`], [`FREE_IS_ZERO`], [`ZERO_INIT`], [`HAS_ALIGNED`],
+    /// [`SAMPLED`]. Written
     /// by the owner only, with plain loads and stores; atomic because freeing
     /// threads read [`HAS_ALIGNED`] while the owner updates the other bits.
     pub flags: AtomicU8,
@@ -155,12 +161,22 @@ impl Page {
         (reserved * block_size).min(u32::MAX as usize) as u32
     }
 
-    /// Re-enables fast-path frees (after the page leaves the full list).
+    /// Re-enables fast-path frees (after the page leaves the full list),
+    /// except on sampled pages, whose frees are always recorded.
     pub fn open_fast_free(&self) {
+        if self.has(SAMPLED) {
+            return;
+        }
         self.free_limit.set(Self::limit_for(
             self.reserved.get() as usize,
             self.block_size.get(),
         ));
+    }
+
+    /// Makes this (freshly set up) page a page of sampled blocks.
+    pub fn mark_sampled(&self) {
+        self.set_flag(SAMPLED, true);
+        self.free_limit.set(0);
     }
 
     /// Returns the slot to the unused state.

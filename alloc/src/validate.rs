@@ -111,8 +111,12 @@ fn validate_heap(heap: &Heap) -> Result<HeapReport, Violation> {
     };
     let heap_ptr = heap as *const Heap as *mut Heap;
 
-    for cls in 0..CLASS_COUNT {
-        let queue = &heap.queues[cls];
+    for (cls, sampled) in (0..CLASS_COUNT).flat_map(|c| [(c, false), (c, true)]) {
+        let queue = if sampled {
+            &heap.sampled[cls]
+        } else {
+            &heap.queues[cls]
+        };
         let mut prev: *mut Page = core::ptr::null_mut();
         let mut page = queue.first.get();
         while !page.is_null() {
@@ -127,7 +131,18 @@ fn validate_heap(heap: &Heap) -> Result<HeapReport, Violation> {
             if p.has(page::IN_FULL) {
                 return fail("queued page marked full", page as usize, cls);
             }
-            let limit = p.reserved.get() as usize * p.block_size.get();
+            if p.has(page::SAMPLED) != sampled {
+                return fail(
+                    "page in the wrong (sampled or not) queue",
+                    page as usize,
+                    cls,
+                );
+            }
+            let limit = if sampled {
+                0
+            } else {
+                p.reserved.get() as usize * p.block_size.get()
+            };
             if p.free_limit.get() as usize != limit {
                 return fail("queued page with wrong fast-free limit", page as usize, cls);
             }

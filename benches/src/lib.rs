@@ -10,6 +10,7 @@
 
 pub mod block;
 pub mod cli;
+pub mod measure;
 pub mod report;
 pub mod rng;
 pub mod workloads;

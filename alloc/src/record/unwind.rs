@@ -178,7 +178,7 @@ pub struct RuleCache {
 }
 
 /// Entries in a thread's rule cache.
-pub const RULE_ENTRIES: usize = 4096;
+pub const RULE_ENTRIES: usize = 1024;
 /// Cached "no rule here" (end the stack).
 const NO_RULE: u64 = 1 << 58;
 

@@ -11,16 +11,14 @@
 use std::env;
 use std::ffi::OsString;
 use std::io;
-use std::mem;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
-use std::sync::mpsc::{self, RecvTimeoutError};
-use std::thread;
 use std::time::{Duration, Instant};
 
 use memtally_benches::SCALE_ENV;
 use memtally_benches::cli::{self, BASELINE, Options};
-use memtally_benches::report::{self, Outcome, Run};
+use memtally_benches::measure::run_measured;
+use memtally_benches::report::{self, Run};
 
 fn main() -> ExitCode {
     let options = match cli::parse_args(env::args().skip(1)) {
@@ -185,100 +183,19 @@ fn measure(
     if let Some(scale) = scale {
         command.env(SCALE_ENV, scale.to_string());
     }
-    let start = Instant::now();
-    // The `Child` is never waited on through std: `wait4` below reaps it, and
-    // dropping a `Child` neither waits nor kills.
-    let child = command
-        .spawn()
-        .map_err(|e| format!("cannot start {}: {e}", path.display()))?;
-    let pid =
-        libc::pid_t::try_from(child.id()).map_err(|_| "child pid out of range".to_string())?;
-
-    let (finished, watchdog_rx) = mpsc::channel::<()>();
-    let watchdog = thread::spawn(move || {
-        if watchdog_rx.recv_timeout(timeout) == Err(RecvTimeoutError::Timeout) {
-            // SAFETY: the child is reaped only after this thread has been
-            // joined, so `pid` still names it (at worst as a zombie, for which
-            // the signal is harmless) and cannot have been reused.
-            unsafe { libc::kill(pid, libc::SIGKILL) };
-            true
-        } else {
-            false
-        }
-    });
-    let exited = wait_exited(pid);
-    let wall_s = start.elapsed().as_secs_f64();
-    drop(finished);
-    let timed_out = watchdog
-        .join()
-        .map_err(|_| "the watchdog thread panicked".to_string())?;
-    exited?;
-    let (status, usage) = reap(pid)?;
-    drop(child);
-
-    let outcome = if timed_out {
-        Outcome::TimedOut
-    } else if libc::WIFEXITED(status) {
-        match libc::WEXITSTATUS(status) {
-            0 => Outcome::Success,
-            code => Outcome::Exit(code),
-        }
-    } else if libc::WIFSIGNALED(status) {
-        Outcome::Signal(libc::WTERMSIG(status))
-    } else {
-        Outcome::Exit(-1)
-    };
-    let seconds = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    let m = run_measured(&mut command, timeout)?;
     Ok(Run {
         workload: workload.to_string(),
         allocator: allocator.to_string(),
         rep,
-        outcome,
-        wall_s,
-        user_s: seconds(usage.ru_utime),
-        sys_s: seconds(usage.ru_stime),
-        // On Linux `ru_maxrss` is in KiB.
-        max_rss_kib: u64::try_from(usage.ru_maxrss).unwrap_or(0),
-        minor_faults: u64::try_from(usage.ru_minflt).unwrap_or(0),
-        major_faults: u64::try_from(usage.ru_majflt).unwrap_or(0),
+        outcome: m.outcome,
+        wall_s: m.wall_s,
+        user_s: m.user_s,
+        sys_s: m.sys_s,
+        max_rss_kib: m.max_rss_kib,
+        minor_faults: m.minor_faults,
+        major_faults: m.major_faults,
     })
-}
-
-/// Blocks until the child has exited, without reaping it: a zombie keeps its
-/// pid, so the watchdog can never signal an unrelated process.
-fn wait_exited(pid: libc::pid_t) -> Result<(), String> {
-    let id = libc::id_t::try_from(pid).map_err(|_| "negative pid".to_string())?;
-    loop {
-        // SAFETY: `siginfo_t` is a plain C struct for which all-zero bytes are valid.
-        let mut info: libc::siginfo_t = unsafe { mem::zeroed() };
-        // SAFETY: `info` is valid for writes, and WNOWAIT leaves the child for `reap`.
-        let rc = unsafe { libc::waitid(libc::P_PID, id, &mut info, libc::WEXITED | libc::WNOWAIT) };
-        if rc == 0 {
-            return Ok(());
-        }
-        let err = io::Error::last_os_error();
-        if err.kind() != io::ErrorKind::Interrupted {
-            return Err(format!("waitid: {err}"));
-        }
-    }
-}
-
-/// Reaps the exited child, returning its wait status and resource usage.
-fn reap(pid: libc::pid_t) -> Result<(libc::c_int, libc::rusage), String> {
-    loop {
-        let mut status: libc::c_int = 0;
-        // SAFETY: `rusage` is a plain C struct for which all-zero bytes are valid.
-        let mut usage: libc::rusage = unsafe { mem::zeroed() };
-        // SAFETY: both out-pointers are valid for writes and `pid` is our own child.
-        let rc = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
-        if rc == pid {
-            return Ok((status, usage));
-        }
-        let err = io::Error::last_os_error();
-        if rc != -1 || err.kind() != io::ErrorKind::Interrupted {
-            return Err(format!("wait4: {err}"));
-        }
-    }
 }
 
 /// One progress line's worth of a run.
