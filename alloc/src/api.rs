@@ -96,8 +96,12 @@ unsafe fn alloc_impl<const ZERO: bool>(size: usize, align: usize) -> *mut u8 {
 #[inline(never)]
 pub fn alloc_slow(size: usize, align: usize, zero: bool) -> *mut u8 {
     let recording = record::active();
-    let t0 = if recording { record::clock::ticks() } else { 0 };
     let mut heap = thread::heap();
+    let t0 = if recording && record::full() {
+        record::call_start(heap)
+    } else {
+        0
+    };
     if heap == thread::empty_heap() {
         heap = thread::init_thread();
         if heap.is_null() {
@@ -114,6 +118,7 @@ pub fn alloc_slow(size: usize, align: usize, zero: bool) -> *mut u8 {
             h.sample_left.set(left.max(0));
         } else {
             // This allocation crossed the byte countdown: it is a sample.
+            let t0 = record::clock::ticks();
             h.sample_left.set(record::next_sample_interval(h, interval));
             let p = alloc_sampled(h, size, align, zero);
             if !p.is_null() {
@@ -282,9 +287,8 @@ pub fn free_slow(p: *mut u8, call: &'static str) {
         return;
     }
     let recording = record::active();
-    let t0 = if recording { record::clock::ticks() } else { 0 };
-    let loc = locate(p, call);
     let mut heap = thread::heap();
+    let loc = locate(p, call);
     if recording && heap == thread::empty_heap() {
         // A thread that frees before it ever allocates still records.
         let h = thread::init_thread();
@@ -293,7 +297,12 @@ pub fn free_slow(p: *mut u8, call: &'static str) {
         }
     }
     // In sampled mode only the frees of sampled blocks are events.
-    let sampled = located_is_sampled(&loc);
+    let sampled = recording && located_is_sampled(&loc);
+    let t0 = if sampled || (recording && record::full()) {
+        record::call_start(heap)
+    } else {
+        0
+    };
     free_block(&loc, heap, p, call);
     if recording && heap != thread::empty_heap() && (sampled || record::full()) {
         // SAFETY: a non-empty thread heap is live and ours.
@@ -479,8 +488,8 @@ pub unsafe fn realloc(p: *mut u8, new_size: usize, align: usize, old_size: usize
         return unsafe { alloc(new_size, align) };
     }
     if record::full() || (record::active() && is_sampled_block(p)) {
-        let t0 = record::clock::ticks();
         let mut heap = thread::heap();
+        let t0 = record::call_start(heap);
         if heap == thread::empty_heap() {
             heap = thread::init_thread();
         }

@@ -18,8 +18,11 @@
 //! segment first collects one abandoned heap, returning whatever its exited
 //! owner's blocks freed since.
 //!
-//! Lock order: no code holds two global locks at once, so the fork handlers
-//! may take them all in any fixed order.
+//! Lock order: no code holds two of the allocator's global locks at once,
+//! so the fork handlers may take them in any fixed order; the recorder's
+//! locks, some of which nest, are taken first in their nesting order
+//! (`record::fork_acquire`). No lock may be held across a fork: the child
+//! would find it held forever.
 
 use crate::heap::Heap;
 use crate::lock::SpinLock;
@@ -354,6 +357,7 @@ fn reclaim_one(force: bool) -> bool {
 // ----------------------------------------------------------------------
 
 extern "C" fn fork_prepare() {
+    crate::record::fork_acquire();
     POOL.raw_lock();
     crate::segment::cache_lock().raw_lock();
     crate::huge::cache_lock().raw_lock();
@@ -365,6 +369,7 @@ extern "C" fn fork_parent() {
         crate::huge::cache_lock().raw_unlock();
         crate::segment::cache_lock().raw_unlock();
         POOL.raw_unlock();
+        crate::record::fork_release();
     }
 }
 
@@ -378,6 +383,7 @@ extern "C" fn fork_child() {
         crate::huge::cache_lock().raw_unlock();
         crate::segment::cache_lock().raw_unlock();
         POOL.raw_unlock();
+        crate::record::fork_release();
     }
     crate::record::after_fork_child(heap());
 }

@@ -1,7 +1,9 @@
 //! The C API under LD_PRELOAD: semantics of every function, threads and fork,
 //! allocation before main, and invalid frees.
 
-use crate::util::{TempDir, allocation_counts, compile, library, require, run_preloaded};
+use crate::util::{
+    TIMEOUT, TempDir, allocation_counts, compile, library, output_within, require, run_preloaded,
+};
 use std::process::Command;
 
 #[test]
@@ -58,11 +60,10 @@ fn invalid_free_aborts_with_a_message() {
         (&[][..], "not allocated by memtally"),
         (&["interior"][..], "points 16 bytes into the 64-byte block"),
     ] {
-        let out = Command::new(&exe)
-            .args(args)
-            .env("LD_PRELOAD", library())
-            .output()
-            .unwrap();
+        let out = output_within(
+            Command::new(&exe).args(args).env("LD_PRELOAD", library()),
+            TIMEOUT,
+        );
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.signal(), Some(libc::SIGABRT), "{stderr}");
         let line = stderr
@@ -74,11 +75,12 @@ fn invalid_free_aborts_with_a_message() {
 
 #[test]
 fn bad_setting_prints_one_line_and_runs_on() {
-    let out = Command::new("true")
-        .env("LD_PRELOAD", library())
-        .env("MEMTALLY_STATS", "sometimes")
-        .output()
-        .unwrap();
+    let out = output_within(
+        Command::new("true")
+            .env("LD_PRELOAD", library())
+            .env("MEMTALLY_STATS", "sometimes"),
+        TIMEOUT,
+    );
     assert!(out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(

@@ -2,7 +2,7 @@
 //! without frame pointers, stacks unwound through its frames, fork and
 //! exec children, and a trace that survives SIGTERM.
 
-use crate::util::{TempDir, compile, library, require};
+use crate::util::{TIMEOUT, TempDir, compile, library, output_within, require};
 use memtally_alloc::trace::{Decoder, EventKind, Ordered, Record};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -149,15 +149,16 @@ fn full_mode_accounts_for_every_event_of_a_c_program() {
         &dir,
         &["-fomit-frame-pointer", "-fno-optimize-sibling-calls"],
     );
-    let out = Command::new(&exe)
-        .arg("500")
-        .env("LD_PRELOAD", library())
-        .env(
-            "MEMTALLY",
-            format!("mode=full,out={}/t.%p.mtt", dir.0.display()),
-        )
-        .output()
-        .unwrap();
+    let out = output_within(
+        Command::new(&exe)
+            .arg("500")
+            .env("LD_PRELOAD", library())
+            .env(
+                "MEMTALLY",
+                format!("mode=full,out={}/t.%p.mtt", dir.0.display()),
+            ),
+        TIMEOUT,
+    );
     assert!(
         out.status.success(),
         "{}",
@@ -242,14 +243,13 @@ fn fork_and_exec_children_write_their_own_traces() {
     require("cc");
     let dir = TempDir::new("forkexec");
     let exe = compile("fork_exec.c", &dir, &[]);
-    let out = Command::new(&exe)
-        .env("LD_PRELOAD", library())
-        .env(
+    let out = output_within(
+        Command::new(&exe).env("LD_PRELOAD", library()).env(
             "MEMTALLY",
             format!("mode=full,children=1,out={}/t.%p.mtt", dir.0.display()),
-        )
-        .output()
-        .unwrap();
+        ),
+        TIMEOUT,
+    );
     assert!(
         out.status.success(),
         "{}",
@@ -279,14 +279,13 @@ fn fork_and_exec_children_write_their_own_traces() {
     }
     // Without children=1 only the parent records.
     let dir2 = TempDir::new("forkexec-nochildren");
-    let out = Command::new(&exe)
-        .env("LD_PRELOAD", library())
-        .env(
+    let out = output_within(
+        Command::new(&exe).env("LD_PRELOAD", library()).env(
             "MEMTALLY",
             format!("mode=full,out={}/t.%p.mtt", dir2.0.display()),
-        )
-        .output()
-        .unwrap();
+        ),
+        TIMEOUT,
+    );
     assert!(out.status.success());
     assert_eq!(traces_in(&dir2.0).len(), 1);
 }

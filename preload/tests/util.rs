@@ -74,10 +74,55 @@ pub fn compile(source: &str, dir: &TempDir, extra: &[&str]) -> PathBuf {
 
 /// Runs `cmd` with the library preloaded and `MEMTALLY_STATS=1`.
 pub fn run_preloaded(cmd: &mut Command) -> Output {
-    cmd.env("LD_PRELOAD", library())
-        .env("MEMTALLY_STATS", "1")
-        .output()
-        .expect("spawn preloaded command")
+    cmd.env("LD_PRELOAD", library()).env("MEMTALLY_STATS", "1");
+    output_within(cmd, TIMEOUT)
+}
+
+/// How long any program a test runs may take: a hang (a deadlock in a
+/// forked child, say) fails the test instead of stalling the suite.
+pub const TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
+
+/// Runs `cmd` in a process group of its own and collects its output; if it
+/// has not finished within `limit`, the whole group (its children too) is
+/// killed and the test fails.
+pub fn output_within(cmd: &mut Command, limit: std::time::Duration) -> Output {
+    use std::os::unix::process::CommandExt;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let child = cmd
+        .process_group(0)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {:?}: {e}", cmd.get_program()));
+    let pgid = child.id() as i32;
+    let done = Arc::new(AtomicBool::new(false));
+    let timed_out = Arc::new(AtomicBool::new(false));
+    let watchdog = {
+        let (done, timed_out) = (done.clone(), timed_out.clone());
+        std::thread::spawn(move || {
+            let start = std::time::Instant::now();
+            while !done.load(Ordering::Acquire) {
+                if start.elapsed() > limit {
+                    timed_out.store(true, Ordering::Release);
+                    // SAFETY: signalling the process group we created.
+                    unsafe { libc::kill(-pgid, libc::SIGKILL) };
+                    return;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+        })
+    };
+    let out = child.wait_with_output().expect("wait for the command");
+    done.store(true, Ordering::Release);
+    watchdog.join().unwrap();
+    assert!(
+        !timed_out.load(Ordering::Acquire),
+        "{:?} did not finish within {limit:?}; stderr:\n{}",
+        cmd.get_program(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
 }
 
 /// The `memtally:` statistics lines in `stderr` (one per process that exited

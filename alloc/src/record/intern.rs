@@ -164,6 +164,11 @@ fn mix(a: u64, b: u64) -> u64 {
 static NODES: Chunked<Node> = Chunked::new();
 static FRAME_TABLE: SpinLock<IdTable> = SpinLock::new(IdTable::new());
 
+/// The frame table's lock, for the fork handlers.
+pub fn frame_lock() -> &'static SpinLock<impl Sized> {
+    &FRAME_TABLE
+}
+
 fn node(id: u64) -> Node {
     NODES.get(id as usize - 1)
 }
@@ -269,6 +274,11 @@ pub struct StoredString {
 
 static STRINGS: Chunked<StoredString> = Chunked::new();
 static STRING_TABLE: SpinLock<IdTable> = SpinLock::new(IdTable::new());
+
+/// The string table's lock, for the fork handlers.
+pub fn string_lock() -> &'static SpinLock<impl Sized> {
+    &STRING_TABLE
+}
 
 fn string_hash(s: &[u8]) -> u64 {
     let mut h = s.len() as u64;

@@ -29,8 +29,8 @@ mod writer;
 use crate::heap::Heap;
 use crate::lock::SpinLock;
 use crate::options::{Mode, Settings};
-use crate::trace::{self, Cursor, DeltaState, MAX_EVENT_BYTES, RawEvent, encode_event};
-use core::cell::Cell;
+use crate::trace::{self, Cursor, MAX_EVENT_BYTES, RawEvent, ThreadCodec};
+use core::cell::{Cell, UnsafeCell};
 use core::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use ring::Ring;
 use stack::Bounds;
@@ -42,6 +42,33 @@ const FULL: u8 = trace::mode::FULL;
 static RECORDING: AtomicU8 = AtomicU8::new(OFF);
 static SETTINGS: SpinLock<Option<Settings>> = SpinLock::new(None);
 static DROPPED: AtomicU64 = AtomicU64::new(0);
+
+/// Takes every lock of the recorder, in their nesting order, before
+/// `fork()`: a lock held by another thread at the fork would stay held in
+/// the child for good. Undone by [`fork_release`].
+pub fn fork_acquire() {
+    unwind::rebuild_lock().raw_lock();
+    modules::scan_lock().raw_lock();
+    intern::string_lock().raw_lock();
+    intern::frame_lock().raw_lock();
+    SETTINGS.raw_lock();
+}
+
+/// Releases what [`fork_acquire`] took (in the parent, and in the child).
+///
+/// # Safety
+/// The calling thread must have called [`fork_acquire`] (in the child: the
+/// parent's thread that forked did).
+pub unsafe fn fork_release() {
+    // SAFETY: guaranteed by the caller.
+    unsafe {
+        SETTINGS.raw_unlock();
+        intern::frame_lock().raw_unlock();
+        intern::string_lock().raw_unlock();
+        modules::scan_lock().raw_unlock();
+        unwind::rebuild_lock().raw_unlock();
+    }
+}
 
 /// Applies settings (from `MEMTALLY` at start-up, or the builder API).
 pub fn configure(settings: Settings) {
@@ -135,14 +162,17 @@ pub struct ThreadRecorder {
     busy: Cell<bool>,
     /// The thread's ring, null until its first event.
     ring: Cell<*mut Ring>,
-    /// Delta state of the thread's event stream.
-    delta: Cell<DeltaState>,
+    /// The encoder's model of the thread's event stream (owner only; see
+    /// `ThreadRecorder::codec`).
+    codec: UnsafeCell<ThreadCodec>,
     /// The thread's stack range.
     bounds: Cell<Bounds>,
     /// Most frames per stack.
     depth: Cell<usize>,
     /// The trace epoch `delta` belongs to.
     epoch: Cell<u32>,
+    /// Calls left before the next one whose latency is measured.
+    latency_left: Cell<u32>,
 }
 
 impl ThreadRecorder {
@@ -151,14 +181,24 @@ impl ThreadRecorder {
         ThreadRecorder {
             busy: Cell::new(false),
             ring: Cell::new(core::ptr::null_mut()),
-            delta: Cell::new(DeltaState {
-                time: 0,
-                address: 0,
-            }),
+            codec: UnsafeCell::new(ThreadCodec::new()),
             bounds: Cell::new(Bounds { lo: 0, hi: 0 }),
             depth: Cell::new(64),
             epoch: Cell::new(u32::MAX),
+            latency_left: Cell::new(0),
         }
+    }
+
+    /// The thread's event model.
+    ///
+    /// # Safety
+    /// Only the owning thread may call this, and the reference must not
+    /// outlive the recording of one event (callers use it within `emit`,
+    /// which is not re-entered: the recorder is busy meanwhile).
+    #[allow(clippy::mut_from_ref)]
+    unsafe fn codec(&self) -> &mut ThreadCodec {
+        // SAFETY: guaranteed by the caller.
+        unsafe { &mut *self.codec.get() }
     }
 
     /// Is the thread recording right now (or the writer)?
@@ -199,7 +239,9 @@ impl ThreadRecorder {
         }
         ring.start_ticks.store(clock::ticks(), Ordering::Relaxed);
         self.bounds.set(Bounds::of_current_thread());
-        self.delta.set(DeltaState::default());
+        // SAFETY: this thread owns its recorder; no other reference to the
+        // codec is alive (see `codec`).
+        unsafe { *self.codec() = ThreadCodec::new() };
         self.depth.set(settings().depth.clamp(1, MAX_DEPTH));
         self.ring.set(r);
         Some(ring)
@@ -249,10 +291,13 @@ fn emit_busy(
         DROPPED.fetch_add(1, Ordering::Relaxed);
         return;
     }
+    // SAFETY: the recorder is busy (emit is not re-entered) and this is the
+    // owning thread.
+    let codec = unsafe { rec.codec() };
     let epoch = writer::TRACE_EPOCH.load(Ordering::Acquire);
     if rec.epoch.get() != epoch {
         rec.epoch.set(epoch);
-        rec.delta.set(DeltaState::default());
+        *codec = ThreadCodec::new();
     }
     ring.begin();
     let time = clock::ticks();
@@ -270,17 +315,48 @@ fn emit_busy(
     } else {
         0
     };
-    let event = make(stack_id, time, time.saturating_sub(t0));
+    let latency = if t0 == 0 {
+        0
+    } else {
+        time.saturating_sub(t0).max(1)
+    };
+    let event = make(stack_id, time, latency);
     let mut buf = [0u8; MAX_EVENT_BYTES];
     let mut c = Cursor::new(&mut buf);
-    let mut delta = rec.delta.get();
-    encode_event(&mut c, &mut delta, &event);
+    codec.encode(&mut c, &event);
     let len = c.len();
+    // A failed push means the writer stopped for good: no later event of
+    // this thread reaches the trace, so the codec running ahead is harmless.
     if ring.push(&buf[..len]) {
-        rec.delta.set(delta);
         ring.count_event();
     } else {
         DROPPED.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// In full mode, one call in this many has its latency measured: the clock
+/// costs about 15 ns a read on this project's VMs, and a second read per
+/// event would be the largest single cost of recording. A latency histogram
+/// from every eighth call is as accurate as one from all of them.
+const LATENCY_EVERY: u32 = 8;
+
+/// The tick at which an allocator call starts, when its latency is to be
+/// measured, else 0 (an event with latency 0 has none recorded). Called at
+/// the entry of every recorded call.
+#[inline]
+pub fn call_start(heap: *mut Heap) -> u64 {
+    if heap == crate::thread::empty_heap() || !full() {
+        return clock::ticks();
+    }
+    // SAFETY: a non-empty thread heap is live and ours.
+    let rec = unsafe { &(*heap).rec };
+    let left = rec.latency_left.get();
+    if left == 0 {
+        rec.latency_left.set(LATENCY_EVERY - 1);
+        clock::ticks()
+    } else {
+        rec.latency_left.set(left - 1);
+        0
     }
 }
 

@@ -7,7 +7,20 @@
 //! counters tell cheaply whether anything was loaded or unloaded since the
 //! last scan (`dlopen`/`dlclose`).
 
+use crate::lock::SpinLock;
 use core::ffi::{CStr, c_int, c_void};
+
+/// Held around every `dl_iterate_phdr` call of ours, and by the fork
+/// handlers: the loader's lock that `dl_iterate_phdr` takes is not reset in
+/// a forked child, so a fork while our writer thread iterates would leave
+/// the child's loader locked for good. Holding this across `fork()` makes
+/// sure none of our iterations is in progress then.
+static DL_LOCK: SpinLock<()> = SpinLock::new(());
+
+/// The lock serialising our module scans, for the fork handlers.
+pub fn scan_lock() -> &'static SpinLock<()> {
+    &DL_LOCK
+}
 
 /// Most executable segments recorded per module.
 pub const MAX_SEGMENTS: usize = 8;
@@ -38,6 +51,7 @@ pub fn generation() -> (u64, u64) {
         }
         1 // one module is enough: the counters are global
     }
+    let _g = DL_LOCK.lock();
     // SAFETY: the callback matches the expected signature and only writes
     // through `data`, which points at a live local.
     unsafe { libc::dl_iterate_phdr(Some(cb), &mut counters as *mut _ as *mut c_void) };
@@ -47,6 +61,7 @@ pub fn generation() -> (u64, u64) {
 /// Calls `f` for every loaded module.
 pub fn scan(mut f: impl FnMut(&ModuleInfo<'_>)) {
     let mut f_dyn: &mut dyn FnMut(&ModuleInfo<'_>) = &mut f;
+    let _g = DL_LOCK.lock();
     // SAFETY: the callback matches the expected signature; `data` points at
     // `f_dyn`, alive for the whole call.
     unsafe {
@@ -127,6 +142,7 @@ pub fn scan_unwind(mut f: impl FnMut(u64, u64, u64)) {
         }
         0
     }
+    let _g = DL_LOCK.lock();
     // SAFETY: the callback matches the expected signature; `data` points at
     // `f_dyn`, alive for the whole call.
     unsafe { libc::dl_iterate_phdr(Some(cb), &mut f_dyn as *mut _ as *mut c_void) };

@@ -19,29 +19,57 @@ pub struct Bounds {
 }
 
 impl Bounds {
-    /// The calling thread's stack, from pthread's attributes. May allocate
-    /// (glibc reads /proc/self/maps for the main thread), so it is called
-    /// once per thread, outside any allocator critical section.
+    /// The calling thread's stack: the mapping that holds the current stack
+    /// pointer, found in `/proc/self/maps` with raw system calls.
+    ///
+    /// Not `pthread_getattr_np`: for the main thread it reads the same file
+    /// through stdio while holding the thread's lock, and the `malloc` that
+    /// stdio makes is recorded here, which would take that lock again (Rust's
+    /// runtime calls it at start-up: a deadlock).
     pub fn of_current_thread() -> Bounds {
-        // SAFETY: `attr` is initialised by pthread_getattr_np before use and
-        // destroyed after; the out-pointers are valid locals.
+        let probe = 0u8;
+        let sp = &probe as *const u8 as usize;
+        let mut found = Bounds::default();
+        // SAFETY: a read-only open of a procfs file; reads stay inside `buf`.
         unsafe {
-            let mut attr: libc::pthread_attr_t = core::mem::zeroed();
-            if libc::pthread_getattr_np(libc::pthread_self(), &mut attr) != 0 {
-                return Bounds::default();
+            let fd = libc::open(
+                c"/proc/self/maps".as_ptr(),
+                libc::O_RDONLY | libc::O_CLOEXEC,
+            );
+            if fd < 0 {
+                return found;
             }
-            let mut addr: *mut libc::c_void = core::ptr::null_mut();
-            let mut size: usize = 0;
-            let rc = libc::pthread_attr_getstack(&attr, &mut addr, &mut size);
-            libc::pthread_attr_destroy(&mut attr);
-            if rc != 0 {
-                return Bounds::default();
+            let mut buf = [0u8; 4096];
+            let mut have = 0usize;
+            'read: loop {
+                let n = libc::read(fd, buf.as_mut_ptr().add(have).cast(), buf.len() - have);
+                if n <= 0 {
+                    break;
+                }
+                have += n as usize;
+                // Parse complete lines; keep a partial last line for later.
+                let mut start = 0;
+                while let Some(nl) = buf[start..have].iter().position(|&b| b == b'\n') {
+                    let line = &buf[start..start + nl];
+                    if let Some((lo, hi)) = parse_range(line)
+                        && lo <= sp
+                        && sp < hi
+                    {
+                        found = Bounds { lo, hi };
+                        break 'read;
+                    }
+                    start += nl + 1;
+                }
+                buf.copy_within(start..have, 0);
+                have -= start;
+                if have == buf.len() {
+                    // A line longer than the buffer: drop it.
+                    have = 0;
+                }
             }
-            Bounds {
-                lo: addr as usize,
-                hi: addr as usize + size,
-            }
+            libc::close(fd);
         }
+        found
     }
 
     /// Does `[p, p + len)` lie inside the stack?
@@ -132,4 +160,48 @@ fn capture_frame_pointers(out: &mut [u64], bounds: Bounds) -> usize {
         fp = next;
     }
     n
+}
+
+/// Parses the `start-end` address range at the beginning of a maps line.
+fn parse_range(line: &[u8]) -> Option<(usize, usize)> {
+    let dash = line.iter().position(|&b| b == b'-')?;
+    let space = line.iter().position(|&b| b == b' ')?;
+    let hex = |s: &[u8]| -> Option<usize> {
+        let mut v = 0usize;
+        for &c in s {
+            let d = (c as char).to_digit(16)? as usize;
+            v = v.checked_mul(16)?.checked_add(d)?;
+        }
+        Some(v)
+    };
+    Some((hex(&line[..dash])?, hex(&line[dash + 1..space])?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_stack_mapping_holds_a_local() {
+        let b = Bounds::of_current_thread();
+        let local = 0u64;
+        let p = &local as *const u64 as usize;
+        assert!(b.lo < b.hi && b.lo <= p && p < b.hi, "{b:?} vs {p:#x}");
+        let t = std::thread::spawn(|| {
+            let b = Bounds::of_current_thread();
+            let local = 0u64;
+            let p = &local as *const u64 as usize;
+            b.lo <= p && p < b.hi
+        });
+        assert!(t.join().unwrap());
+    }
+
+    #[test]
+    fn parses_maps_ranges() {
+        assert_eq!(
+            parse_range(b"7ffd1000-7ffd3000 rw-p 00000000 00:00 0   [stack]"),
+            Some((0x7ffd1000, 0x7ffd3000))
+        );
+        assert_eq!(parse_range(b"garbage"), None);
+    }
 }

@@ -49,6 +49,11 @@ static TABLE: AtomicPtr<Table> = AtomicPtr::new(core::ptr::null_mut());
 static GENERATION: AtomicU64 = AtomicU64::new(1);
 static REBUILD_LOCK: crate::lock::SpinLock<()> = crate::lock::SpinLock::new(());
 
+/// The module-table rebuild lock, for the fork handlers.
+pub fn rebuild_lock() -> &'static crate::lock::SpinLock<()> {
+    &REBUILD_LOCK
+}
+
 /// Tells the unwinder that modules were loaded or unloaded.
 pub fn modules_changed() {
     GENERATION.fetch_add(1, Ordering::Release);

@@ -13,8 +13,8 @@
 //! absolute values. [`Decoder::next_ordered`] additionally merges the
 //! threads' events into one time order using the trace's watermarks.
 
-use super::encode::DeltaState;
-use super::{MAGIC, VERSION, kind, tag};
+use super::events::{FieldReader, RawEvent, ThreadCodec};
+use super::{MAGIC, VERSION, kind};
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fmt;
 use std::io::{self, Read};
@@ -285,7 +285,7 @@ pub struct Decoder<R> {
     /// File offset of `buf[0]`.
     base: u64,
     started: bool,
-    threads: HashMap<u64, DeltaState>,
+    threads: HashMap<u64, ThreadCodec>,
     truncated_at: Option<u64>,
     records: u64,
     ordered: Ordering,
@@ -548,11 +548,6 @@ impl Payload<'_> {
         read_uvar(self.bytes, &mut self.pos).ok_or_else(|| self.err(what))
     }
 
-    fn svar(&mut self, what: &'static str) -> Result<i64, DecodeError> {
-        let v = self.uvar(what)?;
-        Ok(((v >> 1) as i64) ^ -((v & 1) as i64))
-    }
-
     fn u8(&mut self, what: &'static str) -> Result<u8, DecodeError> {
         let b = *self.bytes.get(self.pos).ok_or_else(|| self.err(what))?;
         self.pos += 1;
@@ -592,7 +587,7 @@ fn parse(
     kind: u8,
     bytes: &[u8],
     offset: u64,
-    threads: &mut HashMap<u64, DeltaState>,
+    threads: &mut HashMap<u64, ThreadCodec>,
 ) -> Result<Record, DecodeError> {
     let mut p = Payload {
         bytes,
@@ -704,59 +699,71 @@ fn parse(
     Ok(record)
 }
 
-fn parse_event(p: &mut Payload<'_>, state: &mut DeltaState) -> Result<Event, DecodeError> {
-    let t = p.u8("event tag")?;
-    let time = state.time.wrapping_add(p.uvar("event time")?);
-    let kind = match t {
-        tag::ALLOC | tag::ALLOC_ALIGNED => {
-            let address = state.address.wrapping_add(p.svar("address")? as u64);
-            let size = p.uvar("size")?;
-            let stack = p.uvar("stack")?;
-            let latency = p.uvar("latency")?;
-            let align = if t == tag::ALLOC_ALIGNED {
-                let log2 = p.u8("alignment")?;
-                if log2 > 62 {
-                    return Err(p.err("alignment"));
-                }
-                1u64 << log2
-            } else {
-                16
-            };
-            state.address = address;
-            EventKind::Alloc {
+impl FieldReader for Payload<'_> {
+    fn u8(&mut self) -> Option<u8> {
+        let b = *self.bytes.get(self.pos)?;
+        self.pos += 1;
+        Some(b)
+    }
+
+    fn uvar(&mut self) -> Option<u64> {
+        read_uvar(self.bytes, &mut self.pos)
+    }
+
+    fn svar(&mut self) -> Option<i64> {
+        let v = read_uvar(self.bytes, &mut self.pos)?;
+        Some(((v >> 1) as i64) ^ -((v & 1) as i64))
+    }
+}
+
+fn parse_event(p: &mut Payload<'_>, state: &mut ThreadCodec) -> Result<Event, DecodeError> {
+    let raw = state.decode(p).ok_or_else(|| p.err("malformed event"))?;
+    Ok(match raw {
+        RawEvent::Alloc {
+            time,
+            address,
+            size,
+            align,
+            stack,
+            latency,
+        } => Event {
+            time,
+            kind: EventKind::Alloc {
                 address,
                 size,
                 align,
                 stack,
                 latency,
-            }
-        }
-        tag::FREE => {
-            let address = state.address.wrapping_add(p.svar("address")? as u64);
-            let latency = p.uvar("latency")?;
-            state.address = address;
-            EventKind::Free { address, latency }
-        }
-        tag::REALLOC => {
-            let old_address = state.address.wrapping_add(p.svar("old address")? as u64);
-            let new_address = old_address.wrapping_add(p.svar("new address")? as u64);
-            let new_size = p.uvar("new size")?;
-            let stack = p.uvar("stack")?;
-            let latency = p.uvar("latency")?;
-            state.address = new_address;
-            EventKind::Realloc {
+            },
+        },
+        RawEvent::Free {
+            time,
+            address,
+            latency,
+        } => Event {
+            time,
+            kind: EventKind::Free { address, latency },
+        },
+        RawEvent::Realloc {
+            time,
+            old_address,
+            new_address,
+            new_size,
+            stack,
+            latency,
+        } => Event {
+            time,
+            kind: EventKind::Realloc {
                 old_address,
                 new_address,
                 new_size,
                 stack,
                 latency,
-            }
-        }
-        tag::MARKER => EventKind::Marker {
-            string: p.uvar("marker string")?,
+            },
         },
-        _ => return Err(p.err("unknown event tag")),
-    };
-    state.time = time;
-    Ok(Event { time, kind })
+        RawEvent::Marker { time, string } => Event {
+            time,
+            kind: EventKind::Marker { string },
+        },
+    })
 }

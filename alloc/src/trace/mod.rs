@@ -8,15 +8,14 @@
 
 mod decode;
 mod encode;
+mod events;
 
 pub use decode::{
     DecodeError, Decoder, Event, EventKind, Frame, Header, Memory, Module, Ordered, Record,
     Segment, ThreadEvent,
 };
-pub use encode::{
-    Cursor, DeltaState, MAX_EVENT_BYTES, RawEvent, encode_event, put_bytes, put_record_header,
-    put_str, put_svar, put_u8, put_uvar,
-};
+pub use encode::{Cursor, put_bytes, put_record_header, put_str, put_svar, put_u8, put_uvar};
+pub use events::{LATENCY_SHIFT, MAX_EVENT_BYTES, RawEvent, TIME_SHIFT, ThreadCodec};
 
 #[cfg(test)]
 mod tests;
@@ -52,20 +51,6 @@ pub mod kind {
     pub const MEMORY: u8 = 11;
     /// The end of a complete trace.
     pub const FOOTER: u8 = 12;
-}
-
-/// Event tags inside an `EVENTS` record.
-pub mod tag {
-    /// An allocation with alignment of at most 16.
-    pub const ALLOC: u8 = 1;
-    /// An allocation with a larger alignment.
-    pub const ALLOC_ALIGNED: u8 = 2;
-    /// A free.
-    pub const FREE: u8 = 3;
-    /// A reallocation.
-    pub const REALLOC: u8 = 4;
-    /// A user marker.
-    pub const MARKER: u8 = 5;
 }
 
 /// Recording modes as written in the header.

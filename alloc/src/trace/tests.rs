@@ -6,7 +6,7 @@ use proptest::prelude::*;
 /// Builds a trace in memory, record by record.
 pub(crate) struct TraceBuilder {
     pub bytes: Vec<u8>,
-    states: std::collections::HashMap<u64, DeltaState>,
+    states: std::collections::HashMap<u64, ThreadCodec>,
 }
 
 impl TraceBuilder {
@@ -54,11 +54,11 @@ impl TraceBuilder {
     }
 
     pub fn events(&mut self, thread: u64, events: &[RawEvent]) {
-        let mut state = self.states.get(&thread).copied().unwrap_or_default();
+        let mut state = self.states.remove(&thread).unwrap_or_default();
         self.record(kind::EVENTS, |c| {
             put_uvar(c, thread);
             for e in events {
-                encode_event(c, &mut state, e);
+                state.encode(c, e);
             }
         });
         self.states.insert(thread, state);
@@ -77,7 +77,21 @@ fn decode_all(bytes: &[u8]) -> (Result<Vec<Record>, DecodeError>, Option<u64>) {
     }
 }
 
+/// Times are stored in 32-tick units and latencies in 8-tick units.
+fn quantise_time(t: u64) -> u64 {
+    (t >> TIME_SHIFT) << TIME_SHIFT
+}
+
+fn quantise_latency(l: u64) -> u64 {
+    if l == 0 {
+        0
+    } else {
+        ((l >> LATENCY_SHIFT) << LATENCY_SHIFT).max(1)
+    }
+}
+
 fn raw_to_kind(e: &RawEvent) -> Event {
+    let e = &quantised(*e);
     match *e {
         RawEvent::Alloc {
             time,
@@ -128,8 +142,62 @@ fn raw_to_kind(e: &RawEvent) -> Event {
     }
 }
 
+fn quantised(e: RawEvent) -> RawEvent {
+    match e {
+        RawEvent::Alloc {
+            time,
+            address,
+            size,
+            align,
+            stack,
+            latency,
+        } => RawEvent::Alloc {
+            time: quantise_time(time),
+            address,
+            size,
+            align,
+            stack,
+            latency: quantise_latency(latency),
+        },
+        RawEvent::Free {
+            time,
+            address,
+            latency,
+        } => RawEvent::Free {
+            time: quantise_time(time),
+            address,
+            latency: quantise_latency(latency),
+        },
+        RawEvent::Realloc {
+            time,
+            old_address,
+            new_address,
+            new_size,
+            stack,
+            latency,
+        } => RawEvent::Realloc {
+            time: quantise_time(time),
+            old_address,
+            new_address,
+            new_size,
+            stack,
+            latency: quantise_latency(latency),
+        },
+        RawEvent::Marker { time, string } => RawEvent::Marker {
+            time: quantise_time(time),
+            string,
+        },
+    }
+}
+
 fn event_strategy() -> impl Strategy<Value = (u64, RawEvent)> {
-    let addr = prop_oneof![any::<u64>(), 0x7f00_0000_0000u64..0x7f00_0100_0000];
+    // Addresses are multiples of 8; a few recur, so frees of recent
+    // allocations (coded by rank) happen too.
+    let addr = prop_oneof![
+        any::<u64>().prop_map(|a| a & !7),
+        (0x7f00_0000_0000u64..0x7f00_0100_0000).prop_map(|a| a & !7),
+        (0u64..4).prop_map(|a| 0x5000_0000 + a * 64),
+    ];
     let ev = prop_oneof![
         (
             addr.clone(),
@@ -385,12 +453,12 @@ fn ordered_mode_merges_threads_by_time_up_to_watermarks() {
         latency: 1,
     };
     // Thread 1 frees what thread 0 allocated, but its record comes first.
-    b.events(1, &[free(20, 0x1000), alloc(40, 0x2000)]);
-    b.events(0, &[alloc(10, 0x1000), alloc(30, 0x3000)]);
-    b.record(kind::WATERMARK, |c| put_uvar(c, 35));
-    b.events(0, &[free(50, 0x3000)]);
+    b.events(1, &[free(2000, 0x1000), alloc(4000, 0x2000)]);
+    b.events(0, &[alloc(1024, 0x1000), alloc(3008, 0x3000)]);
+    b.record(kind::WATERMARK, |c| put_uvar(c, 3500));
+    b.events(0, &[free(5024, 0x3000)]);
     b.record(kind::FOOTER, |c| {
-        put_uvar(c, 60);
+        put_uvar(c, 6000);
         put_uvar(c, 5);
         put_uvar(c, 0);
         put_uvar(c, 1);
@@ -402,7 +470,10 @@ fn ordered_mode_merges_threads_by_time_up_to_watermarks() {
             times.push((e.event.time, e.thread));
         }
     }
-    assert_eq!(times, vec![(10, 0), (20, 1), (30, 0), (40, 1), (50, 0)]);
+    assert_eq!(
+        times,
+        vec![(1024, 0), (1984, 1), (3008, 0), (4000, 1), (5024, 0)]
+    );
 }
 
 #[test]

@@ -1,0 +1,378 @@
+//! Thread events: their compact encoding, written by the recording thread
+//! and read back by the decoder, with the per-thread model both keep in
+//! step (`ThreadCodec`).
+//!
+//! Why a model: most of a trace is events, and most of an event is
+//! predictable from what the same thread did just before. Times are stored
+//! as the difference from the thread's previous event, in 32-tick units (about
+//! 10 ns), and a small difference fits in the event's first byte together
+//! with its kind. An allocation's address is stored as the difference from
+//! the thread's previous allocation of about the same size, which an
+//! allocator with size classes usually places nearby. A free of one of the
+//! thread's last eight allocations (the common short-lived block) is stored
+//! as that allocation's rank, one byte; other frees as the difference from
+//! the previous free. Addresses are multiples of 8, so differences are
+//! stored in 8-byte units. See `docs/trace-format.md` for the byte layout.
+
+use super::encode::{Cursor, put_svar, put_u8, put_uvar};
+
+/// Event kinds (low three bits of an event's first byte).
+pub mod kind {
+    /// An allocation with alignment of at most 16.
+    pub const ALLOC: u8 = 1;
+    /// An allocation with a larger alignment.
+    pub const ALLOC_ALIGNED: u8 = 2;
+    /// A free of an address coded against the previous free.
+    pub const FREE: u8 = 3;
+    /// A free of one of the thread's last allocations, by rank.
+    pub const FREE_RECENT: u8 = 4;
+    /// A reallocation.
+    pub const REALLOC: u8 = 5;
+    /// A user marker.
+    pub const MARKER: u8 = 6;
+}
+
+/// First-byte bit: a latency follows.
+const HAS_LATENCY: u8 = 8;
+/// Time unit: event times are multiples of 2^5 ticks.
+pub const TIME_SHIFT: u32 = 5;
+/// Latency unit: latencies are multiples of 2^3 ticks.
+pub const LATENCY_SHIFT: u32 = 3;
+/// Allocations remembered for `FREE_RECENT`.
+const RECENT: usize = 8;
+/// Size buckets for address prediction (by bit length of the size).
+const BUCKETS: usize = 24;
+
+/// The most bytes one encoded event can take.
+pub const MAX_EVENT_BYTES: usize = 1 + 7 * 10 + 1;
+
+/// What an event says, with absolute times (ticks) and addresses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RawEvent {
+    /// An allocation.
+    Alloc {
+        /// Ticks when it returned.
+        time: u64,
+        /// Block address (a multiple of 8).
+        address: u64,
+        /// Requested size.
+        size: u64,
+        /// Requested alignment.
+        align: u64,
+        /// Stack trie id.
+        stack: u64,
+        /// Ticks the call took (0: not measured).
+        latency: u64,
+    },
+    /// A free.
+    Free {
+        /// Ticks when it returned.
+        time: u64,
+        /// Block address (a multiple of 8).
+        address: u64,
+        /// Ticks the call took (0: not measured).
+        latency: u64,
+    },
+    /// A reallocation.
+    Realloc {
+        /// Ticks when it returned.
+        time: u64,
+        /// Old block address.
+        old_address: u64,
+        /// New block address.
+        new_address: u64,
+        /// New requested size.
+        new_size: u64,
+        /// Stack trie id.
+        stack: u64,
+        /// Ticks the call took (0: not measured).
+        latency: u64,
+    },
+    /// A user marker.
+    Marker {
+        /// Ticks when it was set.
+        time: u64,
+        /// STRING id of its text.
+        string: u64,
+    },
+}
+
+impl RawEvent {
+    fn time(&self) -> u64 {
+        match *self {
+            RawEvent::Alloc { time, .. }
+            | RawEvent::Free { time, .. }
+            | RawEvent::Realloc { time, .. }
+            | RawEvent::Marker { time, .. } => time,
+        }
+    }
+}
+
+/// The per-thread model shared by encoder and decoder. A thread's stream
+/// starts from `ThreadCodec::default()`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ThreadCodec {
+    time_units: u64,
+    last_alloc: [u64; BUCKETS],
+    last_free: u64,
+    /// The thread's last allocations, most recent first; 0 marks an empty
+    /// entry (no block lives at address 0).
+    recent: [u64; RECENT],
+}
+
+impl ThreadCodec {
+    /// The state every thread's stream starts from.
+    pub const fn new() -> Self {
+        ThreadCodec {
+            time_units: 0,
+            last_alloc: [0; BUCKETS],
+            last_free: 0,
+            recent: [0; RECENT],
+        }
+    }
+}
+
+impl Default for ThreadCodec {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+fn bucket(size: u64) -> usize {
+    ((u64::BITS - size.leading_zeros()) as usize).min(BUCKETS - 1)
+}
+
+fn delta8(to: u64, from: u64) -> i64 {
+    (to.wrapping_sub(from) as i64) >> 3
+}
+
+fn undelta8(from: u64, d: i64) -> u64 {
+    from.wrapping_add((d as u64) << 3)
+}
+
+impl ThreadCodec {
+    fn push_recent(&mut self, address: u64) {
+        self.recent.copy_within(0..RECENT - 1, 1);
+        self.recent[0] = address;
+    }
+
+    fn take_recent(&mut self, k: usize) -> u64 {
+        let a = self.recent[k];
+        self.recent.copy_within(k + 1.., k);
+        self.recent[RECENT - 1] = 0;
+        a
+    }
+
+    fn forget(&mut self, address: u64) {
+        if let Some(k) = self.recent.iter().position(|&a| a == address) {
+            self.take_recent(k);
+        }
+    }
+
+    /// Encodes `event` (times must not go backwards within a thread).
+    pub fn encode(&mut self, c: &mut Cursor<'_>, event: &RawEvent) {
+        let units = (event.time() >> TIME_SHIFT).max(self.time_units);
+        let dt = units - self.time_units;
+        self.time_units = units;
+        let head = |kind: u8, latency: u64| {
+            let lat = if latency != 0 { HAS_LATENCY } else { 0 };
+            let dt_bits = if dt < 15 { dt as u8 } else { 15 };
+            kind | lat | (dt_bits << 4)
+        };
+        let tail_dt = |c: &mut Cursor<'_>| {
+            if dt >= 15 {
+                put_uvar(c, dt - 15);
+            }
+        };
+        let put_latency = |c: &mut Cursor<'_>, latency: u64| {
+            if latency != 0 {
+                put_uvar(c, latency >> LATENCY_SHIFT);
+            }
+        };
+        match *event {
+            RawEvent::Alloc {
+                address,
+                size,
+                align,
+                stack,
+                latency,
+                ..
+            } => {
+                let aligned = align > 16;
+                put_u8(
+                    c,
+                    head(
+                        if aligned {
+                            kind::ALLOC_ALIGNED
+                        } else {
+                            kind::ALLOC
+                        },
+                        latency,
+                    ),
+                );
+                tail_dt(c);
+                put_uvar(c, size);
+                put_uvar(c, stack);
+                let b = bucket(size);
+                put_svar(c, delta8(address, self.last_alloc[b]));
+                if aligned {
+                    put_u8(c, align.trailing_zeros() as u8);
+                }
+                put_latency(c, latency);
+                self.last_alloc[b] = address;
+                self.push_recent(address);
+            }
+            RawEvent::Free {
+                address, latency, ..
+            } => {
+                if let Some(k) = self.recent.iter().position(|&a| a == address && a != 0) {
+                    put_u8(c, head(kind::FREE_RECENT, latency));
+                    tail_dt(c);
+                    put_uvar(c, k as u64);
+                    self.take_recent(k);
+                } else {
+                    put_u8(c, head(kind::FREE, latency));
+                    tail_dt(c);
+                    put_svar(c, delta8(address, self.last_free));
+                }
+                put_latency(c, latency);
+                self.last_free = address;
+            }
+            RawEvent::Realloc {
+                old_address,
+                new_address,
+                new_size,
+                stack,
+                latency,
+                ..
+            } => {
+                put_u8(c, head(kind::REALLOC, latency));
+                tail_dt(c);
+                put_svar(c, delta8(old_address, self.last_free));
+                put_svar(c, delta8(new_address, old_address));
+                put_uvar(c, new_size);
+                put_uvar(c, stack);
+                put_latency(c, latency);
+                self.last_free = old_address;
+                self.forget(old_address);
+                self.last_alloc[bucket(new_size)] = new_address;
+                self.push_recent(new_address);
+            }
+            RawEvent::Marker { string, .. } => {
+                put_u8(c, head(kind::MARKER, 0));
+                tail_dt(c);
+                put_uvar(c, string);
+            }
+        }
+    }
+}
+
+/// A source of event fields for [`ThreadCodec::decode`]: every read fails
+/// with `None` at the end of the data.
+pub trait FieldReader {
+    /// One byte.
+    fn u8(&mut self) -> Option<u8>;
+    /// An unsigned varint.
+    fn uvar(&mut self) -> Option<u64>;
+    /// A signed varint.
+    fn svar(&mut self) -> Option<i64>;
+}
+
+impl ThreadCodec {
+    /// Decodes one event; `None` when the bytes are malformed or run out.
+    pub fn decode(&mut self, r: &mut impl FieldReader) -> Option<RawEvent> {
+        let head = r.u8()?;
+        let k = head & 7;
+        let has_latency = head & HAS_LATENCY != 0;
+        let mut dt = u64::from(head >> 4);
+        if dt == 15 {
+            dt = dt.checked_add(r.uvar()?)?;
+        }
+        let units = self.time_units.checked_add(dt)?;
+        self.time_units = units;
+        let time = units << TIME_SHIFT;
+        let latency = |r: &mut dyn FnMut() -> Option<u64>| -> Option<u64> {
+            if has_latency {
+                Some((r()? << LATENCY_SHIFT).max(1))
+            } else {
+                Some(0)
+            }
+        };
+        Some(match k {
+            kind::ALLOC | kind::ALLOC_ALIGNED => {
+                let size = r.uvar()?;
+                let stack = r.uvar()?;
+                let b = bucket(size);
+                let address = undelta8(self.last_alloc[b], r.svar()?);
+                let align = if k == kind::ALLOC_ALIGNED {
+                    let log2 = r.u8()?;
+                    if log2 > 62 {
+                        return None;
+                    }
+                    1u64 << log2
+                } else {
+                    16
+                };
+                let latency = latency(&mut || r.uvar())?;
+                self.last_alloc[b] = address;
+                self.push_recent(address);
+                RawEvent::Alloc {
+                    time,
+                    address,
+                    size,
+                    align,
+                    stack,
+                    latency,
+                }
+            }
+            kind::FREE => {
+                let address = undelta8(self.last_free, r.svar()?);
+                let latency = latency(&mut || r.uvar())?;
+                self.last_free = address;
+                RawEvent::Free {
+                    time,
+                    address,
+                    latency,
+                }
+            }
+            kind::FREE_RECENT => {
+                let k = r.uvar()?;
+                if k >= RECENT as u64 || self.recent[k as usize] == 0 {
+                    return None;
+                }
+                let address = self.take_recent(k as usize);
+                let latency = latency(&mut || r.uvar())?;
+                self.last_free = address;
+                RawEvent::Free {
+                    time,
+                    address,
+                    latency,
+                }
+            }
+            kind::REALLOC => {
+                let old_address = undelta8(self.last_free, r.svar()?);
+                let new_address = undelta8(old_address, r.svar()?);
+                let new_size = r.uvar()?;
+                let stack = r.uvar()?;
+                let latency = latency(&mut || r.uvar())?;
+                self.last_free = old_address;
+                self.forget(old_address);
+                self.last_alloc[bucket(new_size)] = new_address;
+                self.push_recent(new_address);
+                RawEvent::Realloc {
+                    time,
+                    old_address,
+                    new_address,
+                    new_size,
+                    stack,
+                    latency,
+                }
+            }
+            kind::MARKER => RawEvent::Marker {
+                time,
+                string: r.uvar()?,
+            },
+            _ => return None,
+        })
+    }
+}

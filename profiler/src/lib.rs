@@ -1,0 +1,68 @@
+//! Reads memtally traces and says where a program's memory went.
+//!
+//! The crate runs outside the profiled process. Its parts, in the order
+//! data flows through them:
+//!
+//! - [`Analysis`] reads a trace file with the format's decoder
+//!   (`memtally_alloc::trace`) in time order, copes with traces that were
+//!   cut short, and feeds the [`Model`].
+//! - [`Model`] is the one analysis model every view reads: per-site and
+//!   per-thread [`Counters`], the live-allocation map, the heap's peak and
+//!   each aggregate's share of it, size and duration distributions, and
+//!   memory over time. It streams, so it can follow a growing trace.
+//! - [`Symbolizer`] turns stacks into functions, files and lines (inlined
+//!   frames included), trimming the allocator's own frames; [`group_sites`]
+//!   sums sites by frame or function.
+//! - [`report`] builds the `memtally report` document and renders it as
+//!   text or JSON.
+//! - [`synth`] writes synthetic traces for tests.
+//!
+//! # Example
+//!
+//! ```
+//! use memtally_profiler::{Analysis, ModelOptions, Symbolizer, report};
+//! use memtally_profiler::synth::{TraceBuilder, alloc, free};
+//!
+//! let mut t = TraceBuilder::new();
+//! t.full_header().clock(0, 0).clock(1000, 1000);
+//! t.frame(1, 0, 0x401000);
+//! t.events(0, &[alloc(10, 0x1000, 64, 1), free(20, 0x1000)]);
+//! t.footer(30);
+//! let analysis = Analysis::read(t.bytes(), ModelOptions::default()).unwrap();
+//! assert_eq!(analysis.model.totals().counters.allocations, 1);
+//! assert_eq!(analysis.model.peak().bytes, 64);
+//!
+//! let mut symbols = Symbolizer::default();
+//! let r = report::build(&analysis, &mut symbols, &report::ReportOptions::default());
+//! assert!(report::render_text(&r).contains("PEAK HEAP: 64 B"));
+//! ```
+
+#![deny(missing_docs)]
+
+mod clock;
+mod error;
+mod group;
+mod model;
+mod modules;
+mod read;
+pub mod report;
+mod stacks;
+mod strings;
+mod symbols;
+pub mod synth;
+
+pub use clock::{Clock, ClockPoint};
+pub use error::{Error, ErrorKind};
+pub use group::{Group, GroupBy, group_sites};
+pub use model::{
+    Counters, Durations, Footer, LiveBlock, LiveMap, Marker, Model, ModelOptions, Peak, Point,
+    Sampling, Series, Site, SizeBucket, SizeHistogram, ThreadInfo, ThreadStats, Totals, Weight,
+};
+pub use modules::{ModuleInfo, Modules};
+pub use read::{Analysis, Ending};
+pub use stacks::{MAX_DEPTH, StackId, StackNode, Stacks};
+pub use strings::Strings;
+pub use symbols::{
+    FileProblem, Location, ModuleProblem, SymbolizedStack, Symbolizer, SymbolizerOptions, demangle,
+    inner_allocator_frames, is_allocator_frame,
+};

@@ -1,0 +1,699 @@
+//! The analysis model: the one place where a trace's events become
+//! aggregates. Every view (the report, and later flamegraphs, leak reports,
+//! the dashboard, pprof export, replay) reads from it.
+//!
+//! Events go in one at a time, in global time order (the decoder's ordered
+//! mode), through [`Model::feed`]; out come per-site and per-thread
+//! counters, the live-allocation map, the heap's peak with every
+//! aggregate's share of it, size and duration distributions, and the memory
+//! over time. The model streams: its memory grows with the live blocks and
+//! the distinct stacks, never with the number of events, so it can follow a
+//! trace that is still being written.
+//!
+//! It never fails on odd input: a free of an address it does not know (a
+//! block allocated before recording began, or never sampled) is counted,
+//! and an allocation at an address still live counts the old block as lost.
+
+mod counters;
+mod durations;
+mod live;
+mod series;
+mod sizes;
+mod threads;
+mod weight;
+
+pub use counters::{Counters, Weight};
+pub use durations::Durations;
+pub use live::{LiveBlock, LiveMap};
+pub use series::{Point, Series};
+pub use sizes::{SizeBucket, SizeHistogram};
+pub use threads::{ThreadInfo, ThreadStats};
+pub use weight::Sampling;
+
+use crate::clock::Clock;
+use crate::modules::Modules;
+use crate::stacks::{StackId, StackNode, Stacks};
+use crate::strings::Strings;
+use counters::Tracked;
+use memtally_alloc::trace::{Event, EventKind, Header, Ordered, Record, ThreadEvent};
+use std::collections::{BTreeMap, HashMap};
+use threads::ThreadEntry;
+
+/// How the model is built.
+#[derive(Clone, Copy, Debug)]
+pub struct ModelOptions {
+    /// The most points each memory-over-time series keeps.
+    pub series_points: usize,
+    /// The most markers kept (later ones are counted, not kept).
+    pub max_markers: usize,
+}
+
+impl Default for ModelOptions {
+    fn default() -> Self {
+        ModelOptions {
+            series_points: 1024,
+            max_markers: 100_000,
+        }
+    }
+}
+
+/// An allocation site (a stack) and its counters.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Site {
+    /// The site's stack.
+    pub stack: StackId,
+    /// What happened there.
+    pub counters: Counters,
+}
+
+/// Whole-process totals.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Totals {
+    /// The counters of every block.
+    pub counters: Counters,
+    /// Frees and reallocations of addresses the model did not know as live:
+    /// blocks allocated before recording began, or (sampled mode) blocks
+    /// that were not sampled. Not counted in `counters.frees`.
+    pub unknown_frees: u64,
+    /// Blocks whose free was never seen because another block was
+    /// allocated at the same address while they were live.
+    pub lost_frees: u64,
+    /// Reallocations that failed (returned no block; the old block stays).
+    pub failed_reallocs: u64,
+    /// Thread events seen (allocations, frees, reallocations, markers).
+    pub events: u64,
+}
+
+/// The heap's highest point.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Peak {
+    /// Requested bytes live at the peak.
+    pub bytes: u64,
+    /// Blocks live at the peak.
+    pub blocks: u64,
+    /// Ticks of the event that reached it (the first time it was reached).
+    pub ticks: u64,
+}
+
+/// A user marker event.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Marker {
+    /// When it was set.
+    pub ticks: u64,
+    /// The thread that set it.
+    pub thread: u64,
+    /// The STRING id of its text.
+    pub string: u64,
+}
+
+/// The FOOTER of a complete trace.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Footer {
+    /// Ticks at the end.
+    pub ticks: u64,
+    /// Events the recorder wrote.
+    pub events: u64,
+    /// Events the recorder lost.
+    pub dropped: u64,
+    /// Flags (`FOOTER_CLEAN_EXIT`).
+    pub flags: u64,
+}
+
+impl Footer {
+    /// True when the process exited normally.
+    pub fn clean_exit(&self) -> bool {
+        self.flags & memtally_alloc::trace::FOOTER_CLEAN_EXIT != 0
+    }
+
+    /// True when the trace ended because the process executed another
+    /// program (whose events, if recorded, are in a trace of their own).
+    pub fn exec(&self) -> bool {
+        self.flags & memtally_alloc::trace::FOOTER_EXEC != 0
+    }
+}
+
+/// A site's entry: counters and the leftover fraction of sampled weights.
+#[derive(Clone, Copy, Debug)]
+struct SiteEntry {
+    tracked: Tracked,
+    carry: f64,
+}
+
+/// The analysis model of one trace.
+#[derive(Clone, Debug)]
+pub struct Model {
+    options: ModelOptions,
+    header: Option<Header>,
+    sampling: Sampling,
+    clock: Clock,
+    strings: Strings,
+    stacks: Stacks,
+    modules: Modules,
+    threads: BTreeMap<u64, ThreadEntry>,
+    sites: HashMap<StackId, SiteEntry>,
+    live: LiveMap,
+    totals: Tracked,
+    unknown_frees: u64,
+    lost_frees: u64,
+    failed_reallocs: u64,
+    events: u64,
+    /// The current peak; `generation` counts new peaks (see `counters.rs`).
+    peak: Peak,
+    generation: u64,
+    heap: Series,
+    rss: Series,
+    mapped: Series,
+    sizes: SizeHistogram,
+    alloc_latency: Durations,
+    free_latency: Durations,
+    lifetimes: Durations,
+    markers: Vec<Marker>,
+    markers_dropped: u64,
+    footer: Option<Footer>,
+    first_ticks: Option<u64>,
+    last_ticks: u64,
+    /// The serial number the next block gets.
+    serial: u64,
+}
+
+impl Default for Model {
+    fn default() -> Self {
+        Model::new(ModelOptions::default())
+    }
+}
+
+impl Model {
+    /// An empty model.
+    pub fn new(options: ModelOptions) -> Self {
+        Model {
+            options,
+            header: None,
+            sampling: Sampling::Full,
+            clock: Clock::new(),
+            strings: Strings::default(),
+            stacks: Stacks::default(),
+            modules: Modules::default(),
+            threads: BTreeMap::new(),
+            sites: HashMap::new(),
+            live: LiveMap::default(),
+            totals: Tracked::new(0),
+            unknown_frees: 0,
+            lost_frees: 0,
+            failed_reallocs: 0,
+            events: 0,
+            peak: Peak::default(),
+            generation: 0,
+            heap: Series::new(options.series_points),
+            rss: Series::new(options.series_points),
+            mapped: Series::new(options.series_points),
+            sizes: SizeHistogram::default(),
+            alloc_latency: Durations::default(),
+            free_latency: Durations::default(),
+            lifetimes: Durations::default(),
+            markers: Vec::new(),
+            markers_dropped: 0,
+            footer: None,
+            first_ticks: None,
+            last_ticks: 0,
+            serial: 0,
+        }
+    }
+
+    // ------------------------------------------------------------------
+    // Input.
+    // ------------------------------------------------------------------
+
+    /// Takes the next item of the decoder's ordered stream.
+    pub fn feed(&mut self, item: &Ordered) {
+        match item {
+            Ordered::Record(r) => self.record(r),
+            Ordered::Event(e) => self.event(e),
+        }
+    }
+
+    /// Takes a record. An `EVENTS` record's events are applied in the
+    /// order they come, which is only right for a single-threaded trace or
+    /// a caller that has ordered them; use [`Model::feed`] with the
+    /// decoder's ordered mode otherwise.
+    pub fn record(&mut self, record: &Record) {
+        match record {
+            Record::Header(h) => {
+                self.sampling = Sampling::from_header(h.mode, h.sample_bytes);
+                self.header = Some(h.clone());
+            }
+            Record::Clock {
+                ticks,
+                monotonic_ns,
+                ..
+            } => {
+                self.clock.add(*ticks, *monotonic_ns);
+                self.saw_time(*ticks);
+            }
+            Record::String { id, text } => {
+                self.modules.name_path(*id, text);
+                self.strings.insert(*id, text.clone());
+            }
+            Record::Frame(f) => {
+                let module = self.modules.find_loaded(f.address).or_else(|| {
+                    f.address
+                        .checked_sub(1)
+                        .and_then(|a| self.modules.find_loaded(a))
+                });
+                self.stacks.insert(
+                    f.id,
+                    StackNode {
+                        parent: f.parent,
+                        address: f.address,
+                        module,
+                    },
+                );
+            }
+            Record::Module(m) => {
+                let path = self.strings.get(m.path).map(str::to_owned);
+                self.modules.load(m, path);
+            }
+            Record::ModuleGone { base } => self.modules.unload(*base),
+            Record::Thread {
+                thread,
+                os_tid,
+                name,
+                ticks,
+            } => {
+                let generation = self.generation;
+                let t = self
+                    .threads
+                    .entry(*thread)
+                    .or_insert_with(|| ThreadEntry::new(*thread, generation));
+                t.info.os_tid = *os_tid;
+                t.info.name.clone_from(name);
+                t.info.start_ticks = Some(t.info.start_ticks.map_or(*ticks, |s| s.min(*ticks)));
+                self.saw_time(*ticks);
+            }
+            Record::ThreadEnd { thread, ticks } => {
+                let generation = self.generation;
+                let t = self
+                    .threads
+                    .entry(*thread)
+                    .or_insert_with(|| ThreadEntry::new(*thread, generation));
+                t.info.end_ticks = Some(*ticks);
+                self.saw_time(*ticks);
+            }
+            Record::Events { thread, events } => {
+                for event in events {
+                    self.event(&ThreadEvent {
+                        thread: *thread,
+                        event: *event,
+                    });
+                }
+            }
+            Record::Watermark { .. } | Record::Unknown { .. } => {}
+            Record::Memory(m) => {
+                self.rss.push(m.ticks, m.rss_bytes);
+                self.mapped.push(m.ticks, m.mapped_bytes);
+                self.saw_time(m.ticks);
+            }
+            Record::Footer {
+                ticks,
+                events,
+                dropped,
+                flags,
+            } => {
+                self.footer = Some(Footer {
+                    ticks: *ticks,
+                    events: *events,
+                    dropped: *dropped,
+                    flags: *flags,
+                });
+                self.saw_time(*ticks);
+            }
+        }
+    }
+
+    /// Takes one thread event.
+    pub fn event(&mut self, e: &ThreadEvent) {
+        let Event { time, kind } = e.event;
+        let thread = e.thread;
+        self.events += 1;
+        self.saw_time(time);
+        let generation = self.generation;
+        let entry = self
+            .threads
+            .entry(thread)
+            .or_insert_with(|| ThreadEntry::new(thread, generation));
+        if entry.info.start_ticks.is_none() {
+            entry.info.start_ticks = Some(time);
+        }
+        match kind {
+            EventKind::Alloc {
+                address,
+                size,
+                stack,
+                latency,
+                ..
+            } => {
+                if address == 0 {
+                    // A failed allocation: nothing was created.
+                    self.latency(true, latency, 1);
+                    return;
+                }
+                let w = self.create(thread, time, address, size, stack, false);
+                self.latency(true, latency, w.blocks);
+                self.after_change(time);
+            }
+            EventKind::Free { address, latency } => {
+                if address == 0 {
+                    return;
+                }
+                match self.live.remove(address) {
+                    Some(block) => {
+                        let t = self.thread_mut(thread);
+                        let temporary = t.last_alloc == Some(block.serial);
+                        if temporary {
+                            t.last_alloc = None;
+                        }
+                        self.release(&block, temporary, true);
+                        self.lifetimes
+                            .record(time.saturating_sub(block.ticks), block.weight.blocks);
+                        self.latency(false, latency, block.weight.blocks);
+                        self.after_change(time);
+                    }
+                    None => {
+                        self.unknown_free(thread);
+                        self.latency(false, latency, 1);
+                    }
+                }
+            }
+            EventKind::Realloc {
+                old_address,
+                new_address,
+                new_size,
+                stack,
+                latency,
+            } => {
+                if new_address == 0 && new_size > 0 {
+                    // The call failed; the old block is untouched.
+                    self.failed_reallocs += 1;
+                    return;
+                }
+                if old_address != 0 {
+                    match self.live.remove(old_address) {
+                        Some(block) => self.release(&block, false, true),
+                        None => self.unknown_free(thread),
+                    }
+                }
+                let blocks = if new_address != 0 {
+                    self.create(thread, time, new_address, new_size, stack, true)
+                        .blocks
+                } else {
+                    1
+                };
+                self.latency(true, latency, blocks);
+                self.after_change(time);
+            }
+            EventKind::Marker { string } => {
+                if self.markers.len() < self.options.max_markers {
+                    self.markers.push(Marker {
+                        ticks: time,
+                        thread,
+                        string,
+                    });
+                } else {
+                    self.markers_dropped += 1;
+                }
+            }
+        }
+    }
+
+    /// Records a call's latency; 0 means the recorder did not time the
+    /// call (in full mode it times one call in eight).
+    fn latency(&mut self, alloc: bool, ticks: u64, weight: u64) {
+        if ticks == 0 {
+            return;
+        }
+        if alloc {
+            self.alloc_latency.record(ticks, weight);
+        } else {
+            self.free_latency.record(ticks, weight);
+        }
+    }
+
+    fn saw_time(&mut self, ticks: u64) {
+        self.first_ticks = Some(self.first_ticks.map_or(ticks, |f| f.min(ticks)));
+        self.last_ticks = self.last_ticks.max(ticks);
+    }
+
+    fn thread_mut(&mut self, thread: u64) -> &mut ThreadEntry {
+        let generation = self.generation;
+        self.threads
+            .entry(thread)
+            .or_insert_with(|| ThreadEntry::new(thread, generation))
+    }
+
+    fn unknown_free(&mut self, thread: u64) {
+        self.unknown_frees += 1;
+        self.thread_mut(thread).info.unknown_frees += 1;
+    }
+
+    /// Records a new live block and counts it everywhere; returns its
+    /// weight.
+    fn create(
+        &mut self,
+        thread: u64,
+        ticks: u64,
+        address: u64,
+        size: u64,
+        stack: StackId,
+        realloc: bool,
+    ) -> Weight {
+        let generation = self.generation;
+        let site = self.sites.entry(stack).or_insert(SiteEntry {
+            tracked: Tracked::new(generation),
+            carry: 0.0,
+        });
+        let weight = self.sampling.weigh(size, &mut site.carry);
+        let serial = self.serial;
+        self.serial += 1;
+        let block = LiveBlock {
+            size,
+            stack,
+            ticks,
+            thread,
+            weight,
+            serial,
+        };
+        let bump = |c: &mut Counters| {
+            c.created(weight);
+            if realloc {
+                c.reallocations += weight.blocks;
+            }
+        };
+        bump(site.tracked.update(generation));
+        bump(self.totals.update(generation));
+        let t = self.thread_mut(thread);
+        bump(t.tracked.update(generation));
+        t.last_alloc = Some(serial);
+        self.sizes.add(size, weight);
+        if let Some(old) = self.live.insert(address, block) {
+            self.lost_frees += 1;
+            self.release(&old, false, false);
+        }
+        weight
+    }
+
+    /// Takes a block out of every aggregate's live counts. `counted` is
+    /// false for blocks whose free was never seen (they are not frees).
+    fn release(&mut self, block: &LiveBlock, temporary: bool, counted: bool) {
+        let generation = self.generation;
+        let w = block.weight;
+        let take = |c: &mut Counters| {
+            if counted {
+                c.released(w, temporary);
+            } else {
+                c.live_blocks = c.live_blocks.saturating_sub(w.blocks);
+                c.live_bytes = c.live_bytes.saturating_sub(w.bytes);
+            }
+        };
+        if let Some(site) = self.sites.get_mut(&block.stack) {
+            take(site.tracked.update(generation));
+        }
+        take(self.totals.update(generation));
+        take(self.thread_mut(block.thread).tracked.update(generation));
+    }
+
+    /// Notes the heap size after an event and whether it is a new peak.
+    fn after_change(&mut self, ticks: u64) {
+        let c = self.totals.read(self.generation);
+        self.heap.push(ticks, c.live_bytes);
+        if c.live_bytes > self.peak.bytes {
+            self.peak = Peak {
+                bytes: c.live_bytes,
+                blocks: c.live_blocks,
+                ticks,
+            };
+            self.generation += 1;
+        }
+    }
+
+    // ------------------------------------------------------------------
+    // Output.
+    // ------------------------------------------------------------------
+
+    /// The trace header, once read.
+    pub fn header(&self) -> Option<&Header> {
+        self.header.as_ref()
+    }
+
+    /// How recorded events are weighted.
+    pub fn sampling(&self) -> Sampling {
+        self.sampling
+    }
+
+    /// True when counts are estimates (sampled mode).
+    pub fn is_estimate(&self) -> bool {
+        self.sampling.is_estimate()
+    }
+
+    /// The tick-to-time calibration.
+    pub fn clock(&self) -> &Clock {
+        &self.clock
+    }
+
+    /// The interned strings.
+    pub fn strings(&self) -> &Strings {
+        &self.strings
+    }
+
+    /// The call-stack trie.
+    pub fn stacks(&self) -> &Stacks {
+        &self.stacks
+    }
+
+    /// The loaded modules.
+    pub fn modules(&self) -> &Modules {
+        &self.modules
+    }
+
+    /// Whole-process totals.
+    pub fn totals(&self) -> Totals {
+        Totals {
+            counters: self.totals.read(self.generation),
+            unknown_frees: self.unknown_frees,
+            lost_frees: self.lost_frees,
+            failed_reallocs: self.failed_reallocs,
+            events: self.events,
+        }
+    }
+
+    /// The heap's peak so far.
+    pub fn peak(&self) -> Peak {
+        self.peak
+    }
+
+    /// Every allocation site (stack) with its counters, in no particular
+    /// order.
+    pub fn sites(&self) -> impl Iterator<Item = Site> + '_ {
+        let generation = self.generation;
+        self.sites.iter().map(move |(&stack, e)| Site {
+            stack,
+            counters: e.tracked.read(generation),
+        })
+    }
+
+    /// The counters of site `stack`.
+    pub fn site(&self, stack: StackId) -> Option<Counters> {
+        self.sites
+            .get(&stack)
+            .map(|e| e.tracked.read(self.generation))
+    }
+
+    /// Every thread with its counters, by thread number.
+    pub fn threads(&self) -> impl Iterator<Item = ThreadStats> + '_ {
+        let generation = self.generation;
+        self.threads.values().map(move |t| ThreadStats {
+            info: t.info.clone(),
+            counters: t.tracked.read(generation),
+        })
+    }
+
+    /// The live-allocation map.
+    pub fn live(&self) -> &LiveMap {
+        &self.live
+    }
+
+    /// Requested bytes live after each event, downsampled.
+    pub fn heap_series(&self) -> &Series {
+        &self.heap
+    }
+
+    /// Resident set size from the MEMORY records, downsampled.
+    pub fn rss_series(&self) -> &Series {
+        &self.rss
+    }
+
+    /// Bytes the allocator had mapped, from the MEMORY records,
+    /// downsampled.
+    pub fn mapped_series(&self) -> &Series {
+        &self.mapped
+    }
+
+    /// Requested sizes of all blocks created.
+    pub fn sizes(&self) -> &SizeHistogram {
+        &self.sizes
+    }
+
+    /// Latency of allocations and reallocations, in ticks (the calls the
+    /// recorder timed).
+    pub fn alloc_latency(&self) -> &Durations {
+        &self.alloc_latency
+    }
+
+    /// Latency of frees, in ticks (the calls the recorder timed).
+    pub fn free_latency(&self) -> &Durations {
+        &self.free_latency
+    }
+
+    /// Lifetimes of freed blocks (allocation to free), in ticks.
+    pub fn lifetimes(&self) -> &Durations {
+        &self.lifetimes
+    }
+
+    /// The markers kept, in time order.
+    pub fn markers(&self) -> &[Marker] {
+        &self.markers
+    }
+
+    /// Markers seen beyond [`ModelOptions::max_markers`].
+    pub fn markers_dropped(&self) -> u64 {
+        self.markers_dropped
+    }
+
+    /// The footer, if the trace was complete.
+    pub fn footer(&self) -> Option<Footer> {
+        self.footer
+    }
+
+    /// Ticks at the start of the recording: the first CLOCK record, or the
+    /// earliest time seen.
+    pub fn start_ticks(&self) -> u64 {
+        self.clock
+            .first_ticks()
+            .or(self.first_ticks)
+            .unwrap_or_default()
+    }
+
+    /// Ticks at the end of the recording: the latest time seen (the footer's
+    /// in a complete trace).
+    pub fn end_ticks(&self) -> u64 {
+        self.last_ticks.max(self.start_ticks())
+    }
+
+    /// Nanoseconds from the start of the recording to `ticks`.
+    pub fn since_start_ns(&self, ticks: u64) -> u64 {
+        self.clock.elapsed_ns(self.start_ticks(), ticks)
+    }
+
+    /// The recording's duration in nanoseconds.
+    pub fn duration_ns(&self) -> u64 {
+        self.since_start_ns(self.end_ticks())
+    }
+}

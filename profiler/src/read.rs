@@ -1,0 +1,141 @@
+//! Reading a whole trace into the model: the ordered stream from the
+//! decoder, what to do when the trace was cut short, and how the trace
+//! ended.
+//!
+//! A trace without a FOOTER was cut short (the process was killed, crashed
+//! or is still running): everything before the cut is analysed, the events
+//! the decoder was holding back for ordering are released, and the
+//! [`Ending`] says where the cut was. A record that does not parse is an
+//! error; nothing is analysed from a corrupt trace, because what it says
+//! after the damage cannot be trusted and a partial answer presented as a
+//! whole one would mislead.
+
+use crate::error::{Error, ErrorKind};
+use crate::model::{Model, ModelOptions};
+use memtally_alloc::trace::Decoder;
+use std::fs::File;
+use std::io::{BufReader, Read};
+use std::path::{Path, PathBuf};
+
+/// How a trace ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ending {
+    /// With a FOOTER: the recording finished, at exit or at an exec.
+    Complete {
+        /// The process exited normally (the footer's flag; false when it
+        /// ended through `abort` or a fatal signal and the recorder could
+        /// still write the footer, or when it executed another program).
+        clean_exit: bool,
+        /// The process executed another program: this trace ends there.
+        exec: bool,
+    },
+    /// Without a FOOTER: the trace was cut short at byte `at` (the start
+    /// of the first incomplete record, or the end of the file when it ends
+    /// on a record boundary).
+    CutShort {
+        /// Byte offset of the cut.
+        at: u64,
+    },
+}
+
+impl Ending {
+    /// True when the trace has its footer.
+    pub fn is_complete(&self) -> bool {
+        matches!(self, Ending::Complete { .. })
+    }
+}
+
+/// A trace read into the model.
+#[derive(Debug)]
+pub struct Analysis {
+    /// The trace's path, if it was read from a file.
+    pub path: Option<PathBuf>,
+    /// The model.
+    pub model: Model,
+    /// How the trace ended.
+    pub ending: Ending,
+    /// Bytes read.
+    pub bytes: u64,
+}
+
+impl Analysis {
+    /// Reads the trace file at `path`.
+    pub fn open(path: &Path) -> Result<Analysis, Error> {
+        Analysis::open_with(path, ModelOptions::default())
+    }
+
+    /// Reads the trace file at `path` with model options.
+    pub fn open_with(path: &Path, options: ModelOptions) -> Result<Analysis, Error> {
+        let open_err = |source| {
+            Error::new(ErrorKind::Open {
+                path: path.to_owned(),
+                source,
+            })
+        };
+        let file = File::open(path).map_err(open_err)?;
+        if file.metadata().map(|m| m.is_dir()).unwrap_or(false) {
+            return Err(open_err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "it is a directory",
+            )));
+        }
+        let mut a = Analysis::read(BufReader::with_capacity(1 << 16, file), options)?;
+        a.path = Some(path.to_owned());
+        Ok(a)
+    }
+
+    /// Reads a trace from `reader` to its end.
+    pub fn read<R: Read>(reader: R, options: ModelOptions) -> Result<Analysis, Error> {
+        let mut counted = Counted {
+            inner: reader,
+            n: 0,
+        };
+        let mut model = Model::new(options);
+        let mut decoder = Decoder::new(&mut counted);
+        while let Some(item) = decoder.next_ordered()? {
+            model.feed(&item);
+        }
+        let cut = decoder.truncated_at();
+        if model.footer().is_none() {
+            // Release what ordering held back, as if the trace ended here.
+            decoder.flush_ordered();
+            while let Some(item) = decoder.next_ordered()? {
+                model.feed(&item);
+            }
+        }
+        drop(decoder);
+        let bytes = counted.n;
+        if model.header().is_none() {
+            return Err(Error::new(ErrorKind::NoHeader { file_bytes: bytes }));
+        }
+        let ending = match model.footer() {
+            Some(f) => Ending::Complete {
+                clean_exit: f.clean_exit(),
+                exec: f.exec(),
+            },
+            None => Ending::CutShort {
+                at: cut.unwrap_or(bytes),
+            },
+        };
+        Ok(Analysis {
+            path: None,
+            model,
+            ending,
+            bytes,
+        })
+    }
+}
+
+/// Counts the bytes read through it.
+struct Counted<R> {
+    inner: R,
+    n: u64,
+}
+
+impl<R: Read> Read for Counted<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.n += n as u64;
+        Ok(n)
+    }
+}

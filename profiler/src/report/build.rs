@@ -1,0 +1,312 @@
+//! Building a [`Report`] from an analysed trace: choosing and ordering the
+//! sites each section shows, symbolising their stacks, converting ticks to
+//! nanoseconds, and writing down the caveats.
+
+use super::ReportOptions;
+use super::schema::*;
+use super::text::plural;
+use crate::clock::Clock;
+use crate::model::{Counters, Durations, Model, Series, Site};
+use crate::read::{Analysis, Ending};
+use crate::symbols::Symbolizer;
+use std::collections::HashMap;
+
+/// Builds the report of `analysis`.
+pub fn build(analysis: &Analysis, symbolizer: &mut Symbolizer, options: &ReportOptions) -> Report {
+    let model = &analysis.model;
+    let totals = model.totals();
+    let c = totals.counters;
+    let peak = model.peak();
+    let mut sites: Vec<Site> = model.sites().collect();
+    sites.sort_by_key(|s| s.stack);
+    let mut b = SiteBuilder {
+        model,
+        symbolizer,
+        frames: options.frames,
+        cache: HashMap::new(),
+    };
+    let top = options.top;
+    let peak_sites = b.top(&sites, top, |c| (c.at_peak_bytes, c.at_peak_blocks));
+    let live_sites = b.top(&sites, top, |c| (c.live_bytes, c.live_blocks));
+    let by_bytes = b.top(&sites, top, |c| (c.bytes_allocated, c.allocations));
+    let by_count = b.top(&sites, top, |c| (c.allocations, c.bytes_allocated));
+    let by_peak = b.top(&sites, top, |c| (c.max_live_bytes, 0));
+    let temp_sites = b.top(&sites, top, |c| (c.temporary, c.temporary_bytes));
+
+    let header = model.header().cloned().unwrap_or_default();
+    let (complete, clean_exit, exec, cut_at) = match analysis.ending {
+        Ending::Complete { clean_exit, exec } => (true, clean_exit, exec, None),
+        Ending::CutShort { at } => (false, false, false, Some(at)),
+    };
+    let clock = model.clock();
+    let estimated = model.is_estimate();
+    let max_rss = model
+        .rss_series()
+        .points()
+        .map(|p| p.max)
+        .max()
+        .unwrap_or(0);
+    let threads: Vec<ThreadReport> = model
+        .threads()
+        .map(|t| ThreadReport {
+            thread: t.info.thread,
+            os_tid: t.info.os_tid,
+            name: t.info.name,
+            allocations: t.counters.allocations,
+            bytes_allocated: t.counters.bytes_allocated,
+            frees: t.counters.frees,
+            live_blocks: t.counters.live_blocks,
+            live_bytes: t.counters.live_bytes,
+            at_peak_bytes: t.counters.at_peak_bytes,
+            temporary: t.counters.temporary,
+            unknown_frees: t.info.unknown_frees,
+        })
+        .collect();
+
+    let mut notes = Vec::new();
+    match analysis.ending {
+        Ending::CutShort { at } => notes.push(format!(
+            "trace cut short at byte {at}: the process did not exit normally; everything before the cut is analysed"
+        )),
+        Ending::Complete { exec: true, .. } => notes.push(
+            "the trace ends where the process executed another program (whose events, if recorded, are in a trace of their own)"
+                .into(),
+        ),
+        Ending::Complete {
+            clean_exit: false, ..
+        } => notes.push("the process did not exit normally (the trace's footer says so)".into()),
+        Ending::Complete { .. } => {}
+    }
+    if let Some(f) = model.footer()
+        && f.dropped > 0
+    {
+        notes.push(format!(
+            "the recorder lost {}",
+            plural(f.dropped, "event", "events")
+        ));
+    }
+    if estimated {
+        notes.push(format!(
+            "sampled trace (mean interval {} bytes): counts and bytes are estimates, each sample weighted by the inverse of its probability",
+            header.sample_bytes
+        ));
+    }
+    if totals.unknown_frees > 0 {
+        notes.push(format!(
+            "not counted: {} of addresses not allocated while recording (blocks allocated before recording began{})",
+            plural(totals.unknown_frees, "free", "frees"),
+            if estimated { ", or not sampled" } else { "" }
+        ));
+    }
+    if totals.lost_frees > 0 {
+        notes.push(format!(
+            "{} never seen freed: the address was allocated again while live",
+            plural(totals.lost_frees, "block", "blocks")
+        ));
+    }
+    if !clock.is_calibrated() {
+        notes.push(
+            "the trace has fewer than two CLOCK records: times assume one tick per nanosecond"
+                .into(),
+        );
+    }
+    let unsymbolised_modules = b
+        .symbolizer
+        .problems()
+        .into_iter()
+        .map(|p| ModuleProblemReport {
+            path: p.path,
+            problem: p.problem.to_string(),
+        })
+        .collect();
+
+    Report {
+        schema_version: SCHEMA_VERSION,
+        trace: TraceInfo {
+            path: analysis.path.as_ref().map(|p| p.display().to_string()),
+            bytes: analysis.bytes,
+            pid: header.pid,
+            parent_pid: header.parent_pid,
+            exe: header.exe.clone(),
+            argv: header.argv.clone(),
+            mode: if estimated { "sampled" } else { "full" }.into(),
+            sample_bytes: header.sample_bytes,
+            stack_depth: header.stack_depth,
+            estimated,
+            start_realtime_ns: header.start_realtime_ns,
+            complete,
+            clean_exit,
+            exec,
+            cut_at,
+            clock_calibrated: clock.is_calibrated(),
+        },
+        summary: Summary {
+            duration_ns: model.duration_ns(),
+            allocations: c.allocations,
+            reallocations: c.reallocations,
+            frees: c.frees,
+            bytes_allocated: c.bytes_allocated,
+            bytes_freed: c.bytes_freed,
+            unknown_frees: totals.unknown_frees,
+            lost_frees: totals.lost_frees,
+            failed_reallocs: totals.failed_reallocs,
+            temporary: c.temporary,
+            live_blocks: c.live_blocks,
+            live_bytes: c.live_bytes,
+            peak_bytes: peak.bytes,
+            peak_blocks: peak.blocks,
+            peak_time_ns: model.since_start_ns(peak.ticks),
+            max_rss_bytes: max_rss,
+            threads: threads.len() as u64,
+            sites: sites.len() as u64,
+            events: totals.events,
+        },
+        peak: PeakReport {
+            bytes: peak.bytes,
+            blocks: peak.blocks,
+            time_ns: model.since_start_ns(peak.ticks),
+            sites: peak_sites,
+        },
+        live_at_exit: LiveReport {
+            bytes: c.live_bytes,
+            blocks: c.live_blocks,
+            sites: live_sites,
+        },
+        top_by_bytes: by_bytes,
+        top_by_count: by_count,
+        top_by_peak: by_peak,
+        temporary: TemporaryReport {
+            count: c.temporary,
+            bytes: c.temporary_bytes,
+            share: share(c.temporary, c.allocations),
+            sites: temp_sites,
+        },
+        sizes: model
+            .sizes()
+            .buckets()
+            .into_iter()
+            .map(|b| SizeBucketReport {
+                min: b.min,
+                max: b.max,
+                blocks: b.blocks,
+                bytes: b.bytes,
+            })
+            .collect(),
+        alloc_latency_ns: durations(model.alloc_latency(), clock),
+        free_latency_ns: durations(model.free_latency(), clock),
+        lifetime_ns: durations(model.lifetimes(), clock),
+        threads,
+        timeline: Timeline {
+            heap: timeline(model, model.heap_series()),
+            rss: timeline(model, model.rss_series()),
+        },
+        notes,
+        unsymbolised_modules,
+    }
+}
+
+fn share(part: u64, whole: u64) -> f64 {
+    if whole == 0 {
+        0.0
+    } else {
+        part as f64 / whole as f64
+    }
+}
+
+fn durations(d: &Durations, clock: &Clock) -> DurationReport {
+    let ns = |ticks| clock.ticks_to_ns(ticks);
+    DurationReport {
+        count: d.count(),
+        mean: (d.mean() * clock.ns_per_tick()).round() as u64,
+        p50: ns(d.quantile(0.5)),
+        p90: ns(d.quantile(0.9)),
+        p99: ns(d.quantile(0.99)),
+        p999: ns(d.quantile(0.999)),
+        max: ns(d.max()),
+    }
+}
+
+fn timeline(model: &Model, series: &Series) -> Vec<TimePoint> {
+    series
+        .points()
+        .map(|p| TimePoint {
+            time_ns: model.since_start_ns(p.ticks),
+            bytes: p.last,
+            max_bytes: p.max,
+        })
+        .collect()
+}
+
+/// Symbolises and formats sites, each stack once.
+struct SiteBuilder<'a> {
+    model: &'a Model,
+    symbolizer: &'a mut Symbolizer,
+    frames: usize,
+    cache: HashMap<u64, (Vec<FrameReport>, usize)>,
+}
+
+impl SiteBuilder<'_> {
+    /// The `n` sites with the largest non-zero `key`, largest first (ties
+    /// by stack id).
+    fn top(
+        &mut self,
+        sites: &[Site],
+        n: usize,
+        key: impl Fn(&Counters) -> (u64, u64),
+    ) -> Vec<SiteReport> {
+        let mut chosen: Vec<&Site> = sites
+            .iter()
+            .filter(|s| key(&s.counters) != (0, 0))
+            .collect();
+        chosen.sort_by(|a, b| {
+            key(&b.counters)
+                .cmp(&key(&a.counters))
+                .then(a.stack.cmp(&b.stack))
+        });
+        chosen.truncate(n);
+        chosen.into_iter().map(|s| self.site(s)).collect()
+    }
+
+    fn site(&mut self, s: &Site) -> SiteReport {
+        let (frames, more_frames) = self
+            .cache
+            .entry(s.stack)
+            .or_insert_with(|| {
+                let stack = self.symbolizer.stack(self.model, s.stack);
+                let more = stack.frames.len().saturating_sub(self.frames);
+                let frames = stack
+                    .frames
+                    .into_iter()
+                    .take(self.frames)
+                    .map(|l| FrameReport {
+                        function: l.function,
+                        file: l.file,
+                        line: l.line,
+                        module: l.module,
+                        module_offset: l.module_offset,
+                        address: l.address,
+                        inlined: l.inlined,
+                    })
+                    .collect();
+                (frames, more)
+            })
+            .clone();
+        let c = &s.counters;
+        SiteReport {
+            stack: s.stack,
+            allocations: c.allocations,
+            reallocations: c.reallocations,
+            frees: c.frees,
+            bytes_allocated: c.bytes_allocated,
+            live_blocks: c.live_blocks,
+            live_bytes: c.live_bytes,
+            max_live_bytes: c.max_live_bytes,
+            at_peak_bytes: c.at_peak_bytes,
+            at_peak_blocks: c.at_peak_blocks,
+            temporary: c.temporary,
+            temporary_share: share(c.temporary, c.allocations),
+            frames,
+            more_frames,
+        }
+    }
+}

@@ -1,0 +1,40 @@
+//! `memtally report`: what a trace says about a program's memory, as text
+//! for people or as JSON for programs (the schema is in
+//! `docs/report-json.md` and `schema.rs`).
+//!
+//! The report is built once from the analysis model and a symboliser
+//! ([`build`]), then rendered ([`text::render`] or [`write_json`]).
+
+mod build;
+mod schema;
+mod text;
+
+pub use build::build;
+pub use schema::*;
+pub use text::{render as render_text, write as write_text};
+
+use crate::error::{Error, ErrorKind};
+use std::io::Write;
+
+/// What the report shows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ReportOptions {
+    /// Sites listed per section.
+    pub top: usize,
+    /// Frames shown per site.
+    pub frames: usize,
+}
+
+impl Default for ReportOptions {
+    fn default() -> Self {
+        ReportOptions { top: 5, frames: 5 }
+    }
+}
+
+/// Writes `report` as pretty-printed JSON followed by a newline.
+pub fn write_json(report: &Report, out: &mut dyn Write) -> Result<(), Error> {
+    serde_json::to_writer_pretty(&mut *out, report)
+        .map_err(|e| Error::new(ErrorKind::Write(e.into())))?;
+    out.write_all(b"\n")
+        .map_err(|e| Error::new(ErrorKind::Write(e)))
+}

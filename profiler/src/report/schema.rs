@@ -1,0 +1,312 @@
+//! The report's data, as serialised by `memtally report --json`. These
+//! types *are* the JSON schema documented in `docs/report-json.md`: every
+//! field there is a field here, and the text report is rendered from the
+//! same values, so the two never disagree.
+//!
+//! Stability: fields are only ever added; a change to the meaning or type
+//! of an existing field bumps [`SCHEMA_VERSION`].
+
+use serde::Serialize;
+
+/// The version of this schema.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// A whole report.
+#[derive(Clone, Debug, Serialize)]
+pub struct Report {
+    /// [`SCHEMA_VERSION`].
+    pub schema_version: u32,
+    /// What was recorded, and how the trace ended.
+    pub trace: TraceInfo,
+    /// Whole-process totals.
+    pub summary: Summary,
+    /// The heap's peak and the sites holding memory at that moment.
+    pub peak: PeakReport,
+    /// What was still allocated when the trace ended.
+    pub live_at_exit: LiveReport,
+    /// Sites by bytes allocated.
+    pub top_by_bytes: Vec<SiteReport>,
+    /// Sites by blocks allocated.
+    pub top_by_count: Vec<SiteReport>,
+    /// Sites by the most bytes each held live at once (at any time).
+    pub top_by_peak: Vec<SiteReport>,
+    /// Temporary allocations.
+    pub temporary: TemporaryReport,
+    /// Requested sizes in power-of-two buckets.
+    pub sizes: Vec<SizeBucketReport>,
+    /// Latency of allocations and reallocations, in nanoseconds (the calls
+    /// the recorder timed: one in eight in full mode).
+    pub alloc_latency_ns: DurationReport,
+    /// Latency of frees, in nanoseconds (the calls the recorder timed).
+    pub free_latency_ns: DurationReport,
+    /// Lifetimes of freed blocks, in nanoseconds.
+    pub lifetime_ns: DurationReport,
+    /// Per-thread totals, by thread number.
+    pub threads: Vec<ThreadReport>,
+    /// Memory over time.
+    pub timeline: Timeline,
+    /// Caveats a reader must know (cut-short trace, estimates, clock).
+    pub notes: Vec<String>,
+    /// Module files that could not be used for symbolisation.
+    pub unsymbolised_modules: Vec<ModuleProblemReport>,
+}
+
+/// What was recorded.
+#[derive(Clone, Debug, Serialize)]
+pub struct TraceInfo {
+    /// The trace file, if read from one.
+    pub path: Option<String>,
+    /// Bytes of trace read.
+    pub bytes: u64,
+    /// The process id.
+    pub pid: u64,
+    /// The parent process id.
+    pub parent_pid: u64,
+    /// The executable.
+    pub exe: String,
+    /// The command line.
+    pub argv: Vec<String>,
+    /// `"full"` or `"sampled"`.
+    pub mode: String,
+    /// Mean sampling interval in bytes (0 in full mode).
+    pub sample_bytes: u64,
+    /// Most frames recorded per stack.
+    pub stack_depth: u64,
+    /// True when counts and bytes are estimates (sampled mode).
+    pub estimated: bool,
+    /// Wall-clock start, nanoseconds since the Unix epoch.
+    pub start_realtime_ns: u64,
+    /// True when the trace has its footer.
+    pub complete: bool,
+    /// True when the process exited normally (false when cut short or
+    /// ended by an exec).
+    pub clean_exit: bool,
+    /// True when the trace ended because the process executed another
+    /// program.
+    pub exec: bool,
+    /// Where the trace was cut short (null when complete).
+    pub cut_at: Option<u64>,
+    /// True when ticks were converted with at least two CLOCK records.
+    pub clock_calibrated: bool,
+}
+
+/// Whole-process totals.
+#[derive(Clone, Debug, Serialize)]
+pub struct Summary {
+    /// Nanoseconds from the start of recording to its end.
+    pub duration_ns: u64,
+    /// Blocks created (allocations and successful reallocations).
+    pub allocations: u64,
+    /// Reallocations.
+    pub reallocations: u64,
+    /// Blocks released (frees and reallocations' old blocks).
+    pub frees: u64,
+    /// Requested bytes of the blocks created.
+    pub bytes_allocated: u64,
+    /// Requested bytes of the blocks released.
+    pub bytes_freed: u64,
+    /// Frees and reallocations of addresses not known as live.
+    pub unknown_frees: u64,
+    /// Blocks whose free was never recorded (address reused while live).
+    pub lost_frees: u64,
+    /// Reallocations that failed.
+    pub failed_reallocs: u64,
+    /// Temporary blocks.
+    pub temporary: u64,
+    /// Blocks live at the end.
+    pub live_blocks: u64,
+    /// Requested bytes live at the end.
+    pub live_bytes: u64,
+    /// Requested bytes live at the peak.
+    pub peak_bytes: u64,
+    /// Blocks live at the peak.
+    pub peak_blocks: u64,
+    /// Nanoseconds from the start to the peak.
+    pub peak_time_ns: u64,
+    /// Largest resident set size seen in MEMORY records (0 if none).
+    pub max_rss_bytes: u64,
+    /// Threads seen.
+    pub threads: u64,
+    /// Distinct allocation sites.
+    pub sites: u64,
+    /// Thread events read.
+    pub events: u64,
+}
+
+/// The heap's peak.
+#[derive(Clone, Debug, Serialize)]
+pub struct PeakReport {
+    /// Requested bytes live.
+    pub bytes: u64,
+    /// Blocks live.
+    pub blocks: u64,
+    /// Nanoseconds from the start.
+    pub time_ns: u64,
+    /// Sites by bytes live at that moment (`at_peak_bytes`).
+    pub sites: Vec<SiteReport>,
+}
+
+/// Memory still allocated at the end.
+#[derive(Clone, Debug, Serialize)]
+pub struct LiveReport {
+    /// Requested bytes.
+    pub bytes: u64,
+    /// Blocks.
+    pub blocks: u64,
+    /// Sites by bytes live (`live_bytes`).
+    pub sites: Vec<SiteReport>,
+}
+
+/// Temporary allocations.
+#[derive(Clone, Debug, Serialize)]
+pub struct TemporaryReport {
+    /// Temporary blocks.
+    pub count: u64,
+    /// Their requested bytes.
+    pub bytes: u64,
+    /// `count` divided by all blocks created (0 to 1).
+    pub share: f64,
+    /// Sites by temporary blocks.
+    pub sites: Vec<SiteReport>,
+}
+
+/// One allocation site.
+#[derive(Clone, Debug, Serialize)]
+pub struct SiteReport {
+    /// The site's stack id in the trace.
+    pub stack: u64,
+    /// Blocks created.
+    pub allocations: u64,
+    /// Reallocations (also in `allocations`).
+    pub reallocations: u64,
+    /// Blocks released.
+    pub frees: u64,
+    /// Requested bytes of blocks created.
+    pub bytes_allocated: u64,
+    /// Blocks live at the end.
+    pub live_blocks: u64,
+    /// Requested bytes live at the end.
+    pub live_bytes: u64,
+    /// The most bytes the site held live at once.
+    pub max_live_bytes: u64,
+    /// Bytes live at the global peak.
+    pub at_peak_bytes: u64,
+    /// Blocks live at the global peak.
+    pub at_peak_blocks: u64,
+    /// Temporary blocks.
+    pub temporary: u64,
+    /// `temporary` divided by `allocations` (0 to 1).
+    pub temporary_share: f64,
+    /// The stack, innermost first, allocator frames trimmed, at most
+    /// `--frames` entries.
+    pub frames: Vec<FrameReport>,
+    /// Frames of the stack left out by the `--frames` limit.
+    pub more_frames: usize,
+}
+
+/// One frame of a site's stack.
+#[derive(Clone, Debug, Serialize)]
+pub struct FrameReport {
+    /// The demangled function, if known.
+    pub function: Option<String>,
+    /// The source file, if known.
+    pub file: Option<String>,
+    /// The source line, if known.
+    pub line: Option<u32>,
+    /// The module's path, if known.
+    pub module: Option<String>,
+    /// The address in the module's file, if the module is known.
+    pub module_offset: Option<u64>,
+    /// The recorded runtime address.
+    pub address: u64,
+    /// True when inlined into the next frame.
+    pub inlined: bool,
+}
+
+/// One size bucket.
+#[derive(Clone, Debug, Serialize)]
+pub struct SizeBucketReport {
+    /// Smallest size in the bucket.
+    pub min: u64,
+    /// Largest size in the bucket.
+    pub max: u64,
+    /// Blocks.
+    pub blocks: u64,
+    /// Requested bytes.
+    pub bytes: u64,
+}
+
+/// A duration distribution, in nanoseconds.
+#[derive(Clone, Debug, Serialize)]
+pub struct DurationReport {
+    /// How many durations.
+    pub count: u64,
+    /// Mean.
+    pub mean: u64,
+    /// Median.
+    pub p50: u64,
+    /// 90th percentile.
+    pub p90: u64,
+    /// 99th percentile.
+    pub p99: u64,
+    /// 99.9th percentile.
+    pub p999: u64,
+    /// Maximum.
+    pub max: u64,
+}
+
+/// One thread's totals.
+#[derive(Clone, Debug, Serialize)]
+pub struct ThreadReport {
+    /// The trace's thread number.
+    pub thread: u64,
+    /// The OS thread id (0 if unknown).
+    pub os_tid: u64,
+    /// The thread's name (empty if unknown).
+    pub name: String,
+    /// Blocks it created.
+    pub allocations: u64,
+    /// Requested bytes of blocks it created.
+    pub bytes_allocated: u64,
+    /// Blocks it created that were released (by any thread).
+    pub frees: u64,
+    /// Blocks it created that are live at the end.
+    pub live_blocks: u64,
+    /// Their requested bytes.
+    pub live_bytes: u64,
+    /// Bytes of its blocks live at the global peak.
+    pub at_peak_bytes: u64,
+    /// Its temporary blocks.
+    pub temporary: u64,
+    /// Frees it made of addresses not known as live.
+    pub unknown_frees: u64,
+}
+
+/// Memory over time, downsampled.
+#[derive(Clone, Debug, Serialize)]
+pub struct Timeline {
+    /// Requested bytes live.
+    pub heap: Vec<TimePoint>,
+    /// Resident set size from MEMORY records.
+    pub rss: Vec<TimePoint>,
+}
+
+/// One point of a timeline.
+#[derive(Clone, Debug, Serialize)]
+pub struct TimePoint {
+    /// Nanoseconds from the start.
+    pub time_ns: u64,
+    /// The value at that time.
+    pub bytes: u64,
+    /// The largest value since the previous point.
+    pub max_bytes: u64,
+}
+
+/// A module file that could not be used.
+#[derive(Clone, Debug, Serialize)]
+pub struct ModuleProblemReport {
+    /// The module's path.
+    pub path: String,
+    /// What was wrong.
+    pub problem: String,
+}

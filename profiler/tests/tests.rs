@@ -1,0 +1,9 @@
+//! Integration tests of the profiler: synthetic traces whose right answers
+//! are worked out by hand, fed through the decoder and the model, then
+//! symbolised and reported.
+
+mod model;
+mod reading;
+mod report;
+mod symbols;
+mod util;

@@ -1,0 +1,379 @@
+//! Command-line parsing (with `lexopt`, as ripgrep does) into a
+//! [`Command`], and the help texts. Parsing does no I/O: checking that
+//! files exist and finding the library are the subcommands' business.
+
+use anyhow::{Context, Result, bail};
+use lexopt::prelude::*;
+use std::ffi::OsString;
+use std::path::PathBuf;
+
+/// What the user asked for.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Command {
+    /// Print this help text and exit 0.
+    Help(&'static str),
+    /// Print the version and exit 0.
+    Version,
+    /// `memtally run`.
+    Run(RunArgs),
+    /// `memtally report`.
+    Report(ReportArgs),
+}
+
+/// The recording modes `memtally run` can ask for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// Every event with its stack.
+    Full,
+    /// A Poisson sample of allocations by bytes.
+    Sampled,
+    /// Counters only; no trace.
+    Stats,
+}
+
+impl Mode {
+    /// The name the recorder's settings use.
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::Full => "full",
+            Mode::Sampled => "sampled",
+            Mode::Stats => "stats",
+        }
+    }
+}
+
+/// `memtally run` arguments.
+#[derive(Debug, PartialEq, Eq)]
+pub struct RunArgs {
+    /// The recording mode.
+    pub mode: Mode,
+    /// Mean sampling interval in bytes (sampled mode).
+    pub interval: Option<u64>,
+    /// Most frames per stack.
+    pub depth: Option<u32>,
+    /// The trace path pattern (`%p` is the process id).
+    pub output: Option<PathBuf>,
+    /// Record child processes too.
+    pub follow_children: bool,
+    /// The command and its arguments.
+    pub command: Vec<OsString>,
+}
+
+/// `memtally report` arguments.
+#[derive(Debug, PartialEq, Eq)]
+pub struct ReportArgs {
+    /// The trace.
+    pub file: PathBuf,
+    /// Write JSON instead of text.
+    pub json: bool,
+    /// Frames shown per site.
+    pub frames: usize,
+    /// Sites shown per section.
+    pub top: usize,
+}
+
+pub const MAIN_HELP: &str = "\
+memtally: record a program's allocations and report where its memory went
+
+Usage:
+  memtally run [OPTIONS] -- COMMAND [ARGS...]   record COMMAND into a trace
+  memtally report [OPTIONS] FILE                analyse a trace
+
+Options:
+  -h, --help       print help (also: memtally COMMAND --help)
+  -V, --version    print the version
+
+Exit status: 0 on success; 2 when memtally itself fails (bad arguments, a
+missing or unreadable trace); `memtally run` exits with its command's status.
+";
+
+pub const RUN_HELP: &str = "\
+memtally run: run a command with libmemtally.so preloaded and record a trace
+
+Usage:
+  memtally run [OPTIONS] [--] COMMAND [ARGS...]
+
+Options:
+  --mode MODE          full (every event, the default), sampled (a Poisson
+                       sample by bytes: cheap enough for production) or stats
+                       (counters printed at exit, no trace)
+  --interval BYTES     mean sampling interval for --mode sampled (suffixes
+                       K, M, G; the recorder's default is 512K)
+  --depth N            most frames recorded per stack (1 to 256; default 64)
+  -o, --output FILE    where the trace goes; %p is replaced by the process
+                       id (default: memtally.%p.mtt in this directory)
+  --follow-children    record child processes too (each writes its own trace)
+  -h, --help           print this help
+
+The library is found through the MEMTALLY_LIB environment variable, then next
+to the memtally executable, then in ../lib/memtally/ relative to it. Build it
+with `cargo build --release -p memtally-preload`.
+
+Exit status: the command's own (128+N if a signal N killed it); 127 if the
+command was not found, 126 if it could not be run; 2 for bad arguments.
+";
+
+pub const REPORT_HELP: &str = "\
+memtally report: analyse a trace and print where the memory went
+
+Usage:
+  memtally report [OPTIONS] FILE
+
+Options:
+  --json        print a JSON document instead of text (see docs/report-json.md)
+  --frames N    frames shown per site (default 5)
+  --top N       sites shown per section (default 5)
+  -h, --help    print this help
+
+The report gives totals, the heap's peak and the sites holding memory then,
+what was still live at exit, the top sites by bytes, count and own peak,
+temporary allocations, a size histogram, allocation latency and block
+lifetimes, and per-thread totals.
+";
+
+/// Parses the arguments after the program name.
+pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command> {
+    let mut p = lexopt::Parser::from_args(args);
+    match p.next()? {
+        None => bail!("no command given (try memtally --help)"),
+        Some(Short('h') | Long("help")) => Ok(Command::Help(MAIN_HELP)),
+        Some(Short('V') | Long("version")) => Ok(Command::Version),
+        Some(Value(cmd)) => match cmd.to_str() {
+            Some("run") => parse_run(&mut p).context("run"),
+            Some("report") => parse_report(&mut p).context("report"),
+            Some("help") => Ok(Command::Help(match p.next()? {
+                Some(Value(v)) if v == "run" => RUN_HELP,
+                Some(Value(v)) if v == "report" => REPORT_HELP,
+                _ => MAIN_HELP,
+            })),
+            _ => bail!(
+                "unknown command {} (the commands are run and report)",
+                cmd.to_string_lossy()
+            ),
+        },
+        Some(other) => Err(other.unexpected().into()),
+    }
+}
+
+fn parse_run(p: &mut lexopt::Parser) -> Result<Command> {
+    let mut mode = Mode::Full;
+    let mut interval = None;
+    let mut depth = None;
+    let mut output = None;
+    let mut follow_children = false;
+    let mut command = Vec::new();
+    while let Some(arg) = p.next()? {
+        match arg {
+            Short('h') | Long("help") => return Ok(Command::Help(RUN_HELP)),
+            Long("mode") => {
+                let v = p.value()?;
+                mode = match v.to_str() {
+                    Some("full") => Mode::Full,
+                    Some("sampled") => Mode::Sampled,
+                    Some("stats") => Mode::Stats,
+                    _ => bail!(
+                        "invalid --mode {} (expected full, sampled or stats)",
+                        v.to_string_lossy()
+                    ),
+                };
+            }
+            Long("interval") => interval = Some(parse_bytes(&p.value()?.string()?)?),
+            Long("depth") => {
+                let v = p.value()?.string()?;
+                let n: u32 = v
+                    .parse()
+                    .ok()
+                    .filter(|n| (1..=256).contains(n))
+                    .with_context(|| format!("invalid --depth {v} (expected 1 to 256)"))?;
+                depth = Some(n);
+            }
+            Short('o') | Long("output") => output = Some(PathBuf::from(p.value()?)),
+            Long("follow-children") => follow_children = true,
+            Value(v) => {
+                command.push(v);
+                command.extend(p.raw_args()?);
+                break;
+            }
+            other => return Err(other.unexpected().into()),
+        }
+    }
+    if command.is_empty() {
+        bail!("no command to run (usage: memtally run [OPTIONS] -- COMMAND [ARGS...])");
+    }
+    if interval.is_some() && mode != Mode::Sampled {
+        bail!("--interval applies only to --mode sampled");
+    }
+    if let Some(out) = &output
+        && follow_children
+        && !out.as_os_str().to_string_lossy().contains("%p")
+    {
+        bail!(
+            "with --follow-children the output path must contain %p (each process writes its own trace), not {}",
+            out.display()
+        );
+    }
+    Ok(Command::Run(RunArgs {
+        mode,
+        interval,
+        depth,
+        output,
+        follow_children,
+        command,
+    }))
+}
+
+fn parse_report(p: &mut lexopt::Parser) -> Result<Command> {
+    let mut file = None;
+    let mut json = false;
+    let mut frames = 5;
+    let mut top = 5;
+    while let Some(arg) = p.next()? {
+        match arg {
+            Short('h') | Long("help") => return Ok(Command::Help(REPORT_HELP)),
+            Long("json") => json = true,
+            Long("frames") => frames = parse_count("--frames", &p.value()?.string()?)?,
+            Long("top") => top = parse_count("--top", &p.value()?.string()?)?,
+            Value(v) if file.is_none() => file = Some(PathBuf::from(v)),
+            Value(v) => bail!(
+                "unexpected argument {} (report reads one trace)",
+                v.to_string_lossy()
+            ),
+            other => return Err(other.unexpected().into()),
+        }
+    }
+    let Some(file) = file else {
+        bail!("no trace file given (usage: memtally report [OPTIONS] FILE)");
+    };
+    Ok(Command::Report(ReportArgs {
+        file,
+        json,
+        frames,
+        top,
+    }))
+}
+
+fn parse_count(flag: &str, v: &str) -> Result<usize> {
+    v.parse()
+        .ok()
+        .filter(|&n| n > 0)
+        .with_context(|| format!("invalid {flag} {v} (expected a positive number)"))
+}
+
+/// A byte count with an optional binary suffix: `4096`, `512K`, `2MiB`.
+pub fn parse_bytes(v: &str) -> Result<u64> {
+    let digits = v.trim_end_matches(|c: char| c.is_ascii_alphabetic());
+    let unit = &v[digits.len()..];
+    let shift = match unit.to_ascii_lowercase().as_str() {
+        "" | "b" => 0,
+        "k" | "kb" | "kib" => 10,
+        "m" | "mb" | "mib" => 20,
+        "g" | "gb" | "gib" => 30,
+        _ => bail!("invalid byte count {v} (expected a number with an optional K, M or G)"),
+    };
+    let n: u64 = digits.parse().with_context(|| {
+        format!("invalid byte count {v} (expected a number with an optional K, M or G)")
+    })?;
+    match n.checked_mul(1 << shift) {
+        Some(b) if b > 0 => Ok(b),
+        _ => bail!("invalid byte count {v} (must be between 1 and 2^64 - 1)"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(s: &[&str]) -> Result<Command> {
+        parse(s.iter().map(OsString::from))
+    }
+
+    #[test]
+    fn run_takes_options_then_the_command() {
+        let Command::Run(r) = args(&[
+            "run",
+            "--mode",
+            "sampled",
+            "--interval",
+            "64K",
+            "--depth=32",
+            "-o",
+            "out.%p.mtt",
+            "--follow-children",
+            "--",
+            "ls",
+            "-l",
+            "--color",
+        ])
+        .unwrap() else {
+            panic!("not run");
+        };
+        assert_eq!(r.mode, Mode::Sampled);
+        assert_eq!(r.interval, Some(65536));
+        assert_eq!(r.depth, Some(32));
+        assert_eq!(r.output, Some(PathBuf::from("out.%p.mtt")));
+        assert!(r.follow_children);
+        assert_eq!(r.command, ["ls", "-l", "--color"]);
+        // Without `--`, options after the command belong to it.
+        let Command::Run(r) = args(&["run", "ls", "--mode", "x"]).unwrap() else {
+            panic!("not run");
+        };
+        assert_eq!(r.command, ["ls", "--mode", "x"]);
+        assert_eq!(r.mode, Mode::Full);
+    }
+
+    #[test]
+    fn bad_run_arguments_say_what_is_wrong() {
+        let err = |a: &[&str]| format!("{:#}", args(a).unwrap_err());
+        assert_eq!(
+            err(&["run", "--mode", "fast", "ls"]),
+            "run: invalid --mode fast (expected full, sampled or stats)"
+        );
+        assert_eq!(
+            err(&["run", "--interval", "4K", "ls"]),
+            "run: --interval applies only to --mode sampled"
+        );
+        assert!(err(&["run"]).contains("no command to run"));
+        assert_eq!(err(&["run", "--bogus"]), "run: invalid option '--bogus'");
+        assert_eq!(
+            err(&["run", "--depth", "300", "ls"]),
+            "run: invalid --depth 300 (expected 1 to 256)"
+        );
+        assert!(
+            err(&["run", "--follow-children", "-o", "x.mtt", "ls"]).contains("must contain %p")
+        );
+        assert!(err(&["frobnicate"]).starts_with("unknown command frobnicate"));
+    }
+
+    #[test]
+    fn report_arguments() {
+        assert_eq!(
+            args(&["report", "t.mtt", "--json", "--frames", "9", "--top=3"]).unwrap(),
+            Command::Report(ReportArgs {
+                file: "t.mtt".into(),
+                json: true,
+                frames: 9,
+                top: 3
+            })
+        );
+        assert!(
+            format!("{:#}", args(&["report", "--frames", "x", "t"]).unwrap_err())
+                .contains("invalid --frames x")
+        );
+        assert_eq!(
+            args(&["report", "--help"]).unwrap(),
+            Command::Help(REPORT_HELP)
+        );
+        assert_eq!(args(&["help", "run"]).unwrap(), Command::Help(RUN_HELP));
+    }
+
+    #[test]
+    fn byte_counts_take_binary_suffixes() {
+        assert_eq!(parse_bytes("4096").unwrap(), 4096);
+        assert_eq!(parse_bytes("512K").unwrap(), 512 << 10);
+        assert_eq!(parse_bytes("2MiB").unwrap(), 2 << 20);
+        assert_eq!(parse_bytes("1g").unwrap(), 1 << 30);
+        assert!(parse_bytes("0").is_err());
+        assert!(parse_bytes("12Q").is_err());
+        assert!(parse_bytes("K").is_err());
+    }
+}

@@ -1,0 +1,32 @@
+//! `memtally report`: reads a trace with the profiler and prints its report
+//! as text or JSON on standard output.
+
+use crate::args::ReportArgs;
+use anyhow::{Result, anyhow};
+use memtally_profiler::report::{self, ReportOptions};
+use memtally_profiler::{Analysis, ErrorKind, Symbolizer};
+use std::io::{self, BufWriter, Write};
+
+/// Runs `memtally report`.
+pub fn run(args: &ReportArgs) -> Result<()> {
+    let analysis = Analysis::open(&args.file).map_err(|e| match e.kind() {
+        // The message names the file already.
+        ErrorKind::Open { .. } => anyhow!(e),
+        _ => anyhow!("{}: {e}", args.file.display()),
+    })?;
+    let mut symbolizer = Symbolizer::default();
+    let options = ReportOptions {
+        top: args.top,
+        frames: args.frames,
+    };
+    let r = report::build(&analysis, &mut symbolizer, &options);
+    let stdout = io::stdout();
+    let mut out = BufWriter::new(stdout.lock());
+    if args.json {
+        report::write_json(&r, &mut out)?;
+    } else {
+        report::write_text(&r, &mut out)?;
+    }
+    out.flush()?;
+    Ok(())
+}

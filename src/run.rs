@@ -1,0 +1,353 @@
+//! `memtally run`: runs a command with `libmemtally.so` preloaded and the
+//! recorder's settings in the environment, waits for it, passes its exit
+//! status on, and says where the traces went.
+//!
+//! The recorder reads one variable, `MEMTALLY`, of comma-separated
+//! `key=value` settings (`mode`, `out`, `interval`, `depth`, `children`);
+//! `out` may hold `%p`, which each recorded process replaces with its pid.
+//! The output path is made absolute here so that a child that changes
+//! directory still writes where the user asked.
+
+use crate::args::{Mode, RunArgs};
+use anyhow::{Context, Result, bail};
+use std::collections::HashMap;
+use std::ffi::OsString;
+use std::fmt;
+use std::io;
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+use std::time::SystemTime;
+
+/// The library's file name.
+const LIBRARY: &str = "libmemtally.so";
+
+/// The command could not be started; `code` is the exit status to use
+/// (127 when it does not exist, 126 otherwise, as `env` and shells do).
+#[derive(Debug)]
+pub struct SpawnError {
+    /// Exit status for memtally.
+    pub code: u8,
+    program: String,
+    source: io::Error,
+}
+
+impl fmt::Display for SpawnError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.source.kind() {
+            io::ErrorKind::NotFound => write!(f, "cannot run {}: command not found", self.program),
+            io::ErrorKind::PermissionDenied => {
+                write!(f, "cannot run {}: permission denied", self.program)
+            }
+            _ => write!(f, "cannot run {}: {}", self.program, self.source),
+        }
+    }
+}
+
+impl std::error::Error for SpawnError {}
+
+/// Runs `memtally run`.
+pub fn run(args: &RunArgs) -> Result<ExitCode> {
+    let library = find_library()?;
+    let cwd = std::env::current_dir().context("cannot find the current directory")?;
+    let pattern = cwd.join(
+        args.output
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("memtally.%p.mtt")),
+    );
+    let settings = settings(args, &pattern)?;
+    let mut preload = OsString::from(library.as_os_str());
+    if let Some(old) = std::env::var_os("LD_PRELOAD").filter(|v| !v.is_empty()) {
+        preload.push(":");
+        preload.push(old);
+    }
+    let before = matching_traces(&pattern);
+    let program = &args.command[0];
+    let mut child = Command::new(program)
+        .args(&args.command[1..])
+        .env("LD_PRELOAD", &preload)
+        .env("MEMTALLY", &settings)
+        .spawn()
+        .map_err(|source| SpawnError {
+            code: if source.kind() == io::ErrorKind::NotFound {
+                127
+            } else {
+                126
+            },
+            program: program.to_string_lossy().into_owned(),
+            source,
+        })?;
+    ignore_terminal_signals();
+    let status = child
+        .wait()
+        .with_context(|| format!("cannot wait for {}", program.to_string_lossy()))?;
+
+    if args.mode != Mode::Stats {
+        let mut written: Vec<PathBuf> = matching_traces(&pattern)
+            .into_iter()
+            .filter(|(path, modified)| before.get(path).is_none_or(|old| old != modified))
+            .map(|(path, _)| path)
+            .collect();
+        written.sort();
+        announce(&written, &pattern, child.id(), &cwd);
+    }
+    let code = match (status.code(), status.signal()) {
+        (Some(c), _) => c as u8,
+        (None, Some(sig)) => (128 + sig) as u8,
+        (None, None) => 1,
+    };
+    Ok(ExitCode::from(code))
+}
+
+/// Says on stderr where the traces went: the command's own first, then
+/// those of its children (listed when few, summarised when many).
+fn announce(written: &[PathBuf], pattern: &Path, pid: u32, cwd: &Path) {
+    if written.is_empty() {
+        eprintln!(
+            "memtally: no trace was written (expected {})",
+            shown(pattern, cwd)
+        );
+        return;
+    }
+    // The command's own traces: its pid in the name (more than one when it
+    // executed other programs).
+    let own_name = pattern
+        .file_name()
+        .map(|n| n.to_string_lossy().replace("%p", &pid.to_string()))
+        .unwrap_or_default();
+    let (own, children): (Vec<&PathBuf>, Vec<&PathBuf>) = written.iter().partition(|p| {
+        p.file_name().is_some_and(|n| {
+            let n = n.to_string_lossy();
+            n == own_name || own_trace_suffix(&own_name, &n)
+        })
+    });
+    for p in &own {
+        eprintln!("memtally: trace written to {}", shown(p, cwd));
+    }
+    match children.as_slice() {
+        [] => {}
+        few if few.len() <= 3 => {
+            for p in few {
+                eprintln!(
+                    "memtally: trace of a child process written to {}",
+                    shown(p, cwd)
+                );
+            }
+        }
+        many => eprintln!(
+            "memtally: {} traces of child processes written too ({} ... {})",
+            many.len(),
+            shown(many[0], cwd),
+            shown(many[many.len() - 1], cwd)
+        ),
+    }
+}
+
+/// The `MEMTALLY` settings for `args`, writing to `pattern`.
+fn settings(args: &RunArgs, pattern: &Path) -> Result<OsString> {
+    let mut s = OsString::from(format!("mode={}", args.mode.name()));
+    if args.mode != Mode::Stats {
+        let bytes = pattern.as_os_str().as_encoded_bytes();
+        if bytes.contains(&b',') {
+            bail!(
+                "output path {} contains a comma, which the MEMTALLY setting cannot hold",
+                pattern.display()
+            );
+        }
+        s.push(",out=");
+        s.push(pattern);
+    }
+    if let Some(i) = args.interval {
+        s.push(format!(",interval={i}"));
+    }
+    if let Some(d) = args.depth {
+        s.push(format!(",depth={d}"));
+    }
+    if args.follow_children {
+        s.push(",children=1");
+    }
+    Ok(s)
+}
+
+/// Finds `libmemtally.so`: `$MEMTALLY_LIB`, then beside this executable,
+/// then in `../lib/memtally/` relative to it.
+fn find_library() -> Result<PathBuf> {
+    if let Some(p) = std::env::var_os("MEMTALLY_LIB") {
+        let p = PathBuf::from(p);
+        if !p.is_file() {
+            bail!(
+                "MEMTALLY_LIB={} is not a file (build the library with `cargo build --release -p memtally-preload`)",
+                p.display()
+            );
+        }
+        return absolute(&p);
+    }
+    let exe = std::env::current_exe().context("cannot find the memtally executable")?;
+    let dir = exe.parent().unwrap_or(Path::new("/"));
+    let candidates = [dir.join(LIBRARY), dir.join("../lib/memtally").join(LIBRARY)];
+    for c in &candidates {
+        if c.is_file() {
+            return absolute(c);
+        }
+    }
+    bail!(
+        "{LIBRARY} not found (looked in {} and {}); build it with `cargo build --release -p memtally-preload` or set MEMTALLY_LIB",
+        dir.display(),
+        dir.join("../lib/memtally").display()
+    )
+}
+
+fn absolute(p: &Path) -> Result<PathBuf> {
+    p.canonicalize()
+        .with_context(|| format!("cannot resolve {}", p.display()))
+}
+
+/// Files that match the trace pattern (`%p` standing for digits) with
+/// their modification times.
+fn matching_traces(pattern: &Path) -> HashMap<PathBuf, Option<SystemTime>> {
+    let mut out = HashMap::new();
+    let (Some(dir), Some(name)) = (pattern.parent(), pattern.file_name()) else {
+        return out;
+    };
+    let name = name.to_string_lossy();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return out;
+    };
+    for e in entries.flatten() {
+        let file = e.file_name();
+        if matches_pattern(&name, &file.to_string_lossy()) {
+            let modified = e.metadata().and_then(|m| m.modified()).ok();
+            out.insert(e.path(), modified);
+        }
+    }
+    out
+}
+
+/// True when `file` is a name the recorder may give a trace for
+/// `pattern`: the pattern with every `%p` replaced by a number, or, when
+/// the name was taken (a process that execs keeps its pid), with `.N`
+/// inserted before the extension.
+fn matches_pattern(pattern: &str, file: &str) -> bool {
+    if matches_exactly(pattern, file) {
+        return true;
+    }
+    if !pattern.contains("%p") {
+        return false;
+    }
+    let ext = match pattern.rfind('.') {
+        Some(d) if d > 0 => &pattern[d..],
+        _ => "",
+    };
+    let Some(stem) = file.strip_suffix(ext) else {
+        return false;
+    };
+    match stem.rsplit_once('.') {
+        Some((base, n)) if !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) => {
+            matches_exactly(&pattern[..pattern.len() - ext.len()], base)
+        }
+        _ => false,
+    }
+}
+
+/// True when `file` is `pattern` with every `%p` replaced by a number.
+fn matches_exactly(pattern: &str, file: &str) -> bool {
+    let mut parts = pattern.split("%p");
+    let first = parts.next().unwrap_or("");
+    let Some(mut rest) = file.strip_prefix(first) else {
+        return false;
+    };
+    for part in parts {
+        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+        if digits == 0 {
+            return false;
+        }
+        rest = &rest[digits..];
+        match rest.strip_prefix(part) {
+            Some(r) => rest = r,
+            None => return false,
+        }
+    }
+    rest.is_empty()
+}
+
+/// True when `file` is `own` (a name without `%p`) with `.N` before its
+/// extension.
+fn own_trace_suffix(own: &str, file: &str) -> bool {
+    let ext = match own.rfind('.') {
+        Some(d) if d > 0 => &own[d..],
+        _ => "",
+    };
+    file.strip_suffix(ext)
+        .and_then(|stem| stem.strip_prefix(&own[..own.len() - ext.len()]))
+        .and_then(|n| n.strip_prefix('.'))
+        .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// `path` relative to `cwd` when it is inside it.
+fn shown(path: &Path, cwd: &Path) -> String {
+    path.strip_prefix(cwd).unwrap_or(path).display().to_string()
+}
+
+/// While the command runs, a Ctrl-C or Ctrl-\ at the terminal goes to it
+/// (it is in the same process group); memtally ignores them so that it
+/// outlives the command and reports its status, as `system(3)` does.
+fn ignore_terminal_signals() {
+    for sig in [libc::SIGINT, libc::SIGQUIT] {
+        // SAFETY: setting a signal's disposition to SIG_IGN installs no
+        // handler and touches no memory; the child was already spawned, so
+        // it keeps the default dispositions.
+        unsafe {
+            libc::signal(sig, libc::SIG_IGN);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trace_names_match_the_pattern() {
+        assert!(matches_pattern("memtally.%p.mtt", "memtally.1234.mtt"));
+        assert!(!matches_pattern("memtally.%p.mtt", "memtally..mtt"));
+        assert!(!matches_pattern("memtally.%p.mtt", "memtally.12a.mtt"));
+        assert!(!matches_pattern("memtally.%p.mtt", "memtally.12.mtt.bak"));
+        assert!(matches_pattern("run-%p-%p", "run-1-22"));
+        assert!(matches_pattern("fixed.mtt", "fixed.mtt"));
+        // A process that execs keeps its pid: the new image's trace gets a
+        // number before the extension.
+        assert!(matches_pattern("memtally.%p.mtt", "memtally.1234.1.mtt"));
+        assert!(matches_pattern("memtally.%p.mtt", "memtally.1234.12.mtt"));
+        assert!(!matches_pattern("memtally.%p.mtt", "memtally.1234.x.mtt"));
+        assert!(!matches_pattern("fixed.mtt", "fixed.1.mtt"));
+        assert!(own_trace_suffix("memtally.77.mtt", "memtally.77.3.mtt"));
+        assert!(!own_trace_suffix("memtally.77.mtt", "memtally.770.mtt"));
+    }
+
+    #[test]
+    fn settings_name_every_option() {
+        let args = RunArgs {
+            mode: Mode::Sampled,
+            interval: Some(4096),
+            depth: Some(16),
+            output: None,
+            follow_children: true,
+            command: vec!["true".into()],
+        };
+        let s = settings(&args, Path::new("/tmp/memtally.%p.mtt")).unwrap();
+        assert_eq!(
+            s,
+            "mode=sampled,out=/tmp/memtally.%p.mtt,interval=4096,depth=16,children=1"
+        );
+        let e = settings(&args, Path::new("/tmp/a,b")).unwrap_err();
+        assert!(e.to_string().contains("contains a comma"));
+        let stats = RunArgs {
+            mode: Mode::Stats,
+            interval: None,
+            depth: None,
+            follow_children: false,
+            ..args
+        };
+        assert_eq!(settings(&stats, Path::new("/x")).unwrap(), "mode=stats");
+    }
+}

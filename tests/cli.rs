@@ -1,0 +1,246 @@
+//! The `memtally` binary as users run it: exit statuses, the one-line
+//! `memtally: ...` errors, and the report of a synthetic trace file.
+
+use memtally_profiler::synth::{TraceBuilder, alloc, free};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn memtally(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_memtally"))
+        .args(args)
+        .output()
+        .expect("run memtally")
+}
+
+/// A fresh directory for one test.
+fn scratch(name: &str) -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join("cli")
+        .join(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Asserts the command failed with status 2 and one `memtally:` line
+/// containing `want`.
+fn fails_with(out: &Output, want: &str) {
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "stderr: {err}");
+    assert_eq!(err.lines().count(), 1, "stderr: {err}");
+    assert!(err.starts_with("memtally: "), "stderr: {err}");
+    assert!(err.contains(want), "stderr: {err}");
+    assert!(out.stdout.is_empty());
+}
+
+fn sample_trace(dir: &Path) -> PathBuf {
+    let mut t = TraceBuilder::new();
+    t.full_header().clock(0, 0).clock(1000, 1000);
+    t.thread(0, 77, "main", 0);
+    t.frame(1, 0, 0x1000).frame(2, 1, 0x2000);
+    t.events(
+        0,
+        &[
+            alloc(320, 0xa000, 100, 2),
+            alloc(640, 0xb000, 200, 1),
+            free(960, 0xa000),
+        ],
+    );
+    t.footer(1280);
+    let path = dir.join("sample.mtt");
+    std::fs::write(&path, t.bytes()).unwrap();
+    path
+}
+
+#[test]
+fn bad_flags_and_missing_files_exit_2_with_one_line() {
+    fails_with(&memtally(&["--bogus"]), "invalid option '--bogus'");
+    fails_with(&memtally(&[]), "no command given");
+    fails_with(&memtally(&["report", "--frames"]), "missing argument");
+    fails_with(
+        &memtally(&["report", "/no/such/trace.mtt"]),
+        "cannot read /no/such/trace.mtt: No such file or directory",
+    );
+    let dir = scratch("bad-files");
+    let text = dir.join("notes.txt");
+    std::fs::write(&text, "hello, not a trace\n").unwrap();
+    fails_with(
+        &memtally(&["report", text.to_str().unwrap()]),
+        "notes.txt: not a memtally trace (bad magic bytes)",
+    );
+    fails_with(
+        &memtally(&["report", dir.to_str().unwrap()]),
+        "is a directory",
+    );
+}
+
+#[test]
+fn help_exits_0() {
+    for args in [
+        &["--help"][..],
+        &["run", "--help"],
+        &["report", "-h"],
+        &["help", "run"],
+    ] {
+        let out = memtally(args);
+        assert_eq!(out.status.code(), Some(0), "{args:?}");
+        assert!(String::from_utf8_lossy(&out.stdout).contains("Usage:"));
+    }
+}
+
+#[test]
+fn report_prints_the_sections() {
+    let dir = scratch("report");
+    let trace = sample_trace(&dir);
+    let out = memtally(&["report", trace.to_str().unwrap()]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for want in [
+        "memtally report: ",
+        "SUMMARY",
+        "PEAK HEAP: 300 B in 2 blocks at 640 ns",
+        "LIVE AT EXIT: 200 B in 1 blocks",
+        "TOP SITES BY BYTES ALLOCATED",
+        "TEMPORARY ALLOCATIONS",
+        "SIZES",
+        "LATENCY AND LIFETIMES",
+        "THREADS",
+    ] {
+        assert!(text.contains(want), "missing {want:?}:\n{text}");
+    }
+}
+
+#[test]
+fn report_json_parses_and_has_the_documented_fields() {
+    let dir = scratch("json");
+    let trace = sample_trace(&dir);
+    let out = memtally(&["report", "--json", "--top", "1", trace.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["schema_version"], 1);
+    assert_eq!(v["summary"]["allocations"], 2);
+    assert_eq!(v["summary"]["peak_bytes"], 300);
+    assert_eq!(v["live_at_exit"]["sites"][0]["stack"], 1);
+    assert_eq!(v["top_by_bytes"].as_array().unwrap().len(), 1);
+    assert_eq!(v["threads"][0]["os_tid"], 77);
+}
+
+#[test]
+fn a_truncated_trace_is_reported_with_a_note() {
+    let dir = scratch("truncated");
+    let trace = sample_trace(&dir);
+    let bytes = std::fs::read(&trace).unwrap();
+    std::fs::write(&trace, &bytes[..bytes.len() - 3]).unwrap();
+    let out = memtally(&["report", trace.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("note: trace cut short at byte"), "{text}");
+}
+
+#[test]
+fn run_of_a_missing_command_fails_clearly() {
+    let out = memtally(&["run", "--", "/no/such/command-xyz"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_ne!(out.status.code(), Some(0));
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains("cannot run /no/such/command-xyz: command not found")
+            || err.contains("libmemtally.so not found"),
+        "{err}"
+    );
+}
+
+#[test]
+fn run_true_works_or_says_the_library_is_missing() {
+    let dir = scratch("run-true");
+    let out = Command::new(env!("CARGO_BIN_EXE_memtally"))
+        .args(["run", "--", "true"])
+        .current_dir(&dir)
+        .env_remove("MEMTALLY_LIB")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    if out.status.code() == Some(0) {
+        assert!(err.contains("memtally: "), "{err}");
+    } else {
+        assert_eq!(out.status.code(), Some(2), "{err}");
+        assert!(err.contains("libmemtally.so not found"), "{err}");
+        assert!(
+            err.contains("cargo build --release -p memtally-preload"),
+            "{err}"
+        );
+    }
+    // A library named by MEMTALLY_LIB that does not exist is an error.
+    let out = Command::new(env!("CARGO_BIN_EXE_memtally"))
+        .args(["run", "--", "true"])
+        .env("MEMTALLY_LIB", "/no/such/libmemtally.so")
+        .output()
+        .unwrap();
+    fails_with(&out, "MEMTALLY_LIB=/no/such/libmemtally.so is not a file");
+}
+
+#[test]
+fn run_passes_the_exit_status_on() {
+    // Use the system's own libc as a harmless stand-in for the library, so
+    // this does not depend on the recorder being built.
+    let Some(lib) = [
+        "/lib/x86_64-linux-gnu/libc.so.6",
+        "/lib/aarch64-linux-gnu/libc.so.6",
+    ]
+    .into_iter()
+    .find(|p| Path::new(p).exists()) else {
+        return;
+    };
+    let dir = scratch("run-status");
+    let out = Command::new(env!("CARGO_BIN_EXE_memtally"))
+        .args(["run", "--", "sh", "-c", "exit 3"])
+        .current_dir(&dir)
+        .env("MEMTALLY_LIB", lib)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("memtally: no trace was written"), "{err}");
+    let out = Command::new(env!("CARGO_BIN_EXE_memtally"))
+        .args(["run", "--", "sh", "-c", "kill -TERM $$"])
+        .current_dir(&dir)
+        .env("MEMTALLY_LIB", lib)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(128 + 15));
+    // The environment the command sees.
+    let out = Command::new(env!("CARGO_BIN_EXE_memtally"))
+        .args([
+            "run",
+            "--mode",
+            "sampled",
+            "--interval",
+            "1M",
+            "-o",
+            "t.%p.mtt",
+            "--",
+            "sh",
+            "-c",
+            "echo \"$MEMTALLY\"; echo \"$LD_PRELOAD\"",
+        ])
+        .current_dir(&dir)
+        .env("MEMTALLY_LIB", lib)
+        .env("LD_PRELOAD", "")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let dir = dir.canonicalize().unwrap();
+    assert_eq!(
+        stdout,
+        format!(
+            "mode=sampled,out={}/t.%p.mtt,interval=1048576\n{}\n",
+            dir.display(),
+            Path::new(lib).canonicalize().unwrap().display()
+        )
+    );
+}
