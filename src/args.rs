@@ -55,6 +55,8 @@ pub struct RunArgs {
     pub output: Option<PathBuf>,
     /// Record child processes too.
     pub follow_children: bool,
+    /// Print the report of the command's trace when it has exited.
+    pub report: bool,
     /// The command and its arguments.
     pub command: Vec<OsString>,
 }
@@ -103,6 +105,8 @@ Options:
   -o, --output FILE    where the trace goes; %p is replaced by the process
                        id (default: memtally.%p.mtt in this directory)
   --follow-children    record child processes too (each writes its own trace)
+  --report             when the command has exited, print the report of its
+                       trace (as `memtally report` does)
   -h, --help           print this help
 
 The library is found through the MEMTALLY_LIB environment variable, then next
@@ -161,6 +165,7 @@ fn parse_run(p: &mut lexopt::Parser) -> Result<Command> {
     let mut depth = None;
     let mut output = None;
     let mut follow_children = false;
+    let mut report = false;
     let mut command = Vec::new();
     while let Some(arg) = p.next()? {
         match arg {
@@ -189,6 +194,7 @@ fn parse_run(p: &mut lexopt::Parser) -> Result<Command> {
             }
             Short('o') | Long("output") => output = Some(PathBuf::from(p.value()?)),
             Long("follow-children") => follow_children = true,
+            Long("report") => report = true,
             Value(v) => {
                 command.push(v);
                 command.extend(p.raw_args()?);
@@ -196,6 +202,9 @@ fn parse_run(p: &mut lexopt::Parser) -> Result<Command> {
             }
             other => return Err(other.unexpected().into()),
         }
+    }
+    if report && mode == Mode::Stats {
+        bail!("--report needs a trace, which --mode stats does not write");
     }
     if command.is_empty() {
         bail!("no command to run (usage: memtally run [OPTIONS] -- COMMAND [ARGS...])");
@@ -218,6 +227,7 @@ fn parse_run(p: &mut lexopt::Parser) -> Result<Command> {
         depth,
         output,
         follow_children,
+        report,
         command,
     }))
 }

@@ -89,7 +89,18 @@ pub fn run(args: &RunArgs) -> Result<ExitCode> {
             .map(|(path, _)| path)
             .collect();
         written.sort();
-        announce(&written, &pattern, child.id(), &cwd);
+        let own = announce(&written, &pattern, child.id(), &cwd);
+        if args.report {
+            match own.first() {
+                Some(trace) => crate::report::run(&crate::args::ReportArgs {
+                    file: trace.clone(),
+                    json: false,
+                    frames: 5,
+                    top: 5,
+                })?,
+                None => bail!("no trace to report on"),
+            }
+        }
     }
     let code = match (status.code(), status.signal()) {
         (Some(c), _) => c as u8,
@@ -100,14 +111,15 @@ pub fn run(args: &RunArgs) -> Result<ExitCode> {
 }
 
 /// Says on stderr where the traces went: the command's own first, then
-/// those of its children (listed when few, summarised when many).
-fn announce(written: &[PathBuf], pattern: &Path, pid: u32, cwd: &Path) {
+/// those of its children (listed when few, summarised when many). Returns
+/// the command's own traces.
+fn announce(written: &[PathBuf], pattern: &Path, pid: u32, cwd: &Path) -> Vec<PathBuf> {
     if written.is_empty() {
         eprintln!(
             "memtally: no trace was written (expected {})",
             shown(pattern, cwd)
         );
-        return;
+        return Vec::new();
     }
     // The command's own traces: its pid in the name (more than one when it
     // executed other programs).
@@ -141,6 +153,7 @@ fn announce(written: &[PathBuf], pattern: &Path, pid: u32, cwd: &Path) {
             shown(many[many.len() - 1], cwd)
         ),
     }
+    own.into_iter().cloned().collect()
 }
 
 /// The `MEMTALLY` settings for `args`, writing to `pattern`.
@@ -332,6 +345,7 @@ mod tests {
             depth: Some(16),
             output: None,
             follow_children: true,
+            report: false,
             command: vec!["true".into()],
         };
         let s = settings(&args, Path::new("/tmp/memtally.%p.mtt")).unwrap();

@@ -244,3 +244,47 @@ fn run_passes_the_exit_status_on() {
         )
     );
 }
+
+#[test]
+fn run_report_prints_the_commands_own_report() {
+    fails_with(
+        &memtally(&["run", "--report", "--mode", "stats", "--", "true"]),
+        "--report",
+    );
+    // `cargo test --workspace` builds the library into deps/, beside this
+    // test (a plain `cargo build` puts another copy beside the binary,
+    // which may be stale here).
+    let test_exe = std::env::current_exe().unwrap();
+    let exe = Path::new(env!("CARGO_BIN_EXE_memtally"));
+    let Some(lib) = [
+        test_exe.with_file_name("libmemtally.so"),
+        exe.with_file_name("libmemtally.so"),
+    ]
+    .into_iter()
+    .find(|p| p.is_file()) else {
+        eprintln!("skipped: libmemtally.so not built (run cargo test --workspace)");
+        return;
+    };
+    let dir = scratch("run-report");
+    let out = Command::new(exe)
+        .args([
+            "run",
+            "--report",
+            "--",
+            "sh",
+            "-c",
+            "x=$(echo a b c); echo \"$x\"",
+        ])
+        .current_dir(&dir)
+        .env("MEMTALLY_LIB", &lib)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(stdout.starts_with("a b c\n"), "{stdout}");
+    for want in ["SUMMARY", "allocations", "PEAK HEAP", "LIVE AT EXIT"] {
+        assert!(stdout.contains(want), "no {want}: {stdout}");
+    }
+    assert!(err.contains("trace written to"), "{err}");
+}

@@ -295,6 +295,12 @@ pub mod raw {
         crate::record::finish_for_exec();
     }
 
+    /// Ends the trace before `_exit`, which skips the destructors that
+    /// normally end it (called by the preloaded library's `_exit` hook).
+    pub fn finish_before_exit() {
+        crate::record::finish_at_exit();
+    }
+
     /// Removes `MEMTALLY` from the environment unless children are to be
     /// recorded (called by the preloaded library's constructor).
     pub fn scrub_environment_for_children() {

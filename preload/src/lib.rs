@@ -266,7 +266,7 @@ pub unsafe extern "C" fn __libc_memalign(align: usize, size: usize) -> *mut c_vo
 }
 
 // ----------------------------------------------------------------------
-// Recording: markers, flushing, exec
+// Recording: markers, flushing, exec and _exit
 // ----------------------------------------------------------------------
 
 /// `void memtally_mark(const char *text)`: puts a marker ("phase 2") on the
@@ -335,6 +335,52 @@ pub unsafe extern "C" fn execve(
     }
     // SAFETY: `f` is libc's execve, with this exact signature.
     unsafe { core::mem::transmute::<*mut c_void, ExecveFn>(f)(path, argv, envp) }
+}
+
+type ExitFn = unsafe extern "C" fn(c_int) -> !;
+
+/// Ends the trace, then calls libc's `name` (`_exit` or `_Exit`), which
+/// must not return.
+fn exit_through(
+    slot: &core::sync::atomic::AtomicPtr<c_void>,
+    name: &core::ffi::CStr,
+    status: c_int,
+) -> ! {
+    raw::finish_before_exit();
+    let f = next_symbol(slot, name);
+    if !f.is_null() {
+        // SAFETY: `f` is libc's `_exit`/`_Exit`, with this signature.
+        unsafe { core::mem::transmute::<*mut c_void, ExitFn>(f)(status) }
+    }
+    // SAFETY: exit_group ends the process; it has no preconditions.
+    unsafe { libc::syscall(libc::SYS_exit_group, status) };
+    unreachable!("exit_group returned")
+}
+
+/// `_exit(2)`: skips `atexit` handlers and destructors, which is where the
+/// trace is normally ended, so it is ended here. Shells, `fork` children
+/// and servers that exit fast use it; without this hook their last events
+/// (often all of them, for a short process) would be lost. A `vfork` child
+/// calling it leaves its parent's trace alone (see `record::writer`).
+///
+/// # Safety
+/// As `_exit`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn _exit(status: c_int) -> ! {
+    static REAL: core::sync::atomic::AtomicPtr<c_void> =
+        core::sync::atomic::AtomicPtr::new(core::ptr::null_mut());
+    exit_through(&REAL, c"_exit", status)
+}
+
+/// `_Exit(3)`, the C name of [`_exit`].
+///
+/// # Safety
+/// As `_exit`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn _Exit(status: c_int) -> ! {
+    static REAL: core::sync::atomic::AtomicPtr<c_void> =
+        core::sync::atomic::AtomicPtr::new(core::ptr::null_mut());
+    exit_through(&REAL, c"_Exit", status)
 }
 
 /// `execv(3)`, flushing the trace first (see [`execve`]).

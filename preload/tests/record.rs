@@ -326,3 +326,38 @@ fn sigterm_leaves_a_readable_trace() {
         s.allocs
     );
 }
+
+#[test]
+fn underscore_exit_ends_the_trace_and_a_vfork_child_leaves_it_alone() {
+    require("cc");
+    let dir = TempDir::new("quickexit");
+    let exe = compile("quick_exit.c", &dir, &[]);
+    let out = output_within(
+        Command::new(&exe).env("LD_PRELOAD", library()).env(
+            "MEMTALLY",
+            format!("mode=full,children=1,out={}/t.%p.mtt", dir.0.display()),
+        ),
+        TIMEOUT,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let traces = traces_in(&dir.0);
+    assert_eq!(
+        traces.len(),
+        1,
+        "the vfork child allocates nothing: {traces:?}"
+    );
+    let s = summarise(&traces[0]);
+    assert!(s.footer.is_some(), "_exit must end the trace");
+    assert_eq!(s.sizes.get(&4242), Some(&1000));
+    assert_eq!(
+        s.sizes.get(&4343),
+        Some(&500),
+        "events after the vfork child's _exit are recorded"
+    );
+    let leaked = s.live.values().filter(|(size, _)| *size == 4242).count();
+    assert_eq!(leaked, 10);
+}

@@ -1,6 +1,7 @@
 //! Grouping of allocation sites once their stacks are symbolised: by the
-//! innermost frame the program shows (the line that allocated, whatever
-//! called it) or by the innermost function. A view that wants "which
+//! innermost frame of the program's own code (the line that allocated,
+//! past the allocator and any standard-library container code) or by that
+//! frame's function. A view that wants "which
 //! function allocates the most" sums sites this way instead of keeping its
 //! own aggregates.
 
@@ -42,7 +43,7 @@ pub fn group_sites(model: &Model, symbolizer: &mut Symbolizer, by: GroupBy) -> V
     let mut groups: HashMap<String, Group> = HashMap::new();
     for site in sites {
         let stack = symbolizer.stack(model, site.stack);
-        let first = stack.frames.first();
+        let first = stack.site_frame();
         let key = match (by, first) {
             (_, None) => "<no stack>".to_owned(),
             (GroupBy::InnermostFrame, Some(l)) => l.to_string(),

@@ -41,6 +41,10 @@ static DONE: AtomicU32 = AtomicU32::new(0);
 static FLUSH_REQ: AtomicU64 = AtomicU64::new(0);
 static FLUSH_DONE: AtomicU32 = AtomicU32::new(0);
 static FD: AtomicI32 = AtomicI32::new(-1);
+/// The process whose trace this is. A `vfork` child shares our memory
+/// (and so sees the writer "running") but is another process: it must not
+/// end its parent's trace when it calls `_exit` or `execve`.
+static OWNER_PID: AtomicI32 = AtomicI32::new(0);
 
 const OUT_BYTES: usize = 1 << 20;
 const ROUND_MS: i64 = 10;
@@ -293,6 +297,8 @@ fn open_and_spawn(settings: &crate::options::Settings, mode: u8) -> bool {
         events: 0,
     };
     FD.store(fd, Ordering::Relaxed);
+    // SAFETY: getpid has no preconditions.
+    OWNER_PID.store(unsafe { libc::getpid() }, Ordering::Relaxed);
     write_header(ws, settings, mode);
     clock_record(ws);
     ws.out.flush();
@@ -742,7 +748,8 @@ pub fn flush() {
 /// Stops the writer: a last round, the footer with `flags`, close. Waits up
 /// to about five seconds.
 pub fn finish(flags: u64) {
-    if !running() {
+    // SAFETY: getpid has no preconditions.
+    if !running() || OWNER_PID.load(Ordering::Relaxed) != unsafe { libc::getpid() } {
         return;
     }
     STOP_FLAGS.store(flags, Ordering::Release);

@@ -242,7 +242,7 @@ struct SiteBuilder<'a> {
     model: &'a Model,
     symbolizer: &'a mut Symbolizer,
     frames: usize,
-    cache: HashMap<u64, (Vec<FrameReport>, usize)>,
+    cache: HashMap<u64, (Vec<FrameReport>, usize, usize)>,
 }
 
 impl SiteBuilder<'_> {
@@ -268,16 +268,19 @@ impl SiteBuilder<'_> {
     }
 
     fn site(&mut self, s: &Site) -> SiteReport {
-        let (frames, more_frames) = self
+        let (frames, library_frames, more_frames) = self
             .cache
             .entry(s.stack)
             .or_insert_with(|| {
                 let stack = self.symbolizer.stack(self.model, s.stack);
-                let more = stack.frames.len().saturating_sub(self.frames);
+                // The limit counts the program's frames; the library
+                // frames between it and the allocator come on top.
+                let keep = stack.library + self.frames;
+                let more = stack.frames.len().saturating_sub(keep);
                 let frames = stack
                     .frames
                     .into_iter()
-                    .take(self.frames)
+                    .take(keep)
                     .map(|l| FrameReport {
                         function: l.function,
                         file: l.file,
@@ -288,7 +291,7 @@ impl SiteBuilder<'_> {
                         inlined: l.inlined,
                     })
                     .collect();
-                (frames, more)
+                (frames, stack.library, more)
             })
             .clone();
         let c = &s.counters;
@@ -306,6 +309,7 @@ impl SiteBuilder<'_> {
             temporary: c.temporary,
             temporary_share: share(c.temporary, c.allocations),
             frames,
+            library_frames,
             more_frames,
         }
     }

@@ -197,9 +197,13 @@ pub struct SiteReport {
     pub temporary: u64,
     /// `temporary` divided by `allocations` (0 to 1).
     pub temporary_share: f64,
-    /// The stack, innermost first, allocator frames trimmed, at most
-    /// `--frames` entries.
+    /// The stack, innermost first, allocator frames trimmed: the
+    /// `library_frames` standard-library frames that called the allocator,
+    /// then at most `--frames` of the program's own.
     pub frames: Vec<FrameReport>,
+    /// How many of `frames` (at the inner end) are standard-library code
+    /// (`alloc::`, `std::`, ...); the site is named after the next one.
+    pub library_frames: usize,
     /// Frames of the stack left out by the `--frames` limit.
     pub more_frames: usize,
 }

@@ -236,7 +236,8 @@ fn site_table(
         for (c, w) in row.iter().zip(&widths) {
             let _ = write!(line, "  {c:>w$}");
         }
-        let mut frames = s.frames.iter();
+        let (library, own) = s.frames.split_at(s.library_frames.min(s.frames.len()));
+        let mut frames = own.iter();
         match frames.next() {
             Some(first) => {
                 let _ = writeln!(o, "{line}  {}", frame(first));
@@ -244,6 +245,13 @@ fn site_table(
             None => {
                 let _ = writeln!(o, "{line}  <no stack recorded>");
             }
+        }
+        if let Some(inner) = library.first() {
+            let extra = match library.len() - 1 {
+                0 => String::new(),
+                n => format!(" (+{n} library frames)"),
+            };
+            let _ = writeln!(o, "{:indent$}   via {}{extra}", "", frame(inner));
         }
         for fr in frames {
             let _ = writeln!(o, "{:indent$}<- {}", "", frame(fr));

@@ -19,7 +19,7 @@ mod trim;
 
 pub use demangle::demangle;
 pub use object_file::FileProblem;
-pub use trim::{inner_allocator_frames, is_allocator_frame};
+pub use trim::{inner_allocator_frames, inner_library_frames, is_allocator_frame};
 
 use crate::model::Model;
 use crate::modules::ModuleInfo;
@@ -118,6 +118,17 @@ pub struct SymbolizedStack {
     pub frames: Vec<Location>,
     /// How many allocator frames were trimmed from the inner end.
     pub trimmed: usize,
+    /// How many of the remaining inner frames (`frames[..library]`) are
+    /// standard-library code between the allocator and the program: views
+    /// name a site after `frames[library]`, the program's own call.
+    pub library: usize,
+}
+
+impl SymbolizedStack {
+    /// The frame that names the site: the program's innermost own frame.
+    pub fn site_frame(&self) -> Option<&Location> {
+        self.frames.get(self.library).or(self.frames.first())
+    }
 }
 
 /// How the symboliser works.
@@ -185,7 +196,12 @@ impl Symbolizer {
             0
         };
         frames.drain(..trimmed);
-        SymbolizedStack { frames, trimmed }
+        let library = inner_library_frames(&frames);
+        SymbolizedStack {
+            frames,
+            trimmed,
+            library,
+        }
     }
 
     /// The locations of one stack node (several when inlined), innermost

@@ -86,6 +86,78 @@ pub fn inner_allocator_frames(frames: &[Location]) -> usize {
     if n == frames.len() { 0 } else { n }
 }
 
+/// Path prefixes of the Rust and C++ standard libraries' functions (after
+/// a leading `<` and a `T as ` of trait impls).
+const LIBRARY_PREFIXES: &[&str] = &[
+    "alloc::",
+    "core::",
+    "std::",
+    "hashbrown::",
+    "[T]",
+    "__gnu_cxx::",
+];
+
+/// True when `loc` is a frame of the language's standard library (Rust's
+/// `alloc`, `core`, `std`, `hashbrown`; C++'s `std::`): the container code
+/// between the program's call and the allocator.
+pub fn is_library_frame(loc: &Location) -> bool {
+    let Some(f) = loc.function.as_deref() else {
+        return false;
+    };
+    let Some(inner) = f.strip_prefix('<') else {
+        return is_library_path(f);
+    };
+    // `<Self as Trait>::f` is the library's when `Self` is a library or
+    // primitive type (`u64`, `&mut alloc::string::String`, a generic `T`
+    // of a library impl); a program's own `impl Display for Mine` is not.
+    let self_type = inner.split(" as ").next().unwrap_or(inner);
+    let self_type = self_type.trim_start_matches(['&', '*']);
+    let self_type = self_type.strip_prefix("mut ").unwrap_or(self_type);
+    let self_type = self_type.strip_prefix("const ").unwrap_or(self_type);
+    is_library_path(self_type) || is_primitive_or_generic(self_type)
+}
+
+fn is_library_path(f: &str) -> bool {
+    LIBRARY_PREFIXES.iter().any(|p| f.starts_with(p))
+}
+
+/// `u64`, `str`, `[u8]`, `T`: a type with no path, named by the language.
+fn is_primitive_or_generic(t: &str) -> bool {
+    let name = t.split(['<', ' ']).next().unwrap_or(t);
+    !name.contains("::")
+        && (name.starts_with('[')
+            || name.len() == 1
+            || matches!(
+                name,
+                "u8" | "u16"
+                    | "u32"
+                    | "u64"
+                    | "u128"
+                    | "usize"
+                    | "i8"
+                    | "i16"
+                    | "i32"
+                    | "i64"
+                    | "i128"
+                    | "isize"
+                    | "f32"
+                    | "f64"
+                    | "bool"
+                    | "char"
+                    | "str"
+            ))
+}
+
+/// How many standard-library frames sit at the inner end of `frames`,
+/// between the allocator and the program's own code, so that a site is
+/// named after the program's function (`audit`) rather than the container
+/// code that called the allocator (`RawVec::try_allocate_in`). None are
+/// counted when every frame is a library one.
+pub fn inner_library_frames(frames: &[Location]) -> usize {
+    let n = frames.iter().take_while(|l| is_library_frame(l)).count();
+    if n == frames.len() { 0 } else { n }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -122,6 +194,38 @@ mod tests {
         let mut in_lib = Location::unknown(0x1000);
         in_lib.module = Some("/usr/lib/libmemtally.so".into());
         assert!(is_allocator_frame(&in_lib));
+    }
+
+    #[test]
+    fn standard_library_frames_are_recognised() {
+        for f in [
+            "alloc::raw_vec::RawVecInner<A>::try_allocate_in",
+            "<alloc::raw_vec::RawVecInner>::finish_grow",
+            "<T as alloc::slice::<impl [T]>::to_vec_in::ConvertVec>::to_vec",
+            "hashbrown::raw::RawTableInner::new_uninitialized",
+            "std::vector<int, std::allocator<int> >::_M_realloc_insert",
+            "alloc::fmt::format::format_inner",
+            "<u64 as core::fmt::Display>::fmt",
+            "<&mut alloc::string::String as core::fmt::Write>::write_str",
+            "<str as alloc::string::ToString>::to_string",
+        ] {
+            assert!(is_library_frame(&named(f)), "{f}");
+        }
+        for f in [
+            "leaky_server::audit",
+            "main",
+            "parse_a",
+            "<my::Type as core::fmt::Display>::fmt",
+        ] {
+            assert!(!is_library_frame(&named(f)), "{f}");
+        }
+        let frames = [
+            named("alloc::vec::Vec<T>::with_capacity"),
+            named("app::audit"),
+            named("alloc::x"),
+        ];
+        assert_eq!(inner_library_frames(&frames), 1);
+        assert_eq!(inner_library_frames(&frames[..1]), 0);
     }
 
     #[test]
