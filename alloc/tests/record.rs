@@ -278,3 +278,52 @@ fn full_mode_records_every_event_with_stacks() {
         .count();
     assert_eq!(kept, N / 2);
 }
+
+/// The busy child: two threads that do nothing but allocate and free.
+#[test]
+fn busy_child() {
+    if child_scenario().as_deref() != Some("busy") {
+        return;
+    }
+    let work = || {
+        for i in 0..400_000u64 {
+            let b = std::hint::black_box(Box::new([i; 6]));
+            drop(b);
+        }
+    };
+    let t = std::thread::spawn(work);
+    work();
+    t.join().unwrap();
+}
+
+/// Threads that are nearly always inside the recorder must not keep the
+/// writer from emitting watermarks: without them a reader holds every
+/// event until the end of the trace (hundreds of megabytes on a long run).
+#[test]
+fn watermarks_advance_while_threads_are_busy() {
+    let dir = std::env::temp_dir().join(format!("memtally-busy-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let setting = format!("mode=full,out={}/b.mtt", dir.display());
+    let (status, stderr) = run_child("record::busy_child", "busy", &[("MEMTALLY", &setting)]);
+    assert!(status.success(), "{stderr}");
+    let records = read_trace(&dir);
+    let _ = std::fs::remove_dir_all(&dir);
+    // Events released per watermark: the ordered stream returns each
+    // watermark, then the events it let out.
+    let mut releases = vec![0usize];
+    for r in &records {
+        match r {
+            Record::Watermark { .. } | Record::Footer { .. } => releases.push(0),
+            Record::Events { events, .. } => *releases.last_mut().unwrap() += events.len(),
+            _ => {}
+        }
+    }
+    let total: usize = releases.iter().sum();
+    let largest = releases.iter().copied().max().unwrap();
+    assert!(total >= 1_600_000, "{total} events");
+    assert!(
+        largest * 4 < total,
+        "{largest} of {total} events were released at once ({} watermarks)",
+        releases.len() - 2
+    );
+}

@@ -42,6 +42,7 @@
 mod clock;
 mod error;
 mod group;
+mod hash;
 mod model;
 mod modules;
 mod read;

@@ -12,10 +12,11 @@
 
 use crate::error::{Error, ErrorKind};
 use crate::model::{Model, ModelOptions};
-use memtally_alloc::trace::Decoder;
+use memtally_alloc::trace::{Decoder, Ordered, Record};
 use std::fs::File;
 use std::io::{BufReader, Read};
 use std::path::{Path, PathBuf};
+use std::sync::mpsc;
 
 /// How a trace ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -85,26 +86,32 @@ impl Analysis {
     }
 
     /// Reads a trace from `reader` to its end.
-    pub fn read<R: Read>(reader: R, options: ModelOptions) -> Result<Analysis, Error> {
-        let mut counted = Counted {
-            inner: reader,
-            n: 0,
-        };
+    ///
+    /// Decoding and the model run on two threads: a helper decodes and
+    /// orders events in batches, this thread feeds them to the model. Each
+    /// half takes about as long as the other, so on two cores the reading
+    /// takes about half the time. Both halves stream: memory does not grow
+    /// with the trace.
+    pub fn read<R: Read + Send>(reader: R, options: ModelOptions) -> Result<Analysis, Error> {
         let mut model = Model::new(options);
-        let mut decoder = Decoder::new(&mut counted);
-        while let Some(item) = decoder.next_ordered()? {
-            model.feed(&item);
-        }
-        let cut = decoder.truncated_at();
-        if model.footer().is_none() {
-            // Release what ordering held back, as if the trace ended here.
-            decoder.flush_ordered();
-            while let Some(item) = decoder.next_ordered()? {
-                model.feed(&item);
+        let decoded = std::thread::scope(|scope| {
+            let (batches, received) = mpsc::sync_channel::<Vec<Ordered>>(BATCHES_IN_FLIGHT);
+            let (recycle, recycled) = mpsc::channel::<Vec<Ordered>>();
+            let decoding = scope.spawn(move || decode(reader, &batches, &recycled));
+            for mut batch in received {
+                for item in batch.drain(..) {
+                    model.feed(&item);
+                }
+                // The decoder may have finished; then the batch is dropped.
+                let _ = recycle.send(batch);
             }
-        }
-        drop(decoder);
-        let bytes = counted.n;
+            decoding.join()
+        });
+        let decoded = match decoded {
+            Ok(d) => d?,
+            Err(panic) => std::panic::resume_unwind(panic),
+        };
+        let bytes = decoded.bytes;
         if model.header().is_none() {
             return Err(Error::new(ErrorKind::NoHeader { file_bytes: bytes }));
         }
@@ -114,7 +121,7 @@ impl Analysis {
                 exec: f.exec(),
             },
             None => Ending::CutShort {
-                at: cut.unwrap_or(bytes),
+                at: decoded.cut.unwrap_or(bytes),
             },
         };
         Ok(Analysis {
@@ -124,6 +131,70 @@ impl Analysis {
             bytes,
         })
     }
+}
+
+/// Items per batch handed from the decoding thread to the model: large
+/// enough that the hand-over costs nothing per item, small enough that a
+/// batch stays in the cache.
+const BATCH: usize = 2048;
+/// Batches decoded ahead of the model.
+const BATCHES_IN_FLIGHT: usize = 4;
+
+/// What the decoding thread found besides the items.
+struct Decoded {
+    /// Bytes read.
+    bytes: u64,
+    /// Where the trace was cut short, if inside a record.
+    cut: Option<u64>,
+}
+
+/// The decoding thread: the whole ordered stream into `batches`, then,
+/// when the trace has no footer, what ordering held back. Stops early if
+/// the model side has gone.
+fn decode<R: Read>(
+    reader: R,
+    batches: &mpsc::SyncSender<Vec<Ordered>>,
+    recycled: &mpsc::Receiver<Vec<Ordered>>,
+) -> Result<Decoded, Error> {
+    let mut counted = Counted {
+        inner: reader,
+        n: 0,
+    };
+    let mut decoder = Decoder::new(&mut counted);
+    let mut batch = Vec::with_capacity(BATCH);
+    let mut footer = false;
+    let send = |batch: &mut Vec<Ordered>| -> bool {
+        let next = recycled
+            .try_recv()
+            .unwrap_or_else(|_| Vec::with_capacity(BATCH));
+        batches.send(std::mem::replace(batch, next)).is_ok()
+    };
+    let mut cut = None;
+    for pass in 0..2 {
+        while let Some(item) = decoder.next_ordered()? {
+            footer |= matches!(item, Ordered::Record(Record::Footer { .. }));
+            batch.push(item);
+            if batch.len() == BATCH && !send(&mut batch) {
+                return Ok(Decoded { bytes: 0, cut });
+            }
+        }
+        if pass == 0 {
+            cut = decoder.truncated_at();
+            if footer {
+                break;
+            }
+            // Release what ordering held back, as if the trace ended here.
+            decoder.flush_ordered();
+        }
+    }
+    if !batch.is_empty() {
+        send(&mut batch);
+    }
+    drop(decoder);
+    Ok(Decoded {
+        bytes: counted.n,
+        cut,
+    })
 }
 
 /// Counts the bytes read through it.

@@ -6,7 +6,7 @@
 //! record arrived, because a module can be unloaded and another loaded at
 //! the same addresses later: the module map of that moment is the right one.
 
-use std::collections::HashMap;
+use crate::hash::IdMap;
 
 /// A stack id (a trie node; 0 is the empty stack).
 pub type StackId = u64;
@@ -26,7 +26,7 @@ pub struct StackNode {
 /// The call-stack trie.
 #[derive(Clone, Debug, Default)]
 pub struct Stacks {
-    nodes: HashMap<StackId, StackNode>,
+    nodes: IdMap<StackId, StackNode>,
 }
 
 /// Stacks deeper than this are cut: a corrupt or cyclic trie must not make

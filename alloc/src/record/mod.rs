@@ -301,6 +301,7 @@ fn emit_busy(
     }
     ring.begin();
     let time = clock::ticks();
+    ring.timed(time);
     let stack_id = if with_stack {
         let mut frames = core::mem::MaybeUninit::<[u64; MAX_DEPTH]>::uninit();
         // SAFETY: u64 has no invalid bit patterns and `capture` writes the

@@ -31,9 +31,13 @@ pub const CLOSED: u8 = 2;
 pub struct Ring {
     /// Bytes published by the producer, in total.
     head: AtomicU64,
-    /// Set while the producer is between reading the clock and publishing
-    /// the event (see the writer's watermark).
+    /// While the producer is between reading the clock and publishing an
+    /// event: a lower bound of that event's time (never 0); 0 otherwise.
+    /// The writer's watermark stays at or below it.
     busy: AtomicU64,
+    /// Ticks of the thread's latest event (producer only): the next
+    /// event's time is at least this.
+    last_ticks: AtomicU64,
     /// Bytes consumed by the writer, in total.
     tail: AtomicU64,
     /// FREE, ACTIVE or CLOSED.
@@ -119,6 +123,8 @@ impl Ring {
         let t = self.tail.load(Ordering::Relaxed);
         self.head.store(t, Ordering::Relaxed);
         self.busy.store(0, Ordering::Relaxed);
+        self.last_ticks
+            .store(crate::record::clock::ticks(), Ordering::Relaxed);
         self.announced.store(0, Ordering::Relaxed);
         self.thread.store(thread, Ordering::Relaxed);
         self.end_ticks.store(0, Ordering::Relaxed);
@@ -146,12 +152,25 @@ impl Ring {
             .store(self.events.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
     }
 
-    /// Marks the start of an event (before its time is read). A plain
-    /// store: the writer's watermark slack (about a millisecond) covers the
-    /// time the store takes to become visible, so no fence is paid per event.
+    /// Marks the start of an event, before its time is read, with a lower
+    /// bound of that time (the thread's previous event's). Plain stores:
+    /// the writer's watermark slack (about a millisecond) covers the time a
+    /// store takes to become visible, so no fence is paid per event.
+    ///
+    /// Why a bound rather than a flag: with a flag, a thread that does
+    /// little but allocate is nearly always "busy" when the writer looks,
+    /// the writer can never emit a watermark, and a reader must hold every
+    /// event until the end of the trace.
     #[inline]
     pub fn begin(&self) {
-        self.busy.store(1, Ordering::Relaxed);
+        let bound = self.last_ticks.load(Ordering::Relaxed).max(1);
+        self.busy.store(bound, Ordering::Relaxed);
+    }
+
+    /// Notes the time read for the event being produced.
+    #[inline]
+    pub fn timed(&self, ticks: u64) {
+        self.last_ticks.store(ticks, Ordering::Relaxed);
     }
 
     /// Publishes `bytes` (one or more whole events) and ends the event.
@@ -200,9 +219,12 @@ impl Ring {
         true
     }
 
-    /// Is an event being produced right now?
-    pub fn is_busy(&self) -> bool {
-        self.busy.load(Ordering::Acquire) != 0
+    /// While an event is being produced, a lower bound of its time.
+    pub fn busy_bound(&self) -> Option<u64> {
+        match self.busy.load(Ordering::Acquire) {
+            0 => None,
+            t => Some(t),
+        }
     }
 
     /// Bytes published so far, in total (a snapshot for [`Ring::drain_to`]).

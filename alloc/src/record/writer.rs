@@ -3,8 +3,9 @@
 //! modules, threads, clock, memory samples, watermarks).
 //!
 //! One round, every 10 ms or sooner when a ring passes half full:
-//! 1. take a watermark candidate: now minus a slack, unless some thread is
-//!    between reading the clock and publishing an event;
+//! 1. take a watermark candidate: now minus a slack, and no later than the
+//!    time of any event a thread is producing (each ring shows a lower
+//!    bound of it while in flight);
 //! 2. snapshot every ring's head;
 //! 3. write the `STRING`, `FRAME` and `MODULE` records defined since the last
 //!    round — after the snapshots, so every id an event refers to is
@@ -172,6 +173,8 @@ struct WriterState {
     module_count: usize,
     last_clock_ns: u64,
     events: u64,
+    /// The last `WATERMARK` written (watermarks only move forward).
+    last_watermark: u64,
 }
 
 static mut WS: WriterState = WriterState {
@@ -188,6 +191,7 @@ static mut WS: WriterState = WriterState {
     module_count: 0,
     last_clock_ns: 0,
     events: 0,
+    last_watermark: 0,
 };
 
 /// The writer-private state.
@@ -295,6 +299,7 @@ fn open_and_spawn(settings: &crate::options::Settings, mode: u8) -> bool {
         module_count: 0,
         last_clock_ns: 0,
         events: 0,
+        last_watermark: 0,
     };
     FD.store(fd, Ordering::Relaxed);
     // SAFETY: getpid has no preconditions.
@@ -572,7 +577,6 @@ fn write_modules(ws: &mut WriterState) {
 fn round(ws: &mut WriterState, final_round: bool) {
     // 1. Watermark candidate.
     let mut watermark = super::clock::ticks().saturating_sub(WATERMARK_SLACK);
-    let mut any_busy = false;
     // 2. Snapshot heads. An event published after its ring's snapshot is
     //    left for the next round.
     let mut heads = [(core::ptr::null::<Ring>(), 0u64); 4096];
@@ -581,17 +585,14 @@ fn round(ws: &mut WriterState, final_round: bool) {
         if r.state.load(Ordering::Acquire) == ring::FREE {
             return;
         }
-        if r.is_busy() {
-            any_busy = true;
+        if let Some(bound) = r.busy_bound() {
+            watermark = watermark.min(bound);
         }
         if nheads < heads.len() {
             heads[nheads] = (r as *const Ring, r.head());
             nheads += 1;
         }
     });
-    if any_busy {
-        watermark = 0;
-    }
     // 3. Definitions.
     write_modules(ws);
     write_strings(ws);
@@ -628,7 +629,8 @@ fn round(ws: &mut WriterState, final_round: bool) {
         }
     }
     // 5. Watermark, clock, memory.
-    if watermark != 0 && !final_round {
+    if watermark > ws.last_watermark && !final_round {
+        ws.last_watermark = watermark;
         ws.out.record(kind::WATERMARK, |c| put_uvar(c, watermark));
     }
     let now = super::clock::monotonic_ns();

@@ -15,7 +15,7 @@
 
 use super::events::{FieldReader, RawEvent, ThreadCodec};
 use super::{MAGIC, VERSION, kind};
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::io::{self, Read};
 
@@ -292,16 +292,60 @@ pub struct Decoder<R> {
 }
 
 /// Events held back until a watermark allows them out in time order.
+///
+/// `EVENTS` payloads are kept as bytes and decoded one event at a time as
+/// the merge reaches them: between two watermarks a busy process writes
+/// tens of thousands of events per thread, and holding them decoded (56
+/// bytes each, against about 6 encoded) made the reader memory-bound.
 #[derive(Default)]
 struct Ordering {
-    /// Per thread, events not yet released, in the thread's order.
-    held: BTreeMap<u64, VecDeque<Event>>,
+    /// Per thread, by thread number: events not yet released.
+    held: Vec<HeldThread>,
     /// Non-event records waiting to be returned.
     records: VecDeque<Record>,
-    /// Events released, ready to be returned in order.
-    ready: VecDeque<ThreadEvent>,
-    /// True once the end of the trace was seen.
-    drained: bool,
+    /// Events before this time may be released.
+    limit: u64,
+}
+
+/// One thread's held events: encoded chunks, and the next event decoded.
+struct HeldThread {
+    thread: u64,
+    codec: ThreadCodec,
+    chunks: VecDeque<Chunk>,
+    front: Option<Event>,
+}
+
+/// The events of one `EVENTS` record, still encoded.
+struct Chunk {
+    bytes: Vec<u8>,
+    pos: usize,
+    /// File offset of the record, for errors.
+    offset: u64,
+}
+
+impl HeldThread {
+    /// Decodes the thread's next event into `front`, if it has one.
+    fn fill_front(&mut self) -> Result<(), DecodeError> {
+        while self.front.is_none() {
+            let Some(chunk) = self.chunks.front_mut() else {
+                return Ok(());
+            };
+            if chunk.pos >= chunk.bytes.len() {
+                self.chunks.pop_front();
+                continue;
+            }
+            let mut p = Payload {
+                bytes: &chunk.bytes,
+                pos: chunk.pos,
+                kind: kind::EVENTS,
+                offset: chunk.offset,
+            };
+            let event = parse_event(&mut p, &mut self.codec)?;
+            chunk.pos = p.pos;
+            self.front = Some(event);
+        }
+        Ok(())
+    }
 }
 
 /// An item of the ordered stream.
@@ -376,8 +420,9 @@ impl<R: Read> Decoder<R> {
         Ok(true)
     }
 
-    /// The next record, `Ok(None)` at the end of the available data.
-    pub fn next_record(&mut self) -> Result<Option<Record>, DecodeError> {
+    /// The next record's framing, `Ok(None)` at the end of the available
+    /// data.
+    fn next_raw(&mut self) -> Result<Option<RawRecord>, DecodeError> {
         if !self.started {
             if !self.want(MAGIC.len())? {
                 let have = &self.buf[self.pos..];
@@ -439,9 +484,25 @@ impl<R: Read> Decoder<R> {
         let payload_end = payload_start + len as usize;
         self.pos = payload_end;
         self.records += 1;
-        let payload = &self.buf[payload_start..payload_end];
-        let record = parse(kind, payload, offset, &mut self.threads)?;
-        Ok(Some(record))
+        Ok(Some(RawRecord {
+            kind,
+            payload: payload_start..payload_end,
+            offset,
+        }))
+    }
+
+    /// The next record, `Ok(None)` at the end of the available data.
+    pub fn next_record(&mut self) -> Result<Option<Record>, DecodeError> {
+        let Some(raw) = self.next_raw()? else {
+            return Ok(None);
+        };
+        let payload = &self.buf[raw.payload];
+        Ok(Some(parse(
+            raw.kind,
+            payload,
+            raw.offset,
+            &mut self.threads,
+        )?))
     }
 
     /// The next item in global time order: records other than `EVENTS` as
@@ -449,32 +510,34 @@ impl<R: Read> Decoder<R> {
     /// watermark (or the end of the trace) guarantees nothing older follows.
     /// `Ok(None)` at the end of the available data; when following a growing
     /// file, events newer than the last watermark are held until more data
-    /// arrives.
+    /// arrives. Use either this or [`Decoder::next_record`] on a decoder,
+    /// not both.
     pub fn next_ordered(&mut self) -> Result<Option<Ordered>, DecodeError> {
         loop {
             if let Some(r) = self.ordered.records.pop_front() {
                 return Ok(Some(Ordered::Record(r)));
             }
-            if let Some(e) = self.ordered.ready.pop_front() {
+            if let Some(e) = self.next_released()? {
                 return Ok(Some(Ordered::Event(e)));
             }
-            if self.ordered.drained {
+            let Some(raw) = self.next_raw()? else {
                 return Ok(None);
+            };
+            if raw.kind == kind::EVENTS {
+                self.hold(raw)?;
+                continue;
             }
-            match self.next_record()? {
-                Some(Record::Events { thread, events }) => {
-                    self.ordered.held.entry(thread).or_default().extend(events);
-                }
-                Some(Record::Watermark { ticks }) => {
-                    self.release_before(ticks);
+            let payload = &self.buf[raw.payload];
+            match parse(raw.kind, payload, raw.offset, &mut self.threads)? {
+                Record::Watermark { ticks } => {
+                    self.ordered.limit = self.ordered.limit.max(ticks);
                     self.ordered.records.push_back(Record::Watermark { ticks });
                 }
-                Some(r @ Record::Footer { .. }) => {
-                    self.release_before(u64::MAX);
+                r @ Record::Footer { .. } => {
+                    self.ordered.limit = u64::MAX;
                     self.ordered.records.push_back(r);
                 }
-                Some(r) => self.ordered.records.push_back(r),
-                None => return Ok(None),
+                r => self.ordered.records.push_back(r),
             }
         }
     }
@@ -482,29 +545,71 @@ impl<R: Read> Decoder<R> {
     /// Releases everything held, in time order, as if the trace had ended
     /// here (for a trace that was cut short).
     pub fn flush_ordered(&mut self) {
-        self.release_before(u64::MAX);
-        self.ordered.drained = false;
+        self.ordered.limit = u64::MAX;
     }
 
-    fn release_before(&mut self, limit: u64) {
-        // A k-way merge of the per-thread queues, each already in order.
-        loop {
-            let mut best: Option<(u64, u64)> = None;
-            for (&thread, q) in &self.ordered.held {
-                if let Some(e) = q.front()
-                    && e.time < limit
-                    && best.is_none_or(|(t, _)| e.time < t)
-                {
-                    best = Some((e.time, thread));
-                }
+    /// Keeps an `EVENTS` record's events, encoded, for the merge.
+    fn hold(&mut self, raw: RawRecord) -> Result<(), DecodeError> {
+        let mut p = Payload {
+            bytes: &self.buf[raw.payload.clone()],
+            pos: 0,
+            kind: kind::EVENTS,
+            offset: raw.offset,
+        };
+        let thread = p.uvar("thread")?;
+        let bytes = p.bytes[p.pos..].to_vec();
+        let held = &mut self.ordered.held;
+        let i = match held.binary_search_by_key(&thread, |h| h.thread) {
+            Ok(i) => i,
+            Err(i) => {
+                held.insert(
+                    i,
+                    HeldThread {
+                        thread,
+                        codec: ThreadCodec::default(),
+                        chunks: VecDeque::new(),
+                        front: None,
+                    },
+                );
+                i
             }
-            let Some((_, thread)) = best else { break };
-            let q = self.ordered.held.get_mut(&thread).expect("thread queue");
-            let event = q.pop_front().expect("front event");
-            self.ordered.ready.push_back(ThreadEvent { thread, event });
-        }
-        self.ordered.held.retain(|_, q| !q.is_empty());
+        };
+        held[i].chunks.push_back(Chunk {
+            bytes,
+            pos: 0,
+            offset: raw.offset,
+        });
+        Ok(())
     }
+
+    /// The earliest held event, if it is before the release limit (ties
+    /// go to the lower thread number).
+    fn next_released(&mut self) -> Result<Option<ThreadEvent>, DecodeError> {
+        let mut best: Option<(u64, usize)> = None;
+        for (i, h) in self.ordered.held.iter_mut().enumerate() {
+            h.fill_front()?;
+            if let Some(e) = &h.front
+                && e.time < self.ordered.limit
+                && best.is_none_or(|(t, _)| e.time < t)
+            {
+                best = Some((e.time, i));
+            }
+        }
+        let Some((_, i)) = best else { return Ok(None) };
+        let h = &mut self.ordered.held[i];
+        let event = h.front.take().expect("front event");
+        Ok(Some(ThreadEvent {
+            thread: h.thread,
+            event,
+        }))
+    }
+}
+
+/// A record's kind, payload (range of the decoder's buffer) and offset.
+struct RawRecord {
+    kind: u8,
+    payload: core::ops::Range<usize>,
+    offset: u64,
 }
 
 fn corrupt(kind: u8, offset: u64, what: &'static str) -> DecodeError {

@@ -5,8 +5,8 @@
 //! stacks), never with the number of events.
 
 use super::counters::Weight;
+use crate::hash::IdMap;
 use crate::stacks::StackId;
-use std::collections::HashMap;
 
 /// A block that is still allocated.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -29,7 +29,7 @@ pub struct LiveBlock {
 /// Live blocks by address.
 #[derive(Clone, Debug, Default)]
 pub struct LiveMap {
-    blocks: HashMap<u64, LiveBlock>,
+    blocks: IdMap<u64, LiveBlock>,
 }
 
 impl LiveMap {

@@ -31,12 +31,13 @@ pub use threads::{ThreadInfo, ThreadStats};
 pub use weight::Sampling;
 
 use crate::clock::Clock;
+use crate::hash::IdMap;
 use crate::modules::Modules;
 use crate::stacks::{StackId, StackNode, Stacks};
 use crate::strings::Strings;
 use counters::Tracked;
 use memtally_alloc::trace::{Event, EventKind, Header, Ordered, Record, ThreadEvent};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use threads::ThreadEntry;
 
 /// How the model is built.
@@ -150,7 +151,7 @@ pub struct Model {
     stacks: Stacks,
     modules: Modules,
     threads: BTreeMap<u64, ThreadEntry>,
-    sites: HashMap<StackId, SiteEntry>,
+    sites: IdMap<StackId, SiteEntry>,
     live: LiveMap,
     totals: Tracked,
     unknown_frees: u64,
@@ -194,7 +195,7 @@ impl Model {
             stacks: Stacks::default(),
             modules: Modules::default(),
             threads: BTreeMap::new(),
-            sites: HashMap::new(),
+            sites: IdMap::default(),
             live: LiveMap::default(),
             totals: Tracked::new(0),
             unknown_frees: 0,
