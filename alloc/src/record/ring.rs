@@ -173,6 +173,44 @@ impl Ring {
         self.last_ticks.store(ticks, Ordering::Relaxed);
     }
 
+    /// Room to encode one event of at most `n` bytes in place: the free
+    /// bytes at the head, when at least `n` of them are contiguous (not
+    /// near the end of the ring, where an event may wrap, nor while the
+    /// ring is nearly full: then encode elsewhere and [`Ring::push`]).
+    /// Saves a copy per event. Publish with [`Ring::publish`].
+    ///
+    /// # Safety
+    /// Producer only, and no other slice from `room` may be alive.
+    #[inline]
+    #[allow(clippy::mut_from_ref)]
+    pub unsafe fn room(&self, n: usize) -> Option<&mut [u8]> {
+        let head = self.head.load(Ordering::Relaxed);
+        let tail = self.tail.load(Ordering::Acquire);
+        let start = (head % RING_BYTES as u64) as usize;
+        if (head - tail) as usize + n > RING_BYTES || start + n > RING_BYTES {
+            return None;
+        }
+        // SAFETY: [start, start + n) lies inside `data` and in the ring's
+        // free part (checked), which only the producer writes; the caller
+        // holds no other slice of it.
+        Some(unsafe { core::slice::from_raw_parts_mut(self.data.add(start), n) })
+    }
+
+    /// Publishes `len` bytes written through [`Ring::room`] and ends the
+    /// event.
+    #[inline]
+    pub fn publish(&self, len: usize) {
+        let head = self.head.load(Ordering::Relaxed);
+        let tail = self.tail.load(Ordering::Relaxed);
+        let half = RING_BYTES as u64 / 2;
+        let used = head - tail;
+        if used < half && used + len as u64 >= half {
+            wake_writer();
+        }
+        self.head.store(head + len as u64, Ordering::Release);
+        self.busy.store(0, Ordering::Release);
+    }
+
     /// Publishes `bytes` (one or more whole events) and ends the event.
     /// Waits for the writer while the ring is full. Returns false, without
     /// publishing, only if the writer has stopped for good (process exit or
