@@ -104,9 +104,14 @@ Options:
   --depth N            most frames recorded per stack (1 to 256; default 64)
   -o, --output FILE    where the trace goes; %p is replaced by the process
                        id (default: memtally.%p.mtt in this directory)
-  --follow-children    record child processes too (each writes its own trace)
+  --follow-children    record forked child processes too (each writes its
+                       own trace)
   --report             when the command has exited, print the report of its
                        trace (as `memtally report` does)
+
+A command that executes another program (env, nice, a shell's exec, pyenv's
+shims) goes on recording it, in a trace of its own: FILE with .1, .2, ...
+before the extension. --report reports the last program the command ran.
   -h, --help           print this help
 
 The library is found through the MEMTALLY_LIB environment variable, then next

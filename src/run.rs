@@ -91,7 +91,7 @@ pub fn run(args: &RunArgs) -> Result<ExitCode> {
         written.sort();
         let own = announce(&written, &pattern, child.id(), &cwd);
         if args.report {
-            match own.first() {
+            match own.last() {
                 Some(trace) => crate::report::run(&crate::args::ReportArgs {
                     file: trace.clone(),
                     json: false,
@@ -110,9 +110,12 @@ pub fn run(args: &RunArgs) -> Result<ExitCode> {
     Ok(ExitCode::from(code))
 }
 
-/// Says on stderr where the traces went: the command's own first, then
-/// those of its children (listed when few, summarised when many). Returns
-/// the command's own traces.
+/// Says on stderr where the traces went: the command's own first (one
+/// per program it ran: a process that executes another program goes on
+/// recording it in a new trace), then those of its children (listed when
+/// few, summarised when many). Returns the command's own traces in the
+/// order the programs ran: the last one is the program the command ended
+/// up as (`env python3 app.py` ends as python3).
 fn announce(written: &[PathBuf], pattern: &Path, pid: u32, cwd: &Path) -> Vec<PathBuf> {
     if written.is_empty() {
         eprintln!(
@@ -121,20 +124,36 @@ fn announce(written: &[PathBuf], pattern: &Path, pid: u32, cwd: &Path) -> Vec<Pa
         );
         return Vec::new();
     }
-    // The command's own traces: its pid in the name (more than one when it
-    // executed other programs).
-    let own_name = pattern
-        .file_name()
-        .map(|n| n.to_string_lossy().replace("%p", &pid.to_string()))
-        .unwrap_or_default();
-    let (own, children): (Vec<&PathBuf>, Vec<&PathBuf>) = written.iter().partition(|p| {
-        p.file_name().is_some_and(|n| {
-            let n = n.to_string_lossy();
-            n == own_name || own_trace_suffix(&own_name, &n)
-        })
-    });
-    for p in &own {
-        eprintln!("memtally: trace written to {}", shown(p, cwd));
+    // Which process wrote each trace, and when it started: from the
+    // traces' headers (a name alone cannot tell a fork child's `.N` trace
+    // from an executed program's).
+    let mut own: Vec<(u64, &PathBuf)> = Vec::new();
+    let mut children: Vec<&PathBuf> = Vec::new();
+    for path in written {
+        match memtally_profiler::read_header(path) {
+            Ok(h) if h.pid == u64::from(pid) => own.push((h.start_realtime_ns, path)),
+            _ => children.push(path),
+        }
+    }
+    own.sort();
+    match own.as_slice() {
+        [] => {}
+        [.., (_, last)] if own.len() > 3 => {
+            // An exec chain (wrappers, shims): the program it ended as is
+            // the one the user asked about.
+            eprintln!(
+                "memtally: {} earlier programs the command executed: traces {} ... {}",
+                own.len() - 1,
+                shown(own[0].1, cwd),
+                shown(own[own.len() - 2].1, cwd)
+            );
+            eprintln!("memtally: trace written to {}", shown(last, cwd));
+        }
+        few => {
+            for (_, p) in few {
+                eprintln!("memtally: trace written to {}", shown(p, cwd));
+            }
+        }
     }
     match children.as_slice() {
         [] => {}
@@ -153,7 +172,7 @@ fn announce(written: &[PathBuf], pattern: &Path, pid: u32, cwd: &Path) -> Vec<Pa
             shown(many[many.len() - 1], cwd)
         ),
     }
-    own.into_iter().cloned().collect()
+    own.into_iter().map(|(_, p)| p.clone()).collect()
 }
 
 /// The `MEMTALLY` settings for `args`, writing to `pattern`.
@@ -238,14 +257,12 @@ fn matching_traces(pattern: &Path) -> HashMap<PathBuf, Option<SystemTime>> {
 
 /// True when `file` is a name the recorder may give a trace for
 /// `pattern`: the pattern with every `%p` replaced by a number, or, when
-/// the name was taken (a process that execs keeps its pid), with `.N`
-/// inserted before the extension.
+/// the name was taken (a process that execs keeps its pid; descendants of
+/// the command never replace a trace), with `.N` inserted before the
+/// extension.
 fn matches_pattern(pattern: &str, file: &str) -> bool {
     if matches_exactly(pattern, file) {
         return true;
-    }
-    if !pattern.contains("%p") {
-        return false;
     }
     let ext = match pattern.rfind('.') {
         Some(d) if d > 0 => &pattern[d..],
@@ -281,19 +298,6 @@ fn matches_exactly(pattern: &str, file: &str) -> bool {
         }
     }
     rest.is_empty()
-}
-
-/// True when `file` is `own` (a name without `%p`) with `.N` before its
-/// extension.
-fn own_trace_suffix(own: &str, file: &str) -> bool {
-    let ext = match own.rfind('.') {
-        Some(d) if d > 0 => &own[d..],
-        _ => "",
-    };
-    file.strip_suffix(ext)
-        .and_then(|stem| stem.strip_prefix(&own[..own.len() - ext.len()]))
-        .and_then(|n| n.strip_prefix('.'))
-        .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
 }
 
 /// `path` relative to `cwd` when it is inside it.
@@ -332,9 +336,11 @@ mod tests {
         assert!(matches_pattern("memtally.%p.mtt", "memtally.1234.1.mtt"));
         assert!(matches_pattern("memtally.%p.mtt", "memtally.1234.12.mtt"));
         assert!(!matches_pattern("memtally.%p.mtt", "memtally.1234.x.mtt"));
-        assert!(!matches_pattern("fixed.mtt", "fixed.1.mtt"));
-        assert!(own_trace_suffix("memtally.77.mtt", "memtally.77.3.mtt"));
-        assert!(!own_trace_suffix("memtally.77.mtt", "memtally.770.mtt"));
+        // Descendants of the command never replace a trace of a fixed name.
+        assert!(matches_pattern("fixed.mtt", "fixed.1.mtt"));
+        assert!(matches_pattern("fixed", "fixed.3"));
+        assert!(!matches_pattern("fixed.mtt", "fixed.x.mtt"));
+        assert!(!matches_pattern("fixed.mtt", "fixed2.mtt"));
     }
 
     #[test]

@@ -288,3 +288,46 @@ fn run_report_prints_the_commands_own_report() {
     }
     assert!(err.contains("trace written to"), "{err}");
 }
+
+#[test]
+fn run_follows_the_command_across_exec_and_reports_the_last_program() {
+    let test_exe = std::env::current_exe().unwrap();
+    let exe = Path::new(env!("CARGO_BIN_EXE_memtally"));
+    let Some(lib) = [
+        test_exe.with_file_name("libmemtally.so"),
+        exe.with_file_name("libmemtally.so"),
+    ]
+    .into_iter()
+    .find(|p| p.is_file()) else {
+        eprintln!("skipped: libmemtally.so not built (run cargo test --workspace)");
+        return;
+    };
+    let dir = scratch("run-exec");
+    // A wrapper that executes the real program, as env, nice and pyenv's
+    // shims do.
+    let out = Command::new(exe)
+        .args([
+            "run",
+            "--report",
+            "-o",
+            "w.mtt",
+            "--",
+            "sh",
+            "-c",
+            "exec sh -c 'echo inner'",
+        ])
+        .current_dir(&dir)
+        .env("MEMTALLY_LIB", &lib)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(err.contains("trace written to w.mtt"), "{err}");
+    assert!(err.contains("trace written to w.1.mtt"), "{err}");
+    let program = stdout
+        .lines()
+        .find(|l| l.starts_with("program"))
+        .unwrap_or_default();
+    assert!(program.contains("sh -c \"echo inner\""), "{stdout}");
+}

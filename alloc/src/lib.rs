@@ -295,16 +295,24 @@ pub mod raw {
         crate::record::finish_for_exec();
     }
 
+    /// The `MEMTALLY=...` environment entry a program executed by this
+    /// process should get so that it goes on recording, if any (see
+    /// `record::exec_setting`).
+    pub fn exec_setting() -> Option<&'static core::ffi::CStr> {
+        crate::record::exec_setting()
+    }
+
     /// Ends the trace before `_exit`, which skips the destructors that
     /// normally end it (called by the preloaded library's `_exit` hook).
     pub fn finish_before_exit() {
         crate::record::finish_at_exit();
     }
 
-    /// Removes `MEMTALLY` from the environment unless children are to be
-    /// recorded (called by the preloaded library's constructor).
-    pub fn scrub_environment_for_children() {
-        crate::record::scrub_environment_for_children();
+    /// Decides what processes started by this one inherit of the
+    /// recording settings (called by the preloaded library's constructor;
+    /// see `record::hand_on_settings`).
+    pub fn hand_on_settings() {
+        crate::record::hand_on_settings();
     }
 
     /// Returns unused memory to the OS now: empty pages of the calling

@@ -19,7 +19,11 @@
 //! | `out` | trace path; `%p` becomes the process id | `memtally.%p.mtt` |
 //! | `interval` | mean bytes between samples in `sampled` mode (suffixes `k`, `m`) | `512k` |
 //! | `depth` | most frames per stack, 1 to 256 | `64` |
-//! | `children` | `1` to record forked and exec'd children too | `0` |
+//! | `children` | `1` to record forked children (and what they execute) too | `0` |
+//! | `descendant` | set by the recorder in the environment it hands on: `1` in a process another recorded one started or executed, whose trace then never replaces an existing file | `0` |
+//!
+//! A recorded process that executes another program goes on recording it,
+//! in a trace of its own; `children` is about forked processes.
 //!
 //! Example: `MEMTALLY=mode=full,out=app.mtt`.
 
@@ -55,6 +59,8 @@ pub struct Settings {
     pub depth: usize,
     /// Record child processes too.
     pub children: bool,
+    /// Started or executed by a recorded process (see the table above).
+    pub descendant: bool,
 }
 
 impl Default for Settings {
@@ -67,6 +73,7 @@ impl Default for Settings {
             interval: 512 * 1024,
             depth: 64,
             children: false,
+            descendant: false,
         }
     }
 }
@@ -139,11 +146,10 @@ pub fn parse_settings(value: &[u8]) -> Result<Settings, SettingError> {
                     .ok_or(err("depth must be 1 to 256"))? as usize;
             }
             b"children" => {
-                s.children = match val {
-                    b"1" | b"true" | b"yes" | b"on" => true,
-                    b"0" | b"false" | b"no" | b"off" => false,
-                    _ => return Err(err("children must be 0 or 1")),
-                }
+                s.children = parse_flag(val).ok_or(err("children must be 0 or 1"))?;
+            }
+            b"descendant" => {
+                s.descendant = parse_flag(val).ok_or(err("descendant must be 0 or 1"))?;
             }
             _ => {
                 return Err(err(
@@ -153,6 +159,15 @@ pub fn parse_settings(value: &[u8]) -> Result<Settings, SettingError> {
         }
     }
     Ok(s)
+}
+
+/// Parses a yes/no value.
+fn parse_flag(v: &[u8]) -> Option<bool> {
+    match v {
+        b"1" | b"true" | b"yes" | b"on" => Some(true),
+        b"0" | b"false" | b"no" | b"off" => Some(false),
+        _ => None,
+    }
 }
 
 /// Parses a byte count with an optional `k`/`m`/`g` suffix (powers of 1024).

@@ -25,10 +25,10 @@ const MALLOC_ALIGN: usize = 16;
 
 /// Runs when the library is loaded: reads the settings at once, so that a bad
 /// `MEMTALLY_*` value is reported even by a program that never allocates,
-/// and keeps programs this one executes from recording unless asked.
+/// and decides which processes started from this one record.
 extern "C" fn on_load() {
     raw::init();
-    raw::scrub_environment_for_children();
+    raw::hand_on_settings();
 }
 
 #[used]
@@ -314,29 +314,6 @@ fn next_symbol(
     f
 }
 
-/// `execve(2)`: ends the trace before the program image is replaced (a
-/// failed exec returns here and recording goes on in a new trace).
-///
-/// # Safety
-/// As `execve`.
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn execve(
-    path: *const core::ffi::c_char,
-    argv: *const *const core::ffi::c_char,
-    envp: *const *const core::ffi::c_char,
-) -> c_int {
-    static REAL: core::sync::atomic::AtomicPtr<c_void> =
-        core::sync::atomic::AtomicPtr::new(core::ptr::null_mut());
-    raw::finish_for_exec();
-    let f = next_symbol(&REAL, c"execve");
-    if f.is_null() {
-        set_errno(libc::ENOSYS);
-        return -1;
-    }
-    // SAFETY: `f` is libc's execve, with this exact signature.
-    unsafe { core::mem::transmute::<*mut c_void, ExecveFn>(f)(path, argv, envp) }
-}
-
 type ExitFn = unsafe extern "C" fn(c_int) -> !;
 
 /// Ends the trace, then calls libc's `name` (`_exit` or `_Exit`), which
@@ -383,7 +360,141 @@ pub unsafe extern "C" fn _Exit(status: c_int) -> ! {
     exit_through(&REAL, c"_Exit", status)
 }
 
-/// `execv(3)`, flushing the trace first (see [`execve`]).
+/// The environment for a program this process executes: `envp` as
+/// given, or, when this process records and the program should go on
+/// recording in a trace of its own, a copy of it with the recorder's
+/// `MEMTALLY` setting (which the constructor removed from the environment
+/// so that forked children do not record unless asked). The copy lives in
+/// a mapping of its own, released by dropping the value (after a failed
+/// exec; a successful one replaces the whole image).
+struct ExecEnv {
+    envp: *const *const core::ffi::c_char,
+    mapping: Option<(*mut u8, usize)>,
+}
+
+impl ExecEnv {
+    /// # Safety
+    /// `envp` must be a null-terminated array of NUL-terminated strings.
+    unsafe fn new(envp: *const *const core::ffi::c_char) -> ExecEnv {
+        let plain = ExecEnv {
+            envp,
+            mapping: None,
+        };
+        let Some(setting) = raw::exec_setting() else {
+            return plain;
+        };
+        let mut n = 0;
+        if !envp.is_null() {
+            // SAFETY: the array is null-terminated (caller's contract).
+            while !unsafe { *envp.add(n) }.is_null() {
+                n += 1;
+            }
+        }
+        let bytes = (n + 2) * core::mem::size_of::<usize>();
+        // SAFETY: a fresh private anonymous mapping.
+        let p = unsafe {
+            libc::mmap(
+                core::ptr::null_mut(),
+                bytes,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            return plain;
+        }
+        let out = p.cast::<*const core::ffi::c_char>();
+        let mut k = 0;
+        for i in 0..n {
+            // SAFETY: i < n, inside the null-terminated array.
+            let entry = unsafe { *envp.add(i) };
+            // SAFETY: each entry is a NUL-terminated string.
+            let name = unsafe { core::ffi::CStr::from_ptr(entry) }.to_bytes();
+            if !name.starts_with(b"MEMTALLY=") {
+                // SAFETY: k <= i < n + 2 slots in the mapping.
+                unsafe { *out.add(k) = entry };
+                k += 1;
+            }
+        }
+        // SAFETY: k <= n, so k + 1 < n + 2 slots.
+        unsafe {
+            *out.add(k) = setting.as_ptr();
+            *out.add(k + 1) = core::ptr::null();
+        }
+        ExecEnv {
+            envp: out,
+            mapping: Some((p.cast(), bytes)),
+        }
+    }
+
+    /// The process environment (`environ`) with the setting added.
+    fn current() -> ExecEnv {
+        unsafe extern "C" {
+            static environ: *const *const core::ffi::c_char;
+        }
+        // SAFETY: reading the process's environment pointer; the array is
+        // null-terminated.
+        unsafe { ExecEnv::new(environ) }
+    }
+}
+
+impl Drop for ExecEnv {
+    fn drop(&mut self) {
+        if let Some((p, bytes)) = self.mapping {
+            // SAFETY: our own mapping, no longer used.
+            unsafe { libc::munmap(p.cast(), bytes) };
+        }
+    }
+}
+
+/// Calls libc's `name` (`execve` or `execvpe`, same signature) with the
+/// environment for the new program, after ending the trace.
+fn exec_through(
+    slot: &core::sync::atomic::AtomicPtr<c_void>,
+    name: &core::ffi::CStr,
+    file: *const core::ffi::c_char,
+    argv: *const *const core::ffi::c_char,
+    env: ExecEnv,
+) -> c_int {
+    raw::finish_for_exec();
+    let f = next_symbol(slot, name);
+    if f.is_null() {
+        set_errno(libc::ENOSYS);
+        return -1;
+    }
+    // SAFETY: `f` is libc's execve or execvpe, with this exact signature;
+    // the arguments are the caller's, the environment a valid array.
+    let r = unsafe { core::mem::transmute::<*mut c_void, ExecveFn>(f)(file, argv, env.envp) };
+    // The exec failed: recording goes on in a new trace; the copy goes.
+    drop(env);
+    r
+}
+
+static REAL_EXECVE: core::sync::atomic::AtomicPtr<c_void> =
+    core::sync::atomic::AtomicPtr::new(core::ptr::null_mut());
+static REAL_EXECVPE: core::sync::atomic::AtomicPtr<c_void> =
+    core::sync::atomic::AtomicPtr::new(core::ptr::null_mut());
+
+/// `execve(2)`: ends the trace before the program image is replaced (a
+/// failed exec returns here and recording goes on in a new trace). The
+/// new program records into its own trace too (see [`ExecEnv`]).
+///
+/// # Safety
+/// As `execve`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn execve(
+    path: *const core::ffi::c_char,
+    argv: *const *const core::ffi::c_char,
+    envp: *const *const core::ffi::c_char,
+) -> c_int {
+    // SAFETY: the caller passes a valid environment array.
+    let env = unsafe { ExecEnv::new(envp) };
+    exec_through(&REAL_EXECVE, c"execve", path, argv, env)
+}
+
+/// `execv(3)`, as [`execve`] with the process environment.
 ///
 /// # Safety
 /// As `execv`.
@@ -392,21 +503,11 @@ pub unsafe extern "C" fn execv(
     path: *const core::ffi::c_char,
     argv: *const *const core::ffi::c_char,
 ) -> c_int {
-    static REAL: core::sync::atomic::AtomicPtr<c_void> =
-        core::sync::atomic::AtomicPtr::new(core::ptr::null_mut());
-    raw::finish_for_exec();
-    let f = next_symbol(&REAL, c"execv");
-    if f.is_null() {
-        set_errno(libc::ENOSYS);
-        return -1;
-    }
-    type F =
-        unsafe extern "C" fn(*const core::ffi::c_char, *const *const core::ffi::c_char) -> c_int;
-    // SAFETY: `f` is libc's execv, with this exact signature.
-    unsafe { core::mem::transmute::<*mut c_void, F>(f)(path, argv) }
+    exec_through(&REAL_EXECVE, c"execve", path, argv, ExecEnv::current())
 }
 
-/// `execvp(3)`, flushing the trace first (see [`execve`]).
+/// `execvp(3)`, as [`execve`] with a `PATH` search and the process
+/// environment.
 ///
 /// # Safety
 /// As `execvp`.
@@ -415,21 +516,10 @@ pub unsafe extern "C" fn execvp(
     file: *const core::ffi::c_char,
     argv: *const *const core::ffi::c_char,
 ) -> c_int {
-    static REAL: core::sync::atomic::AtomicPtr<c_void> =
-        core::sync::atomic::AtomicPtr::new(core::ptr::null_mut());
-    raw::finish_for_exec();
-    let f = next_symbol(&REAL, c"execvp");
-    if f.is_null() {
-        set_errno(libc::ENOSYS);
-        return -1;
-    }
-    type F =
-        unsafe extern "C" fn(*const core::ffi::c_char, *const *const core::ffi::c_char) -> c_int;
-    // SAFETY: `f` is libc's execvp, with this exact signature.
-    unsafe { core::mem::transmute::<*mut c_void, F>(f)(file, argv) }
+    exec_through(&REAL_EXECVPE, c"execvpe", file, argv, ExecEnv::current())
 }
 
-/// `execvpe(3)`, flushing the trace first (see [`execve`]).
+/// `execvpe(3)`, as [`execve`] with a `PATH` search.
 ///
 /// # Safety
 /// As `execvpe`.
@@ -439,14 +529,7 @@ pub unsafe extern "C" fn execvpe(
     argv: *const *const core::ffi::c_char,
     envp: *const *const core::ffi::c_char,
 ) -> c_int {
-    static REAL: core::sync::atomic::AtomicPtr<c_void> =
-        core::sync::atomic::AtomicPtr::new(core::ptr::null_mut());
-    raw::finish_for_exec();
-    let f = next_symbol(&REAL, c"execvpe");
-    if f.is_null() {
-        set_errno(libc::ENOSYS);
-        return -1;
-    }
-    // SAFETY: `f` is libc's execvpe, with execve's signature.
-    unsafe { core::mem::transmute::<*mut c_void, ExecveFn>(f)(file, argv, envp) }
+    // SAFETY: the caller passes a valid environment array.
+    let env = unsafe { ExecEnv::new(envp) };
+    exec_through(&REAL_EXECVPE, c"execvpe", file, argv, env)
 }

@@ -361,3 +361,77 @@ fn underscore_exit_ends_the_trace_and_a_vfork_child_leaves_it_alone() {
     let leaked = s.live.values().filter(|(size, _)| *size == 4242).count();
     assert_eq!(leaked, 10);
 }
+
+#[test]
+fn an_executed_program_records_into_a_trace_of_its_own() {
+    require("cc");
+    let dir = TempDir::new("execchain");
+    let exe = compile("exec_chain.c", &dir, &[]);
+    // A fixed name: the executed program must not replace the trace.
+    let out = output_within(
+        Command::new(&exe).env("LD_PRELOAD", library()).env(
+            "MEMTALLY",
+            format!("mode=full,out={}/t.mtt", dir.0.display()),
+        ),
+        TIMEOUT,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let traces = traces_in(&dir.0);
+    let names: Vec<String> = traces
+        .iter()
+        .map(|t| t.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(
+        names,
+        ["t.1.mtt", "t.mtt"],
+        "the fork child is not recorded"
+    );
+    let first = summarise(&dir.join("t.mtt"));
+    let second = summarise(&dir.join("t.1.mtt"));
+    assert_eq!(first.pid, second.pid);
+    assert_eq!(first.sizes.get(&555), Some(&100));
+    assert_eq!(first.sizes.get(&777), None);
+    assert_eq!(second.sizes.get(&777), Some(&300));
+    assert_eq!(second.sizes.get(&666), None);
+    assert!(first.footer.is_some() && second.footer.is_some());
+}
+
+#[test]
+fn commands_run_by_bash_are_not_recorded_unless_asked() {
+    // bash defines its own unsetenv (for shell variables); the recorder
+    // must still keep the setting from the commands a script runs.
+    require("bash");
+    let dir = TempDir::new("bash");
+    let out = output_within(
+        Command::new("bash")
+            .args(["-c", "x=$(cat /proc/self/environ | tr '\\0' '\\n'); echo \"$x\" | grep -c MEMTALLY; true"])
+            .env("LD_PRELOAD", library())
+            .env(
+                "MEMTALLY",
+                format!("mode=full,out={}/b.%p.mtt", dir.0.display()),
+            ),
+        TIMEOUT,
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "0");
+    assert_eq!(traces_in(&dir.0).len(), 1, "{:?}", traces_in(&dir.0));
+    // With children=1 every process records, each in a trace of its own:
+    // bash, and for each `$(...)` the forked subshell and the cat it
+    // executes (which keeps the subshell's pid: a `.N` name).
+    let dir = TempDir::new("bash-children");
+    let out = output_within(
+        Command::new("bash")
+            .args(["-c", "x=$(cat /etc/hostname); y=$(cat /etc/hostname); true"])
+            .env("LD_PRELOAD", library())
+            .env(
+                "MEMTALLY",
+                format!("mode=full,children=1,out={}/b.mtt", dir.0.display()),
+            ),
+        TIMEOUT,
+    );
+    assert!(out.status.success());
+    assert_eq!(traces_in(&dir.0).len(), 5, "{:?}", traces_in(&dir.0));
+}

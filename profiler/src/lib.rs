@@ -55,12 +55,13 @@ pub mod synth;
 pub use clock::{Clock, ClockPoint};
 pub use error::{Error, ErrorKind};
 pub use group::{Group, GroupBy, group_sites};
+pub use memtally_alloc::trace::Header;
 pub use model::{
     Counters, Durations, Footer, LiveBlock, LiveMap, Marker, Model, ModelOptions, Peak, Point,
     Sampling, Series, Site, SizeBucket, SizeHistogram, ThreadInfo, ThreadStats, Totals, Weight,
 };
 pub use modules::{ModuleInfo, Modules};
-pub use read::{Analysis, Ending};
+pub use read::{Analysis, Ending, read_header};
 pub use stacks::{MAX_DEPTH, StackId, StackNode, Stacks};
 pub use strings::Strings;
 pub use symbols::{

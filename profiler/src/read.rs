@@ -12,7 +12,7 @@
 
 use crate::error::{Error, ErrorKind};
 use crate::model::{Model, ModelOptions};
-use memtally_alloc::trace::{Decoder, Ordered, Record};
+use memtally_alloc::trace::{Decoder, Header, Ordered, Record};
 use std::fs::File;
 use std::io::{BufReader, Read};
 use std::path::{Path, PathBuf};
@@ -130,6 +130,24 @@ impl Analysis {
             ending,
             bytes,
         })
+    }
+}
+
+/// The header of the trace at `path`, reading no further than its first
+/// record: which process wrote it, when, running what.
+pub fn read_header(path: &Path) -> Result<Header, Error> {
+    let file = File::open(path).map_err(|source| {
+        Error::new(ErrorKind::Open {
+            path: path.to_owned(),
+            source,
+        })
+    })?;
+    let mut decoder = Decoder::new(BufReader::with_capacity(4096, file));
+    match decoder.next_record()? {
+        Some(Record::Header(h)) => Ok(h),
+        _ => Err(Error::new(ErrorKind::NoHeader {
+            file_bytes: std::fs::metadata(path).map(|m| m.len()).unwrap_or(0),
+        })),
     }
 }
 

@@ -31,7 +31,7 @@ use crate::lock::SpinLock;
 use crate::options::{Mode, Settings};
 use crate::trace::{self, Cursor, MAX_EVENT_BYTES, RawEvent, ThreadCodec};
 use core::cell::{Cell, UnsafeCell};
-use core::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicI32, AtomicU8, AtomicU64, Ordering};
 use ring::Ring;
 use stack::Bounds;
 
@@ -468,6 +468,7 @@ static FINISH_AT_EXIT: extern "C" fn() = finish_at_exit;
 /// child when children are followed, else stops.
 pub fn after_fork_child(current: *mut Heap) {
     writer::after_fork_child();
+    FORKED.store(true, Ordering::Relaxed);
     let follow = settings().children;
     let mine = if current.is_null() || current == crate::thread::empty_heap() {
         core::ptr::null_mut()
@@ -491,13 +492,142 @@ pub fn after_fork_child(current: *mut Heap) {
     }
 }
 
-/// Removes `MEMTALLY` from the environment unless children are to be
-/// recorded, so that programs this one executes run unrecorded. Called by
-/// the preloaded library's constructor (never from inside an allocation,
-/// where the environment lock may be held).
-pub fn scrub_environment_for_children() {
-    if active() && !settings().children {
-        // SAFETY: unsetenv with a valid NUL-terminated name.
-        unsafe { libc::unsetenv(c"MEMTALLY".as_ptr()) };
+/// Decides what the processes this one starts inherit. Forked children
+/// record only with `children=1`: otherwise `MEMTALLY` leaves the
+/// environment. Programs this process itself executes go on recording
+/// either way (the exec hooks hand the setting on, see [`exec_setting`]).
+/// What is handed on is marked `descendant=1`, so that a descendant's trace
+/// never replaces an existing file. Called by the preloaded library's
+/// constructor (never from inside an allocation, where the environment
+/// lock may be held).
+pub fn hand_on_settings() {
+    // SAFETY: getpid has no preconditions.
+    INIT_PID.store(unsafe { libc::getpid() }, Ordering::Relaxed);
+    if !active() {
+        return;
     }
+    save_setting();
+    // The environment is edited in place rather than with setenv/unsetenv,
+    // which a program may define for itself (bash does, for its shell
+    // variables: before bash's main its unsetenv removes nothing, and every
+    // command the script ran used to record).
+    let replacement = if settings().children {
+        exec_setting().map(|s| s.as_ptr())
+    } else {
+        None
+    };
+    // SAFETY: the constructor runs before the program's main, on its only
+    // thread, so nothing else reads or writes the environment meanwhile.
+    unsafe { edit_environment(replacement) };
+}
+
+/// Removes every `MEMTALLY=` entry of `environ`, or points the first one at
+/// `replacement` (a static `MEMTALLY=...` string) and removes the others.
+///
+/// # Safety
+/// No other thread may use the environment meanwhile; `replacement`, if
+/// given, must be a NUL-terminated string that lives forever.
+unsafe fn edit_environment(replacement: Option<*const core::ffi::c_char>) {
+    unsafe extern "C" {
+        static mut environ: *mut *const core::ffi::c_char;
+    }
+    // SAFETY: reading the process's environment pointer (caller: no one
+    // else uses it now).
+    let env = unsafe { environ };
+    if env.is_null() {
+        return;
+    }
+    let mut replacement = replacement;
+    let (mut read, mut write) = (0, 0);
+    loop {
+        // SAFETY: the array is null-terminated; `read` has not passed the
+        // terminator.
+        let entry = unsafe { *env.add(read) };
+        if entry.is_null() {
+            break;
+        }
+        read += 1;
+        // SAFETY: environment entries are NUL-terminated strings.
+        let is_ours = unsafe { core::ffi::CStr::from_ptr(entry) }
+            .to_bytes()
+            .starts_with(b"MEMTALLY=");
+        let keep = match (is_ours, replacement.take()) {
+            (false, r) => {
+                replacement = r;
+                Some(entry)
+            }
+            (true, Some(r)) => Some(r),
+            (true, None) => None,
+        };
+        if let Some(e) = keep {
+            // SAFETY: write <= read - 1, inside the array.
+            unsafe { *env.add(write) = e };
+            write += 1;
+        }
+    }
+    // SAFETY: write <= read, the terminator's index.
+    unsafe { *env.add(write) = core::ptr::null() };
+}
+
+/// The process that loaded the library (a `vfork` child has another pid
+/// while it shares our memory).
+static INIT_PID: AtomicI32 = AtomicI32::new(0);
+/// `MEMTALLY=...,descendant=1` from the setting the process found,
+/// NUL-terminated (empty when not saved), for the programs it starts.
+static SAVED_SETTING: [AtomicU8; 1024] = [const { AtomicU8::new(0) }; 1024];
+
+fn save_setting() {
+    // SAFETY: getenv with a NUL-terminated name; the value is read before
+    // anything can change the environment (the library's constructor).
+    let value = unsafe { libc::getenv(c"MEMTALLY".as_ptr()) };
+    if value.is_null() {
+        return;
+    }
+    // SAFETY: getenv returned a NUL-terminated string.
+    let value = unsafe { core::ffi::CStr::from_ptr(value) }.to_bytes();
+    let name = b"MEMTALLY=";
+    let mark: &[u8] = if settings().descendant {
+        b""
+    } else {
+        b",descendant=1"
+    };
+    if name.len() + value.len() + mark.len() >= SAVED_SETTING.len() {
+        return;
+    }
+    for (slot, &b) in SAVED_SETTING
+        .iter()
+        .zip(name.iter().chain(value).chain(mark))
+    {
+        slot.store(b, Ordering::Relaxed);
+    }
+}
+
+/// Set in a forked child that records: its trace, like any descendant's,
+/// never replaces an existing file.
+static FORKED: AtomicBool = AtomicBool::new(false);
+
+/// Is this process a descendant of the recorded one (forked, or executed
+/// with a handed-on setting)?
+pub fn is_descendant() -> bool {
+    settings().descendant || FORKED.load(Ordering::Relaxed)
+}
+
+/// The `MEMTALLY=...` entry to add to the environment of a program this
+/// process executes, when this process records and is the one that loaded
+/// the library (not a `vfork` child, not an unfollowed fork child, which
+/// stopped recording).
+pub fn exec_setting() -> Option<&'static core::ffi::CStr> {
+    // SAFETY: getpid has no preconditions.
+    if !active() || INIT_PID.load(Ordering::Relaxed) != unsafe { libc::getpid() } {
+        return None;
+    }
+    if SAVED_SETTING[0].load(Ordering::Relaxed) == 0 {
+        return None;
+    }
+    // SAFETY: AtomicU8 has u8's layout; the saved bytes end with a NUL (the
+    // array is longer than the setting) and are not written again.
+    let bytes = unsafe {
+        core::slice::from_raw_parts(SAVED_SETTING.as_ptr().cast::<u8>(), SAVED_SETTING.len())
+    };
+    core::ffi::CStr::from_bytes_until_nul(bytes).ok()
 }

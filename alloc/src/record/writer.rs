@@ -267,7 +267,11 @@ fn open_and_spawn(settings: &crate::options::Settings, mode: u8) -> bool {
         }
     }
     path[n] = 0;
-    let per_process = template.windows(2).any(|w| w == b"%p");
+    // A name taken already gets a `.N` before its extension, rather than
+    // being replaced, when several processes may write the same name: a
+    // `%p` pattern (a process that executes keeps its pid), or any trace
+    // of a descendant of the recorded process.
+    let per_process = template.windows(2).any(|w| w == b"%p") || super::is_descendant();
     let (fd, n) = open_trace(&mut path, n, per_process);
     if fd < 0 {
         crate::report::warn(format_args!(
