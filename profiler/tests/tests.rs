@@ -2,6 +2,7 @@
 //! are worked out by hand, fed through the decoder and the model, then
 //! symbolised and reported.
 
+mod corpus;
 mod model;
 mod reading;
 mod report;

@@ -84,12 +84,23 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// The contents of `path` if it is a regular file: a module path in a
+/// damaged or crafted trace may name `/dev/zero` or a FIFO, which would
+/// never end.
+fn read_regular(path: &Path) -> Result<Vec<u8>, FileProblem> {
+    let meta = std::fs::metadata(path).map_err(|e| FileProblem::Unreadable(e.to_string()))?;
+    if !meta.is_file() {
+        return Err(FileProblem::Unreadable("not a regular file".into()));
+    }
+    std::fs::read(path).map_err(|e| FileProblem::Unreadable(e.to_string()))
+}
+
 impl ObjectFile {
     /// Opens `path`, which must have build id `build_id` unless that is
     /// empty (the trace did not know it). `debug_dirs` are searched for
     /// separate debug files (`.build-id/xx/yyyy.debug` and debuglinks).
     pub fn open(path: &Path, build_id: &[u8], debug_dirs: &[PathBuf]) -> Result<Self, FileProblem> {
-        let data = std::fs::read(path).map_err(|e| FileProblem::Unreadable(e.to_string()))?;
+        let data = read_regular(path)?;
         let file =
             object::File::parse(&data[..]).map_err(|e| FileProblem::NotObject(e.to_string()))?;
         let found = file.build_id().ok().flatten().unwrap_or_default();
@@ -108,7 +119,7 @@ impl ObjectFile {
         if dwarf.is_none() {
             // A separate debug file (Debian's -dbgsym packages, for one).
             for candidate in debug_file_candidates(path, &file, found, debug_dirs) {
-                let Ok(data) = std::fs::read(&candidate) else {
+                let Ok(data) = read_regular(&candidate) else {
                     continue;
                 };
                 let Ok(debug) = object::File::parse(&data[..]) else {
