@@ -213,3 +213,20 @@ fn a_different_build_id_is_not_trusted() {
     let msg = problems[0].problem.to_string();
     assert!(msg.contains("differs from the program's deadbeef"), "{msg}");
 }
+
+#[test]
+fn a_module_path_naming_a_device_is_refused_not_read() {
+    // A damaged or crafted trace may name /dev/zero, which never ends.
+    let p = program();
+    let a = analyse(&trace("/dev/zero", &p.build_id));
+    let mut s = Symbolizer::default();
+    let stack = s.stack(&a.model, 3);
+    assert_eq!(stack.frames[0].to_string(), format!("zero+{:#x}", p.leaf));
+    let problems = s.problems();
+    assert_eq!(problems.len(), 1);
+    assert!(
+        matches!(&problems[0].problem, FileProblem::Unreadable(why) if why.contains("not a regular file")),
+        "{:?}",
+        problems[0].problem
+    );
+}
