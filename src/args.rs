@@ -112,6 +112,10 @@ Options:
 A command that executes another program (env, nice, a shell's exec, pyenv's
 shims) goes on recording it, in a trace of its own: FILE with .1, .2, ...
 before the extension. --report reports the last program the command ran.
+
+PYTHONMALLOC=malloc is set unless the environment sets PYTHONMALLOC, so that
+a Python program's objects are seen: CPython otherwise takes small objects
+from arenas it maps itself.
   -h, --help           print this help
 
 The library is found through the MEMTALLY_LIB environment variable, then next

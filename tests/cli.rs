@@ -226,23 +226,33 @@ fn run_passes_the_exit_status_on() {
             "--",
             "sh",
             "-c",
-            "echo \"$MEMTALLY\"; echo \"$LD_PRELOAD\"",
+            "echo \"$MEMTALLY\"; echo \"$LD_PRELOAD\"; echo \"$PYTHONMALLOC\"",
         ])
         .current_dir(&dir)
         .env("MEMTALLY_LIB", lib)
         .env("LD_PRELOAD", "")
+        .env_remove("PYTHONMALLOC")
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    let dir = dir.canonicalize().unwrap();
+    let canonical = dir.canonicalize().unwrap();
     assert_eq!(
         stdout,
         format!(
-            "mode=sampled,out={}/t.%p.mtt,interval=1048576\n{}\n",
-            dir.display(),
+            "mode=sampled,out={}/t.%p.mtt,interval=1048576\n{}\nmalloc\n",
+            canonical.display(),
             Path::new(lib).canonicalize().unwrap().display()
         )
     );
+    // A PYTHONMALLOC the user set is left alone.
+    let out = Command::new(env!("CARGO_BIN_EXE_memtally"))
+        .args(["run", "--", "sh", "-c", "echo \"$PYTHONMALLOC\""])
+        .current_dir(&dir)
+        .env("MEMTALLY_LIB", lib)
+        .env("PYTHONMALLOC", "pymalloc_debug")
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "pymalloc_debug\n");
 }
 
 #[test]
@@ -330,4 +340,63 @@ fn run_follows_the_command_across_exec_and_reports_the_last_program() {
         .find(|l| l.starts_with("program"))
         .unwrap_or_default();
     assert!(program.contains("sh -c \"echo inner\""), "{stdout}");
+}
+
+#[test]
+fn python_objects_are_seen() {
+    let test_exe = std::env::current_exe().unwrap();
+    let exe = Path::new(env!("CARGO_BIN_EXE_memtally"));
+    let Some(lib) = [
+        test_exe.with_file_name("libmemtally.so"),
+        exe.with_file_name("libmemtally.so"),
+    ]
+    .into_iter()
+    .find(|p| p.is_file()) else {
+        eprintln!("skipped: libmemtally.so not built (run cargo test --workspace)");
+        return;
+    };
+    if Command::new("python3")
+        .arg("-c")
+        .arg("pass")
+        .output()
+        .is_err()
+    {
+        eprintln!("skipped: no python3 (.ci/run installs it)");
+        return;
+    }
+    let dir = scratch("run-python");
+    // 20,000 small objects of 1,000 bytes, all live at once: about 20 MB
+    // that CPython's own arenas would hide.
+    let out = Command::new(exe)
+        .args([
+            "run",
+            "--report",
+            "--",
+            "python3",
+            "-c",
+            "x = [bytes(1000) for _ in range(20000)]; print(len(x))",
+        ])
+        .current_dir(&dir)
+        .env("MEMTALLY_LIB", &lib)
+        .env_remove("PYTHONMALLOC")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let peak = stdout
+        .lines()
+        .find_map(|l| l.trim_start().strip_prefix("peak heap"))
+        .unwrap_or_else(|| panic!("no peak line: {stdout}"));
+    let mut words = peak.split_whitespace();
+    let (value, unit) = (words.next().unwrap(), words.next().unwrap());
+    let mib: f64 = value.replace(',', "").parse().unwrap();
+    assert!(
+        unit == "MiB" && mib >= 19.0,
+        "peak {value} {unit}: {stdout}"
+    );
 }
