@@ -22,6 +22,20 @@ fn scratch(name: &str) -> PathBuf {
     dir
 }
 
+/// The `libmemtally.so` of this build: `cargo test --workspace` builds it
+/// into deps/, beside this test (a plain `cargo build` puts another copy
+/// beside the binary, which may be stale here).
+fn built_library() -> Option<PathBuf> {
+    let test_exe = std::env::current_exe().unwrap();
+    let exe = Path::new(env!("CARGO_BIN_EXE_memtally"));
+    [
+        test_exe.with_file_name("libmemtally.so"),
+        exe.with_file_name("libmemtally.so"),
+    ]
+    .into_iter()
+    .find(|p| p.is_file())
+}
+
 /// Asserts the command failed with status 2 and one `memtally:` line
 /// containing `want`.
 fn fails_with(out: &Output, want: &str) {
@@ -261,17 +275,8 @@ fn run_report_prints_the_commands_own_report() {
         &memtally(&["run", "--report", "--mode", "stats", "--", "true"]),
         "--report",
     );
-    // `cargo test --workspace` builds the library into deps/, beside this
-    // test (a plain `cargo build` puts another copy beside the binary,
-    // which may be stale here).
-    let test_exe = std::env::current_exe().unwrap();
     let exe = Path::new(env!("CARGO_BIN_EXE_memtally"));
-    let Some(lib) = [
-        test_exe.with_file_name("libmemtally.so"),
-        exe.with_file_name("libmemtally.so"),
-    ]
-    .into_iter()
-    .find(|p| p.is_file()) else {
+    let Some(lib) = built_library() else {
         eprintln!("skipped: libmemtally.so not built (run cargo test --workspace)");
         return;
     };
@@ -301,14 +306,8 @@ fn run_report_prints_the_commands_own_report() {
 
 #[test]
 fn run_follows_the_command_across_exec_and_reports_the_last_program() {
-    let test_exe = std::env::current_exe().unwrap();
     let exe = Path::new(env!("CARGO_BIN_EXE_memtally"));
-    let Some(lib) = [
-        test_exe.with_file_name("libmemtally.so"),
-        exe.with_file_name("libmemtally.so"),
-    ]
-    .into_iter()
-    .find(|p| p.is_file()) else {
+    let Some(lib) = built_library() else {
         eprintln!("skipped: libmemtally.so not built (run cargo test --workspace)");
         return;
     };
@@ -344,14 +343,8 @@ fn run_follows_the_command_across_exec_and_reports_the_last_program() {
 
 #[test]
 fn python_objects_are_seen() {
-    let test_exe = std::env::current_exe().unwrap();
     let exe = Path::new(env!("CARGO_BIN_EXE_memtally"));
-    let Some(lib) = [
-        test_exe.with_file_name("libmemtally.so"),
-        exe.with_file_name("libmemtally.so"),
-    ]
-    .into_iter()
-    .find(|p| p.is_file()) else {
+    let Some(lib) = built_library() else {
         eprintln!("skipped: libmemtally.so not built (run cargo test --workspace)");
         return;
     };

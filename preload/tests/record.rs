@@ -327,24 +327,30 @@ fn sigterm_leaves_a_readable_trace() {
     );
 }
 
+/// Runs `exe` with the library and `MEMTALLY=<settings>,out=<dir>/<out>`,
+/// asserts that it succeeded, and returns the traces in `dir`.
+fn record_run(exe: &Path, dir: &TempDir, settings: &str, out: &str) -> Vec<PathBuf> {
+    let output = output_within(
+        Command::new(exe).env("LD_PRELOAD", library()).env(
+            "MEMTALLY",
+            format!("{settings},out={}/{out}", dir.0.display()),
+        ),
+        TIMEOUT,
+    );
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    traces_in(&dir.0)
+}
+
 #[test]
 fn underscore_exit_ends_the_trace_and_a_vfork_child_leaves_it_alone() {
     require("cc");
     let dir = TempDir::new("quickexit");
     let exe = compile("quick_exit.c", &dir, &[]);
-    let out = output_within(
-        Command::new(&exe).env("LD_PRELOAD", library()).env(
-            "MEMTALLY",
-            format!("mode=full,children=1,out={}/t.%p.mtt", dir.0.display()),
-        ),
-        TIMEOUT,
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let traces = traces_in(&dir.0);
+    let traces = record_run(&exe, &dir, "mode=full,children=1", "t.%p.mtt");
     assert_eq!(
         traces.len(),
         1,
@@ -368,19 +374,7 @@ fn an_executed_program_records_into_a_trace_of_its_own() {
     let dir = TempDir::new("execchain");
     let exe = compile("exec_chain.c", &dir, &[]);
     // A fixed name: the executed program must not replace the trace.
-    let out = output_within(
-        Command::new(&exe).env("LD_PRELOAD", library()).env(
-            "MEMTALLY",
-            format!("mode=full,out={}/t.mtt", dir.0.display()),
-        ),
-        TIMEOUT,
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let traces = traces_in(&dir.0);
+    let traces = record_run(&exe, &dir, "mode=full", "t.mtt");
     let names: Vec<String> = traces
         .iter()
         .map(|t| t.file_name().unwrap().to_string_lossy().into_owned())
