@@ -36,6 +36,23 @@ fn built_library() -> Option<PathBuf> {
     .find(|p| p.is_file())
 }
 
+/// Runs `memtally` with `args` in a fresh directory named `test`, with the
+/// library of this build; None (the test skips) when it is not built.
+fn run_recorded(test: &str, args: &[&str]) -> Option<Output> {
+    let Some(lib) = built_library() else {
+        eprintln!("skipped: libmemtally.so not built (run cargo test --workspace)");
+        return None;
+    };
+    let out = Command::new(env!("CARGO_BIN_EXE_memtally"))
+        .args(args)
+        .current_dir(scratch(test))
+        .env("MEMTALLY_LIB", &lib)
+        .env_remove("PYTHONMALLOC")
+        .output()
+        .unwrap();
+    Some(out)
+}
+
 /// Asserts the command failed with status 2 and one `memtally:` line
 /// containing `want`.
 fn fails_with(out: &Output, want: &str) {
@@ -275,25 +292,19 @@ fn run_report_prints_the_commands_own_report() {
         &memtally(&["run", "--report", "--mode", "stats", "--", "true"]),
         "--report",
     );
-    let exe = Path::new(env!("CARGO_BIN_EXE_memtally"));
-    let Some(lib) = built_library() else {
-        eprintln!("skipped: libmemtally.so not built (run cargo test --workspace)");
-        return;
-    };
-    let dir = scratch("run-report");
-    let out = Command::new(exe)
-        .args([
+    let Some(out) = run_recorded(
+        "run-report",
+        &[
             "run",
             "--report",
             "--",
             "sh",
             "-c",
             "x=$(echo a b c); echo \"$x\"",
-        ])
-        .current_dir(&dir)
-        .env("MEMTALLY_LIB", &lib)
-        .output()
-        .unwrap();
+        ],
+    ) else {
+        return;
+    };
     let stdout = String::from_utf8_lossy(&out.stdout);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "{err}");
@@ -306,16 +317,11 @@ fn run_report_prints_the_commands_own_report() {
 
 #[test]
 fn run_follows_the_command_across_exec_and_reports_the_last_program() {
-    let exe = Path::new(env!("CARGO_BIN_EXE_memtally"));
-    let Some(lib) = built_library() else {
-        eprintln!("skipped: libmemtally.so not built (run cargo test --workspace)");
-        return;
-    };
-    let dir = scratch("run-exec");
     // A wrapper that executes the real program, as env, nice and pyenv's
     // shims do.
-    let out = Command::new(exe)
-        .args([
+    let Some(out) = run_recorded(
+        "run-exec",
+        &[
             "run",
             "--report",
             "-o",
@@ -324,11 +330,10 @@ fn run_follows_the_command_across_exec_and_reports_the_last_program() {
             "sh",
             "-c",
             "exec sh -c 'echo inner'",
-        ])
-        .current_dir(&dir)
-        .env("MEMTALLY_LIB", &lib)
-        .output()
-        .unwrap();
+        ],
+    ) else {
+        return;
+    };
     let stdout = String::from_utf8_lossy(&out.stdout);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "{err}");
@@ -343,11 +348,6 @@ fn run_follows_the_command_across_exec_and_reports_the_last_program() {
 
 #[test]
 fn python_objects_are_seen() {
-    let exe = Path::new(env!("CARGO_BIN_EXE_memtally"));
-    let Some(lib) = built_library() else {
-        eprintln!("skipped: libmemtally.so not built (run cargo test --workspace)");
-        return;
-    };
     if Command::new("python3")
         .arg("-c")
         .arg("pass")
@@ -357,23 +357,21 @@ fn python_objects_are_seen() {
         eprintln!("skipped: no python3 (.ci/run installs it)");
         return;
     }
-    let dir = scratch("run-python");
     // 20,000 small objects of 1,000 bytes, all live at once: about 20 MB
     // that CPython's own arenas would hide.
-    let out = Command::new(exe)
-        .args([
+    let Some(out) = run_recorded(
+        "run-python",
+        &[
             "run",
             "--report",
             "--",
             "python3",
             "-c",
             "x = [bytes(1000) for _ in range(20000)]; print(len(x))",
-        ])
-        .current_dir(&dir)
-        .env("MEMTALLY_LIB", &lib)
-        .env_remove("PYTHONMALLOC")
-        .output()
-        .unwrap();
+        ],
+    ) else {
+        return;
+    };
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(
         out.status.code(),
