@@ -4,6 +4,7 @@
 
 use anyhow::{Context, Result, bail};
 use lexopt::prelude::*;
+use memtally_profiler::flame::Metric;
 use std::ffi::OsString;
 use std::path::PathBuf;
 
@@ -18,6 +19,8 @@ pub enum Command {
     Run(RunArgs),
     /// `memtally report`.
     Report(ReportArgs),
+    /// `memtally flame`.
+    Flame(FlameArgs),
 }
 
 /// The recording modes `memtally run` can ask for.
@@ -74,12 +77,28 @@ pub struct ReportArgs {
     pub top: usize,
 }
 
+/// `memtally flame` arguments.
+#[derive(Debug, PartialEq, Eq)]
+pub struct FlameArgs {
+    /// The trace.
+    pub file: PathBuf,
+    /// What the boxes measure.
+    pub metric: Metric,
+    /// Where the SVG (or folded stacks) go; `-` is standard output.
+    pub output: Option<PathBuf>,
+    /// Write folded stacks instead of an SVG.
+    pub folded: bool,
+    /// Draw the change from this trace to `file`.
+    pub diff: Option<PathBuf>,
+}
+
 pub const MAIN_HELP: &str = "\
 memtally: record a program's allocations and report where its memory went
 
 Usage:
   memtally run [OPTIONS] -- COMMAND [ARGS...]   record COMMAND into a trace
   memtally report [OPTIONS] FILE                analyse a trace
+  memtally flame [OPTIONS] FILE                 draw a flamegraph of a trace
 
 Options:
   -h, --help       print help (also: memtally COMMAND --help)
@@ -126,6 +145,29 @@ Exit status: the command's own (128+N if a signal N killed it); 127 if the
 command was not found, 126 if it could not be run; 2 for bad arguments.
 ";
 
+pub const FLAME_HELP: &str = "\
+memtally flame: draw an interactive SVG flamegraph of where memory went
+
+Usage:
+  memtally flame [OPTIONS] FILE
+
+Options:
+  --metric METRIC   what the boxes measure: allocated (bytes, the default),
+                    count (allocations), peak (bytes live at the heap's
+                    peak), leaked (bytes live when the trace ends), temporary
+                    (allocations freed at once), live-at=TIME (bytes live at
+                    TIME after the recording started: 1.5s, 250ms)
+  -o, --output FILE where the SVG goes (default: the trace's name with
+                    .METRIC.svg, in this directory; - for standard output)
+  --folded          write the folded stacks (one `frames value` line per
+                    stack, outermost frame first) instead of an SVG; to
+                    standard output unless -o is given
+  --diff BASE       draw the change from the trace BASE to FILE: boxes sized
+                    by FILE's values, red where a stack grew, blue where it
+                    shrank
+  -h, --help        print this help
+";
+
 pub const REPORT_HELP: &str = "\
 memtally report: analyse a trace and print where the memory went
 
@@ -154,13 +196,15 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command> {
         Some(Value(cmd)) => match cmd.to_str() {
             Some("run") => parse_run(&mut p).context("run"),
             Some("report") => parse_report(&mut p).context("report"),
+            Some("flame") => parse_flame(&mut p).context("flame"),
             Some("help") => Ok(Command::Help(match p.next()? {
                 Some(Value(v)) if v == "run" => RUN_HELP,
                 Some(Value(v)) if v == "report" => REPORT_HELP,
+                Some(Value(v)) if v == "flame" => FLAME_HELP,
                 _ => MAIN_HELP,
             })),
             _ => bail!(
-                "unknown command {} (the commands are run and report)",
+                "unknown command {} (the commands are run, report and flame)",
                 cmd.to_string_lossy()
             ),
         },
@@ -238,6 +282,42 @@ fn parse_run(p: &mut lexopt::Parser) -> Result<Command> {
         follow_children,
         report,
         command,
+    }))
+}
+
+fn parse_flame(p: &mut lexopt::Parser) -> Result<Command> {
+    let mut file = None;
+    let mut metric = Metric::Allocated;
+    let mut output = None;
+    let mut folded = false;
+    let mut diff = None;
+    while let Some(arg) = p.next()? {
+        match arg {
+            Short('h') | Long("help") => return Ok(Command::Help(FLAME_HELP)),
+            Long("metric") => {
+                metric = Metric::parse(&p.value()?.string()?).map_err(anyhow::Error::msg)?;
+            }
+            Short('o') | Long("output") => output = Some(PathBuf::from(p.value()?)),
+            Long("folded") => folded = true,
+            Long("diff") => diff = Some(PathBuf::from(p.value()?)),
+            Value(v) if file.is_none() => file = Some(PathBuf::from(v)),
+            Value(v) => bail!(
+                "unexpected argument {} (flame reads one trace; compare two with --diff BASE)",
+                v.to_string_lossy()
+            ),
+            other => return Err(other.unexpected().into()),
+        }
+    }
+    let file = file.context("no trace given (usage: memtally flame [OPTIONS] FILE)")?;
+    if folded && diff.is_some() {
+        bail!("--folded and --diff do not go together (fold each trace, then compare)");
+    }
+    Ok(Command::Flame(FlameArgs {
+        file,
+        metric,
+        output,
+        folded,
+        diff,
     }))
 }
 

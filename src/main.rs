@@ -6,6 +6,7 @@
 //! closed output pipe (`memtally report t.mtt | head`) exits 0 silently.
 
 mod args;
+mod flame;
 mod report;
 mod run;
 
@@ -42,6 +43,10 @@ fn try_main() -> anyhow::Result<ExitCode> {
         Command::Run(a) => run::run(&a),
         Command::Report(a) => {
             report::run(&a)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Flame(a) => {
+            flame::run(&a)?;
             Ok(ExitCode::SUCCESS)
         }
     }

@@ -391,3 +391,41 @@ fn python_objects_are_seen() {
         "peak {value} {unit}: {stdout}"
     );
 }
+
+#[test]
+fn flame_draws_and_folds_and_says_what_is_wrong() {
+    let dir = scratch("flame");
+    let trace = sample_trace(&dir);
+    let t = trace.to_str().unwrap();
+    fails_with(&memtally(&["flame"]), "no trace given");
+    fails_with(
+        &memtally(&["flame", t, "--metric", "bogus"]),
+        "unknown metric \"bogus\"",
+    );
+    fails_with(&memtally(&["flame", "/no/such.mtt"]), "/no/such.mtt");
+    // Folded stacks on standard output.
+    let out = memtally(&["flame", t, "--folded", "--metric", "count"]);
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "0x1000 1\n0x1000;0x2000 1\n"
+    );
+    // The SVG, named after the trace and the metric, in the directory.
+    let out = Command::new(env!("CARGO_BIN_EXE_memtally"))
+        .args(["flame", "sample.mtt", "--metric", "leaked"])
+        .current_dir(&dir)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(err.contains("written to sample.leaked.svg"), "{err}");
+    let svg = std::fs::read_to_string(dir.join("sample.leaked.svg")).unwrap();
+    assert!(
+        svg.contains("<title>0x1000 (200 bytes, 100.00%)</title>"),
+        "{svg}"
+    );
+    // A differential graph of a trace against itself.
+    let out = memtally(&["flame", t, "--diff", t, "-o", "-"]);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("<svg"));
+}

@@ -92,6 +92,31 @@ impl Clock {
         clamp(i128::from(a.monotonic_ns) + dt * dns / dticks)
     }
 
+    /// The ticks at monotonic nanoseconds `ns`: the inverse of
+    /// [`Clock::to_ns`] (extrapolated beyond the calibration points).
+    pub fn ticks_at_ns(&self, ns: u64) -> u64 {
+        let (a, b) = match self.points.len() {
+            0 => return ns,
+            1 => {
+                let p = self.points[0];
+                let t = i128::from(p.ticks) + i128::from(ns) - i128::from(p.monotonic_ns);
+                return clamp(t);
+            }
+            n => {
+                let i = self.points.partition_point(|p| p.monotonic_ns <= ns);
+                let i = i.clamp(1, n - 1);
+                (self.points[i - 1], self.points[i])
+            }
+        };
+        let dns = i128::from(ns) - i128::from(a.monotonic_ns);
+        let span_ns = i128::from(b.monotonic_ns) - i128::from(a.monotonic_ns);
+        let span_ticks = i128::from(b.ticks) - i128::from(a.ticks);
+        if span_ns == 0 {
+            return a.ticks;
+        }
+        clamp(i128::from(a.ticks) + dns * span_ticks / span_ns)
+    }
+
     /// Nanoseconds from `from` to `to` (0 if `to` is earlier).
     pub fn elapsed_ns(&self, from: u64, to: u64) -> u64 {
         self.to_ns(to).saturating_sub(self.to_ns(from))

@@ -41,6 +41,7 @@
 
 mod clock;
 mod error;
+pub mod flame;
 mod group;
 mod hash;
 mod model;
@@ -61,7 +62,7 @@ pub use model::{
     Sampling, Series, Site, SizeBucket, SizeHistogram, ThreadInfo, ThreadStats, Totals, Weight,
 };
 pub use modules::{ModuleInfo, Modules};
-pub use read::{Analysis, Ending, read_header};
+pub use read::{Analysis, Ending, read_clock, read_header};
 pub use stacks::{MAX_DEPTH, StackId, StackNode, Stacks};
 pub use strings::Strings;
 pub use symbols::{

@@ -10,6 +10,7 @@
 //! after the damage cannot be trusted and a partial answer presented as a
 //! whole one would mislead.
 
+use crate::clock::Clock;
 use crate::error::{Error, ErrorKind};
 use crate::model::{Model, ModelOptions};
 use memtally_alloc::trace::{Decoder, Header, Ordered, Record};
@@ -149,6 +150,32 @@ pub fn read_header(path: &Path) -> Result<Header, Error> {
             file_bytes: std::fs::metadata(path).map(|m| m.len()).unwrap_or(0),
         })),
     }
+}
+
+/// The trace's clock calibration (its `CLOCK` records), reading the file
+/// without decoding its events: to turn a time the user names ("1.5 s
+/// in") into ticks before the real reading.
+pub fn read_clock(path: &Path) -> Result<Clock, Error> {
+    let file = File::open(path).map_err(|source| {
+        Error::new(ErrorKind::Open {
+            path: path.to_owned(),
+            source,
+        })
+    })?;
+    let mut decoder = Decoder::new(BufReader::with_capacity(1 << 16, file));
+    decoder.skip_events();
+    let mut clock = Clock::new();
+    while let Some(r) = decoder.next_record()? {
+        if let Record::Clock {
+            ticks,
+            monotonic_ns,
+            ..
+        } = r
+        {
+            clock.add(ticks, monotonic_ns);
+        }
+    }
+    Ok(clock)
 }
 
 /// Items per batch handed from the decoding thread to the model: large

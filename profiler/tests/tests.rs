@@ -3,6 +3,7 @@
 //! symbolised and reported.
 
 mod corpus;
+mod flame;
 mod model;
 mod reading;
 mod report;

@@ -289,6 +289,7 @@ pub struct Decoder<R> {
     truncated_at: Option<u64>,
     records: u64,
     ordered: Ordering,
+    skipping_events: bool,
 }
 
 /// Events held back until a watermark allows them out in time order.
@@ -371,6 +372,7 @@ impl<R: Read> Decoder<R> {
             truncated_at: None,
             records: 0,
             ordered: Ordering::default(),
+            skipping_events: false,
         }
     }
 
@@ -491,11 +493,32 @@ impl<R: Read> Decoder<R> {
         }))
     }
 
+    /// From now on, [`Decoder::next_record`] returns `EVENTS` records
+    /// without their events (an empty list), for readers that want only
+    /// the other records (clock, threads, modules) of a large trace fast.
+    /// Events are not decoded at all after this, so it cannot be undone.
+    pub fn skip_events(&mut self) {
+        self.skipping_events = true;
+    }
+
     /// The next record, `Ok(None)` at the end of the available data.
     pub fn next_record(&mut self) -> Result<Option<Record>, DecodeError> {
         let Some(raw) = self.next_raw()? else {
             return Ok(None);
         };
+        if self.skipping_events && raw.kind == kind::EVENTS {
+            let mut p = Payload {
+                bytes: &self.buf[raw.payload],
+                pos: 0,
+                kind: raw.kind,
+                offset: raw.offset,
+            };
+            let thread = p.uvar("thread")?;
+            return Ok(Some(Record::Events {
+                thread,
+                events: Vec::new(),
+            }));
+        }
         let payload = &self.buf[raw.payload];
         Ok(Some(parse(
             raw.kind,

@@ -9,8 +9,8 @@
 //! - `heaptrack`: Debian's heaptrack, which records every event;
 //!
 //! and reports the median wall and CPU time of each as a ratio to `bare`,
-//! the trace sizes, and how long `memtally report` takes on the full trace
-//! against `heaptrack_print` on heaptrack's. Run through cargo it first
+//! the trace sizes, and how long `memtally report` and `memtally flame`
+//! take on the full trace against `heaptrack_print` on heaptrack's. Run through cargo it first
 //! builds what it needs:
 //!
 //! ```text
@@ -271,19 +271,31 @@ fn run(o: &Options) -> Result<(), String> {
             r.trace_bytes as f64 / 1e6
         );
     }
-    // Analysis time: memtally report on the full trace against heaptrack_print.
+    // Analysis time: memtally report and flame on the full trace against
+    // heaptrack_print.
     let full_trace = trace_file(&work, "full", 0);
     let mut analysis = Vec::new();
     if let Some(t) = &full_trace
         && cli.exists()
     {
-        let mut c = Command::new(&cli);
-        c.arg("report")
-            .arg(t)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        let m = run_measured(&mut c, timeout)?;
-        analysis.push(("memtally report", m, file_size(t)));
+        let svg = work.join("flame.svg");
+        for (name, args) in [
+            ("memtally report", vec!["report".as_ref(), t.as_os_str()]),
+            (
+                "memtally flame",
+                vec![
+                    "flame".as_ref(),
+                    t.as_os_str(),
+                    "-o".as_ref(),
+                    svg.as_os_str(),
+                ],
+            ),
+        ] {
+            let mut c = Command::new(&cli);
+            c.args(args).stdout(Stdio::null()).stderr(Stdio::null());
+            let m = run_measured(&mut c, timeout)?;
+            analysis.push((name, m, file_size(t)));
+        }
     }
     if heaptrack && let Some(t) = trace_file(&work, "heaptrack", 0) {
         let mut c = Command::new("heaptrack_print");

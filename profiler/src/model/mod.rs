@@ -47,6 +47,10 @@ pub struct ModelOptions {
     pub series_points: usize,
     /// The most markers kept (later ones are counted, not kept).
     pub max_markers: usize,
+    /// Ignore events from this tick on: the model then describes the
+    /// process as it was at that moment (what was live, by site), for
+    /// views such as `memtally flame --metric live-at=TIME`.
+    pub until_ticks: Option<u64>,
 }
 
 impl Default for ModelOptions {
@@ -54,6 +58,7 @@ impl Default for ModelOptions {
         ModelOptions {
             series_points: 1024,
             max_markers: 100_000,
+            until_ticks: None,
         }
     }
 }
@@ -333,6 +338,9 @@ impl Model {
     /// Takes one thread event.
     pub fn event(&mut self, e: &ThreadEvent) {
         let Event { time, kind } = e.event;
+        if self.options.until_ticks.is_some_and(|u| time >= u) {
+            return;
+        }
         let thread = e.thread;
         self.events += 1;
         self.saw_time(time);

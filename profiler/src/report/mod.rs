@@ -11,7 +11,7 @@ mod text;
 
 pub use build::build;
 pub use schema::*;
-pub use text::{render as render_text, write as write_text};
+pub use text::{ns as text_ns, render as render_text, write as write_text};
 
 use crate::error::{Error, ErrorKind};
 use std::io::Write;

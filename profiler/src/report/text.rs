@@ -561,7 +561,7 @@ fn exact_bytes(n: u64) -> String {
 }
 
 /// `850 ns`, `1.2 µs`, `3.4 ms`, `1.203 s`.
-pub(crate) fn ns(n: u64) -> String {
+pub fn ns(n: u64) -> String {
     match n {
         0..1_000 => format!("{n} ns"),
         1_000..1_000_000 => format!("{:.1} µs", n as f64 / 1e3),

@@ -1,0 +1,144 @@
+//! `memtally flame`: reads a trace (two with `--diff`) and draws its sites
+//! as a flamegraph SVG, or writes their folded stacks.
+
+use crate::args::FlameArgs;
+use anyhow::{Context, Result, anyhow, bail};
+use memtally_profiler::flame::{self, Folded, Metric, Titles};
+use memtally_profiler::{Analysis, Ending, ErrorKind, ModelOptions, Symbolizer};
+use std::fs::File;
+use std::io::{self, BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+/// Runs `memtally flame`.
+pub fn run(args: &FlameArgs) -> Result<()> {
+    let (analysis, lines) = fold(&args.file, args.metric)?;
+    let titles = titles(&analysis, args);
+    let mut out = output(args)?;
+    if args.folded {
+        flame::write_folded(&lines, &mut out.writer)?;
+    } else if let Some(base) = &args.diff {
+        let (_, base_lines) = fold(base, args.metric)?;
+        flame::write_diff_svg(&base_lines, &lines, args.metric, &titles, &mut out.writer)?;
+    } else {
+        flame::write_svg(&lines, args.metric, &titles, &mut out.writer)?;
+    }
+    out.writer.flush()?;
+    if let Some(path) = out.path {
+        eprintln!(
+            "memtally: flamegraph of {} written to {} ({} stacks)",
+            args.metric.title(),
+            path.display(),
+            lines.len()
+        );
+    }
+    Ok(())
+}
+
+/// Reads `file` (up to the moment of a `live-at` metric) and folds its
+/// sites.
+fn fold(file: &Path, metric: Metric) -> Result<(Analysis, Vec<Folded>)> {
+    let named = |e: memtally_profiler::Error| match e.kind() {
+        // The message names the file already.
+        ErrorKind::Open { .. } => anyhow!(e),
+        _ => anyhow!("{}: {e}", file.display()),
+    };
+    let mut options = ModelOptions::default();
+    if let Metric::LiveAt(ns) = metric {
+        let clock = memtally_profiler::read_clock(file).map_err(named)?;
+        let Some(start) = clock.first_ticks() else {
+            bail!(
+                "{}: the trace has no clock records, so live-at cannot find a time in it",
+                file.display()
+            );
+        };
+        options.until_ticks = Some(clock.ticks_at_ns(clock.to_ns(start) + ns));
+    }
+    let analysis = Analysis::open_with(file, options).map_err(named)?;
+    if let Ending::CutShort { at } = analysis.ending {
+        eprintln!(
+            "memtally: note: {} was cut short at byte {at}; everything before the cut is drawn",
+            file.display()
+        );
+    }
+    if let Metric::LiveAt(ns) = metric {
+        let model = &analysis.model;
+        let length = model.since_start_ns(model.end_ticks());
+        if ns > length {
+            eprintln!(
+                "memtally: note: {} ends at {}, before {}: drawing what was live at its end",
+                file.display(),
+                memtally_profiler::report::text_ns(length),
+                memtally_profiler::report::text_ns(ns)
+            );
+        }
+    }
+    let mut symbolizer = Symbolizer::default();
+    let lines = flame::folded(&analysis.model, &mut symbolizer, metric);
+    Ok((analysis, lines))
+}
+
+fn titles(analysis: &Analysis, args: &FlameArgs) -> Titles {
+    let model = &analysis.model;
+    let program = model
+        .header()
+        .map(|h| h.argv.join(" "))
+        .filter(|p| !p.is_empty())
+        .unwrap_or_else(|| "?".into());
+    let estimate = if model.is_estimate() {
+        ", sampled: estimates"
+    } else {
+        ""
+    };
+    let title = match &args.diff {
+        Some(base) => format!(
+            "memtally: {}, from {} to {}",
+            args.metric.title(),
+            base.display(),
+            args.file.display()
+        ),
+        None => format!("memtally: {}", args.metric.title()),
+    };
+    Titles {
+        title,
+        subtitle: format!(
+            "{program}  ({}, {}{estimate})",
+            args.file.display(),
+            memtally_profiler::report::text_ns(model.since_start_ns(model.end_ticks()))
+        ),
+    }
+}
+
+struct Output {
+    writer: Box<dyn Write>,
+    /// The file written, to say where it went (None for stdout).
+    path: Option<PathBuf>,
+}
+
+fn output(args: &FlameArgs) -> Result<Output> {
+    let path = match &args.output {
+        Some(p) if p.as_os_str() == "-" => None,
+        Some(p) => Some(p.clone()),
+        None if args.folded => None,
+        None => {
+            let stem = args
+                .file
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_else(|| "trace".into());
+            Some(PathBuf::from(format!("{stem}.{}.svg", args.metric.name())))
+        }
+    };
+    Ok(match path {
+        None => Output {
+            writer: Box::new(BufWriter::new(io::stdout().lock())),
+            path: None,
+        },
+        Some(p) => {
+            let f = File::create(&p).with_context(|| format!("cannot create {}", p.display()))?;
+            Output {
+                writer: Box::new(BufWriter::new(f)),
+                path: Some(p),
+            }
+        }
+    })
+}
