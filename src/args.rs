@@ -21,6 +21,8 @@ pub enum Command {
     Report(ReportArgs),
     /// `memtally flame`.
     Flame(FlameArgs),
+    /// `memtally leaks`.
+    Leaks(LeaksArgs),
 }
 
 /// The recording modes `memtally run` can ask for.
@@ -92,6 +94,21 @@ pub struct FlameArgs {
     pub diff: Option<PathBuf>,
 }
 
+/// `memtally leaks` arguments.
+#[derive(Debug, PartialEq, Eq)]
+pub struct LeaksArgs {
+    /// The trace.
+    pub file: PathBuf,
+    /// Write JSON instead of text.
+    pub json: bool,
+    /// A LeakSanitizer-style suppressions file.
+    pub suppressions: Option<PathBuf>,
+    /// Exit with status 1 when a leak remains.
+    pub fail: bool,
+    /// Program frames shown per site.
+    pub frames: usize,
+}
+
 pub const MAIN_HELP: &str = "\
 memtally: record a program's allocations and report where its memory went
 
@@ -99,6 +116,7 @@ Usage:
   memtally run [OPTIONS] -- COMMAND [ARGS...]   record COMMAND into a trace
   memtally report [OPTIONS] FILE                analyse a trace
   memtally flame [OPTIONS] FILE                 draw a flamegraph of a trace
+  memtally leaks [OPTIONS] FILE                 what a trace never freed
 
 Options:
   -h, --help       print help (also: memtally COMMAND --help)
@@ -168,6 +186,27 @@ Options:
   -h, --help        print this help
 ";
 
+pub const LEAKS_HELP: &str = "\
+memtally leaks: what the recorded process never freed, by allocation stack
+
+Usage:
+  memtally leaks [OPTIONS] FILE
+
+Options:
+  --json               print a JSON document instead of text (see
+                       docs/leaks-json.md)
+  --suppressions FILE  leave out leaks matching FILE's leak:PATTERN lines
+                       (LeakSanitizer's format: a pattern matches a frame's
+                       function, source file or module; * is a wildcard,
+                       ^ and $ anchor)
+  --fail               exit with status 1 when a leak remains (for CI)
+  --frames N           program frames shown per site (default 5)
+  -h, --help           print this help
+
+Exit status: 0, or 1 with --fail when leaks remain; 2 when memtally itself
+fails (bad arguments, a missing or unreadable trace or suppressions file).
+";
+
 pub const REPORT_HELP: &str = "\
 memtally report: analyse a trace and print where the memory went
 
@@ -197,14 +236,16 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command> {
             Some("run") => parse_run(&mut p).context("run"),
             Some("report") => parse_report(&mut p).context("report"),
             Some("flame") => parse_flame(&mut p).context("flame"),
+            Some("leaks") => parse_leaks(&mut p).context("leaks"),
             Some("help") => Ok(Command::Help(match p.next()? {
                 Some(Value(v)) if v == "run" => RUN_HELP,
                 Some(Value(v)) if v == "report" => REPORT_HELP,
                 Some(Value(v)) if v == "flame" => FLAME_HELP,
+                Some(Value(v)) if v == "leaks" => LEAKS_HELP,
                 _ => MAIN_HELP,
             })),
             _ => bail!(
-                "unknown command {} (the commands are run, report and flame)",
+                "unknown command {} (the commands are run, report, flame and leaks)",
                 cmd.to_string_lossy()
             ),
         },
@@ -318,6 +359,37 @@ fn parse_flame(p: &mut lexopt::Parser) -> Result<Command> {
         output,
         folded,
         diff,
+    }))
+}
+
+fn parse_leaks(p: &mut lexopt::Parser) -> Result<Command> {
+    let mut file = None;
+    let mut json = false;
+    let mut suppressions = None;
+    let mut fail = false;
+    let mut frames = 5;
+    while let Some(arg) = p.next()? {
+        match arg {
+            Short('h') | Long("help") => return Ok(Command::Help(LEAKS_HELP)),
+            Long("json") => json = true,
+            Long("suppressions") => suppressions = Some(PathBuf::from(p.value()?)),
+            Long("fail") => fail = true,
+            Long("frames") => frames = parse_count("--frames", &p.value()?.string()?)?,
+            Value(v) if file.is_none() => file = Some(PathBuf::from(v)),
+            Value(v) => bail!(
+                "unexpected argument {} (leaks reads one trace)",
+                v.to_string_lossy()
+            ),
+            other => return Err(other.unexpected().into()),
+        }
+    }
+    let file = file.context("no trace given (usage: memtally leaks [OPTIONS] FILE)")?;
+    Ok(Command::Leaks(LeaksArgs {
+        file,
+        json,
+        suppressions,
+        fail,
+        frames,
     }))
 }
 

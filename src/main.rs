@@ -7,6 +7,7 @@
 
 mod args;
 mod flame;
+mod leaks;
 mod report;
 mod run;
 
@@ -49,6 +50,7 @@ fn try_main() -> anyhow::Result<ExitCode> {
             flame::run(&a)?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Leaks(a) => leaks::run(&a),
     }
 }
 

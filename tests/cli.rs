@@ -429,3 +429,81 @@ fn flame_draws_and_folds_and_says_what_is_wrong() {
     assert_eq!(out.status.code(), Some(0));
     assert!(String::from_utf8_lossy(&out.stdout).contains("<svg"));
 }
+
+#[test]
+fn leaks_finds_the_planted_leaks_exactly() {
+    if Command::new("cc").arg("--version").output().is_err() {
+        eprintln!("skipped: no C compiler (.ci/run installs one)");
+        return;
+    }
+    let dir = scratch("leaks");
+    let exe = dir.join("planted");
+    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/c/planted_leaks.c");
+    let built = Command::new("cc")
+        .args(["-O1", "-g", "-o"])
+        .arg(&exe)
+        .arg(&source)
+        .status()
+        .unwrap();
+    assert!(built.success());
+    let trace = dir.join("t.mtt");
+    let Some(out) = run_recorded(
+        "leaks-run",
+        &[
+            "run",
+            "-o",
+            trace.to_str().unwrap(),
+            "--",
+            exe.to_str().unwrap(),
+        ],
+    ) else {
+        return;
+    };
+    assert_eq!(out.status.code(), Some(0));
+    let t = trace.to_str().unwrap();
+    let out = memtally(&["leaks", t, "--json"]);
+    assert_eq!(out.status.code(), Some(0));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["at_exit"], true);
+    assert_eq!(v["leaked_blocks"], 4, "{v:#}");
+    assert_eq!(v["leaked_bytes"], 5300);
+    let site = |i: usize| {
+        let s = &v["sites"][i];
+        let frame = &s["frames"][s["library_frames"].as_u64().unwrap() as usize];
+        (
+            frame["function"].as_str().unwrap_or("?").to_owned(),
+            s["live_bytes"].as_u64().unwrap(),
+            s["live_blocks"].as_u64().unwrap(),
+        )
+    };
+    assert_eq!(site(0), ("leak_big".to_owned(), 5000, 1));
+    assert_eq!(site(1), ("leak_small".to_owned(), 300, 3));
+    // --fail makes a leak a failure, for CI; suppressing both passes.
+    assert_eq!(memtally(&["leaks", t, "--fail"]).status.code(), Some(1));
+    let supp = dir.join("lsan.supp");
+    std::fs::write(&supp, "# known\nleak:leak_big\nleak:^leak_sm*$\n").unwrap();
+    let out = memtally(&[
+        "leaks",
+        t,
+        "--fail",
+        "--suppressions",
+        supp.to_str().unwrap(),
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(
+        text.contains("LEAKED AT EXIT: 0 B in 0 blocks, at 0 sites"),
+        "{text}"
+    );
+    assert!(
+        text.contains("SUPPRESSED: 5.2 KiB in 4 blocks, at 2 sites"),
+        "{text}"
+    );
+    // A bad suppressions file is a clear error.
+    std::fs::write(&supp, "race:x\n").unwrap();
+    fails_with(
+        &memtally(&["leaks", t, "--suppressions", supp.to_str().unwrap()]),
+        "line 1: \"race\" suppressions are not memtally's",
+    );
+    fails_with(&memtally(&["leaks"]), "no trace given");
+}

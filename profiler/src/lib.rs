@@ -44,12 +44,14 @@ mod error;
 pub mod flame;
 mod group;
 mod hash;
+pub mod leaks;
 mod model;
 mod modules;
 mod read;
 pub mod report;
 mod stacks;
 mod strings;
+pub mod suppress;
 mod symbols;
 pub mod synth;
 

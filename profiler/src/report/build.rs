@@ -19,12 +19,7 @@ pub fn build(analysis: &Analysis, symbolizer: &mut Symbolizer, options: &ReportO
     let peak = model.peak();
     let mut sites: Vec<Site> = model.sites().collect();
     sites.sort_by_key(|s| s.stack);
-    let mut b = SiteBuilder {
-        model,
-        symbolizer,
-        frames: options.frames,
-        cache: HashMap::new(),
-    };
+    let mut b = SiteBuilder::new(model, symbolizer, options.frames);
     let top = options.top;
     let peak_sites = b.top(&sites, top, |c| (c.at_peak_bytes, c.at_peak_blocks));
     let live_sites = b.top(&sites, top, |c| (c.live_bytes, c.live_blocks));
@@ -33,13 +28,7 @@ pub fn build(analysis: &Analysis, symbolizer: &mut Symbolizer, options: &ReportO
     let by_peak = b.top(&sites, top, |c| (c.max_live_bytes, 0));
     let temp_sites = b.top(&sites, top, |c| (c.temporary, c.temporary_bytes));
 
-    let header = model.header().cloned().unwrap_or_default();
-    let (complete, clean_exit, exec, cut_at) = match analysis.ending {
-        Ending::Complete { clean_exit, exec } => (true, clean_exit, exec, None),
-        Ending::CutShort { at } => (false, false, false, Some(at)),
-    };
     let clock = model.clock();
-    let estimated = model.is_estimate();
     let max_rss = model
         .rss_series()
         .points()
@@ -63,53 +52,7 @@ pub fn build(analysis: &Analysis, symbolizer: &mut Symbolizer, options: &ReportO
         })
         .collect();
 
-    let mut notes = Vec::new();
-    match analysis.ending {
-        Ending::CutShort { at } => notes.push(format!(
-            "trace cut short at byte {at}: the process did not exit normally; everything before the cut is analysed"
-        )),
-        Ending::Complete { exec: true, .. } => notes.push(
-            "the trace ends where the process executed another program (whose events, if recorded, are in a trace of their own)"
-                .into(),
-        ),
-        Ending::Complete {
-            clean_exit: false, ..
-        } => notes.push("the process did not exit normally (the trace's footer says so)".into()),
-        Ending::Complete { .. } => {}
-    }
-    if let Some(f) = model.footer()
-        && f.dropped > 0
-    {
-        notes.push(format!(
-            "the recorder lost {}",
-            plural(f.dropped, "event", "events")
-        ));
-    }
-    if estimated {
-        notes.push(format!(
-            "sampled trace (mean interval {} bytes): counts and bytes are estimates, each sample weighted by the inverse of its probability",
-            header.sample_bytes
-        ));
-    }
-    if totals.unknown_frees > 0 {
-        notes.push(format!(
-            "not counted: {} of addresses not allocated while recording (blocks allocated before recording began{})",
-            plural(totals.unknown_frees, "free", "frees"),
-            if estimated { ", or not sampled" } else { "" }
-        ));
-    }
-    if totals.lost_frees > 0 {
-        notes.push(format!(
-            "{} never seen freed: the address was allocated again while live",
-            plural(totals.lost_frees, "block", "blocks")
-        ));
-    }
-    if !clock.is_calibrated() {
-        notes.push(
-            "the trace has fewer than two CLOCK records: times assume one tick per nanosecond"
-                .into(),
-        );
-    }
+    let notes = notes(analysis);
     let unsymbolised_modules = b
         .symbolizer
         .problems()
@@ -122,24 +65,7 @@ pub fn build(analysis: &Analysis, symbolizer: &mut Symbolizer, options: &ReportO
 
     Report {
         schema_version: SCHEMA_VERSION,
-        trace: TraceInfo {
-            path: analysis.path.as_ref().map(|p| p.display().to_string()),
-            bytes: analysis.bytes,
-            pid: header.pid,
-            parent_pid: header.parent_pid,
-            exe: header.exe.clone(),
-            argv: header.argv.clone(),
-            mode: if estimated { "sampled" } else { "full" }.into(),
-            sample_bytes: header.sample_bytes,
-            stack_depth: header.stack_depth,
-            estimated,
-            start_realtime_ns: header.start_realtime_ns,
-            complete,
-            clean_exit,
-            exec,
-            cut_at,
-            clock_calibrated: clock.is_calibrated(),
-        },
+        trace: trace_info(analysis),
         summary: Summary {
             duration_ns: model.duration_ns(),
             allocations: c.allocations,
@@ -237,15 +163,114 @@ fn timeline(model: &Model, series: &Series) -> Vec<TimePoint> {
         .collect()
 }
 
+/// The caveats a reader of any view must know: how the trace ended, lost
+/// events, estimates, frees and blocks the model could not match, the
+/// clock.
+pub(crate) fn notes(analysis: &Analysis) -> Vec<String> {
+    let model = &analysis.model;
+    let totals = model.totals();
+    let header = model.header().cloned().unwrap_or_default();
+    let estimated = model.is_estimate();
+    let clock = model.clock();
+    let mut notes = Vec::new();
+    match analysis.ending {
+        Ending::CutShort { at } => notes.push(format!(
+            "trace cut short at byte {at}: the process did not exit normally; everything before the cut is analysed"
+        )),
+        Ending::Complete { exec: true, .. } => notes.push(
+            "the trace ends where the process executed another program (whose events, if recorded, are in a trace of their own)"
+                .into(),
+        ),
+        Ending::Complete {
+            clean_exit: false, ..
+        } => notes.push("the process did not exit normally (the trace's footer says so)".into()),
+        Ending::Complete { .. } => {}
+    }
+    if let Some(f) = model.footer()
+        && f.dropped > 0
+    {
+        notes.push(format!(
+            "the recorder lost {}",
+            plural(f.dropped, "event", "events")
+        ));
+    }
+    if estimated {
+        notes.push(format!(
+            "sampled trace (mean interval {} bytes): counts and bytes are estimates, each sample weighted by the inverse of its probability",
+            header.sample_bytes
+        ));
+    }
+    if totals.unknown_frees > 0 {
+        notes.push(format!(
+            "not counted: {} of addresses not allocated while recording (blocks allocated before recording began{})",
+            plural(totals.unknown_frees, "free", "frees"),
+            if estimated { ", or not sampled" } else { "" }
+        ));
+    }
+    if totals.lost_frees > 0 {
+        notes.push(format!(
+            "{} never seen freed: the address was allocated again while live",
+            plural(totals.lost_frees, "block", "blocks")
+        ));
+    }
+    if !clock.is_calibrated() {
+        notes.push(
+            "the trace has fewer than two CLOCK records: times assume one tick per nanosecond"
+                .into(),
+        );
+    }
+    notes
+}
+
+/// What was recorded and how the trace ended (the `trace` section of every
+/// view's JSON).
+pub(crate) fn trace_info(analysis: &Analysis) -> TraceInfo {
+    let model = &analysis.model;
+    let header = model.header().cloned().unwrap_or_default();
+    let (complete, clean_exit, exec, cut_at) = match analysis.ending {
+        Ending::Complete { clean_exit, exec } => (true, clean_exit, exec, None),
+        Ending::CutShort { at } => (false, false, false, Some(at)),
+    };
+    let estimated = model.is_estimate();
+    TraceInfo {
+        path: analysis.path.as_ref().map(|p| p.display().to_string()),
+        bytes: analysis.bytes,
+        pid: header.pid,
+        parent_pid: header.parent_pid,
+        exe: header.exe,
+        argv: header.argv,
+        mode: if estimated { "sampled" } else { "full" }.into(),
+        sample_bytes: header.sample_bytes,
+        stack_depth: header.stack_depth,
+        estimated,
+        start_realtime_ns: header.start_realtime_ns,
+        complete,
+        clean_exit,
+        exec,
+        cut_at,
+        clock_calibrated: model.clock().is_calibrated(),
+    }
+}
+
 /// Symbolises and formats sites, each stack once.
-struct SiteBuilder<'a> {
+pub(crate) struct SiteBuilder<'a> {
     model: &'a Model,
-    symbolizer: &'a mut Symbolizer,
+    pub(crate) symbolizer: &'a mut Symbolizer,
     frames: usize,
     cache: HashMap<u64, (Vec<FrameReport>, usize, usize)>,
 }
 
-impl SiteBuilder<'_> {
+impl<'a> SiteBuilder<'a> {
+    /// A builder showing at most `frames` of each stack's own frames.
+    pub(crate) fn new(model: &'a Model, symbolizer: &'a mut Symbolizer, frames: usize) -> Self {
+        SiteBuilder {
+            model,
+            symbolizer,
+            frames,
+            cache: HashMap::new(),
+        }
+    }
+
     /// The `n` sites with the largest non-zero `key`, largest first (ties
     /// by stack id).
     fn top(
@@ -267,7 +292,8 @@ impl SiteBuilder<'_> {
         chosen.into_iter().map(|s| self.site(s)).collect()
     }
 
-    fn site(&mut self, s: &Site) -> SiteReport {
+    /// The report of one site.
+    pub(crate) fn site(&mut self, s: &Site) -> SiteReport {
         let (frames, library_frames, more_frames) = self
             .cache
             .entry(s.stack)

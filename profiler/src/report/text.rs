@@ -205,7 +205,7 @@ fn summary(o: &mut String, r: &Report, f: &Fmt) {
 }
 
 /// A table of sites: numeric columns, then the stack.
-fn site_table(
+pub(crate) fn site_table(
     o: &mut String,
     sites: &[SiteReport],
     heads: &[&str],
@@ -466,15 +466,19 @@ fn sparkline(points: &[TimePoint], duration_ns: u64, width: usize) -> String {
 }
 
 /// Number formatting, with the `~` of estimates.
-struct Fmt {
+pub(crate) struct Fmt {
     est: bool,
 }
 
 impl Fmt {
-    fn count(&self, n: u64) -> String {
+    /// Formatting that marks numbers as estimates when `estimated`.
+    pub(crate) fn new(estimated: bool) -> Fmt {
+        Fmt { est: estimated }
+    }
+    pub(crate) fn count(&self, n: u64) -> String {
         self.mark(count(n))
     }
-    fn bytes(&self, n: u64) -> String {
+    pub(crate) fn bytes(&self, n: u64) -> String {
         self.mark(bytes(n))
     }
     fn mark(&self, s: String) -> String {
@@ -489,7 +493,7 @@ impl Fmt {
 /// A command line on one line: arguments that are not plain words are
 /// quoted with their special characters escaped, and a very long line is
 /// cut.
-fn command_line(argv: &[String]) -> String {
+pub(crate) fn command_line(argv: &[String]) -> String {
     const MAX: usize = 200;
     let plain = |a: &str| {
         !a.is_empty()

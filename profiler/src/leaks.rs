@@ -1,0 +1,221 @@
+//! The leak report (`memtally leaks`): what was still allocated when the
+//! trace ended, grouped by allocation stack, largest first, with
+//! suppressions applied, as text or a JSON document
+//! (`docs/leaks-json.md`).
+//!
+//! Without a reachability scan of the process (a later addition), a leak
+//! here is a block never freed: LeakSanitizer's "direct", "indirect" and
+//! "still reachable" are not told apart, and the report says so.
+
+use crate::read::{Analysis, Ending};
+use crate::report::{SiteBuilder, TextFmt, command_line, notes, site_table, trace_info};
+use crate::report::{SiteReport, TraceInfo};
+use crate::suppress::Suppressions;
+use crate::symbols::Symbolizer;
+use serde::Serialize;
+use std::fmt::Write as _;
+
+/// The version of the leak report's JSON document.
+pub const LEAKS_SCHEMA_VERSION: u32 = 1;
+
+/// What `memtally leaks` shows.
+#[derive(Clone, Debug)]
+pub struct LeakOptions {
+    /// Program frames shown per site.
+    pub frames: usize,
+    /// Leaks to leave out.
+    pub suppressions: Suppressions,
+}
+
+/// The leak report.
+#[derive(Clone, Debug, Serialize)]
+pub struct LeakReport {
+    /// [`LEAKS_SCHEMA_VERSION`].
+    pub schema_version: u32,
+    /// What was recorded, and how the trace ended.
+    pub trace: TraceInfo,
+    /// True when the blocks are leaks (the process exited); false when the
+    /// trace ended otherwise (cut short, or at an exec) and they are only
+    /// what was live then.
+    pub at_exit: bool,
+    /// Always false for now: no reachability scan classified the blocks.
+    pub classified: bool,
+    /// Requested bytes never freed, not suppressed.
+    pub leaked_bytes: u64,
+    /// Blocks never freed, not suppressed.
+    pub leaked_blocks: u64,
+    /// Requested bytes left out by suppressions.
+    pub suppressed_bytes: u64,
+    /// Blocks left out by suppressions.
+    pub suppressed_blocks: u64,
+    /// The sites holding leaks, by bytes, largest first.
+    pub sites: Vec<SiteReport>,
+    /// The suppressed sites, by bytes, with the pattern that matched.
+    pub suppressed: Vec<SuppressedSite>,
+    /// Caveats.
+    pub notes: Vec<String>,
+}
+
+/// A site left out by a suppression.
+#[derive(Clone, Debug, Serialize)]
+pub struct SuppressedSite {
+    /// The `leak:` pattern that matched.
+    pub pattern: String,
+    /// The site.
+    pub site: SiteReport,
+}
+
+/// Builds the leak report of `analysis`.
+pub fn build(
+    analysis: &Analysis,
+    symbolizer: &mut Symbolizer,
+    options: &LeakOptions,
+) -> LeakReport {
+    let model = &analysis.model;
+    let mut sites: Vec<_> = model
+        .sites()
+        .filter(|s| s.counters.live_blocks > 0)
+        .collect();
+    sites.sort_by(|a, b| {
+        (b.counters.live_bytes, b.counters.live_blocks)
+            .cmp(&(a.counters.live_bytes, a.counters.live_blocks))
+            .then(a.stack.cmp(&b.stack))
+    });
+    let mut builder = SiteBuilder::new(model, symbolizer, options.frames);
+    let mut report = LeakReport {
+        schema_version: LEAKS_SCHEMA_VERSION,
+        trace: trace_info(analysis),
+        at_exit: matches!(
+            analysis.ending,
+            Ending::Complete {
+                clean_exit: true,
+                exec: false
+            }
+        ),
+        classified: false,
+        leaked_bytes: 0,
+        leaked_blocks: 0,
+        suppressed_bytes: 0,
+        suppressed_blocks: 0,
+        sites: Vec::new(),
+        suppressed: Vec::new(),
+        notes: notes(analysis),
+    };
+    for site in sites {
+        let c = site.counters;
+        let pattern = if options.suppressions.is_empty() {
+            None
+        } else {
+            let stack = builder.symbolizer.stack(model, site.stack);
+            options
+                .suppressions
+                .matching(&stack.frames)
+                .map(str::to_owned)
+        };
+        let shown = builder.site(&site);
+        match pattern {
+            Some(pattern) => {
+                report.suppressed_bytes += c.live_bytes;
+                report.suppressed_blocks += c.live_blocks;
+                report.suppressed.push(SuppressedSite {
+                    pattern,
+                    site: shown,
+                });
+            }
+            None => {
+                report.leaked_bytes += c.live_bytes;
+                report.leaked_blocks += c.live_blocks;
+                report.sites.push(shown);
+            }
+        }
+    }
+    report.notes.push(
+        "blocks never freed; without a reachability scan they are not classified as direct, indirect or still reachable"
+            .into(),
+    );
+    report
+}
+
+/// The leak report as text.
+pub fn render_text(r: &LeakReport) -> String {
+    let f = TextFmt::new(r.trace.estimated);
+    let mut o = String::new();
+    let _ = writeln!(
+        o,
+        "memtally leaks{}",
+        r.trace
+            .path
+            .as_deref()
+            .map(|p| format!(": {p}"))
+            .unwrap_or_default()
+    );
+    let _ = writeln!(
+        o,
+        "program   {}  (pid {})",
+        command_line(if r.trace.argv.is_empty() {
+            std::slice::from_ref(&r.trace.exe)
+        } else {
+            &r.trace.argv
+        }),
+        r.trace.pid
+    );
+    for n in &r.notes {
+        let _ = writeln!(o, "note: {n}");
+    }
+    let when = if r.at_exit {
+        "LEAKED AT EXIT"
+    } else {
+        "LIVE WHEN THE TRACE ENDS (the process did not exit here)"
+    };
+    let _ = writeln!(
+        o,
+        "\n{when}: {} in {} blocks, at {} {}",
+        f.bytes(r.leaked_bytes),
+        f.count(r.leaked_blocks),
+        r.sites.len(),
+        if r.sites.len() == 1 { "site" } else { "sites" }
+    );
+    site_table(&mut o, &r.sites, &["bytes", "blocks"], |s| {
+        vec![f.bytes(s.live_bytes), f.count(s.live_blocks)]
+    });
+    if !r.suppressed.is_empty() {
+        let _ = writeln!(
+            o,
+            "\nSUPPRESSED: {} in {} blocks, at {} {}",
+            f.bytes(r.suppressed_bytes),
+            f.count(r.suppressed_blocks),
+            r.suppressed.len(),
+            if r.suppressed.len() == 1 {
+                "site"
+            } else {
+                "sites"
+            }
+        );
+        let mut rows: Vec<(String, u64, u64)> = Vec::new();
+        for s in &r.suppressed {
+            match rows.iter_mut().find(|(p, _, _)| *p == s.pattern) {
+                Some(row) => {
+                    row.1 += s.site.live_bytes;
+                    row.2 += s.site.live_blocks;
+                }
+                None => rows.push((s.pattern.clone(), s.site.live_bytes, s.site.live_blocks)),
+            }
+        }
+        for (pattern, bytes, blocks) in rows {
+            let _ = writeln!(
+                o,
+                "  {:>10}  {:>8} blocks  leak:{pattern}",
+                f.bytes(bytes),
+                f.count(blocks)
+            );
+        }
+    }
+    o
+}
+
+/// Writes the leak report as JSON (`docs/leaks-json.md`).
+pub fn write_json(r: &LeakReport, out: &mut dyn std::io::Write) -> std::io::Result<()> {
+    // `From` keeps an I/O error's kind (a closed pipe stays BrokenPipe).
+    serde_json::to_writer_pretty(&mut *out, r).map_err(std::io::Error::from)?;
+    writeln!(out)
+}

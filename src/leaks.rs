@@ -1,0 +1,47 @@
+//! `memtally leaks`: reads a trace and prints what it never freed, by
+//! allocation stack, as text or JSON; with `--fail`, exits 1 while leaks
+//! remain, for CI.
+
+use crate::args::LeaksArgs;
+use anyhow::{Context, Result, anyhow};
+use memtally_profiler::leaks::{self, LeakOptions};
+use memtally_profiler::suppress::Suppressions;
+use memtally_profiler::{Analysis, ErrorKind, Symbolizer};
+use std::io::{self, BufWriter, Write};
+use std::process::ExitCode;
+
+/// Runs `memtally leaks`.
+pub fn run(args: &LeaksArgs) -> Result<ExitCode> {
+    let suppressions = match &args.suppressions {
+        None => Suppressions::default(),
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read {}", path.display()))?;
+            Suppressions::parse(&text).map_err(|e| anyhow!("{}: {e}", path.display()))?
+        }
+    };
+    let analysis = Analysis::open(&args.file).map_err(|e| match e.kind() {
+        // The message names the file already.
+        ErrorKind::Open { .. } => anyhow!(e),
+        _ => anyhow!("{}: {e}", args.file.display()),
+    })?;
+    let mut symbolizer = Symbolizer::default();
+    let options = LeakOptions {
+        frames: args.frames,
+        suppressions,
+    };
+    let r = leaks::build(&analysis, &mut symbolizer, &options);
+    let stdout = io::stdout();
+    let mut out = BufWriter::new(stdout.lock());
+    if args.json {
+        leaks::write_json(&r, &mut out)?;
+    } else {
+        out.write_all(leaks::render_text(&r).as_bytes())?;
+    }
+    out.flush()?;
+    Ok(if args.fail && r.leaked_blocks > 0 {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
