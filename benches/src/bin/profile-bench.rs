@@ -9,7 +9,7 @@
 //! - `heaptrack`: Debian's heaptrack, which records every event;
 //!
 //! and reports the median wall and CPU time of each as a ratio to `bare`,
-//! the trace sizes, and how long `memtally report` and `memtally flame`
+//! the trace sizes, and how long `memtally report`, `flame` and `leaks`
 //! take on the full trace against `heaptrack_print` on heaptrack's. Run through cargo it first
 //! builds what it needs:
 //!
@@ -271,8 +271,8 @@ fn run(o: &Options) -> Result<(), String> {
             r.trace_bytes as f64 / 1e6
         );
     }
-    // Analysis time: memtally report and flame on the full trace against
-    // heaptrack_print.
+    // Analysis time: memtally report, flame and leaks on the full trace
+    // against heaptrack_print.
     let full_trace = trace_file(&work, "full", 0);
     let mut analysis = Vec::new();
     if let Some(t) = &full_trace
@@ -290,6 +290,7 @@ fn run(o: &Options) -> Result<(), String> {
                     svg.as_os_str(),
                 ],
             ),
+            ("memtally leaks", vec!["leaks".as_ref(), t.as_os_str()]),
         ] {
             let mut c = Command::new(&cli);
             c.args(args).stdout(Stdio::null()).stderr(Stdio::null());
