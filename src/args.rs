@@ -23,6 +23,8 @@ pub enum Command {
     Flame(FlameArgs),
     /// `memtally leaks`.
     Leaks(LeaksArgs),
+    /// `memtally export`.
+    Export(ExportArgs),
 }
 
 /// The recording modes `memtally run` can ask for.
@@ -109,6 +111,41 @@ pub struct LeaksArgs {
     pub frames: usize,
 }
 
+/// The formats `memtally export` writes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExportFormat {
+    /// Go's heap-profile protobuf, gzipped.
+    Pprof,
+    /// Folded stacks of one metric.
+    Folded,
+    /// The JSON export document.
+    Json,
+}
+
+impl ExportFormat {
+    /// The file name extension of the format.
+    pub fn extension(self) -> &'static str {
+        match self {
+            ExportFormat::Pprof => "pb.gz",
+            ExportFormat::Folded => "folded",
+            ExportFormat::Json => "json",
+        }
+    }
+}
+
+/// `memtally export` arguments.
+#[derive(Debug, PartialEq, Eq)]
+pub struct ExportArgs {
+    /// The trace.
+    pub file: PathBuf,
+    /// What to write.
+    pub format: ExportFormat,
+    /// Where it goes; `-` is standard output.
+    pub output: Option<PathBuf>,
+    /// The metric of folded stacks.
+    pub metric: Metric,
+}
+
 pub const MAIN_HELP: &str = "\
 memtally: record a program's allocations and report where its memory went
 
@@ -117,6 +154,7 @@ Usage:
   memtally report [OPTIONS] FILE                analyse a trace
   memtally flame [OPTIONS] FILE                 draw a flamegraph of a trace
   memtally leaks [OPTIONS] FILE                 what a trace never freed
+  memtally export --format FMT [OPTIONS] FILE   pprof, folded stacks or JSON
 
 Options:
   -h, --help       print help (also: memtally COMMAND --help)
@@ -225,6 +263,29 @@ temporary allocations, a size histogram, allocation latency and block
 lifetimes, and per-thread totals.
 ";
 
+pub const EXPORT_HELP: &str = "\
+memtally export: write a trace's analysis in a format other tools read
+
+Usage:
+  memtally export --format FORMAT [OPTIONS] FILE
+
+Options:
+  --format FORMAT   pprof: a gzipped pprof profile with Go's heap sample
+                    types (alloc_objects, alloc_space, inuse_objects,
+                    inuse_space; inuse = live when the trace ends), for
+                    `go tool pprof`, Pyroscope or Grafana;
+                    folded: folded stacks of one metric (see --metric), for
+                    flamegraph tools;
+                    json: every site with its whole stack and counters,
+                    threads, timelines and markers (docs/export-json.md)
+  -o, --output FILE where it goes (default: the trace's name with .pb.gz,
+                    .folded or .json, in this directory; - for standard
+                    output)
+  --metric METRIC   the metric of folded stacks, as for memtally flame
+                    (default allocated)
+  -h, --help        print this help
+";
+
 /// Parses the arguments after the program name.
 pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command> {
     let mut p = lexopt::Parser::from_args(args);
@@ -237,15 +298,17 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command> {
             Some("report") => parse_report(&mut p).context("report"),
             Some("flame") => parse_flame(&mut p).context("flame"),
             Some("leaks") => parse_leaks(&mut p).context("leaks"),
+            Some("export") => parse_export(&mut p).context("export"),
             Some("help") => Ok(Command::Help(match p.next()? {
                 Some(Value(v)) if v == "run" => RUN_HELP,
                 Some(Value(v)) if v == "report" => REPORT_HELP,
                 Some(Value(v)) if v == "flame" => FLAME_HELP,
                 Some(Value(v)) if v == "leaks" => LEAKS_HELP,
+                Some(Value(v)) if v == "export" => EXPORT_HELP,
                 _ => MAIN_HELP,
             })),
             _ => bail!(
-                "unknown command {} (the commands are run, report, flame and leaks)",
+                "unknown command {} (the commands are run, report, flame, leaks and export)",
                 cmd.to_string_lossy()
             ),
         },
@@ -359,6 +422,47 @@ fn parse_flame(p: &mut lexopt::Parser) -> Result<Command> {
         output,
         folded,
         diff,
+    }))
+}
+
+fn parse_export(p: &mut lexopt::Parser) -> Result<Command> {
+    let mut file = None;
+    let mut format = None;
+    let mut output = None;
+    let mut metric = None;
+    while let Some(arg) = p.next()? {
+        match arg {
+            Short('h') | Long("help") => return Ok(Command::Help(EXPORT_HELP)),
+            Long("format") => {
+                format = Some(match p.value()?.string()?.as_str() {
+                    "pprof" => ExportFormat::Pprof,
+                    "folded" => ExportFormat::Folded,
+                    "json" => ExportFormat::Json,
+                    other => bail!("unknown format {other:?} (expected pprof, folded or json)"),
+                });
+            }
+            Short('o') | Long("output") => output = Some(PathBuf::from(p.value()?)),
+            Long("metric") => {
+                metric = Some(Metric::parse(&p.value()?.string()?).map_err(anyhow::Error::msg)?);
+            }
+            Value(v) if file.is_none() => file = Some(PathBuf::from(v)),
+            Value(v) => bail!(
+                "unexpected argument {} (export reads one trace)",
+                v.to_string_lossy()
+            ),
+            other => return Err(other.unexpected().into()),
+        }
+    }
+    let file = file.context("no trace given (usage: memtally export --format FORMAT FILE)")?;
+    let format = format.context("no --format given (pprof, folded or json)")?;
+    if metric.is_some() && format != ExportFormat::Folded {
+        bail!("--metric applies to --format folded only (pprof and json carry every metric)");
+    }
+    Ok(Command::Export(ExportArgs {
+        file,
+        format,
+        output,
+        metric: metric.unwrap_or(Metric::Allocated),
     }))
 }
 

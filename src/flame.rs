@@ -2,12 +2,12 @@
 //! as a flamegraph SVG, or writes their folded stacks.
 
 use crate::args::FlameArgs;
-use anyhow::{Context, Result, anyhow, bail};
+use crate::output::{self, Output};
+use anyhow::{Result, anyhow, bail};
 use memtally_profiler::flame::{self, Folded, Metric, Titles};
 use memtally_profiler::{Analysis, Ending, ErrorKind, ModelOptions, Symbolizer};
-use std::fs::File;
-use std::io::{self, BufWriter, Write};
-use std::path::{Path, PathBuf};
+use std::io::Write;
+use std::path::Path;
 
 /// Runs `memtally flame`.
 pub fn run(args: &FlameArgs) -> Result<()> {
@@ -36,7 +36,7 @@ pub fn run(args: &FlameArgs) -> Result<()> {
 
 /// Reads `file` (up to the moment of a `live-at` metric) and folds its
 /// sites.
-fn fold(file: &Path, metric: Metric) -> Result<(Analysis, Vec<Folded>)> {
+pub(crate) fn fold(file: &Path, metric: Metric) -> Result<(Analysis, Vec<Folded>)> {
     let named = |e: memtally_profiler::Error| match e.kind() {
         // The message names the file already.
         ErrorKind::Open { .. } => anyhow!(e),
@@ -108,37 +108,8 @@ fn titles(analysis: &Analysis, args: &FlameArgs) -> Titles {
     }
 }
 
-struct Output {
-    writer: Box<dyn Write>,
-    /// The file written, to say where it went (None for stdout).
-    path: Option<PathBuf>,
-}
-
 fn output(args: &FlameArgs) -> Result<Output> {
-    let path = match &args.output {
-        Some(p) if p.as_os_str() == "-" => None,
-        Some(p) => Some(p.clone()),
-        None if args.folded => None,
-        None => {
-            let stem = args
-                .file
-                .file_stem()
-                .map(|s| s.to_string_lossy().into_owned())
-                .unwrap_or_else(|| "trace".into());
-            Some(PathBuf::from(format!("{stem}.{}.svg", args.metric.name())))
-        }
-    };
-    Ok(match path {
-        None => Output {
-            writer: Box::new(BufWriter::new(io::stdout().lock())),
-            path: None,
-        },
-        Some(p) => {
-            let f = File::create(&p).with_context(|| format!("cannot create {}", p.display()))?;
-            Output {
-                writer: Box::new(BufWriter::new(f)),
-                path: Some(p),
-            }
-        }
-    })
+    let default = (!args.folded)
+        .then(|| output::beside_cwd(&args.file, &format!("{}.svg", args.metric.name())));
+    output::open(args.output.as_deref(), default)
 }

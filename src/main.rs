@@ -6,8 +6,10 @@
 //! closed output pipe (`memtally report t.mtt | head`) exits 0 silently.
 
 mod args;
+mod export;
 mod flame;
 mod leaks;
+mod output;
 mod report;
 mod run;
 
@@ -51,6 +53,10 @@ fn try_main() -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Leaks(a) => leaks::run(&a),
+        Command::Export(a) => {
+            export::run(&a)?;
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 

@@ -41,6 +41,7 @@
 
 mod clock;
 mod error;
+pub mod export;
 pub mod flame;
 mod group;
 mod hash;

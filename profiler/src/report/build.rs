@@ -29,28 +29,7 @@ pub fn build(analysis: &Analysis, symbolizer: &mut Symbolizer, options: &ReportO
     let temp_sites = b.top(&sites, top, |c| (c.temporary, c.temporary_bytes));
 
     let clock = model.clock();
-    let max_rss = model
-        .rss_series()
-        .points()
-        .map(|p| p.max)
-        .max()
-        .unwrap_or(0);
-    let threads: Vec<ThreadReport> = model
-        .threads()
-        .map(|t| ThreadReport {
-            thread: t.info.thread,
-            os_tid: t.info.os_tid,
-            name: t.info.name,
-            allocations: t.counters.allocations,
-            bytes_allocated: t.counters.bytes_allocated,
-            frees: t.counters.frees,
-            live_blocks: t.counters.live_blocks,
-            live_bytes: t.counters.live_bytes,
-            at_peak_bytes: t.counters.at_peak_bytes,
-            temporary: t.counters.temporary,
-            unknown_frees: t.info.unknown_frees,
-        })
-        .collect();
+    let threads = thread_reports(model);
 
     let notes = notes(analysis);
     let unsymbolised_modules = b
@@ -66,27 +45,7 @@ pub fn build(analysis: &Analysis, symbolizer: &mut Symbolizer, options: &ReportO
     Report {
         schema_version: SCHEMA_VERSION,
         trace: trace_info(analysis),
-        summary: Summary {
-            duration_ns: model.duration_ns(),
-            allocations: c.allocations,
-            reallocations: c.reallocations,
-            frees: c.frees,
-            bytes_allocated: c.bytes_allocated,
-            bytes_freed: c.bytes_freed,
-            unknown_frees: totals.unknown_frees,
-            lost_frees: totals.lost_frees,
-            failed_reallocs: totals.failed_reallocs,
-            temporary: c.temporary,
-            live_blocks: c.live_blocks,
-            live_bytes: c.live_bytes,
-            peak_bytes: peak.bytes,
-            peak_blocks: peak.blocks,
-            peak_time_ns: model.since_start_ns(peak.ticks),
-            max_rss_bytes: max_rss,
-            threads: threads.len() as u64,
-            sites: sites.len() as u64,
-            events: totals.events,
-        },
+        summary: summary(model, threads.len(), sites.len()),
         peak: PeakReport {
             bytes: peak.bytes,
             blocks: peak.blocks,
@@ -131,6 +90,60 @@ pub fn build(analysis: &Analysis, symbolizer: &mut Symbolizer, options: &ReportO
     }
 }
 
+/// Whole-process totals (the `summary` section of every view's JSON).
+pub(crate) fn summary(model: &Model, threads: usize, sites: usize) -> Summary {
+    let totals = model.totals();
+    let c = totals.counters;
+    let peak = model.peak();
+    let max_rss = model
+        .rss_series()
+        .points()
+        .map(|p| p.max)
+        .max()
+        .unwrap_or(0);
+    Summary {
+        duration_ns: model.duration_ns(),
+        allocations: c.allocations,
+        reallocations: c.reallocations,
+        frees: c.frees,
+        bytes_allocated: c.bytes_allocated,
+        bytes_freed: c.bytes_freed,
+        unknown_frees: totals.unknown_frees,
+        lost_frees: totals.lost_frees,
+        failed_reallocs: totals.failed_reallocs,
+        temporary: c.temporary,
+        live_blocks: c.live_blocks,
+        live_bytes: c.live_bytes,
+        peak_bytes: peak.bytes,
+        peak_blocks: peak.blocks,
+        peak_time_ns: model.since_start_ns(peak.ticks),
+        max_rss_bytes: max_rss,
+        threads: threads as u64,
+        sites: sites as u64,
+        events: totals.events,
+    }
+}
+
+/// Every thread's totals, by thread number.
+pub(crate) fn thread_reports(model: &Model) -> Vec<ThreadReport> {
+    model
+        .threads()
+        .map(|t| ThreadReport {
+            thread: t.info.thread,
+            os_tid: t.info.os_tid,
+            name: t.info.name,
+            allocations: t.counters.allocations,
+            bytes_allocated: t.counters.bytes_allocated,
+            frees: t.counters.frees,
+            live_blocks: t.counters.live_blocks,
+            live_bytes: t.counters.live_bytes,
+            at_peak_bytes: t.counters.at_peak_bytes,
+            temporary: t.counters.temporary,
+            unknown_frees: t.info.unknown_frees,
+        })
+        .collect()
+}
+
 fn share(part: u64, whole: u64) -> f64 {
     if whole == 0 {
         0.0
@@ -152,7 +165,8 @@ fn durations(d: &Durations, clock: &Clock) -> DurationReport {
     }
 }
 
-fn timeline(model: &Model, series: &Series) -> Vec<TimePoint> {
+/// A series as points in nanoseconds from the start.
+pub(crate) fn timeline(model: &Model, series: &Series) -> Vec<TimePoint> {
     series
         .points()
         .map(|p| TimePoint {
@@ -301,7 +315,7 @@ impl<'a> SiteBuilder<'a> {
                 let stack = self.symbolizer.stack(self.model, s.stack);
                 // The limit counts the program's frames; the library
                 // frames between it and the allocator come on top.
-                let keep = stack.library + self.frames;
+                let keep = stack.library.saturating_add(self.frames);
                 let more = stack.frames.len().saturating_sub(keep);
                 let frames = stack
                     .frames

@@ -507,3 +507,5 @@ fn leaks_finds_the_planted_leaks_exactly() {
     );
     fails_with(&memtally(&["leaks"]), "no trace given");
 }
+
+mod export;
