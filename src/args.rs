@@ -25,6 +25,8 @@ pub enum Command {
     Leaks(LeaksArgs),
     /// `memtally export`.
     Export(ExportArgs),
+    /// `memtally plot`.
+    Plot(PlotArgs),
 }
 
 /// The recording modes `memtally run` can ask for.
@@ -146,6 +148,17 @@ pub struct ExportArgs {
     pub metric: Metric,
 }
 
+/// `memtally plot` arguments.
+#[derive(Debug, PartialEq, Eq)]
+pub struct PlotArgs {
+    /// The trace.
+    pub file: PathBuf,
+    /// Where the SVG goes; `-` is standard output.
+    pub output: Option<PathBuf>,
+    /// Functions stacked (the rest is one layer).
+    pub top: usize,
+}
+
 pub const MAIN_HELP: &str = "\
 memtally: record a program's allocations and report where its memory went
 
@@ -154,6 +167,7 @@ Usage:
   memtally report [OPTIONS] FILE                analyse a trace
   memtally flame [OPTIONS] FILE                 draw a flamegraph of a trace
   memtally leaks [OPTIONS] FILE                 what a trace never freed
+  memtally plot [OPTIONS] FILE                  draw the heap over time
   memtally export --format FMT [OPTIONS] FILE   pprof, folded stacks or JSON
 
 Options:
@@ -286,6 +300,24 @@ Options:
   -h, --help        print this help
 ";
 
+pub const PLOT_HELP: &str = "\
+memtally plot: draw the heap over time as an SVG
+
+The heap is stacked by the functions that held the most of it at its peak
+(the rest in grey), with the resident set size as a dashed line, the peak
+marked, and markers set with memtally_alloc::mark or memtally_mark drawn as
+labelled lines. Hover over a layer for its name.
+
+Usage:
+  memtally plot [OPTIONS] FILE
+
+Options:
+  -o, --output FILE where the SVG goes (default: the trace's name with
+                    .timeline.svg, in this directory; - for standard output)
+  --top N           functions stacked (default 8)
+  -h, --help        print this help
+";
+
 /// Parses the arguments after the program name.
 pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command> {
     let mut p = lexopt::Parser::from_args(args);
@@ -299,16 +331,18 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command> {
             Some("flame") => parse_flame(&mut p).context("flame"),
             Some("leaks") => parse_leaks(&mut p).context("leaks"),
             Some("export") => parse_export(&mut p).context("export"),
+            Some("plot") => parse_plot(&mut p).context("plot"),
             Some("help") => Ok(Command::Help(match p.next()? {
                 Some(Value(v)) if v == "run" => RUN_HELP,
                 Some(Value(v)) if v == "report" => REPORT_HELP,
                 Some(Value(v)) if v == "flame" => FLAME_HELP,
                 Some(Value(v)) if v == "leaks" => LEAKS_HELP,
                 Some(Value(v)) if v == "export" => EXPORT_HELP,
+                Some(Value(v)) if v == "plot" => PLOT_HELP,
                 _ => MAIN_HELP,
             })),
             _ => bail!(
-                "unknown command {} (the commands are run, report, flame, leaks and export)",
+                "unknown command {} (the commands are run, report, flame, leaks, plot and export)",
                 cmd.to_string_lossy()
             ),
         },
@@ -423,6 +457,27 @@ fn parse_flame(p: &mut lexopt::Parser) -> Result<Command> {
         folded,
         diff,
     }))
+}
+
+fn parse_plot(p: &mut lexopt::Parser) -> Result<Command> {
+    let mut file = None;
+    let mut output = None;
+    let mut top = 8;
+    while let Some(arg) = p.next()? {
+        match arg {
+            Short('h') | Long("help") => return Ok(Command::Help(PLOT_HELP)),
+            Short('o') | Long("output") => output = Some(PathBuf::from(p.value()?)),
+            Long("top") => top = parse_count("--top", &p.value()?.string()?)?,
+            Value(v) if file.is_none() => file = Some(PathBuf::from(v)),
+            Value(v) => bail!(
+                "unexpected argument {} (plot reads one trace)",
+                v.to_string_lossy()
+            ),
+            other => return Err(other.unexpected().into()),
+        }
+    }
+    let file = file.context("no trace given (usage: memtally plot [OPTIONS] FILE)")?;
+    Ok(Command::Plot(PlotArgs { file, output, top }))
 }
 
 fn parse_export(p: &mut lexopt::Parser) -> Result<Command> {

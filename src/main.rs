@@ -10,6 +10,7 @@ mod export;
 mod flame;
 mod leaks;
 mod output;
+mod plot;
 mod report;
 mod run;
 
@@ -53,6 +54,10 @@ fn try_main() -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Leaks(a) => leaks::run(&a),
+        Command::Plot(a) => {
+            plot::run(&a)?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Export(a) => {
             export::run(&a)?;
             Ok(ExitCode::SUCCESS)

@@ -48,6 +48,7 @@ mod hash;
 pub mod leaks;
 mod model;
 mod modules;
+pub mod plot;
 mod read;
 pub mod report;
 mod stacks;

@@ -68,6 +68,12 @@ impl Analysis {
 
     /// Reads the trace file at `path` with model options.
     pub fn open_with(path: &Path, options: ModelOptions) -> Result<Analysis, Error> {
+        Analysis::open_into(path, Model::new(options))
+    }
+
+    /// Reads the trace file at `path` into `model` (new, perhaps set up to
+    /// track groups of sites).
+    pub fn open_into(path: &Path, model: Model) -> Result<Analysis, Error> {
         let open_err = |source| {
             Error::new(ErrorKind::Open {
                 path: path.to_owned(),
@@ -81,7 +87,7 @@ impl Analysis {
                 "it is a directory",
             )));
         }
-        let mut a = Analysis::read(BufReader::with_capacity(1 << 16, file), options)?;
+        let mut a = Analysis::read_into(BufReader::with_capacity(1 << 16, file), model)?;
         a.path = Some(path.to_owned());
         Ok(a)
     }
@@ -94,7 +100,11 @@ impl Analysis {
     /// takes about half the time. Both halves stream: memory does not grow
     /// with the trace.
     pub fn read<R: Read + Send>(reader: R, options: ModelOptions) -> Result<Analysis, Error> {
-        let mut model = Model::new(options);
+        Analysis::read_into(reader, Model::new(options))
+    }
+
+    /// Reads a trace from `reader` into `model` (see [`Analysis::read`]).
+    pub fn read_into<R: Read + Send>(reader: R, mut model: Model) -> Result<Analysis, Error> {
         let decoded = std::thread::scope(|scope| {
             let (batches, received) = mpsc::sync_channel::<Vec<Ordered>>(BATCHES_IN_FLIGHT);
             let (recycle, recycled) = mpsc::channel::<Vec<Ordered>>();

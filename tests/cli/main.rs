@@ -509,3 +509,4 @@ fn leaks_finds_the_planted_leaks_exactly() {
 }
 
 mod export;
+mod plot;

@@ -16,6 +16,7 @@
 
 mod counters;
 mod durations;
+mod groups;
 mod live;
 mod series;
 mod sizes;
@@ -36,6 +37,7 @@ use crate::modules::Modules;
 use crate::stacks::{StackId, StackNode, Stacks};
 use crate::strings::Strings;
 use counters::Tracked;
+use groups::SiteGroups;
 use memtally_alloc::trace::{Event, EventKind, Header, Ordered, Record, ThreadEvent};
 use std::collections::BTreeMap;
 use threads::ThreadEntry;
@@ -180,6 +182,8 @@ pub struct Model {
     last_ticks: u64,
     /// The serial number the next block gets.
     serial: u64,
+    /// Groups of sites whose live bytes are followed over time, if asked.
+    groups: Option<SiteGroups>,
 }
 
 impl Default for Model {
@@ -222,7 +226,14 @@ impl Model {
             first_ticks: None,
             last_ticks: 0,
             serial: 0,
+            groups: None,
         }
+    }
+
+    /// Follows the live bytes of each group of sites over time (see
+    /// [`Model::group_series`]); call before feeding events.
+    pub fn track_groups(&mut self, groups: &[Vec<StackId>]) {
+        self.groups = Some(SiteGroups::new(groups, self.options.series_points));
     }
 
     // ------------------------------------------------------------------
@@ -380,7 +391,7 @@ impl Model {
                         if temporary {
                             t.last_alloc = None;
                         }
-                        self.release(&block, temporary, true);
+                        self.release(&block, time, temporary, true);
                         self.lifetimes
                             .record(time.saturating_sub(block.ticks), block.weight.blocks);
                         self.latency(false, latency, block.weight.blocks);
@@ -406,7 +417,7 @@ impl Model {
                 }
                 if old_address != 0 {
                     match self.live.remove(old_address) {
-                        Some(block) => self.release(&block, false, true),
+                        Some(block) => self.release(&block, time, false, true),
                         None => self.unknown_free(thread),
                     }
                 }
@@ -498,20 +509,23 @@ impl Model {
         };
         bump(site.tracked.update(generation));
         bump(self.totals.update(generation));
+        if let Some(g) = &mut self.groups {
+            g.change(stack, weight.bytes, true, ticks);
+        }
         let t = self.thread_mut(thread);
         bump(t.tracked.update(generation));
         t.last_alloc = Some(serial);
         self.sizes.add(size, weight);
         if let Some(old) = self.live.insert(address, block) {
             self.lost_frees += 1;
-            self.release(&old, false, false);
+            self.release(&old, ticks, false, false);
         }
         weight
     }
 
     /// Takes a block out of every aggregate's live counts. `counted` is
     /// false for blocks whose free was never seen (they are not frees).
-    fn release(&mut self, block: &LiveBlock, temporary: bool, counted: bool) {
+    fn release(&mut self, block: &LiveBlock, ticks: u64, temporary: bool, counted: bool) {
         let generation = self.generation;
         let w = block.weight;
         let take = |c: &mut Counters| {
@@ -527,6 +541,9 @@ impl Model {
         }
         take(self.totals.update(generation));
         take(self.thread_mut(block.thread).tracked.update(generation));
+        if let Some(g) = &mut self.groups {
+            g.change(block.stack, w.bytes, false, ticks);
+        }
     }
 
     /// Notes the heap size after an event and whether it is a new peak.
@@ -632,6 +649,13 @@ impl Model {
     /// Requested bytes live after each event, downsampled.
     pub fn heap_series(&self) -> &Series {
         &self.heap
+    }
+
+    /// The live bytes over time of each group given to
+    /// [`Model::track_groups`], in its order, then that of every other site
+    /// (empty if no groups were asked for).
+    pub fn group_series(&self) -> &[Series] {
+        self.groups.as_ref().map_or(&[], |g| g.series())
     }
 
     /// Resident set size from the MEMORY records, downsampled.

@@ -12,7 +12,7 @@ mod text;
 pub use build::build;
 pub(crate) use build::{SiteBuilder, notes, summary, thread_reports, timeline, trace_info};
 pub use schema::*;
-pub(crate) use text::{Fmt as TextFmt, command_line, site_table};
+pub(crate) use text::{Fmt as TextFmt, bytes as text_bytes, command_line, site_table};
 pub use text::{ns as text_ns, render as render_text, write as write_text};
 
 use crate::error::{Error, ErrorKind};

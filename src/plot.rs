@@ -1,0 +1,46 @@
+//! `memtally plot`: reads a trace twice (once to rank the sites, once to
+//! follow the chosen ones over time) and draws its timeline as an SVG.
+
+use crate::args::PlotArgs;
+use crate::output;
+use anyhow::{Result, anyhow};
+use memtally_profiler::{Analysis, Ending, ErrorKind, Model, ModelOptions, Symbolizer, plot};
+use std::io::Write;
+
+/// Runs `memtally plot`.
+pub fn run(args: &PlotArgs) -> Result<()> {
+    let named = |e: memtally_profiler::Error| match e.kind() {
+        // The message names the file already.
+        ErrorKind::Open { .. } => anyhow!(e),
+        _ => anyhow!("{}: {e}", args.file.display()),
+    };
+    let first = Analysis::open(&args.file).map_err(named)?;
+    if let Ending::CutShort { at } = first.ending {
+        eprintln!(
+            "memtally: note: {} was cut short at byte {at}; everything before the cut is drawn",
+            args.file.display()
+        );
+    }
+    let mut symbolizer = Symbolizer::default();
+    let groups = plot::choose(&first.model, &mut symbolizer, args.top);
+    drop(first);
+    let mut model = Model::new(ModelOptions::default());
+    model.track_groups(&plot::group_stacks(&groups));
+    let second = Analysis::open_into(&args.file, model).map_err(named)?;
+    let title =
+        "memtally: heap over time, by the functions holding the most at its peak".to_owned();
+    let timeline = plot::build(&second.model, &groups, 800, title);
+    let default = output::beside_cwd(&args.file, "timeline.svg");
+    let mut out = output::open(args.output.as_deref(), Some(default))?;
+    plot::write_svg(&timeline, &mut out.writer)?;
+    out.writer.flush()?;
+    if let Some(path) = out.path {
+        eprintln!(
+            "memtally: timeline written to {} ({} functions stacked, {} markers)",
+            path.display(),
+            groups.len(),
+            timeline.markers.len()
+        );
+    }
+    Ok(())
+}
