@@ -27,6 +27,8 @@ pub enum Command {
     Export(ExportArgs),
     /// `memtally plot`.
     Plot(PlotArgs),
+    /// `memtally top`.
+    Top(TopArgs),
 }
 
 /// The recording modes `memtally run` can ask for.
@@ -66,6 +68,8 @@ pub struct RunArgs {
     pub follow_children: bool,
     /// Print the report of the command's trace when it has exited.
     pub report: bool,
+    /// Show the dashboard while the command runs.
+    pub live: bool,
     /// The command and its arguments.
     pub command: Vec<OsString>,
 }
@@ -148,6 +152,13 @@ pub struct ExportArgs {
     pub metric: Metric,
 }
 
+/// `memtally top` arguments.
+#[derive(Debug, PartialEq, Eq)]
+pub struct TopArgs {
+    /// The trace.
+    pub file: PathBuf,
+}
+
 /// `memtally plot` arguments.
 #[derive(Debug, PartialEq, Eq)]
 pub struct PlotArgs {
@@ -168,6 +179,8 @@ Usage:
   memtally flame [OPTIONS] FILE                 draw a flamegraph of a trace
   memtally leaks [OPTIONS] FILE                 what a trace never freed
   memtally plot [OPTIONS] FILE                  draw the heap over time
+  memtally top FILE                             the dashboard over a trace that
+                                                is being written (or is done)
   memtally export --format FMT [OPTIONS] FILE   pprof, folded stacks or JSON
 
 Options:
@@ -197,6 +210,10 @@ Options:
                        own trace)
   --report             when the command has exited, print the report of its
                        trace (as `memtally report` does)
+  --live               show the dashboard while the command runs (its output
+                       goes to the dashboard's output tab and to a .out file
+                       beside the trace; quitting the dashboard stops it)
+  -h, --help           print this help
 
 A command that executes another program (env, nice, a shell's exec, pyenv's
 shims) goes on recording it, in a trace of its own: FILE with .1, .2, ...
@@ -205,7 +222,6 @@ before the extension. --report reports the last program the command ran.
 PYTHONMALLOC=malloc is set unless the environment sets PYTHONMALLOC, so that
 a Python program's objects are seen: CPython otherwise takes small objects
 from arenas it maps itself.
-  -h, --help           print this help
 
 The library is found through the MEMTALLY_LIB environment variable, then next
 to the memtally executable, then in ../lib/memtally/ relative to it. Build it
@@ -300,6 +316,25 @@ Options:
   -h, --help        print this help
 ";
 
+pub const TOP_HELP: &str = "\
+memtally top: the dashboard over a trace
+
+Follows a trace that another `memtally run` (or a program with MEMTALLY set)
+is still writing, or shows a finished one: the program's heap, RSS and rates,
+its allocation sites (sortable, filterable, by line, function, file or
+library, all threads or one), each site's stack, threads, sizes and latency.
+Press ? in the dashboard for the keys. `memtally run --live -- COMMAND` runs
+a command with the dashboard open.
+
+Usage:
+  memtally top FILE
+
+Options:
+  -h, --help        print this help
+
+Set NO_COLOR to draw without colours.
+";
+
 pub const PLOT_HELP: &str = "\
 memtally plot: draw the heap over time as an SVG
 
@@ -332,6 +367,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command> {
             Some("leaks") => parse_leaks(&mut p).context("leaks"),
             Some("export") => parse_export(&mut p).context("export"),
             Some("plot") => parse_plot(&mut p).context("plot"),
+            Some("top") => parse_top(&mut p).context("top"),
             Some("help") => Ok(Command::Help(match p.next()? {
                 Some(Value(v)) if v == "run" => RUN_HELP,
                 Some(Value(v)) if v == "report" => REPORT_HELP,
@@ -339,10 +375,11 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command> {
                 Some(Value(v)) if v == "leaks" => LEAKS_HELP,
                 Some(Value(v)) if v == "export" => EXPORT_HELP,
                 Some(Value(v)) if v == "plot" => PLOT_HELP,
+                Some(Value(v)) if v == "top" => TOP_HELP,
                 _ => MAIN_HELP,
             })),
             _ => bail!(
-                "unknown command {} (the commands are run, report, flame, leaks, plot and export)",
+                "unknown command {} (the commands are run, report, flame, leaks, plot, top and export)",
                 cmd.to_string_lossy()
             ),
         },
@@ -357,6 +394,7 @@ fn parse_run(p: &mut lexopt::Parser) -> Result<Command> {
     let mut output = None;
     let mut follow_children = false;
     let mut report = false;
+    let mut live = false;
     let mut command = Vec::new();
     while let Some(arg) = p.next()? {
         match arg {
@@ -386,6 +424,7 @@ fn parse_run(p: &mut lexopt::Parser) -> Result<Command> {
             Short('o') | Long("output") => output = Some(PathBuf::from(p.value()?)),
             Long("follow-children") => follow_children = true,
             Long("report") => report = true,
+            Long("live") => live = true,
             Value(v) => {
                 command.push(v);
                 command.extend(p.raw_args()?);
@@ -396,6 +435,9 @@ fn parse_run(p: &mut lexopt::Parser) -> Result<Command> {
     }
     if report && mode == Mode::Stats {
         bail!("--report needs a trace, which --mode stats does not write");
+    }
+    if live && mode == Mode::Stats {
+        bail!("--live needs a trace, which --mode stats does not write");
     }
     if command.is_empty() {
         bail!("no command to run (usage: memtally run [OPTIONS] -- COMMAND [ARGS...])");
@@ -419,6 +461,7 @@ fn parse_run(p: &mut lexopt::Parser) -> Result<Command> {
         output,
         follow_children,
         report,
+        live,
         command,
     }))
 }
@@ -457,6 +500,23 @@ fn parse_flame(p: &mut lexopt::Parser) -> Result<Command> {
         folded,
         diff,
     }))
+}
+
+fn parse_top(p: &mut lexopt::Parser) -> Result<Command> {
+    let mut file = None;
+    while let Some(arg) = p.next()? {
+        match arg {
+            Short('h') | Long("help") => return Ok(Command::Help(TOP_HELP)),
+            Value(v) if file.is_none() => file = Some(PathBuf::from(v)),
+            Value(v) => bail!(
+                "unexpected argument {} (top reads one trace)",
+                v.to_string_lossy()
+            ),
+            other => return Err(other.unexpected().into()),
+        }
+    }
+    let file = file.context("no trace given (usage: memtally top FILE)")?;
+    Ok(Command::Top(TopArgs { file }))
 }
 
 fn parse_plot(p: &mut lexopt::Parser) -> Result<Command> {

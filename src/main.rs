@@ -9,6 +9,7 @@ mod args;
 mod export;
 mod flame;
 mod leaks;
+mod live;
 mod output;
 mod plot;
 mod report;
@@ -58,6 +59,7 @@ fn try_main() -> anyhow::Result<ExitCode> {
             plot::run(&a)?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Top(a) => live::top(&a),
         Command::Export(a) => {
             export::run(&a)?;
             Ok(ExitCode::SUCCESS)

@@ -16,7 +16,7 @@ use std::fmt;
 use std::io;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitCode};
+use std::process::{Command, ExitCode, Stdio};
 use std::time::SystemTime;
 
 /// The library's file name.
@@ -75,6 +75,20 @@ pub fn run(args: &RunArgs) -> Result<ExitCode> {
         // calls. Programs other than Python ignore the variable.
         command.env("PYTHONMALLOC", "malloc");
     }
+    if args.live {
+        // The terminal is the dashboard's: the command reads nothing from
+        // it and its output is captured (see live.rs).
+        command
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        if !pattern.to_string_lossy().contains("%p") && pattern.exists() {
+            // The recorder truncates a fixed path; remove it first so that
+            // the dashboard cannot read the old trace before that.
+            std::fs::remove_file(&pattern)
+                .with_context(|| format!("cannot replace {}", pattern.display()))?;
+        }
+    }
     let mut child = command.spawn().map_err(|source| SpawnError {
         code: if source.kind() == io::ErrorKind::NotFound {
             127
@@ -85,9 +99,14 @@ pub fn run(args: &RunArgs) -> Result<ExitCode> {
         source,
     })?;
     ignore_terminal_signals();
-    let status = child
-        .wait()
-        .with_context(|| format!("cannot wait for {}", program.to_string_lossy()))?;
+    let pid = child.id();
+    let status = if args.live {
+        crate::live::run_child(child, &pattern)?
+    } else {
+        child
+            .wait()
+            .with_context(|| format!("cannot wait for {}", program.to_string_lossy()))?
+    };
 
     if args.mode != Mode::Stats {
         let mut written: Vec<PathBuf> = matching_traces(&pattern)
@@ -96,7 +115,7 @@ pub fn run(args: &RunArgs) -> Result<ExitCode> {
             .map(|(path, _)| path)
             .collect();
         written.sort();
-        let own = announce(&written, &pattern, child.id(), &cwd);
+        let own = announce(&written, &pattern, pid, &cwd);
         if args.report {
             match own.last() {
                 Some(trace) => crate::report::run(&crate::args::ReportArgs {
@@ -359,6 +378,7 @@ mod tests {
             output: None,
             follow_children: true,
             report: false,
+            live: false,
             command: vec!["true".into()],
         };
         let s = settings(&args, Path::new("/tmp/memtally.%p.mtt")).unwrap();

@@ -1,14 +1,17 @@
 //! Grouping of allocation sites once their stacks are symbolised: by the
 //! innermost frame of the program's own code (the line that allocated,
 //! past the allocator and any standard-library container code) or by that
-//! frame's function. A view that wants "which
+//! frame's function, source file or library. A view that wants "which
 //! function allocates the most" sums sites this way instead of keeping its
-//! own aggregates.
+//! own aggregates. A live view that groups a growing model again at every
+//! frame keeps a [`SiteFrames`], so each site is symbolised once.
 
-use crate::model::{Counters, Model};
+use crate::hash::IdMap;
+use crate::model::{Counters, Model, Site};
 use crate::stacks::StackId;
 use crate::symbols::{Location, Symbolizer};
 use std::collections::HashMap;
+use std::rc::Rc;
 
 /// What sites are grouped by.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -19,6 +22,73 @@ pub enum GroupBy {
     /// The innermost function after trimming (its module and offset when
     /// unknown).
     Function,
+    /// The source file of the innermost frame after trimming (its module
+    /// when unknown).
+    File,
+    /// The module (executable or shared library) of the innermost frame
+    /// after trimming.
+    Library,
+}
+
+impl GroupBy {
+    /// The grouping's name as shown to people.
+    pub fn name(self) -> &'static str {
+        match self {
+            GroupBy::InnermostFrame => "line",
+            GroupBy::Function => "function",
+            GroupBy::File => "file",
+            GroupBy::Library => "library",
+        }
+    }
+}
+
+/// Each site's naming frame (see [`crate::SymbolizedStack::site_frame`]),
+/// remembered: one model's stacks never change once defined, so a view
+/// that groups the same model many times symbolises each site once. Use
+/// one per model.
+#[derive(Default)]
+pub struct SiteFrames {
+    frames: IdMap<StackId, Option<Rc<Location>>>,
+}
+
+impl SiteFrames {
+    /// The frame that names site `stack`.
+    pub fn get(
+        &mut self,
+        model: &Model,
+        symbolizer: &mut Symbolizer,
+        stack: StackId,
+    ) -> Option<Rc<Location>> {
+        self.frames
+            .entry(stack)
+            .or_insert_with(|| {
+                symbolizer
+                    .stack(model, stack)
+                    .site_frame()
+                    .cloned()
+                    .map(Rc::new)
+            })
+            .clone()
+    }
+}
+
+/// The key of a site whose naming frame is `frame`.
+fn key(by: GroupBy, frame: Option<&Location>) -> String {
+    let Some(l) = frame else {
+        return "<no stack>".to_owned();
+    };
+    match by {
+        GroupBy::InnermostFrame => l.to_string(),
+        GroupBy::Function => l.function.clone().unwrap_or_else(|| l.raw()),
+        GroupBy::File => match &l.file {
+            Some(f) => f.clone(),
+            None => l.module.clone().unwrap_or_else(|| l.raw()),
+        },
+        GroupBy::Library => l
+            .module
+            .clone()
+            .unwrap_or_else(|| "<unknown module>".into()),
+    }
 }
 
 /// Sites that share a key.
@@ -38,20 +108,34 @@ pub struct Group {
 /// Groups every site of `model` by `by`. The result is sorted by bytes
 /// allocated, largest first.
 pub fn group_sites(model: &Model, symbolizer: &mut Symbolizer, by: GroupBy) -> Vec<Group> {
-    let mut sites: Vec<_> = model.sites().collect();
+    group_sites_with(
+        model,
+        model.sites(),
+        symbolizer,
+        &mut SiteFrames::default(),
+        by,
+    )
+}
+
+/// As [`group_sites`] for `sites` of `model` (all of them, or those of one
+/// thread: [`Model::thread_sites`]), with the sites' frames remembered in
+/// `frames` (which must be used with this model only).
+pub fn group_sites_with(
+    model: &Model,
+    sites: impl Iterator<Item = Site>,
+    symbolizer: &mut Symbolizer,
+    frames: &mut SiteFrames,
+    by: GroupBy,
+) -> Vec<Group> {
+    let mut sites: Vec<Site> = sites.collect();
     sites.sort_by_key(|s| s.stack);
     let mut groups: HashMap<String, Group> = HashMap::new();
     for site in sites {
-        let stack = symbolizer.stack(model, site.stack);
-        let first = stack.site_frame();
-        let key = match (by, first) {
-            (_, None) => "<no stack>".to_owned(),
-            (GroupBy::InnermostFrame, Some(l)) => l.to_string(),
-            (GroupBy::Function, Some(l)) => l.function.clone().unwrap_or_else(|| l.raw()),
-        };
-        let g = groups.entry(key.clone()).or_insert_with(|| Group {
-            key,
-            location: first.cloned(),
+        let first = frames.get(model, symbolizer, site.stack);
+        let key = key(by, first.as_deref());
+        let g = groups.entry(key).or_insert_with_key(|key| Group {
+            key: key.clone(),
+            location: first.as_deref().cloned(),
             counters: Counters::default(),
             sites: Vec::new(),
         });

@@ -6,6 +6,8 @@
 //! - [`Analysis`] reads a trace file with the format's decoder
 //!   (`memtally_alloc::trace`) in time order, copes with traces that were
 //!   cut short, and feeds the [`Model`].
+//! - [`Live`] follows a trace while it is written, feeding a model that a
+//!   live view reads under a lock.
 //! - [`Model`] is the one analysis model every view reads: per-site and
 //!   per-thread [`Counters`], the live-allocation map, the heap's peak and
 //!   each aggregate's share of it, size and duration distributions, and
@@ -46,6 +48,7 @@ pub mod flame;
 mod group;
 mod hash;
 pub mod leaks;
+mod live;
 mod model;
 mod modules;
 pub mod plot;
@@ -59,7 +62,8 @@ pub mod synth;
 
 pub use clock::{Clock, ClockPoint};
 pub use error::{Error, ErrorKind};
-pub use group::{Group, GroupBy, group_sites};
+pub use group::{Group, GroupBy, SiteFrames, group_sites, group_sites_with};
+pub use live::{Live, LiveState, LiveStatus, WriterWatch};
 pub use memtally_alloc::trace::Header;
 pub use model::{
     Counters, Durations, Footer, LiveBlock, LiveMap, Marker, Model, ModelOptions, Peak, Point,

@@ -253,9 +253,9 @@ fn decode<R: Read>(
 }
 
 /// Counts the bytes read through it.
-struct Counted<R> {
-    inner: R,
-    n: u64,
+pub(crate) struct Counted<R> {
+    pub(crate) inner: R,
+    pub(crate) n: u64,
 }
 
 impl<R: Read> Read for Counted<R> {

@@ -509,4 +509,5 @@ fn leaks_finds_the_planted_leaks_exactly() {
 }
 
 mod export;
+mod live;
 mod plot;

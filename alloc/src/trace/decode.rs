@@ -388,6 +388,11 @@ impl<R: Read> Decoder<R> {
         self.records
     }
 
+    /// The reader the decoder reads from.
+    pub fn get_ref(&self) -> &R {
+        &self.reader
+    }
+
     /// Reads more bytes into the buffer; false at the end of the data.
     fn fill(&mut self) -> Result<bool, DecodeError> {
         if self.pos > 0 && self.pos * 2 >= self.buf.len() {

@@ -17,9 +17,17 @@
 //! The report should name `open_session` and `audit` as the sites still
 //! holding memory at exit, and `parse_request` as the main source of
 //! temporary allocations.
+//!
+//! `--duration SECONDS` spreads the requests evenly over that time instead
+//! of serving them flat out, so that a live dashboard shows the leak grow:
+//!
+//! ```text
+//! target/release/memtally run --live -- target/release/leaky-server --duration 10
+//! ```
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 /// A client session: some per-client state.
 struct Session {
@@ -104,7 +112,30 @@ fn handle(server: &Server, id: u64, seed: &mut u64) -> usize {
     body.len()
 }
 
+/// Requests each worker serves.
+const REQUESTS: u64 = 40_000;
+
+/// `--duration SECONDS`, if given.
+fn duration() -> Option<Duration> {
+    let mut args = std::env::args().skip(1);
+    match (args.next().as_deref(), args.next()) {
+        (None, _) => None,
+        (Some("--duration"), Some(v)) => match v.parse::<f64>() {
+            Ok(s) if s >= 0.0 && s.is_finite() => Some(Duration::from_secs_f64(s)),
+            _ => usage(&format!("invalid --duration {v} (expected seconds)")),
+        },
+        _ => usage("unexpected arguments"),
+    }
+}
+
+fn usage(problem: &str) -> ! {
+    eprintln!("leaky-server: {problem} (usage: leaky-server [--duration SECONDS])");
+    std::process::exit(2);
+}
+
 fn main() {
+    let pace = duration();
+    let start = Instant::now();
     let server = Arc::new(Server::default());
     let workers: Vec<_> = (0..2u64)
         .map(|w| {
@@ -112,8 +143,18 @@ fn main() {
             std::thread::spawn(move || {
                 let mut seed = 0x2545_F491_4F6C_DD1D ^ (w + 1);
                 let mut bytes = 0;
-                for i in 0..40_000u64 {
+                for i in 0..REQUESTS {
                     bytes += handle(&server, w * 1_000_000 + i, &mut seed);
+                    if let Some(total) = pace
+                        && i % 100 == 99
+                    {
+                        // Keep to the schedule: request i is due at
+                        // total * i / REQUESTS.
+                        let due = total.mul_f64((i + 1) as f64 / REQUESTS as f64);
+                        if let Some(wait) = due.checked_sub(start.elapsed()) {
+                            std::thread::sleep(wait);
+                        }
+                    }
                 }
                 bytes
             })

@@ -53,6 +53,10 @@ pub struct ModelOptions {
     /// process as it was at that moment (what was live, by site), for
     /// views such as `memtally flame --metric live-at=TIME`.
     pub until_ticks: Option<u64>,
+    /// Keep each site's counters per allocating thread too (a view that
+    /// shows one thread at a time, such as the dashboard): one more map
+    /// entry per (thread, site) pair.
+    pub thread_sites: bool,
 }
 
 impl Default for ModelOptions {
@@ -61,6 +65,7 @@ impl Default for ModelOptions {
             series_points: 1024,
             max_markers: 100_000,
             until_ticks: None,
+            thread_sites: false,
         }
     }
 }
@@ -159,6 +164,8 @@ pub struct Model {
     modules: Modules,
     threads: BTreeMap<u64, ThreadEntry>,
     sites: IdMap<StackId, SiteEntry>,
+    /// Per (allocating thread, site), if `options.thread_sites`.
+    thread_sites: IdMap<(u64, StackId), Tracked>,
     live: LiveMap,
     totals: Tracked,
     unknown_frees: u64,
@@ -205,6 +212,7 @@ impl Model {
             modules: Modules::default(),
             threads: BTreeMap::new(),
             sites: IdMap::default(),
+            thread_sites: IdMap::default(),
             live: LiveMap::default(),
             totals: Tracked::new(0),
             unknown_frees: 0,
@@ -509,6 +517,13 @@ impl Model {
         };
         bump(site.tracked.update(generation));
         bump(self.totals.update(generation));
+        if self.options.thread_sites {
+            let t = self
+                .thread_sites
+                .entry((thread, stack))
+                .or_insert_with(|| Tracked::new(generation));
+            bump(t.update(generation));
+        }
         if let Some(g) = &mut self.groups {
             g.change(stack, weight.bytes, true, ticks);
         }
@@ -541,6 +556,9 @@ impl Model {
         }
         take(self.totals.update(generation));
         take(self.thread_mut(block.thread).tracked.update(generation));
+        if let Some(t) = self.thread_sites.get_mut(&(block.thread, block.stack)) {
+            take(t.update(generation));
+        }
         if let Some(g) = &mut self.groups {
             g.change(block.stack, w.bytes, false, ticks);
         }
@@ -623,6 +641,20 @@ impl Model {
             stack,
             counters: e.tracked.read(generation),
         })
+    }
+
+    /// The sites of blocks allocated by `thread`, with the counters of
+    /// those blocks alone; empty unless the model was made with
+    /// [`ModelOptions::thread_sites`].
+    pub fn thread_sites(&self, thread: u64) -> impl Iterator<Item = Site> + '_ {
+        let generation = self.generation;
+        self.thread_sites
+            .iter()
+            .filter(move |((t, _), _)| *t == thread)
+            .map(move |(&(_, stack), tracked)| Site {
+                stack,
+                counters: tracked.read(generation),
+            })
     }
 
     /// The counters of site `stack`.

@@ -12,8 +12,11 @@ mod text;
 pub use build::build;
 pub(crate) use build::{SiteBuilder, notes, summary, thread_reports, timeline, trace_info};
 pub use schema::*;
-pub(crate) use text::{Fmt as TextFmt, bytes as text_bytes, command_line, site_table};
-pub use text::{ns as text_ns, render as render_text, write as write_text};
+pub(crate) use text::{Fmt as TextFmt, site_table};
+pub use text::{
+    bytes as text_bytes, command_line, count as text_count, ns as text_ns, render as render_text,
+    write as write_text,
+};
 
 use crate::error::{Error, ErrorKind};
 use std::io::Write;

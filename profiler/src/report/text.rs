@@ -493,7 +493,7 @@ impl Fmt {
 /// A command line on one line: arguments that are not plain words are
 /// quoted with their special characters escaped, and a very long line is
 /// cut.
-pub(crate) fn command_line(argv: &[String]) -> String {
+pub fn command_line(argv: &[String]) -> String {
     const MAX: usize = 200;
     let plain = |a: &str| {
         !a.is_empty()
@@ -525,7 +525,7 @@ pub(crate) fn plural(n: u64, one: &str, many: &str) -> String {
 }
 
 /// `12,345,678`.
-pub(crate) fn count(n: u64) -> String {
+pub fn count(n: u64) -> String {
     let s = n.to_string();
     let mut out = String::with_capacity(s.len() + s.len() / 3);
     for (i, ch) in s.chars().enumerate() {
@@ -538,7 +538,7 @@ pub(crate) fn count(n: u64) -> String {
 }
 
 /// `512 B`, `1.5 KiB`, `12.0 MiB`.
-pub(crate) fn bytes(n: u64) -> String {
+pub fn bytes(n: u64) -> String {
     const UNITS: [&str; 6] = ["KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];
     if n < 1024 {
         return format!("{n} B");

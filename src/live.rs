@@ -1,0 +1,171 @@
+//! The dashboard from the command line: `memtally top FILE` over a trace
+//! another process writes (or wrote), and `memtally run --live`, which
+//! starts the command, captures its output for the output tab and a `.out`
+//! file, and follows its trace while it runs.
+
+use crate::args::TopArgs;
+use anyhow::{Context, Result, bail};
+use memtally_profiler::{Live, ModelOptions, WriterWatch};
+use memtally_tui::{Outcome, Process, Target};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ExitCode, ExitStatus};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// The model options of a dashboard: per-thread sites for the thread
+/// filter.
+fn options() -> ModelOptions {
+    ModelOptions {
+        thread_sites: true,
+        ..ModelOptions::default()
+    }
+}
+
+/// Fails early, with one line, when there is no terminal to draw on.
+fn need_terminal() -> Result<()> {
+    // SAFETY: isatty only inspects the descriptors.
+    let tty = unsafe { libc::isatty(0) == 1 && libc::isatty(1) == 1 };
+    if !tty {
+        bail!("the dashboard needs a terminal (standard input and output are not one)");
+    }
+    Ok(())
+}
+
+/// Runs `memtally top`.
+pub fn top(args: &TopArgs) -> Result<ExitCode> {
+    if !args.file.exists() {
+        bail!("cannot open {}: no such file", args.file.display());
+    }
+    need_terminal()?;
+    let live = Arc::new(Live::follow(&args.file, options(), WriterWatch::HeaderPid));
+    let target = Target {
+        live,
+        process: None,
+    };
+    let outcome = memtally_tui::run(&target).context("the dashboard failed")?;
+    Ok(match outcome {
+        Outcome::Quit => ExitCode::SUCCESS,
+        Outcome::Signal(sig) => ExitCode::from(128 + sig as u8),
+    })
+}
+
+/// The trace a process with `pid` writes for the pattern.
+fn trace_of(pattern: &Path, pid: u32) -> PathBuf {
+    PathBuf::from(pattern.to_string_lossy().replace("%p", &pid.to_string()))
+}
+
+/// Runs the dashboard over `child` (spawned with its output piped), which
+/// writes its trace to `pattern`. Returns how the child ended; when the
+/// user quits first, the child is stopped (SIGINT, then SIGKILL after 3 s).
+pub fn run_child(mut child: Child, pattern: &Path) -> Result<ExitStatus> {
+    need_terminal().inspect_err(|_| {
+        let _ = child.kill();
+        let _ = child.wait();
+    })?;
+    let pid = child.id();
+    let trace = trace_of(pattern, pid);
+    let out_path = trace.with_extension("out");
+    let out_file = std::fs::File::create(&out_path)
+        .with_context(|| format!("cannot create {}", out_path.display()))?;
+    let out_file = Arc::new(Mutex::new(out_file));
+    let process = Arc::new(Process::default());
+    let live = Arc::new(Live::follow(&trace, options(), WriterWatch::Told));
+
+    let mut readers = Vec::new();
+    let streams: Vec<Box<dyn Read + Send>> = [
+        child
+            .stdout
+            .take()
+            .map(|s| Box::new(s) as Box<dyn Read + Send>),
+        child
+            .stderr
+            .take()
+            .map(|s| Box::new(s) as Box<dyn Read + Send>),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    for stream in streams {
+        let process = process.clone();
+        let out_file = out_file.clone();
+        readers.push(std::thread::spawn(move || {
+            let mut reader = BufReader::new(stream);
+            let mut line = Vec::new();
+            while reader.read_until(b'\n', &mut line).unwrap_or(0) > 0 {
+                let _ = out_file
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .write_all(&line);
+                let text = String::from_utf8_lossy(&line);
+                process.push_output(text.trim_end_matches(['\n', '\r']).to_owned());
+                line.clear();
+            }
+        }));
+    }
+    let (exited, exit) = mpsc::channel();
+    {
+        let process = process.clone();
+        let live = live.clone();
+        std::thread::spawn(move || {
+            let status = child.wait();
+            if let Ok(s) = &status {
+                *process.exit.lock().unwrap_or_else(|e| e.into_inner()) = Some(describe(s));
+            }
+            live.writer_gone();
+            let _ = exited.send(status);
+        });
+    }
+    let target = Target {
+        live,
+        process: Some(process),
+    };
+    let outcome = memtally_tui::run(&target);
+    let status = match exit.try_recv() {
+        Ok(status) => status,
+        Err(_) => {
+            // The user quit while the command runs: stop it as Ctrl-C would.
+            // SAFETY: kill sends a signal to our own child, still unreaped
+            // (the waiter has not returned), so the pid is still its.
+            unsafe { libc::kill(pid as libc::pid_t, libc::SIGINT) };
+            match exit.recv_timeout(Duration::from_secs(3)) {
+                Ok(status) => status,
+                Err(_) => {
+                    // SAFETY: as above; the child has not been reaped.
+                    unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+                    exit.recv().context("lost the command")?
+                }
+            }
+        }
+    }
+    .context("cannot wait for the command")?;
+    for r in readers {
+        let _ = r.join();
+    }
+    outcome.context("the dashboard failed")?;
+    eprintln!(
+        "memtally: the command {}; its output is in {}",
+        describe(&status),
+        shown(&out_path)
+    );
+    Ok(status)
+}
+
+fn shown(path: &Path) -> String {
+    let cwd = std::env::current_dir().unwrap_or_default();
+    path.strip_prefix(&cwd)
+        .unwrap_or(path)
+        .display()
+        .to_string()
+}
+
+/// `exited with status 0`, `was killed by signal 9`.
+fn describe(status: &ExitStatus) -> String {
+    match (status.code(), status.signal()) {
+        (Some(c), _) => format!("exited with status {c}"),
+        (None, Some(s)) => format!("was killed by signal {s}"),
+        (None, None) => "ended".into(),
+    }
+}

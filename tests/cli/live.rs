@@ -1,0 +1,231 @@
+//! The dashboard in a real terminal: tmux runs `memtally run --live` on a
+//! C program, the test types keys with `send-keys` and reads the screen
+//! with `capture-pane` (.ci/run installs tmux). Also `memtally top` on a
+//! finished trace, and the errors of both.
+
+use super::{built_library, fails_with, memtally, sample_trace, scratch};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+/// A tmux server of one test's own (its own socket), killed on drop.
+struct Tmux {
+    socket: String,
+}
+
+impl Tmux {
+    /// Starts `command` (a shell command line) in a detached session of
+    /// `width` x `height`.
+    fn start(name: &str, command: &str, width: u16, height: u16) -> Tmux {
+        let t = Tmux {
+            socket: format!("memtally-test-{}-{name}", std::process::id()),
+        };
+        let ok = t
+            .tmux()
+            .args(["new-session", "-d", "-s", "t", "-x"])
+            .arg(width.to_string())
+            .arg("-y")
+            .arg(height.to_string())
+            .arg(command)
+            .status()
+            .expect("tmux is not installed; .ci/run installs it (apt-get install tmux)");
+        assert!(ok.success());
+        t
+    }
+
+    fn tmux(&self) -> Command {
+        let mut c = Command::new("tmux");
+        c.args(["-L", &self.socket]);
+        c
+    }
+
+    fn screen(&self) -> String {
+        let out = self
+            .tmux()
+            .args(["capture-pane", "-p", "-t", "t"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn keys(&self, keys: &str) {
+        let ok = self
+            .tmux()
+            .args(["send-keys", "-t", "t", keys])
+            .status()
+            .unwrap();
+        assert!(ok.success());
+    }
+
+    /// Waits up to 60 s for the screen to satisfy `f`; returns it.
+    fn wait_for(&self, what: &str, f: impl Fn(&str) -> bool) -> String {
+        let start = Instant::now();
+        loop {
+            let s = self.screen();
+            if f(&s) {
+                return s;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "timed out waiting for {what}; the screen:\n{s}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = self.tmux().arg("kill-server").status();
+    }
+}
+
+/// Builds tests/c/live_target.c into `dir`.
+fn live_target(dir: &Path) -> PathBuf {
+    let exe = dir.join("live_target");
+    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/c/live_target.c");
+    let built = Command::new("cc")
+        .args(["-O1", "-g", "-o"])
+        .arg(&exe)
+        .arg(&source)
+        .status()
+        .expect("cc is not installed; .ci/run installs it");
+    assert!(built.success());
+    exe
+}
+
+/// The shell command line that runs the dashboard on `live_target
+/// SECONDS` in `dir`, then records the exit status and the terminal's
+/// modes in files.
+fn live_command(dir: &Path, lib: &Path, seconds: &str) -> String {
+    format!(
+        "cd '{dir}' && MEMTALLY_LIB='{lib}' '{memtally}' run --live -o t.mtt -- ./live_target {seconds}; \
+         echo $? > status.txt; stty -a > stty.txt; echo DONE; sleep 60",
+        dir = dir.display(),
+        lib = lib.display(),
+        memtally = env!("CARGO_BIN_EXE_memtally"),
+    )
+}
+
+/// The line of `screen` holding `needle` and its number.
+fn line_of<'a>(screen: &'a str, needle: &str) -> Option<(usize, &'a str)> {
+    screen.lines().enumerate().find(|(_, l)| l.contains(needle))
+}
+
+/// The first number of a table line with a unit (`12.0 KiB`), in bytes.
+fn first_bytes(line: &str) -> u64 {
+    let words: Vec<&str> = line.split_whitespace().collect();
+    let value: f64 = words[0].parse().unwrap();
+    let unit = match words[1] {
+        "B" => 1.0,
+        "KiB" => 1024.0,
+        "MiB" => 1024.0 * 1024.0,
+        other => panic!("unit {other} in {line}"),
+    };
+    (value * unit) as u64
+}
+
+#[test]
+fn run_live_shows_the_program_sorts_shows_its_exit_and_restores_the_terminal() {
+    let Some(lib) = built_library() else {
+        eprintln!("skipped: libmemtally.so not built (run cargo test --workspace)");
+        return;
+    };
+    let dir = scratch("live-run");
+    live_target(&dir);
+    let tmux = Tmux::start("run", &live_command(&dir, &lib, "3"), 100, 30);
+
+    // While it runs: grow_cache holds 4 KiB per tick, churn holds nothing.
+    let s = tmux.wait_for("grow_cache holding 40 KiB or more", |s| {
+        s.contains("running")
+            && line_of(s, "grow_cache").is_some_and(|(_, l)| first_bytes(l) >= 40 << 10)
+    });
+    let (grow, row) = line_of(&s, "grow_cache").unwrap();
+    assert!(first_bytes(row) <= 3 * 100 * 4096, "{s}");
+    let (churn, _) = line_of(&s, "churn").expect("churn listed");
+    assert!(grow < churn, "sorted by live bytes:\n{s}");
+    // By bytes allocated churn comes first (16 x 4 KiB a tick).
+    tmux.keys("s");
+    let s = tmux.wait_for("the allocated sort", |s| s.contains("sort allocated v"));
+    let (grow, _) = line_of(&s, "grow_cache").unwrap();
+    let (churn, _) = line_of(&s, "churn").unwrap();
+    assert!(churn < grow, "sorted by bytes allocated:\n{s}");
+    // Its output is in the output tab.
+    tmux.keys("5");
+    tmux.wait_for("the program's output", |s| s.contains("tick 10"));
+    tmux.keys("1");
+
+    // It exits; the dashboard stays on the final state.
+    let s = tmux.wait_for("the exit", |s| s.contains("exited with status 0"));
+    assert!(line_of(&s, "grow_cache").is_some(), "{s}");
+    std::thread::sleep(Duration::from_millis(600));
+    assert!(tmux.screen().contains("exited with status 0"));
+
+    tmux.keys("q");
+    tmux.wait_for("the shell after memtally", |s| s.contains("DONE"));
+    let status = std::fs::read_to_string(dir.join("status.txt")).unwrap();
+    assert_eq!(status.trim(), "0");
+    let stty = std::fs::read_to_string(dir.join("stty.txt")).unwrap();
+    assert!(
+        stty.split_whitespace().any(|w| w == "icanon")
+            && stty.split_whitespace().any(|w| w == "echo"),
+        "the terminal was left in raw mode: {stty}"
+    );
+    let s = tmux.screen();
+    assert!(
+        s.contains("memtally: the command exited with status 0"),
+        "{s}"
+    );
+    assert!(s.contains("trace written to t.mtt"), "{s}");
+    let out = std::fs::read_to_string(dir.join("t.out")).unwrap();
+    assert!(out.starts_with("tick 0\n"), "{out}");
+}
+
+#[test]
+fn quitting_run_live_stops_the_program_and_keeps_its_trace() {
+    let Some(lib) = built_library() else {
+        eprintln!("skipped: libmemtally.so not built (run cargo test --workspace)");
+        return;
+    };
+    let dir = scratch("live-quit");
+    live_target(&dir);
+    let tmux = Tmux::start("quit", &live_command(&dir, &lib, "60"), 80, 24);
+    tmux.wait_for("grow_cache", |s| {
+        s.contains("grow_cache") && s.contains("running")
+    });
+    tmux.keys("q");
+    let s = tmux.wait_for("the shell after memtally", |s| s.contains("DONE"));
+    assert!(s.contains("the command was killed by signal 2"), "{s}");
+    let status = std::fs::read_to_string(dir.join("status.txt")).unwrap();
+    assert_eq!(status.trim(), "130");
+    // The trace is kept and reads.
+    let out = memtally(&["report", dir.join("t.mtt").to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("grow_cache"));
+}
+
+#[test]
+fn top_shows_a_finished_trace_and_says_what_is_wrong() {
+    let dir = scratch("top");
+    let trace = sample_trace(&dir);
+    fails_with(&memtally(&["top"]), "no trace given");
+    fails_with(&memtally(&["top", "/no/such.mtt"]), "/no/such.mtt");
+    // Without a terminal it says so rather than drawing into a pipe.
+    fails_with(
+        &memtally(&["top", trace.to_str().unwrap()]),
+        "the dashboard needs a terminal",
+    );
+    let command = format!(
+        "'{}' top '{}'; echo DONE; sleep 60",
+        env!("CARGO_BIN_EXE_memtally"),
+        trace.display()
+    );
+    let tmux = Tmux::start("top", &command, 80, 24);
+    let s = tmux.wait_for("the finished trace", |s| s.contains("exited"));
+    assert!(s.contains("pid 4242"), "{s}");
+    assert!(s.contains("0x1000"), "{s}");
+    tmux.keys("?");
+    tmux.wait_for("the help", |s| s.contains("any key closes this help"));
+    tmux.keys("q");
+    tmux.wait_for("the shell after memtally", |s| s.contains("DONE"));
+}

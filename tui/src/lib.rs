@@ -1,0 +1,208 @@
+//! memtally's terminal dashboard: a view over the profiler's analysis
+//! model, live or post-mortem.
+//!
+//! As in tokio-console, the parts are kept apart: the profiled process
+//! only writes its trace; [`memtally_profiler::Live`] follows that trace
+//! into the one analysis model; this crate only draws. Each frame:
+//!
+//! 1. takes the model's lock and copies what the frame shows into a
+//!    [`Snapshot`] (the site table grouped and sorted by the profiler's
+//!    grouping, the series, the threads, the distributions), then lets go;
+//! 2. draws the snapshot with ratatui ([`ui::draw`]);
+//! 3. waits up to a quarter of a second for a key ([`App::key`]).
+//!
+//! The terminal is restored on every way out ([`terminal`]).
+//!
+//! Files: `app.rs` (state and keys), `snapshot.rs` (model to frame),
+//! `ui.rs` (drawing), `terminal.rs` (raw mode, panics, signals).
+
+#![deny(missing_docs)]
+
+pub mod app;
+pub mod snapshot;
+pub mod terminal;
+pub mod ui;
+
+pub use app::{App, Tab};
+pub use snapshot::{Column, Snapshot, TableSpec};
+pub use ui::{Status, Theme};
+
+use crossterm::event::{self, Event};
+use memtally_profiler::{Live, LiveState, SiteFrames, Symbolizer};
+use std::collections::VecDeque;
+use std::io;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// How often the dashboard redraws when no key is pressed.
+const REFRESH: Duration = Duration::from_millis(250);
+/// Output lines of the program kept for the output tab.
+pub const OUTPUT_LINES: usize = 500;
+
+/// What `memtally run --live` knows about the program beyond its trace.
+#[derive(Debug, Default)]
+pub struct Process {
+    /// How it ended (`exited with status 0`), once it has.
+    pub exit: Mutex<Option<String>>,
+    /// Its latest output lines.
+    pub output: Mutex<VecDeque<String>>,
+}
+
+impl Process {
+    /// Adds a line of the program's output, forgetting the oldest beyond
+    /// [`OUTPUT_LINES`].
+    pub fn push_output(&self, line: String) {
+        let mut out = self.output.lock().unwrap_or_else(|e| e.into_inner());
+        if out.len() == OUTPUT_LINES {
+            out.pop_front();
+        }
+        out.push_back(line);
+    }
+}
+
+/// What the dashboard shows.
+pub struct Target {
+    /// The model following the trace.
+    pub live: Arc<Live>,
+    /// The program, when the dashboard started it.
+    pub process: Option<Arc<Process>>,
+}
+
+/// Why the dashboard ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// The user quit.
+    Quit,
+    /// A terminating signal arrived.
+    Signal(i32),
+}
+
+/// Runs the dashboard in this terminal until the user quits.
+pub fn run(target: &Target) -> io::Result<Outcome> {
+    let mut guard = terminal::enter()?;
+    let theme = Theme::from_env();
+    let mut app = App {
+        has_output: target.process.is_some(),
+        ..App::default()
+    };
+    let mut view = View::default();
+    let mut snap = Snapshot::default();
+    let mut status = Status::default();
+    loop {
+        if let Some(sig) = terminal::signalled() {
+            return Ok(Outcome::Signal(sig));
+        }
+        if !app.paused || snap.pid == 0 {
+            (snap, status) = view.take(target, &app);
+            app.thread_numbers = snap.threads.iter().map(|t| t.info.thread).collect();
+        }
+        guard
+            .terminal
+            .draw(|f| ui::draw(f, &mut app, &snap, &status, theme))?;
+        match event::poll(REFRESH) {
+            Ok(true) => match event::read()? {
+                Event::Key(key) => app.key(key),
+                Event::Resize(..) => {}
+                _ => {}
+            },
+            Ok(false) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+        if app.quit {
+            return Ok(Outcome::Quit);
+        }
+    }
+}
+
+/// What one dashboard remembers between frames: the symboliser, each
+/// site's frame, and recent totals for the rates.
+#[derive(Default)]
+pub struct View {
+    symbolizer: Symbolizer,
+    frames: SiteFrames,
+    /// (nanoseconds recorded, allocations, frees) at recent frames.
+    recent: VecDeque<(u64, u64, u64)>,
+}
+
+impl View {
+    /// Takes a frame's snapshot and status.
+    pub fn take(&mut self, target: &Target, app: &App) -> (Snapshot, Status) {
+        let live_status = target.live.status();
+        let snap = {
+            let model = target.live.model();
+            Snapshot::take(&model, &mut self.symbolizer, &mut self.frames, &app.spec)
+        };
+        let exit = target
+            .process
+            .as_ref()
+            .and_then(|p| p.exit.lock().unwrap_or_else(|e| e.into_inner()).clone());
+        let output = target.process.as_ref().map_or(Vec::new(), |p| {
+            p.output
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .iter()
+                .cloned()
+                .collect()
+        });
+        let ended = live_status.state.is_final();
+        let status = Status {
+            state: state_text(&live_status.state, exit.as_deref()),
+            ended,
+            rates: self.rates(&snap, ended),
+            output,
+        };
+        (snap, status)
+    }
+
+    /// Allocations and frees per second over about the last two seconds
+    /// of the recording (over all of it when it is shorter or has ended).
+    fn rates(&mut self, snap: &Snapshot, ended: bool) -> Option<(f64, f64)> {
+        let now = (snap.duration_ns, snap.totals.allocations, snap.totals.frees);
+        if self.recent.back() != Some(&now) {
+            self.recent.push_back(now);
+        }
+        while self
+            .recent
+            .front()
+            .is_some_and(|f| now.0.saturating_sub(f.0) > 2_000_000_000)
+        {
+            self.recent.pop_front();
+        }
+        let (t0, a0, f0) = match self.recent.front() {
+            Some(&first) if !ended && now.0.saturating_sub(first.0) >= 250_000_000 => first,
+            _ => (0, 0, 0),
+        };
+        let seconds = now.0.saturating_sub(t0) as f64 / 1e9;
+        (seconds > 0.0).then(|| {
+            (
+                now.1.saturating_sub(a0) as f64 / seconds,
+                now.2.saturating_sub(f0) as f64 / seconds,
+            )
+        })
+    }
+}
+
+/// The header's state word.
+pub fn state_text(state: &LiveState, exit: Option<&str>) -> String {
+    match (state, exit) {
+        (LiveState::Waiting, None) => "starting".into(),
+        (LiveState::Following, None) => "running".into(),
+        (LiveState::Waiting | LiveState::Following, Some(e)) => e.into(),
+        (LiveState::Complete { exec: true, .. }, _) => "executed another program".into(),
+        (LiveState::Complete { .. }, Some(e)) => e.into(),
+        (
+            LiveState::Complete {
+                clean_exit: true, ..
+            },
+            None,
+        ) => "exited".into(),
+        (LiveState::Complete { .. }, None) => "ended abnormally".into(),
+        (LiveState::CutShort { .. }, Some(e)) => format!("{e}; trace cut short"),
+        (LiveState::CutShort { .. }, None) => "disconnected (trace cut short)".into(),
+        (LiveState::Failed(why), _) => format!("stopped reading: {why}"),
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,297 @@
+//! What one frame of the dashboard shows, taken from the analysis model
+//! while its lock is held and drawn after it is released.
+//!
+//! Everything here is read from the model or computed by the profiler's
+//! own grouping ([`group_sites_with`]); the dashboard sums nothing itself.
+//! Symbolising a site is remembered ([`SiteFrames`]), so a frame of a
+//! model with ten thousand sites costs a hash lookup per site, not a
+//! DWARF lookup.
+
+use memtally_profiler::{
+    Counters, GroupBy, Model, SiteFrames, SizeBucket, StackId, Symbolizer, ThreadInfo,
+    group_sites_with,
+};
+
+/// The table's columns, in the order shown.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Column {
+    /// Bytes live now (at exit, once the program has ended).
+    Live,
+    /// Bytes allocated since the start.
+    Allocated,
+    /// Allocations since the start.
+    Allocations,
+    /// Bytes live at the heap's peak.
+    AtPeak,
+    /// The most bytes live at once.
+    MaxLive,
+    /// The site's name.
+    Name,
+}
+
+impl Column {
+    /// Every column, in the order shown and cycled through by `s`.
+    pub const ALL: [Column; 6] = [
+        Column::Live,
+        Column::Allocated,
+        Column::Allocations,
+        Column::AtPeak,
+        Column::MaxLive,
+        Column::Name,
+    ];
+
+    /// The column's heading.
+    pub fn heading(self, ended: bool) -> &'static str {
+        match self {
+            Column::Live if ended => "at exit",
+            Column::Live => "live",
+            Column::Allocated => "allocated",
+            Column::Allocations => "allocs",
+            Column::AtPeak => "at peak",
+            Column::MaxLive => "max live",
+            Column::Name => "site",
+        }
+    }
+
+    fn value(self, c: &Counters) -> u64 {
+        match self {
+            Column::Live => c.live_bytes,
+            Column::Allocated => c.bytes_allocated,
+            Column::Allocations => c.allocations,
+            Column::AtPeak => c.at_peak_bytes,
+            Column::MaxLive => c.max_live_bytes,
+            Column::Name => 0,
+        }
+    }
+}
+
+/// How the site table is asked for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TableSpec {
+    /// What sites are grouped by.
+    pub group: GroupBy,
+    /// One thread's allocations (by thread number), or all.
+    pub thread: Option<u64>,
+    /// Rows whose name contains this (case-insensitive) are kept.
+    pub filter: String,
+    /// The sort column.
+    pub sort: Column,
+    /// Largest (or, for names, last) first.
+    pub descending: bool,
+    /// The row whose details are wanted, by name.
+    pub detail: Option<String>,
+}
+
+/// One row of the site table.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Row {
+    /// The group's name (a line, function, file or library).
+    pub key: String,
+    /// The sum of its sites' counters.
+    pub counters: Counters,
+    /// Its sites.
+    pub sites: usize,
+}
+
+/// The drill-down of one row.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Detail {
+    /// The row.
+    pub row: Row,
+    /// The full stack (innermost first) of the row's site holding the most
+    /// now (or, when nothing is live, that allocated the most).
+    pub frames: Vec<String>,
+    /// How many frames of the allocator were trimmed from it.
+    pub trimmed: usize,
+}
+
+/// One thread, for the threads tab.
+#[derive(Clone, Debug)]
+pub struct ThreadRow {
+    /// Who it is.
+    pub info: ThreadInfo,
+    /// Its blocks' counters.
+    pub counters: Counters,
+}
+
+/// Percentiles of a distribution, in nanoseconds.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Percentiles {
+    /// Values recorded.
+    pub count: u64,
+    /// The median.
+    pub p50: u64,
+    /// The 99th percentile.
+    pub p99: u64,
+    /// The 99.9th percentile.
+    pub p999: u64,
+    /// The largest.
+    pub max: u64,
+}
+
+/// Everything one frame draws.
+#[derive(Clone, Debug, Default)]
+pub struct Snapshot {
+    /// The program's pid (0 before the header is read).
+    pub pid: u64,
+    /// Its command line.
+    pub command: String,
+    /// Nanoseconds recorded.
+    pub duration_ns: u64,
+    /// Whole-process counters.
+    pub totals: Counters,
+    /// The heap's peak: bytes, and nanoseconds since the start.
+    pub peak: (u64, u64),
+    /// The latest resident set size.
+    pub rss: Option<u64>,
+    /// Heap over time: (seconds, bytes), the largest value per point.
+    pub heap_points: Vec<(f64, f64)>,
+    /// RSS over time: (seconds, bytes).
+    pub rss_points: Vec<(f64, f64)>,
+    /// Sampled mode: counts are estimates.
+    pub estimate: bool,
+    /// The site table, sorted and filtered.
+    pub rows: Vec<Row>,
+    /// The total of the rows before filtering (the heap, or one thread's
+    /// part of it), for the `%` column.
+    pub rows_live: u64,
+    /// The drill-down asked for, if that row exists.
+    pub detail: Option<Detail>,
+    /// Every thread, by thread number.
+    pub threads: Vec<ThreadRow>,
+    /// Requested sizes by power-of-two bucket.
+    pub sizes: Vec<SizeBucket>,
+    /// Allocation call latency.
+    pub alloc_latency: Percentiles,
+    /// Free call latency.
+    pub free_latency: Percentiles,
+    /// Block lifetimes.
+    pub lifetimes: Percentiles,
+}
+
+impl Snapshot {
+    /// Takes what `spec` asks for from `model`.
+    pub fn take(
+        model: &Model,
+        symbolizer: &mut Symbolizer,
+        frames: &mut SiteFrames,
+        spec: &TableSpec,
+    ) -> Snapshot {
+        let header = model.header().cloned().unwrap_or_default();
+        let argv = if header.argv.is_empty() {
+            vec![header.exe.clone()]
+        } else {
+            header.argv.clone()
+        };
+        let seconds = |ticks: u64| model.since_start_ns(ticks) as f64 / 1e9;
+        let heap_points = model
+            .heap_series()
+            .points()
+            .map(|p| (seconds(p.ticks), p.max as f64))
+            .collect();
+        let rss_points: Vec<(f64, f64)> = model
+            .rss_series()
+            .points()
+            .map(|p| (seconds(p.ticks), p.last as f64))
+            .collect();
+        let peak = model.peak();
+
+        let mut groups = match spec.thread {
+            Some(t) => {
+                group_sites_with(model, model.thread_sites(t), symbolizer, frames, spec.group)
+            }
+            None => group_sites_with(model, model.sites(), symbolizer, frames, spec.group),
+        };
+        let rows_live = groups.iter().map(|g| g.counters.live_bytes).sum();
+        let detail = spec.detail.as_ref().and_then(|key| {
+            let g = groups.iter().find(|g| &g.key == key)?;
+            let site = g
+                .sites
+                .iter()
+                .copied()
+                .filter_map(|s| Some((s, model.site(s)?)))
+                .max_by_key(|(s, c)| (c.live_bytes, c.bytes_allocated, std::cmp::Reverse(*s)))
+                .map(|(s, _)| s)?;
+            Some(detail(model, symbolizer, g, site))
+        });
+        if !spec.filter.is_empty() {
+            let needle = spec.filter.to_lowercase();
+            groups.retain(|g| g.key.to_lowercase().contains(&needle));
+        }
+        let mut rows: Vec<Row> = groups
+            .into_iter()
+            .map(|g| Row {
+                key: g.key,
+                counters: g.counters,
+                sites: g.sites.len(),
+            })
+            .collect();
+        sort_rows(&mut rows, spec.sort, spec.descending);
+
+        let clock = model.clock();
+        let percentiles = |d: &memtally_profiler::Durations| Percentiles {
+            count: d.count(),
+            p50: clock.ticks_to_ns(d.quantile(0.5)),
+            p99: clock.ticks_to_ns(d.quantile(0.99)),
+            p999: clock.ticks_to_ns(d.quantile(0.999)),
+            max: clock.ticks_to_ns(d.max()),
+        };
+        Snapshot {
+            pid: header.pid,
+            command: memtally_profiler::report::command_line(&argv),
+            duration_ns: model.duration_ns(),
+            totals: model.totals().counters,
+            peak: (peak.bytes, model.since_start_ns(peak.ticks)),
+            rss: rss_points.last().map(|p| p.1 as u64),
+            heap_points,
+            rss_points,
+            estimate: model.is_estimate(),
+            rows,
+            rows_live,
+            detail,
+            threads: model
+                .threads()
+                .map(|t| ThreadRow {
+                    info: t.info,
+                    counters: t.counters,
+                })
+                .collect(),
+            sizes: model.sizes().buckets(),
+            alloc_latency: percentiles(model.alloc_latency()),
+            free_latency: percentiles(model.free_latency()),
+            lifetimes: percentiles(model.lifetimes()),
+        }
+    }
+}
+
+/// Sorts rows by `column`; ties by name, so the order is stable from one
+/// frame to the next.
+pub fn sort_rows(rows: &mut [Row], column: Column, descending: bool) {
+    rows.sort_by(|a, b| {
+        let by_value = column.value(&a.counters).cmp(&column.value(&b.counters));
+        let order = if column == Column::Name {
+            a.key.cmp(&b.key)
+        } else {
+            by_value.then_with(|| b.key.cmp(&a.key))
+        };
+        if descending { order.reverse() } else { order }
+    });
+}
+
+fn detail(
+    model: &Model,
+    symbolizer: &mut Symbolizer,
+    g: &memtally_profiler::Group,
+    site: StackId,
+) -> Detail {
+    let stack = symbolizer.stack(model, site);
+    Detail {
+        row: Row {
+            key: g.key.clone(),
+            counters: g.counters,
+            sites: g.sites.len(),
+        },
+        frames: stack.frames.iter().map(|l| l.to_string()).collect(),
+        trimmed: stack.trimmed,
+    }
+}

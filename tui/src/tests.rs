@@ -1,0 +1,192 @@
+//! The dashboard drawn into ratatui's `TestBackend` from a synthetic trace
+//! followed by the real [`Live`] model: what the screen says, and what
+//! sorting, filtering, grouping, threads and drill-down change on it.
+
+use super::*;
+use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
+use memtally_profiler::ModelOptions;
+use memtally_profiler::WriterWatch;
+use memtally_profiler::synth::{TraceBuilder, alloc, free};
+use ratatui::Terminal;
+use ratatui::backend::TestBackend;
+
+/// Three sites: 0x401000 allocates much and keeps little, 0x402000 keeps
+/// the most (called from 0x403000), both on thread 0; 0x404000 on thread
+/// 1 ("worker") keeps 64 bytes.
+fn trace(dir: &std::path::Path) -> Target {
+    let mut t = TraceBuilder::new();
+    t.full_header()
+        .clock(0, 0)
+        .clock(1_000_000_000, 1_000_000_000);
+    t.frame(1, 0, 0x401000)
+        .frame(2, 0, 0x403000)
+        .frame(3, 2, 0x402000)
+        .frame(4, 0, 0x404000);
+    t.thread(0, 100, "main", 0).thread(1, 101, "worker", 0);
+    let mut events = Vec::new();
+    for i in 0..10 {
+        events.push(alloc(10 + i * 2, 0x1000 + i * 0x100, 1000, 1));
+        if i > 0 {
+            events.push(free(11 + i * 2, 0x1000 + i * 0x100));
+        }
+    }
+    events.push(alloc(100, 0x9000, 5000, 3));
+    t.events(0, &events);
+    t.events(1, &[alloc(50, 0xa000, 64, 4)]);
+    t.memory(500_000_000, 8 << 20, 16 << 20);
+    t.footer(1_000_000_000);
+    let path = dir.join("t.mtt");
+    std::fs::write(&path, t.bytes()).unwrap();
+    let options = ModelOptions {
+        thread_sites: true,
+        ..ModelOptions::default()
+    };
+    let live = Live::follow(&path, options, WriterWatch::HeaderPid);
+    let start = std::time::Instant::now();
+    while !live.status().state.is_final() {
+        assert!(start.elapsed().as_secs() < 10, "{:?}", live.status());
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    Target {
+        live: Arc::new(live),
+        process: None,
+    }
+}
+
+fn screen(target: &Target, app: &mut App, width: u16, height: u16) -> String {
+    let mut view = View::default();
+    let (snap, status) = view.take(target, app);
+    app.thread_numbers = snap.threads.iter().map(|t| t.info.thread).collect();
+    let mut term = Terminal::new(TestBackend::new(width, height)).unwrap();
+    term.draw(|f| ui::draw(f, app, &snap, &status, Theme { color: false }))
+        .unwrap();
+    let buf = term.backend().buffer().clone();
+    let mut out = String::new();
+    for y in 0..height {
+        for x in 0..width {
+            out.push_str(buf[(x, y)].symbol());
+        }
+        out.push('\n');
+    }
+    out
+}
+
+fn press(app: &mut App, code: KeyCode) {
+    app.key(KeyEvent::new(code, KeyModifiers::NONE));
+}
+
+/// The line holding `needle`, and its number.
+fn line_of<'a>(screen: &'a str, needle: &str) -> (usize, &'a str) {
+    screen
+        .lines()
+        .enumerate()
+        .find(|(_, l)| l.contains(needle))
+        .unwrap_or_else(|| panic!("{needle:?} not on the screen:\n{screen}"))
+}
+
+#[test]
+fn the_header_and_the_site_table_fit_80x24() {
+    let dir = tempfile::tempdir().unwrap();
+    let target = trace(dir.path());
+    let mut app = App::default();
+    let s = screen(&target, &mut app, 80, 24);
+    assert!(s.contains("pid 4242  prog --flag"), "{s}");
+    assert!(s.contains("exited"), "{s}");
+    // 1000 + 5000 + 64 bytes live at the end; the peak was 6064 too.
+    assert!(s.contains("heap 5.9 KiB  peak 5.9 KiB"), "{s}");
+    assert!(s.contains("RSS 8.0 MiB"), "{s}");
+    assert!(s.contains("threads 2"), "{s}");
+    // Ended: the live column reads "at exit"; sorted by it, largest first.
+    let (h, header) = line_of(&s, "at exit v");
+    assert!(
+        header.contains("%heap") && header.contains("allocated"),
+        "{s}"
+    );
+    let (a, row) = line_of(&s, "0x402000");
+    assert!(row.contains("4.9 KiB") && row.contains("82.5"), "{row}");
+    let (b, row) = line_of(&s, "0x401000");
+    assert!(
+        row.contains("1000 B") && row.contains("9.8 KiB") && row.contains("10"),
+        "{row}"
+    );
+    let (c, _) = line_of(&s, "0x404000");
+    assert!(h < a && a < b && b < c, "{s}");
+    assert!(s.lines().last().unwrap().contains("q quit"), "{s}");
+    assert_eq!(s.lines().count(), 24);
+}
+
+#[test]
+fn sorting_filtering_and_threads_change_the_table() {
+    let dir = tempfile::tempdir().unwrap();
+    let target = trace(dir.path());
+    let mut app = App::default();
+    // By bytes allocated: 0x401000 (9.8 KiB) comes before 0x402000.
+    press(&mut app, KeyCode::Char('s'));
+    let s = screen(&target, &mut app, 100, 30);
+    assert!(line_of(&s, "0x401000").0 < line_of(&s, "0x402000").0, "{s}");
+    assert!(s.contains("sort allocated v"), "{s}");
+    // Reversed: smallest first.
+    press(&mut app, KeyCode::Char('r'));
+    let s = screen(&target, &mut app, 100, 30);
+    assert!(line_of(&s, "0x404000").0 < line_of(&s, "0x401000").0, "{s}");
+
+    // A filter keeps matching rows only.
+    press(&mut app, KeyCode::Char('/'));
+    for c in "4040".chars() {
+        press(&mut app, KeyCode::Char(c));
+    }
+    press(&mut app, KeyCode::Enter);
+    let s = screen(&target, &mut app, 100, 30);
+    assert!(s.contains("filter: 4040"), "{s}");
+    assert!(s.contains("0x404000") && !s.contains("0x401000"), "{s}");
+    press(&mut app, KeyCode::Esc);
+
+    // One thread at a time: thread 1 ("worker") has 0x404000 only.
+    press(&mut app, KeyCode::Char('t'));
+    press(&mut app, KeyCode::Char('t'));
+    let s = screen(&target, &mut app, 100, 30);
+    assert!(s.contains("thread 1 worker"), "{s}");
+    assert!(s.contains("0x404000") && !s.contains("0x402000"), "{s}");
+}
+
+#[test]
+fn enter_shows_the_stack_of_the_selected_site() {
+    let dir = tempfile::tempdir().unwrap();
+    let target = trace(dir.path());
+    let mut app = App::default();
+    screen(&target, &mut app, 80, 24);
+    assert_eq!(app.selected_key.as_deref(), Some("0x402000"));
+    press(&mut app, KeyCode::Enter);
+    let s = screen(&target, &mut app, 80, 24);
+    let (inner, _) = line_of(&s, "#0  0x402000");
+    let (outer, _) = line_of(&s, "#1  0x403000");
+    assert!(inner < outer);
+    assert!(s.contains("live 4.9 KiB in 1 blocks"), "{s}");
+    press(&mut app, KeyCode::Esc);
+    let s = screen(&target, &mut app, 80, 24);
+    assert!(!s.contains("#0 "), "{s}");
+}
+
+#[test]
+fn the_other_tabs_and_help_draw() {
+    let dir = tempfile::tempdir().unwrap();
+    let target = trace(dir.path());
+    let mut app = App::default();
+    press(&mut app, KeyCode::Tab);
+    let s = screen(&target, &mut app, 80, 24);
+    let (_, worker) = line_of(&s, "worker");
+    assert!(worker.contains("101") && worker.contains("64 B"), "{s}");
+    press(&mut app, KeyCode::Tab);
+    let s = screen(&target, &mut app, 80, 24);
+    // 64 B, 1000 B and 5000 B requests: buckets [64,127], [512,1023],
+    // [4096,8191].
+    assert!(line_of(&s, "512 B-1023 B").1.contains("10"), "{s}");
+    press(&mut app, KeyCode::Tab);
+    let s = screen(&target, &mut app, 80, 24);
+    assert!(line_of(&s, "allocation call").1.contains("12"), "{s}");
+    press(&mut app, KeyCode::Char('?'));
+    let s = screen(&target, &mut app, 80, 24);
+    assert!(s.contains("any key closes this help"), "{s}");
+    // Tiny terminals still draw.
+    screen(&target, &mut app, 20, 5);
+}
