@@ -115,6 +115,8 @@ pub struct LeaksArgs {
     pub fail: bool,
     /// Program frames shown per site.
     pub frames: usize,
+    /// Also list the sites whose live bytes kept growing.
+    pub growth: bool,
 }
 
 /// The formats `memtally export` writes.
@@ -269,6 +271,10 @@ Options:
                        ^ and $ anchor)
   --fail               exit with status 1 when a leak remains (for CI)
   --frames N           program frames shown per site (default 5)
+  --growth             also list the sites whose live bytes kept growing
+                       (a Mann-Kendall trend test over each site's live
+                       bytes, with the growth rate): leaks of a long-running
+                       process that has not exited
   -h, --help           print this help
 
 Exit status: 0, or 1 with --fail when leaks remain; 2 when memtally itself
@@ -587,9 +593,11 @@ fn parse_leaks(p: &mut lexopt::Parser) -> Result<Command> {
     let mut suppressions = None;
     let mut fail = false;
     let mut frames = 5;
+    let mut growth = false;
     while let Some(arg) = p.next()? {
         match arg {
             Short('h') | Long("help") => return Ok(Command::Help(LEAKS_HELP)),
+            Long("growth") => growth = true,
             Long("json") => json = true,
             Long("suppressions") => suppressions = Some(PathBuf::from(p.value()?)),
             Long("fail") => fail = true,
@@ -609,6 +617,7 @@ fn parse_leaks(p: &mut lexopt::Parser) -> Result<Command> {
         suppressions,
         fail,
         frames,
+        growth,
     }))
 }
 

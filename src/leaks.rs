@@ -6,7 +6,7 @@ use crate::args::LeaksArgs;
 use anyhow::{Context, Result, anyhow};
 use memtally_profiler::leaks::{self, LeakOptions};
 use memtally_profiler::suppress::Suppressions;
-use memtally_profiler::{Analysis, ErrorKind, Symbolizer};
+use memtally_profiler::{Analysis, ErrorKind, ModelOptions, Symbolizer};
 use std::io::{self, BufWriter, Write};
 use std::process::ExitCode;
 
@@ -20,7 +20,11 @@ pub fn run(args: &LeaksArgs) -> Result<ExitCode> {
             Suppressions::parse(&text).map_err(|e| anyhow!("{}: {e}", path.display()))?
         }
     };
-    let analysis = Analysis::open(&args.file).map_err(|e| match e.kind() {
+    let model_options = ModelOptions {
+        site_details: args.growth,
+        ..ModelOptions::default()
+    };
+    let analysis = Analysis::open_with(&args.file, model_options).map_err(|e| match e.kind() {
         // The message names the file already.
         ErrorKind::Open { .. } => anyhow!(e),
         _ => anyhow!("{}: {e}", args.file.display()),
@@ -29,6 +33,7 @@ pub fn run(args: &LeaksArgs) -> Result<ExitCode> {
     let options = LeakOptions {
         frames: args.frames,
         suppressions,
+        growth: args.growth,
     };
     let r = leaks::build(&analysis, &mut symbolizer, &options);
     let stdout = io::stdout();

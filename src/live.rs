@@ -16,10 +16,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// The model options of a dashboard: per-thread sites for the thread
-/// filter.
+/// filter, site details for the drill-down and the alerts.
 fn options() -> ModelOptions {
     ModelOptions {
         thread_sites: true,
+        site_details: true,
         ..ModelOptions::default()
     }
 }

@@ -25,6 +25,9 @@ pub struct LeakOptions {
     pub frames: usize,
     /// Leaks to leave out.
     pub suppressions: Suppressions,
+    /// Test every site for growth (the model must keep site details:
+    /// [`crate::ModelOptions::site_details`]).
+    pub growth: bool,
 }
 
 /// The leak report.
@@ -52,8 +55,24 @@ pub struct LeakReport {
     pub sites: Vec<SiteReport>,
     /// The suppressed sites, by bytes, with the pattern that matched.
     pub suppressed: Vec<SuppressedSite>,
+    /// With `--growth`: the sites whose live bytes kept growing, fastest
+    /// first (`null` when not asked for).
+    pub growing: Option<Vec<GrowingSite>>,
     /// Caveats.
     pub notes: Vec<String>,
+}
+
+/// A site whose live bytes kept growing (see [`crate::growth`]).
+#[derive(Clone, Debug, Serialize)]
+pub struct GrowingSite {
+    /// The growth rate (Theil-Sen slope), bytes per second.
+    pub bytes_per_second: f64,
+    /// The Mann-Kendall z score of the trend.
+    pub trend_z: f64,
+    /// Seconds from the site's first allocation to the end of the trace.
+    pub observed_seconds: f64,
+    /// The site.
+    pub site: SiteReport,
 }
 
 /// A site left out by a suppression.
@@ -99,6 +118,7 @@ pub fn build(
         suppressed_blocks: 0,
         sites: Vec::new(),
         suppressed: Vec::new(),
+        growing: None,
         notes: notes(analysis),
     };
     for site in sites {
@@ -128,6 +148,24 @@ pub fn build(
                 report.sites.push(shown);
             }
         }
+    }
+    if options.growth {
+        let growing = crate::growth::growing_sites(model, 0)
+            .into_iter()
+            .filter_map(|g| {
+                let counters = model.site(g.stack)?;
+                Some(GrowingSite {
+                    bytes_per_second: g.bytes_per_second,
+                    trend_z: g.z,
+                    observed_seconds: g.span_ns as f64 / 1e9,
+                    site: builder.site(&crate::model::Site {
+                        stack: g.stack,
+                        counters,
+                    }),
+                })
+            })
+            .collect();
+        report.growing = Some(growing);
     }
     report.notes.push(
         "blocks never freed; without a reachability scan they are not classified as direct, indirect or still reachable"
@@ -178,6 +216,9 @@ pub fn render_text(r: &LeakReport) -> String {
     site_table(&mut o, &r.sites, &["bytes", "blocks"], |s| {
         vec![f.bytes(s.live_bytes), f.count(s.live_blocks)]
     });
+    if let Some(growing) = &r.growing {
+        render_growth(&mut o, &f, growing);
+    }
     if !r.suppressed.is_empty() {
         let _ = writeln!(
             o,
@@ -211,6 +252,29 @@ pub fn render_text(r: &LeakReport) -> String {
         }
     }
     o
+}
+
+/// The growth section of the text report.
+fn render_growth(o: &mut String, f: &TextFmt, growing: &[GrowingSite]) {
+    let _ = writeln!(
+        o,
+        "\nGROWING: {} {} whose live bytes kept growing (Mann-Kendall trend over {} samples to the end, over the whole and the later half; rate by Theil-Sen)",
+        growing.len(),
+        if growing.len() == 1 { "site" } else { "sites" },
+        crate::growth::SAMPLES
+    );
+    let sites: Vec<SiteReport> = growing.iter().map(|g| g.site.clone()).collect();
+    site_table(o, &sites, &["rate", "live", "over"], |s| {
+        let g = growing
+            .iter()
+            .find(|g| g.site.stack == s.stack)
+            .expect("a growing site");
+        vec![
+            format!("{}/s", f.bytes(g.bytes_per_second.round() as u64)),
+            f.bytes(s.live_bytes),
+            crate::report::text_ns((g.observed_seconds * 1e9) as u64),
+        ]
+    });
 }
 
 /// Writes the leak report as JSON (`docs/leaks-json.md`).

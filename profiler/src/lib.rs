@@ -46,6 +46,7 @@ mod error;
 pub mod export;
 pub mod flame;
 mod group;
+pub mod growth;
 mod hash;
 pub mod leaks;
 mod live;
@@ -66,8 +67,9 @@ pub use group::{Group, GroupBy, SiteFrames, group_sites, group_sites_with};
 pub use live::{Live, LiveState, LiveStatus, WriterWatch};
 pub use memtally_alloc::trace::Header;
 pub use model::{
-    Counters, Durations, Footer, LiveBlock, LiveMap, Marker, Model, ModelOptions, Peak, Point,
-    Sampling, Series, Site, SizeBucket, SizeHistogram, ThreadInfo, ThreadStats, Totals, Weight,
+    Counters, Durations, Footer, LiveBlock, LiveMap, Log2Bucket, Log2Histogram, Marker, Model,
+    ModelOptions, Peak, Point, SITE_SERIES_POINTS, Sampling, Series, Site, SiteDetail, SizeBucket,
+    SizeHistogram, ThreadInfo, ThreadStats, Totals, Weight,
 };
 pub use modules::{ModuleInfo, Modules};
 pub use read::{Analysis, Ending, read_clock, read_header};

@@ -4,6 +4,7 @@
 
 mod corpus;
 mod flame;
+mod growth;
 mod live;
 mod model;
 mod reading;

@@ -511,3 +511,46 @@ fn leaks_finds_the_planted_leaks_exactly() {
 mod export;
 mod live;
 mod plot;
+
+#[test]
+fn leaks_growth_lists_the_site_that_keeps_growing() {
+    let dir = scratch("leaks-growth");
+    let mut t = TraceBuilder::new();
+    t.full_header()
+        .clock(0, 0)
+        .clock(1_000_000_000, 1_000_000_000);
+    t.frame(1, 0, 0x1000).frame(2, 0, 0x2000);
+    let mut events = Vec::new();
+    for i in 0..200u64 {
+        // 0x1000 leaks 64 bytes every 5 ms; 0x2000 churns.
+        events.push(alloc(i * 5_000_000, 0x10_0000 + i * 0x100, 64, 1));
+        events.push(alloc(i * 5_000_000 + 1, 0x90_0000, 4096, 2));
+        events.push(free(i * 5_000_000 + 2, 0x90_0000));
+    }
+    t.events(0, &events);
+    t.footer(1_000_000_000);
+    let path = dir.join("grow.mtt");
+    std::fs::write(&path, t.bytes()).unwrap();
+    let p = path.to_str().unwrap();
+
+    let out = memtally(&["leaks", "--growth", p]);
+    assert_eq!(out.status.code(), Some(0));
+    let text = String::from_utf8_lossy(&out.stdout);
+    let section = text.split("GROWING: ").nth(1).expect(&text);
+    assert!(section.starts_with("1 site whose"), "{text}");
+    assert!(section.contains("12.5 KiB/s"), "{text}");
+    assert!(
+        section.contains("0x1000") && !section.contains("0x2000"),
+        "{text}"
+    );
+
+    let out = memtally(&["leaks", "--json", "--growth", p]);
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let g = &doc["growing"][0];
+    let rate = g["bytes_per_second"].as_f64().unwrap();
+    assert!((rate - 12_800.0).abs() < 100.0, "{g}");
+    assert_eq!(g["site"]["live_bytes"], 12_800);
+    let out = memtally(&["leaks", "--json", p]);
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(doc["growing"].is_null());
+}

@@ -16,17 +16,20 @@ pub enum Tab {
     Sizes,
     /// Call latency and block lifetimes.
     Latency,
+    /// Sites growing without bound.
+    Alerts,
     /// The program's own output (`memtally run --live`).
     Output,
 }
 
 impl Tab {
     /// Every tab, in the order shown.
-    pub const ALL: [Tab; 5] = [
+    pub const ALL: [Tab; 6] = [
         Tab::Sites,
         Tab::Threads,
         Tab::Sizes,
         Tab::Latency,
+        Tab::Alerts,
         Tab::Output,
     ];
 
@@ -37,6 +40,7 @@ impl Tab {
             Tab::Threads => "threads",
             Tab::Sizes => "sizes",
             Tab::Latency => "latency",
+            Tab::Alerts => "alerts",
             Tab::Output => "output",
         }
     }

@@ -32,7 +32,7 @@ use memtally_profiler::{Live, LiveState, SiteFrames, Symbolizer};
 use std::collections::VecDeque;
 use std::io;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// How often the dashboard redraws when no key is pressed.
 const REFRESH: Duration = Duration::from_millis(250);
@@ -123,7 +123,12 @@ pub struct View {
     frames: SiteFrames,
     /// (nanoseconds recorded, allocations, frees) at recent frames.
     recent: VecDeque<(u64, u64, u64)>,
+    /// The last alerts and when they were computed.
+    alerts: Option<(Instant, Vec<snapshot::Alert>)>,
 }
+
+/// How often the growth test runs (it reads every site's series).
+const ALERTS_EVERY: Duration = Duration::from_secs(2);
 
 impl View {
     /// Takes a frame's snapshot and status.
@@ -131,7 +136,18 @@ impl View {
         let live_status = target.live.status();
         let snap = {
             let model = target.live.model();
-            Snapshot::take(&model, &mut self.symbolizer, &mut self.frames, &app.spec)
+            let mut snap =
+                Snapshot::take(&model, &mut self.symbolizer, &mut self.frames, &app.spec);
+            let stale = self
+                .alerts
+                .as_ref()
+                .is_none_or(|(at, _)| at.elapsed() >= ALERTS_EVERY);
+            if stale {
+                let alerts = snapshot::alerts(&model, &mut self.symbolizer, &mut self.frames);
+                self.alerts = Some((Instant::now(), alerts));
+            }
+            snap.alerts = self.alerts.as_ref().map_or(Vec::new(), |a| a.1.clone());
+            snap
         };
         let exit = target
             .process

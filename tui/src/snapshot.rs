@@ -103,7 +103,30 @@ pub struct Detail {
     pub frames: Vec<String>,
     /// How many frames of the allocator were trimmed from it.
     pub trimmed: usize,
+    /// That site's requested sizes (empty without site details).
+    pub sizes: Vec<SizeBucket>,
+    /// That site's block lifetimes: (shortest ns, longest ns, blocks).
+    pub lifetimes: Vec<(u64, u64, u64)>,
+    /// That site's live bytes at evenly spaced instants from the start of
+    /// the recording to now.
+    pub live: Vec<u64>,
 }
+
+/// A site whose live bytes keep growing, for the alerts tab.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Alert {
+    /// The site's name.
+    pub key: String,
+    /// Growth rate, bytes per second.
+    pub bytes_per_second: f64,
+    /// Live bytes now.
+    pub live_bytes: u64,
+    /// The trend's z score.
+    pub z: f64,
+}
+
+/// Instants of a site's live-bytes sparkline.
+const SPARK_POINTS: usize = 60;
 
 /// One thread, for the threads tab.
 #[derive(Clone, Debug)]
@@ -127,6 +150,22 @@ pub struct Percentiles {
     pub p999: u64,
     /// The largest.
     pub max: u64,
+}
+
+/// The alerts of `model` (which must keep site details): its growing
+/// sites, named by `frames`.
+pub fn alerts(model: &Model, symbolizer: &mut Symbolizer, frames: &mut SiteFrames) -> Vec<Alert> {
+    memtally_profiler::growth::growing_sites(model, 1_000_000_000)
+        .into_iter()
+        .map(|g| Alert {
+            key: frames
+                .get(model, symbolizer, g.stack)
+                .map_or_else(|| "<no stack>".to_owned(), |l| l.to_string()),
+            bytes_per_second: g.bytes_per_second,
+            live_bytes: g.live_bytes,
+            z: g.z,
+        })
+        .collect()
 }
 
 /// Everything one frame draws.
@@ -167,6 +206,8 @@ pub struct Snapshot {
     pub free_latency: Percentiles,
     /// Block lifetimes.
     pub lifetimes: Percentiles,
+    /// Sites growing without bound (refreshed every few seconds).
+    pub alerts: Vec<Alert>,
 }
 
 impl Snapshot {
@@ -260,6 +301,7 @@ impl Snapshot {
             alloc_latency: percentiles(model.alloc_latency()),
             free_latency: percentiles(model.free_latency()),
             lifetimes: percentiles(model.lifetimes()),
+            alerts: Vec::new(),
         }
     }
 }
@@ -285,7 +327,29 @@ fn detail(
     site: StackId,
 ) -> Detail {
     let stack = symbolizer.stack(model, site);
+    let d = model.site_detail(site);
+    let clock = model.clock();
+    let live = d.map_or(Vec::new(), |d| {
+        let points: Vec<(u64, u64)> = d.live().points().map(|p| (p.ticks, p.max)).collect();
+        let (start, end) = (model.start_ticks(), model.end_ticks());
+        (1..=SPARK_POINTS as u64)
+            .map(|i| {
+                let t = start + ((end - start) as u128 * i as u128 / SPARK_POINTS as u128) as u64;
+                let n = points.partition_point(|p| p.0 <= t);
+                if n == 0 { 0 } else { points[n - 1].1 }
+            })
+            .collect()
+    });
     Detail {
+        sizes: d.map_or(Vec::new(), |d| d.sizes().buckets()),
+        lifetimes: d.map_or(Vec::new(), |d| {
+            d.lifetimes()
+                .buckets()
+                .into_iter()
+                .map(|b| (clock.ticks_to_ns(b.min), clock.ticks_to_ns(b.max), b.count))
+                .collect()
+        }),
+        live,
         row: Row {
             key: g.key.clone(),
             counters: g.counters,

@@ -39,6 +39,7 @@ fn trace(dir: &std::path::Path) -> Target {
     std::fs::write(&path, t.bytes()).unwrap();
     let options = ModelOptions {
         thread_sites: true,
+        site_details: true,
         ..ModelOptions::default()
     };
     let live = Live::follow(&path, options, WriterWatch::HeaderPid);
@@ -162,9 +163,63 @@ fn enter_shows_the_stack_of_the_selected_site() {
     let (outer, _) = line_of(&s, "#1  0x403000");
     assert!(inner < outer);
     assert!(s.contains("live 4.9 KiB in 1 blocks"), "{s}");
+    // Wide enough, the site's details are beside the stack: its sizes
+    // (one 5000-byte block), nothing freed yet, its live bytes over time.
+    let s = screen(&target, &mut app, 110, 30);
+    assert!(s.contains("live over time (max 4.9 KiB)"), "{s}");
+    assert!(line_of(&s, "<=8.0 KiB").1.contains(" 1 #"), "{s}");
+    assert!(s.contains("no block freed yet"), "{s}");
     press(&mut app, KeyCode::Esc);
     let s = screen(&target, &mut app, 80, 24);
     assert!(!s.contains("#0 "), "{s}");
+}
+
+#[test]
+fn a_site_that_keeps_growing_is_an_alert() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut t = TraceBuilder::new();
+    t.full_header()
+        .clock(0, 0)
+        .clock(4_000_000_000, 4_000_000_000);
+    t.frame(1, 0, 0x405000).frame(2, 0, 0x406000);
+    let mut events = Vec::new();
+    for i in 0..400u64 {
+        // 0x405000 keeps 100 bytes every 10 ms; 0x406000 churns.
+        events.push(alloc(i * 10_000_000, 0x10_0000 + i * 0x100, 100, 1));
+        events.push(alloc(i * 10_000_000 + 1, 0x90_0000, 300, 2));
+        events.push(free(i * 10_000_000 + 2, 0x90_0000));
+    }
+    t.events(0, &events).footer(4_000_000_000);
+    let path = dir.path().join("g.mtt");
+    std::fs::write(&path, t.bytes()).unwrap();
+    let options = ModelOptions {
+        site_details: true,
+        ..ModelOptions::default()
+    };
+    let (model, _) = Live::follow(&path, options, WriterWatch::HeaderPid).wait();
+    let mut symbolizer = memtally_profiler::Symbolizer::default();
+    let mut frames = SiteFrames::default();
+    let alerts = snapshot::alerts(&model, &mut symbolizer, &mut frames);
+    assert_eq!(alerts.len(), 1, "{alerts:?}");
+    assert_eq!(alerts[0].key, "0x405000");
+    assert!((alerts[0].bytes_per_second - 10_000.0).abs() < 200.0);
+
+    let target = Target {
+        live: Arc::new(Live::follow(&path, options, WriterWatch::HeaderPid)),
+        process: None,
+    };
+    while !target.live.status().state.is_final() {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let mut app = App::default();
+    press(&mut app, KeyCode::Char('5'));
+    let s = screen(&target, &mut app, 80, 24);
+    assert!(s.contains("alerts (1)"), "{s}");
+    let (_, row) = line_of(&s, "0x405000");
+    assert!(
+        row.contains("9.8 KiB/s") && row.contains("39.1 KiB"),
+        "{row}"
+    );
 }
 
 #[test]

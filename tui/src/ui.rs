@@ -88,6 +88,7 @@ pub fn draw(f: &mut Frame<'_>, app: &mut App, snap: &Snapshot, status: &Status, 
         Tab::Threads => draw_threads(f, body, app, snap, theme),
         Tab::Sizes => draw_sizes(f, body, app, snap, theme),
         Tab::Latency => draw_latency(f, body, snap, theme),
+        Tab::Alerts => draw_alerts(f, body, app, snap, theme),
         Tab::Output => draw_output(f, body, status),
     }
     draw_footer(f, footer, app, theme);
@@ -185,39 +186,58 @@ fn draw_chart(f: &mut Frame<'_>, area: Rect, snap: &Snapshot, theme: Theme) {
 
 fn draw_tabs(f: &mut Frame<'_>, area: Rect, app: &App, snap: &Snapshot, theme: Theme) {
     let tabs = app.tabs();
-    let titles: Vec<String> = tabs.iter().map(|t| t.title().to_owned()).collect();
+    let titles: Vec<String> = tabs
+        .iter()
+        .map(|t| match t {
+            Tab::Alerts if !snap.alerts.is_empty() => format!("alerts ({})", snap.alerts.len()),
+            _ => t.title().to_owned(),
+        })
+        .collect();
+    let tabs_width = titles.iter().map(|t| t.len() + 1).sum::<usize>() as u16;
     let selected = tabs.iter().position(|t| *t == app.tab).unwrap_or(0);
-    let [left, right] =
-        Layout::horizontal([Constraint::Min(10), Constraint::Length(42)]).areas(area);
     f.render_widget(
         Tabs::new(titles)
             .select(selected)
             .highlight_style(theme.title().add_modifier(Modifier::REVERSED))
             .divider("|")
             .padding("", ""),
-        left,
+        area,
     );
     if app.tab == Tab::Sites {
-        let thread = match app.spec.thread {
-            None => "all threads".to_owned(),
-            Some(t) => snap
-                .threads
-                .iter()
-                .find(|r| r.info.thread == t)
-                .map(|r| match r.info.name.as_str() {
-                    "" => format!("thread {t}"),
-                    name => format!("thread {t} {name}"),
-                })
-                .unwrap_or_else(|| format!("thread {t}")),
-        };
+        // How the table is asked for, on the right when it fits (the
+        // table's headings say it too).
         let arrow = if app.spec.descending { "v" } else { "^" };
         let text = format!(
             "by {} | {} | sort {} {arrow}",
             app.spec.group.name(),
-            thread,
+            thread_name(app, snap),
             app.spec.sort.heading(false)
         );
-        f.render_widget(Paragraph::new(text).alignment(Alignment::Right), right);
+        let room = area.width.saturating_sub(tabs_width + 1);
+        if text.len() as u16 <= room {
+            let right = Rect {
+                x: area.x + area.width - room,
+                width: room,
+                ..area
+            };
+            f.render_widget(Paragraph::new(text).alignment(Alignment::Right), right);
+        }
+    }
+}
+
+/// `all threads`, or the chosen thread's number and name.
+fn thread_name(app: &App, snap: &Snapshot) -> String {
+    match app.spec.thread {
+        None => "all threads".to_owned(),
+        Some(t) => snap
+            .threads
+            .iter()
+            .find(|r| r.info.thread == t)
+            .map(|r| match r.info.name.as_str() {
+                "" => format!("thread {t}"),
+                name => format!("thread {t} {name}"),
+            })
+            .unwrap_or_else(|| format!("thread {t}")),
     }
 }
 
@@ -273,8 +293,12 @@ fn draw_sites(
             heading.push(Cell::from("%heap"));
         }
     }
+    let thread = match app.spec.thread {
+        Some(_) => format!("  [{}]", thread_name(app, snap)),
+        None => String::new(),
+    };
     heading.push(Cell::from(format!(
-        "{}{}",
+        "{}{}{thread}",
         app.spec.group.name(),
         sort_mark(Column::Name)
     )));
@@ -347,10 +371,10 @@ fn site_row<'a>(r: &'a Row, cols: &[Column], heap: u64) -> TableRow<'a> {
 fn draw_detail(f: &mut Frame<'_>, area: Rect, snap: &Snapshot, theme: Theme) {
     let Some(d) = &snap.detail else { return };
     let c = &d.row.counters;
-    let mut lines = vec![
+    let head = vec![
         Line::from(Span::styled(d.row.key.clone(), theme.title())),
         Line::from(format!(
-            "live {} in {} blocks   allocated {} in {} calls   frees {}",
+            "live {} in {} blocks  allocated {} in {} calls  frees {}",
             text_bytes(c.live_bytes),
             text_count(c.live_blocks),
             text_bytes(c.bytes_allocated),
@@ -358,40 +382,162 @@ fn draw_detail(f: &mut Frame<'_>, area: Rect, snap: &Snapshot, theme: Theme) {
             text_count(c.frees)
         )),
         Line::from(format!(
-            "at the heap's peak {}   most live at once {}   temporary {} ({} short-lived blocks)",
+            "at the heap's peak {}  most live at once {}  temporary {} ({} blocks)",
             text_bytes(c.at_peak_bytes),
             text_bytes(c.max_live_bytes),
             text_bytes(c.temporary_bytes),
             text_count(c.temporary)
         )),
-        Line::from(if d.row.sites > 1 {
-            format!(
-                "{} stacks allocate here; the stack holding the most:",
-                d.row.sites
-            )
+    ];
+    let [top, rest] = Layout::vertical([Constraint::Length(3), Constraint::Min(1)]).areas(area);
+    f.render_widget(Paragraph::new(head), top);
+    let has_details = !d.live.is_empty();
+    let [left, right] = if has_details && rest.width >= 70 {
+        Layout::horizontal([Constraint::Percentage(58), Constraint::Percentage(42)])
+            .spacing(2)
+            .areas(rest)
+    } else {
+        [rest, Rect::default()]
+    };
+
+    let mut lines = vec![Line::from(Span::styled(
+        if d.row.sites > 1 {
+            format!("{} stacks; the one holding the most:", d.row.sites)
         } else {
             "stack:".to_owned()
-        }),
-    ];
+        },
+        theme.fg(Color::DarkGray),
+    ))];
     for (i, frame) in d.frames.iter().enumerate() {
-        lines.push(Line::from(format!("  #{i:<2} {frame}")));
+        lines.push(Line::from(format!("#{i:<2} {frame}")));
     }
     if d.trimmed > 0 {
         lines.push(Line::from(format!(
-            "  ({} allocator frames not shown)",
+            "({} allocator frames not shown)",
             d.trimmed
         )));
     }
-    lines.push(Line::from(Span::styled(
-        "Esc or Enter: back to the table",
-        theme.fg(Color::DarkGray),
-    )));
     f.render_widget(
-        Paragraph::new(lines)
-            .wrap(Wrap { trim: false })
-            .block(Block::default().borders(Borders::TOP)),
-        area,
+        Paragraph::new(lines).block(Block::default().borders(Borders::TOP)),
+        left,
     );
+    if right.width == 0 {
+        return;
+    }
+    let [spark, sizes, lifetimes] = Layout::vertical([
+        Constraint::Length(4),
+        Constraint::Min(3),
+        Constraint::Min(3),
+    ])
+    .areas(right);
+    f.render_widget(
+        ratatui::widgets::Sparkline::default()
+            .block(Block::default().borders(Borders::TOP).title(format!(
+                "live over time (max {})",
+                text_bytes(d.live.iter().copied().max().unwrap_or(0))
+            )))
+            .data(&d.live)
+            .style(theme.fg(Color::Cyan)),
+        spark,
+    );
+    let bar = |n: u64, most: u64, width: u16| {
+        "#".repeat((n * u64::from(width)).div_ceil(most.max(1)) as usize)
+    };
+    let width = right.width.saturating_sub(24).max(1);
+    let most = d.sizes.iter().map(|b| b.blocks).max().unwrap_or(0);
+    let size_lines: Vec<Line> = d
+        .sizes
+        .iter()
+        .filter(|b| b.blocks > 0)
+        .map(|b| {
+            Line::from(format!(
+                "{:>10} {:>9} {}",
+                format!("<={}", text_bytes(b.max)),
+                text_count(b.blocks),
+                bar(b.blocks, most, width)
+            ))
+        })
+        .collect();
+    f.render_widget(
+        Paragraph::new(size_lines).block(
+            Block::default()
+                .borders(Borders::TOP)
+                .title("requested sizes"),
+        ),
+        sizes,
+    );
+    let most = d.lifetimes.iter().map(|b| b.2).max().unwrap_or(0);
+    let life_lines: Vec<Line> = if d.lifetimes.is_empty() {
+        vec![Line::from("no block freed yet")]
+    } else {
+        d.lifetimes
+            .iter()
+            .filter(|b| b.2 > 0)
+            .map(|b| {
+                Line::from(format!(
+                    "{:>10} {:>9} {}",
+                    format!("<={}", text_ns(b.1)),
+                    text_count(b.2),
+                    bar(b.2, most, width)
+                ))
+            })
+            .collect()
+    };
+    f.render_widget(
+        Paragraph::new(life_lines).block(
+            Block::default()
+                .borders(Borders::TOP)
+                .title("lifetimes of freed blocks"),
+        ),
+        lifetimes,
+    );
+}
+
+fn draw_alerts(f: &mut Frame<'_>, area: Rect, app: &mut App, snap: &Snapshot, theme: Theme) {
+    if snap.alerts.is_empty() {
+        f.render_widget(
+            Paragraph::new(
+                "no site is growing without bound (a Mann-Kendall trend test over each site's live bytes, from its first allocation to now, re-run every 2 s)",
+            )
+            .wrap(Wrap { trim: true }),
+            area,
+        );
+        app.rows = 0;
+        return;
+    }
+    let rows: Vec<TableRow> = snap
+        .alerts
+        .iter()
+        .map(|a| {
+            TableRow::new(vec![
+                Cell::from(
+                    Line::from(format!(
+                        "{}/s",
+                        text_bytes(a.bytes_per_second.round() as u64)
+                    ))
+                    .alignment(Alignment::Right),
+                ),
+                Cell::from(Line::from(text_bytes(a.live_bytes)).alignment(Alignment::Right)),
+                Cell::from(Line::from(format!("{:.1}", a.z)).alignment(Alignment::Right)),
+                Cell::from(a.key.clone()),
+            ])
+        })
+        .collect();
+    app.rows = rows.len();
+    app.selected = app.selected.min(app.rows.saturating_sub(1));
+    let table = Table::new(
+        rows,
+        [
+            Constraint::Length(12),
+            Constraint::Length(10),
+            Constraint::Length(6),
+            Constraint::Min(10),
+        ],
+    )
+    .header(TableRow::new(vec!["growing", "live", "trend", "site"]).style(theme.title()))
+    .row_highlight_style(theme.selected());
+    let mut state = TableState::default().with_selected(Some(app.selected));
+    f.render_stateful_widget(table, area, &mut state);
 }
 
 fn draw_threads(f: &mut Frame<'_>, area: Rect, app: &mut App, snap: &Snapshot, theme: Theme) {
@@ -551,7 +697,7 @@ const HELP: &[(&str, &str)] = &[
     ("q, Ctrl-C", "quit (memtally run --live stops the program)"),
     ("?", "this help"),
     ("p, Space", "pause or resume drawing"),
-    ("Tab, 1-5", "switch tabs (1 sites ... 5 output)"),
+    ("Tab, 1-6", "switch tabs (1 sites ... 5 alerts, 6 output)"),
     ("Up, Down, PgUp, PgDn", "move the selection"),
     ("s / r", "sort by the next column / reverse the order"),
     ("g", "group sites by line, function, file, library"),

@@ -15,6 +15,7 @@
 //! and an allocation at an address still live counts the old block as lost.
 
 mod counters;
+mod details;
 mod durations;
 mod groups;
 mod live;
@@ -24,6 +25,7 @@ mod threads;
 mod weight;
 
 pub use counters::{Counters, Weight};
+pub use details::{Log2Bucket, Log2Histogram, SITE_SERIES_POINTS, SiteDetail};
 pub use durations::Durations;
 pub use live::{LiveBlock, LiveMap};
 pub use series::{Point, Series};
@@ -57,6 +59,9 @@ pub struct ModelOptions {
     /// shows one thread at a time, such as the dashboard): one more map
     /// entry per (thread, site) pair.
     pub thread_sites: bool,
+    /// Keep each site's [`SiteDetail`] (sizes, lifetimes, live bytes over
+    /// time): for the dashboard's drill-down and the growth test.
+    pub site_details: bool,
 }
 
 impl Default for ModelOptions {
@@ -66,6 +71,7 @@ impl Default for ModelOptions {
             max_markers: 100_000,
             until_ticks: None,
             thread_sites: false,
+            site_details: false,
         }
     }
 }
@@ -146,10 +152,12 @@ impl Footer {
 }
 
 /// A site's entry: counters and the leftover fraction of sampled weights.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 struct SiteEntry {
     tracked: Tracked,
     carry: f64,
+    /// If `options.site_details`.
+    detail: Option<Box<SiteDetail>>,
 }
 
 /// The analysis model of one trace.
@@ -494,9 +502,11 @@ impl Model {
         realloc: bool,
     ) -> Weight {
         let generation = self.generation;
-        let site = self.sites.entry(stack).or_insert(SiteEntry {
+        let details = self.options.site_details;
+        let site = self.sites.entry(stack).or_insert_with(|| SiteEntry {
             tracked: Tracked::new(generation),
             carry: 0.0,
+            detail: details.then(Box::default),
         });
         let weight = self.sampling.weigh(size, &mut site.carry);
         let serial = self.serial;
@@ -516,6 +526,14 @@ impl Model {
             }
         };
         bump(site.tracked.update(generation));
+        if let Some(d) = &mut site.detail {
+            d.allocated(
+                size,
+                weight,
+                ticks,
+                site.tracked.read(generation).live_bytes,
+            );
+        }
         bump(self.totals.update(generation));
         if self.options.thread_sites {
             let t = self
@@ -553,6 +571,10 @@ impl Model {
         };
         if let Some(site) = self.sites.get_mut(&block.stack) {
             take(site.tracked.update(generation));
+            if let Some(d) = &mut site.detail {
+                let lifetime = counted.then(|| ticks.saturating_sub(block.ticks));
+                d.released(lifetime, w, ticks, site.tracked.read(generation).live_bytes);
+            }
         }
         take(self.totals.update(generation));
         take(self.thread_mut(block.thread).tracked.update(generation));
@@ -655,6 +677,12 @@ impl Model {
                 stack,
                 counters: tracked.read(generation),
             })
+    }
+
+    /// The details of site `stack`, if the model keeps them
+    /// ([`ModelOptions::site_details`]).
+    pub fn site_detail(&self, stack: StackId) -> Option<&SiteDetail> {
+        self.sites.get(&stack)?.detail.as_deref()
     }
 
     /// The counters of site `stack`.
