@@ -146,7 +146,7 @@ pub fn run_child(mut child: Child, pattern: &Path) -> Result<ExitStatus> {
         let _ = r.join();
     }
     outcome.context("the dashboard failed")?;
-    eprintln!(
+    say!(
         "memtally: the command {}; its output is in {}",
         describe(&status),
         shown(&out_path)

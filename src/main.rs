@@ -5,6 +5,16 @@
 //! status 2; `memtally run` otherwise exits with its command's status. A
 //! closed output pipe (`memtally report t.mtt | head`) exits 0 silently.
 
+/// `eprintln!` that never panics: after `memtally run --live` the terminal
+/// may be gone (its window closed), and a message that cannot be shown is
+/// no reason to lose the command's exit status.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
 mod args;
 mod export;
 mod flame;

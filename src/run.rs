@@ -144,7 +144,7 @@ pub fn run(args: &RunArgs) -> Result<ExitCode> {
 /// up as (`env python3 app.py` ends as python3).
 fn announce(written: &[PathBuf], pattern: &Path, pid: u32, cwd: &Path) -> Vec<PathBuf> {
     if written.is_empty() {
-        eprintln!(
+        say!(
             "memtally: no trace was written (expected {})",
             shown(pattern, cwd)
         );
@@ -167,17 +167,17 @@ fn announce(written: &[PathBuf], pattern: &Path, pid: u32, cwd: &Path) -> Vec<Pa
         [.., (_, last)] if own.len() > 3 => {
             // An exec chain (wrappers, shims): the program it ended as is
             // the one the user asked about.
-            eprintln!(
+            say!(
                 "memtally: {} earlier programs the command executed: traces {} ... {}",
                 own.len() - 1,
                 shown(own[0].1, cwd),
                 shown(own[own.len() - 2].1, cwd)
             );
-            eprintln!("memtally: trace written to {}", shown(last, cwd));
+            say!("memtally: trace written to {}", shown(last, cwd));
         }
         few => {
             for (_, p) in few {
-                eprintln!("memtally: trace written to {}", shown(p, cwd));
+                say!("memtally: trace written to {}", shown(p, cwd));
             }
         }
     }
@@ -185,13 +185,13 @@ fn announce(written: &[PathBuf], pattern: &Path, pid: u32, cwd: &Path) -> Vec<Pa
         [] => {}
         few if few.len() <= 3 => {
             for p in few {
-                eprintln!(
+                say!(
                     "memtally: trace of a child process written to {}",
                     shown(p, cwd)
                 );
             }
         }
-        many => eprintln!(
+        many => say!(
             "memtally: {} traces of child processes written too ({} ... {})",
             many.len(),
             shown(many[0], cwd),

@@ -2,7 +2,7 @@
 //! long-running process (a cache without eviction, a log never trimmed),
 //! which a leak report at exit cannot tell from memory kept on purpose.
 //!
-//! Each site's live bytes over time ([`crate::SiteDetail::live`]) are
+//! Each site's live bytes over time ([`crate::SiteDetailRef::live`]) are
 //! sampled at [`SAMPLES`] evenly spaced instants from the site's first
 //! allocation to the end of the recording (the value in force at each, so
 //! a site that stopped changing long ago shows as flat since). A site
@@ -45,49 +45,62 @@ pub struct Growth {
 /// The growing sites of `model` (which must keep site details), fastest
 /// first. Sites observed over less than `min_span_ns` are not judged.
 pub fn growing_sites(model: &Model, min_span_ns: u64) -> Vec<Growth> {
-    let end = model.end_ticks();
-    let mut out = Vec::new();
-    for site in model.sites() {
-        let Some(detail) = model.site_detail(site.stack) else {
-            continue;
-        };
-        let points: Vec<(u64, u64)> = detail.live().points().map(|p| (p.ticks, p.last)).collect();
-        let Some(&(first, _)) = points.first() else {
-            continue;
-        };
-        let span_ns = model.clock().elapsed_ns(first, end);
-        if span_ns < min_span_ns || end <= first {
-            continue;
-        }
-        // (seconds since the first allocation, bytes) at each instant.
-        let samples: Vec<(f64, f64)> = (1..=SAMPLES)
-            .map(|i| {
-                let t = first + ((end - first) as u128 * i as u128 / SAMPLES as u128) as u64;
-                let n = points.partition_point(|p| p.0 <= t);
-                let v = if n == 0 { 0 } else { points[n - 1].1 };
-                (span_ns as f64 / 1e9 * i as f64 / SAMPLES as f64, v as f64)
-            })
-            .collect();
-        let ys: Vec<f64> = samples.iter().map(|s| s.1).collect();
-        let z = mann_kendall_z(&ys);
-        let later = mann_kendall_z(&ys[SAMPLES / 2..]);
-        let slope = theil_sen(&samples);
-        if z >= Z_ALL && later >= Z_LATER && slope > 0.0 {
-            out.push(Growth {
-                stack: site.stack,
-                live_bytes: site.counters.live_bytes,
-                bytes_per_second: slope,
-                z,
-                span_ns,
-            });
-        }
-    }
-    out.sort_by(|a, b| {
+    let mut out: Vec<Growth> = model
+        .sites()
+        .filter_map(|s| site_growth(model, s.stack, min_span_ns))
+        .collect();
+    sort_fastest_first(&mut out);
+    out
+}
+
+/// Fastest growth first (ties by stack id).
+pub fn sort_fastest_first(growth: &mut [Growth]) {
+    growth.sort_by(|a, b| {
         b.bytes_per_second
             .total_cmp(&a.bytes_per_second)
             .then(a.stack.cmp(&b.stack))
     });
-    out
+}
+
+/// Site `stack`'s growth, if it keeps growing (see the module's comment);
+/// `None` too when the model keeps no details or the site was observed
+/// for less than `min_span_ns`. A view that must not stall can test a
+/// few sites at a time with this.
+pub fn site_growth(model: &Model, stack: StackId, min_span_ns: u64) -> Option<Growth> {
+    let end = model.end_ticks();
+    let detail = model.site_detail(stack)?;
+    let points: Vec<(u64, u64)> = detail.live().iter().map(|p| (p.ticks, p.last)).collect();
+    let &(first, _) = points.first()?;
+    let span_ns = model.clock().elapsed_ns(first, end);
+    if span_ns < min_span_ns || end <= first {
+        return None;
+    }
+    // (seconds since the first allocation, bytes) at each instant.
+    let samples: Vec<(f64, f64)> = (1..=SAMPLES)
+        .map(|i| {
+            let t = first + ((end - first) as u128 * i as u128 / SAMPLES as u128) as u64;
+            let n = points.partition_point(|p| p.0 <= t);
+            let v = if n == 0 { 0 } else { points[n - 1].1 };
+            (span_ns as f64 / 1e9 * i as f64 / SAMPLES as f64, v as f64)
+        })
+        .collect();
+    let ys: Vec<f64> = samples.iter().map(|s| s.1).collect();
+    // Cheapest test first: most sites of a busy program have no trend.
+    if ys[SAMPLES - 1] <= ys[0] {
+        return None;
+    }
+    let z = mann_kendall_z(&ys);
+    if z < Z_ALL || mann_kendall_z(&ys[SAMPLES / 2..]) < Z_LATER {
+        return None;
+    }
+    let slope = theil_sen(&samples);
+    (slope > 0.0).then(|| Growth {
+        stack,
+        live_bytes: model.site(stack).map_or(0, |c| c.live_bytes),
+        bytes_per_second: slope,
+        z,
+        span_ns,
+    })
 }
 
 /// The Mann-Kendall statistic's z score (with the tie correction and the

@@ -48,6 +48,13 @@ impl TraceBuilder {
         &self.bytes
     }
 
+    /// Takes the bytes so far, leaving the builder empty but able to go
+    /// on (its threads' codecs are kept): for writing a long trace to a
+    /// file piece by piece.
+    pub fn take_bytes(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.bytes)
+    }
+
     /// The finished trace.
     pub fn into_bytes(self) -> Vec<u8> {
         self.bytes

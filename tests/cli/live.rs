@@ -229,3 +229,44 @@ fn top_shows_a_finished_trace_and_says_what_is_wrong() {
     tmux.keys("q");
     tmux.wait_for("the shell after memtally", |s| s.contains("DONE"));
 }
+
+#[test]
+fn closing_the_terminal_ends_run_live_and_its_program() {
+    let Some(lib) = built_library() else {
+        eprintln!("skipped: libmemtally.so not built (run cargo test --workspace)");
+        return;
+    };
+    let dir = scratch("live-hangup");
+    live_target(&dir);
+    // A trace name no other test uses, to find the processes by.
+    let name = format!("hangup-{}.mtt", std::process::id());
+    let command = format!(
+        "cd '{dir}' && MEMTALLY_LIB='{lib}' '{memtally}' run --live -o {name} -- ./live_target 60",
+        dir = dir.display(),
+        lib = lib.display(),
+        memtally = env!("CARGO_BIN_EXE_memtally"),
+    );
+    let tmux = Tmux::start("hangup", &command, 80, 24);
+    tmux.wait_for("grow_cache", |s| s.contains("grow_cache"));
+    let running = || {
+        Command::new("pgrep")
+            .args(["-f", &name])
+            .output()
+            .map(|o| !o.stdout.is_empty())
+            .unwrap_or(false)
+    };
+    assert!(running());
+    // The window closes: the terminal hangs up.
+    drop(tmux);
+    let start = Instant::now();
+    while running() {
+        assert!(
+            start.elapsed() < Duration::from_secs(15),
+            "memtally or its program still runs after the terminal closed"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // What was recorded is kept.
+    let out = memtally(&["report", dir.join(&name).to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+}

@@ -66,6 +66,8 @@ pub struct App {
     pub editing_filter: bool,
     /// The selected row of the tab's table.
     pub selected: usize,
+    /// The first row of the site table on screen.
+    pub offset: usize,
     /// The help overlay is shown.
     pub help: bool,
     /// Drawing is paused (the model goes on following the trace).
@@ -96,6 +98,7 @@ impl Default for App {
             },
             editing_filter: false,
             selected: 0,
+            offset: 0,
             help: false,
             paused: false,
             quit: false,

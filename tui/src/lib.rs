@@ -32,7 +32,7 @@ use memtally_profiler::{Live, LiveState, SiteFrames, Symbolizer};
 use std::collections::VecDeque;
 use std::io;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// How often the dashboard redraws when no key is pressed.
 const REFRESH: Duration = Duration::from_millis(250);
@@ -99,15 +99,18 @@ pub fn run(target: &Target) -> io::Result<Outcome> {
         guard
             .terminal
             .draw(|f| ui::draw(f, &mut app, &snap, &status, theme))?;
-        match event::poll(REFRESH) {
-            Ok(true) => match event::read()? {
-                Event::Key(key) => app.key(key),
-                Event::Resize(..) => {}
-                _ => {}
-            },
-            Ok(false) => {}
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
+        match terminal::wait_for_input(REFRESH) {
+            terminal::Input::Ready => {
+                // Everything crossterm has (a paste or a burst of keys
+                // arrives as several events from one read).
+                while event::poll(Duration::ZERO)? {
+                    if let Event::Key(key) = event::read()? {
+                        app.key(key);
+                    }
+                }
+            }
+            terminal::Input::None => {}
+            terminal::Input::HungUp => return Ok(Outcome::Signal(libc::SIGHUP)),
         }
         if app.quit {
             return Ok(Outcome::Quit);
@@ -123,12 +126,23 @@ pub struct View {
     frames: SiteFrames,
     /// (nanoseconds recorded, allocations, frees) at recent frames.
     recent: VecDeque<(u64, u64, u64)>,
-    /// The last alerts and when they were computed.
-    alerts: Option<(Instant, Vec<snapshot::Alert>)>,
+    /// The growth test in progress: the sites of this pass, how many are
+    /// done, what they found.
+    scan: Vec<memtally_profiler::StackId>,
+    scanned: usize,
+    found: Vec<memtally_profiler::growth::Growth>,
+    /// The last finished pass's alerts.
+    alerts: Vec<snapshot::Alert>,
+    /// A pass over the final model has started, or ended: then nothing
+    /// more needs testing.
+    final_started: bool,
+    final_pass: bool,
 }
 
-/// How often the growth test runs (it reads every site's series).
-const ALERTS_EVERY: Duration = Duration::from_secs(2);
+/// Frames per pass of the growth test: each frame tests this fraction of
+/// the sites, so no frame stalls on it (testing ten thousand sites at once
+/// took 50 ms), and a pass takes about two seconds.
+const ALERT_FRAMES_PER_PASS: usize = 8;
 
 impl View {
     /// Takes a frame's snapshot and status.
@@ -138,15 +152,19 @@ impl View {
             let model = target.live.model();
             let mut snap =
                 Snapshot::take(&model, &mut self.symbolizer, &mut self.frames, &app.spec);
-            let stale = self
-                .alerts
-                .as_ref()
-                .is_none_or(|(at, _)| at.elapsed() >= ALERTS_EVERY);
-            if stale {
-                let alerts = snapshot::alerts(&model, &mut self.symbolizer, &mut self.frames);
-                self.alerts = Some((Instant::now(), alerts));
+            let is_final = live_status.state.is_final();
+            if is_final && !self.final_started {
+                // Start a pass over the final model, which no longer
+                // changes: when it ends, nothing more needs testing.
+                self.final_started = true;
+                self.scan.clear();
+                self.scanned = 0;
             }
-            snap.alerts = self.alerts.as_ref().map_or(Vec::new(), |a| a.1.clone());
+            if !self.final_pass {
+                let published = self.scan_some(&model, ALERT_FRAMES_PER_PASS);
+                self.final_pass = published && self.final_started;
+            }
+            snap.alerts = self.alerts.clone();
             snap
         };
         let exit = target
@@ -169,6 +187,38 @@ impl View {
             output,
         };
         (snap, status)
+    }
+
+    /// Tests the next share of the sites for growth; at the end of a pass
+    /// publishes its alerts and starts the next.
+    /// Returns whether a pass was published.
+    fn scan_some(&mut self, model: &memtally_profiler::Model, frames_per_pass: usize) -> bool {
+        let mut published = false;
+        if self.scanned >= self.scan.len() {
+            if !self.scan.is_empty() {
+                published = true;
+                memtally_profiler::growth::sort_fastest_first(&mut self.found);
+                self.alerts = self
+                    .found
+                    .iter()
+                    .map(|g| snapshot::alert(model, &mut self.symbolizer, &mut self.frames, g))
+                    .collect();
+            }
+            self.found.clear();
+            self.scan = model.sites().map(|s| s.stack).collect();
+            self.scanned = 0;
+        }
+        let n = self.scan.len().div_ceil(frames_per_pass);
+        let end = (self.scanned + n).min(self.scan.len());
+        for &stack in &self.scan[self.scanned..end] {
+            if let Some(g) =
+                memtally_profiler::growth::site_growth(model, stack, snapshot::ALERT_MIN_SPAN_NS)
+            {
+                self.found.push(g);
+            }
+        }
+        self.scanned = end;
+        published
     }
 
     /// Allocations and frees per second over about the last two seconds

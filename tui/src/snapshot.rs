@@ -152,21 +152,34 @@ pub struct Percentiles {
     pub max: u64,
 }
 
-/// The alerts of `model` (which must keep site details): its growing
-/// sites, named by `frames`.
+/// The alert of a growing site, named by `frames`.
+pub fn alert(
+    model: &Model,
+    symbolizer: &mut Symbolizer,
+    frames: &mut SiteFrames,
+    g: &memtally_profiler::growth::Growth,
+) -> Alert {
+    Alert {
+        key: frames
+            .get(model, symbolizer, g.stack)
+            .map_or_else(|| "<no stack>".to_owned(), |l| l.to_string()),
+        bytes_per_second: g.bytes_per_second,
+        live_bytes: g.live_bytes,
+        z: g.z,
+    }
+}
+
+/// The alerts of `model` (which must keep site details) all at once: its
+/// growing sites, fastest first.
 pub fn alerts(model: &Model, symbolizer: &mut Symbolizer, frames: &mut SiteFrames) -> Vec<Alert> {
-    memtally_profiler::growth::growing_sites(model, 1_000_000_000)
-        .into_iter()
-        .map(|g| Alert {
-            key: frames
-                .get(model, symbolizer, g.stack)
-                .map_or_else(|| "<no stack>".to_owned(), |l| l.to_string()),
-            bytes_per_second: g.bytes_per_second,
-            live_bytes: g.live_bytes,
-            z: g.z,
-        })
+    memtally_profiler::growth::growing_sites(model, ALERT_MIN_SPAN_NS)
+        .iter()
+        .map(|g| alert(model, symbolizer, frames, g))
         .collect()
 }
+
+/// Sites observed for less than this are not judged.
+pub const ALERT_MIN_SPAN_NS: u64 = 1_000_000_000;
 
 /// Everything one frame draws.
 #[derive(Clone, Debug, Default)]
@@ -330,7 +343,7 @@ fn detail(
     let d = model.site_detail(site);
     let clock = model.clock();
     let live = d.map_or(Vec::new(), |d| {
-        let points: Vec<(u64, u64)> = d.live().points().map(|p| (p.ticks, p.max)).collect();
+        let points: Vec<(u64, u64)> = d.live().iter().map(|p| (p.ticks, p.max)).collect();
         let (start, end) = (model.start_ticks(), model.end_ticks());
         (1..=SPARK_POINTS as u64)
             .map(|i| {

@@ -71,6 +71,42 @@ pub fn signalled() -> Option<i32> {
     }
 }
 
+/// What waiting for the keyboard found.
+pub enum Input {
+    /// Input is ready to read.
+    Ready,
+    /// Nothing came in time.
+    None,
+    /// The terminal is gone (its window closed, the session killed).
+    HungUp,
+}
+
+/// Waits up to `timeout` for input on standard input (the terminal).
+///
+/// This is polled here rather than with crossterm's `event::poll`, which
+/// on a terminal that has hung up spins at full speed inside the call
+/// and never returns: a dashboard whose window closed must end, not burn
+/// a core.
+pub fn wait_for_input(timeout: std::time::Duration) -> Input {
+    let mut fd = libc::pollfd {
+        fd: 0,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    let ms = timeout.as_millis().min(i32::MAX as u128) as i32;
+    // SAFETY: one valid pollfd, count 1.
+    let n = unsafe { libc::poll(&mut fd, 1, ms) };
+    if n <= 0 {
+        // Timeout, or interrupted by a signal (the loop checks for it).
+        return Input::None;
+    }
+    if fd.revents & (libc::POLLHUP | libc::POLLERR | libc::POLLNVAL) != 0 {
+        Input::HungUp
+    } else {
+        Input::Ready
+    }
+}
+
 /// Gives the terminal back: leaves the alternate screen, shows the cursor,
 /// ends raw mode. Safe to call more than once.
 pub fn restore() {

@@ -55,7 +55,10 @@ fn trace(dir: &std::path::Path) -> Target {
 }
 
 fn screen(target: &Target, app: &mut App, width: u16, height: u16) -> String {
-    let mut view = View::default();
+    screen_of(&mut View::default(), target, app, width, height)
+}
+
+fn screen_of(view: &mut View, target: &Target, app: &mut App, width: u16, height: u16) -> String {
     let (snap, status) = view.take(target, app);
     app.thread_numbers = snap.threads.iter().map(|t| t.info.thread).collect();
     let mut term = Terminal::new(TestBackend::new(width, height)).unwrap();
@@ -213,7 +216,12 @@ fn a_site_that_keeps_growing_is_an_alert() {
     }
     let mut app = App::default();
     press(&mut app, KeyCode::Char('5'));
-    let s = screen(&target, &mut app, 80, 24);
+    // The growth test runs over several frames.
+    let mut view = View::default();
+    let mut s = String::new();
+    for _ in 0..10 {
+        s = screen_of(&mut view, &target, &mut app, 80, 24);
+    }
     assert!(s.contains("alerts (1)"), "{s}");
     let (_, row) = line_of(&s, "0x405000");
     assert!(
@@ -244,4 +252,24 @@ fn the_other_tabs_and_help_draw() {
     assert!(s.contains("any key closes this help"), "{s}");
     // Tiny terminals still draw.
     screen(&target, &mut app, 20, 5);
+}
+
+#[test]
+fn the_table_scrolls_to_keep_the_selection_on_screen() {
+    let dir = tempfile::tempdir().unwrap();
+    let target = trace(dir.path());
+    let mut app = App::default();
+    // 80x12 leaves room for two rows.
+    let s = screen(&target, &mut app, 80, 12);
+    assert!(s.contains("0x402000") && s.contains("0x401000"), "{s}");
+    assert!(!s.contains("0x404000"), "{s}");
+    press(&mut app, KeyCode::Down);
+    press(&mut app, KeyCode::Down);
+    let s = screen(&target, &mut app, 80, 12);
+    assert!(s.contains("0x404000") && s.contains("0x401000"), "{s}");
+    assert!(!s.contains("0x402000"), "{s}");
+    assert_eq!(app.selected_key.as_deref(), Some("0x404000"));
+    press(&mut app, KeyCode::Home);
+    let s = screen(&target, &mut app, 80, 12);
+    assert!(s.contains("0x402000") && !s.contains("0x404000"), "{s}");
 }

@@ -302,8 +302,13 @@ fn draw_sites(
         app.spec.group.name(),
         sort_mark(Column::Name)
     )));
-    let rows: Vec<TableRow> = snap
-        .rows
+    app.rows = snap.rows.len();
+    app.selected = app.selected.min(app.rows.saturating_sub(1));
+    app.selected_key = snap.rows.get(app.selected).map(|r| r.key.clone());
+    // Only the rows on screen are built: a table of ten thousand sites
+    // formatted in full took most of a frame.
+    let (first, shown) = window(app, table_area.height.saturating_sub(2));
+    let rows: Vec<TableRow> = snap.rows[first..first + shown]
         .iter()
         .map(|r| site_row(r, &cols, snap.rows_live))
         .collect();
@@ -315,9 +320,6 @@ fn draw_sites(
         }
     }
     widths.push(Constraint::Min(10));
-    app.rows = snap.rows.len();
-    app.selected = app.selected.min(app.rows.saturating_sub(1));
-    app.selected_key = snap.rows.get(app.selected).map(|r| r.key.clone());
     let empty = if snap.rows.is_empty() {
         if app.spec.filter.is_empty() {
             "no allocations yet"
@@ -331,8 +333,22 @@ fn draw_sites(
         .header(TableRow::new(heading).style(theme.title()))
         .row_highlight_style(theme.selected())
         .block(Block::default().title_bottom(Line::from(empty)));
-    let mut state = TableState::default().with_selected(Some(app.selected));
+    let mut state = TableState::default().with_selected(Some(app.selected - first));
     f.render_stateful_widget(table, table_area, &mut state);
+}
+
+/// The rows to build for a table `height` rows high (its heading
+/// included): the first, and how many. Scrolls as little as keeps the
+/// selection on screen.
+fn window(app: &mut App, height: u16) -> (usize, usize) {
+    let height = usize::from(height).max(1);
+    if app.selected < app.offset {
+        app.offset = app.selected;
+    } else if app.selected >= app.offset + height {
+        app.offset = app.selected + 1 - height;
+    }
+    app.offset = app.offset.min(app.rows.saturating_sub(height));
+    (app.offset, height.min(app.rows - app.offset))
 }
 
 fn site_row<'a>(r: &'a Row, cols: &[Column], heap: u64) -> TableRow<'a> {

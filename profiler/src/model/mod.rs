@@ -25,7 +25,8 @@ mod threads;
 mod weight;
 
 pub use counters::{Counters, Weight};
-pub use details::{Log2Bucket, Log2Histogram, SITE_SERIES_POINTS, SiteDetail};
+pub use details::{Log2Bucket, Log2Histogram, SITE_SERIES_POINTS, SiteDetailRef};
+use details::{PendingLive, SiteDetail};
 pub use durations::Durations;
 pub use live::{LiveBlock, LiveMap};
 pub use series::{Point, Series};
@@ -158,6 +159,8 @@ struct SiteEntry {
     carry: f64,
     /// If `options.site_details`.
     detail: Option<Box<SiteDetail>>,
+    /// The detail's live bytes not yet in its series.
+    pending: PendingLive,
 }
 
 /// The analysis model of one trace.
@@ -507,6 +510,7 @@ impl Model {
             tracked: Tracked::new(generation),
             carry: 0.0,
             detail: details.then(Box::default),
+            pending: PendingLive::default(),
         });
         let weight = self.sampling.weigh(size, &mut site.carry);
         let serial = self.serial;
@@ -527,12 +531,8 @@ impl Model {
         };
         bump(site.tracked.update(generation));
         if let Some(d) = &mut site.detail {
-            d.allocated(
-                size,
-                weight,
-                ticks,
-                site.tracked.read(generation).live_bytes,
-            );
+            let live = site.tracked.update(generation).live_bytes;
+            d.allocated(&mut site.pending, size, weight, ticks, live);
         }
         bump(self.totals.update(generation));
         if self.options.thread_sites {
@@ -573,7 +573,8 @@ impl Model {
             take(site.tracked.update(generation));
             if let Some(d) = &mut site.detail {
                 let lifetime = counted.then(|| ticks.saturating_sub(block.ticks));
-                d.released(lifetime, w, ticks, site.tracked.read(generation).live_bytes);
+                let live = site.tracked.update(generation).live_bytes;
+                d.released(&mut site.pending, lifetime, w, ticks, live);
             }
         }
         take(self.totals.update(generation));
@@ -681,8 +682,12 @@ impl Model {
 
     /// The details of site `stack`, if the model keeps them
     /// ([`ModelOptions::site_details`]).
-    pub fn site_detail(&self, stack: StackId) -> Option<&SiteDetail> {
-        self.sites.get(&stack)?.detail.as_deref()
+    pub fn site_detail(&self, stack: StackId) -> Option<SiteDetailRef<'_>> {
+        let site = self.sites.get(&stack)?;
+        Some(SiteDetailRef {
+            detail: site.detail.as_deref()?,
+            pending: site.pending,
+        })
     }
 
     /// The counters of site `stack`.

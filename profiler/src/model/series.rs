@@ -67,6 +67,22 @@ impl Series {
         }
     }
 
+    /// Adds a point that stands for several values already folded (their
+    /// last, smallest and largest, `p.ticks` the time of the last).
+    pub(crate) fn push_point(&mut self, p: Point) {
+        self.push(p.ticks, p.min);
+        self.push(p.ticks, p.max);
+        self.push(p.ticks, p.last);
+    }
+
+    /// The time at which the bucket holding `ticks` ends, as the series
+    /// stands (its origin taken as `ticks` if it has none yet).
+    pub(crate) fn bucket_end(&self, ticks: u64) -> u64 {
+        let origin = self.origin.unwrap_or(ticks);
+        let bucket = ticks.saturating_sub(origin) / self.width;
+        origin.saturating_add((bucket + 1).saturating_mul(self.width))
+    }
+
     /// Doubles the bucket width, merging neighbours.
     fn halve(&mut self) {
         self.width = self.width.saturating_mul(2);
