@@ -183,6 +183,8 @@ Usage:
   memtally plot [OPTIONS] FILE                  draw the heap over time
   memtally top FILE                             the dashboard over a trace that
                                                 is being written (or is done)
+  memtally view FILE                            the dashboard over a finished
+                                                trace, with a time cursor
   memtally export --format FMT [OPTIONS] FILE   pprof, folded stacks or JSON
 
 Options:
@@ -329,11 +331,31 @@ Follows a trace that another `memtally run` (or a program with MEMTALLY set)
 is still writing, or shows a finished one: the program's heap, RSS and rates,
 its allocation sites (sortable, filterable, by line, function, file or
 library, all threads or one), each site's stack, threads, sizes and latency.
-Press ? in the dashboard for the keys. `memtally run --live -- COMMAND` runs
-a command with the dashboard open.
+Press ? in the dashboard for the keys; , . < > move a time cursor through the
+recording (the tables then show the heap as it was), P jumps to the peak, e
+back to now. `memtally run --live -- COMMAND` runs a command with the
+dashboard open.
 
 Usage:
   memtally top FILE
+
+Options:
+  -h, --help        print this help
+
+Set NO_COLOR to draw without colours.
+";
+
+pub const VIEW_HELP: &str = "\
+memtally view: the dashboard over a finished trace, post-mortem
+
+The heap, RSS and sites as at the end of the recording; move the time cursor
+with , and . (a fiftieth of the recording) or < and > (a tenth) to see the
+heap as it was at any moment (the trace is read again up to it), P jumps to
+the heap's peak, e returns to the end. Every other key is as in `memtally
+top` (press ? for them all).
+
+Usage:
+  memtally view FILE
 
 Options:
   -h, --help        print this help
@@ -373,7 +395,8 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command> {
             Some("leaks") => parse_leaks(&mut p).context("leaks"),
             Some("export") => parse_export(&mut p).context("export"),
             Some("plot") => parse_plot(&mut p).context("plot"),
-            Some("top") => parse_top(&mut p).context("top"),
+            Some("top") => parse_top(&mut p, TOP_HELP).context("top"),
+            Some("view") => parse_top(&mut p, VIEW_HELP).context("view"),
             Some("help") => Ok(Command::Help(match p.next()? {
                 Some(Value(v)) if v == "run" => RUN_HELP,
                 Some(Value(v)) if v == "report" => REPORT_HELP,
@@ -382,10 +405,11 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command> {
                 Some(Value(v)) if v == "export" => EXPORT_HELP,
                 Some(Value(v)) if v == "plot" => PLOT_HELP,
                 Some(Value(v)) if v == "top" => TOP_HELP,
+                Some(Value(v)) if v == "view" => VIEW_HELP,
                 _ => MAIN_HELP,
             })),
             _ => bail!(
-                "unknown command {} (the commands are run, report, flame, leaks, plot, top and export)",
+                "unknown command {} (the commands are run, report, flame, leaks, plot, top, view and export)",
                 cmd.to_string_lossy()
             ),
         },
@@ -508,11 +532,11 @@ fn parse_flame(p: &mut lexopt::Parser) -> Result<Command> {
     }))
 }
 
-fn parse_top(p: &mut lexopt::Parser) -> Result<Command> {
+fn parse_top(p: &mut lexopt::Parser, help: &'static str) -> Result<Command> {
     let mut file = None;
     while let Some(arg) = p.next()? {
         match arg {
-            Short('h') | Long("help") => return Ok(Command::Help(TOP_HELP)),
+            Short('h') | Long("help") => return Ok(Command::Help(help)),
             Value(v) if file.is_none() => file = Some(PathBuf::from(v)),
             Value(v) => bail!(
                 "unexpected argument {} (top reads one trace)",
@@ -521,7 +545,7 @@ fn parse_top(p: &mut lexopt::Parser) -> Result<Command> {
             other => return Err(other.unexpected().into()),
         }
     }
-    let file = file.context("no trace given (usage: memtally top FILE)")?;
+    let file = file.context("no trace given (usage: memtally top|view FILE)")?;
     Ok(Command::Top(TopArgs { file }))
 }
 

@@ -15,14 +15,8 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-/// The model options of a dashboard: per-thread sites for the thread
-/// filter, site details for the drill-down and the alerts.
 fn options() -> ModelOptions {
-    ModelOptions {
-        thread_sites: true,
-        site_details: true,
-        ..ModelOptions::default()
-    }
+    memtally_tui::model_options()
 }
 
 /// Fails early, with one line, when there is no terminal to draw on.

@@ -82,6 +82,14 @@ pub struct App {
     pub selected_key: Option<String>,
     /// The output tab exists (the program's output is captured).
     pub has_output: bool,
+    /// The time cursor, in nanoseconds since the recording started: the
+    /// tables show the heap as it was then. None: now (or the end).
+    pub cursor_ns: Option<u64>,
+    /// The recording's length and the peak's time, from the last
+    /// snapshot, for moving the cursor.
+    pub duration_ns: u64,
+    /// See `duration_ns`.
+    pub peak_ns: u64,
 }
 
 impl Default for App {
@@ -106,6 +114,9 @@ impl Default for App {
             rows: 0,
             selected_key: None,
             has_output: false,
+            cursor_ns: None,
+            duration_ns: 0,
+            peak_ns: 0,
         }
     }
 }
@@ -177,6 +188,12 @@ impl App {
             KeyCode::Down | KeyCode::Char('j') => self.move_down(1),
             KeyCode::PageUp => self.selected = self.selected.saturating_sub(10),
             KeyCode::PageDown => self.move_down(10),
+            KeyCode::Char(',') => self.move_cursor(-1, 50),
+            KeyCode::Char('.') => self.move_cursor(1, 50),
+            KeyCode::Char('<') => self.move_cursor(-1, 10),
+            KeyCode::Char('>') => self.move_cursor(1, 10),
+            KeyCode::Char('P') => self.cursor_ns = Some(self.peak_ns),
+            KeyCode::Char('e') => self.cursor_ns = None,
             KeyCode::Home => self.selected = 0,
             KeyCode::End => self.selected = self.rows.saturating_sub(1),
             _ if self.tab != Tab::Sites => {}
@@ -224,6 +241,19 @@ impl App {
             }
             _ => {}
         }
+    }
+
+    /// Moves the time cursor by a `1/parts` of the recording (from the
+    /// end when it is not set); past the end, it goes back to now.
+    fn move_cursor(&mut self, direction: i64, parts: u64) {
+        let step = (self.duration_ns / parts).max(1);
+        let at = self.cursor_ns.unwrap_or(self.duration_ns);
+        let next = if direction < 0 {
+            at.saturating_sub(step)
+        } else {
+            at.saturating_add(step)
+        };
+        self.cursor_ns = (next < self.duration_ns).then_some(next);
     }
 
     fn switch_tab(&mut self, by: isize) {
@@ -307,6 +337,30 @@ mod tests {
         assert_eq!(app.spec.detail.as_deref(), Some("main"));
         press(&mut app, KeyCode::Esc);
         assert_eq!(app.spec.detail, None);
+    }
+
+    #[test]
+    fn the_time_cursor_steps_jumps_to_the_peak_and_returns_to_the_end() {
+        let mut app = App {
+            duration_ns: 1000,
+            peak_ns: 300,
+            ..App::default()
+        };
+        press(&mut app, KeyCode::Char(','));
+        assert_eq!(app.cursor_ns, Some(980));
+        press(&mut app, KeyCode::Char('<'));
+        assert_eq!(app.cursor_ns, Some(880));
+        press(&mut app, KeyCode::Char('P'));
+        assert_eq!(app.cursor_ns, Some(300));
+        press(&mut app, KeyCode::Char('>'));
+        assert_eq!(app.cursor_ns, Some(400));
+        for _ in 0..6 {
+            press(&mut app, KeyCode::Char('>'));
+        }
+        assert_eq!(app.cursor_ns, None, "past the end is now");
+        press(&mut app, KeyCode::Char('P'));
+        press(&mut app, KeyCode::Char('e'));
+        assert_eq!(app.cursor_ns, None);
     }
 
     #[test]

@@ -19,6 +19,7 @@
 #![deny(missing_docs)]
 
 pub mod app;
+pub mod history;
 pub mod snapshot;
 pub mod terminal;
 pub mod ui;
@@ -28,7 +29,7 @@ pub use snapshot::{Column, Snapshot, TableSpec};
 pub use ui::{Status, Theme};
 
 use crossterm::event::{self, Event};
-use memtally_profiler::{Live, LiveState, SiteFrames, Symbolizer};
+use memtally_profiler::{Live, LiveState, ModelOptions, SiteFrames, Symbolizer};
 use std::collections::VecDeque;
 use std::io;
 use std::sync::{Arc, Mutex};
@@ -95,6 +96,8 @@ pub fn run(target: &Target) -> io::Result<Outcome> {
         if !app.paused || snap.pid == 0 {
             (snap, status) = view.take(target, &app);
             app.thread_numbers = snap.threads.iter().map(|t| t.info.thread).collect();
+            app.duration_ns = snap.duration_ns;
+            app.peak_ns = snap.peak.1;
         }
         guard
             .terminal
@@ -137,6 +140,18 @@ pub struct View {
     /// more needs testing.
     final_started: bool,
     final_pass: bool,
+    /// Reads the trace up to the time cursor (made when first needed).
+    history: Option<history::History>,
+}
+
+/// The model options of a dashboard: per-thread sites for the thread
+/// filter, site details for the drill-down and the alerts.
+pub fn model_options() -> ModelOptions {
+    ModelOptions {
+        thread_sites: true,
+        site_details: true,
+        ..ModelOptions::default()
+    }
 }
 
 /// Frames per pass of the growth test: each frame tests this fraction of
@@ -165,6 +180,11 @@ impl View {
                 self.final_pass = published && self.final_started;
             }
             snap.alerts = self.alerts.clone();
+            if let Some(ns) = app.cursor_ns {
+                let ticks = model.ticks_after_start(ns);
+                drop(model);
+                snap = self.at_cursor(target, app, snap, ns, ticks);
+            }
             snap
         };
         let exit = target
@@ -183,10 +203,55 @@ impl View {
         let status = Status {
             state: state_text(&live_status.state, exit.as_deref()),
             ended,
-            rates: self.rates(&snap, ended),
+            rates: if snap.cursor.is_some() {
+                None
+            } else {
+                self.rates(&snap, ended)
+            },
             output,
         };
         (snap, status)
+    }
+
+    /// The snapshot at the time cursor: the tables from the model read up
+    /// to it (or, while that reading runs, the last one read), the chart
+    /// and the alerts from `now` (the whole recording).
+    fn at_cursor(
+        &mut self,
+        target: &Target,
+        app: &App,
+        now: Snapshot,
+        ns: u64,
+        ticks: u64,
+    ) -> Snapshot {
+        let history = self.history.get_or_insert_with(|| {
+            history::History::new(target.live.path().to_owned(), model_options())
+        });
+        history.ask(ticks);
+        let (latest, reading) = history.latest();
+        let (mut snap, shown_ns, error) = match latest {
+            Some(Ok(m)) => {
+                let snap =
+                    Snapshot::take(&m.model, &mut self.symbolizer, &mut self.frames, &app.spec);
+                let shown = m.model.since_start_ns(m.ticks);
+                (snap, Some(shown), None)
+            }
+            Some(Err(e)) => (now.clone(), None, Some(e)),
+            None => (now.clone(), None, None),
+        };
+        snap.heap_points = now.heap_points;
+        snap.rss_points = now.rss_points;
+        snap.duration_ns = now.duration_ns;
+        snap.peak = now.peak;
+        snap.alerts = now.alerts;
+        snap.threads = now.threads;
+        snap.cursor = Some(snapshot::Cursor {
+            at_ns: ns,
+            shown_ns,
+            reading: reading || shown_ns != Some(ns),
+            error,
+        });
+        snap
     }
 
     /// Tests the next share of the sites for growth; at the end of a pass

@@ -178,6 +178,20 @@ pub fn alerts(model: &Model, symbolizer: &mut Symbolizer, frames: &mut SiteFrame
         .collect()
 }
 
+/// Where the time cursor stands.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Cursor {
+    /// The moment asked for, nanoseconds since the start.
+    pub at_ns: u64,
+    /// The moment the tables show (an earlier cursor position while the
+    /// reading for this one runs), if any has been read.
+    pub shown_ns: Option<u64>,
+    /// The trace is being read up to the cursor.
+    pub reading: bool,
+    /// Reading failed.
+    pub error: Option<String>,
+}
+
 /// Sites observed for less than this are not judged.
 pub const ALERT_MIN_SPAN_NS: u64 = 1_000_000_000;
 
@@ -221,6 +235,8 @@ pub struct Snapshot {
     pub lifetimes: Percentiles,
     /// Sites growing without bound (refreshed every few seconds).
     pub alerts: Vec<Alert>,
+    /// The time cursor, when the tables show an earlier moment.
+    pub cursor: Option<Cursor>,
 }
 
 impl Snapshot {
@@ -315,6 +331,7 @@ impl Snapshot {
             free_latency: percentiles(model.free_latency()),
             lifetimes: percentiles(model.lifetimes()),
             alerts: Vec::new(),
+            cursor: None,
         }
     }
 }

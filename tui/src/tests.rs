@@ -195,10 +195,7 @@ fn a_site_that_keeps_growing_is_an_alert() {
     t.events(0, &events).footer(4_000_000_000);
     let path = dir.path().join("g.mtt");
     std::fs::write(&path, t.bytes()).unwrap();
-    let options = ModelOptions {
-        site_details: true,
-        ..ModelOptions::default()
-    };
+    let options = model_options();
     let (model, _) = Live::follow(&path, options, WriterWatch::HeaderPid).wait();
     let mut symbolizer = memtally_profiler::Symbolizer::default();
     let mut frames = SiteFrames::default();
@@ -272,4 +269,64 @@ fn the_table_scrolls_to_keep_the_selection_on_screen() {
     press(&mut app, KeyCode::Home);
     let s = screen(&target, &mut app, 80, 12);
     assert!(s.contains("0x402000") && !s.contains("0x404000"), "{s}");
+}
+
+/// Four seconds: 0x405000 keeps 100 bytes every 10 ms, 0x406000 churns.
+fn growing_trace(dir: &std::path::Path) -> std::path::PathBuf {
+    let mut t = TraceBuilder::new();
+    t.full_header()
+        .clock(0, 0)
+        .clock(4_000_000_000, 4_000_000_000);
+    t.frame(1, 0, 0x405000).frame(2, 0, 0x406000);
+    let mut events = Vec::new();
+    for i in 0..400u64 {
+        events.push(alloc(i * 10_000_000, 0x10_0000 + i * 0x100, 100, 1));
+        events.push(alloc(i * 10_000_000 + 1, 0x90_0000, 300, 2));
+        events.push(free(i * 10_000_000 + 2, 0x90_0000));
+    }
+    t.events(0, &events).footer(4_000_000_000);
+    let path = dir.join("g.mtt");
+    std::fs::write(&path, t.bytes()).unwrap();
+    path
+}
+
+#[test]
+fn the_time_cursor_shows_the_heap_as_it_was() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = growing_trace(dir.path());
+    let target = Target {
+        live: Arc::new(Live::follow(&path, model_options(), WriterWatch::HeaderPid)),
+        process: None,
+    };
+    while !target.live.status().state.is_final() {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let mut view = View::default();
+    let mut app = App::default();
+    let s = screen_of(&mut view, &target, &mut app, 80, 24);
+    assert!(line_of(&s, "0x405000").1.contains("39.1 KiB"), "{s}");
+    app.duration_ns = 4_000_000_000;
+    // Back 7 tenths: 1.2 s, when 120 blocks of 100 bytes were live.
+    for _ in 0..7 {
+        press(&mut app, KeyCode::Char('<'));
+    }
+    assert_eq!(app.cursor_ns, Some(1_200_000_000));
+    let start = std::time::Instant::now();
+    let s = loop {
+        let s = screen_of(&mut view, &target, &mut app, 80, 24);
+        if s.contains("(time cursor; e: back to now)") {
+            break s;
+        }
+        assert!(start.elapsed().as_secs() < 10, "{s}");
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    assert!(s.contains("at 1.200 s"), "{s}");
+    assert!(line_of(&s, "0x405000").1.contains("11.7 KiB"), "{s}");
+    assert!(s.contains("heap 11.7 KiB"), "{s}");
+    // The chart still covers the whole recording, and the peak is the
+    // whole recording's.
+    assert!(s.contains("4.000 s"), "{s}");
+    press(&mut app, KeyCode::Char('e'));
+    let s = screen_of(&mut view, &target, &mut app, 80, 24);
+    assert!(line_of(&s, "0x405000").1.contains("39.1 KiB"), "{s}");
 }

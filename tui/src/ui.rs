@@ -118,6 +118,18 @@ fn draw_header(
             Style::default().add_modifier(Modifier::BOLD),
         ),
     ]);
+    if let Some(c) = &snap.cursor {
+        state = match (&c.error, c.reading, c.shown_ns) {
+            (Some(e), _, _) => format!("time cursor: {e}"),
+            (None, true, Some(shown)) => format!(
+                "at {} (reading up to {}...; e: back to now)",
+                text_ns(shown),
+                text_ns(c.at_ns)
+            ),
+            (None, true, None) => format!("reading up to {}... (e: back to now)", text_ns(c.at_ns)),
+            (None, false, _) => format!("at {} (time cursor; e: back to now)", text_ns(c.at_ns)),
+        };
+    }
     let mut second = vec![
         Span::styled(
             format!("{state}  {}", text_ns(snap.duration_ns)),
@@ -154,7 +166,11 @@ fn draw_chart(f: &mut Frame<'_>, area: Rect, snap: &Snapshot, theme: Theme) {
         .chain(&snap.rss_points)
         .map(|p| p.1)
         .fold(1.0, f64::max);
-    let datasets = vec![
+    let cursor: Vec<(f64, f64)> = snap.cursor.as_ref().map_or(Vec::new(), |c| {
+        let x = c.at_ns as f64 / 1e9;
+        vec![(x, 0.0), (x, y_max)]
+    });
+    let mut datasets = vec![
         Dataset::default()
             .name("heap")
             .marker(Marker::Braille)
@@ -168,6 +184,15 @@ fn draw_chart(f: &mut Frame<'_>, area: Rect, snap: &Snapshot, theme: Theme) {
             .style(theme.fg(Color::Red))
             .data(&snap.rss_points),
     ];
+    if !cursor.is_empty() {
+        datasets.push(
+            Dataset::default()
+                .marker(Marker::Braille)
+                .graph_type(GraphType::Line)
+                .style(theme.fg(Color::Yellow))
+                .data(&cursor),
+        );
+    }
     let chart = Chart::new(datasets)
         .x_axis(
             Axis::default()
@@ -720,6 +745,12 @@ const HELP: &[(&str, &str)] = &[
     ("t", "all threads, or one thread at a time"),
     ("/", "filter sites by name (Enter keeps, Esc clears)"),
     ("Enter", "the selected site's stack and counters"),
+    (
+        ", / .",
+        "time cursor back / forward (1/50 of the recording)",
+    ),
+    ("< / >", "time cursor back / forward (1/10)"),
+    ("P / e", "time cursor to the heap's peak / back to now"),
     ("Esc", "back from a stack; clear the filter"),
 ];
 

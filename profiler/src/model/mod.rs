@@ -790,6 +790,13 @@ impl Model {
         self.clock.elapsed_ns(self.start_ticks(), ticks)
     }
 
+    /// The ticks `ns` nanoseconds after the start of the recording (the
+    /// inverse of [`Model::since_start_ns`]).
+    pub fn ticks_after_start(&self, ns: u64) -> u64 {
+        let start = self.clock.to_ns(self.start_ticks());
+        self.clock.ticks_at_ns(start.saturating_add(ns))
+    }
+
     /// The recording's duration in nanoseconds.
     pub fn duration_ns(&self) -> u64 {
         self.since_start_ns(self.end_ticks())
