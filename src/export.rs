@@ -5,7 +5,7 @@ use crate::args::{ExportArgs, ExportFormat};
 use crate::output;
 use anyhow::{Result, anyhow};
 use memtally_profiler::export::{json, pprof};
-use memtally_profiler::{Analysis, Ending, ErrorKind, Symbolizer, flame};
+use memtally_profiler::{Analysis, ErrorKind, Symbolizer, flame};
 use std::io::Write;
 
 /// Runs `memtally export`.
@@ -22,12 +22,7 @@ pub fn run(args: &ExportArgs) -> Result<()> {
         ErrorKind::Open { .. } => anyhow!(e),
         _ => anyhow!("{}: {e}", args.file.display()),
     })?;
-    if let Ending::CutShort { at } = analysis.ending {
-        eprintln!(
-            "memtally: note: {} was cut short at byte {at}; everything before the cut is exported",
-            args.file.display()
-        );
-    }
+    crate::output::warn_ending(&args.file, &analysis.ending, true);
     let mut symbolizer = Symbolizer::default();
     let mut out = output::open(args.output.as_deref(), Some(default))?;
     let sites = analysis.model.sites().count();

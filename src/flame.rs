@@ -5,7 +5,7 @@ use crate::args::FlameArgs;
 use crate::output::{self, Output};
 use anyhow::{Result, anyhow, bail};
 use memtally_profiler::flame::{self, Folded, Metric, Titles};
-use memtally_profiler::{Analysis, Ending, ErrorKind, ModelOptions, Symbolizer};
+use memtally_profiler::{Analysis, ErrorKind, ModelOptions, Symbolizer};
 use std::io::Write;
 use std::path::Path;
 
@@ -54,12 +54,7 @@ pub(crate) fn fold(file: &Path, metric: Metric) -> Result<(Analysis, Vec<Folded>
         options.until_ticks = Some(clock.ticks_at_ns(clock.to_ns(start) + ns));
     }
     let analysis = Analysis::open_with(file, options).map_err(named)?;
-    if let Ending::CutShort { at } = analysis.ending {
-        eprintln!(
-            "memtally: note: {} was cut short at byte {at}; everything before the cut is drawn",
-            file.display()
-        );
-    }
+    crate::output::warn_ending(file, &analysis.ending, true);
     if let Metric::LiveAt(ns) = metric {
         let model = &analysis.model;
         let length = model.since_start_ns(model.end_ticks());

@@ -29,6 +29,7 @@ pub fn run(args: &LeaksArgs) -> Result<ExitCode> {
         ErrorKind::Open { .. } => anyhow!(e),
         _ => anyhow!("{}: {e}", args.file.display()),
     })?;
+    crate::output::warn_ending(&args.file, &analysis.ending, false);
     let mut symbolizer = Symbolizer::default();
     let options = LeakOptions {
         frames: args.frames,

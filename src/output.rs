@@ -46,3 +46,17 @@ pub fn beside_cwd(trace: &Path, extension: &str) -> PathBuf {
         .unwrap_or_else(|| "trace".into());
     PathBuf::from(format!("{stem}.{extension}"))
 }
+
+/// Says on stderr, in one line, how `file` ended when a reader must know
+/// (cut short, damaged): views that write a picture or a file carry no
+/// notes of their own, so they always say it (`always`); reports say it
+/// in their notes, so they add the line only for damage, which is bad
+/// input the user must hear about.
+pub fn warn_ending(file: &Path, ending: &memtally_profiler::Ending, always: bool) {
+    let damaged = matches!(ending, memtally_profiler::Ending::Damaged { .. });
+    if let Some(w) = ending.warning()
+        && (always || damaged)
+    {
+        eprintln!("memtally: note: {} {w}", file.display());
+    }
+}

@@ -4,7 +4,7 @@
 use crate::args::PlotArgs;
 use crate::output;
 use anyhow::{Result, anyhow};
-use memtally_profiler::{Analysis, Ending, ErrorKind, Model, ModelOptions, Symbolizer, plot};
+use memtally_profiler::{Analysis, ErrorKind, Model, ModelOptions, Symbolizer, plot};
 use std::io::Write;
 
 /// Runs `memtally plot`.
@@ -15,12 +15,7 @@ pub fn run(args: &PlotArgs) -> Result<()> {
         _ => anyhow!("{}: {e}", args.file.display()),
     };
     let first = Analysis::open(&args.file).map_err(named)?;
-    if let Ending::CutShort { at } = first.ending {
-        eprintln!(
-            "memtally: note: {} was cut short at byte {at}; everything before the cut is drawn",
-            args.file.display()
-        );
-    }
+    crate::output::warn_ending(&args.file, &first.ending, true);
     let mut symbolizer = Symbolizer::default();
     let groups = plot::choose(&first.model, &mut symbolizer, args.top);
     drop(first);

@@ -14,6 +14,7 @@ pub fn run(args: &ReportArgs) -> Result<()> {
         ErrorKind::Open { .. } => anyhow!(e),
         _ => anyhow!("{}: {e}", args.file.display()),
     })?;
+    crate::output::warn_ending(&args.file, &analysis.ending, false);
     let mut symbolizer = Symbolizer::default();
     let options = ReportOptions {
         top: args.top,

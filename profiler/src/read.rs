@@ -5,15 +5,18 @@
 //! A trace without a FOOTER was cut short (the process was killed, crashed
 //! or is still running): everything before the cut is analysed, the events
 //! the decoder was holding back for ordering are released, and the
-//! [`Ending`] says where the cut was. A record that does not parse is an
-//! error; nothing is analysed from a corrupt trace, because what it says
-//! after the damage cannot be trusted and a partial answer presented as a
-//! whole one would mislead.
+//! [`Ending`] says where the cut was. A record that does not parse is
+//! damage: what follows it cannot be trusted, so reading stops there, but
+//! what came before was recorded and is analysed as for a trace cut short
+//! at the damage, and the [`Ending`] says where and what the damage was
+//! (every view prints it), so a partial answer is never taken for a whole
+//! one. A file that is not a trace, or of an unknown version, is an
+//! error.
 
 use crate::clock::Clock;
 use crate::error::{Error, ErrorKind};
 use crate::model::{Model, ModelOptions};
-use memtally_alloc::trace::{Decoder, Header, Ordered, Record};
+use memtally_alloc::trace::{DecodeError, Decoder, Header, Ordered, Record};
 use std::fs::File;
 use std::io::{BufReader, Read};
 use std::path::{Path, PathBuf};
@@ -38,12 +41,37 @@ pub enum Ending {
         /// Byte offset of the cut.
         at: u64,
     },
+    /// A record did not parse: reading stopped there and everything
+    /// before it was analysed.
+    Damaged {
+        /// Byte offset of the damaged record.
+        at: u64,
+        /// Its record kind.
+        kind: u8,
+        /// What was wrong with it.
+        what: &'static str,
+    },
 }
 
 impl Ending {
     /// True when the trace has its footer.
     pub fn is_complete(&self) -> bool {
         matches!(self, Ending::Complete { .. })
+    }
+
+    /// What a reader must be told about how the trace ended, if anything,
+    /// as a sentence to follow the file's name: `was cut short at byte
+    /// 123; everything before the cut is analysed`.
+    pub fn warning(&self) -> Option<String> {
+        match self {
+            Ending::Complete { .. } => None,
+            Ending::CutShort { at } => Some(format!(
+                "was cut short at byte {at}; everything before the cut is analysed"
+            )),
+            Ending::Damaged { at, kind, what } => Some(format!(
+                "is damaged at byte {at} (a record of kind {kind}: {what}); reading stopped there and everything before it is analysed"
+            )),
+        }
     }
 }
 
@@ -126,12 +154,13 @@ impl Analysis {
         if model.header().is_none() {
             return Err(Error::new(ErrorKind::NoHeader { file_bytes: bytes }));
         }
-        let ending = match model.footer() {
-            Some(f) => Ending::Complete {
+        let ending = match (decoded.damage, model.footer()) {
+            (Some(d), _) => d,
+            (None, Some(f)) => Ending::Complete {
                 clean_exit: f.clean_exit(),
                 exec: f.exec(),
             },
-            None => Ending::CutShort {
+            (None, None) => Ending::CutShort {
                 at: decoded.cut.unwrap_or(bytes),
             },
         };
@@ -201,6 +230,8 @@ struct Decoded {
     bytes: u64,
     /// Where the trace was cut short, if inside a record.
     cut: Option<u64>,
+    /// The damage reading stopped at, if any.
+    damage: Option<Ending>,
 }
 
 /// The decoding thread: the whole ordered stream into `batches`, then,
@@ -225,17 +256,37 @@ fn decode<R: Read>(
         batches.send(std::mem::replace(batch, next)).is_ok()
     };
     let mut cut = None;
+    let mut damage = None;
     for pass in 0..2 {
-        while let Some(item) = decoder.next_ordered()? {
+        loop {
+            let item = match decoder.next_ordered() {
+                Ok(Some(item)) => item,
+                Ok(None) => break,
+                Err(DecodeError::Corrupt { kind, offset, what }) if damage.is_none() => {
+                    // Stop at the damage; keep what came before.
+                    damage = Some(Ending::Damaged {
+                        at: offset,
+                        kind,
+                        what,
+                    });
+                    decoder.salvage();
+                    continue;
+                }
+                Err(e) => return Err(e.into()),
+            };
             footer |= matches!(item, Ordered::Record(Record::Footer { .. }));
             batch.push(item);
             if batch.len() == BATCH && !send(&mut batch) {
-                return Ok(Decoded { bytes: 0, cut });
+                return Ok(Decoded {
+                    bytes: 0,
+                    cut,
+                    damage,
+                });
             }
         }
         if pass == 0 {
             cut = decoder.truncated_at();
-            if footer {
+            if footer || damage.is_some() {
                 break;
             }
             // Release what ordering held back, as if the trace ended here.
@@ -249,6 +300,7 @@ fn decode<R: Read>(
     Ok(Decoded {
         bytes: counted.n,
         cut,
+        damage,
     })
 }
 

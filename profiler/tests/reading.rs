@@ -63,18 +63,63 @@ fn a_footer_without_the_clean_exit_flag_is_reported() {
 }
 
 #[test]
-fn a_corrupt_record_is_a_clear_error() {
+fn a_damaged_record_stops_reading_and_what_came_before_is_analysed() {
     let mut t = base();
-    let at = t.bytes().len();
+    t.events(0, &[alloc(320, 0x1000, 100, 1)]);
+    t.watermark(400);
+    // Held back for ordering when the damage comes: released, not lost.
+    t.events(1, &[alloc(480, 0x2000, 50, 1)]);
+    let at = t.bytes().len() as u64;
     // A FRAME record whose payload ends after the id.
     t.record(kind::FRAME, |c| memtally_alloc::trace::put_uvar(c, 2));
-    t.footer(10);
-    let e = try_analyse(t.bytes()).unwrap_err();
-    assert!(matches!(e.kind(), ErrorKind::Decode(_)));
+    // What follows the damage is not read.
+    t.events(0, &[free(640, 0x1000)]);
+    t.footer(800);
+    let a = analyse(t.bytes());
     assert_eq!(
-        e.to_string(),
-        format!("corrupt trace: record of kind 4 at byte {at}: frame parent")
+        a.ending,
+        Ending::Damaged {
+            at,
+            kind: kind::FRAME,
+            what: "frame parent"
+        }
     );
+    let c = a.model.totals().counters;
+    assert_eq!((c.allocations, c.frees), (2, 0));
+    assert_eq!(a.model.peak().bytes, 150);
+    assert_eq!(
+        a.ending.warning().unwrap(),
+        format!(
+            "is damaged at byte {at} (a record of kind 4: frame parent); reading stopped there and everything before it is analysed"
+        )
+    );
+}
+
+#[test]
+fn damaged_events_of_a_held_thread_lose_only_what_follows_the_damage() {
+    let mut t = base();
+    t.events(0, &[alloc(320, 0x1000, 100, 1)]);
+    // Thread 1's record holds a good event, then bytes that do not decode
+    // as an event: the first is kept.
+    t.events(1, &[alloc(480, 0x2000, 50, 1)]);
+    let good = t.bytes().to_vec();
+    // An EVENTS record of thread 1 with garbage after the thread number.
+    t.record(kind::EVENTS, |c| {
+        memtally_alloc::trace::put_uvar(c, 1);
+        memtally_alloc::trace::put_bytes(c, &[0xff; 12]);
+    });
+    t.record(kind::FRAME, |c| memtally_alloc::trace::put_uvar(c, 2));
+    let a = analyse(t.bytes());
+    assert!(matches!(a.ending, Ending::Damaged { .. }), "{:?}", a.ending);
+    assert_eq!(a.model.totals().counters.allocations, 2);
+    assert!(good.len() < t.bytes().len());
+}
+
+#[test]
+fn a_file_that_is_not_a_trace_is_a_clear_error() {
+    let e = try_analyse(b"hello, this is not a trace").unwrap_err();
+    assert!(matches!(e.kind(), ErrorKind::Decode(_)));
+    assert_eq!(e.to_string(), "not a memtally trace (bad magic bytes)");
 }
 
 #[test]

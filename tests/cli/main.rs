@@ -174,6 +174,58 @@ fn a_truncated_trace_is_reported_with_a_note() {
 }
 
 #[test]
+fn a_damaged_trace_is_said_in_one_line_and_what_came_before_is_reported() {
+    let dir = scratch("damaged");
+    let mut t = TraceBuilder::new();
+    t.full_header().clock(0, 0).clock(1000, 1000);
+    t.frame(1, 0, 0x1000);
+    t.events(0, &[alloc(320, 0xa000, 100, 1)]);
+    let at = t.bytes().len();
+    // A FRAME record (kind 4) whose one-byte payload ends after the
+    // frame's id, then more that is not read.
+    t.raw(&[4, 1, 2]);
+    t.events(0, &[free(640, 0xa000)]).footer(1000);
+    let path = dir.join("damaged.mtt");
+    std::fs::write(&path, t.bytes()).unwrap();
+    let p = path.to_str().unwrap();
+    for cmd in ["report", "leaks", "flame", "export", "plot"] {
+        let mut args = vec![cmd, p];
+        if cmd == "export" {
+            args.extend(["--format", "json"]);
+        }
+        if cmd != "report" && cmd != "leaks" {
+            args.extend(["-o", "-"]);
+        }
+        let out = memtally(&args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{cmd}: {err}");
+        assert_eq!(err.lines().count(), 1, "{cmd}: {err}");
+        assert_eq!(
+            err.trim_end(),
+            format!(
+                "memtally: note: {p} is damaged at byte {at} (a record of kind 4: frame parent); reading stopped there and everything before it is analysed"
+            ),
+            "{cmd}"
+        );
+    }
+    // The allocation before the damage is there; the free after it is not.
+    let out = memtally(&["leaks", p]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains(": 100 B in 1 blocks"), "{text}");
+    assert!(
+        text.contains("note: the trace is damaged at byte"),
+        "{text}"
+    );
+    let out = memtally(&["report", "--json", p]);
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(doc["trace"]["cut_at"], at as u64);
+    assert_eq!(
+        doc["trace"]["damage"],
+        format!("byte {at}: a record of kind 4: frame parent")
+    );
+}
+
+#[test]
 fn run_of_a_missing_command_fails_clearly() {
     let out = memtally(&["run", "--", "/no/such/command-xyz"]);
     let err = String::from_utf8_lossy(&out.stderr);

@@ -290,6 +290,9 @@ pub struct Decoder<R> {
     records: u64,
     ordered: Ordering,
     skipping_events: bool,
+    /// Stopped at damage: nothing more is read, held events are released
+    /// as far as they decode.
+    salvaging: bool,
 }
 
 /// Events held back until a watermark allows them out in time order.
@@ -373,6 +376,7 @@ impl<R: Read> Decoder<R> {
             records: 0,
             ordered: Ordering::default(),
             skipping_events: false,
+            salvaging: false,
         }
     }
 
@@ -430,6 +434,9 @@ impl<R: Read> Decoder<R> {
     /// The next record's framing, `Ok(None)` at the end of the available
     /// data.
     fn next_raw(&mut self) -> Result<Option<RawRecord>, DecodeError> {
+        if self.salvaging {
+            return Ok(None);
+        }
         if !self.started {
             if !self.want(MAGIC.len())? {
                 let have = &self.buf[self.pos..];
@@ -576,6 +583,17 @@ impl<R: Read> Decoder<R> {
         self.ordered.limit = u64::MAX;
     }
 
+    /// After [`DecodeError::Corrupt`] from [`Decoder::next_ordered`]: stops
+    /// reading at the damage and releases the events held back for
+    /// ordering, as for a trace cut short there. A thread whose held
+    /// events are themselves damaged loses those from the damage on; the
+    /// rest of the ordered stream then comes from `next_ordered` until it
+    /// returns `Ok(None)`.
+    pub fn salvage(&mut self) {
+        self.salvaging = true;
+        self.flush_ordered();
+    }
+
     /// Keeps an `EVENTS` record's events, encoded, for the merge.
     fn hold(&mut self, raw: RawRecord) -> Result<(), DecodeError> {
         let mut p = Payload {
@@ -615,7 +633,14 @@ impl<R: Read> Decoder<R> {
     fn next_released(&mut self) -> Result<Option<ThreadEvent>, DecodeError> {
         let mut best: Option<(u64, usize)> = None;
         for (i, h) in self.ordered.held.iter_mut().enumerate() {
-            h.fill_front()?;
+            if let Err(e) = h.fill_front() {
+                if !self.salvaging {
+                    return Err(e);
+                }
+                // Damaged events of a thread: keep what came before.
+                h.chunks.clear();
+                h.front = None;
+            }
             if let Some(e) = &h.front
                 && e.time < self.ordered.limit
                 && best.is_none_or(|(t, _)| e.time < t)

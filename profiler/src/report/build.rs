@@ -191,6 +191,9 @@ pub(crate) fn notes(analysis: &Analysis) -> Vec<String> {
         Ending::CutShort { at } => notes.push(format!(
             "trace cut short at byte {at}: the process did not exit normally; everything before the cut is analysed"
         )),
+        Ending::Damaged { at, kind, what } => notes.push(format!(
+            "the trace is damaged at byte {at} (a record of kind {kind}: {what}): reading stopped there; everything before the damage is analysed"
+        )),
         Ending::Complete { exec: true, .. } => notes.push(
             "the trace ends where the process executed another program (whose events, if recorded, are in a trace of their own)"
                 .into(),
@@ -241,9 +244,16 @@ pub(crate) fn notes(analysis: &Analysis) -> Vec<String> {
 pub(crate) fn trace_info(analysis: &Analysis) -> TraceInfo {
     let model = &analysis.model;
     let header = model.header().cloned().unwrap_or_default();
-    let (complete, clean_exit, exec, cut_at) = match analysis.ending {
-        Ending::Complete { clean_exit, exec } => (true, clean_exit, exec, None),
-        Ending::CutShort { at } => (false, false, false, Some(at)),
+    let (complete, clean_exit, exec, cut_at, damage) = match analysis.ending {
+        Ending::Complete { clean_exit, exec } => (true, clean_exit, exec, None, None),
+        Ending::CutShort { at } => (false, false, false, Some(at), None),
+        Ending::Damaged { at, kind, what } => (
+            false,
+            false,
+            false,
+            Some(at),
+            Some(format!("byte {at}: a record of kind {kind}: {what}")),
+        ),
     };
     let estimated = model.is_estimate();
     TraceInfo {
@@ -262,6 +272,7 @@ pub(crate) fn trace_info(analysis: &Analysis) -> TraceInfo {
         clean_exit,
         exec,
         cut_at,
+        damage,
         clock_calibrated: model.clock().is_calibrated(),
     }
 }

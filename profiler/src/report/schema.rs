@@ -86,6 +86,9 @@ pub struct TraceInfo {
     pub exec: bool,
     /// Where the trace was cut short (null when complete).
     pub cut_at: Option<u64>,
+    /// What damaged record reading stopped at, if any: its offset and
+    /// what was wrong (`cut_at` is then the same offset).
+    pub damage: Option<String>,
     /// True when ticks were converted with at least two CLOCK records.
     pub clock_calibrated: bool,
 }
