@@ -85,6 +85,8 @@ pub struct ReportArgs {
     pub frames: usize,
     /// Sites shown per section.
     pub top: usize,
+    /// Show memory by scope only (`--by scope`).
+    pub by_scope: bool,
 }
 
 /// `memtally flame` arguments.
@@ -293,12 +295,15 @@ Options:
   --json        print a JSON document instead of text (see docs/report-json.md)
   --frames N    frames shown per site (default 5)
   --top N       sites shown per section (default 5)
+  --by WHAT     site (the default: every section) or scope (the summary and
+                memory by scope: request, task or span; see docs/scopes.md)
   -h, --help    print this help
 
 The report gives totals, the heap's peak and the sites holding memory then,
 what was still live at exit, the top sites by bytes, count and own peak,
 temporary allocations, a size histogram, allocation latency and block
-lifetimes, and per-thread totals.
+lifetimes, per-thread totals, and memory by scope when the program entered
+scopes (memtally_alloc::scope, .in_scope on a future, memtally_scope_enter).
 ";
 
 pub const EXPORT_HELP: &str = "\
@@ -650,9 +655,21 @@ fn parse_report(p: &mut lexopt::Parser) -> Result<Command> {
     let mut json = false;
     let mut frames = 5;
     let mut top = 5;
+    let mut by_scope = false;
     while let Some(arg) = p.next()? {
         match arg {
             Short('h') | Long("help") => return Ok(Command::Help(REPORT_HELP)),
+            Long("by") => {
+                let v = p.value()?;
+                by_scope = match v.to_str() {
+                    Some("scope") => true,
+                    Some("site") => false,
+                    _ => bail!(
+                        "invalid --by {} (expected site or scope)",
+                        v.to_string_lossy()
+                    ),
+                };
+            }
             Long("json") => json = true,
             Long("frames") => frames = parse_count("--frames", &p.value()?.string()?)?,
             Long("top") => top = parse_count("--top", &p.value()?.string()?)?,
@@ -672,6 +689,7 @@ fn parse_report(p: &mut lexopt::Parser) -> Result<Command> {
         json,
         frames,
         top,
+        by_scope,
     }))
 }
 
@@ -775,7 +793,8 @@ mod tests {
                 file: "t.mtt".into(),
                 json: true,
                 frames: 9,
-                top: 3
+                top: 3,
+                by_scope: false
             })
         );
         assert!(

@@ -26,7 +26,12 @@ pub fn run(args: &ReportArgs) -> Result<()> {
     if args.json {
         report::write_json(&r, &mut out)?;
     } else {
-        report::write_text(&r, &mut out)?;
+        let view = if args.by_scope {
+            report::TextView::Scopes
+        } else {
+            report::TextView::Full
+        };
+        out.write_all(report::render_text_view(&r, view).as_bytes())?;
     }
     out.flush()?;
     Ok(())

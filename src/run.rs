@@ -123,6 +123,7 @@ pub fn run(args: &RunArgs) -> Result<ExitCode> {
                     json: false,
                     frames: 5,
                     top: 5,
+                    by_scope: false,
                 })?,
                 None => bail!("no trace to report on"),
             }

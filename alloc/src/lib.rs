@@ -33,6 +33,7 @@ mod os;
 mod page;
 mod record;
 mod report;
+mod scope;
 mod segmap;
 mod segment;
 mod size_class;
@@ -46,6 +47,11 @@ use core::alloc::{GlobalAlloc, Layout};
 
 pub use options::Mode;
 pub use report::BadPointer;
+pub use scope::{InScope, ScopeGuard, Scoped, scope};
+/// Scopes entered and left by call rather than by guard (the C ABI).
+pub mod scopes {
+    pub use crate::scope::{enter, exit};
+}
 pub use stats::Snapshot as StatsSnapshot;
 
 /// The allocator, for `#[global_allocator]`.

@@ -245,6 +245,7 @@ fn full_mode_records_every_event_with_stacks() {
                             live.insert(new_address, new_size);
                         }
                         EventKind::Marker { string } => markers.push(string),
+                        EventKind::Scope { .. } | EventKind::ScopeEnd { .. } => {}
                     }
                 }
             }

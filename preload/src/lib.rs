@@ -285,6 +285,34 @@ pub unsafe extern "C" fn memtally_mark(text: *const core::ffi::c_char) {
     memtally_alloc::mark_bytes(bytes);
 }
 
+/// `void memtally_scope_enter(const char *name)`: enters a new instance of
+/// scope `name` (a request, a task) on the calling thread: until the
+/// matching `memtally_scope_exit`, the blocks it allocates belong to it.
+/// Scopes nest. Does nothing when not recording; a null `name` enters a
+/// scope with an empty name (so that the matching exit still pairs).
+///
+/// # Safety
+/// `name` must be null or a NUL-terminated string.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn memtally_scope_enter(name: *const core::ffi::c_char) {
+    if name.is_null() {
+        // Keep enters and exits paired: an empty name is no scope's name,
+        // but it is entered so that its exit pops it.
+        memtally_alloc::scopes::enter(b"");
+        return;
+    }
+    // SAFETY: the caller passes a NUL-terminated string.
+    let bytes = unsafe { core::ffi::CStr::from_ptr(name) }.to_bytes();
+    memtally_alloc::scopes::enter(bytes);
+}
+
+/// `void memtally_scope_exit(void)`: leaves the scope the calling thread
+/// entered last with `memtally_scope_enter`, ending that instance.
+#[unsafe(no_mangle)]
+pub extern "C" fn memtally_scope_exit() {
+    memtally_alloc::scopes::exit();
+}
+
 /// `void memtally_flush(void)`: writes everything recorded so far to the
 /// trace and waits until it is written.
 #[unsafe(no_mangle)]

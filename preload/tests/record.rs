@@ -72,7 +72,8 @@ fn summarise(path: &Path) -> Summary {
                     s.live.remove(&old_address);
                     s.live.insert(new_address, (new_size, stack));
                 }
-                EventKind::Marker { .. } => {}
+                EventKind::Marker { .. } | EventKind::Scope { .. } | EventKind::ScopeEnd { .. } => {
+                }
             },
             Ordered::Record(_) => {}
         }

@@ -68,8 +68,8 @@ pub use live::{Live, LiveState, LiveStatus, WriterWatch};
 pub use memtally_alloc::trace::Header;
 pub use model::{
     Counters, Durations, Footer, LiveBlock, LiveMap, Log2Bucket, Log2Histogram, Marker, Model,
-    ModelOptions, Peak, Point, SITE_SERIES_POINTS, Sampling, Series, Site, SiteDetailRef,
-    SizeBucket, SizeHistogram, ThreadInfo, ThreadStats, Totals, Weight,
+    ModelOptions, Peak, Point, SITE_SERIES_POINTS, Sampling, ScopeStats, Series, Site,
+    SiteDetailRef, SizeBucket, SizeHistogram, ThreadInfo, ThreadStats, Totals, Weight,
 };
 pub use modules::{ModuleInfo, Modules};
 pub use read::{Analysis, Ending, read_clock, read_header};

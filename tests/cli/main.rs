@@ -563,6 +563,7 @@ fn leaks_finds_the_planted_leaks_exactly() {
 mod export;
 mod live;
 mod plot;
+mod scopes;
 
 #[test]
 fn leaks_growth_lists_the_site_that_keeps_growing() {

@@ -22,6 +22,7 @@ pub mod clock;
 pub(crate) mod intern;
 mod modules;
 pub(crate) mod ring;
+pub mod scope;
 mod stack;
 mod unwind;
 mod writer;
@@ -173,6 +174,19 @@ pub struct ThreadRecorder {
     epoch: Cell<u32>,
     /// Calls left before the next one whose latency is measured.
     latency_left: Cell<u32>,
+    /// The thread's current scope: its name's STRING id and its instance
+    /// (`[0, 0]`: none). Entering a scope only sets this; the next event
+    /// recorded says it (see `scope.rs`).
+    scope: Cell<[u64; 2]>,
+    /// The scope last written into the thread's event stream.
+    written_scope: Cell<[u64; 2]>,
+    /// Scopes entered through the C ABI and not yet left, innermost last.
+    c_scopes: [Cell<[u64; 2]>; scope::C_DEPTH],
+    /// How many of `c_scopes` are in use (may exceed `C_DEPTH`: those
+    /// past it are counted, not kept).
+    c_depth: Cell<usize>,
+    /// Scope names already interned: (address, length, hash, STRING id).
+    names: [Cell<(usize, usize, u64, u64)>; scope::NAME_CACHE],
 }
 
 impl ThreadRecorder {
@@ -186,6 +200,11 @@ impl ThreadRecorder {
             depth: Cell::new(64),
             epoch: Cell::new(u32::MAX),
             latency_left: Cell::new(0),
+            scope: Cell::new([0, 0]),
+            written_scope: Cell::new([0, 0]),
+            c_scopes: [const { Cell::new([0, 0]) }; scope::C_DEPTH],
+            c_depth: Cell::new(0),
+            names: [const { Cell::new((0, 0, 0, 0)) }; scope::NAME_CACHE],
         }
     }
 
@@ -242,6 +261,7 @@ impl ThreadRecorder {
         // SAFETY: this thread owns its recorder; no other reference to the
         // codec is alive (see `codec`).
         unsafe { *self.codec() = ThreadCodec::new() };
+        self.written_scope.set([0, 0]);
         self.depth.set(settings().depth.clamp(1, MAX_DEPTH));
         self.ring.set(r);
         Some(ring)
@@ -298,10 +318,25 @@ fn emit_busy(
     if rec.epoch.get() != epoch {
         rec.epoch.set(epoch);
         *codec = ThreadCodec::new();
+        rec.written_scope.set([0, 0]);
     }
     ring.begin();
     let time = clock::ticks();
     ring.timed(time);
+    let scope = rec.scope.get();
+    if scope != rec.written_scope.get() {
+        // The thread entered or left a scope since its last event: say so
+        // before the event, which belongs to it.
+        let event = RawEvent::Scope {
+            time,
+            string: scope[0],
+            instance: scope[1],
+        };
+        if !write_event(ring, codec, &event) {
+            return;
+        }
+        rec.written_scope.set(scope);
+    }
     let stack_id = if with_stack {
         let mut frames = core::mem::MaybeUninit::<[u64; MAX_DEPTH]>::uninit();
         // SAFETY: u64 has no invalid bit patterns and `capture` writes the
@@ -322,25 +357,34 @@ fn emit_busy(
         time.saturating_sub(t0).max(1)
     };
     let event = make(stack_id, time, latency);
+    write_event(ring, codec, &event);
+}
+
+/// Encodes `event` into the calling thread's `ring`; false when the writer
+/// has stopped for good (the event is counted as dropped).
+#[inline(always)]
+fn write_event(ring: &Ring, codec: &mut ThreadCodec, event: &RawEvent) -> bool {
     // SAFETY: this thread owns the ring; no other room slice is alive.
     if let Some(room) = unsafe { ring.room(MAX_EVENT_BYTES) } {
         let mut c = Cursor::new(room);
-        codec.encode(&mut c, &event);
+        codec.encode(&mut c, event);
         let len = c.len();
         ring.publish(len);
         ring.count_event();
-        return;
+        return true;
     }
     let mut buf = [0u8; MAX_EVENT_BYTES];
     let mut c = Cursor::new(&mut buf);
-    codec.encode(&mut c, &event);
+    codec.encode(&mut c, event);
     let len = c.len();
     // A failed push means the writer stopped for good: no later event of
     // this thread reaches the trace, so the codec running ahead is harmless.
     if ring.push(&buf[..len]) {
         ring.count_event();
+        true
     } else {
         DROPPED.fetch_add(1, Ordering::Relaxed);
+        false
     }
 }
 

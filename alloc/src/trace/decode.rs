@@ -14,7 +14,7 @@
 //! threads' events into one time order using the trace's watermarks.
 
 use super::events::{FieldReader, RawEvent, ThreadCodec};
-use super::{MAGIC, VERSION, kind};
+use super::{MAGIC, MIN_VERSION, VERSION, kind};
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::io::{self, Read};
@@ -176,6 +176,19 @@ pub enum EventKind {
     Marker {
         /// STRING id.
         string: u64,
+    },
+    /// From here on the thread's events belong to scope `string` (a
+    /// STRING id, 0 for none), instance `instance` (0 for none).
+    Scope {
+        /// STRING id of the scope's name.
+        string: u64,
+        /// The scope instance (a request, a task).
+        instance: u64,
+    },
+    /// Scope instance `instance` ended.
+    ScopeEnd {
+        /// The instance.
+        instance: u64,
     },
 }
 
@@ -461,7 +474,7 @@ impl<R: Read> Decoder<R> {
                     return Ok(None);
                 }
             };
-            if version != VERSION {
+            if !(MIN_VERSION..=VERSION).contains(&version) {
                 return Err(DecodeError::UnsupportedVersion(version));
             }
             self.pos = p;
@@ -756,7 +769,7 @@ fn parse(
     let record = match kind {
         kind::HEADER => {
             let version = p.uvar("header version")?;
-            if version != VERSION {
+            if !(MIN_VERSION..=VERSION).contains(&version) {
                 return Err(DecodeError::UnsupportedVersion(version));
             }
             let pid = p.uvar("pid")?;
@@ -922,6 +935,18 @@ fn parse_event(p: &mut Payload<'_>, state: &mut ThreadCodec) -> Result<Event, De
         RawEvent::Marker { time, string } => Event {
             time,
             kind: EventKind::Marker { string },
+        },
+        RawEvent::Scope {
+            time,
+            string,
+            instance,
+        } => Event {
+            time,
+            kind: EventKind::Scope { string, instance },
+        },
+        RawEvent::ScopeEnd { time, instance } => Event {
+            time,
+            kind: EventKind::ScopeEnd { instance },
         },
     })
 }

@@ -30,6 +30,12 @@ pub mod kind {
     pub const REALLOC: u8 = 5;
     /// A user marker.
     pub const MARKER: u8 = 6;
+    /// An event of a kind named by the byte that follows (`EXT_*`).
+    pub const EXTENDED: u8 = 7;
+    /// Extended: the thread's scope from here on (name, instance).
+    pub const EXT_SCOPE: u8 = 0;
+    /// Extended: a scope instance ended.
+    pub const EXT_SCOPE_END: u8 = 1;
 }
 
 /// First-byte bit: a latency follows.
@@ -95,6 +101,22 @@ pub enum RawEvent {
         /// STRING id of its text.
         string: u64,
     },
+    /// The thread's events from here on belong to a scope instance.
+    Scope {
+        /// Ticks of the first event in it.
+        time: u64,
+        /// STRING id of the scope's name (0: no scope).
+        string: u64,
+        /// The instance (0: no scope).
+        instance: u64,
+    },
+    /// A scope instance ended.
+    ScopeEnd {
+        /// Ticks when it ended.
+        time: u64,
+        /// The instance.
+        instance: u64,
+    },
 }
 
 impl RawEvent {
@@ -103,7 +125,9 @@ impl RawEvent {
             RawEvent::Alloc { time, .. }
             | RawEvent::Free { time, .. }
             | RawEvent::Realloc { time, .. }
-            | RawEvent::Marker { time, .. } => time,
+            | RawEvent::Marker { time, .. }
+            | RawEvent::Scope { time, .. }
+            | RawEvent::ScopeEnd { time, .. } => time,
         }
     }
 }
@@ -263,6 +287,21 @@ impl ThreadCodec {
                 tail_dt(c);
                 put_uvar(c, string);
             }
+            RawEvent::Scope {
+                string, instance, ..
+            } => {
+                put_u8(c, head(kind::EXTENDED, 0));
+                tail_dt(c);
+                put_u8(c, kind::EXT_SCOPE);
+                put_uvar(c, string);
+                put_uvar(c, instance);
+            }
+            RawEvent::ScopeEnd { instance, .. } => {
+                put_u8(c, head(kind::EXTENDED, 0));
+                tail_dt(c);
+                put_u8(c, kind::EXT_SCOPE_END);
+                put_uvar(c, instance);
+            }
         }
     }
 }
@@ -371,6 +410,18 @@ impl ThreadCodec {
             kind::MARKER => RawEvent::Marker {
                 time,
                 string: r.uvar()?,
+            },
+            kind::EXTENDED => match r.u8()? {
+                kind::EXT_SCOPE => RawEvent::Scope {
+                    time,
+                    string: r.uvar()?,
+                    instance: r.uvar()?,
+                },
+                kind::EXT_SCOPE_END => RawEvent::ScopeEnd {
+                    time,
+                    instance: r.uvar()?,
+                },
+                _ => return None,
             },
             _ => return None,
         })

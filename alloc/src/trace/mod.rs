@@ -22,8 +22,13 @@ mod tests;
 
 /// The eight bytes every trace starts with.
 pub const MAGIC: &[u8; 8] = b"MEMTALLY";
-/// The format version this code writes and reads.
-pub const VERSION: u64 = 1;
+/// The format version this code writes.
+///
+/// Version 2 added the scope events (an event kind of 7 with a sub-kind);
+/// a version 1 trace is a version 2 trace without them, so both are read.
+pub const VERSION: u64 = 2;
+/// The oldest format version this code reads.
+pub const MIN_VERSION: u64 = 1;
 
 /// Record kinds (the first byte of every record).
 pub mod kind {

@@ -139,6 +139,18 @@ fn raw_to_kind(e: &RawEvent) -> Event {
             time,
             kind: EventKind::Marker { string },
         },
+        RawEvent::Scope {
+            time,
+            string,
+            instance,
+        } => Event {
+            time,
+            kind: EventKind::Scope { string, instance },
+        },
+        RawEvent::ScopeEnd { time, instance } => Event {
+            time,
+            kind: EventKind::ScopeEnd { instance },
+        },
     }
 }
 
@@ -187,6 +199,19 @@ fn quantised(e: RawEvent) -> RawEvent {
             time: quantise_time(time),
             string,
         },
+        RawEvent::Scope {
+            time,
+            string,
+            instance,
+        } => RawEvent::Scope {
+            time: quantise_time(time),
+            string,
+            instance,
+        },
+        RawEvent::ScopeEnd { time, instance } => RawEvent::ScopeEnd {
+            time: quantise_time(time),
+            instance,
+        },
     }
 }
 
@@ -232,6 +257,12 @@ fn event_strategy() -> impl Strategy<Value = (u64, RawEvent)> {
             }
         ),
         any::<u64>().prop_map(|string| RawEvent::Marker { time: 0, string }),
+        (any::<u64>(), any::<u64>()).prop_map(|(string, instance)| RawEvent::Scope {
+            time: 0,
+            string,
+            instance
+        }),
+        any::<u64>().prop_map(|instance| RawEvent::ScopeEnd { time: 0, instance }),
     ];
     (0u64..4, ev)
 }
@@ -276,6 +307,14 @@ fn with_time(e: RawEvent, t: u64) -> RawEvent {
             latency,
         },
         RawEvent::Marker { string, .. } => RawEvent::Marker { time: t, string },
+        RawEvent::Scope {
+            string, instance, ..
+        } => RawEvent::Scope {
+            time: t,
+            string,
+            instance,
+        },
+        RawEvent::ScopeEnd { instance, .. } => RawEvent::ScopeEnd { time: t, instance },
     }
 }
 

@@ -24,6 +24,8 @@ pub struct LiveBlock {
     /// The allocation's sequence number in the trace (0 for the first
     /// block created); identifies the block across address reuse.
     pub serial: u64,
+    /// The scope instance it was allocated in (0: none).
+    pub instance: u64,
 }
 
 /// Live blocks by address.

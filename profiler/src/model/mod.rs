@@ -19,6 +19,7 @@ mod details;
 mod durations;
 mod groups;
 mod live;
+mod scopes;
 mod series;
 mod sizes;
 mod threads;
@@ -42,6 +43,7 @@ use crate::strings::Strings;
 use counters::Tracked;
 use groups::SiteGroups;
 use memtally_alloc::trace::{Event, EventKind, Header, Ordered, Record, ThreadEvent};
+use scopes::Scopes;
 use std::collections::BTreeMap;
 use threads::ThreadEntry;
 
@@ -84,6 +86,27 @@ pub struct Site {
     pub stack: StackId,
     /// What happened there.
     pub counters: Counters,
+}
+
+/// A scope name's aggregates (see `docs/scopes.md`).
+#[derive(Clone, Debug)]
+pub struct ScopeStats {
+    /// The scope's name.
+    pub name: String,
+    /// Its STRING id in the trace.
+    pub string: u64,
+    /// The blocks allocated in its instances.
+    pub counters: Counters,
+    /// Instances seen.
+    pub instances: u64,
+    /// Instances that ended.
+    pub ended: u64,
+    /// Instances that ended with some of their blocks still live.
+    pub outlived: u64,
+    /// Bytes still live when their instances ended (summed).
+    pub outlived_bytes: u64,
+    /// Bytes allocated per ended instance (values are bytes, not ticks).
+    pub per_instance: Durations,
 }
 
 /// Whole-process totals.
@@ -202,6 +225,8 @@ pub struct Model {
     serial: u64,
     /// Groups of sites whose live bytes are followed over time, if asked.
     groups: Option<SiteGroups>,
+    /// Memory by scope.
+    scopes: Scopes,
 }
 
 impl Default for Model {
@@ -246,6 +271,7 @@ impl Model {
             last_ticks: 0,
             serial: 0,
             groups: None,
+            scopes: Scopes::default(),
         }
     }
 
@@ -449,6 +475,12 @@ impl Model {
                 self.latency(true, latency, blocks);
                 self.after_change(time);
             }
+            EventKind::Scope { string, instance } => {
+                let generation = self.generation;
+                self.thread_mut(thread).scope = [string, instance];
+                self.scopes.entered(string, instance, generation);
+            }
+            EventKind::ScopeEnd { instance } => self.scopes.ended(instance),
             EventKind::Marker { string } => {
                 if self.markers.len() < self.options.max_markers {
                     self.markers.push(Marker {
@@ -515,6 +547,7 @@ impl Model {
         let weight = self.sampling.weigh(size, &mut site.carry);
         let serial = self.serial;
         self.serial += 1;
+        let instance = self.threads.get(&thread).map_or(0, |t| t.scope[1]);
         let block = LiveBlock {
             size,
             stack,
@@ -522,6 +555,7 @@ impl Model {
             thread,
             weight,
             serial,
+            instance,
         };
         let bump = |c: &mut Counters| {
             c.created(weight);
@@ -535,6 +569,9 @@ impl Model {
             d.allocated(&mut site.pending, size, weight, ticks, live);
         }
         bump(self.totals.update(generation));
+        if instance != 0 {
+            self.scopes.created(instance, weight, realloc, generation);
+        }
         if self.options.thread_sites {
             let t = self
                 .thread_sites
@@ -578,6 +615,10 @@ impl Model {
             }
         }
         take(self.totals.update(generation));
+        if block.instance != 0 {
+            self.scopes
+                .released(block.instance, w, temporary, counted, generation);
+        }
         take(self.thread_mut(block.thread).tracked.update(generation));
         if let Some(t) = self.thread_sites.get_mut(&(block.thread, block.stack)) {
             take(t.update(generation));
@@ -688,6 +729,41 @@ impl Model {
             detail: site.detail.as_deref()?,
             pending: site.pending,
         })
+    }
+
+    /// Every scope name seen, with its aggregates (see `docs/scopes.md`),
+    /// by name.
+    pub fn scopes(&self) -> Vec<ScopeStats> {
+        let generation = self.generation;
+        let mut out: Vec<ScopeStats> = self
+            .scopes
+            .by_name
+            .iter()
+            .map(|(&string, e)| ScopeStats {
+                name: self.strings.get(string).unwrap_or("?").to_owned(),
+                string,
+                counters: e.tracked.read(generation),
+                instances: e.instances,
+                ended: e.ended,
+                outlived: e.outlived,
+                outlived_bytes: e.outlived_bytes,
+                per_instance: e.per_instance.clone(),
+            })
+            .collect();
+        out.sort_by(|a, b| a.name.cmp(&b.name).then(a.string.cmp(&b.string)));
+        out
+    }
+
+    /// The scope a live block was allocated in: its name's STRING id, and
+    /// whether that instance has ended (the block outlived it).
+    pub fn block_scope(&self, block: &LiveBlock) -> Option<(u64, bool)> {
+        self.scopes.instance(block.instance)
+    }
+
+    /// Scope instances the model follows now (live, or ended with blocks
+    /// still live).
+    pub fn scope_instances_followed(&self) -> usize {
+        self.scopes.followed()
     }
 
     /// The counters of site `stack`.

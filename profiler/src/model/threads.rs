@@ -33,6 +33,8 @@ pub(crate) struct ThreadEntry {
     /// allocation by the thread has followed it: a free of that block by
     /// this thread is temporary.
     pub(crate) last_alloc: Option<u64>,
+    /// The scope the thread is in: its name's STRING id and instance.
+    pub(crate) scope: [u64; 2],
 }
 
 impl ThreadEntry {
@@ -48,6 +50,7 @@ impl ThreadEntry {
             },
             tracked: Tracked::new(generation),
             last_alloc: None,
+            scope: [0, 0],
         }
     }
 }

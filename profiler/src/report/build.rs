@@ -30,6 +30,7 @@ pub fn build(analysis: &Analysis, symbolizer: &mut Symbolizer, options: &ReportO
 
     let clock = model.clock();
     let threads = thread_reports(model);
+    let scopes = scope_reports(model);
 
     let notes = notes(analysis);
     let unsymbolised_modules = b
@@ -43,6 +44,7 @@ pub fn build(analysis: &Analysis, symbolizer: &mut Symbolizer, options: &ReportO
         .collect();
 
     Report {
+        scopes,
         schema_version: SCHEMA_VERSION,
         trace: trace_info(analysis),
         summary: summary(model, threads.len(), sites.len()),
@@ -173,6 +175,30 @@ pub(crate) fn timeline(model: &Model, series: &Series) -> Vec<TimePoint> {
             time_ns: model.since_start_ns(p.ticks),
             bytes: p.last,
             max_bytes: p.max,
+        })
+        .collect()
+}
+
+/// Every scope's memory, by name.
+pub(crate) fn scope_reports(model: &Model) -> Vec<ScopeReport> {
+    model
+        .scopes()
+        .into_iter()
+        .map(|s| ScopeReport {
+            name: s.name,
+            instances: s.instances,
+            ended: s.ended,
+            allocations: s.counters.allocations,
+            bytes_allocated: s.counters.bytes_allocated,
+            live_bytes: s.counters.live_bytes,
+            live_blocks: s.counters.live_blocks,
+            max_live_bytes: s.counters.max_live_bytes,
+            at_peak_bytes: s.counters.at_peak_bytes,
+            outlived_instances: s.outlived,
+            outlived_bytes: s.outlived_bytes,
+            bytes_per_instance_p50: s.per_instance.quantile(0.5),
+            bytes_per_instance_p99: s.per_instance.quantile(0.99),
+            bytes_per_instance_max: s.per_instance.max(),
         })
         .collect()
 }

@@ -15,7 +15,7 @@ pub use schema::*;
 pub(crate) use text::{Fmt as TextFmt, site_table};
 pub use text::{
     bytes as text_bytes, command_line, count as text_count, ns as text_ns, render as render_text,
-    write as write_text,
+    render_view as render_text_view, write as write_text,
 };
 
 use crate::error::{Error, ErrorKind};
@@ -34,6 +34,16 @@ impl Default for ReportOptions {
     fn default() -> Self {
         ReportOptions { top: 5, frames: 5 }
     }
+}
+
+/// What the text report shows.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum TextView {
+    /// Everything (scopes too, when the program entered any).
+    #[default]
+    Full,
+    /// The summary and memory by scope only (`--by scope`).
+    Scopes,
 }
 
 /// Writes `report` as pretty-printed JSON followed by a newline.

@@ -43,6 +43,9 @@ pub struct Report {
     pub lifetime_ns: DurationReport,
     /// Per-thread totals, by thread number.
     pub threads: Vec<ThreadReport>,
+    /// Memory by scope (request, task, span), by name; empty when the
+    /// program entered none (`docs/scopes.md`).
+    pub scopes: Vec<ScopeReport>,
     /// Memory over time.
     pub timeline: Timeline,
     /// Caveats a reader must know (cut-short trace, estimates, clock).
@@ -316,4 +319,37 @@ pub struct ModuleProblemReport {
     pub path: String,
     /// What was wrong.
     pub problem: String,
+}
+
+/// A scope name's memory (`docs/scopes.md`).
+#[derive(Clone, Debug, Serialize)]
+pub struct ScopeReport {
+    /// The scope's name.
+    pub name: String,
+    /// Instances seen (requests, tasks).
+    pub instances: u64,
+    /// Instances that ended.
+    pub ended: u64,
+    /// Blocks allocated in its instances.
+    pub allocations: u64,
+    /// Their requested bytes.
+    pub bytes_allocated: u64,
+    /// Of those, bytes live at the end.
+    pub live_bytes: u64,
+    /// Blocks live at the end.
+    pub live_blocks: u64,
+    /// The most bytes live at once.
+    pub max_live_bytes: u64,
+    /// Bytes live at the global peak.
+    pub at_peak_bytes: u64,
+    /// Instances that ended with some of their blocks still live.
+    pub outlived_instances: u64,
+    /// Bytes still live when their instances ended (summed).
+    pub outlived_bytes: u64,
+    /// Bytes allocated per ended instance: median.
+    pub bytes_per_instance_p50: u64,
+    /// 99th percentile.
+    pub bytes_per_instance_p99: u64,
+    /// Largest.
+    pub bytes_per_instance_max: u64,
 }

@@ -16,12 +16,21 @@ pub fn write(report: &Report, out: &mut dyn Write) -> io::Result<()> {
 
 /// Renders `report` as text.
 pub fn render(report: &Report) -> String {
+    render_view(report, super::TextView::Full)
+}
+
+/// The report as text, showing `view`.
+pub fn render_view(report: &Report, view: super::TextView) -> String {
     let f = Fmt {
         est: report.trace.estimated,
     };
     let mut o = String::new();
     header(&mut o, report, &f);
     summary(&mut o, report, &f);
+    if view == super::TextView::Scopes {
+        scopes(&mut o, report, &f, true);
+        return o;
+    }
 
     let p = &report.peak;
     let _ = writeln!(
@@ -97,6 +106,7 @@ pub fn render(report: &Report) -> String {
     sizes(&mut o, report, &f);
     durations(&mut o, report, &f);
     threads(&mut o, report, &f);
+    scopes(&mut o, report, &f, false);
     timeline(&mut o, report, &f);
     if !report.unsymbolised_modules.is_empty() {
         o.push_str("\nNOT SYMBOLISED (frames shown as module+offset)\n");
@@ -375,6 +385,48 @@ fn threads(o: &mut String, r: &Report, f: &Fmt) {
         })
         .collect();
     plain_table(o, &heads, &[2], &rows);
+}
+
+/// Memory by scope; said to be absent only when asked for (`asked`).
+fn scopes(o: &mut String, r: &Report, f: &Fmt, asked: bool) {
+    if r.scopes.is_empty() {
+        if asked {
+            o.push_str("\nSCOPES\n  (none: the program entered no scope; see docs/scopes.md)\n");
+        }
+        return;
+    }
+    o.push_str(
+        "\nSCOPES (a block belongs to the scope instance that allocated it; outlived: still live when its instance ended)\n",
+    );
+    let heads = [
+        "scope",
+        "instances",
+        "allocated",
+        "live",
+        "max live",
+        "outlived",
+        "outlived bytes",
+        "p50/inst",
+        "p99/inst",
+    ];
+    let rows: Vec<Vec<String>> = r
+        .scopes
+        .iter()
+        .map(|s| {
+            vec![
+                s.name.clone(),
+                f.count(s.instances),
+                f.bytes(s.bytes_allocated),
+                f.bytes(s.live_bytes),
+                f.bytes(s.max_live_bytes),
+                f.count(s.outlived_instances),
+                f.bytes(s.outlived_bytes),
+                f.bytes(s.bytes_per_instance_p50),
+                f.bytes(s.bytes_per_instance_p99),
+            ]
+        })
+        .collect();
+    plain_table(o, &heads, &[0], &rows);
 }
 
 /// A table whose columns are right-aligned numbers but for the `left`

@@ -1,0 +1,86 @@
+//! Scopes from C through `libmemtally.so`'s C ABI, reported by
+//! `memtally report --by scope` as text and JSON.
+
+use super::{memtally, run_recorded, scratch};
+use std::path::Path;
+use std::process::Command;
+
+#[test]
+fn c_scopes_are_reported_by_scope_with_what_outlived_its_request() {
+    let dir = scratch("scopes");
+    let exe = dir.join("scopes");
+    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/c/scopes.c");
+    let built = Command::new("cc")
+        .args(["-O1", "-g", "-o"])
+        .arg(&exe)
+        .arg(&source)
+        .status()
+        .expect("cc is not installed; .ci/run installs it");
+    assert!(built.success());
+    let trace = dir.join("t.mtt");
+    let Some(out) = run_recorded(
+        "scopes-run",
+        &[
+            "run",
+            "-o",
+            trace.to_str().unwrap(),
+            "--",
+            exe.to_str().unwrap(),
+        ],
+    ) else {
+        return;
+    };
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let t = trace.to_str().unwrap();
+
+    let out = memtally(&["report", "--json", t]);
+    assert_eq!(out.status.code(), Some(0));
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let scope = |name: &str| {
+        doc["scopes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["name"] == name)
+            .unwrap_or_else(|| panic!("no scope {name}: {}", doc["scopes"]))
+            .clone()
+    };
+    let get = scope("GET /items");
+    assert_eq!(get["instances"], 50);
+    assert_eq!(get["ended"], 50);
+    assert_eq!(get["allocations"], 55);
+    assert_eq!(get["bytes_allocated"], 50 * 256 + 5 * 1000);
+    assert_eq!(get["live_bytes"], 5000);
+    assert_eq!(get["outlived_instances"], 5);
+    assert_eq!(get["outlived_bytes"], 5000);
+    assert_eq!(get["bytes_per_instance_max"], 1256);
+    let post = scope("POST /users");
+    assert_eq!(post["instances"], 20);
+    assert_eq!(post["bytes_allocated"], 20 * 512);
+    assert_eq!(post["outlived_instances"], 0);
+    // The batch holds only what it allocated itself: the nested requests'
+    // blocks are theirs.
+    let batch = scope("batch");
+    assert_eq!(batch["instances"], 1);
+    assert_eq!(batch["bytes_allocated"], 64);
+    assert_eq!(batch["outlived_instances"], 0);
+    assert_eq!(doc["scopes"].as_array().unwrap().len(), 3);
+
+    let out = memtally(&["report", "--by", "scope", t]);
+    assert_eq!(out.status.code(), Some(0));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("\nSCOPES"), "{text}");
+    let line = text
+        .lines()
+        .find(|l| l.trim_start().starts_with("GET /items"))
+        .expect(&text);
+    let cols: Vec<&str> = line.split_whitespace().collect();
+    // name (2 words), instances, allocated (2), live (2), max live (2),
+    // outlived, outlived bytes (2), p50 (2), p99 (2).
+    assert_eq!(cols[2], "50", "{line}");
+    assert_eq!(cols[9], "5", "{line}");
+    assert!(!text.contains("TOP SITES"), "--by scope shows scopes only");
+    let out = memtally(&["report", "--by", "thread", t]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("invalid --by thread"));
+}
