@@ -102,6 +102,8 @@ pub struct FlameArgs {
     pub folded: bool,
     /// Draw the change from this trace to `file`.
     pub diff: Option<PathBuf>,
+    /// Each scope as the root frame (`--by scope`).
+    pub by_scope: bool,
 }
 
 /// `memtally leaks` arguments.
@@ -119,6 +121,8 @@ pub struct LeaksArgs {
     pub frames: usize,
     /// Also list the sites whose live bytes kept growing.
     pub growth: bool,
+    /// Also list, by scope, what outlived its scope instance.
+    pub by_scope: bool,
 }
 
 /// The formats `memtally export` writes.
@@ -257,6 +261,9 @@ Options:
   --diff BASE       draw the change from the trace BASE to FILE: boxes sized
                     by FILE's values, red where a stack grew, blue where it
                     shrank
+  --by WHAT         site (the default) or scope: each scope the program
+                    entered is a root frame ([scope NAME]) over the stacks
+                    that allocated in it, the rest under [no scope]
   -h, --help        print this help
 ";
 
@@ -279,6 +286,8 @@ Options:
                        (a Mann-Kendall trend test over each site's live
                        bytes, with the growth rate): leaks of a long-running
                        process that has not exited
+  --by scope           also list, by scope (request, task, span), the blocks
+                       that outlived their scope instance (docs/scopes.md)
   -h, --help           print this help
 
 Exit status: 0, or 1 with --fail when leaks remain; 2 when memtally itself
@@ -507,9 +516,11 @@ fn parse_flame(p: &mut lexopt::Parser) -> Result<Command> {
     let mut output = None;
     let mut folded = false;
     let mut diff = None;
+    let mut by_scope = false;
     while let Some(arg) = p.next()? {
         match arg {
             Short('h') | Long("help") => return Ok(Command::Help(FLAME_HELP)),
+            Long("by") => by_scope = parse_by(&p.value()?)?,
             Long("metric") => {
                 metric = Metric::parse(&p.value()?.string()?).map_err(anyhow::Error::msg)?;
             }
@@ -534,6 +545,7 @@ fn parse_flame(p: &mut lexopt::Parser) -> Result<Command> {
         output,
         folded,
         diff,
+        by_scope,
     }))
 }
 
@@ -623,9 +635,11 @@ fn parse_leaks(p: &mut lexopt::Parser) -> Result<Command> {
     let mut fail = false;
     let mut frames = 5;
     let mut growth = false;
+    let mut by_scope = false;
     while let Some(arg) = p.next()? {
         match arg {
             Short('h') | Long("help") => return Ok(Command::Help(LEAKS_HELP)),
+            Long("by") => by_scope = parse_by(&p.value()?)?,
             Long("growth") => growth = true,
             Long("json") => json = true,
             Long("suppressions") => suppressions = Some(PathBuf::from(p.value()?)),
@@ -647,6 +661,7 @@ fn parse_leaks(p: &mut lexopt::Parser) -> Result<Command> {
         fail,
         frames,
         growth,
+        by_scope,
     }))
 }
 
@@ -659,17 +674,7 @@ fn parse_report(p: &mut lexopt::Parser) -> Result<Command> {
     while let Some(arg) = p.next()? {
         match arg {
             Short('h') | Long("help") => return Ok(Command::Help(REPORT_HELP)),
-            Long("by") => {
-                let v = p.value()?;
-                by_scope = match v.to_str() {
-                    Some("scope") => true,
-                    Some("site") => false,
-                    _ => bail!(
-                        "invalid --by {} (expected site or scope)",
-                        v.to_string_lossy()
-                    ),
-                };
-            }
+            Long("by") => by_scope = parse_by(&p.value()?)?,
             Long("json") => json = true,
             Long("frames") => frames = parse_count("--frames", &p.value()?.string()?)?,
             Long("top") => top = parse_count("--top", &p.value()?.string()?)?,
@@ -691,6 +696,18 @@ fn parse_report(p: &mut lexopt::Parser) -> Result<Command> {
         top,
         by_scope,
     }))
+}
+
+/// `--by site` (false) or `--by scope` (true).
+fn parse_by(v: &std::ffi::OsStr) -> Result<bool> {
+    match v.to_str() {
+        Some("scope") => Ok(true),
+        Some("site") => Ok(false),
+        _ => bail!(
+            "invalid --by {} (expected site or scope)",
+            v.to_string_lossy()
+        ),
+    }
 }
 
 fn parse_count(flag: &str, v: &str) -> Result<usize> {

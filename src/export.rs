@@ -12,7 +12,7 @@ use std::io::Write;
 pub fn run(args: &ExportArgs) -> Result<()> {
     let default = output::beside_cwd(&args.file, args.format.extension());
     if args.format == ExportFormat::Folded {
-        let (_, lines) = crate::flame::fold(&args.file, args.metric)?;
+        let (_, lines) = crate::flame::fold(&args.file, args.metric, false)?;
         let mut out = output::open(args.output.as_deref(), Some(default))?;
         flame::write_folded(&lines, &mut out.writer)?;
         return finish(out, &format!("{} folded stacks", lines.len()));

@@ -11,13 +11,13 @@ use std::path::Path;
 
 /// Runs `memtally flame`.
 pub fn run(args: &FlameArgs) -> Result<()> {
-    let (analysis, lines) = fold(&args.file, args.metric)?;
+    let (analysis, lines) = fold(&args.file, args.metric, args.by_scope)?;
     let titles = titles(&analysis, args);
     let mut out = output(args)?;
     if args.folded {
         flame::write_folded(&lines, &mut out.writer)?;
     } else if let Some(base) = &args.diff {
-        let (_, base_lines) = fold(base, args.metric)?;
+        let (_, base_lines) = fold(base, args.metric, args.by_scope)?;
         flame::write_diff_svg(&base_lines, &lines, args.metric, &titles, &mut out.writer)?;
     } else {
         flame::write_svg(&lines, args.metric, &titles, &mut out.writer)?;
@@ -36,7 +36,7 @@ pub fn run(args: &FlameArgs) -> Result<()> {
 
 /// Reads `file` (up to the moment of a `live-at` metric) and folds its
 /// sites.
-pub(crate) fn fold(file: &Path, metric: Metric) -> Result<(Analysis, Vec<Folded>)> {
+pub(crate) fn fold(file: &Path, metric: Metric, by_scope: bool) -> Result<(Analysis, Vec<Folded>)> {
     let named = |e: memtally_profiler::Error| match e.kind() {
         // The message names the file already.
         ErrorKind::Open { .. } => anyhow!(e),
@@ -68,7 +68,11 @@ pub(crate) fn fold(file: &Path, metric: Metric) -> Result<(Analysis, Vec<Folded>
         }
     }
     let mut symbolizer = Symbolizer::default();
-    let lines = flame::folded(&analysis.model, &mut symbolizer, metric);
+    let lines = if by_scope {
+        flame::folded_by_scope(&analysis.model, &mut symbolizer, metric)
+    } else {
+        flame::folded(&analysis.model, &mut symbolizer, metric)
+    };
     Ok((analysis, lines))
 }
 

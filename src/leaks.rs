@@ -35,6 +35,7 @@ pub fn run(args: &LeaksArgs) -> Result<ExitCode> {
         frames: args.frames,
         suppressions,
         growth: args.growth,
+        by_scope: args.by_scope,
     };
     let r = leaks::build(&analysis, &mut symbolizer, &options);
     let stdout = io::stdout();

@@ -126,14 +126,80 @@ pub struct Folded {
 /// are summed).
 pub fn folded(model: &Model, symbolizer: &mut Symbolizer, metric: Metric) -> Vec<Folded> {
     let mut out: Vec<Folded> = Vec::new();
-    for site in model.sites() {
+    fold_sites(model, symbolizer, metric, model.sites(), None, &mut out);
+    finish(out)
+}
+
+/// As [`folded`], with each scope as the root frame (`[scope GET /users]`)
+/// of the sites allocated in it, and `[no scope]` for the rest
+/// (`memtally flame --by scope`).
+pub fn folded_by_scope(model: &Model, symbolizer: &mut Symbolizer, metric: Metric) -> Vec<Folded> {
+    let mut out: Vec<Folded> = Vec::new();
+    // What no scope holds: each site's counters less its scoped ones.
+    let mut scoped: std::collections::HashMap<crate::stacks::StackId, Counters> =
+        std::collections::HashMap::new();
+    for scope in model.scopes() {
+        let root = format!("[scope {}]", scope.name.replace(';', ":"));
+        let sites: Vec<_> = model.scope_sites(scope.string).collect();
+        for s in &sites {
+            scoped.entry(s.stack).or_default().add(&s.counters);
+        }
+        fold_sites(
+            model,
+            symbolizer,
+            metric,
+            sites.into_iter(),
+            Some(&root),
+            &mut out,
+        );
+    }
+    let rest = model.sites().map(|mut s| {
+        if let Some(c) = scoped.get(&s.stack) {
+            let v = metric.value(&s.counters).saturating_sub(metric.value(c));
+            s.counters = Counters::default();
+            set_value(metric, &mut s.counters, v);
+        }
+        s
+    });
+    fold_sites(
+        model,
+        symbolizer,
+        metric,
+        rest,
+        Some("[no scope]"),
+        &mut out,
+    );
+    finish(out)
+}
+
+/// Sets the field `metric` reads to `v`.
+fn set_value(metric: Metric, c: &mut Counters, v: u64) {
+    match metric {
+        Metric::Allocated => c.bytes_allocated = v,
+        Metric::Count => c.allocations = v,
+        Metric::Peak => c.at_peak_bytes = v,
+        Metric::Leaked | Metric::LiveAt(_) => c.live_bytes = v,
+        Metric::Temporary => c.temporary = v,
+    }
+}
+
+fn fold_sites(
+    model: &Model,
+    symbolizer: &mut Symbolizer,
+    metric: Metric,
+    sites: impl Iterator<Item = crate::model::Site>,
+    root: Option<&str>,
+    out: &mut Vec<Folded>,
+) {
+    for site in sites {
         let value = metric.value(&site.counters);
         if value == 0 {
             continue;
         }
         let stack = symbolizer.stack(model, site.stack);
-        let mut names: Vec<String> = stack.frames.iter().rev().map(frame_name).collect();
-        if names.is_empty() {
+        let mut names: Vec<String> = root.map(str::to_owned).into_iter().collect();
+        names.extend(stack.frames.iter().rev().map(frame_name));
+        if names.len() == usize::from(root.is_some()) {
             names.push("[no stack]".into());
         }
         out.push(Folded {
@@ -141,6 +207,10 @@ pub fn folded(model: &Model, symbolizer: &mut Symbolizer, metric: Metric) -> Vec
             value,
         });
     }
+}
+
+/// Sorted by stack, equal stacks summed.
+fn finish(mut out: Vec<Folded>) -> Vec<Folded> {
     out.sort_by(|a, b| a.stack.cmp(&b.stack));
     out.dedup_by(|later, first| {
         let same = later.stack == first.stack;

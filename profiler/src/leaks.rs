@@ -28,6 +28,8 @@ pub struct LeakOptions {
     /// Test every site for growth (the model must keep site details:
     /// [`crate::ModelOptions::site_details`]).
     pub growth: bool,
+    /// Also list, by scope, the blocks that outlived their scope instance.
+    pub by_scope: bool,
 }
 
 /// The leak report.
@@ -58,8 +60,25 @@ pub struct LeakReport {
     /// With `--growth`: the sites whose live bytes kept growing, fastest
     /// first (`null` when not asked for).
     pub growing: Option<Vec<GrowingSite>>,
+    /// With `--by scope`: by scope name, the blocks live at the end whose
+    /// scope instance had ended (`null` when not asked for).
+    pub outlived: Option<Vec<OutlivedScope>>,
     /// Caveats.
     pub notes: Vec<String>,
+}
+
+/// Blocks that outlived their instances of one scope.
+#[derive(Clone, Debug, Serialize)]
+pub struct OutlivedScope {
+    /// The scope's name.
+    pub scope: String,
+    /// Requested bytes live at the end whose instance had ended.
+    pub bytes: u64,
+    /// Those blocks.
+    pub blocks: u64,
+    /// By allocation stack, largest first (`live_bytes`, `live_blocks`
+    /// count those blocks only).
+    pub sites: Vec<SiteReport>,
 }
 
 /// A site whose live bytes kept growing (see [`crate::growth`]).
@@ -119,6 +138,7 @@ pub fn build(
         sites: Vec::new(),
         suppressed: Vec::new(),
         growing: None,
+        outlived: None,
         notes: notes(analysis),
     };
     for site in sites {
@@ -166,6 +186,9 @@ pub fn build(
             })
             .collect();
         report.growing = Some(growing);
+    }
+    if options.by_scope {
+        report.outlived = Some(outlived_by_scope(model, &mut builder));
     }
     report.notes.push(
         "blocks never freed; without a reachability scan they are not classified as direct, indirect or still reachable"
@@ -219,6 +242,27 @@ pub fn render_text(r: &LeakReport) -> String {
     if let Some(growing) = &r.growing {
         render_growth(&mut o, &f, growing);
     }
+    if let Some(outlived) = &r.outlived {
+        let _ = writeln!(
+            o,
+            "\nOUTLIVED THEIR SCOPE: blocks live at the end whose scope instance (request, task) had ended, by scope"
+        );
+        if outlived.is_empty() {
+            o.push_str("  (none)\n");
+        }
+        for s in outlived {
+            let _ = writeln!(
+                o,
+                "\n  scope {}: {} in {} blocks",
+                s.scope,
+                f.bytes(s.bytes),
+                f.count(s.blocks)
+            );
+            site_table(&mut o, &s.sites, &["bytes", "blocks"], |s| {
+                vec![f.bytes(s.live_bytes), f.count(s.live_blocks)]
+            });
+        }
+    }
     if !r.suppressed.is_empty() {
         let _ = writeln!(
             o,
@@ -252,6 +296,46 @@ pub fn render_text(r: &LeakReport) -> String {
         }
     }
     o
+}
+
+/// The blocks live at the end whose scope instance had ended, by scope
+/// and stack, largest first.
+fn outlived_by_scope(
+    model: &crate::model::Model,
+    builder: &mut SiteBuilder<'_>,
+) -> Vec<OutlivedScope> {
+    use std::collections::HashMap;
+    let mut by: HashMap<u64, HashMap<crate::stacks::StackId, crate::model::Counters>> =
+        HashMap::new();
+    for (_, block) in model.live().iter() {
+        if let Some((name, true)) = model.block_scope(block) {
+            let c = by.entry(name).or_default().entry(block.stack).or_default();
+            c.live_bytes += block.weight.bytes;
+            c.live_blocks += block.weight.blocks;
+        }
+    }
+    let mut out: Vec<OutlivedScope> = by
+        .into_iter()
+        .map(|(name, sites)| {
+            let mut sites: Vec<crate::model::Site> = sites
+                .into_iter()
+                .map(|(stack, counters)| crate::model::Site { stack, counters })
+                .collect();
+            sites.sort_by(|a, b| {
+                (b.counters.live_bytes, b.counters.live_blocks)
+                    .cmp(&(a.counters.live_bytes, a.counters.live_blocks))
+                    .then(a.stack.cmp(&b.stack))
+            });
+            OutlivedScope {
+                scope: model.strings().get(name).unwrap_or("?").to_owned(),
+                bytes: sites.iter().map(|s| s.counters.live_bytes).sum(),
+                blocks: sites.iter().map(|s| s.counters.live_blocks).sum(),
+                sites: sites.iter().map(|s| builder.site(s)).collect(),
+            }
+        })
+        .collect();
+    out.sort_by(|a, b| b.bytes.cmp(&a.bytes).then_with(|| a.scope.cmp(&b.scope)));
+    out
 }
 
 /// The growth section of the text report.

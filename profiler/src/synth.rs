@@ -262,3 +262,18 @@ pub fn realloc(time: u64, old_address: u64, new_address: u64, size: u64, stack: 
         latency: 24,
     }
 }
+
+/// A scope event: the thread's events from here on belong to instance
+/// `instance` of the scope named by STRING `string` (0, 0: no scope).
+pub fn scope(time: u64, string: u64, instance: u64) -> RawEvent {
+    RawEvent::Scope {
+        time,
+        string,
+        instance,
+    }
+}
+
+/// A scope-end event.
+pub fn scope_end(time: u64, instance: u64) -> RawEvent {
+    RawEvent::ScopeEnd { time, instance }
+}

@@ -80,6 +80,30 @@ fn c_scopes_are_reported_by_scope_with_what_outlived_its_request() {
     assert_eq!(cols[2], "50", "{line}");
     assert_eq!(cols[9], "5", "{line}");
     assert!(!text.contains("TOP SITES"), "--by scope shows scopes only");
+    // The flamegraph with each scope as its root frame.
+    let out = memtally(&["flame", "--by", "scope", "--folded", t]);
+    let folded = String::from_utf8_lossy(&out.stdout);
+    let line = |root: &str| {
+        folded
+            .lines()
+            .find(|l| l.starts_with(root))
+            .unwrap_or_else(|| panic!("no {root} in {folded}"))
+            .to_owned()
+    };
+    assert!(line("[scope GET /items];").ends_with(";main;get_items 17800"));
+    assert!(line("[scope POST /users];").ends_with(";post_users 10240"));
+    // What outlived its request: the five cache entries, by stack.
+    let out = memtally(&["leaks", "--json", "--by", "scope", t]);
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let outlived = doc["outlived"].as_array().unwrap();
+    assert_eq!(outlived.len(), 1, "{outlived:?}");
+    assert_eq!(outlived[0]["scope"], "GET /items");
+    assert_eq!(outlived[0]["bytes"], 5000);
+    assert_eq!(outlived[0]["blocks"], 5);
+    assert_eq!(
+        outlived[0]["sites"][0]["frames"][0]["function"],
+        "get_items"
+    );
     let out = memtally(&["report", "--by", "thread", t]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("invalid --by thread"));

@@ -18,18 +18,21 @@ pub enum Tab {
     Latency,
     /// Sites growing without bound.
     Alerts,
+    /// Memory by scope (request, task, span).
+    Scopes,
     /// The program's own output (`memtally run --live`).
     Output,
 }
 
 impl Tab {
     /// Every tab, in the order shown.
-    pub const ALL: [Tab; 6] = [
+    pub const ALL: [Tab; 7] = [
         Tab::Sites,
         Tab::Threads,
         Tab::Sizes,
         Tab::Latency,
         Tab::Alerts,
+        Tab::Scopes,
         Tab::Output,
     ];
 
@@ -41,6 +44,7 @@ impl Tab {
             Tab::Sizes => "sizes",
             Tab::Latency => "latency",
             Tab::Alerts => "alerts",
+            Tab::Scopes => "scopes",
             Tab::Output => "output",
         }
     }

@@ -178,6 +178,27 @@ pub fn alerts(model: &Model, symbolizer: &mut Symbolizer, frames: &mut SiteFrame
         .collect()
 }
 
+/// One scope name, for the scopes tab.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ScopeRow {
+    /// The scope's name.
+    pub name: String,
+    /// Its blocks' counters.
+    pub counters: Counters,
+    /// Instances seen, and ended.
+    pub instances: u64,
+    /// Instances ended.
+    pub ended: u64,
+    /// Instances that ended with blocks live, and those bytes.
+    pub outlived: u64,
+    /// See `outlived`.
+    pub outlived_bytes: u64,
+    /// Bytes allocated per ended instance: median and 99th percentile.
+    pub p50: u64,
+    /// See `p50`.
+    pub p99: u64,
+}
+
 /// Where the time cursor stands.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Cursor {
@@ -237,6 +258,8 @@ pub struct Snapshot {
     pub alerts: Vec<Alert>,
     /// The time cursor, when the tables show an earlier moment.
     pub cursor: Option<Cursor>,
+    /// Memory by scope, by live bytes, largest first.
+    pub scopes: Vec<ScopeRow>,
 }
 
 impl Snapshot {
@@ -332,8 +355,34 @@ impl Snapshot {
             lifetimes: percentiles(model.lifetimes()),
             alerts: Vec::new(),
             cursor: None,
+            scopes: scope_rows(model),
         }
     }
+}
+
+fn scope_rows(model: &Model) -> Vec<ScopeRow> {
+    let mut rows: Vec<ScopeRow> = model
+        .scopes()
+        .into_iter()
+        .map(|s| ScopeRow {
+            name: s.name,
+            counters: s.counters,
+            instances: s.instances,
+            ended: s.ended,
+            outlived: s.outlived,
+            outlived_bytes: s.outlived_bytes,
+            p50: s.per_instance.quantile(0.5),
+            p99: s.per_instance.quantile(0.99),
+        })
+        .collect();
+    rows.sort_by(|a, b| {
+        b.counters
+            .live_bytes
+            .cmp(&a.counters.live_bytes)
+            .then(b.counters.bytes_allocated.cmp(&a.counters.bytes_allocated))
+            .then_with(|| a.name.cmp(&b.name))
+    });
+    rows
 }
 
 /// Sorts rows by `column`; ties by name, so the order is stable from one

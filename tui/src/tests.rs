@@ -330,3 +330,56 @@ fn the_time_cursor_shows_the_heap_as_it_was() {
     let s = screen_of(&mut view, &target, &mut app, 80, 24);
     assert!(line_of(&s, "0x405000").1.contains("39.1 KiB"), "{s}");
 }
+
+#[test]
+fn the_scopes_tab_shows_memory_by_scope() {
+    use memtally_profiler::synth::{scope, scope_end};
+    let dir = tempfile::tempdir().unwrap();
+    let mut t = TraceBuilder::new();
+    t.full_header()
+        .clock(0, 0)
+        .clock(2_000_000_000, 2_000_000_000);
+    t.string(1, "GET /items").string(2, "POST /users");
+    t.frame(1, 0, 0x401000);
+    let mut events = Vec::new();
+    for i in 0..40u64 {
+        let at = i * 50_000_000;
+        let (name, instance) = if i % 4 == 0 {
+            (2, 100 + i)
+        } else {
+            (1, 100 + i)
+        };
+        events.push(scope(at, name, instance));
+        events.push(alloc(at + 32, 0x10_0000 + i * 0x1000, 256, 1));
+        if i % 8 != 1 {
+            events.push(free(at + 64, 0x10_0000 + i * 0x1000));
+        }
+        events.push(scope(at + 96, 0, 0));
+        events.push(scope_end(at + 96, instance));
+    }
+    t.events(0, &events).footer(2_000_000_000);
+    let path = dir.path().join("s.mtt");
+    std::fs::write(&path, t.bytes()).unwrap();
+    let target = Target {
+        live: Arc::new(Live::follow(&path, model_options(), WriterWatch::HeaderPid)),
+        process: None,
+    };
+    while !target.live.status().state.is_final() {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let mut app = App::default();
+    press(&mut app, KeyCode::Char('6'));
+    let s = screen(&target, &mut app, 80, 24);
+    // 30 GET instances, 5 of which (i = 1, 9, 17, 25, 33) kept 256 bytes;
+    // 10 POST instances, all freed. 40 instances over 2 s.
+    let (_, get) = line_of(&s, "GET /items");
+    assert!(get.contains("1.2 KiB") && get.contains(" 30 "), "{get}");
+    assert!(get.contains("5 (1.2 KiB)"), "{get}");
+    assert!(get.contains("15"), "30 instances in 2 s: {get}");
+    let (_, post) = line_of(&s, "POST /users");
+    assert!(
+        post.contains("0 B") && post.contains(" 10 ") && post.contains("0 (0 B)"),
+        "{post}"
+    );
+    assert!(line_of(&s, "GET /items").0 < line_of(&s, "POST /users").0);
+}

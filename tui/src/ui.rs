@@ -89,6 +89,7 @@ pub fn draw(f: &mut Frame<'_>, app: &mut App, snap: &Snapshot, status: &Status, 
         Tab::Sizes => draw_sizes(f, body, app, snap, theme),
         Tab::Latency => draw_latency(f, body, snap, theme),
         Tab::Alerts => draw_alerts(f, body, app, snap, theme),
+        Tab::Scopes => draw_scopes(f, body, app, snap, theme),
         Tab::Output => draw_output(f, body, status),
     }
     draw_footer(f, footer, app, theme);
@@ -534,6 +535,67 @@ fn draw_detail(f: &mut Frame<'_>, area: Rect, snap: &Snapshot, theme: Theme) {
     );
 }
 
+fn draw_scopes(f: &mut Frame<'_>, area: Rect, app: &mut App, snap: &Snapshot, theme: Theme) {
+    if snap.scopes.is_empty() {
+        f.render_widget(
+            Paragraph::new(
+                "no scope entered: wrap requests or tasks in memtally_alloc::scope(name), .in_scope(name) on a future, or memtally_scope_enter/exit from C (docs/scopes.md)",
+            )
+            .wrap(Wrap { trim: true }),
+            area,
+        );
+        app.rows = 0;
+        return;
+    }
+    let seconds = (snap.duration_ns as f64 / 1e9).max(1e-9);
+    let right = |t: String| Cell::from(Line::from(t).alignment(Alignment::Right));
+    let rows: Vec<TableRow> = snap
+        .scopes
+        .iter()
+        .map(|s| {
+            TableRow::new(vec![
+                right(text_bytes(s.counters.live_bytes)),
+                right(text_count(s.instances)),
+                right(short_count(s.instances as f64 / seconds)),
+                right(text_bytes(s.p99)),
+                right(format!(
+                    "{} ({})",
+                    text_count(s.outlived),
+                    text_bytes(s.outlived_bytes)
+                )),
+                Cell::from(s.name.clone()),
+            ])
+        })
+        .collect();
+    app.rows = rows.len();
+    app.selected = app.selected.min(app.rows.saturating_sub(1));
+    let table = Table::new(
+        rows,
+        [
+            Constraint::Length(10),
+            Constraint::Length(10),
+            Constraint::Length(8),
+            Constraint::Length(10),
+            Constraint::Length(16),
+            Constraint::Min(10),
+        ],
+    )
+    .header(
+        TableRow::new(vec![
+            "live",
+            "instances",
+            "inst/s",
+            "p99/inst",
+            "outlived",
+            "scope",
+        ])
+        .style(theme.title()),
+    )
+    .row_highlight_style(theme.selected());
+    let mut state = TableState::default().with_selected(Some(app.selected));
+    f.render_stateful_widget(table, area, &mut state);
+}
+
 fn draw_alerts(f: &mut Frame<'_>, area: Rect, app: &mut App, snap: &Snapshot, theme: Theme) {
     if snap.alerts.is_empty() {
         f.render_widget(
@@ -738,7 +800,10 @@ const HELP: &[(&str, &str)] = &[
     ("q, Ctrl-C", "quit (memtally run --live stops the program)"),
     ("?", "this help"),
     ("p, Space", "pause or resume drawing"),
-    ("Tab, 1-6", "switch tabs (1 sites ... 5 alerts, 6 output)"),
+    (
+        "Tab, 1-7",
+        "switch tabs (1 sites ... 5 alerts, 6 scopes, 7 output)",
+    ),
     ("Up, Down, PgUp, PgDn", "move the selection"),
     ("s / r", "sort by the next column / reverse the order"),
     ("g", "group sites by line, function, file, library"),

@@ -227,6 +227,9 @@ pub struct Model {
     groups: Option<SiteGroups>,
     /// Memory by scope.
     scopes: Scopes,
+    /// Per (scope name's STRING id, site): the counters of the blocks
+    /// allocated there in that scope (only blocks allocated in a scope).
+    scope_sites: IdMap<(u64, StackId), Tracked>,
 }
 
 impl Default for Model {
@@ -272,6 +275,7 @@ impl Model {
             serial: 0,
             groups: None,
             scopes: Scopes::default(),
+            scope_sites: IdMap::default(),
         }
     }
 
@@ -571,6 +575,13 @@ impl Model {
         bump(self.totals.update(generation));
         if instance != 0 {
             self.scopes.created(instance, weight, realloc, generation);
+            if let Some((name, _)) = self.scopes.instance(instance) {
+                let t = self
+                    .scope_sites
+                    .entry((name, stack))
+                    .or_insert_with(|| Tracked::new(generation));
+                bump(t.update(generation));
+            }
         }
         if self.options.thread_sites {
             let t = self
@@ -616,6 +627,11 @@ impl Model {
         }
         take(self.totals.update(generation));
         if block.instance != 0 {
+            if let Some((name, _)) = self.scopes.instance(block.instance)
+                && let Some(t) = self.scope_sites.get_mut(&(name, block.stack))
+            {
+                take(t.update(generation));
+            }
             self.scopes
                 .released(block.instance, w, temporary, counted, generation);
         }
@@ -752,6 +768,19 @@ impl Model {
             .collect();
         out.sort_by(|a, b| a.name.cmp(&b.name).then(a.string.cmp(&b.string)));
         out
+    }
+
+    /// The sites of blocks allocated in scope `name` (its STRING id, as in
+    /// [`ScopeStats::string`]), with the counters of those blocks alone.
+    pub fn scope_sites(&self, name: u64) -> impl Iterator<Item = Site> + '_ {
+        let generation = self.generation;
+        self.scope_sites
+            .iter()
+            .filter(move |((n, _), _)| *n == name)
+            .map(move |(&(_, stack), tracked)| Site {
+                stack,
+                counters: tracked.read(generation),
+            })
     }
 
     /// The scope a live block was allocated in: its name's STRING id, and
