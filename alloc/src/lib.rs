@@ -48,9 +48,13 @@ use core::alloc::{GlobalAlloc, Layout};
 pub use options::Mode;
 pub use report::BadPointer;
 pub use scope::{InScope, ScopeGuard, Scoped, scope};
-/// Scopes entered and left by call rather than by guard (the C ABI).
+/// Scopes entered and left by call rather than by guard: the C ABI's
+/// `enter`/`exit`, and instances managed by an integration (a tracing
+/// span is one instance, entered and left many times, ended at close).
 pub mod scopes {
-    pub use crate::scope::{enter, exit};
+    pub use crate::scope::{
+        Saved, end_instance, enter, enter_instance, exit, new_instance, restore,
+    };
 }
 pub use stats::Snapshot as StatsSnapshot;
 

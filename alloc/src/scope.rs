@@ -189,3 +189,55 @@ pub fn exit() {
         record::scope::c_exit(heap);
     }
 }
+
+/// A thread's scope as it was before [`enter_instance`], to give back to
+/// [`restore`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Saved([u64; 2]);
+
+/// A new scope instance id, for integrations that manage instances
+/// themselves (a tracing span is one instance, entered many times); 0 when
+/// nothing is being recorded.
+pub fn new_instance() -> u64 {
+    if record::active() {
+        record::scope::new_instance()
+    } else {
+        0
+    }
+}
+
+/// Puts this thread in instance `instance` (from [`new_instance`]) of
+/// scope `name` until [`restore`]; returns what to restore. Does nothing
+/// for instance 0.
+pub fn enter_instance(name: &'static str, instance: u64) -> Saved {
+    if instance == 0 || !record::active() {
+        return Saved::default();
+    }
+    match heap() {
+        Some(heap) => {
+            let id = record::scope::name_id(heap, name.as_bytes(), true);
+            Saved(record::scope::set(heap, [id, instance]))
+        }
+        None => Saved::default(),
+    }
+}
+
+/// Gives this thread back the scope [`enter_instance`] replaced.
+pub fn restore(saved: Saved) {
+    if !record::active() {
+        return;
+    }
+    if let Some(heap) = heap() {
+        record::scope::set(heap, saved.0);
+    }
+}
+
+/// Records that instance `instance` ended (once; 0 is ignored).
+pub fn end_instance(instance: u64) {
+    if instance == 0 || !record::active() {
+        return;
+    }
+    if let Some(heap) = heap() {
+        record::scope::end_instance(heap, instance);
+    }
+}
