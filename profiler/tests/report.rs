@@ -70,9 +70,14 @@ fn the_text_report_has_every_section() {
         ),
         "{text}"
     );
-    // Threads: name, tid, allocations, bytes, live at end.
+    // Threads: name, tid, allocations, bytes, live at end, and the one
+    // block main allocated that worker freed.
     assert!(
-        text.contains("       1  101  worker       1      8 B     0     1         8 B\n"),
+        text.contains("       1  101  worker       1      8 B     0     1         8 B            0           1\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("OWNERSHIP (which thread releases what each thread allocated; this is not race detection): 50.0% of blocks released by another thread (1 blocks, 4.0 KiB)"),
         "{text}"
     );
     assert!(text.contains("  [4 KiB, 8 KiB)  1  ####"), "{text}");

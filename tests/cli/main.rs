@@ -562,6 +562,7 @@ fn leaks_finds_the_planted_leaks_exactly() {
 
 mod export;
 mod live;
+mod ownership;
 mod plot;
 mod scopes;
 

@@ -662,6 +662,10 @@ fn draw_threads(f: &mut Frame<'_>, area: Rect, app: &mut App, snap: &Snapshot, t
                 Cell::from(Line::from(text_bytes(c.bytes_allocated)).alignment(Alignment::Right)),
                 Cell::from(Line::from(text_count(c.allocations)).alignment(Alignment::Right)),
                 Cell::from(Line::from(text_count(c.frees)).alignment(Alignment::Right)),
+                Cell::from(Line::from(text_count(c.remote_frees)).alignment(Alignment::Right)),
+                Cell::from(
+                    Line::from(text_count(t.info.foreign_frees)).alignment(Alignment::Right),
+                ),
                 Cell::from(state),
             ])
         })
@@ -671,14 +675,16 @@ fn draw_threads(f: &mut Frame<'_>, area: Rect, app: &mut App, snap: &Snapshot, t
     let table = Table::new(
         rows,
         [
-            Constraint::Length(4),
-            Constraint::Length(8),
-            Constraint::Min(8),
-            Constraint::Length(11),
-            Constraint::Length(11),
-            Constraint::Length(11),
-            Constraint::Length(11),
-            Constraint::Length(8),
+            Constraint::Length(3),
+            Constraint::Length(6),
+            Constraint::Min(6),
+            Constraint::Length(9),
+            Constraint::Length(9),
+            Constraint::Length(9),
+            Constraint::Length(9),
+            Constraint::Length(7),
+            Constraint::Length(6),
+            Constraint::Length(7),
         ],
     )
     .header(
@@ -690,6 +696,8 @@ fn draw_threads(f: &mut Frame<'_>, area: Rect, app: &mut App, snap: &Snapshot, t
             "allocated",
             "allocs",
             "frees",
+            "handed",
+            "taken",
             "state",
         ])
         .style(theme.title()),

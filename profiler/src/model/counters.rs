@@ -41,6 +41,11 @@ pub struct Counters {
     pub temporary: u64,
     /// Requested bytes of the temporary blocks.
     pub temporary_bytes: u64,
+    /// Blocks released by another thread than the one that allocated them
+    /// (ownership handed over: a queue, a channel, a cache evictor).
+    pub remote_frees: u64,
+    /// Their requested bytes.
+    pub remote_bytes: u64,
     /// Recorded events that created or released blocks of this aggregate
     /// (equal to the event count in full mode; the sample count in sampled
     /// mode).
@@ -63,6 +68,8 @@ impl Counters {
         self.at_peak_bytes += other.at_peak_bytes;
         self.temporary += other.temporary;
         self.temporary_bytes += other.temporary_bytes;
+        self.remote_frees += other.remote_frees;
+        self.remote_bytes += other.remote_bytes;
         self.events += other.events;
     }
 }
@@ -127,6 +134,12 @@ impl Counters {
         self.live_bytes += w.bytes;
         self.max_live_bytes = self.max_live_bytes.max(self.live_bytes);
         self.events += 1;
+    }
+
+    /// Counts a released block of `w` as released by another thread.
+    pub(crate) fn released_remotely(&mut self, w: Weight) {
+        self.remote_frees += w.blocks;
+        self.remote_bytes += w.bytes;
     }
 
     /// Counts a block of `w` released.

@@ -230,6 +230,13 @@ pub struct Model {
     /// Per (scope name's STRING id, site): the counters of the blocks
     /// allocated there in that scope (only blocks allocated in a scope).
     scope_sites: IdMap<(u64, StackId), Tracked>,
+    /// Ownership: per (allocating thread, releasing thread), blocks and
+    /// bytes released by another thread than their allocator.
+    transfers: BTreeMap<(u64, u64), (u64, u64)>,
+    /// Lifetimes of blocks released by their allocating thread, and by
+    /// another.
+    local_lifetimes: Durations,
+    remote_lifetimes: Durations,
 }
 
 impl Default for Model {
@@ -276,6 +283,9 @@ impl Model {
             groups: None,
             scopes: Scopes::default(),
             scope_sites: IdMap::default(),
+            transfers: BTreeMap::new(),
+            local_lifetimes: Durations::default(),
+            remote_lifetimes: Durations::default(),
         }
     }
 
@@ -441,6 +451,7 @@ impl Model {
                             t.last_alloc = None;
                         }
                         self.release(&block, time, temporary, true);
+                        self.released_by(&block, thread, time);
                         self.lifetimes
                             .record(time.saturating_sub(block.ticks), block.weight.blocks);
                         self.latency(false, latency, block.weight.blocks);
@@ -466,7 +477,10 @@ impl Model {
                 }
                 if old_address != 0 {
                     match self.live.remove(old_address) {
-                        Some(block) => self.release(&block, time, false, true),
+                        Some(block) => {
+                            self.release(&block, time, false, true);
+                            self.released_by(&block, thread, time);
+                        }
                         None => self.unknown_free(thread),
                     }
                 }
@@ -644,6 +658,34 @@ impl Model {
         }
     }
 
+    /// Ownership: `block` was released by `thread` at `ticks`. A block
+    /// released by another thread than its allocator counts as handed
+    /// over, for its site, the totals, both threads and the pair.
+    fn released_by(&mut self, block: &LiveBlock, thread: u64, ticks: u64) {
+        let w = block.weight;
+        let lifetime = ticks.saturating_sub(block.ticks);
+        if thread == block.thread {
+            self.local_lifetimes.record(lifetime, w.blocks);
+            return;
+        }
+        self.remote_lifetimes.record(lifetime, w.blocks);
+        let generation = self.generation;
+        if let Some(site) = self.sites.get_mut(&block.stack) {
+            site.tracked.update(generation).released_remotely(w);
+        }
+        self.totals.update(generation).released_remotely(w);
+        self.thread_mut(block.thread)
+            .tracked
+            .update(generation)
+            .released_remotely(w);
+        let t = self.thread_mut(thread);
+        t.info.foreign_frees += w.blocks;
+        t.info.foreign_bytes += w.bytes;
+        let pair = self.transfers.entry((block.thread, thread)).or_default();
+        pair.0 += w.blocks;
+        pair.1 += w.bytes;
+    }
+
     /// Notes the heap size after an event and whether it is a new peak.
     fn after_change(&mut self, ticks: u64) {
         let c = self.totals.read(self.generation);
@@ -745,6 +787,22 @@ impl Model {
             detail: site.detail.as_deref()?,
             pending: site.pending,
         })
+    }
+
+    /// Ownership transfers: `((allocating thread, releasing thread),
+    /// (blocks, bytes))` for every pair of different threads, by pair.
+    pub fn transfers(&self) -> impl Iterator<Item = ((u64, u64), (u64, u64))> + '_ {
+        self.transfers.iter().map(|(&k, &v)| (k, v))
+    }
+
+    /// Lifetimes of blocks released by the thread that allocated them.
+    pub fn local_lifetimes(&self) -> &Durations {
+        &self.local_lifetimes
+    }
+
+    /// Lifetimes of blocks released by another thread.
+    pub fn remote_lifetimes(&self) -> &Durations {
+        &self.remote_lifetimes
     }
 
     /// Every scope name seen, with its aggregates (see `docs/scopes.md`),

@@ -20,6 +20,10 @@ pub struct ThreadInfo {
     /// Frees of addresses the model did not know as live (see
     /// `Totals::unknown_frees`).
     pub unknown_frees: u64,
+    /// Blocks it released that another thread had allocated.
+    pub foreign_frees: u64,
+    /// Their requested bytes.
+    pub foreign_bytes: u64,
 }
 
 /// A thread's entry in the model.
@@ -47,6 +51,8 @@ impl ThreadEntry {
                 start_ticks: None,
                 end_ticks: None,
                 unknown_frees: 0,
+                foreign_frees: 0,
+                foreign_bytes: 0,
             },
             tracked: Tracked::new(generation),
             last_alloc: None,

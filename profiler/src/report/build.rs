@@ -27,6 +27,7 @@ pub fn build(analysis: &Analysis, symbolizer: &mut Symbolizer, options: &ReportO
     let by_count = b.top(&sites, top, |c| (c.allocations, c.bytes_allocated));
     let by_peak = b.top(&sites, top, |c| (c.max_live_bytes, 0));
     let temp_sites = b.top(&sites, top, |c| (c.temporary, c.temporary_bytes));
+    let remote_sites = b.top(&sites, top, |c| (c.remote_frees, c.remote_bytes));
 
     let clock = model.clock();
     let threads = thread_reports(model);
@@ -43,7 +44,35 @@ pub fn build(analysis: &Analysis, symbolizer: &mut Symbolizer, options: &ReportO
         })
         .collect();
 
+    let names: std::collections::HashMap<u64, String> =
+        threads.iter().map(|t| (t.thread, t.name.clone())).collect();
+    let mut transfers: Vec<TransferReport> = model
+        .transfers()
+        .map(|((from, to), (blocks, bytes))| TransferReport {
+            from,
+            from_name: names.get(&from).cloned().unwrap_or_default(),
+            to,
+            to_name: names.get(&to).cloned().unwrap_or_default(),
+            blocks,
+            bytes,
+        })
+        .collect();
+    transfers.sort_by(|a, b| {
+        b.blocks
+            .cmp(&a.blocks)
+            .then((a.from, a.to).cmp(&(b.from, b.to)))
+    });
+    let ownership = OwnershipReport {
+        remote_frees: c.remote_frees,
+        remote_bytes: c.remote_bytes,
+        remote_share: share(c.remote_frees, c.frees),
+        transfers,
+        local_lifetime_ns: durations(model.local_lifetimes(), clock),
+        remote_lifetime_ns: durations(model.remote_lifetimes(), clock),
+        sites: remote_sites,
+    };
     Report {
+        ownership,
         scopes,
         schema_version: SCHEMA_VERSION,
         trace: trace_info(analysis),
@@ -142,6 +171,8 @@ pub(crate) fn thread_reports(model: &Model) -> Vec<ThreadReport> {
             at_peak_bytes: t.counters.at_peak_bytes,
             temporary: t.counters.temporary,
             unknown_frees: t.info.unknown_frees,
+            handed_over: t.counters.remote_frees,
+            taken_over: t.info.foreign_frees,
         })
         .collect()
 }
@@ -385,6 +416,8 @@ impl<'a> SiteBuilder<'a> {
             at_peak_blocks: c.at_peak_blocks,
             temporary: c.temporary,
             temporary_share: share(c.temporary, c.allocations),
+            remote_frees: c.remote_frees,
+            remote_share: share(c.remote_frees, c.frees),
             frames,
             library_frames,
             more_frames,

@@ -43,6 +43,8 @@ pub struct Report {
     pub lifetime_ns: DurationReport,
     /// Per-thread totals, by thread number.
     pub threads: Vec<ThreadReport>,
+    /// Which threads release which threads' blocks (not race detection).
+    pub ownership: OwnershipReport,
     /// Memory by scope (request, task, span), by name; empty when the
     /// program entered none (`docs/scopes.md`).
     pub scopes: Vec<ScopeReport>,
@@ -203,6 +205,10 @@ pub struct SiteReport {
     pub temporary: u64,
     /// `temporary` divided by `allocations` (0 to 1).
     pub temporary_share: f64,
+    /// Blocks released by another thread than the one that allocated them.
+    pub remote_frees: u64,
+    /// `remote_frees` divided by `frees` (0 to 1).
+    pub remote_share: f64,
     /// The stack, innermost first, allocator frames trimmed: the
     /// `library_frames` standard-library frames that called the allocator,
     /// then at most `--frames` of the program's own.
@@ -290,6 +296,10 @@ pub struct ThreadReport {
     pub temporary: u64,
     /// Frees it made of addresses not known as live.
     pub unknown_frees: u64,
+    /// Blocks it created that another thread released (handed over).
+    pub handed_over: u64,
+    /// Blocks it released that another thread had created (taken over).
+    pub taken_over: u64,
 }
 
 /// Memory over time, downsampled.
@@ -352,4 +362,42 @@ pub struct ScopeReport {
     pub bytes_per_instance_p99: u64,
     /// Largest.
     pub bytes_per_instance_max: u64,
+}
+
+/// Ownership analytics: which thread releases the blocks each thread and
+/// site allocated. This says how memory moves between threads; it is not
+/// race detection.
+#[derive(Clone, Debug, Serialize)]
+pub struct OwnershipReport {
+    /// Blocks released by another thread than their allocator.
+    pub remote_frees: u64,
+    /// Their requested bytes.
+    pub remote_bytes: u64,
+    /// `remote_frees` divided by all frees (0 to 1).
+    pub remote_share: f64,
+    /// Pairs of threads, by blocks handed over, most first.
+    pub transfers: Vec<TransferReport>,
+    /// Lifetimes of blocks released by their allocating thread.
+    pub local_lifetime_ns: DurationReport,
+    /// Lifetimes of blocks released by another thread.
+    pub remote_lifetime_ns: DurationReport,
+    /// Sites by blocks released by another thread, most first.
+    pub sites: Vec<SiteReport>,
+}
+
+/// Blocks one thread allocated and another released.
+#[derive(Clone, Debug, Serialize)]
+pub struct TransferReport {
+    /// The allocating thread's number and name.
+    pub from: u64,
+    /// See `from`.
+    pub from_name: String,
+    /// The releasing thread's number and name.
+    pub to: u64,
+    /// See `to`.
+    pub to_name: String,
+    /// Blocks.
+    pub blocks: u64,
+    /// Requested bytes.
+    pub bytes: u64,
 }

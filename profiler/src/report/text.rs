@@ -106,6 +106,7 @@ pub fn render_view(report: &Report, view: super::TextView) -> String {
     sizes(&mut o, report, &f);
     durations(&mut o, report, &f);
     threads(&mut o, report, &f);
+    ownership(&mut o, report, &f);
     scopes(&mut o, report, &f, false);
     timeline(&mut o, report, &f);
     if !report.unsymbolised_modules.is_empty() {
@@ -363,6 +364,8 @@ fn threads(o: &mut String, r: &Report, f: &Fmt) {
         "temp",
         "live",
         "live bytes",
+        "handed over",
+        "taken over",
     ];
     let rows: Vec<Vec<String>> = r
         .threads
@@ -381,10 +384,74 @@ fn threads(o: &mut String, r: &Report, f: &Fmt) {
                 f.count(t.temporary),
                 f.count(t.live_blocks),
                 f.bytes(t.live_bytes),
+                f.count(t.handed_over),
+                f.count(t.taken_over),
             ]
         })
         .collect();
     plain_table(o, &heads, &[2], &rows);
+}
+
+/// Which threads release which threads' blocks.
+fn ownership(o: &mut String, r: &Report, f: &Fmt) {
+    let w = &r.ownership;
+    let _ = writeln!(
+        o,
+        "\nOWNERSHIP (which thread releases what each thread allocated; this is not race detection): {} of blocks released by another thread ({} blocks, {})",
+        percent(w.remote_share),
+        f.count(w.remote_frees),
+        f.bytes(w.remote_bytes)
+    );
+    if w.remote_frees == 0 {
+        return;
+    }
+    let name = |n: u64, name: &str| {
+        if name.is_empty() {
+            format!("thread {n}")
+        } else {
+            format!("thread {n} ({name})")
+        }
+    };
+    let rows: Vec<Vec<String>> = w
+        .transfers
+        .iter()
+        .take(8)
+        .map(|t| {
+            vec![
+                name(t.from, &t.from_name),
+                name(t.to, &t.to_name),
+                f.count(t.blocks),
+                f.bytes(t.bytes),
+            ]
+        })
+        .collect();
+    plain_table(
+        o,
+        &["allocated by", "released by", "blocks", "bytes"],
+        &[0, 1],
+        &rows,
+    );
+    let rows: Vec<Vec<String>> = [
+        ("released locally", &w.local_lifetime_ns),
+        ("released by another thread", &w.remote_lifetime_ns),
+    ]
+    .iter()
+    .map(|(what, d)| {
+        vec![
+            what.to_string(),
+            f.count(d.count),
+            ns(d.p50),
+            ns(d.p99),
+            ns(d.max),
+        ]
+    })
+    .collect();
+    o.push_str("  lifetimes:\n");
+    plain_table(o, &["", "blocks", "p50", "p99", "max"], &[0], &rows);
+    o.push_str("  sites whose blocks other threads release:\n");
+    site_table(o, &w.sites, &["remote", "share"], |s| {
+        vec![f.count(s.remote_frees), percent(s.remote_share)]
+    });
 }
 
 /// Memory by scope; said to be absent only when asked for (`asked`).

@@ -1,0 +1,77 @@
+//! Ownership analytics: a C program whose producer thread hands 100 blocks
+//! to a consumer thread that frees them, reported by `memtally report`.
+
+use super::{memtally, run_recorded, scratch};
+use std::path::Path;
+use std::process::Command;
+
+#[test]
+fn blocks_freed_by_another_thread_are_counted_by_site_and_thread_pair() {
+    let dir = scratch("ownership");
+    let exe = dir.join("handoff");
+    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/c/handoff.c");
+    let built = Command::new("cc")
+        .args(["-O1", "-g", "-pthread", "-o"])
+        .arg(&exe)
+        .arg(&source)
+        .status()
+        .expect("cc is not installed; .ci/run installs it");
+    assert!(built.success());
+    let trace = dir.join("t.mtt");
+    let Some(out) = run_recorded(
+        "ownership-run",
+        &[
+            "run",
+            "-o",
+            trace.to_str().unwrap(),
+            "--",
+            exe.to_str().unwrap(),
+        ],
+    ) else {
+        return;
+    };
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let out = memtally(&["report", "--json", trace.to_str().unwrap()]);
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let w = &doc["ownership"];
+    assert_eq!(w["remote_frees"], 100, "{w}");
+    assert_eq!(w["remote_bytes"], 4800, "{w}");
+    let transfers = w["transfers"].as_array().unwrap();
+    assert_eq!(transfers.len(), 1, "{w}");
+    let t = &transfers[0];
+    assert_eq!(
+        (t["blocks"].as_u64(), t["bytes"].as_u64()),
+        (Some(100), Some(4800))
+    );
+    assert_ne!(t["from"], t["to"]);
+    assert_eq!(w["remote_lifetime_ns"]["count"], 100);
+    // The producer's site: every block released elsewhere.
+    let site = &w["sites"][0];
+    assert_eq!(site["remote_frees"], 100);
+    assert_eq!(site["remote_share"], 1.0);
+    let frame = &site["frames"][site["library_frames"].as_u64().unwrap() as usize];
+    assert_eq!(frame["function"], "produce");
+    // The two threads: one handed 100 over, the other took 100 over.
+    let threads = doc["threads"].as_array().unwrap();
+    let producer = threads.iter().find(|x| x["thread"] == t["from"]).unwrap();
+    let consumer = threads.iter().find(|x| x["thread"] == t["to"]).unwrap();
+    assert_eq!(
+        (
+            producer["handed_over"].as_u64(),
+            producer["taken_over"].as_u64()
+        ),
+        (Some(100), Some(0))
+    );
+    assert_eq!(
+        (
+            consumer["handed_over"].as_u64(),
+            consumer["taken_over"].as_u64()
+        ),
+        (Some(0), Some(100))
+    );
+    // Local churn stays local.
+    assert_eq!(w["local_lifetime_ns"]["count"], 100);
+    let text = memtally(&["report", trace.to_str().unwrap()]);
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(text.contains("OWNERSHIP (which thread releases what each thread allocated; this is not race detection)"), "{text}");
+}
