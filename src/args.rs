@@ -29,6 +29,21 @@ pub enum Command {
     Plot(PlotArgs),
     /// `memtally top`.
     Top(TopArgs),
+    /// `memtally replay`.
+    Replay(ReplayArgs),
+}
+
+/// `memtally replay` arguments.
+#[derive(Debug, PartialEq, Eq)]
+pub struct ReplayArgs {
+    /// The trace.
+    pub file: PathBuf,
+    /// The embedded models.
+    pub models: Vec<memtally_profiler::replay::ModelKind>,
+    /// Arena and model settings.
+    pub config: memtally_profiler::replay::Config,
+    /// Print JSON.
+    pub json: bool,
 }
 
 /// The recording modes `memtally run` can ask for.
@@ -191,6 +206,7 @@ Usage:
                                                 is being written (or is done)
   memtally view FILE                            the dashboard over a finished
                                                 trace, with a time cursor
+  memtally replay FILE --embedded MODELS        would it fit an embedded heap?
   memtally export --format FMT [OPTIONS] FILE   pprof, folded stacks or JSON
 
 Options:
@@ -359,6 +375,49 @@ Options:
 Set NO_COLOR to draw without colours.
 ";
 
+pub const REPLAY_HELP: &str = "\
+memtally replay: run a trace's allocations again through embedded allocators
+
+Replays the recorded allocations, frees and reallocations, in the recorded
+order, through models of embedded heaps over a fixed arena, and says for each
+whether the workload fits (or the first allocation that fails: when, what
+size, from where, and how much was free), the smallest arena that never
+fails, the peak footprint, fragmentation (1 - largest free / total free,
+maximum and mean over time; Johnstone and Wilson's peak footprint / peak live
+bytes) and the cost of each operation in deterministic steps and nanoseconds.
+Models are listed best first.
+
+Usage:
+  memtally replay FILE --embedded MODEL[,MODEL...]|all [OPTIONS]
+
+Models:
+  tlsf             two-level segregated fit (O(1), good fit, merges at once)
+  first-fit        first fit, address-ordered, merges at once
+  next-fit         next fit (roving), address-ordered, merges at once
+  best-fit         best fit, merges at once
+  worst-fit        worst fit, merges at once
+  buddy            binary buddy
+  slab:S,S,...     fixed-block pools of sizes S sharing the arena (Zephyr
+                   k_mem_slab-like; a full pool fails, no borrowing)
+  freertos-heap2   FreeRTOS heap_2: best fit, never merges
+  freertos-heap4   FreeRTOS heap_4: first fit, address-ordered, merges
+  freertos-heap5   heap_4 over several regions (--regions)
+  all              every model but slab
+
+Options:
+  --arena SIZE     the arena to replay against (K, M, G suffixes); without it
+                   each model runs at the smallest arena it fits
+  --align N        block alignment in bytes (default 8)
+  --header N       header bytes per block (default 8)
+  --regions S,S    heap_5's region sizes (their proportions when the arena is
+                   searched; default two equal regions)
+  --json           print a JSON document
+  -h, --help       print this help
+
+The trace must be recorded in full mode (a sampled trace has only a sample
+of the allocations).
+";
+
 pub const VIEW_HELP: &str = "\
 memtally view: the dashboard over a finished trace, post-mortem
 
@@ -410,6 +469,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command> {
             Some("export") => parse_export(&mut p).context("export"),
             Some("plot") => parse_plot(&mut p).context("plot"),
             Some("top") => parse_top(&mut p, TOP_HELP).context("top"),
+            Some("replay") => parse_replay(&mut p).context("replay"),
             Some("view") => parse_top(&mut p, VIEW_HELP).context("view"),
             Some("help") => Ok(Command::Help(match p.next()? {
                 Some(Value(v)) if v == "run" => RUN_HELP,
@@ -419,11 +479,12 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command> {
                 Some(Value(v)) if v == "export" => EXPORT_HELP,
                 Some(Value(v)) if v == "plot" => PLOT_HELP,
                 Some(Value(v)) if v == "top" => TOP_HELP,
+                Some(Value(v)) if v == "replay" => REPLAY_HELP,
                 Some(Value(v)) if v == "view" => VIEW_HELP,
                 _ => MAIN_HELP,
             })),
             _ => bail!(
-                "unknown command {} (the commands are run, report, flame, leaks, plot, top, view and export)",
+                "unknown command {} (the commands are run, report, flame, leaks, plot, top, view, replay and export)",
                 cmd.to_string_lossy()
             ),
         },
@@ -546,6 +607,100 @@ fn parse_flame(p: &mut lexopt::Parser) -> Result<Command> {
         folded,
         diff,
         by_scope,
+    }))
+}
+
+fn parse_replay(p: &mut lexopt::Parser) -> Result<Command> {
+    use memtally_profiler::replay::{Config, ModelKind};
+    let mut file = None;
+    let mut models = None;
+    let mut config = Config::default();
+    let mut json = false;
+    let number = |flag: &str, v: &str| -> Result<u64> {
+        v.parse::<u64>()
+            .ok()
+            .filter(|n| (1..=1 << 20).contains(n))
+            .with_context(|| format!("invalid {flag} {v} (expected 1 to 1048576 bytes)"))
+    };
+    while let Some(arg) = p.next()? {
+        match arg {
+            Short('h') | Long("help") => return Ok(Command::Help(REPLAY_HELP)),
+            Long("embedded") => {
+                let v = p.value()?.string()?;
+                let list = if v == "all" {
+                    ModelKind::all()
+                } else {
+                    // Commas separate models, but a slab's sizes use them
+                    // too: a part that is a number belongs to the slab.
+                    let mut list: Vec<String> = Vec::new();
+                    for part in v.split(',') {
+                        match list.last_mut() {
+                            Some(last)
+                                if last.starts_with("slab:")
+                                    && part.chars().all(|c| c.is_ascii_digit())
+                                    && !part.is_empty() =>
+                            {
+                                last.push(',');
+                                last.push_str(part);
+                            }
+                            _ => list.push(part.to_owned()),
+                        }
+                    }
+                    let mut models = Vec::new();
+                    for m in &list {
+                        if m == "all" {
+                            models.extend(ModelKind::all());
+                        } else {
+                            models.push(ModelKind::parse(m).map_err(anyhow::Error::msg)?);
+                        }
+                    }
+                    models
+                };
+                models = Some(list);
+            }
+            Long("arena") => config.arena = Some(parse_bytes(&p.value()?.string()?)?),
+            Long("align") => {
+                let v = p.value()?.string()?;
+                let n = number("--align", &v)?;
+                if !n.is_power_of_two() {
+                    bail!("invalid --align {v} (expected a power of two)");
+                }
+                config.align = n;
+            }
+            Long("header") => {
+                let v = p.value()?.string()?;
+                config.header = v
+                    .parse()
+                    .ok()
+                    .filter(|n: &u64| *n <= 4096)
+                    .with_context(|| format!("invalid --header {v} (expected 0 to 4096 bytes)"))?;
+            }
+            Long("regions") => {
+                let v = p.value()?.string()?;
+                config.regions = v
+                    .split(',')
+                    .map(parse_bytes)
+                    .collect::<Result<Vec<_>>>()
+                    .with_context(|| format!("invalid --regions {v}"))?;
+            }
+            Long("json") => json = true,
+            Value(v) if file.is_none() => file = Some(PathBuf::from(v)),
+            Value(v) => bail!(
+                "unexpected argument {} (replay reads one trace)",
+                v.to_string_lossy()
+            ),
+            other => return Err(other.unexpected().into()),
+        }
+    }
+    let file = file.context("no trace given (usage: memtally replay FILE --embedded MODELS)")?;
+    let models = models.context(
+        "no models given: --embedded tlsf,first-fit,... or --embedded all (replay against real allocators and distributed models are not built yet)",
+    )?;
+    Ok(Command::Replay(ReplayArgs {
+        file,
+        models,
+        config,
+        json,
     }))
 }
 

@@ -22,6 +22,7 @@ mod leaks;
 mod live;
 mod output;
 mod plot;
+mod replay;
 mod report;
 mod run;
 
@@ -70,6 +71,10 @@ fn try_main() -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Top(a) => live::top(&a),
+        Command::Replay(a) => {
+            replay::run(&a)?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Export(a) => {
             export::run(&a)?;
             Ok(ExitCode::SUCCESS)

@@ -54,6 +54,7 @@ mod model;
 mod modules;
 pub mod plot;
 mod read;
+pub mod replay;
 pub mod report;
 mod stacks;
 mod strings;

@@ -132,7 +132,41 @@ impl Analysis {
     }
 
     /// Reads a trace from `reader` into `model` (see [`Analysis::read`]).
-    pub fn read_into<R: Read + Send>(reader: R, mut model: Model) -> Result<Analysis, Error> {
+    pub fn read_into<R: Read + Send>(reader: R, model: Model) -> Result<Analysis, Error> {
+        Analysis::read_visiting(reader, model, |_, _| {})
+    }
+
+    /// Reads the trace file at `path` with model options, showing `visit`
+    /// every item of the ordered stream after the model has taken it (for
+    /// views that need the events themselves, such as replay).
+    pub fn open_visiting(
+        path: &Path,
+        options: ModelOptions,
+        visit: impl FnMut(&Ordered, &Model),
+    ) -> Result<Analysis, Error> {
+        let open_err = |source| {
+            Error::new(ErrorKind::Open {
+                path: path.to_owned(),
+                source,
+            })
+        };
+        let file = File::open(path).map_err(open_err)?;
+        let mut a = Analysis::read_visiting(
+            BufReader::with_capacity(1 << 16, file),
+            Model::new(options),
+            visit,
+        )?;
+        a.path = Some(path.to_owned());
+        Ok(a)
+    }
+
+    /// As [`Analysis::read_into`], showing `visit` every item after the
+    /// model has taken it.
+    pub fn read_visiting<R: Read + Send>(
+        reader: R,
+        mut model: Model,
+        mut visit: impl FnMut(&Ordered, &Model),
+    ) -> Result<Analysis, Error> {
         let decoded = std::thread::scope(|scope| {
             let (batches, received) = mpsc::sync_channel::<Vec<Ordered>>(BATCHES_IN_FLIGHT);
             let (recycle, recycled) = mpsc::channel::<Vec<Ordered>>();
@@ -140,6 +174,7 @@ impl Analysis {
             for mut batch in received {
                 for item in batch.drain(..) {
                     model.feed(&item);
+                    visit(&item, &model);
                 }
                 // The decoder may have finished; then the batch is dropped.
                 let _ = recycle.send(batch);

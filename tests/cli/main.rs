@@ -564,6 +564,7 @@ mod export;
 mod live;
 mod ownership;
 mod plot;
+mod replay;
 mod scopes;
 
 #[test]

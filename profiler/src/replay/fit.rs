@@ -1,0 +1,335 @@
+//! Free-list allocators over one or more regions: first fit, next fit,
+//! best fit and worst fit over an address-ordered list with immediate
+//! coalescing, and FreeRTOS's heap_2 (best fit from a size-ordered list,
+//! never coalescing), heap_4 (first fit, address-ordered, coalescing on
+//! insert) and heap_5 (heap_4 over several regions).
+//!
+//! Blocks carry a header of `header` bytes before the user's bytes; sizes
+//! are rounded to `align`. Steps count what the real code does: free-list
+//! nodes visited while searching (and, for the FreeRTOS heaps, while
+//! inserting a freed block into the ordered list), splits and merges.
+
+use super::{Heap, HeapStats};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+/// Counts of free blocks by slot (an offset or a size in units), for the
+/// rank of a block in an ordered list in O(log n) instead of walking it: a
+/// Fenwick tree. Slots past its length share the last one (exact while the
+/// arena has at most `MAX_SLOTS` units).
+struct Ranks {
+    tree: Vec<u32>,
+}
+
+const MAX_SLOTS: usize = 1 << 22;
+
+impl Ranks {
+    fn new(slots: u64) -> Self {
+        Ranks {
+            tree: vec![0; (slots as usize).clamp(1, MAX_SLOTS) + 1],
+        }
+    }
+
+    fn slot(&self, i: u64) -> usize {
+        (i as usize).min(self.tree.len() - 2) + 1
+    }
+
+    fn add(&mut self, i: u64, d: i32) {
+        let mut k = self.slot(i);
+        while k < self.tree.len() {
+            self.tree[k] = self.tree[k].wrapping_add_signed(d);
+            k += k & k.wrapping_neg();
+        }
+    }
+
+    /// How many are in slots below `i`.
+    fn below(&self, i: u64) -> u64 {
+        let mut k = self.slot(i) - 1;
+        let mut n = 0u64;
+        while k > 0 {
+            n += u64::from(self.tree[k]);
+            k -= k & k.wrapping_neg();
+        }
+        n
+    }
+}
+
+/// Which block a search takes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Policy {
+    /// The first that fits, from the lowest address.
+    First,
+    /// The first that fits, from where the last search stopped.
+    Next,
+    /// The smallest that fits.
+    Best,
+    /// The largest.
+    Worst,
+}
+
+/// How the free list is kept, as the modelled code keeps it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Flavour {
+    /// Address-ordered with boundary tags: freeing merges with the
+    /// neighbours in O(1).
+    Tagged,
+    /// FreeRTOS heap_4/heap_5: address-ordered, and freeing walks the list
+    /// to the block's place, merging there.
+    FreeRtosOrdered,
+    /// FreeRTOS heap_2: ordered by size, walked from the smallest; freed
+    /// blocks are never merged.
+    FreeRtosBySize,
+}
+
+/// A free-list heap.
+pub struct FitHeap {
+    policy: Policy,
+    flavour: Flavour,
+    header: u64,
+    align: u64,
+    /// The smallest remainder worth splitting off.
+    min_split: u64,
+    /// The regions: (start, end).
+    regions: Vec<(u64, u64)>,
+    free: BTreeMap<u64, u64>,
+    /// Free blocks by (size, offset), for best/worst fit and statistics.
+    by_size: BTreeSet<(u64, u64)>,
+    free_total: u64,
+    /// Free blocks by offset and by size, in units (FreeRTOS flavours).
+    by_address: Ranks,
+    by_size_rank: Ranks,
+    /// User offset -> (block offset, block size).
+    used: HashMap<u64, (u64, u64)>,
+    used_total: u64,
+    rover: u64,
+    high_water: u64,
+    steps: u64,
+}
+
+impl FitHeap {
+    /// A heap over `regions` (sizes; laid out one after the other with a
+    /// gap between them, so that blocks of two regions never merge).
+    pub fn new(policy: Policy, flavour: Flavour, regions: &[u64], header: u64, align: u64) -> Self {
+        let align = align.max(1);
+        let mut h = FitHeap {
+            policy,
+            flavour,
+            header,
+            align,
+            min_split: match flavour {
+                // heapMINIMUM_BLOCK_SIZE: twice the block header.
+                Flavour::FreeRtosOrdered | Flavour::FreeRtosBySize => (2 * header).max(align),
+                Flavour::Tagged => (header + align).max(align),
+            },
+            regions: Vec::new(),
+            free: BTreeMap::new(),
+            by_size: BTreeSet::new(),
+            free_total: 0,
+            by_address: Ranks::new(0),
+            by_size_rank: Ranks::new(0),
+            used: HashMap::new(),
+            used_total: 0,
+            rover: 0,
+            high_water: 0,
+            steps: 0,
+        };
+        let span: u64 = regions.iter().map(|r| r / align * align + align).sum();
+        if flavour != Flavour::Tagged {
+            h.by_address = Ranks::new(span / align + 1);
+            h.by_size_rank = Ranks::new(span / align + 1);
+        }
+        let mut at = 0u64;
+        for &size in regions {
+            let size = size / align * align;
+            if size > 0 {
+                h.regions.push((at, at + size));
+                h.insert_free(at, size);
+                // A gap of one alignment unit keeps regions apart.
+                at += size + align;
+            }
+        }
+        h
+    }
+
+    fn insert_free(&mut self, at: u64, size: u64) {
+        self.free.insert(at, size);
+        self.by_size.insert((size, at));
+        self.free_total += size;
+        if self.flavour != Flavour::Tagged {
+            self.by_address.add(at / self.align, 1);
+            self.by_size_rank.add(size / self.align, 1);
+        }
+    }
+
+    fn remove_free(&mut self, at: u64) -> u64 {
+        let size = self.free.remove(&at).expect("a free block");
+        self.by_size.remove(&(size, at));
+        self.free_total -= size;
+        if self.flavour != Flavour::Tagged {
+            self.by_address.add(at / self.align, -1);
+            self.by_size_rank.add(size / self.align, -1);
+        }
+        size
+    }
+
+    /// The block size a request needs: header, size and alignment padding,
+    /// rounded to the unit.
+    fn need(&self, size: u64, align: u64) -> u64 {
+        let pad = align.saturating_sub(self.align);
+        let n = (size.max(1) + self.header + pad).div_ceil(self.align) * self.align;
+        n.max(self.min_split)
+    }
+
+    fn search(&mut self, need: u64) -> Option<(u64, u64)> {
+        match (self.policy, self.flavour) {
+            (_, Flavour::FreeRtosBySize) => {
+                // Walk the size-ordered list from the smallest block.
+                let found = self.by_size.range((need, 0)..).next().copied();
+                let rank = self.by_size_rank.below(need / self.align);
+                self.steps += rank + 1;
+                found.map(|(size, at)| (at, size))
+            }
+            (Policy::First, _) => {
+                for (&at, &size) in &self.free {
+                    self.steps += 1;
+                    if size >= need {
+                        return Some((at, size));
+                    }
+                }
+                None
+            }
+            (Policy::Next, _) => {
+                let mut found = None;
+                for (&at, &size) in self
+                    .free
+                    .range(self.rover..)
+                    .chain(self.free.range(..self.rover))
+                {
+                    self.steps += 1;
+                    if size >= need {
+                        found = Some((at, size));
+                        break;
+                    }
+                }
+                if let Some((at, _)) = found {
+                    self.rover = at;
+                }
+                found
+            }
+            (Policy::Best, _) => {
+                // An address-ordered list is walked to its end.
+                self.steps += self.free.len() as u64;
+                self.by_size.range((need, 0)..).next().map(|&(s, a)| (a, s))
+            }
+            (Policy::Worst, _) => {
+                self.steps += self.free.len() as u64;
+                self.by_size
+                    .iter()
+                    .next_back()
+                    .filter(|(s, _)| *s >= need)
+                    .map(|&(s, a)| (a, s))
+            }
+        }
+    }
+}
+
+impl Heap for FitHeap {
+    fn alloc(&mut self, size: u64, align: u64) -> Option<u64> {
+        let need = self.need(size, align);
+        let (at, block) = self.search(need)?;
+        self.remove_free(at);
+        let taken = if block - need >= self.min_split {
+            self.steps += 1;
+            self.insert_free(at + need, block - need);
+            need
+        } else {
+            block
+        };
+        let pad = align.saturating_sub(self.align);
+        let user = (at + self.header + pad) / align.max(1) * align.max(1);
+        let user = user.max(at + self.header);
+        self.used.insert(user, (at, taken));
+        self.used_total += taken;
+        self.high_water = self.high_water.max(at + taken);
+        Some(user)
+    }
+
+    fn free(&mut self, user: u64) {
+        let Some((mut at, mut size)) = self.used.remove(&user) else {
+            return;
+        };
+        self.used_total -= size;
+        match self.flavour {
+            Flavour::FreeRtosBySize => {
+                // Inserted at its place by size; never merged.
+                self.steps += self.by_size_rank.below(size / self.align) + 1;
+            }
+            Flavour::FreeRtosOrdered | Flavour::Tagged => {
+                self.steps += if self.flavour == Flavour::FreeRtosOrdered {
+                    self.by_address.below(at / self.align) + 1
+                } else {
+                    1
+                };
+                if let Some((&prev, &psize)) = self.free.range(..at).next_back()
+                    && prev + psize == at
+                {
+                    self.remove_free(prev);
+                    at = prev;
+                    size += psize;
+                    self.steps += 1;
+                }
+                if let Some(&nsize) = self.free.get(&(at + size)) {
+                    self.remove_free(at + size);
+                    size += nsize;
+                    self.steps += 1;
+                }
+            }
+        }
+        self.insert_free(at, size);
+    }
+
+    fn take_steps(&mut self) -> u64 {
+        std::mem::take(&mut self.steps)
+    }
+
+    fn stats(&self) -> HeapStats {
+        HeapStats {
+            free_total: self.free_total,
+            largest_free: self.by_size.iter().next_back().map_or(0, |b| b.0),
+            high_water: self.high_water,
+        }
+    }
+
+    fn check(&self) -> Result<(), String> {
+        // Free and used blocks tile the regions exactly, without overlap.
+        let mut blocks: Vec<(u64, u64, bool)> =
+            self.free.iter().map(|(&a, &s)| (a, s, true)).collect();
+        blocks.extend(self.used.values().map(|&(a, s)| (a, s, false)));
+        blocks.sort();
+        let mut total = 0;
+        for w in blocks.windows(2) {
+            if w[0].0 + w[0].1 > w[1].0 {
+                return Err(format!("blocks {:?} and {:?} overlap", w[0], w[1]));
+            }
+        }
+        for &(a, s, free) in &blocks {
+            if !self.regions.iter().any(|&(lo, hi)| a >= lo && a + s <= hi) {
+                return Err(format!("block at {a} of {s} outside the regions"));
+            }
+            total += s;
+            if free && self.flavour != Flavour::FreeRtosBySize {
+                // Coalescing: no two free blocks touch.
+                if self.free.contains_key(&(a + s)) {
+                    return Err(format!("free blocks at {a} and {} not merged", a + s));
+                }
+            }
+        }
+        let arena: u64 = self.regions.iter().map(|(lo, hi)| hi - lo).sum();
+        if total != arena || self.free_total + self.used_total != arena {
+            return Err(format!(
+                "accounting: blocks {total}, free {} + used {} vs arena {arena}",
+                self.free_total, self.used_total
+            ));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,640 @@
+//! Replay: a recorded trace's allocations run again against models of
+//! embedded allocators (`memtally replay FILE --embedded MODELS`), to ask
+//! whether the workload would fit a small fixed heap, where it would fail,
+//! and how each policy fragments.
+//!
+//! The trace's events come through the analysis model's ordered stream
+//! ([`crate::Analysis::open_visiting`]) in the recorded global order; the
+//! models are sequential (an embedded heap has one lock), so the replay is
+//! single-threaded in that order, with recorded addresses mapped to the
+//! model's (address reuse in the trace is handled). A failed allocation is
+//! counted and skipped (a later free of it is then unknown and skipped
+//! too); frees of addresses the trace never allocated are counted and
+//! skipped; what is live at the end is reported as leaked.
+//!
+//! Per model ([`Outcome`]): the first failing event at the arena asked
+//! for, the smallest arena that never fails (by binary search over whole
+//! replays), the peak footprint (the highest byte ever used), external
+//! fragmentation `1 - largest free / total free` after every operation
+//! (its maximum and time-weighted mean), Johnstone and Wilson's measure #4
+//! (peak footprint over peak live bytes requested), and the cost of each
+//! operation in deterministic steps (mean, p99, max) and in nanoseconds
+//! (mean over the replay, and p99 and max over every 16th operation,
+//! timed on its own).
+//!
+//! Models: `fit.rs` (first, next, best and worst fit, FreeRTOS heap_2,
+//! heap_4, heap_5), `buddy.rs`, `tlsf.rs`, `slab.rs`.
+
+pub mod buddy;
+pub mod fit;
+pub mod slab;
+pub mod tlsf;
+
+use crate::model::{Durations, Model, ModelOptions};
+use crate::read::Analysis;
+use crate::stacks::StackId;
+use memtally_alloc::trace::{EventKind, Ordered};
+use serde::Serialize;
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::Instant;
+
+/// What a model says about its free memory.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HeapStats {
+    /// Free bytes (block sizes, headers included).
+    pub free_total: u64,
+    /// The largest free block.
+    pub largest_free: u64,
+    /// The highest byte ever used (end of the highest block handed out).
+    pub high_water: u64,
+}
+
+/// An allocator model over a fixed arena. Offsets are bytes from the
+/// arena's start.
+pub trait Heap {
+    /// Allocates `size` bytes aligned to `align`; the user's offset, or
+    /// None when nothing fits.
+    fn alloc(&mut self, size: u64, align: u64) -> Option<u64>;
+    /// Frees the block at user offset `at` (from `alloc`).
+    fn free(&mut self, at: u64);
+    /// The steps taken since the last call.
+    fn take_steps(&mut self) -> u64;
+    /// Free memory now, and the high-water mark.
+    fn stats(&self) -> HeapStats;
+    /// Checks the model's invariants (blocks tile the arena, never
+    /// overlap, are merged where the model merges); for tests.
+    fn check(&self) -> Result<(), String>;
+}
+
+/// The models `--embedded` names.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ModelKind {
+    /// TLSF.
+    Tlsf,
+    /// First fit, address-ordered, coalescing.
+    FirstFit,
+    /// Next fit, address-ordered, coalescing.
+    NextFit,
+    /// Best fit, coalescing.
+    BestFit,
+    /// Worst fit, coalescing.
+    WorstFit,
+    /// Binary buddy.
+    Buddy,
+    /// Fixed-block pools of these sizes.
+    Slab(Vec<u64>),
+    /// FreeRTOS heap_2: best fit, never coalescing.
+    FreeRtosHeap2,
+    /// FreeRTOS heap_4: first fit, address-ordered, coalescing.
+    FreeRtosHeap4,
+    /// FreeRTOS heap_5: heap_4 over several regions.
+    FreeRtosHeap5,
+}
+
+impl ModelKind {
+    /// Every model but `slab` (which needs sizes) for `all`.
+    pub fn all() -> Vec<ModelKind> {
+        vec![
+            ModelKind::Tlsf,
+            ModelKind::FirstFit,
+            ModelKind::NextFit,
+            ModelKind::BestFit,
+            ModelKind::WorstFit,
+            ModelKind::Buddy,
+            ModelKind::FreeRtosHeap2,
+            ModelKind::FreeRtosHeap4,
+            ModelKind::FreeRtosHeap5,
+        ]
+    }
+
+    /// Parses a model name (`slab:32,64,256` with its sizes).
+    pub fn parse(text: &str) -> Result<ModelKind, String> {
+        Ok(match text {
+            "tlsf" => ModelKind::Tlsf,
+            "first-fit" => ModelKind::FirstFit,
+            "next-fit" => ModelKind::NextFit,
+            "best-fit" => ModelKind::BestFit,
+            "worst-fit" => ModelKind::WorstFit,
+            "buddy" => ModelKind::Buddy,
+            "freertos-heap2" => ModelKind::FreeRtosHeap2,
+            "freertos-heap4" => ModelKind::FreeRtosHeap4,
+            "freertos-heap5" => ModelKind::FreeRtosHeap5,
+            _ => match text.strip_prefix("slab:") {
+                Some(sizes) => {
+                    let sizes: Result<Vec<u64>, _> =
+                        sizes.split(',').map(|s| s.trim().parse::<u64>()).collect();
+                    match sizes {
+                        Ok(s) if !s.is_empty() && s.iter().all(|&n| n > 0) => ModelKind::Slab(s),
+                        _ => {
+                            return Err(format!(
+                                "invalid {text} (expected slab:SIZE,SIZE,... with sizes in bytes)"
+                            ));
+                        }
+                    }
+                }
+                None => {
+                    return Err(format!(
+                        "unknown model {text:?} (expected tlsf, first-fit, next-fit, best-fit, worst-fit, buddy, slab:SIZES, freertos-heap2, freertos-heap4, freertos-heap5 or all)"
+                    ));
+                }
+            },
+        })
+    }
+
+    /// The model's name as given.
+    pub fn name(&self) -> String {
+        match self {
+            ModelKind::Tlsf => "tlsf".into(),
+            ModelKind::FirstFit => "first-fit".into(),
+            ModelKind::NextFit => "next-fit".into(),
+            ModelKind::BestFit => "best-fit".into(),
+            ModelKind::WorstFit => "worst-fit".into(),
+            ModelKind::Buddy => "buddy".into(),
+            ModelKind::Slab(s) => format!(
+                "slab:{}",
+                s.iter().map(u64::to_string).collect::<Vec<_>>().join(",")
+            ),
+            ModelKind::FreeRtosHeap2 => "freertos-heap2".into(),
+            ModelKind::FreeRtosHeap4 => "freertos-heap4".into(),
+            ModelKind::FreeRtosHeap5 => "freertos-heap5".into(),
+        }
+    }
+
+    /// The model over `arena` bytes.
+    pub fn build(&self, arena: u64, cfg: &Config) -> Box<dyn Heap> {
+        use fit::{FitHeap, Flavour, Policy};
+        let one = [arena];
+        let fit = |p, f| Box::new(FitHeap::new(p, f, &one, cfg.header, cfg.align)) as Box<dyn Heap>;
+        match self {
+            ModelKind::Tlsf => Box::new(tlsf::TlsfHeap::new(arena, cfg.header, cfg.align)),
+            ModelKind::FirstFit => fit(Policy::First, Flavour::Tagged),
+            ModelKind::NextFit => fit(Policy::Next, Flavour::Tagged),
+            ModelKind::BestFit => fit(Policy::Best, Flavour::Tagged),
+            ModelKind::WorstFit => fit(Policy::Worst, Flavour::Tagged),
+            ModelKind::Buddy => {
+                Box::new(buddy::BuddyHeap::new(arena, cfg.align.max(16), cfg.header))
+            }
+            ModelKind::Slab(sizes) => Box::new(slab::SlabHeap::new(arena, sizes, cfg.align)),
+            ModelKind::FreeRtosHeap2 => fit(Policy::Best, Flavour::FreeRtosBySize),
+            ModelKind::FreeRtosHeap4 => fit(Policy::First, Flavour::FreeRtosOrdered),
+            ModelKind::FreeRtosHeap5 => {
+                // The regions' proportions, scaled to the arena.
+                let weights = if cfg.regions.is_empty() {
+                    vec![1, 1]
+                } else {
+                    cfg.regions.clone()
+                };
+                let sum: u64 = weights.iter().sum::<u64>().max(1);
+                let regions: Vec<u64> = weights
+                    .iter()
+                    .map(|w| (arena as u128 * *w as u128 / sum as u128) as u64)
+                    .collect();
+                Box::new(FitHeap::new(
+                    Policy::First,
+                    Flavour::FreeRtosOrdered,
+                    &regions,
+                    cfg.header,
+                    cfg.align,
+                ))
+            }
+        }
+    }
+}
+
+/// How the models are set up.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Config {
+    /// The arena asked for (None: only the smallest that fits is found).
+    pub arena: Option<u64>,
+    /// Block alignment (the models' unit).
+    pub align: u64,
+    /// Bytes of header per block.
+    pub header: u64,
+    /// heap_5's region sizes (their proportions, when the arena is
+    /// searched).
+    pub regions: Vec<u64>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            arena: None,
+            align: 8,
+            header: 8,
+            regions: Vec::new(),
+        }
+    }
+}
+
+/// One replayed operation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Op {
+    /// Allocate `size` bytes aligned to `align` for recorded address `addr`.
+    Alloc {
+        /// Recorded address.
+        addr: u64,
+        /// Requested size.
+        size: u64,
+        /// Alignment.
+        align: u64,
+    },
+    /// Free recorded address `addr`.
+    Free {
+        /// Recorded address.
+        addr: u64,
+    },
+    /// Reallocate `old` to `addr` with `size` bytes (alloc, copy, free).
+    Realloc {
+        /// Old recorded address (0: none).
+        old: u64,
+        /// New recorded address.
+        addr: u64,
+        /// New size.
+        size: u64,
+    },
+}
+
+/// An operation with its time and allocating stack.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Timed {
+    /// What to do.
+    pub op: Op,
+    /// Ticks.
+    pub ticks: u64,
+    /// The allocating stack (0 for frees).
+    pub stack: StackId,
+}
+
+/// A trace's operations, and its model (for names and times).
+pub struct Recorded {
+    /// The operations in the recorded global order.
+    pub ops: Vec<Timed>,
+    /// The trace read.
+    pub analysis: Analysis,
+}
+
+/// Reads the operations of the trace at `path`.
+pub fn read(path: &Path) -> Result<Recorded, crate::Error> {
+    let mut ops = Vec::new();
+    let analysis = Analysis::open_visiting(path, ModelOptions::default(), |item, _| {
+        let Ordered::Event(e) = item else { return };
+        let ticks = e.event.time;
+        let timed = match e.event.kind {
+            EventKind::Alloc {
+                address,
+                size,
+                align,
+                stack,
+                ..
+            } if address != 0 => Timed {
+                op: Op::Alloc {
+                    addr: address,
+                    size,
+                    align,
+                },
+                ticks,
+                stack,
+            },
+            EventKind::Free { address, .. } if address != 0 => Timed {
+                op: Op::Free { addr: address },
+                ticks,
+                stack: 0,
+            },
+            EventKind::Realloc {
+                old_address,
+                new_address,
+                new_size,
+                stack,
+                ..
+            } if new_address != 0 => Timed {
+                op: Op::Realloc {
+                    old: old_address,
+                    addr: new_address,
+                    size: new_size,
+                },
+                ticks,
+                stack,
+            },
+            _ => return,
+        };
+        ops.push(timed);
+    })?;
+    Ok(Recorded { ops, analysis })
+}
+
+/// The first allocation that failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct Failure {
+    /// Its index among the replayed operations.
+    pub index: u64,
+    /// Ticks of the event.
+    pub ticks: u64,
+    /// The size asked for.
+    pub size: u64,
+    /// The allocating stack.
+    pub stack: u64,
+    /// Free bytes then (fragmentation when at least the size).
+    pub free_bytes: u64,
+    /// The largest free block then.
+    pub largest_free: u64,
+}
+
+/// What one replay through one model found.
+#[derive(Clone, Debug, Serialize)]
+pub struct Outcome {
+    /// The model.
+    pub model: String,
+    /// The arena replayed against.
+    pub arena: u64,
+    /// The first failing allocation, if any.
+    pub failure: Option<Failure>,
+    /// Allocations that failed.
+    pub failed: u64,
+    /// Frees (and reallocations) of addresses not live in the replay.
+    pub unknown_frees: u64,
+    /// Blocks still allocated at the end.
+    pub leaked_blocks: u64,
+    /// The highest byte used.
+    pub peak_footprint: u64,
+    /// The most requested bytes live at once.
+    pub max_live: u64,
+    /// Johnstone and Wilson's #4: peak footprint / max live.
+    pub jw4: f64,
+    /// Largest `1 - largest free / total free` after any operation.
+    pub frag_max: f64,
+    /// Its mean over time.
+    pub frag_mean: f64,
+    /// Steps per operation.
+    pub steps_mean: f64,
+    /// See `steps_mean`.
+    pub steps_p99: u64,
+    /// See `steps_mean`.
+    pub steps_max: u64,
+    /// Nanoseconds per operation: the replay's mean.
+    pub ns_mean: f64,
+    /// 99th percentile and max over every 16th operation, timed alone.
+    pub ns_p99: u64,
+    /// See `ns_p99`.
+    pub ns_max: u64,
+    /// Operations replayed.
+    pub ops: u64,
+}
+
+/// The alignment a model gives a recorded request: the trace says 16 for
+/// every request that asked for no more than malloc's natural alignment,
+/// which an embedded heap serves at its own (`--align`); larger
+/// alignments (`aligned_alloc`, Rust layouts) are honoured.
+fn model_align(recorded: u64, cfg: &Config) -> u64 {
+    if recorded <= 16 { cfg.align } else { recorded }
+}
+
+/// Replays `ops` through `kind` over `arena` bytes. With `stop_at_failure`
+/// it stops at the first failed allocation (for the arena search).
+pub fn run(
+    kind: &ModelKind,
+    cfg: &Config,
+    arena: u64,
+    ops: &[Timed],
+    stop_at_failure: bool,
+) -> Outcome {
+    let mut heap = kind.build(arena, cfg);
+    let mut map: HashMap<u64, (u64, u64)> = HashMap::with_capacity(1024);
+    let mut out = Outcome {
+        model: kind.name(),
+        arena,
+        failure: None,
+        failed: 0,
+        unknown_frees: 0,
+        leaked_blocks: 0,
+        peak_footprint: 0,
+        max_live: 0,
+        jw4: 0.0,
+        frag_max: 0.0,
+        frag_mean: 0.0,
+        steps_mean: 0.0,
+        steps_p99: 0,
+        steps_max: 0,
+        ns_mean: 0.0,
+        ns_p99: 0,
+        ns_max: 0,
+        ops: 0,
+    };
+    let mut steps = Durations::default();
+    let mut timed = Durations::default();
+    let mut steps_total = 0u64;
+    let mut live = 0u64;
+    let mut frag_area = 0.0f64;
+    let first_ticks = ops.first().map_or(0, |o| o.ticks);
+    let mut last_ticks = first_ticks;
+    let mut last_frag = 0.0f64;
+    let started = Instant::now();
+    for (i, t) in ops.iter().enumerate() {
+        let clock = (i % 16 == 0).then(Instant::now);
+        let mut failed_here = None;
+        match t.op {
+            Op::Alloc { addr, size, align } => match heap.alloc(size, model_align(align, cfg)) {
+                Some(at) => {
+                    if let Some((old, old_size)) = map.insert(addr, (at, size)) {
+                        // The trace reused a live address: its free was lost.
+                        heap.free(old);
+                        live -= old_size;
+                    }
+                    live += size;
+                }
+                None => failed_here = Some(size),
+            },
+            Op::Free { addr } => match map.remove(&addr) {
+                Some((at, size)) => {
+                    heap.free(at);
+                    live -= size;
+                }
+                None => out.unknown_frees += 1,
+            },
+            Op::Realloc { old, addr, size } => {
+                let previous = if old != 0 { map.remove(&old) } else { None };
+                if old != 0 && previous.is_none() {
+                    out.unknown_frees += 1;
+                }
+                match heap.alloc(size, cfg.align) {
+                    Some(at) => {
+                        if let Some((pat, psize)) = previous {
+                            // The copy: one step per word.
+                            steps_total += psize.min(size).div_ceil(8);
+                            heap.free(pat);
+                            live -= psize;
+                        }
+                        map.insert(addr, (at, size));
+                        live += size;
+                    }
+                    None => {
+                        // The old block stays (realloc failed).
+                        if let Some(p) = previous {
+                            map.insert(old, p);
+                        }
+                        failed_here = Some(size);
+                    }
+                }
+            }
+        }
+        let s = heap.take_steps();
+        if let Some(c) = clock {
+            timed.record(c.elapsed().as_nanos() as u64, 1);
+        }
+        steps.record(s, 1);
+        steps_total += s;
+        out.max_live = out.max_live.max(live);
+        let st = heap.stats();
+        frag_area += last_frag * t.ticks.saturating_sub(last_ticks) as f64;
+        last_ticks = t.ticks;
+        last_frag = if st.free_total == 0 {
+            0.0
+        } else {
+            1.0 - st.largest_free as f64 / st.free_total as f64
+        };
+        out.frag_max = out.frag_max.max(last_frag);
+        if let Some(size) = failed_here {
+            out.failed += 1;
+            if out.failure.is_none() {
+                out.failure = Some(Failure {
+                    index: i as u64,
+                    ticks: t.ticks,
+                    size,
+                    stack: t.stack,
+                    free_bytes: st.free_total,
+                    largest_free: st.largest_free,
+                });
+            }
+            if stop_at_failure {
+                out.ops = i as u64 + 1;
+                return out;
+            }
+        }
+    }
+    let elapsed = started.elapsed();
+    out.ops = ops.len() as u64;
+    let st = heap.stats();
+    out.peak_footprint = st.high_water;
+    out.leaked_blocks = map.len() as u64;
+    out.jw4 = if out.max_live == 0 {
+        0.0
+    } else {
+        st.high_water as f64 / out.max_live as f64
+    };
+    let span = last_ticks.saturating_sub(first_ticks);
+    out.frag_mean = if span == 0 {
+        last_frag
+    } else {
+        frag_area / span as f64
+    };
+    out.steps_mean = steps_total as f64 / out.ops.max(1) as f64;
+    out.steps_p99 = steps.quantile(0.99);
+    out.steps_max = steps.max();
+    out.ns_mean = elapsed.as_nanos() as f64 / out.ops.max(1) as f64;
+    out.ns_p99 = timed.quantile(0.99);
+    out.ns_max = timed.max();
+    out
+}
+
+/// The smallest arena through which `ops` replay with no failed
+/// allocation, to within 0.1% (or one alignment unit), or None if none up
+/// to 1 TiB does. The search starts from what an unbounded replay used:
+/// the peak live bytes below, the peak footprint above.
+pub fn smallest_arena(kind: &ModelKind, cfg: &Config, ops: &[Timed]) -> Option<u64> {
+    let unit = cfg.align.max(8);
+    let fits = |arena: u64| run(kind, cfg, arena, ops, true).failure.is_none();
+    // An arena every model fits: twice everything ever allocated, headers
+    // and alignment included, as a power of two (for buddy).
+    let total: u64 = ops
+        .iter()
+        .map(|t| match t.op {
+            Op::Alloc { size, align, .. } => size + cfg.header + align.max(cfg.align),
+            Op::Realloc { size, .. } => size + cfg.header + cfg.align,
+            Op::Free { .. } => 0,
+        })
+        .sum();
+    let ceiling = total
+        .saturating_mul(2)
+        .max(4096)
+        .checked_next_power_of_two()?;
+    if ceiling > 1 << 40 {
+        return None;
+    }
+    let unbounded = run(kind, cfg, ceiling, ops, true);
+    if unbounded.failure.is_some() {
+        return None;
+    }
+    let mut lo = unbounded.max_live.saturating_sub(1);
+    let mut hi = unbounded.peak_footprint.max(unit).div_ceil(unit) * unit;
+    while !fits(hi) {
+        lo = hi;
+        hi = hi.checked_mul(2)?;
+        if hi > 1 << 40 {
+            return None;
+        }
+    }
+    // fits(hi), and nothing below lo can fit.
+    while hi - lo > unit.max(hi / 1000) {
+        let mid = (lo + (hi - lo) / 2) / unit * unit;
+        if mid <= lo {
+            break;
+        }
+        if fits(mid) {
+            hi = mid;
+        } else {
+            lo = mid;
+        }
+    }
+    Some(hi)
+}
+
+/// The report of one model: the smallest arena that fits, and the replay
+/// at the arena asked for (or at that smallest arena).
+#[derive(Clone, Debug, Serialize)]
+pub struct ModelReport {
+    /// The smallest arena that never fails (None: none up to 1 TiB).
+    pub smallest_arena: Option<u64>,
+    /// The replay.
+    pub outcome: Outcome,
+}
+
+/// Replays `ops` through each of `kinds`, best first (the smallest arena
+/// that fits, then the fewest steps at the worst).
+pub fn compare(kinds: &[ModelKind], cfg: &Config, ops: &[Timed]) -> Vec<ModelReport> {
+    let mut reports: Vec<ModelReport> = kinds
+        .iter()
+        .map(|k| {
+            let smallest = smallest_arena(k, cfg, ops);
+            let arena = cfg.arena.or(smallest).unwrap_or(1 << 30);
+            ModelReport {
+                smallest_arena: smallest,
+                outcome: run(k, cfg, arena, ops, false),
+            }
+        })
+        .collect();
+    reports.sort_by(|a, b| {
+        (
+            a.outcome.failure.is_some(),
+            a.smallest_arena.unwrap_or(u64::MAX),
+            a.outcome.steps_max,
+        )
+            .cmp(&(
+                b.outcome.failure.is_some(),
+                b.smallest_arena.unwrap_or(u64::MAX),
+                b.outcome.steps_max,
+            ))
+    });
+    reports
+}
+
+/// Where a failure happened, for people: the time since the start and the
+/// allocating function.
+pub fn describe_stack(model: &Model, symbolizer: &mut crate::Symbolizer, stack: StackId) -> String {
+    symbolizer
+        .stack(model, stack)
+        .site_frame()
+        .map_or_else(|| "<no stack>".to_owned(), |l| l.to_string())
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,135 @@
+//! Fixed-block pools, as Zephyr's `k_mem_slab`: one pool per block size,
+//! the arena shared equally between them; a request takes a block of the
+//! smallest size that holds it, and fails when that pool is empty (a slab
+//! does not borrow from another). Allocation and free are O(1): one step.
+
+use super::{Heap, HeapStats};
+use std::collections::HashMap;
+
+struct Pool {
+    block: u64,
+    start: u64,
+    blocks: u64,
+    /// Freed block indices (LIFO, as a slab's free list); blocks from
+    /// `fresh` on were never handed out.
+    free: Vec<u64>,
+    fresh: u64,
+    used_max: u64,
+}
+
+/// The slab heap.
+pub struct SlabHeap {
+    pools: Vec<Pool>,
+    /// User offset -> pool index.
+    used: HashMap<u64, usize>,
+    steps: u64,
+}
+
+impl SlabHeap {
+    /// Pools of `sizes` (each rounded up to `align`) sharing `arena`.
+    pub fn new(arena: u64, sizes: &[u64], align: u64) -> Self {
+        let align = align.max(1);
+        let mut sizes: Vec<u64> = sizes
+            .iter()
+            .map(|s| s.max(&1).div_ceil(align) * align)
+            .collect();
+        sizes.sort_unstable();
+        sizes.dedup();
+        let share = if sizes.is_empty() {
+            0
+        } else {
+            arena / sizes.len() as u64
+        };
+        let mut start = 0;
+        let pools = sizes
+            .into_iter()
+            .map(|block| {
+                let blocks = share / block;
+                let p = Pool {
+                    block,
+                    start,
+                    blocks,
+                    free: Vec::new(),
+                    fresh: 0,
+                    used_max: 0,
+                };
+                start += share;
+                p
+            })
+            .collect();
+        SlabHeap {
+            pools,
+            used: HashMap::new(),
+            steps: 0,
+        }
+    }
+}
+
+impl Heap for SlabHeap {
+    fn alloc(&mut self, size: u64, align: u64) -> Option<u64> {
+        self.steps += 1;
+        let i = self
+            .pools
+            .iter()
+            .position(|p| p.block >= size.max(1) && p.block % align.max(1) == 0)?;
+        let p = &mut self.pools[i];
+        let k = match p.free.pop() {
+            Some(k) => k,
+            None if p.fresh < p.blocks => {
+                p.fresh += 1;
+                p.fresh - 1
+            }
+            None => return None,
+        };
+        p.used_max = p.used_max.max(p.fresh - p.free.len() as u64);
+        let at = p.start + k * p.block;
+        self.used.insert(at, i);
+        Some(at)
+    }
+
+    fn free(&mut self, at: u64) {
+        self.steps += 1;
+        if let Some(i) = self.used.remove(&at) {
+            let p = &mut self.pools[i];
+            p.free.push((at - p.start) / p.block);
+        }
+    }
+
+    fn take_steps(&mut self) -> u64 {
+        std::mem::take(&mut self.steps)
+    }
+
+    fn stats(&self) -> HeapStats {
+        HeapStats {
+            free_total: self
+                .pools
+                .iter()
+                .map(|p| (p.blocks - p.fresh + p.free.len() as u64) * p.block)
+                .sum(),
+            largest_free: self
+                .pools
+                .iter()
+                .filter(|p| !p.free.is_empty() || p.fresh < p.blocks)
+                .map(|p| p.block)
+                .max()
+                .unwrap_or(0),
+            // The memory the pools needed: each pool's most blocks in use.
+            high_water: self.pools.iter().map(|p| p.used_max * p.block).sum(),
+        }
+    }
+
+    fn check(&self) -> Result<(), String> {
+        for (i, p) in self.pools.iter().enumerate() {
+            let used = self.used.values().filter(|&&j| j == i).count() as u64;
+            if used + p.free.len() as u64 != p.fresh {
+                return Err(format!(
+                    "pool of {} B: {used} used + {} freed != {} handed out",
+                    p.block,
+                    p.free.len(),
+                    p.fresh
+                ));
+            }
+        }
+        Ok(())
+    }
+}

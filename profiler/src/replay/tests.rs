@@ -1,0 +1,235 @@
+//! The models checked by hand-computed cases and by property tests of
+//! their invariants, and the replay's accounting.
+
+use super::*;
+use proptest::prelude::*;
+
+fn alloc(addr: u64, size: u64) -> Timed {
+    Timed {
+        op: Op::Alloc {
+            addr,
+            size,
+            align: 8,
+        },
+        ticks: addr,
+        stack: 7,
+    }
+}
+
+fn free(addr: u64) -> Timed {
+    Timed {
+        op: Op::Free { addr },
+        ticks: addr + 1000,
+        stack: 0,
+    }
+}
+
+fn cfg(header: u64) -> Config {
+    Config {
+        header,
+        ..Config::default()
+    }
+}
+
+#[test]
+fn first_fit_fails_where_worked_out_by_hand() {
+    // Arena 64, 8-byte headers: A [0,24), B [24,48), free [48,64); A freed
+    // leaves free blocks of 24 and 16: a 24-byte request (a 32-byte block)
+    // fails although 40 bytes are free.
+    let ops = [
+        alloc(0x100, 16),
+        alloc(0x200, 16),
+        free(0x100),
+        alloc(0x300, 24),
+    ];
+    let out = run(&ModelKind::FirstFit, &cfg(8), 64, &ops, false);
+    let f = out.failure.expect("a failure");
+    assert_eq!(
+        (f.index, f.size, f.free_bytes, f.largest_free),
+        (3, 24, 40, 24)
+    );
+    assert_eq!(f.stack, 7);
+    assert_eq!(out.failed, 1);
+    assert!((out.frag_max - (1.0 - 24.0 / 40.0)).abs() < 1e-9);
+    // 72 bytes fit it: C goes after B.
+    assert_eq!(
+        smallest_arena(&ModelKind::FirstFit, &cfg(8), &ops),
+        Some(80)
+    );
+    assert!(
+        run(&ModelKind::FirstFit, &cfg(8), 80, &ops, false)
+            .failure
+            .is_none()
+    );
+}
+
+#[test]
+fn buddy_rounds_to_powers_of_two() {
+    // 33 bytes take a 64-byte block: footprint 64 for 33 live (J&W #4).
+    let ops = [alloc(0x100, 33)];
+    let out = run(&ModelKind::Buddy, &cfg(0), 1024, &ops, false);
+    assert_eq!(out.peak_footprint, 64);
+    assert!((out.jw4 - 64.0 / 33.0).abs() < 1e-9);
+    // Orders 6 to 10 looked at, then 4 splits.
+    assert_eq!(out.steps_max, 9);
+    let mut b = buddy::BuddyHeap::new(1024, 16, 0);
+    let x = b.alloc(100, 8).unwrap();
+    let y = b.alloc(100, 8).unwrap();
+    assert_eq!((x, y), (0, 128));
+    b.free(x);
+    b.free(y);
+    b.check().unwrap();
+    assert_eq!(b.stats().largest_free, 1024, "buddies merged back");
+}
+
+#[test]
+fn tlsf_rounds_up_to_the_next_list_and_merges_at_once() {
+    let mut t = tlsf::TlsfHeap::new(1024, 8, 8);
+    // 100 + 8 bytes: a 112-byte block from the start, the rest free.
+    let a = t.alloc(100, 8).unwrap();
+    assert_eq!(a, 8);
+    assert_eq!(t.stats().largest_free, 1024 - 112);
+    let b = t.alloc(200, 8).unwrap();
+    assert_eq!(b, 112 + 8);
+    t.check().unwrap();
+    t.free(a);
+    t.check().unwrap();
+    assert_eq!(t.stats().free_total, 1024 - 208);
+    t.free(b);
+    t.check().unwrap();
+    assert_eq!(t.stats().largest_free, 1024, "everything merged");
+    // Constant work: a few steps whatever the heap.
+    let steps = t.take_steps();
+    assert!(steps <= 4 * 8, "{steps}");
+}
+
+#[test]
+fn heap2_never_coalesces_and_heap4_does() {
+    // Two 24-byte blocks freed side by side, then 56 bytes asked for.
+    let ops = [
+        alloc(0x100, 16),
+        alloc(0x200, 16),
+        free(0x100),
+        free(0x200),
+        alloc(0x300, 48),
+    ];
+    let h2 = run(&ModelKind::FreeRtosHeap2, &cfg(8), 64, &ops, false);
+    let h4 = run(&ModelKind::FreeRtosHeap4, &cfg(8), 64, &ops, false);
+    assert!(
+        h2.failure.is_some(),
+        "heap_2 keeps two 24-byte blocks and the 16-byte tail"
+    );
+    assert!(h4.failure.is_none(), "heap_4 merged them");
+}
+
+#[test]
+fn slab_pools_share_the_arena_and_do_not_borrow() {
+    let mut s = slab::SlabHeap::new(1024, &[32, 128], 8);
+    // 512 bytes each: 16 blocks of 32, 4 of 128.
+    for _ in 0..16 {
+        assert!(s.alloc(20, 8).is_some());
+    }
+    assert!(s.alloc(20, 8).is_none(), "the 32-byte pool is empty");
+    for _ in 0..4 {
+        assert!(s.alloc(100, 8).is_some());
+    }
+    assert!(s.alloc(100, 8).is_none());
+    s.check().unwrap();
+}
+
+#[test]
+fn unknown_frees_and_leaks_are_counted_not_fatal() {
+    let ops = [free(0x999), alloc(0x100, 10), alloc(0x200, 10)];
+    let out = run(&ModelKind::Tlsf, &cfg(8), 4096, &ops, false);
+    assert_eq!(
+        (out.unknown_frees, out.leaked_blocks, out.failed),
+        (1, 2, 0)
+    );
+}
+
+#[test]
+fn every_model_parses_by_its_name() {
+    for k in ModelKind::all() {
+        assert_eq!(ModelKind::parse(&k.name()).unwrap(), k);
+    }
+    assert_eq!(
+        ModelKind::parse("slab:32,64").unwrap(),
+        ModelKind::Slab(vec![32, 64])
+    );
+    assert!(ModelKind::parse("slab:").is_err());
+    assert!(ModelKind::parse("slab:0").is_err());
+    assert!(
+        ModelKind::parse("dlmalloc")
+            .unwrap_err()
+            .contains("unknown model")
+    );
+}
+
+fn model_strategy() -> impl Strategy<Value = ModelKind> {
+    prop_oneof![
+        Just(ModelKind::Tlsf),
+        Just(ModelKind::FirstFit),
+        Just(ModelKind::NextFit),
+        Just(ModelKind::BestFit),
+        Just(ModelKind::WorstFit),
+        Just(ModelKind::Buddy),
+        Just(ModelKind::FreeRtosHeap2),
+        Just(ModelKind::FreeRtosHeap4),
+        Just(ModelKind::FreeRtosHeap5),
+        Just(ModelKind::Slab(vec![16, 64, 256, 1024])),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// Any sequence of allocations and frees keeps every model's
+    /// invariants (blocks tile the arena, never overlap, merged where the
+    /// model merges), gives distinct live blocks that stay inside the
+    /// arena, and frees what it allocated.
+    #[test]
+    fn models_keep_their_invariants(
+        kind in model_strategy(),
+        arena in 256u64..16384,
+        steps in proptest::collection::vec((any::<bool>(), 1u64..700, any::<u16>()), 1..200),
+    ) {
+        let config = cfg(8);
+        let mut heap = kind.build(arena, &config);
+        let mut live: Vec<(u64, u64)> = Vec::new();
+        for (is_alloc, size, pick) in steps {
+            if is_alloc || live.is_empty() {
+                if let Some(at) = heap.alloc(size, 8) {
+                    prop_assert!(at + size <= arena.max(heap.stats().high_water), "{at}+{size} past the arena");
+                    for &(o, s) in &live {
+                        prop_assert!(at + size <= o || o + s <= at, "{at}+{size} overlaps {o}+{s}");
+                    }
+                    live.push((at, size));
+                }
+            } else {
+                let (at, _) = live.swap_remove(pick as usize % live.len());
+                heap.free(at);
+            }
+            let c = heap.check();
+            prop_assert!(c.is_ok(), "{}: {:?}", kind.name(), c);
+            let st = heap.stats();
+            prop_assert!(st.largest_free <= st.free_total, "{}: {:?}", kind.name(), st);
+        }
+        for (at, _) in live.drain(..) {
+            heap.free(at);
+        }
+        prop_assert!(heap.check().is_ok());
+        let st = heap.stats();
+        prop_assert!(st.largest_free <= st.free_total);
+    }
+}
+
+#[test]
+fn slab_statistics_add_up() {
+    let mut s = slab::SlabHeap::new(4096, &[16, 64, 65536], 8);
+    let a = s.alloc(10, 8).unwrap();
+    let st = s.stats();
+    assert!(st.largest_free <= st.free_total, "{st:?}");
+    s.free(a);
+    let st = s.stats();
+    assert!(st.largest_free <= st.free_total, "{st:?}");
+}

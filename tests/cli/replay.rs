@@ -1,0 +1,135 @@
+//! `memtally replay --embedded`: a synthetic trace whose fit is known,
+//! through every model, as text and JSON, and the errors.
+
+use super::{fails_with, memtally, scratch};
+use memtally_profiler::synth::{TraceBuilder, alloc, free};
+
+/// 40 blocks of 100 bytes, every other one freed, then ten of 150 bytes:
+/// first fit cannot put them in the 100-byte holes.
+fn trace(dir: &std::path::Path) -> std::path::PathBuf {
+    let mut t = TraceBuilder::new();
+    t.full_header().clock(0, 0).clock(1_000_000, 1_000_000);
+    t.frame(1, 0, 0x1000).frame(2, 0, 0x2000);
+    let mut events = Vec::new();
+    for i in 0..40u64 {
+        events.push(alloc(i * 32, 0x10_0000 + i * 0x100, 100, 1));
+    }
+    for i in (0..40u64).step_by(2) {
+        events.push(free(2000 + i * 32, 0x10_0000 + i * 0x100));
+    }
+    for i in 0..10u64 {
+        events.push(alloc(4000 + i * 32, 0x20_0000 + i * 0x100, 150, 2));
+    }
+    t.events(0, &events).footer(10_000);
+    let path = dir.join("holes.mtt");
+    std::fs::write(&path, t.bytes()).unwrap();
+    path
+}
+
+#[test]
+fn replay_finds_the_failure_and_the_smallest_arena() {
+    let dir = scratch("replay");
+    let path = trace(&dir);
+    let p = path.to_str().unwrap();
+    // 40 x 112-byte blocks fill 4480 bytes: the 150-byte requests fail at
+    // the first one (op 60) when the arena has no room past them.
+    let out = memtally(&[
+        "replay",
+        p,
+        "--embedded",
+        "first-fit,tlsf,buddy",
+        "--arena",
+        "4480",
+        "--json",
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(doc["operations"], 70);
+    let models = doc["models"].as_array().unwrap();
+    let first_fit = models
+        .iter()
+        .find(|m| m["outcome"]["model"] == "first-fit")
+        .unwrap();
+    let failure = &first_fit["outcome"]["failure"];
+    assert_eq!(failure["index"], 60, "{first_fit}");
+    assert_eq!(failure["size"], 150);
+    assert_eq!(failure["free_bytes"], 20 * 112);
+    assert_eq!(failure["largest_free"], 112);
+    // It fits when the ten 160-byte blocks go after the 40: 4480 + 1600.
+    assert_eq!(first_fit["smallest_arena"], 6080);
+    assert_eq!(first_fit["outcome"]["failed"], 10);
+    let failures = doc["failures"].as_array().unwrap();
+    assert!(
+        failures
+            .iter()
+            .filter_map(|f| f.as_str())
+            .any(|f| f.starts_with("fragmentation at ")),
+        "{failures:?}"
+    );
+
+    let out = memtally(&["replay", p, "--embedded", "all"]);
+    assert_eq!(out.status.code(), Some(0));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("70 operations through 9 models, best first"),
+        "{text}"
+    );
+    for model in [
+        "tlsf",
+        "first-fit",
+        "next-fit",
+        "best-fit",
+        "worst-fit",
+        "buddy",
+        "freertos-heap2",
+        "freertos-heap4",
+        "freertos-heap5",
+    ] {
+        assert!(
+            text.lines().any(|l| l.trim_start().starts_with(model)),
+            "{model}: {text}"
+        );
+    }
+}
+
+#[test]
+fn replay_says_what_is_wrong() {
+    let dir = scratch("replay-errors");
+    let path = trace(&dir);
+    let p = path.to_str().unwrap();
+    fails_with(&memtally(&["replay", p]), "no models given");
+    fails_with(
+        &memtally(&["replay", p, "--embedded", "dlmalloc"]),
+        "unknown model \"dlmalloc\"",
+    );
+    fails_with(
+        &memtally(&["replay", p, "--embedded", "slab:"]),
+        "invalid slab:",
+    );
+    fails_with(
+        &memtally(&["replay", p, "--embedded", "tlsf", "--arena", "8"]),
+        "smaller than one block",
+    );
+    fails_with(
+        &memtally(&["replay", p, "--embedded", "tlsf", "--align", "12"]),
+        "expected a power of two",
+    );
+    fails_with(
+        &memtally(&["replay", "/no/such.mtt", "--embedded", "tlsf"]),
+        "/no/such.mtt",
+    );
+    // A slab list whose sizes use commas too.
+    let out = memtally(&["replay", p, "--embedded", "slab:64,128,256,tlsf"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("slab:64,128,256"));
+}
