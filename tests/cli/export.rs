@@ -2,36 +2,13 @@
 //! pprof and read back by Go's own `go tool pprof`, and as folded stacks
 //! and JSON.
 
-use super::{fails_with, memtally, run_recorded, scratch};
-use std::path::Path;
+use super::{fails_with, memtally, record_c_program, scratch};
 use std::process::Command;
 
 /// Builds tests/c/planted_leaks.c and records it; None when the library is
 /// not built.
 fn planted_trace(test: &str) -> Option<std::path::PathBuf> {
-    let dir = scratch(test);
-    let exe = dir.join("planted");
-    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/c/planted_leaks.c");
-    let built = Command::new("cc")
-        .args(["-O1", "-g", "-o"])
-        .arg(&exe)
-        .arg(&source)
-        .status()
-        .expect("cc is not installed; .ci/run installs it");
-    assert!(built.success());
-    let trace = dir.join("t.mtt");
-    let out = run_recorded(
-        &format!("{test}-run"),
-        &[
-            "run",
-            "-o",
-            trace.to_str().unwrap(),
-            "--",
-            exe.to_str().unwrap(),
-        ],
-    )?;
-    assert_eq!(out.status.code(), Some(0));
-    Some(trace)
+    record_c_program(test, "planted_leaks", &[])
 }
 
 /// `go tool pprof ARGS`, which must succeed.

@@ -53,6 +53,39 @@ fn run_recorded(test: &str, args: &[&str]) -> Option<Output> {
     Some(out)
 }
 
+/// Builds `tests/c/NAME.c` (with `cc_args` too) in a fresh directory
+/// named `test` and records it with `memtally run`, which must succeed;
+/// the trace, or None (the test skips) when the library is not built.
+fn record_c_program(test: &str, name: &str, cc_args: &[&str]) -> Option<PathBuf> {
+    let dir = scratch(test);
+    let exe = dir.join(name);
+    let source = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/c")
+        .join(format!("{name}.c"));
+    let built = Command::new("cc")
+        .args(["-O1", "-g"])
+        .args(cc_args)
+        .arg("-o")
+        .arg(&exe)
+        .arg(&source)
+        .status()
+        .expect("cc is not installed; .ci/run installs it");
+    assert!(built.success(), "cc {}", source.display());
+    let trace = dir.join("t.mtt");
+    let out = run_recorded(
+        &format!("{test}-run"),
+        &[
+            "run",
+            "-o",
+            trace.to_str().unwrap(),
+            "--",
+            exe.to_str().unwrap(),
+        ],
+    )?;
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    Some(trace)
+}
+
 /// Asserts the command failed with status 2 and one `memtally:` line
 /// containing `want`.
 fn fails_with(out: &Output, want: &str) {
@@ -484,34 +517,10 @@ fn flame_draws_and_folds_and_says_what_is_wrong() {
 
 #[test]
 fn leaks_finds_the_planted_leaks_exactly() {
-    if Command::new("cc").arg("--version").output().is_err() {
-        eprintln!("skipped: no C compiler (.ci/run installs one)");
-        return;
-    }
-    let dir = scratch("leaks");
-    let exe = dir.join("planted");
-    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/c/planted_leaks.c");
-    let built = Command::new("cc")
-        .args(["-O1", "-g", "-o"])
-        .arg(&exe)
-        .arg(&source)
-        .status()
-        .unwrap();
-    assert!(built.success());
-    let trace = dir.join("t.mtt");
-    let Some(out) = run_recorded(
-        "leaks-run",
-        &[
-            "run",
-            "-o",
-            trace.to_str().unwrap(),
-            "--",
-            exe.to_str().unwrap(),
-        ],
-    ) else {
+    let Some(trace) = record_c_program("leaks", "planted_leaks", &[]) else {
         return;
     };
-    assert_eq!(out.status.code(), Some(0));
+    let dir = trace.parent().unwrap().to_owned();
     let t = trace.to_str().unwrap();
     let out = memtally(&["leaks", t, "--json"]);
     assert_eq!(out.status.code(), Some(0));

@@ -1,36 +1,13 @@
 //! Ownership analytics: a C program whose producer thread hands 100 blocks
 //! to a consumer thread that frees them, reported by `memtally report`.
 
-use super::{memtally, run_recorded, scratch};
-use std::path::Path;
-use std::process::Command;
+use super::{memtally, record_c_program};
 
 #[test]
 fn blocks_freed_by_another_thread_are_counted_by_site_and_thread_pair() {
-    let dir = scratch("ownership");
-    let exe = dir.join("handoff");
-    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/c/handoff.c");
-    let built = Command::new("cc")
-        .args(["-O1", "-g", "-pthread", "-o"])
-        .arg(&exe)
-        .arg(&source)
-        .status()
-        .expect("cc is not installed; .ci/run installs it");
-    assert!(built.success());
-    let trace = dir.join("t.mtt");
-    let Some(out) = run_recorded(
-        "ownership-run",
-        &[
-            "run",
-            "-o",
-            trace.to_str().unwrap(),
-            "--",
-            exe.to_str().unwrap(),
-        ],
-    ) else {
+    let Some(trace) = record_c_program("ownership", "handoff", &["-pthread"]) else {
         return;
     };
-    assert_eq!(out.status.code(), Some(0), "{out:?}");
     let out = memtally(&["report", "--json", trace.to_str().unwrap()]);
     let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let w = &doc["ownership"];

@@ -1,36 +1,15 @@
 //! `memtally plot`: a recorded C program in three marked phases drawn as a
 //! timeline, and the errors of the command.
 
-use super::{fails_with, memtally, run_recorded, sample_trace, scratch};
-use std::path::Path;
+use super::{fails_with, memtally, record_c_program, sample_trace, scratch};
 use std::process::Command;
 
 #[test]
 fn plot_stacks_the_holding_functions_and_draws_the_markers() {
-    let dir = scratch("plot");
-    let exe = dir.join("phases");
-    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/c/phases.c");
-    let built = Command::new("cc")
-        .args(["-O1", "-g", "-o"])
-        .arg(&exe)
-        .arg(&source)
-        .status()
-        .expect("cc is not installed; .ci/run installs it");
-    assert!(built.success());
-    let trace = dir.join("phases.mtt");
-    let Some(out) = run_recorded(
-        "plot-run",
-        &[
-            "run",
-            "-o",
-            trace.to_str().unwrap(),
-            "--",
-            exe.to_str().unwrap(),
-        ],
-    ) else {
+    let Some(trace) = record_c_program("plot", "phases", &[]) else {
         return;
     };
-    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let dir = trace.parent().unwrap().to_owned();
 
     let svg_path = dir.join("phases.svg");
     let out = memtally(&[

@@ -1,36 +1,13 @@
 //! Scopes from C through `libmemtally.so`'s C ABI, reported by
 //! `memtally report --by scope` as text and JSON.
 
-use super::{memtally, run_recorded, scratch};
-use std::path::Path;
-use std::process::Command;
+use super::{memtally, record_c_program};
 
 #[test]
 fn c_scopes_are_reported_by_scope_with_what_outlived_its_request() {
-    let dir = scratch("scopes");
-    let exe = dir.join("scopes");
-    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/c/scopes.c");
-    let built = Command::new("cc")
-        .args(["-O1", "-g", "-o"])
-        .arg(&exe)
-        .arg(&source)
-        .status()
-        .expect("cc is not installed; .ci/run installs it");
-    assert!(built.success());
-    let trace = dir.join("t.mtt");
-    let Some(out) = run_recorded(
-        "scopes-run",
-        &[
-            "run",
-            "-o",
-            trace.to_str().unwrap(),
-            "--",
-            exe.to_str().unwrap(),
-        ],
-    ) else {
+    let Some(trace) = record_c_program("scopes", "scopes", &[]) else {
         return;
     };
-    assert_eq!(out.status.code(), Some(0), "{out:?}");
     let t = trace.to_str().unwrap();
 
     let out = memtally(&["report", "--json", t]);
