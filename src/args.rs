@@ -42,6 +42,10 @@ pub struct ReplayArgs {
     pub models: Vec<memtally_profiler::replay::ModelKind>,
     /// Arena and model settings.
     pub config: memtally_profiler::replay::Config,
+    /// Real allocators to replay against.
+    pub against: Vec<String>,
+    /// Runs per real allocator (the median is shown).
+    pub runs: usize,
     /// Print JSON.
     pub json: bool,
 }
@@ -389,6 +393,15 @@ Models are listed best first.
 
 Usage:
   memtally replay FILE --embedded MODEL[,MODEL...]|all [OPTIONS]
+  memtally replay FILE --against ALLOCATOR[,ALLOCATOR...] [--runs N]
+
+With --against (memtally, system, mimalloc, jemalloc) the operations are
+replayed on each real allocator in a process of its own (one thread per
+recorded thread, in the recorded global order; every block touched once per
+page), and the replay time and peak RSS are compared, as memtally / that
+allocator (the median of --runs runs, default 3). The workers are built by
+`cargo build --release -p memtally-benches` and found next to memtally (or
+in $MEMTALLY_REPLAY_WORKERS).
 
 Models:
   tlsf             two-level segregated fit (O(1), good fit, merges at once)
@@ -616,6 +629,8 @@ fn parse_replay(p: &mut lexopt::Parser) -> Result<Command> {
     let mut models = None;
     let mut config = Config::default();
     let mut json = false;
+    let mut against = Vec::new();
+    let mut runs = 3;
     let number = |flag: &str, v: &str| -> Result<u64> {
         v.parse::<u64>()
             .ok()
@@ -684,6 +699,20 @@ fn parse_replay(p: &mut lexopt::Parser) -> Result<Command> {
                     .with_context(|| format!("invalid --regions {v}"))?;
             }
             Long("json") => json = true,
+            Long("against") => {
+                let v = p.value()?.string()?;
+                for a in v.split(',') {
+                    match a {
+                        "memtally" | "system" | "mimalloc" | "jemalloc" => {
+                            against.push(a.to_owned())
+                        }
+                        _ => bail!(
+                            "unknown allocator {a:?} in --against (expected memtally, system, mimalloc or jemalloc)"
+                        ),
+                    }
+                }
+            }
+            Long("runs") => runs = parse_count("--runs", &p.value()?.string()?)?,
             Value(v) if file.is_none() => file = Some(PathBuf::from(v)),
             Value(v) => bail!(
                 "unexpected argument {} (replay reads one trace)",
@@ -693,14 +722,18 @@ fn parse_replay(p: &mut lexopt::Parser) -> Result<Command> {
         }
     }
     let file = file.context("no trace given (usage: memtally replay FILE --embedded MODELS)")?;
-    let models = models.context(
-        "no models given: --embedded tlsf,first-fit,... or --embedded all (replay against real allocators and distributed models are not built yet)",
-    )?;
+    if models.is_none() && against.is_empty() {
+        bail!(
+            "nothing to replay against: --embedded tlsf,first-fit,...|all and/or --against memtally,system,mimalloc,jemalloc (distributed models are not built yet)"
+        );
+    }
     Ok(Command::Replay(ReplayArgs {
         file,
-        models,
+        models: models.unwrap_or_default(),
         config,
         json,
+        against,
+        runs,
     }))
 }
 

@@ -19,6 +19,129 @@ struct Document<'a> {
     models: &'a [ModelReport],
     /// For each model's first failure: when and where, for people.
     failures: Vec<Option<String>>,
+    /// The real allocators (`--against`).
+    allocators: &'a [RealRun],
+}
+
+/// One real allocator's replay (medians over the runs).
+#[derive(Serialize)]
+struct RealRun {
+    allocator: String,
+    runs: usize,
+    replay_ns: u64,
+    peak_rss_kib: u64,
+    /// The peak RSS above the worker's RSS before the replay (the program
+    /// loaded): what the allocator needed for the workload.
+    replay_rss_kib: u64,
+    /// memtally's replay time / this allocator's (below 1: memtally faster).
+    time_ratio: Option<f64>,
+    /// memtally's replay RSS / this allocator's.
+    rss_ratio: Option<f64>,
+}
+
+/// The directory of the replay workers.
+fn worker(name: &str) -> Result<std::path::PathBuf> {
+    let file = format!("replay-worker-{name}");
+    let dirs = std::env::var_os("MEMTALLY_REPLAY_WORKERS")
+        .map(std::path::PathBuf::from)
+        .into_iter()
+        .chain(
+            std::env::current_exe()
+                .ok()
+                .and_then(|e| e.parent().map(|p| p.to_owned())),
+        );
+    for d in dirs {
+        let p = d.join(&file);
+        if p.is_file() {
+            return Ok(p);
+        }
+    }
+    bail!(
+        "the replay worker for {name} is not built ({file}: build it with cargo build --release -p memtally-benches)"
+    )
+}
+
+/// Runs `exe program` and returns (replay ns, peak RSS KiB, RSS before
+/// the replay KiB), as the worker measured them (its `VmHWM`: `wait4`'s
+/// `ru_maxrss` would carry this process's own RSS over the exec).
+fn run_worker(exe: &std::path::Path, program: &std::path::Path) -> Result<(u64, u64, u64)> {
+    let out = std::process::Command::new(exe)
+        .arg(program)
+        .output()
+        .map_err(|e| anyhow!("cannot run {}: {e}", exe.display()))?;
+    if !out.status.success() {
+        bail!(
+            "{} failed: {}",
+            exe.display(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    let field = |name: &str| -> Result<u64> {
+        text.split_whitespace()
+            .find_map(|w| w.strip_prefix(name))
+            .and_then(|v| v.parse().ok())
+            .ok_or_else(|| anyhow!("{} printed no {name}: {text}", exe.display()))
+    };
+    Ok((
+        field("replay_ns=")?,
+        field("peak_rss_kib=")?,
+        field("base_rss_kib=")?,
+    ))
+}
+
+/// Replays the trace on each real allocator asked for.
+fn against(args: &ReplayArgs, ops: &[replay::Timed]) -> Result<Vec<RealRun>> {
+    let workers: Vec<(String, std::path::PathBuf)> = args
+        .against
+        .iter()
+        .map(|a| Ok((a.clone(), worker(a)?)))
+        .collect::<Result<_>>()?;
+    let program = replay::program::build(ops);
+    let path = std::env::temp_dir().join(format!("memtally-replay-{}.prog", std::process::id()));
+    std::fs::write(&path, replay::program::encode(&program))
+        .map_err(|e| anyhow!("cannot write {}: {e}", path.display()))?;
+    let median = |mut v: Vec<u64>| {
+        v.sort_unstable();
+        v[v.len() / 2]
+    };
+    let mut runs = Vec::new();
+    let result = (|| -> Result<()> {
+        for (name, exe) in &workers {
+            let mut times = Vec::new();
+            let mut rss = Vec::new();
+            let mut added = Vec::new();
+            for _ in 0..args.runs {
+                let (t, r, base) = run_worker(exe, &path)?;
+                times.push(t);
+                rss.push(r);
+                added.push(r.saturating_sub(base));
+            }
+            runs.push(RealRun {
+                allocator: name.clone(),
+                runs: args.runs,
+                replay_ns: median(times),
+                peak_rss_kib: median(rss),
+                replay_rss_kib: median(added),
+                time_ratio: None,
+                rss_ratio: None,
+            });
+        }
+        Ok(())
+    })();
+    let _ = std::fs::remove_file(&path);
+    result?;
+    if let Some((t, r)) = runs
+        .iter()
+        .find(|x| x.allocator == "memtally")
+        .map(|m| (m.replay_ns, m.replay_rss_kib))
+    {
+        for x in &mut runs {
+            x.time_ratio = Some(t as f64 / x.replay_ns.max(1) as f64);
+            x.rss_ratio = Some(r as f64 / x.replay_rss_kib.max(1) as f64);
+        }
+    }
+    Ok(runs)
 }
 
 /// Runs `memtally replay`.
@@ -43,6 +166,11 @@ pub fn run(args: &ReplayArgs) -> Result<()> {
             args.config.align.max(8) + args.config.header
         );
     }
+    let real = if args.against.is_empty() {
+        Vec::new()
+    } else {
+        against(args, &recorded.ops)?
+    };
     let reports = replay::compare(&args.models, &args.config, &recorded.ops);
     let mut symbolizer = Symbolizer::default();
     let failures: Vec<Option<String>> = reports
@@ -76,11 +204,46 @@ pub fn run(args: &ReplayArgs) -> Result<()> {
             header: args.config.header,
             models: &reports,
             failures,
+            allocators: &real,
         };
         serde_json::to_writer_pretty(&mut out, &doc)?;
         writeln!(out)?;
         out.flush()?;
         return Ok(());
+    }
+    if !real.is_empty() {
+        writeln!(
+            out,
+            "memtally replay: {}: {} operations on real allocators, each in a process of its own (median of {} runs)",
+            args.file.display(),
+            text_count(recorded.ops.len() as u64),
+            args.runs
+        )?;
+        writeln!(
+            out,
+            "  allocator  replay time  replay RSS  peak RSS  memtally/this time  memtally/this RSS"
+        )?;
+        for r in &real {
+            writeln!(
+                out,
+                "  {:<9}  {:>11}  {:>10}  {:>8}  {:>18}  {:>17}",
+                r.allocator,
+                text_ns(r.replay_ns),
+                text_bytes(r.replay_rss_kib * 1024),
+                text_bytes(r.peak_rss_kib * 1024),
+                r.time_ratio.map_or("-".into(), |x| format!("{x:.3}")),
+                r.rss_ratio.map_or("-".into(), |x| format!("{x:.3}"))
+            )?;
+        }
+        writeln!(
+            out,
+            "  (replay RSS: the peak above the worker's RSS before the replay; ratios below 1: memtally faster or smaller)"
+        )?;
+        if reports.is_empty() {
+            out.flush()?;
+            return Ok(());
+        }
+        writeln!(out)?;
     }
     writeln!(
         out,

@@ -11,6 +11,7 @@
 pub mod block;
 pub mod cli;
 pub mod measure;
+pub mod replay_worker;
 pub mod report;
 pub mod rng;
 pub mod workloads;

@@ -102,7 +102,7 @@ fn replay_says_what_is_wrong() {
     let dir = scratch("replay-errors");
     let path = trace(&dir);
     let p = path.to_str().unwrap();
-    fails_with(&memtally(&["replay", p]), "no models given");
+    fails_with(&memtally(&["replay", p]), "nothing to replay against");
     fails_with(
         &memtally(&["replay", p, "--embedded", "dlmalloc"]),
         "unknown model \"dlmalloc\"",

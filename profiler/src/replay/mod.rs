@@ -27,6 +27,7 @@
 
 pub mod buddy;
 pub mod fit;
+pub mod program;
 pub mod slab;
 pub mod tlsf;
 
@@ -264,6 +265,8 @@ pub struct Timed {
     pub ticks: u64,
     /// The allocating stack (0 for frees).
     pub stack: StackId,
+    /// The recorded thread.
+    pub thread: u64,
 }
 
 /// A trace's operations, and its model (for names and times).
@@ -280,6 +283,7 @@ pub fn read(path: &Path) -> Result<Recorded, crate::Error> {
     let analysis = Analysis::open_visiting(path, ModelOptions::default(), |item, _| {
         let Ordered::Event(e) = item else { return };
         let ticks = e.event.time;
+        let thread = e.thread;
         let timed = match e.event.kind {
             EventKind::Alloc {
                 address,
@@ -295,11 +299,13 @@ pub fn read(path: &Path) -> Result<Recorded, crate::Error> {
                 },
                 ticks,
                 stack,
+                thread,
             },
             EventKind::Free { address, .. } if address != 0 => Timed {
                 op: Op::Free { addr: address },
                 ticks,
                 stack: 0,
+                thread,
             },
             EventKind::Realloc {
                 old_address,
@@ -315,6 +321,7 @@ pub fn read(path: &Path) -> Result<Recorded, crate::Error> {
                 },
                 ticks,
                 stack,
+                thread,
             },
             _ => return,
         };

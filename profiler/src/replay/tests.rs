@@ -13,6 +13,7 @@ fn alloc(addr: u64, size: u64) -> Timed {
         },
         ticks: addr,
         stack: 7,
+        thread: 0,
     }
 }
 
@@ -21,6 +22,7 @@ fn free(addr: u64) -> Timed {
         op: Op::Free { addr },
         ticks: addr + 1000,
         stack: 0,
+        thread: 0,
     }
 }
 
@@ -232,4 +234,40 @@ fn slab_statistics_add_up() {
     s.free(a);
     let st = s.stats();
     assert!(st.largest_free <= st.free_total, "{st:?}");
+}
+
+#[test]
+fn a_program_round_trips_and_reuses_slots() {
+    let mut ops = vec![
+        alloc(0x100, 10),
+        alloc(0x200, 20),
+        free(0x100),
+        alloc(0x300, 30),
+        free(0x999),
+    ];
+    ops[1].thread = 5;
+    let p = program::build(&ops);
+    assert_eq!(p.threads, 2);
+    assert_eq!(p.slots, 2, "the freed slot 0 serves 0x300");
+    assert_eq!(p.steps.len(), 4, "the unknown free is left out");
+    assert_eq!(
+        p.steps[3],
+        (
+            0,
+            program::Step::Alloc {
+                slot: 0,
+                size: 30,
+                align: 8
+            }
+        )
+    );
+    assert_eq!(p.steps[1].0, 1);
+    let bytes = program::encode(&p);
+    assert_eq!(program::decode(&bytes).unwrap(), p);
+    assert!(
+        program::decode(&bytes[..bytes.len() - 1])
+            .unwrap_err()
+            .contains("cut short")
+    );
+    assert!(program::decode(b"nope").unwrap_err().contains("bad magic"));
 }

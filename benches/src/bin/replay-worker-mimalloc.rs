@@ -1,0 +1,9 @@
+//! Replay worker with mimalloc as the global allocator: runs a replay program
+//! for `memtally replay --against` (see `replay_worker.rs`).
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+fn main() -> std::process::ExitCode {
+    memtally_benches::replay_worker::replay_worker_main("mimalloc")
+}

@@ -1,0 +1,229 @@
+//! The replay worker: runs a replay program (`memtally replay --against`)
+//! with this process's global allocator, one thread per recorded thread,
+//! in the recorded global order (a shared counter: each thread waits for
+//! its step's turn), and prints how long the replay took. One worker binary
+//! per allocator, so that each allocator's peak RSS is its own.
+//!
+//! Each block allocated is touched once per 4 KiB page (and its first
+//! byte), as a program writing its data would, so that RSS reflects it.
+//! The worker also prints its RSS before the replay (the program loaded),
+//! so that the RSS the replay added can be told from the harness's.
+
+use memtally_profiler::replay::program::{self, Step};
+use std::alloc::{Layout, alloc, dealloc, realloc};
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::Instant;
+
+/// A slot: the live block's pointer, size and alignment.
+#[derive(Default)]
+struct Slot {
+    ptr: AtomicUsize,
+    size: AtomicUsize,
+    align: AtomicUsize,
+}
+
+fn touch(p: *mut u8, size: usize) {
+    let mut k = 0;
+    while k < size {
+        // SAFETY: `p` points to `size` bytes just allocated; k < size.
+        unsafe { p.add(k).write_volatile(1) };
+        k += 4096;
+    }
+}
+
+fn layout(size: u64, align: u64) -> Layout {
+    Layout::from_size_align(size.max(1) as usize, align.max(1) as usize)
+        .unwrap_or_else(|_| Layout::new::<u8>())
+}
+
+fn release(slot: &Slot) {
+    let p = slot.ptr.swap(0, Ordering::Relaxed);
+    if p != 0 {
+        let l = layout(
+            slot.size.load(Ordering::Relaxed) as u64,
+            slot.align.load(Ordering::Relaxed) as u64,
+        );
+        // SAFETY: `p` came from `alloc`/`realloc` with this layout and is
+        // freed once (the slot was emptied first).
+        unsafe { dealloc(p as *mut u8, l) };
+    }
+}
+
+fn step(slots: &[Slot], s: Step) {
+    match s {
+        Step::Alloc { slot, size, align } => {
+            let l = layout(size, align);
+            // SAFETY: the layout has a non-zero size.
+            let p = unsafe { alloc(l) };
+            if !p.is_null() {
+                touch(p, l.size());
+            }
+            let slot = &slots[slot as usize];
+            // A slot still holding a block (its free was never recorded)
+            // keeps it: that block leaks, as it did in the program.
+            slot.ptr.store(p as usize, Ordering::Relaxed);
+            slot.size.store(l.size(), Ordering::Relaxed);
+            slot.align.store(l.align(), Ordering::Relaxed);
+        }
+        Step::Free { slot } => release(&slots[slot as usize]),
+        Step::Realloc { old, slot, size } => {
+            let new = match old.map(|o| &slots[o as usize]) {
+                Some(o) if o.ptr.load(Ordering::Relaxed) != 0 => {
+                    let p = o.ptr.swap(0, Ordering::Relaxed) as *mut u8;
+                    let l = layout(
+                        o.size.load(Ordering::Relaxed) as u64,
+                        o.align.load(Ordering::Relaxed) as u64,
+                    );
+                    // SAFETY: `p` was allocated with `l`; the new size is
+                    // non-zero.
+                    let q = unsafe { realloc(p, l, size.max(1) as usize) };
+                    (q, l.align())
+                }
+                _ => {
+                    let l = layout(size, 16);
+                    // SAFETY: non-zero size.
+                    (unsafe { alloc(l) }, l.align())
+                }
+            };
+            if !new.0.is_null() {
+                touch(new.0, size.max(1) as usize);
+            }
+            let s = &slots[slot as usize];
+            s.ptr.store(new.0 as usize, Ordering::Relaxed);
+            s.size.store(size.max(1) as usize, Ordering::Relaxed);
+            s.align.store(new.1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// The program file mapped read-only: the worker reads it without
+/// allocating through the allocator it measures.
+struct Mapped {
+    ptr: *mut libc::c_void,
+    len: usize,
+}
+
+impl Mapped {
+    fn open(path: &str) -> Result<Mapped, String> {
+        let file = std::fs::File::open(path).map_err(|e| format!("cannot read {path}: {e}"))?;
+        let len = file
+            .metadata()
+            .map_err(|e| format!("cannot read {path}: {e}"))?
+            .len() as usize;
+        if len == 0 {
+            return Err(format!("{path} is empty"));
+        }
+        use std::os::fd::AsRawFd;
+        // SAFETY: a read-only private mapping of an open file; the mapping
+        // outlives the descriptor, as mmap allows.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ,
+                libc::MAP_PRIVATE,
+                file.as_raw_fd(),
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(format!("cannot map {path}"));
+        }
+        Ok(Mapped { ptr, len })
+    }
+
+    fn bytes(&self) -> &[u8] {
+        // SAFETY: `len` readable bytes are mapped at `ptr` until drop.
+        unsafe { std::slice::from_raw_parts(self.ptr as *const u8, self.len) }
+    }
+}
+
+impl Drop for Mapped {
+    fn drop(&mut self) {
+        // SAFETY: unmaps exactly what `open` mapped.
+        unsafe { libc::munmap(self.ptr, self.len) };
+    }
+}
+
+// SAFETY: the mapping is read-only and immutable; sharing it between the
+// replay threads is sharing a `&[u8]`.
+unsafe impl Sync for Mapped {}
+
+/// A `/proc/self/status` field in KiB: `VmRSS` (now) or `VmHWM` (the
+/// peak of this process image: unlike `wait4`'s `ru_maxrss`, it does not
+/// inherit the parent's RSS from before the exec).
+fn status_kib(field: &str) -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix(field))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// The worker's `main`: `replay-worker-NAME PROGRAM`.
+pub fn replay_worker_main(allocator: &str) -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let [path] = args.as_slice() else {
+        eprintln!("usage: replay-worker-{allocator} PROGRAM");
+        return ExitCode::from(2);
+    };
+    let mapped = match Mapped::open(path) {
+        Ok(m) => m,
+        Err(e) => {
+            eprintln!("replay-worker-{allocator}: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let reader = match program::Reader::new(mapped.bytes()) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("replay-worker-{allocator}: {path}: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    // Check the whole program before running any of it.
+    if let Some(Err(e)) = reader.clone().find(|s| s.is_err()) {
+        eprintln!("replay-worker-{allocator}: {path}: {e}");
+        return ExitCode::from(2);
+    }
+    let slots: Vec<Slot> = (0..reader.slots).map(|_| Slot::default()).collect();
+    let base_rss_kib = status_kib("VmRSS:");
+    let next = AtomicU64::new(0);
+    let start = Instant::now();
+    std::thread::scope(|scope| {
+        for thread in 0..reader.threads {
+            let (slots, next, reader) = (&slots, &next, reader.clone());
+            scope.spawn(move || {
+                for (index, t, s) in reader.flatten() {
+                    if t != thread {
+                        continue;
+                    }
+                    let mut spins = 0u32;
+                    while next.load(Ordering::Acquire) != index {
+                        spins += 1;
+                        if spins > 64 {
+                            std::thread::yield_now();
+                        } else {
+                            std::hint::spin_loop();
+                        }
+                    }
+                    step(slots, s);
+                    next.store(index + 1, Ordering::Release);
+                }
+            });
+        }
+    });
+    let elapsed = start.elapsed();
+    println!(
+        "replay_ns={} steps={} threads={} base_rss_kib={base_rss_kib} peak_rss_kib={}",
+        elapsed.as_nanos(),
+        reader.count,
+        reader.threads,
+        status_kib("VmHWM:")
+    );
+    ExitCode::SUCCESS
+}
