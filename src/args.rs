@@ -153,6 +153,8 @@ pub enum ExportFormat {
     Folded,
     /// The JSON export document.
     Json,
+    /// A RAPIDS RMM logging_resource_adaptor CSV log.
+    RmmCsv,
 }
 
 impl ExportFormat {
@@ -162,6 +164,7 @@ impl ExportFormat {
             ExportFormat::Pprof => "pb.gz",
             ExportFormat::Folded => "folded",
             ExportFormat::Json => "json",
+            ExportFormat::RmmCsv => "rmm.csv",
         }
     }
 }
@@ -349,10 +352,13 @@ Options:
                     folded: folded stacks of one metric (see --metric), for
                     flamegraph tools;
                     json: every site with its whole stack and counters,
-                    threads, timelines and markers (docs/export-json.md)
+                    threads, timelines and markers (docs/export-json.md);
+                    rmm-csv: every allocation and free as a RAPIDS RMM
+                    log (Thread,Time,Action,Pointer,Size,Stream), which
+                    RMM's REPLAY_BENCH and memtally replay read
   -o, --output FILE where it goes (default: the trace's name with .pb.gz,
-                    .folded or .json, in this directory; - for standard
-                    output)
+                    .folded, .json or .rmm.csv, in this directory; - for
+                    standard output)
   --metric METRIC   the metric of folded stacks, as for memtally flame
                     (default allocated)
   -h, --help        print this help
@@ -788,7 +794,10 @@ fn parse_export(p: &mut lexopt::Parser) -> Result<Command> {
                     "pprof" => ExportFormat::Pprof,
                     "folded" => ExportFormat::Folded,
                     "json" => ExportFormat::Json,
-                    other => bail!("unknown format {other:?} (expected pprof, folded or json)"),
+                    "rmm-csv" => ExportFormat::RmmCsv,
+                    other => {
+                        bail!("unknown format {other:?} (expected pprof, folded, json or rmm-csv)")
+                    }
                 });
             }
             Short('o') | Long("output") => output = Some(PathBuf::from(p.value()?)),

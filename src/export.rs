@@ -17,6 +17,9 @@ pub fn run(args: &ExportArgs) -> Result<()> {
         flame::write_folded(&lines, &mut out.writer)?;
         return finish(out, &format!("{} folded stacks", lines.len()));
     }
+    if args.format == ExportFormat::RmmCsv {
+        return rmm_csv(args, default);
+    }
     let analysis = Analysis::open(&args.file).map_err(|e| match e.kind() {
         // The message names the file already.
         ErrorKind::Open { .. } => anyhow!(e),
@@ -33,13 +36,42 @@ pub fn run(args: &ExportArgs) -> Result<()> {
         ExportFormat::Json => {
             json::write(&json::build(&analysis, &mut symbolizer), &mut out.writer)?
         }
-        ExportFormat::Folded => unreachable!("written above"),
+        ExportFormat::Folded | ExportFormat::RmmCsv => unreachable!("written above"),
     }
     let what = match args.format {
         ExportFormat::Pprof => "pprof profile",
         _ => "JSON export",
     };
     finish(out, &format!("{what} of {sites} sites"))
+}
+
+/// Every allocation and free as a RAPIDS RMM log.
+fn rmm_csv(args: &ExportArgs, default: std::path::PathBuf) -> Result<()> {
+    let recorded = memtally_profiler::replay::read(&args.file).map_err(|e| match e.kind() {
+        ErrorKind::Open { .. } => anyhow!(e),
+        _ => anyhow!("{}: {e}", args.file.display()),
+    })?;
+    let analysis = recorded
+        .analysis
+        .ok_or_else(|| anyhow!("{} is an RMM log already", args.file.display()))?;
+    crate::output::warn_ending(&args.file, &analysis.ending, true);
+    let model = &analysis.model;
+    let start = model.header().map_or(0, |h| h.start_realtime_ns);
+    let tids: std::collections::HashMap<u64, u64> = model
+        .threads()
+        .map(|t| (t.info.thread, t.info.os_tid))
+        .collect();
+    let mut out = output::open(args.output.as_deref(), Some(default))?;
+    memtally_profiler::replay::rmm::write(
+        &recorded.ops,
+        |ticks| start + model.since_start_ns(ticks),
+        |t| tids.get(&t).copied().filter(|&x| x != 0).unwrap_or(t),
+        &mut out.writer,
+    )?;
+    finish(
+        out,
+        &format!("RMM log of {} operations", recorded.ops.len()),
+    )
 }
 
 fn finish(mut out: output::Output, what: &str) -> Result<()> {

@@ -150,9 +150,11 @@ pub fn run(args: &ReplayArgs) -> Result<()> {
         ErrorKind::Open { .. } => anyhow!(e),
         _ => anyhow!("{}: {e}", args.file.display()),
     })?;
-    crate::output::warn_ending(&args.file, &recorded.analysis.ending, true);
-    let model = &recorded.analysis.model;
-    if model.is_estimate() {
+    if let Some(a) = &recorded.analysis {
+        crate::output::warn_ending(&args.file, &a.ending, true);
+    }
+    let model = recorded.analysis.as_ref().map(|a| &a.model);
+    if model.is_some_and(|m| m.is_estimate()) {
         bail!(
             "{} was recorded in sampled mode: it holds a sample of the allocations, which cannot be replayed (record with --mode full)",
             args.file.display()
@@ -184,9 +186,12 @@ pub fn run(args: &ReplayArgs) -> Result<()> {
                     } else {
                         "exhaustion"
                     },
-                    text_ns(model.since_start_ns(f.ticks)),
+                    text_ns(model.map_or(f.ticks, |m| m.since_start_ns(f.ticks))),
                     text_bytes(f.size),
-                    replay::describe_stack(model, &mut symbolizer, f.stack),
+                    model.map_or_else(
+                        || "the log's thread".to_owned(),
+                        |m| replay::describe_stack(m, &mut symbolizer, f.stack)
+                    ),
                     text_bytes(f.free_bytes),
                     text_bytes(f.largest_free)
                 )

@@ -133,3 +133,50 @@ fn replay_says_what_is_wrong() {
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("slab:64,128,256"));
 }
+
+#[test]
+fn an_rmm_log_round_trip_keeps_the_peak_and_the_leaks() {
+    let dir = scratch("replay-rmm");
+    let path = trace(&dir);
+    let p = path.to_str().unwrap();
+    let csv = dir.join("holes.rmm.csv");
+    let out = memtally(&[
+        "export",
+        "--format",
+        "rmm-csv",
+        "-o",
+        csv.to_str().unwrap(),
+        p,
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let text = std::fs::read_to_string(&csv).unwrap();
+    assert!(
+        text.starts_with("Thread,Time,Action,Pointer,Size,Stream\n"),
+        "{text}"
+    );
+    assert_eq!(text.lines().count(), 1 + 70);
+    let summary = |file: &str| {
+        let out = memtally(&["replay", file, "--embedded", "first-fit", "--json"]);
+        assert_eq!(out.status.code(), Some(0), "{out:?}");
+        let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let o = doc["models"][0]["outcome"].clone();
+        (
+            o["max_live"].as_u64(),
+            o["leaked_blocks"].as_u64(),
+            o["unknown_frees"].as_u64(),
+        )
+    };
+    let from_trace = summary(p);
+    assert_eq!(from_trace, (Some(4000), Some(30), Some(0)));
+    assert_eq!(summary(csv.to_str().unwrap()), from_trace);
+    // A damaged log says which line.
+    std::fs::write(
+        &csv,
+        "Thread,Time,Action,Pointer,Size,Stream\n1,00:00:00.0,allocate,0x10,lots,0\n",
+    )
+    .unwrap();
+    fails_with(
+        &memtally(&["replay", csv.to_str().unwrap(), "--embedded", "tlsf"]),
+        "line 2: bad size \"lots\"",
+    );
+}

@@ -28,6 +28,7 @@
 pub mod buddy;
 pub mod fit;
 pub mod program;
+pub mod rmm;
 pub mod slab;
 pub mod tlsf;
 
@@ -269,16 +270,43 @@ pub struct Timed {
     pub thread: u64,
 }
 
-/// A trace's operations, and its model (for names and times).
+/// A trace's operations, and its model (for names and times; None for an
+/// imported RMM log).
 pub struct Recorded {
     /// The operations in the recorded global order.
     pub ops: Vec<Timed>,
     /// The trace read.
-    pub analysis: Analysis,
+    pub analysis: Option<Analysis>,
 }
 
-/// Reads the operations of the trace at `path`.
+/// Reads the operations of the trace (or RAPIDS RMM CSV log) at `path`.
 pub fn read(path: &Path) -> Result<Recorded, crate::Error> {
+    let mut head = [0u8; 64];
+    let n = std::fs::File::open(path)
+        .and_then(|mut f| std::io::Read::read(&mut f, &mut head))
+        .unwrap_or(0);
+    if rmm::looks_like(&head[..n]) {
+        let text = std::fs::read_to_string(path).map_err(|source| {
+            crate::Error::new(crate::ErrorKind::Open {
+                path: path.to_owned(),
+                source,
+            })
+        })?;
+        let ops = rmm::read(&text).map_err(|e| {
+            crate::Error::new(crate::ErrorKind::Open {
+                path: path.to_owned(),
+                source: std::io::Error::new(std::io::ErrorKind::InvalidData, e),
+            })
+        })?;
+        return Ok(Recorded {
+            ops,
+            analysis: None,
+        });
+    }
+    read_trace(path)
+}
+
+fn read_trace(path: &Path) -> Result<Recorded, crate::Error> {
     let mut ops = Vec::new();
     let analysis = Analysis::open_visiting(path, ModelOptions::default(), |item, _| {
         let Ordered::Event(e) = item else { return };
@@ -327,7 +355,10 @@ pub fn read(path: &Path) -> Result<Recorded, crate::Error> {
         };
         ops.push(timed);
     })?;
-    Ok(Recorded { ops, analysis })
+    Ok(Recorded {
+        ops,
+        analysis: Some(analysis),
+    })
 }
 
 /// The first allocation that failed.
