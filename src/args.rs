@@ -46,6 +46,8 @@ pub struct ReplayArgs {
     pub against: Vec<String>,
     /// Runs per real allocator (the median is shown).
     pub runs: usize,
+    /// The distributed model.
+    pub distributed: Option<memtally_profiler::replay::distributed::Setup>,
     /// Print JSON.
     pub json: bool,
 }
@@ -400,6 +402,16 @@ Models are listed best first.
 Usage:
   memtally replay FILE --embedded MODEL[,MODEL...]|all [OPTIONS]
   memtally replay FILE --against ALLOCATOR[,ALLOCATOR...] [--runs N]
+  memtally replay FILE --distributed nodes=N[,placement=P][,key=K] [--churn C]
+
+With --distributed the trace's memory is spread over N nodes: placement
+ring:VNODES (consistent hashing, default ring:100), jump (jump consistent
+hash) or rendezvous (highest random weight); key site (the allocation
+stack, the default), thread or address. It reports each node's peak and
+final live bytes, their imbalance (max/mean and coefficient of variation),
+frees by a thread of a block homed on another node (messages), and with
+--churn add@TIME,remove@TIME (1.5s, 250ms) the bytes each membership change
+moves (nodes join with the next number; the highest-numbered leaves).
 
 With --against (memtally, system, mimalloc, jemalloc) the operations are
 replayed on each real allocator in a process of its own (one thread per
@@ -637,6 +649,8 @@ fn parse_replay(p: &mut lexopt::Parser) -> Result<Command> {
     let mut json = false;
     let mut against = Vec::new();
     let mut runs = 3;
+    let mut distributed = None;
+    let mut churn = Vec::new();
     let number = |flag: &str, v: &str| -> Result<u64> {
         v.parse::<u64>()
             .ok()
@@ -719,6 +733,18 @@ fn parse_replay(p: &mut lexopt::Parser) -> Result<Command> {
                 }
             }
             Long("runs") => runs = parse_count("--runs", &p.value()?.string()?)?,
+            Long("distributed") => {
+                distributed = Some(
+                    memtally_profiler::replay::distributed::Setup::parse(&p.value()?.string()?)
+                        .map_err(anyhow::Error::msg)?,
+                )
+            }
+            Long("churn") => {
+                churn = memtally_profiler::replay::distributed::Setup::parse_churn(
+                    &p.value()?.string()?,
+                )
+                .map_err(anyhow::Error::msg)?
+            }
             Value(v) if file.is_none() => file = Some(PathBuf::from(v)),
             Value(v) => bail!(
                 "unexpected argument {} (replay reads one trace)",
@@ -728,9 +754,15 @@ fn parse_replay(p: &mut lexopt::Parser) -> Result<Command> {
         }
     }
     let file = file.context("no trace given (usage: memtally replay FILE --embedded MODELS)")?;
-    if models.is_none() && against.is_empty() {
+    if !churn.is_empty() {
+        match &mut distributed {
+            Some(d) => d.churn = churn,
+            None => bail!("--churn applies only to --distributed"),
+        }
+    }
+    if models.is_none() && against.is_empty() && distributed.is_none() {
         bail!(
-            "nothing to replay against: --embedded tlsf,first-fit,...|all and/or --against memtally,system,mimalloc,jemalloc (distributed models are not built yet)"
+            "nothing to replay against: --embedded tlsf,first-fit,...|all, --against memtally,system,mimalloc,jemalloc and/or --distributed nodes=N,..."
         );
     }
     Ok(Command::Replay(ReplayArgs {
@@ -740,6 +772,7 @@ fn parse_replay(p: &mut lexopt::Parser) -> Result<Command> {
         json,
         against,
         runs,
+        distributed,
     }))
 }
 

@@ -21,6 +21,8 @@ struct Document<'a> {
     failures: Vec<Option<String>>,
     /// The real allocators (`--against`).
     allocators: &'a [RealRun],
+    /// The distributed model (`--distributed`).
+    distributed: Option<&'a replay::distributed::Outcome>,
 }
 
 /// One real allocator's replay (medians over the runs).
@@ -173,6 +175,10 @@ pub fn run(args: &ReplayArgs) -> Result<()> {
     } else {
         against(args, &recorded.ops)?
     };
+    let spread = args
+        .distributed
+        .as_ref()
+        .map(|d| replay::distributed::run(d, &recorded.ops));
     let reports = replay::compare(&args.models, &args.config, &recorded.ops);
     let mut symbolizer = Symbolizer::default();
     let failures: Vec<Option<String>> = reports
@@ -210,11 +216,62 @@ pub fn run(args: &ReplayArgs) -> Result<()> {
             models: &reports,
             failures,
             allocators: &real,
+            distributed: spread.as_ref(),
         };
         serde_json::to_writer_pretty(&mut out, &doc)?;
         writeln!(out)?;
         out.flush()?;
         return Ok(());
+    }
+    if let (Some(d), Some(o)) = (&args.distributed, &spread) {
+        writeln!(
+            out,
+            "memtally replay: {}: {} operations over {} nodes, placement {:?}, key {:?}",
+            args.file.display(),
+            text_count(recorded.ops.len() as u64),
+            d.nodes,
+            d.placement,
+            d.key
+        )?;
+        writeln!(out, "  node        peak      at end")?;
+        for (i, (p, l)) in o.peak.iter().zip(&o.last).enumerate() {
+            writeln!(
+                out,
+                "  {i:>4}  {:>10}  {:>10}",
+                text_bytes(*p),
+                text_bytes(*l)
+            )?;
+        }
+        writeln!(
+            out,
+            "  imbalance: peaks max/mean {:.2}, CV {:.3}; at the end max/mean {:.2}, CV {:.3}",
+            o.peak_spread.max_over_mean,
+            o.peak_spread.cv,
+            o.last_spread.max_over_mean,
+            o.last_spread.cv
+        )?;
+        writeln!(
+            out,
+            "  frees across nodes (a thread freeing a block homed on another node): {} of {} ({:.1}%)",
+            text_count(o.remote_frees),
+            text_count(o.frees),
+            100.0 * o.remote_frees as f64 / o.frees.max(1) as f64
+        )?;
+        for m in &o.moves {
+            writeln!(
+                out,
+                "  at {}: {} nodes, {} moved ({:.1}% of the live bytes)",
+                text_ns(m.at_ns),
+                m.nodes,
+                text_bytes(m.bytes),
+                m.share * 100.0
+            )?;
+        }
+        if real.is_empty() && reports.is_empty() {
+            out.flush()?;
+            return Ok(());
+        }
+        writeln!(out)?;
     }
     if !real.is_empty() {
         writeln!(

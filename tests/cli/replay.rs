@@ -180,3 +180,51 @@ fn an_rmm_log_round_trip_keeps_the_peak_and_the_leaks() {
         "line 2: bad size \"lots\"",
     );
 }
+
+#[test]
+fn distributed_replay_spreads_the_trace_and_counts_moves() {
+    let dir = scratch("replay-distributed");
+    let path = trace(&dir);
+    let p = path.to_str().unwrap();
+    let out = memtally(&[
+        "replay",
+        p,
+        "--distributed",
+        "nodes=4,placement=rendezvous,key=address",
+        "--churn",
+        "add@3us",
+        "--json",
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let d = &doc["distributed"];
+    assert_eq!(d["peak"].as_array().unwrap().len(), 5, "{d}");
+    // 30 blocks live at the end: 20 of 100 bytes and 10 of 150.
+    let last: u64 = d["last"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap())
+        .sum();
+    assert_eq!(last, 3500);
+    assert_eq!(d["frees"], 20);
+    assert_eq!(d["moves"].as_array().unwrap().len(), 1);
+    assert_eq!(d["moves"][0]["nodes"], 5);
+    fails_with(
+        &memtally(&["replay", p, "--distributed", "nodes=0"]),
+        "invalid nodes=0",
+    );
+    fails_with(
+        &memtally(&["replay", p, "--distributed", "nodes=2,placement=maglev"]),
+        "invalid placement=maglev",
+    );
+    fails_with(
+        &memtally(&["replay", p, "--churn", "add@1s"]),
+        "--churn applies only to --distributed",
+    );
+}

@@ -26,6 +26,7 @@
 //! heap_4, heap_5), `buddy.rs`, `tlsf.rs`, `slab.rs`.
 
 pub mod buddy;
+pub mod distributed;
 pub mod fit;
 pub mod program;
 pub mod rmm;

@@ -1,0 +1,555 @@
+//! Distributed models: a trace's memory spread over N nodes
+//! (`memtally replay --distributed`), to ask how evenly a placement policy
+//! balances it, what a membership change moves, and how often a thread
+//! frees memory homed on another node.
+//!
+//! Each block is homed on a node by its key — its allocation site, its
+//! allocating thread, or its own address — under one of three placements:
+//!
+//! - `ring:V`: consistent hashing (Karger et al.): every node at V points
+//!   of a 64-bit ring, a key at the first point at or after its hash;
+//! - `jump`: jump consistent hash (Lamping and Veach): no state, near
+//!   perfect balance, and only the last node can leave;
+//! - `rendezvous`: highest random weight: the node with the largest
+//!   hash of (key, node).
+//!
+//! A thread lives on the node its own number maps to; a free by a thread
+//! of a block homed elsewhere is a message between nodes. On a membership
+//! change (`--churn add@TIME`, `remove@TIME`: nodes join with the next
+//! number, the highest-numbered node leaves) every live block is placed
+//! again and the bytes that change node are counted as moved.
+
+use super::{Op, Timed};
+use serde::Serialize;
+use std::collections::{BTreeMap, HashMap};
+
+/// A placement policy.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Placement {
+    /// Consistent hashing with this many points per node.
+    Ring(u32),
+    /// Jump consistent hash.
+    Jump,
+    /// Highest random weight.
+    Rendezvous,
+}
+
+/// What decides a block's node.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Key {
+    /// Its allocation site (stack).
+    Site,
+    /// Its allocating thread.
+    Thread,
+    /// Its address (every block on its own).
+    Address,
+}
+
+/// A membership change.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Churn {
+    /// Nanoseconds since the first operation.
+    pub at_ns: u64,
+    /// A node joins (true) or the highest-numbered one leaves.
+    pub add: bool,
+}
+
+/// The setup of a distributed replay.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Setup {
+    /// Nodes at the start.
+    pub nodes: u32,
+    /// The placement.
+    pub placement: Placement,
+    /// The key.
+    pub key: Key,
+    /// Membership changes, by time.
+    pub churn: Vec<Churn>,
+}
+
+impl Setup {
+    /// Parses `nodes=N,placement=ring:V|jump|rendezvous,key=site|thread|address`.
+    pub fn parse(text: &str) -> Result<Setup, String> {
+        let mut nodes = None;
+        let mut placement = Placement::Ring(100);
+        let mut key = Key::Site;
+        for part in text.split(',') {
+            let (k, v) = part.split_once('=').ok_or_else(|| {
+                format!("invalid {part:?} in --distributed (expected NAME=VALUE)")
+            })?;
+            match k {
+                "nodes" => {
+                    nodes = Some(
+                        v.parse::<u32>()
+                            .ok()
+                            .filter(|&n| (1..=100_000).contains(&n))
+                            .ok_or_else(|| format!("invalid nodes={v} (expected 1 to 100000)"))?,
+                    )
+                }
+                "placement" => {
+                    placement = match v {
+                        "jump" => Placement::Jump,
+                        "rendezvous" => Placement::Rendezvous,
+                        _ => match v.strip_prefix("ring:").or((v == "ring").then_some("100")) {
+                            Some(n) => Placement::Ring(
+                                n.parse()
+                                    .ok()
+                                    .filter(|&n| (1..=10_000).contains(&n))
+                                    .ok_or_else(|| {
+                                        format!("invalid {v} (expected ring:VNODES, 1 to 10000)")
+                                    })?,
+                            ),
+                            None => {
+                                return Err(format!(
+                                    "invalid placement={v} (expected ring:VNODES, jump or rendezvous)"
+                                ));
+                            }
+                        },
+                    }
+                }
+                "key" => {
+                    key = match v {
+                        "site" => Key::Site,
+                        "thread" => Key::Thread,
+                        "address" => Key::Address,
+                        _ => {
+                            return Err(format!(
+                                "invalid key={v} (expected site, thread or address)"
+                            ));
+                        }
+                    }
+                }
+                _ => {
+                    return Err(format!(
+                        "unknown setting {k:?} in --distributed (expected nodes, placement, key)"
+                    ));
+                }
+            }
+        }
+        Ok(Setup {
+            nodes: nodes.ok_or("--distributed needs nodes=N")?,
+            placement,
+            key,
+            churn: Vec::new(),
+        })
+    }
+
+    /// Parses `add@TIME,remove@TIME` (times as `1.5s`, `250ms`).
+    pub fn parse_churn(text: &str) -> Result<Vec<Churn>, String> {
+        let mut out = Vec::new();
+        for part in text.split(',') {
+            let (what, at) = part.split_once('@').ok_or_else(|| {
+                format!("invalid {part:?} in --churn (expected add@TIME or remove@TIME)")
+            })?;
+            let add = match what {
+                "add" => true,
+                "remove" => false,
+                _ => {
+                    return Err(format!(
+                        "invalid {part:?} in --churn (expected add@TIME or remove@TIME)"
+                    ));
+                }
+            };
+            let at_ns = crate::flame::Metric::parse(&format!("live-at={at}"))
+                .ok()
+                .and_then(|m| match m {
+                    crate::flame::Metric::LiveAt(ns) => Some(ns),
+                    _ => None,
+                })
+                .ok_or_else(|| format!("invalid time {at:?} in --churn (e.g. 1.5s, 250ms)"))?;
+            out.push(Churn { at_ns, add });
+        }
+        out.sort_by_key(|c| c.at_ns);
+        Ok(out)
+    }
+}
+
+/// SplitMix64: a well-mixed 64-bit hash of `x`.
+pub fn mix(mut x: u64) -> u64 {
+    x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
+}
+
+/// Jump consistent hash of `key` over `n` buckets (Lamping and Veach).
+pub fn jump(mut key: u64, n: u32) -> u32 {
+    let (mut b, mut j) = (-1i64, 0i64);
+    while j < i64::from(n) {
+        b = j;
+        key = key.wrapping_mul(2_862_933_555_777_941_757).wrapping_add(1);
+        j = ((b + 1) as f64 * ((1u64 << 31) as f64 / ((key >> 33) + 1) as f64)) as i64;
+    }
+    b as u32
+}
+
+/// The nodes and where keys go.
+pub struct Cluster {
+    placement: Placement,
+    nodes: u32,
+    ring: BTreeMap<u64, u32>,
+}
+
+impl Cluster {
+    /// A cluster of `nodes` nodes.
+    pub fn new(placement: Placement, nodes: u32) -> Self {
+        let mut c = Cluster {
+            placement,
+            nodes: 0,
+            ring: BTreeMap::new(),
+        };
+        for _ in 0..nodes {
+            c.add();
+        }
+        c
+    }
+
+    /// Nodes now.
+    pub fn nodes(&self) -> u32 {
+        self.nodes
+    }
+
+    /// A node joins (numbered `nodes()`).
+    pub fn add(&mut self) {
+        let n = self.nodes;
+        if let Placement::Ring(v) = self.placement {
+            for i in 0..v {
+                self.ring.insert(mix(mix(u64::from(n)) ^ u64::from(i)), n);
+            }
+        }
+        self.nodes += 1;
+    }
+
+    /// The highest-numbered node leaves (never the last one).
+    pub fn remove(&mut self) {
+        if self.nodes <= 1 {
+            return;
+        }
+        self.nodes -= 1;
+        let n = self.nodes;
+        self.ring.retain(|_, node| *node != n);
+    }
+
+    /// The node of `key`.
+    pub fn node(&self, key: u64) -> u32 {
+        let h = mix(key);
+        match self.placement {
+            Placement::Ring(_) => self
+                .ring
+                .range(h..)
+                .next()
+                .or_else(|| self.ring.iter().next())
+                .map_or(0, |(_, &n)| n),
+            Placement::Jump => jump(h, self.nodes),
+            Placement::Rendezvous => (0..self.nodes)
+                .max_by_key(|&n| mix(h ^ mix(u64::from(n) + 1)))
+                .unwrap_or(0),
+        }
+    }
+}
+
+/// A membership change's effect.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Move {
+    /// When, nanoseconds since the first operation.
+    pub at_ns: u64,
+    /// Nodes after it.
+    pub nodes: u32,
+    /// Live bytes that changed node.
+    pub bytes: u64,
+    /// Their share of the live bytes.
+    pub share: f64,
+}
+
+/// Spread statistics of per-node values.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Spread {
+    /// The largest over the mean.
+    pub max_over_mean: f64,
+    /// Coefficient of variation (standard deviation over mean).
+    pub cv: f64,
+}
+
+fn spread(values: &[u64]) -> Spread {
+    let n = values.len().max(1) as f64;
+    let mean = values.iter().sum::<u64>() as f64 / n;
+    if mean == 0.0 {
+        return Spread {
+            max_over_mean: 0.0,
+            cv: 0.0,
+        };
+    }
+    let var = values
+        .iter()
+        .map(|&v| (v as f64 - mean).powi(2))
+        .sum::<f64>()
+        / n;
+    Spread {
+        max_over_mean: *values.iter().max().unwrap_or(&0) as f64 / mean,
+        cv: var.sqrt() / mean,
+    }
+}
+
+/// What a distributed replay found.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Outcome {
+    /// Per node (every node that ever was): the most live bytes it held.
+    pub peak: Vec<u64>,
+    /// Per node: live bytes at the end.
+    pub last: Vec<u64>,
+    /// Spread of the per-node peaks.
+    pub peak_spread: Spread,
+    /// Spread of the per-node live bytes at the end.
+    pub last_spread: Spread,
+    /// Frees by a thread of a block homed on another node (messages).
+    pub remote_frees: u64,
+    /// All frees.
+    pub frees: u64,
+    /// Membership changes.
+    pub moves: Vec<Move>,
+}
+
+/// Replays `ops` over the cluster `setup` describes.
+pub fn run(setup: &Setup, ops: &[Timed]) -> Outcome {
+    let mut cluster = Cluster::new(setup.placement, setup.nodes);
+    let capacity = (setup.nodes as usize + setup.churn.iter().filter(|c| c.add).count()).max(1);
+    let mut live = vec![0u64; capacity];
+    let mut peak = vec![0u64; capacity];
+    // Address -> (key, size, node).
+    let mut blocks: HashMap<u64, (u64, u64, u32)> = HashMap::new();
+    let key_of = |t: &Timed, addr: u64| match setup.key {
+        Key::Site => t.stack,
+        Key::Thread => t.thread,
+        Key::Address => addr,
+    };
+    let home = |cluster: &Cluster, thread: u64| cluster.node(thread ^ 0x5eed);
+    let mut out = Outcome {
+        peak: Vec::new(),
+        last: Vec::new(),
+        peak_spread: spread(&[]),
+        last_spread: spread(&[]),
+        remote_frees: 0,
+        frees: 0,
+        moves: Vec::new(),
+    };
+    let start = ops.first().map_or(0, |t| t.ticks);
+    let mut churn = setup.churn.iter().peekable();
+    let mut most_nodes = cluster.nodes();
+    let free = |addr: u64,
+                thread: u64,
+                blocks: &mut HashMap<u64, (u64, u64, u32)>,
+                live: &mut Vec<u64>,
+                cluster: &Cluster,
+                out: &mut Outcome| {
+        if let Some((_, size, node)) = blocks.remove(&addr) {
+            live[node as usize] -= size;
+            out.frees += 1;
+            if home(cluster, thread) != node {
+                out.remote_frees += 1;
+            }
+        }
+    };
+    for t in ops {
+        while let Some(c) = churn.next_if(|c| c.at_ns <= t.ticks.saturating_sub(start)) {
+            if c.add {
+                cluster.add();
+            } else {
+                cluster.remove();
+            }
+            most_nodes = most_nodes.max(cluster.nodes());
+            let mut moved = 0;
+            for (key, size, node) in blocks.values_mut() {
+                let n = cluster.node(*key);
+                if n != *node {
+                    live[*node as usize] -= *size;
+                    live[n as usize] += *size;
+                    moved += *size;
+                    *node = n;
+                }
+            }
+            let total: u64 = live.iter().sum();
+            out.moves.push(Move {
+                at_ns: c.at_ns,
+                nodes: cluster.nodes(),
+                bytes: moved,
+                share: if total == 0 {
+                    0.0
+                } else {
+                    moved as f64 / total as f64
+                },
+            });
+            for (p, l) in peak.iter_mut().zip(&live) {
+                *p = (*p).max(*l);
+            }
+        }
+        match t.op {
+            Op::Alloc { addr, size, .. } => {
+                let key = key_of(t, addr);
+                let node = cluster.node(key);
+                if let Some((_, s, n)) = blocks.insert(addr, (key, size, node)) {
+                    live[n as usize] -= s;
+                }
+                live[node as usize] += size;
+                peak[node as usize] = peak[node as usize].max(live[node as usize]);
+            }
+            Op::Free { addr } => free(addr, t.thread, &mut blocks, &mut live, &cluster, &mut out),
+            Op::Realloc { old, addr, size } => {
+                if old != 0 {
+                    free(old, t.thread, &mut blocks, &mut live, &cluster, &mut out);
+                }
+                let key = key_of(t, addr);
+                let node = cluster.node(key);
+                blocks.insert(addr, (key, size, node));
+                live[node as usize] += size;
+                peak[node as usize] = peak[node as usize].max(live[node as usize]);
+            }
+        }
+    }
+    let used = (most_nodes as usize).min(capacity);
+    out.peak = peak[..used].to_vec();
+    out.last = live[..used].to_vec();
+    out.peak_spread = spread(&out.peak);
+    out.last_spread = spread(&out.last[..cluster.nodes() as usize]);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The share of `keys` keys on each of `n` nodes.
+    fn shares(c: &Cluster, keys: u64) -> Vec<u64> {
+        let mut count = vec![0u64; c.nodes() as usize];
+        for k in 0..keys {
+            count[c.node(k) as usize] += 1;
+        }
+        count
+    }
+
+    #[test]
+    fn balance_matches_the_research_figures() {
+        let keys = 200_000;
+        // Ring with 100 points per node over 100 nodes: CV about 0.10
+        // (within 20% of 1/sqrt(V)).
+        let ring = Cluster::new(Placement::Ring(100), 100);
+        let cv = spread(&shares(&ring, keys)).cv;
+        assert!((0.08..=0.12).contains(&cv), "ring CV {cv}");
+        // Jump and rendezvous at the binomial floor sqrt(N / keys).
+        let floor = (100.0f64 / keys as f64).sqrt();
+        for p in [Placement::Jump, Placement::Rendezvous] {
+            let cv = spread(&shares(&Cluster::new(p, 100), keys)).cv;
+            assert!(cv < floor * 1.3, "{p:?} CV {cv} vs floor {floor}");
+        }
+    }
+
+    #[test]
+    fn a_join_moves_about_one_key_in_n_plus_one_and_only_to_the_new_node() {
+        let keys = 100_000u64;
+        for p in [Placement::Jump, Placement::Rendezvous, Placement::Ring(100)] {
+            let mut c = Cluster::new(p, 10);
+            let before: Vec<u32> = (0..keys).map(|k| c.node(k)).collect();
+            c.add();
+            let mut moved = 0;
+            for (k, &b) in (0..keys).zip(&before) {
+                let a = c.node(k);
+                if a != b {
+                    assert_eq!(a, 10, "{p:?}: a key moved between old nodes");
+                    moved += 1;
+                }
+            }
+            let share = moved as f64 / keys as f64;
+            let ideal = 1.0 / 11.0;
+            let tolerance = if p == Placement::Ring(100) { 0.35 } else { 0.1 };
+            assert!(
+                (share - ideal).abs() < ideal * tolerance,
+                "{p:?} moved {share}"
+            );
+        }
+    }
+
+    #[test]
+    fn frees_across_nodes_and_churn_are_counted() {
+        let mut ops = Vec::new();
+        for i in 0..1000u64 {
+            ops.push(Timed {
+                op: Op::Alloc {
+                    addr: 0x1000 + i * 64,
+                    size: 64,
+                    align: 16,
+                },
+                ticks: i,
+                stack: i % 7,
+                thread: 1,
+            });
+        }
+        for i in 0..1000u64 {
+            ops.push(Timed {
+                op: Op::Free {
+                    addr: 0x1000 + i * 64,
+                },
+                ticks: 2000 + i,
+                stack: 0,
+                thread: 2,
+            });
+        }
+        let setup = Setup {
+            nodes: 4,
+            placement: Placement::Jump,
+            key: Key::Address,
+            churn: vec![Churn {
+                at_ns: 1500,
+                add: true,
+            }],
+        };
+        let out = run(&setup, &ops);
+        assert_eq!(out.frees, 1000);
+        // Thread 2 lives on one node of five: about four frees in five
+        // cross nodes.
+        assert!(
+            (700..=900).contains(&out.remote_frees),
+            "{}",
+            out.remote_frees
+        );
+        assert_eq!(out.moves.len(), 1);
+        assert_eq!(out.moves[0].nodes, 5);
+        assert!(
+            (0.12..0.28).contains(&out.moves[0].share),
+            "{:?}",
+            out.moves
+        );
+        assert_eq!(out.last.iter().sum::<u64>(), 0);
+        assert_eq!(out.peak.len(), 5);
+        assert!(
+            Setup::parse("nodes=0")
+                .unwrap_err()
+                .contains("invalid nodes=0")
+        );
+        assert!(
+            Setup::parse("placement=jump")
+                .unwrap_err()
+                .contains("needs nodes")
+        );
+        assert_eq!(
+            Setup::parse("nodes=8,placement=ring:50,key=thread").unwrap(),
+            Setup {
+                nodes: 8,
+                placement: Placement::Ring(50),
+                key: Key::Thread,
+                churn: vec![]
+            }
+        );
+        assert_eq!(
+            Setup::parse_churn("remove@2s,add@1.5s").unwrap(),
+            vec![
+                Churn {
+                    at_ns: 1_500_000_000,
+                    add: true
+                },
+                Churn {
+                    at_ns: 2_000_000_000,
+                    add: false
+                }
+            ]
+        );
+    }
+}
