@@ -5,12 +5,13 @@
 
 use crate::args::TopArgs;
 use anyhow::{Context, Result, bail};
-use memtally_profiler::{Live, ModelOptions, WriterWatch};
-use memtally_tui::{Outcome, Process, Target};
+use memtally_profiler::{Live, LiveState, ModelOptions, WriterWatch};
+use memtally_tui::{LiveSlot, Outcome, Process, Target};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ExitCode, ExitStatus};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -35,7 +36,7 @@ pub fn top(args: &TopArgs) -> Result<ExitCode> {
         bail!("cannot open {}: no such file", args.file.display());
     }
     need_terminal()?;
-    let live = Arc::new(Live::follow(&args.file, options(), WriterWatch::HeaderPid));
+    let live = LiveSlot::new(Live::follow(&args.file, options(), WriterWatch::HeaderPid));
     let target = Target {
         live,
         process: None,
@@ -67,7 +68,9 @@ pub fn run_child(mut child: Child, pattern: &Path) -> Result<ExitStatus> {
         .with_context(|| format!("cannot create {}", out_path.display()))?;
     let out_file = Arc::new(Mutex::new(out_file));
     let process = Arc::new(Process::default());
-    let live = Arc::new(Live::follow(&trace, options(), WriterWatch::Told));
+    let live = LiveSlot::new(Live::follow(&trace, options(), WriterWatch::Told));
+    let gone = Arc::new(AtomicBool::new(false));
+    follow_execs(live.clone(), trace.clone(), gone.clone());
 
     let mut readers = Vec::new();
     let streams: Vec<Box<dyn Read + Send>> = [
@@ -109,7 +112,8 @@ pub fn run_child(mut child: Child, pattern: &Path) -> Result<ExitStatus> {
             if let Ok(s) = &status {
                 *process.exit.lock().unwrap_or_else(|e| e.into_inner()) = Some(describe(s));
             }
-            live.writer_gone();
+            gone.store(true, Ordering::SeqCst);
+            live.get().writer_gone();
             let _ = exited.send(status);
         });
     }
@@ -148,6 +152,52 @@ pub fn run_child(mut child: Child, pattern: &Path) -> Result<ExitStatus> {
     Ok(status)
 }
 
+/// The trace a program writes after `n` execs: `t.mtt`, `t.1.mtt`,
+/// `t.2.mtt`... (the recorder's names: it never overwrites a trace).
+fn nth_trace(first: &Path, n: u32) -> PathBuf {
+    if n == 0 {
+        return first.to_owned();
+    }
+    let name = first
+        .file_name()
+        .map(|f| f.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let renamed = match name.rfind('.').filter(|&i| i > 0) {
+        Some(i) => format!("{}.{n}{}", &name[..i], &name[i..]),
+        None => format!("{name}.{n}"),
+    };
+    first.with_file_name(renamed)
+}
+
+/// Follows the command into the programs it executes: when the trace
+/// followed ends with an exec, the dashboard moves to the next one. `gone`
+/// says the command has exited (a trace followed after that is told so).
+fn follow_execs(slot: LiveSlot, first: PathBuf, gone: Arc<AtomicBool>) {
+    std::thread::spawn(move || {
+        let mut n = 0;
+        loop {
+            std::thread::sleep(Duration::from_millis(50));
+            let live = slot.get();
+            match live.status().state {
+                LiveState::Complete { exec: true, .. } => {
+                    n += 1;
+                    let next = Arc::new(Live::follow(
+                        &nth_trace(&first, n),
+                        options(),
+                        WriterWatch::Told,
+                    ));
+                    slot.set(next.clone());
+                    if gone.load(Ordering::SeqCst) {
+                        next.writer_gone();
+                    }
+                }
+                s if s.is_final() => return,
+                _ => {}
+            }
+        }
+    });
+}
+
 fn shown(path: &Path) -> String {
     let cwd = std::env::current_dir().unwrap_or_default();
     path.strip_prefix(&cwd)
@@ -162,5 +212,18 @@ fn describe(status: &ExitStatus) -> String {
         (Some(c), _) => format!("exited with status {c}"),
         (None, Some(s)) => format!("was killed by signal {s}"),
         (None, None) => "ended".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_traces_of_executed_programs_are_named_as_the_recorder_names_them() {
+        let first = Path::new("/d/memtally.12.mtt");
+        assert_eq!(nth_trace(first, 0), first);
+        assert_eq!(nth_trace(first, 1), Path::new("/d/memtally.12.1.mtt"));
+        assert_eq!(nth_trace(Path::new("t"), 2), Path::new("t.2"));
     }
 }

@@ -270,3 +270,30 @@ fn closing_the_terminal_ends_run_live_and_its_program() {
     let out = memtally(&["report", dir.join(&name).to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(0), "{out:?}");
 }
+
+#[test]
+fn run_live_follows_the_command_into_the_program_it_executes() {
+    let Some(lib) = built_library() else {
+        eprintln!("skipped: libmemtally.so not built (run cargo test --workspace)");
+        return;
+    };
+    let dir = scratch("live-exec");
+    live_target(&dir);
+    let command = format!(
+        "cd '{dir}' && MEMTALLY_LIB='{lib}' '{memtally}' run --live -o t.mtt -- sh -c 'exec ./live_target 2'; echo DONE; sleep 60",
+        dir = dir.display(),
+        lib = lib.display(),
+        memtally = env!("CARGO_BIN_EXE_memtally"),
+    );
+    let tmux = Tmux::start("exec", &command, 100, 30);
+    // sh's trace ends at the exec; the dashboard moves on to live_target's.
+    let s = tmux.wait_for("live_target's sites", |s| s.contains("grow_cache"));
+    assert!(
+        s.contains("./live_target 2"),
+        "the header names the new program:\n{s}"
+    );
+    tmux.wait_for("the exit", |s| s.contains("exited with status 0"));
+    tmux.keys("q");
+    let s = tmux.wait_for("the shell after memtally", |s| s.contains("DONE"));
+    assert!(s.contains("t.1.mtt"), "{s}");
+}

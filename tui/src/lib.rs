@@ -61,10 +61,32 @@ impl Process {
     }
 }
 
+/// The model the dashboard shows, which its owner may replace (when the
+/// program executes another, the next trace is followed).
+#[derive(Clone)]
+pub struct LiveSlot(Arc<Mutex<Arc<Live>>>);
+
+impl LiveSlot {
+    /// A slot holding `live`.
+    pub fn new(live: Live) -> Self {
+        LiveSlot(Arc::new(Mutex::new(Arc::new(live))))
+    }
+
+    /// The model now.
+    pub fn get(&self) -> Arc<Live> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Shows `live` from now on.
+    pub fn set(&self, live: Arc<Live>) {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = live;
+    }
+}
+
 /// What the dashboard shows.
 pub struct Target {
     /// The model following the trace.
-    pub live: Arc<Live>,
+    pub live: LiveSlot,
     /// The program, when the dashboard started it.
     pub process: Option<Arc<Process>>,
 }
@@ -142,6 +164,8 @@ pub struct View {
     final_pass: bool,
     /// Reads the trace up to the time cursor (made when first needed).
     history: Option<history::History>,
+    /// The model the caches above belong to.
+    following: Option<Arc<Live>>,
 }
 
 /// The model options of a dashboard: per-thread sites for the thread
@@ -162,9 +186,22 @@ const ALERT_FRAMES_PER_PASS: usize = 8;
 impl View {
     /// Takes a frame's snapshot and status.
     pub fn take(&mut self, target: &Target, app: &App) -> (Snapshot, Status) {
-        let live_status = target.live.status();
+        let live = target.live.get();
+        if !self
+            .following
+            .as_ref()
+            .is_some_and(|f| Arc::ptr_eq(f, &live))
+        {
+            // Another trace (the program executed another): stack ids and
+            // modules are its own, so nothing remembered still holds.
+            *self = View {
+                following: Some(live.clone()),
+                ..View::default()
+            };
+        }
+        let live_status = live.status();
         let snap = {
-            let model = target.live.model();
+            let model = live.model();
             let mut snap =
                 Snapshot::take(&model, &mut self.symbolizer, &mut self.frames, &app.spec);
             let is_final = live_status.state.is_final();
@@ -225,7 +262,7 @@ impl View {
         ticks: u64,
     ) -> Snapshot {
         let history = self.history.get_or_insert_with(|| {
-            history::History::new(target.live.path().to_owned(), model_options())
+            history::History::new(target.live.get().path().to_owned(), model_options())
         });
         history.ask(ticks);
         let (latest, reading) = history.latest();

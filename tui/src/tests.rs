@@ -49,7 +49,7 @@ fn trace(dir: &std::path::Path) -> Target {
         std::thread::sleep(Duration::from_millis(5));
     }
     Target {
-        live: Arc::new(live),
+        live: LiveSlot::new(live),
         process: None,
     }
 }
@@ -205,10 +205,10 @@ fn a_site_that_keeps_growing_is_an_alert() {
     assert!((alerts[0].bytes_per_second - 10_000.0).abs() < 200.0);
 
     let target = Target {
-        live: Arc::new(Live::follow(&path, options, WriterWatch::HeaderPid)),
+        live: LiveSlot::new(Live::follow(&path, options, WriterWatch::HeaderPid)),
         process: None,
     };
-    while !target.live.status().state.is_final() {
+    while !target.live.get().status().state.is_final() {
         std::thread::sleep(Duration::from_millis(5));
     }
     let mut app = App::default();
@@ -295,10 +295,10 @@ fn the_time_cursor_shows_the_heap_as_it_was() {
     let dir = tempfile::tempdir().unwrap();
     let path = growing_trace(dir.path());
     let target = Target {
-        live: Arc::new(Live::follow(&path, model_options(), WriterWatch::HeaderPid)),
+        live: LiveSlot::new(Live::follow(&path, model_options(), WriterWatch::HeaderPid)),
         process: None,
     };
-    while !target.live.status().state.is_final() {
+    while !target.live.get().status().state.is_final() {
         std::thread::sleep(Duration::from_millis(5));
     }
     let mut view = View::default();
@@ -361,10 +361,10 @@ fn the_scopes_tab_shows_memory_by_scope() {
     let path = dir.path().join("s.mtt");
     std::fs::write(&path, t.bytes()).unwrap();
     let target = Target {
-        live: Arc::new(Live::follow(&path, model_options(), WriterWatch::HeaderPid)),
+        live: LiveSlot::new(Live::follow(&path, model_options(), WriterWatch::HeaderPid)),
         process: None,
     };
-    while !target.live.status().state.is_final() {
+    while !target.live.get().status().state.is_final() {
         std::thread::sleep(Duration::from_millis(5));
     }
     let mut app = App::default();

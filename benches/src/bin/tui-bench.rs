@@ -29,7 +29,6 @@ use ratatui::backend::TestBackend;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const USAGE: &str = "\
@@ -242,9 +241,10 @@ fn bench(load: Load, keep: Option<PathBuf>) -> ExitCode {
         .stdin(Stdio::null())
         .spawn()
         .expect("start the generator");
-    let live = Arc::new(Live::follow(&path, options(), WriterWatch::Told));
+    let slot = memtally_tui::LiveSlot::new(Live::follow(&path, options(), WriterWatch::Told));
+    let live = slot.get();
     let target = Target {
-        live: live.clone(),
+        live: slot,
         process: None,
     };
     let mut view = View::default();
