@@ -575,15 +575,10 @@ pub fn run(
     out
 }
 
-/// The smallest arena through which `ops` replay with no failed
-/// allocation, to within 0.1% (or one alignment unit), or None if none up
-/// to 1 TiB does. The search starts from what an unbounded replay used:
-/// the peak live bytes below, the peak footprint above.
-pub fn smallest_arena(kind: &ModelKind, cfg: &Config, ops: &[Timed]) -> Option<u64> {
-    let unit = cfg.align.max(8);
-    let fits = |arena: u64| run(kind, cfg, arena, ops, true).failure.is_none();
-    // An arena every model fits: twice everything ever allocated, headers
-    // and alignment included, as a power of two (for buddy).
+/// An arena every model fits (unless a request is larger than any block it
+/// has, as a slab's): twice everything ever allocated, headers and
+/// alignment included, as a power of two (for buddy); None past 1 TiB.
+fn ceiling(cfg: &Config, ops: &[Timed]) -> Option<u64> {
     let total: u64 = ops
         .iter()
         .map(|t| match t.op {
@@ -592,13 +587,21 @@ pub fn smallest_arena(kind: &ModelKind, cfg: &Config, ops: &[Timed]) -> Option<u
             Op::Free { .. } => 0,
         })
         .sum();
-    let ceiling = total
+    let c = total
         .saturating_mul(2)
         .max(4096)
         .checked_next_power_of_two()?;
-    if ceiling > 1 << 40 {
-        return None;
-    }
+    (c <= 1 << 40).then_some(c)
+}
+
+/// The smallest arena through which `ops` replay with no failed
+/// allocation, to within 0.1% (or one alignment unit), or None if none up
+/// to 1 TiB does. The search starts from what an unbounded replay used:
+/// the peak live bytes below, the peak footprint above.
+pub fn smallest_arena(kind: &ModelKind, cfg: &Config, ops: &[Timed]) -> Option<u64> {
+    let unit = cfg.align.max(8);
+    let fits = |arena: u64| run(kind, cfg, arena, ops, true).failure.is_none();
+    let ceiling = ceiling(cfg, ops)?;
     let unbounded = run(kind, cfg, ceiling, ops, true);
     if unbounded.failure.is_some() {
         return None;
@@ -644,7 +647,11 @@ pub fn compare(kinds: &[ModelKind], cfg: &Config, ops: &[Timed]) -> Vec<ModelRep
         .iter()
         .map(|k| {
             let smallest = smallest_arena(k, cfg, ops);
-            let arena = cfg.arena.or(smallest).unwrap_or(1 << 30);
+            let arena = cfg
+                .arena
+                .or(smallest)
+                .or_else(|| ceiling(cfg, ops))
+                .unwrap_or(1 << 30);
             ModelReport {
                 smallest_arena: smallest,
                 outcome: run(k, cfg, arena, ops, false),
