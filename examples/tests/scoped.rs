@@ -18,7 +18,8 @@ fn the_leaking_route_and_its_stack_are_found() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{out:?}");
     assert!(
-        stdout.contains("served 400 of 400 requests; 100 searches cached for good"),
+        stdout.contains("served 400 of 400 requests in ")
+            && stdout.contains("; 100 searches cached for good"),
         "{stdout}"
     );
 

@@ -12,7 +12,11 @@
 //!
 //! The program serves itself: it listens on a loopback port and runs a
 //! load loop of `--requests N` requests (default 3000) from 8 concurrent
-//! clients, then exits. It uses memtally as its global allocator and
+//! clients, then exits, saying how long the loop took. With `--tracing
+//! registry` each request runs in a `tracing` span (as tower-http's
+//! TraceLayer makes one), with `--tracing layer` memtally's tracing layer
+//! also makes that span a scope (the outer one; the route scopes nest in
+//! it): to measure the layer's cost on the same service. It uses memtally as its global allocator and
 //! records itself when `MEMTALLY` asks:
 //!
 //! ```text
@@ -27,6 +31,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+use tracing::Instrument;
 
 #[global_allocator]
 static A: MemTally = MemTally::new();
@@ -162,23 +167,66 @@ async fn request(port: u16, method: &str, path: &str, body: &str) -> std::io::Re
     Ok(text.lines().next().unwrap_or("").to_owned())
 }
 
-fn requests_asked() -> usize {
+/// How requests are traced: not at all, in `tracing` spans with a plain
+/// registry, or with memtally's layer (every span a scope).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Tracing {
+    None,
+    Registry,
+    Layer,
+}
+
+fn usage(problem: &str) -> ! {
+    eprintln!(
+        "scoped-server: {problem} (usage: scoped-server [--requests N] [--tracing none|registry|layer])"
+    );
+    std::process::exit(2)
+}
+
+fn arguments() -> (usize, Tracing) {
+    let mut total = 3000;
+    let mut tracing = Tracing::None;
     let mut args = std::env::args().skip(1);
-    match (args.next().as_deref(), args.next()) {
-        (None, _) => 3000,
-        (Some("--requests"), Some(n)) => n.parse().unwrap_or_else(|_| {
-            eprintln!("scoped-server: invalid --requests {n} (expected a number)");
-            std::process::exit(2)
-        }),
-        _ => {
-            eprintln!("scoped-server: usage: scoped-server [--requests N]");
-            std::process::exit(2)
+    while let Some(a) = args.next() {
+        let value = args
+            .next()
+            .unwrap_or_else(|| usage(&format!("{a} needs a value")));
+        match a.as_str() {
+            "--requests" => {
+                total = value
+                    .parse()
+                    .unwrap_or_else(|_| usage(&format!("invalid --requests {value}")))
+            }
+            "--tracing" => {
+                tracing = match value.as_str() {
+                    "none" => Tracing::None,
+                    "registry" => Tracing::Registry,
+                    "layer" => Tracing::Layer,
+                    _ => usage(&format!("invalid --tracing {value}")),
+                }
+            }
+            _ => usage(&format!("unexpected argument {a}")),
         }
     }
+    (total, tracing)
 }
 
 fn main() -> std::io::Result<()> {
-    let total = requests_asked();
+    let (total, tracing) = arguments();
+    match tracing {
+        Tracing::None => {}
+        Tracing::Registry => {
+            tracing::subscriber::set_global_default(tracing_subscriber::registry())
+                .expect("no subscriber yet")
+        }
+        Tracing::Layer => {
+            use tracing_subscriber::prelude::*;
+            tracing::subscriber::set_global_default(
+                tracing_subscriber::registry().with(memtally_tracing::MemtallyLayer::new()),
+            )
+            .expect("no subscriber yet")
+        }
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_io()
@@ -188,10 +236,16 @@ fn main() -> std::io::Result<()> {
         let port = listener.local_addr()?.port();
         tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
-                tokio::spawn(serve(stream));
+                if tracing == Tracing::None {
+                    tokio::spawn(serve(stream));
+                } else {
+                    // A request span, as tower-http's TraceLayer makes.
+                    tokio::spawn(serve(stream).instrument(tracing::info_span!("request")));
+                }
             }
         });
         // The load loop: 8 clients, requests spread over the routes.
+        let started = std::time::Instant::now();
         let clients: Vec<_> = (0..8)
             .map(|c| {
                 tokio::spawn(async move {
@@ -215,7 +269,10 @@ fn main() -> std::io::Result<()> {
             ok += c.await.unwrap_or(0);
         }
         let cached = SEARCH_CACHE.lock().unwrap().as_ref().map_or(0, |c| c.len());
-        println!("served {ok} of {total} requests; {cached} searches cached for good");
+        println!(
+            "served {ok} of {total} requests in {:.1} ms; {cached} searches cached for good",
+            started.elapsed().as_secs_f64() * 1e3
+        );
         Ok(())
     })
 }
