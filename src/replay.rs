@@ -156,6 +156,7 @@ pub fn run(args: &ReplayArgs) -> Result<()> {
         crate::output::warn_ending(&args.file, &a.ending, true);
     }
     let model = recorded.analysis.as_ref().map(|a| &a.model);
+    let operations = recorded.ops.iter().filter(|t| t.op.is_allocation()).count() as u64;
     if model.is_some_and(|m| m.is_estimate()) {
         bail!(
             "{} was recorded in sampled mode: it holds a sample of the allocations, which cannot be replayed (record with --mode full)",
@@ -209,7 +210,7 @@ pub fn run(args: &ReplayArgs) -> Result<()> {
     if args.json {
         let doc = Document {
             trace: args.file.display().to_string(),
-            operations: recorded.ops.len() as u64,
+            operations,
             arena: args.config.arena,
             align: args.config.align,
             header: args.config.header,
@@ -228,7 +229,7 @@ pub fn run(args: &ReplayArgs) -> Result<()> {
             out,
             "memtally replay: {}: {} operations over {} nodes, placement {:?}, key {:?}",
             args.file.display(),
-            text_count(recorded.ops.len() as u64),
+            text_count(operations),
             d.nodes,
             d.placement,
             d.key
@@ -257,6 +258,25 @@ pub fn run(args: &ReplayArgs) -> Result<()> {
             text_count(o.frees),
             100.0 * o.remote_frees as f64 / o.frees.max(1) as f64
         )?;
+        if let Some(c) = &o.coherence {
+            writeln!(
+                out,
+                "  coherence (MSI directory, {} reads and {} writes annotated{}): {} data messages; sequential consistency {} invalidations, {} messages; release consistency ({} sync points) {} invalidations, {} messages",
+                text_count(c.reads),
+                text_count(c.writes),
+                if c.unresolved > 0 {
+                    format!(", {} to no live block left out", text_count(c.unresolved))
+                } else {
+                    String::new()
+                },
+                text_count(c.data_messages),
+                text_count(c.sc_invalidations),
+                text_count(c.sc_messages),
+                text_count(c.sync_points),
+                text_count(c.rc_invalidations),
+                text_count(c.rc_messages)
+            )?;
+        }
         for m in &o.moves {
             writeln!(
                 out,
@@ -278,7 +298,7 @@ pub fn run(args: &ReplayArgs) -> Result<()> {
             out,
             "memtally replay: {}: {} operations on real allocators, each in a process of its own (median of {} runs)",
             args.file.display(),
-            text_count(recorded.ops.len() as u64),
+            text_count(operations),
             args.runs
         )?;
         writeln!(
@@ -311,7 +331,7 @@ pub fn run(args: &ReplayArgs) -> Result<()> {
         out,
         "memtally replay: {}: {} operations through {} {}, best first",
         args.file.display(),
-        text_count(recorded.ops.len() as u64),
+        text_count(operations),
         reports.len(),
         if reports.len() == 1 {
             "model"

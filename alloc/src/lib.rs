@@ -124,6 +124,37 @@ pub fn mark_bytes(text: &[u8]) {
     }
 }
 
+/// What an access annotation says the program did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Access {
+    /// It read the memory.
+    Read,
+    /// It wrote it.
+    Write,
+}
+
+/// Notes in the trace that this thread read or wrote the memory at `ptr`
+/// (an annotation for `memtally replay --distributed`, which counts the
+/// coherence messages such accesses would cost across nodes); does nothing
+/// when not recording.
+pub fn access<T: ?Sized>(ptr: *const T, what: Access) {
+    if !record::active() {
+        return;
+    }
+    let mut heap = thread::heap();
+    if heap == thread::empty_heap() {
+        heap = thread::init_thread();
+    }
+    if !heap.is_null() {
+        // SAFETY: the calling thread's heap, live.
+        record::access(
+            unsafe { &*heap },
+            ptr as *const u8 as u64,
+            what == Access::Write,
+        );
+    }
+}
+
 /// Writes everything recorded so far to the trace file and waits until it
 /// is written (`exec` does this implicitly under the preloaded library).
 pub fn flush() {

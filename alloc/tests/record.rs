@@ -245,7 +245,9 @@ fn full_mode_records_every_event_with_stacks() {
                             live.insert(new_address, new_size);
                         }
                         EventKind::Marker { string } => markers.push(string),
-                        EventKind::Scope { .. } | EventKind::ScopeEnd { .. } => {}
+                        EventKind::Scope { .. }
+                        | EventKind::ScopeEnd { .. }
+                        | EventKind::Access { .. } => {}
                     }
                 }
             }

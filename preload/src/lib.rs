@@ -313,6 +313,20 @@ pub extern "C" fn memtally_scope_exit() {
     memtally_alloc::scopes::exit();
 }
 
+/// `void memtally_access(const void *p, int write)`: notes in the trace
+/// that the calling thread read (`write` 0) or wrote the memory at `p`, for
+/// the distributed models' coherence counts. Does nothing when not
+/// recording.
+#[unsafe(no_mangle)]
+pub extern "C" fn memtally_access(p: *const c_void, write: c_int) {
+    let what = if write != 0 {
+        memtally_alloc::Access::Write
+    } else {
+        memtally_alloc::Access::Read
+    };
+    memtally_alloc::access(p, what);
+}
+
 /// `void memtally_flush(void)`: writes everything recorded so far to the
 /// trace and waits until it is written.
 #[unsafe(no_mangle)]

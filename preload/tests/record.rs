@@ -72,8 +72,10 @@ fn summarise(path: &Path) -> Summary {
                     s.live.remove(&old_address);
                     s.live.insert(new_address, (new_size, stack));
                 }
-                EventKind::Marker { .. } | EventKind::Scope { .. } | EventKind::ScopeEnd { .. } => {
-                }
+                EventKind::Marker { .. }
+                | EventKind::Scope { .. }
+                | EventKind::ScopeEnd { .. }
+                | EventKind::Access { .. } => {}
             },
             Ordered::Record(_) => {}
         }

@@ -277,3 +277,17 @@ pub fn scope(time: u64, string: u64, instance: u64) -> RawEvent {
 pub fn scope_end(time: u64, instance: u64) -> RawEvent {
     RawEvent::ScopeEnd { time, instance }
 }
+
+/// An access annotation event.
+pub fn access(time: u64, address: u64, write: bool) -> RawEvent {
+    RawEvent::Access {
+        time,
+        address,
+        write,
+    }
+}
+
+/// A marker event (STRING `string`).
+pub fn marker(time: u64, string: u64) -> RawEvent {
+    RawEvent::Marker { time, string }
+}

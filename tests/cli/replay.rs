@@ -228,3 +228,64 @@ fn distributed_replay_spreads_the_trace_and_counts_moves() {
         "--churn applies only to --distributed",
     );
 }
+
+#[test]
+fn access_annotations_give_coherence_counts() {
+    use memtally_profiler::synth::{access, marker};
+    let dir = scratch("replay-coherence");
+    let mut t = TraceBuilder::new();
+    t.full_header().clock(0, 0).clock(1_000_000, 1_000_000);
+    t.frame(1, 0, 0x1000).string(1, "sync");
+    // Thread 0 allocates and writes a block, thread 1 reads it, forty
+    // times, with a marker every ten rounds.
+    t.events(0, &[alloc(32, 0x10_0000, 256, 1)]);
+    for i in 0..40u64 {
+        let at = 64 + i * 128;
+        t.events(0, &[access(at, 0x10_0000 + 8, true)]);
+        t.events(1, &[access(at + 32, 0x10_0000 + 16, false)]);
+        if i % 10 == 9 {
+            t.events(0, &[marker(at + 64, 1)]);
+        }
+    }
+    t.footer(10_000);
+    let path = dir.join("shared.mtt");
+    std::fs::write(&path, t.bytes()).unwrap();
+    let out = memtally(&[
+        "replay",
+        path.to_str().unwrap(),
+        "--distributed",
+        "nodes=4,placement=rendezvous,key=thread",
+        "--json",
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(doc["operations"], 1, "only the allocation is an operation");
+    let c = &doc["distributed"]["coherence"];
+    assert_eq!(
+        (c["reads"].as_u64(), c["writes"].as_u64()),
+        (Some(40), Some(40)),
+        "{c}"
+    );
+    assert_eq!(c["sync_points"], 4);
+    // Whether the two threads share a node depends on the hash; either
+    // way release consistency sends no more than sequential consistency.
+    assert!(
+        c["rc_messages"].as_u64() <= c["sc_messages"].as_u64(),
+        "{c}"
+    );
+    let text = memtally(&[
+        "replay",
+        path.to_str().unwrap(),
+        "--distributed",
+        "nodes=4,key=thread",
+    ]);
+    assert!(
+        String::from_utf8_lossy(&text.stdout)
+            .contains("coherence (MSI directory, 40 reads and 40 writes annotated)")
+    );
+}

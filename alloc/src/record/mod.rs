@@ -465,6 +465,15 @@ pub fn mark(heap: &Heap, text: &[u8]) {
     });
 }
 
+/// Records an access annotation of the calling thread.
+pub fn access(heap: &Heap, address: u64, write: bool) {
+    emit(heap, false, clock::ticks(), |_, time, _| RawEvent::Access {
+        time,
+        address,
+        write,
+    });
+}
+
 /// The calling thread's heap is being given up (thread exit): closes its
 /// ring so the writer drains it and writes the thread's end.
 pub fn thread_exit(heap: &Heap) {

@@ -190,6 +190,13 @@ pub enum EventKind {
         /// The instance.
         instance: u64,
     },
+    /// An access annotation.
+    Access {
+        /// The address.
+        address: u64,
+        /// A write (else a read).
+        write: bool,
+    },
 }
 
 /// A thread event with its absolute time.
@@ -947,6 +954,14 @@ fn parse_event(p: &mut Payload<'_>, state: &mut ThreadCodec) -> Result<Event, De
         RawEvent::ScopeEnd { time, instance } => Event {
             time,
             kind: EventKind::ScopeEnd { instance },
+        },
+        RawEvent::Access {
+            time,
+            address,
+            write,
+        } => Event {
+            time,
+            kind: EventKind::Access { address, write },
         },
     })
 }

@@ -36,6 +36,9 @@ pub mod kind {
     pub const EXT_SCOPE: u8 = 0;
     /// Extended: a scope instance ended.
     pub const EXT_SCOPE_END: u8 = 1;
+    /// Extended: the program read or wrote memory at an address (an
+    /// access annotation, for the distributed models' coherence counts).
+    pub const EXT_ACCESS: u8 = 2;
 }
 
 /// First-byte bit: a latency follows.
@@ -117,6 +120,15 @@ pub enum RawEvent {
         /// The instance.
         instance: u64,
     },
+    /// An access annotation: memory at `address` read or written.
+    Access {
+        /// Ticks.
+        time: u64,
+        /// The address.
+        address: u64,
+        /// A write (else a read).
+        write: bool,
+    },
 }
 
 impl RawEvent {
@@ -127,7 +139,8 @@ impl RawEvent {
             | RawEvent::Realloc { time, .. }
             | RawEvent::Marker { time, .. }
             | RawEvent::Scope { time, .. }
-            | RawEvent::ScopeEnd { time, .. } => time,
+            | RawEvent::ScopeEnd { time, .. }
+            | RawEvent::Access { time, .. } => time,
         }
     }
 }
@@ -302,6 +315,13 @@ impl ThreadCodec {
                 put_u8(c, kind::EXT_SCOPE_END);
                 put_uvar(c, instance);
             }
+            RawEvent::Access { address, write, .. } => {
+                put_u8(c, head(kind::EXTENDED, 0));
+                tail_dt(c);
+                put_u8(c, kind::EXT_ACCESS);
+                put_uvar(c, address);
+                put_u8(c, u8::from(write));
+            }
         }
     }
 }
@@ -421,6 +441,19 @@ impl ThreadCodec {
                     time,
                     instance: r.uvar()?,
                 },
+                kind::EXT_ACCESS => {
+                    let address = r.uvar()?;
+                    let write = match r.u8()? {
+                        0 => false,
+                        1 => true,
+                        _ => return None,
+                    };
+                    RawEvent::Access {
+                        time,
+                        address,
+                        write,
+                    }
+                }
                 _ => return None,
             },
             _ => return None,

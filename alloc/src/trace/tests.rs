@@ -151,6 +151,14 @@ fn raw_to_kind(e: &RawEvent) -> Event {
             time,
             kind: EventKind::ScopeEnd { instance },
         },
+        RawEvent::Access {
+            time,
+            address,
+            write,
+        } => Event {
+            time,
+            kind: EventKind::Access { address, write },
+        },
     }
 }
 
@@ -212,6 +220,15 @@ fn quantised(e: RawEvent) -> RawEvent {
             time: quantise_time(time),
             instance,
         },
+        RawEvent::Access {
+            time,
+            address,
+            write,
+        } => RawEvent::Access {
+            time: quantise_time(time),
+            address,
+            write,
+        },
     }
 }
 
@@ -263,6 +280,11 @@ fn event_strategy() -> impl Strategy<Value = (u64, RawEvent)> {
             instance
         }),
         any::<u64>().prop_map(|instance| RawEvent::ScopeEnd { time: 0, instance }),
+        (any::<u64>(), any::<bool>()).prop_map(|(address, write)| RawEvent::Access {
+            time: 0,
+            address,
+            write
+        }),
     ];
     (0u64..4, ev)
 }
@@ -315,6 +337,11 @@ fn with_time(e: RawEvent, t: u64) -> RawEvent {
             instance,
         },
         RawEvent::ScopeEnd { instance, .. } => RawEvent::ScopeEnd { time: t, instance },
+        RawEvent::Access { address, write, .. } => RawEvent::Access {
+            time: t,
+            address,
+            write,
+        },
     }
 }
 

@@ -499,6 +499,8 @@ impl Model {
                 self.scopes.entered(string, instance, generation);
             }
             EventKind::ScopeEnd { instance } => self.scopes.ended(instance),
+            // Access annotations are for the distributed replay.
+            EventKind::Access { .. } => {}
             EventKind::Marker { string } => {
                 if self.markers.len() < self.options.max_markers {
                     self.markers.push(Marker {

@@ -290,9 +290,52 @@ fn spread(values: &[u64]) -> Spread {
     }
 }
 
+/// Coherence traffic of the access annotations under an MSI
+/// write-invalidate directory: each block has a home node, and each node
+/// holds it invalid, shared (read) or modified (written).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Coherence {
+    /// Reads annotated.
+    pub reads: u64,
+    /// Writes annotated.
+    pub writes: u64,
+    /// Accesses to no live block (left out).
+    pub unresolved: u64,
+    /// Messages that move data: a miss fetched from the home node or from
+    /// the node holding the block modified (request and reply: 2 each).
+    pub data_messages: u64,
+    /// Sequential consistency: invalidations sent at each write (each an
+    /// invalidation and an acknowledgement).
+    pub sc_invalidations: u64,
+    /// Release consistency: invalidations batched until the next marker
+    /// (a synchronisation point): one per block and node per interval.
+    pub rc_invalidations: u64,
+    /// Synchronisation points (markers).
+    pub sync_points: u64,
+    /// Total messages under sequential consistency.
+    pub sc_messages: u64,
+    /// Total messages under release consistency.
+    pub rc_messages: u64,
+}
+
+/// A block's directory entry.
+#[derive(Clone, Copy, Default)]
+struct Dir {
+    /// The node holding it modified.
+    owner: Option<u32>,
+    /// Nodes holding it shared (bit per node).
+    sharers: u128,
+}
+
+fn bit(n: u32) -> u128 {
+    1u128 << (n & 127)
+}
+
 /// What a distributed replay found.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Outcome {
+    /// Coherence counts, when the trace has access annotations.
+    pub coherence: Option<Coherence>,
     /// Per node (every node that ever was): the most live bytes it held.
     pub peak: Vec<u64>,
     /// Per node: live bytes at the end.
@@ -323,7 +366,14 @@ pub fn run(setup: &Setup, ops: &[Timed]) -> Outcome {
         Key::Address => addr,
     };
     let home = |cluster: &Cluster, thread: u64| cluster.node(thread ^ 0x5eed);
+    let mut starts: BTreeMap<u64, u64> = BTreeMap::new();
+    let mut dir: HashMap<u64, Dir> = HashMap::new();
+    // Release consistency: per block, the nodes to invalidate at the next
+    // synchronisation point.
+    let mut pending: HashMap<u64, u128> = HashMap::new();
+    let mut co = Coherence::default();
     let mut out = Outcome {
+        coherence: None,
         peak: Vec::new(),
         last: Vec::new(),
         peak_spread: spread(&[]),
@@ -389,21 +439,91 @@ pub fn run(setup: &Setup, ops: &[Timed]) -> Outcome {
                 if let Some((_, s, n)) = blocks.insert(addr, (key, size, node)) {
                     live[n as usize] -= s;
                 }
+                starts.insert(addr, size);
+                dir.remove(&addr);
                 live[node as usize] += size;
                 peak[node as usize] = peak[node as usize].max(live[node as usize]);
             }
-            Op::Free { addr } => free(addr, t.thread, &mut blocks, &mut live, &cluster, &mut out),
+            Op::Free { addr } => {
+                free(addr, t.thread, &mut blocks, &mut live, &cluster, &mut out);
+                starts.remove(&addr);
+                dir.remove(&addr);
+                pending.remove(&addr);
+            }
             Op::Realloc { old, addr, size } => {
                 if old != 0 {
                     free(old, t.thread, &mut blocks, &mut live, &cluster, &mut out);
+                    starts.remove(&old);
+                    dir.remove(&old);
+                    pending.remove(&old);
                 }
                 let key = key_of(t, addr);
                 let node = cluster.node(key);
                 blocks.insert(addr, (key, size, node));
+                starts.insert(addr, size);
                 live[node as usize] += size;
                 peak[node as usize] = peak[node as usize].max(live[node as usize]);
             }
+            Op::Access { addr, write } => {
+                out.coherence.get_or_insert_with(Coherence::default);
+                let Some((&start, _)) = starts
+                    .range(..=addr)
+                    .next_back()
+                    .filter(|(s, size)| addr < *s + (**size).max(1))
+                else {
+                    co.unresolved += 1;
+                    continue;
+                };
+                let n = home(&cluster, t.thread);
+                let block_home = blocks.get(&start).map_or(0, |b| b.2);
+                let d = dir.entry(start).or_default();
+                if write {
+                    co.writes += 1;
+                    match d.owner {
+                        Some(m) if m == n => {}
+                        Some(_) => co.data_messages += 2,
+                        None if d.sharers & bit(n) == 0 && block_home != n => co.data_messages += 2,
+                        None => {}
+                    }
+                    let others = (d.sharers | d.owner.map_or(0, bit)) & !bit(n);
+                    co.sc_invalidations += u64::from(others.count_ones());
+                    *pending.entry(start).or_default() |= others;
+                    d.owner = Some(n);
+                    d.sharers = bit(n);
+                } else {
+                    co.reads += 1;
+                    match d.owner {
+                        Some(m) if m == n => {}
+                        Some(m) => {
+                            co.data_messages += 2;
+                            d.owner = None;
+                            d.sharers = bit(m) | bit(n);
+                        }
+                        None if d.sharers & bit(n) == 0 => {
+                            if block_home != n {
+                                co.data_messages += 2;
+                            }
+                            d.sharers |= bit(n);
+                        }
+                        None => {}
+                    }
+                }
+            }
+            Op::Sync => {
+                co.sync_points += 1;
+                for (_, nodes) in pending.drain() {
+                    co.rc_invalidations += u64::from(nodes.count_ones());
+                }
+            }
         }
+    }
+    for (_, nodes) in pending.drain() {
+        co.rc_invalidations += u64::from(nodes.count_ones());
+    }
+    if out.coherence.is_some() {
+        co.sc_messages = co.data_messages + 2 * co.sc_invalidations;
+        co.rc_messages = co.data_messages + 2 * co.rc_invalidations;
+        out.coherence = Some(co);
     }
     let used = (most_nodes as usize).min(capacity);
     out.peak = peak[..used].to_vec();
@@ -465,6 +585,93 @@ mod tests {
                 "{p:?} moved {share}"
             );
         }
+    }
+
+    #[test]
+    fn msi_counts_fetches_invalidations_and_batches_them_at_sync_points() {
+        let setup = Setup {
+            nodes: 2,
+            placement: Placement::Jump,
+            key: Key::Thread,
+            churn: vec![],
+        };
+        let cluster = Cluster::new(Placement::Jump, 2);
+        // Two threads on different nodes; the block homed where the first
+        // one allocates it.
+        let (a, b) = (0..100u64)
+            .flat_map(|a| (0..100u64).map(move |b| (a, b)))
+            .find(|&(a, b)| {
+                let ha = cluster.node(a ^ 0x5eed);
+                let hb = cluster.node(b ^ 0x5eed);
+                ha != hb && cluster.node(a) == ha
+            })
+            .unwrap();
+        let at = |op, thread, ticks| Timed {
+            op,
+            ticks,
+            stack: 1,
+            thread,
+        };
+        let ops = vec![
+            at(
+                Op::Alloc {
+                    addr: 0x1000,
+                    size: 64,
+                    align: 16,
+                },
+                a,
+                0,
+            ),
+            at(
+                Op::Access {
+                    addr: 0x1010,
+                    write: false,
+                },
+                b,
+                1,
+            ), // b misses: fetch (2)
+            at(
+                Op::Access {
+                    addr: 0x1000,
+                    write: true,
+                },
+                a,
+                2,
+            ), // a writes: invalidate b
+            at(
+                Op::Access {
+                    addr: 0x1020,
+                    write: false,
+                },
+                b,
+                3,
+            ), // b reads from a's modified copy (2)
+            at(
+                Op::Access {
+                    addr: 0x1000,
+                    write: true,
+                },
+                a,
+                4,
+            ), // invalidate b again
+            at(Op::Sync, a, 5),
+            at(
+                Op::Access {
+                    addr: 0x9999,
+                    write: true,
+                },
+                a,
+                6,
+            ), // no block: left out
+        ];
+        let c = run(&setup, &ops).coherence.unwrap();
+        assert_eq!((c.reads, c.writes, c.unresolved), (2, 2, 1));
+        assert_eq!(c.data_messages, 4);
+        assert_eq!(c.sc_invalidations, 2);
+        // Both invalidations of b fall in one interval: one batch.
+        assert_eq!(c.rc_invalidations, 1);
+        assert_eq!((c.sc_messages, c.rc_messages), (8, 6));
+        assert_eq!(c.sync_points, 1);
     }
 
     #[test]

@@ -256,6 +256,28 @@ pub enum Op {
         /// New size.
         size: u64,
     },
+    /// An access annotation (`memtally_alloc::access`): memory at `addr`
+    /// read or written. Only the distributed models use it.
+    Access {
+        /// The address.
+        addr: u64,
+        /// A write.
+        write: bool,
+    },
+    /// A synchronisation point (a marker): release consistency sends the
+    /// invalidations batched since the last one. Only the distributed
+    /// models use it.
+    Sync,
+}
+
+impl Op {
+    /// True for the operations an allocator sees.
+    pub fn is_allocation(&self) -> bool {
+        matches!(
+            self,
+            Op::Alloc { .. } | Op::Free { .. } | Op::Realloc { .. }
+        )
+    }
 }
 
 /// An operation with its time and allocating stack.
@@ -350,6 +372,21 @@ fn read_trace(path: &Path) -> Result<Recorded, crate::Error> {
                 },
                 ticks,
                 stack,
+                thread,
+            },
+            EventKind::Access { address, write } => Timed {
+                op: Op::Access {
+                    addr: address,
+                    write,
+                },
+                ticks,
+                stack: 0,
+                thread,
+            },
+            EventKind::Marker { .. } => Timed {
+                op: Op::Sync,
+                ticks,
+                stack: 0,
                 thread,
             },
             _ => return,
@@ -468,7 +505,12 @@ pub fn run(
     let mut last_ticks = first_ticks;
     let mut last_frag = 0.0f64;
     let started = Instant::now();
+    let mut counted = 0u64;
     for (i, t) in ops.iter().enumerate() {
+        if !t.op.is_allocation() {
+            continue;
+        }
+        counted += 1;
         let clock = (i % 16 == 0).then(Instant::now);
         let mut failed_here = None;
         match t.op {
@@ -515,6 +557,7 @@ pub fn run(
                     }
                 }
             }
+            Op::Access { .. } | Op::Sync => unreachable!("skipped above"),
         }
         let s = heap.take_steps();
         if let Some(c) = clock {
@@ -545,13 +588,13 @@ pub fn run(
                 });
             }
             if stop_at_failure {
-                out.ops = i as u64 + 1;
+                out.ops = counted;
                 return out;
             }
         }
     }
     let elapsed = started.elapsed();
-    out.ops = ops.len() as u64;
+    out.ops = counted;
     let st = heap.stats();
     out.peak_footprint = st.high_water;
     out.leaked_blocks = map.len() as u64;
@@ -584,7 +627,7 @@ fn ceiling(cfg: &Config, ops: &[Timed]) -> Option<u64> {
         .map(|t| match t.op {
             Op::Alloc { size, align, .. } => size + cfg.header + align.max(cfg.align),
             Op::Realloc { size, .. } => size + cfg.header + cfg.align,
-            Op::Free { .. } => 0,
+            Op::Free { .. } | Op::Access { .. } | Op::Sync => 0,
         })
         .sum();
     let c = total

@@ -131,6 +131,7 @@ pub fn write(
                 let size = sizes.remove(&addr).unwrap_or(0);
                 writeln!(out, "{tid},{time},free,{addr:#x},{size},0")?;
             }
+            Op::Access { .. } | Op::Sync => {}
             Op::Realloc { old, addr, size } => {
                 if old != 0 {
                     let s = sizes.remove(&old).unwrap_or(0);
