@@ -5,7 +5,8 @@
 //! the buddy is free. Steps: orders looked at, splits, merges.
 
 use super::{Heap, HeapStats};
-use std::collections::{BTreeSet, HashMap};
+use crate::hash::IdMap;
+use std::collections::BTreeSet;
 
 /// The buddy heap.
 pub struct BuddyHeap {
@@ -15,7 +16,7 @@ pub struct BuddyHeap {
     /// Free blocks by order.
     free: Vec<BTreeSet<u64>>,
     /// User offset -> (block offset, order).
-    used: HashMap<u64, (u64, u32)>,
+    used: IdMap<u64, (u64, u32)>,
     free_total: u64,
     high_water: u64,
     steps: u64,
@@ -38,7 +39,7 @@ impl BuddyHeap {
             free: (0..=max_order.max(min_order))
                 .map(|_| BTreeSet::new())
                 .collect(),
-            used: HashMap::new(),
+            used: IdMap::default(),
             free_total: 0,
             high_water: 0,
             steps: 0,

@@ -20,8 +20,9 @@
 //! again and the bytes that change node are counted as moved.
 
 use super::{Op, Timed};
+use crate::hash::IdMap;
 use serde::Serialize;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 /// A placement policy.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -359,7 +360,7 @@ pub fn run(setup: &Setup, ops: &[Timed]) -> Outcome {
     let mut live = vec![0u64; capacity];
     let mut peak = vec![0u64; capacity];
     // Address -> (key, size, node).
-    let mut blocks: HashMap<u64, (u64, u64, u32)> = HashMap::new();
+    let mut blocks: IdMap<u64, (u64, u64, u32)> = IdMap::default();
     let key_of = |t: &Timed, addr: u64| match setup.key {
         Key::Site => t.stack,
         Key::Thread => t.thread,
@@ -367,10 +368,10 @@ pub fn run(setup: &Setup, ops: &[Timed]) -> Outcome {
     };
     let home = |cluster: &Cluster, thread: u64| cluster.node(thread ^ 0x5eed);
     let mut starts: BTreeMap<u64, u64> = BTreeMap::new();
-    let mut dir: HashMap<u64, Dir> = HashMap::new();
+    let mut dir: IdMap<u64, Dir> = IdMap::default();
     // Release consistency: per block, the nodes to invalidate at the next
     // synchronisation point.
-    let mut pending: HashMap<u64, u128> = HashMap::new();
+    let mut pending: IdMap<u64, u128> = IdMap::default();
     let mut co = Coherence::default();
     let mut out = Outcome {
         coherence: None,
@@ -387,7 +388,7 @@ pub fn run(setup: &Setup, ops: &[Timed]) -> Outcome {
     let mut most_nodes = cluster.nodes();
     let free = |addr: u64,
                 thread: u64,
-                blocks: &mut HashMap<u64, (u64, u64, u32)>,
+                blocks: &mut IdMap<u64, (u64, u64, u32)>,
                 live: &mut Vec<u64>,
                 cluster: &Cluster,
                 out: &mut Outcome| {

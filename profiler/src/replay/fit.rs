@@ -10,7 +10,8 @@
 //! inserting a freed block into the ordered list), splits and merges.
 
 use super::{Heap, HeapStats};
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use crate::hash::IdMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// Counts of free blocks by slot (an offset or a size in units), for the
 /// rank of a block in an ordered list in O(log n) instead of walking it: a
@@ -98,7 +99,7 @@ pub struct FitHeap {
     by_address: Ranks,
     by_size_rank: Ranks,
     /// User offset -> (block offset, block size).
-    used: HashMap<u64, (u64, u64)>,
+    used: IdMap<u64, (u64, u64)>,
     used_total: u64,
     rover: u64,
     high_water: u64,
@@ -126,7 +127,7 @@ impl FitHeap {
             free_total: 0,
             by_address: Ranks::new(0),
             by_size_rank: Ranks::new(0),
-            used: HashMap::new(),
+            used: IdMap::default(),
             used_total: 0,
             rover: 0,
             high_water: 0,

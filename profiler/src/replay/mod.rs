@@ -33,12 +33,12 @@ pub mod rmm;
 pub mod slab;
 pub mod tlsf;
 
+use crate::hash::IdMap;
 use crate::model::{Durations, Model, ModelOptions};
 use crate::read::Analysis;
 use crate::stacks::StackId;
 use memtally_alloc::trace::{EventKind, Ordered};
 use serde::Serialize;
-use std::collections::HashMap;
 use std::path::Path;
 use std::time::Instant;
 
@@ -475,7 +475,7 @@ pub fn run(
     stop_at_failure: bool,
 ) -> Outcome {
     let mut heap = kind.build(arena, cfg);
-    let mut map: HashMap<u64, (u64, u64)> = HashMap::with_capacity(1024);
+    let mut map: IdMap<u64, (u64, u64)> = IdMap::default();
     let mut out = Outcome {
         model: kind.name(),
         arena,

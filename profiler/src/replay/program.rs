@@ -12,7 +12,7 @@
 //! slot; realloc: old slot + 1 (0: none), new slot, size.
 
 use super::{Op, Timed};
-use std::collections::HashMap;
+use crate::hash::IdMap;
 
 const MAGIC: &[u8] = b"MTREPLAY1\n";
 
@@ -65,12 +65,12 @@ fn put(out: &mut Vec<u8>, mut v: u64) {
 
 /// Builds the program of `ops`.
 pub fn build(ops: &[Timed]) -> Program {
-    let mut threads: HashMap<u64, u32> = HashMap::new();
-    let mut slots: HashMap<u64, u32> = HashMap::new();
+    let mut threads: IdMap<u64, u32> = IdMap::default();
+    let mut slots: IdMap<u64, u32> = IdMap::default();
     let mut spare: Vec<u32> = Vec::new();
     let mut next_slot = 0u32;
     let mut p = Program::default();
-    let mut slot_for = |addr: u64, slots: &mut HashMap<u64, u32>, spare: &mut Vec<u32>| -> u32 {
+    let mut slot_for = |addr: u64, slots: &mut IdMap<u64, u32>, spare: &mut Vec<u32>| -> u32 {
         let s = spare.pop().unwrap_or_else(|| {
             next_slot += 1;
             next_slot - 1

@@ -4,7 +4,7 @@
 //! does not borrow from another). Allocation and free are O(1): one step.
 
 use super::{Heap, HeapStats};
-use std::collections::HashMap;
+use crate::hash::IdMap;
 
 struct Pool {
     block: u64,
@@ -21,7 +21,7 @@ struct Pool {
 pub struct SlabHeap {
     pools: Vec<Pool>,
     /// User offset -> pool index.
-    used: HashMap<u64, usize>,
+    used: IdMap<u64, usize>,
     steps: u64,
 }
 
@@ -59,7 +59,7 @@ impl SlabHeap {
             .collect();
         SlabHeap {
             pools,
-            used: HashMap::new(),
+            used: IdMap::default(),
             steps: 0,
         }
     }

@@ -10,7 +10,8 @@
 //! search, each list removal and insertion, each split and each merge.
 
 use super::{Heap, HeapStats};
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use crate::hash::IdMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// Second-level subdivisions: 2^SLI lists per power of two.
 const SLI: u32 = 4;
@@ -29,7 +30,7 @@ pub struct TlsfHeap {
     /// Every block by offset: (size, free).
     phys: BTreeMap<u64, (u64, bool)>,
     /// User offset -> block offset.
-    used: HashMap<u64, u64>,
+    used: IdMap<u64, u64>,
     /// Free block sizes, for statistics only.
     sizes: BTreeMap<u64, u32>,
     free_total: u64,
@@ -57,7 +58,7 @@ impl TlsfHeap {
             sl_bitmap: [0; 64],
             lists: (0..64 * SL).map(|_| BTreeSet::new()).collect(),
             phys: BTreeMap::new(),
-            used: HashMap::new(),
+            used: IdMap::default(),
             sizes: BTreeMap::new(),
             free_total: 0,
             high_water: 0,
