@@ -11,7 +11,7 @@
 
 use super::{Heap, HeapStats};
 use crate::hash::IdMap;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 /// Second-level subdivisions: 2^SLI lists per power of two.
 const SLI: u32 = 4;
@@ -26,9 +26,15 @@ pub struct TlsfHeap {
     arena: u64,
     fl_bitmap: u64,
     sl_bitmap: [u32; 64],
-    lists: Vec<BTreeSet<u64>>,
-    /// Every block by offset: (size, free).
-    phys: BTreeMap<u64, (u64, bool)>,
+    /// The free lists (unordered, as TLSF's linked lists: O(1) insertion
+    /// and removal by the position kept in `at`).
+    lists: Vec<Vec<u64>>,
+    /// A free block's place in its list.
+    at: IdMap<u64, usize>,
+    /// Every block by offset: (size, free); and by end, the offset (the
+    /// boundary tags that find the physical neighbours).
+    phys: IdMap<u64, (u64, bool)>,
+    ends: IdMap<u64, u64>,
     /// User offset -> block offset.
     used: IdMap<u64, u64>,
     /// Free block sizes, for statistics only.
@@ -56,8 +62,10 @@ impl TlsfHeap {
             arena: arena / align * align,
             fl_bitmap: 0,
             sl_bitmap: [0; 64],
-            lists: (0..64 * SL).map(|_| BTreeSet::new()).collect(),
-            phys: BTreeMap::new(),
+            lists: (0..64 * SL).map(|_| Vec::new()).collect(),
+            at: IdMap::default(),
+            phys: IdMap::default(),
+            ends: IdMap::default(),
             used: IdMap::default(),
             sizes: BTreeMap::new(),
             free_total: 0,
@@ -65,15 +73,28 @@ impl TlsfHeap {
             steps: 0,
         };
         if h.arena >= MIN_BLOCK {
-            h.phys.insert(0, (h.arena, true));
+            h.set_block(0, h.arena, true);
             h.insert(0, h.arena);
         }
         h
     }
 
+    fn set_block(&mut self, at: u64, size: u64, free: bool) {
+        self.phys.insert(at, (size, free));
+        self.ends.insert(at + size, at);
+    }
+
+    fn drop_block(&mut self, at: u64) -> u64 {
+        let (size, _) = self.phys.remove(&at).expect("a block");
+        self.ends.remove(&(at + size));
+        size
+    }
+
     fn insert(&mut self, at: u64, size: u64) {
         let (fl, sl) = mapping(size);
-        self.lists[fl * SL + sl].insert(at);
+        let list = &mut self.lists[fl * SL + sl];
+        self.at.insert(at, list.len());
+        list.push(at);
         self.fl_bitmap |= 1 << fl;
         self.sl_bitmap[fl] |= 1 << sl;
         *self.sizes.entry(size).or_default() += 1;
@@ -84,7 +105,11 @@ impl TlsfHeap {
     fn remove(&mut self, at: u64, size: u64) {
         let (fl, sl) = mapping(size);
         let list = &mut self.lists[fl * SL + sl];
-        list.remove(&at);
+        let i = self.at.remove(&at).expect("a listed block");
+        list.swap_remove(i);
+        if let Some(&moved) = list.get(i) {
+            self.at.insert(moved, i);
+        }
         if list.is_empty() {
             self.sl_bitmap[fl] &= !(1 << sl);
             if self.sl_bitmap[fl] == 0 {
@@ -133,18 +158,19 @@ impl Heap for TlsfHeap {
         let need =
             ((size.max(1) + self.header + pad).div_ceil(self.align) * self.align).max(MIN_BLOCK);
         let (fl, sl) = self.find(need)?;
-        let at = *self.lists[fl * SL + sl].first().expect("a non-empty list");
+        let at = *self.lists[fl * SL + sl].last().expect("a non-empty list");
         let (block, _) = self.phys[&at];
         self.remove(at, block);
+        self.drop_block(at);
         let taken = if block - need >= MIN_BLOCK {
             self.steps += 1;
-            self.phys.insert(at + need, (block - need, true));
+            self.set_block(at + need, block - need, true);
             self.insert(at + need, block - need);
             need
         } else {
             block
         };
-        self.phys.insert(at, (taken, false));
+        self.set_block(at, taken, false);
         let user = (at + self.header + pad) / align.max(1) * align.max(1);
         let user = user.max(at + self.header);
         self.used.insert(user, at);
@@ -156,23 +182,23 @@ impl Heap for TlsfHeap {
         let Some(mut at) = self.used.remove(&user) else {
             return;
         };
-        let (mut size, _) = self.phys.remove(&at).expect("a used block");
-        if let Some((&prev, &(psize, true))) = self.phys.range(..at).next_back()
-            && prev + psize == at
+        let mut size = self.drop_block(at);
+        if let Some(&prev) = self.ends.get(&at)
+            && let Some(&(psize, true)) = self.phys.get(&prev)
         {
             self.remove(prev, psize);
-            self.phys.remove(&prev);
+            self.drop_block(prev);
             at = prev;
             size += psize;
             self.steps += 1;
         }
         if let Some(&(nsize, true)) = self.phys.get(&(at + size)) {
             self.remove(at + size, nsize);
-            self.phys.remove(&(at + size));
+            self.drop_block(at + size);
             size += nsize;
             self.steps += 1;
         }
-        self.phys.insert(at, (size, true));
+        self.set_block(at, size, true);
         self.insert(at, size);
     }
 
@@ -191,7 +217,8 @@ impl Heap for TlsfHeap {
     fn check(&self) -> Result<(), String> {
         let mut end = 0;
         let mut prev_free = false;
-        for (&at, &(size, free)) in &self.phys {
+        let ordered: BTreeMap<u64, (u64, bool)> = self.phys.iter().map(|(&a, &b)| (a, b)).collect();
+        for (&at, &(size, free)) in &ordered {
             if at != end {
                 return Err(format!(
                     "gap or overlap at {at} (previous block ends at {end})"
@@ -202,7 +229,12 @@ impl Heap for TlsfHeap {
             }
             if free {
                 let (fl, sl) = mapping(size);
-                if !self.lists[fl * SL + sl].contains(&at) {
+                if !self.lists[fl * SL + sl].contains(&at)
+                    || self
+                        .at
+                        .get(&at)
+                        .is_none_or(|&i| self.lists[fl * SL + sl][i] != at)
+                {
                     return Err(format!("free block at {at} of {size} not in its list"));
                 }
                 if self.sl_bitmap[fl] & (1 << sl) == 0 || self.fl_bitmap & (1 << fl) == 0 {
@@ -211,6 +243,13 @@ impl Heap for TlsfHeap {
             }
             prev_free = free;
             end = at + size;
+        }
+        if self.ends.len() != self.phys.len() {
+            return Err(format!(
+                "{} boundary tags for {} blocks",
+                self.ends.len(),
+                self.phys.len()
+            ));
         }
         if !self.phys.is_empty() && end != self.arena {
             return Err(format!("blocks end at {end}, the arena at {}", self.arena));
