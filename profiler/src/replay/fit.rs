@@ -134,9 +134,10 @@ impl FitHeap {
             steps: 0,
         };
         let span: u64 = regions.iter().map(|r| r / align * align + align).sum();
-        if flavour != Flavour::Tagged {
-            h.by_address = Ranks::new(span / align + 1);
-            h.by_size_rank = Ranks::new(span / align + 1);
+        match flavour {
+            Flavour::FreeRtosOrdered => h.by_address = Ranks::new(span / align + 1),
+            Flavour::FreeRtosBySize => h.by_size_rank = Ranks::new(span / align + 1),
+            Flavour::Tagged => {}
         }
         let mut at = 0u64;
         for &size in regions {
@@ -155,9 +156,10 @@ impl FitHeap {
         self.free.insert(at, size);
         self.by_size.insert((size, at));
         self.free_total += size;
-        if self.flavour != Flavour::Tagged {
-            self.by_address.add(at / self.align, 1);
-            self.by_size_rank.add(size / self.align, 1);
+        match self.flavour {
+            Flavour::FreeRtosOrdered => self.by_address.add(at / self.align, 1),
+            Flavour::FreeRtosBySize => self.by_size_rank.add(size / self.align, 1),
+            Flavour::Tagged => {}
         }
     }
 
@@ -165,9 +167,10 @@ impl FitHeap {
         let size = self.free.remove(&at).expect("a free block");
         self.by_size.remove(&(size, at));
         self.free_total -= size;
-        if self.flavour != Flavour::Tagged {
-            self.by_address.add(at / self.align, -1);
-            self.by_size_rank.add(size / self.align, -1);
+        match self.flavour {
+            Flavour::FreeRtosOrdered => self.by_address.add(at / self.align, -1),
+            Flavour::FreeRtosBySize => self.by_size_rank.add(size / self.align, -1),
+            Flavour::Tagged => {}
         }
         size
     }
