@@ -180,21 +180,7 @@ fn enter_shows_the_stack_of_the_selected_site() {
 #[test]
 fn a_site_that_keeps_growing_is_an_alert() {
     let dir = tempfile::tempdir().unwrap();
-    let mut t = TraceBuilder::new();
-    t.full_header()
-        .clock(0, 0)
-        .clock(4_000_000_000, 4_000_000_000);
-    t.frame(1, 0, 0x405000).frame(2, 0, 0x406000);
-    let mut events = Vec::new();
-    for i in 0..400u64 {
-        // 0x405000 keeps 100 bytes every 10 ms; 0x406000 churns.
-        events.push(alloc(i * 10_000_000, 0x10_0000 + i * 0x100, 100, 1));
-        events.push(alloc(i * 10_000_000 + 1, 0x90_0000, 300, 2));
-        events.push(free(i * 10_000_000 + 2, 0x90_0000));
-    }
-    t.events(0, &events).footer(4_000_000_000);
-    let path = dir.path().join("g.mtt");
-    std::fs::write(&path, t.bytes()).unwrap();
+    let path = growing_trace(dir.path());
     let options = model_options();
     let (model, _) = Live::follow(&path, options, WriterWatch::HeaderPid).wait();
     let mut symbolizer = memtally_profiler::Symbolizer::default();
