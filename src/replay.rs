@@ -35,6 +35,10 @@ struct RealRun {
     /// The peak RSS above the worker's RSS before the replay (the program
     /// loaded): what the allocator needed for the workload.
     replay_rss_kib: u64,
+    /// Allocations that returned null.
+    failed: u64,
+    /// Blocks still allocated at the end (never freed in the trace).
+    leaked: u64,
     /// memtally's replay time / this allocator's (below 1: memtally faster).
     time_ratio: Option<f64>,
     /// memtally's replay RSS / this allocator's.
@@ -64,9 +68,13 @@ fn worker(name: &str) -> Result<std::path::PathBuf> {
 }
 
 /// Runs `exe program` and returns (replay ns, peak RSS KiB, RSS before
-/// the replay KiB), as the worker measured them (its `VmHWM`: `wait4`'s
-/// `ru_maxrss` would carry this process's own RSS over the exec).
-fn run_worker(exe: &std::path::Path, program: &std::path::Path) -> Result<(u64, u64, u64)> {
+/// the replay KiB, failed allocations, blocks left), as the worker
+/// measured them (its `VmHWM`: `wait4`'s `ru_maxrss` would carry this
+/// process's own RSS over the exec).
+fn run_worker(
+    exe: &std::path::Path,
+    program: &std::path::Path,
+) -> Result<(u64, u64, u64, u64, u64)> {
     let out = std::process::Command::new(exe)
         .arg(program)
         .output()
@@ -89,6 +97,8 @@ fn run_worker(exe: &std::path::Path, program: &std::path::Path) -> Result<(u64, 
         field("replay_ns=")?,
         field("peak_rss_kib=")?,
         field("base_rss_kib=")?,
+        field("failed=")?,
+        field("leaked=")?,
     ))
 }
 
@@ -113,8 +123,11 @@ fn against(args: &ReplayArgs, ops: &[replay::Timed]) -> Result<Vec<RealRun>> {
             let mut times = Vec::new();
             let mut rss = Vec::new();
             let mut added = Vec::new();
+            let (mut failed, mut leaked) = (0, 0);
             for _ in 0..args.runs {
-                let (t, r, base) = run_worker(exe, &path)?;
+                let (t, r, base, f, l) = run_worker(exe, &path)?;
+                failed = f;
+                leaked = l;
                 times.push(t);
                 rss.push(r);
                 added.push(r.saturating_sub(base));
@@ -125,6 +138,8 @@ fn against(args: &ReplayArgs, ops: &[replay::Timed]) -> Result<Vec<RealRun>> {
                 replay_ns: median(times),
                 peak_rss_kib: median(rss),
                 replay_rss_kib: median(added),
+                failed,
+                leaked,
                 time_ratio: None,
                 rss_ratio: None,
             });
@@ -321,6 +336,14 @@ pub fn run(args: &ReplayArgs) -> Result<()> {
             out,
             "  (replay RSS: the peak above the worker's RSS before the replay; ratios below 1: memtally faster or smaller)"
         )?;
+        if let Some(r) = real.first() {
+            writeln!(
+                out,
+                "  {} blocks never freed in the trace were left at the end; {} allocations failed",
+                text_count(r.leaked),
+                text_count(r.failed)
+            )?;
+        }
         if reports.is_empty() {
             out.flush()?;
             return Ok(());

@@ -50,13 +50,18 @@ fn release(slot: &Slot) {
     }
 }
 
+/// Allocations that returned null.
+static FAILED: AtomicU64 = AtomicU64::new(0);
+
 fn step(slots: &[Slot], s: Step) {
     match s {
         Step::Alloc { slot, size, align } => {
             let l = layout(size, align);
             // SAFETY: the layout has a non-zero size.
             let p = unsafe { alloc(l) };
-            if !p.is_null() {
+            if p.is_null() {
+                FAILED.fetch_add(1, Ordering::Relaxed);
+            } else {
                 touch(p, l.size());
             }
             let slot = &slots[slot as usize];
@@ -86,7 +91,9 @@ fn step(slots: &[Slot], s: Step) {
                     (unsafe { alloc(l) }, l.align())
                 }
             };
-            if !new.0.is_null() {
+            if new.0.is_null() {
+                FAILED.fetch_add(1, Ordering::Relaxed);
+            } else {
                 touch(new.0, size.max(1) as usize);
             }
             let s = &slots[slot as usize];
@@ -218,12 +225,17 @@ pub fn replay_worker_main(allocator: &str) -> ExitCode {
         }
     });
     let elapsed = start.elapsed();
+    let leaked = slots
+        .iter()
+        .filter(|s| s.ptr.load(Ordering::Relaxed) != 0)
+        .count();
     println!(
-        "replay_ns={} steps={} threads={} base_rss_kib={base_rss_kib} peak_rss_kib={}",
+        "replay_ns={} steps={} threads={} base_rss_kib={base_rss_kib} peak_rss_kib={} failed={} leaked={leaked}",
         elapsed.as_nanos(),
         reader.count,
         reader.threads,
-        status_kib("VmHWM:")
+        status_kib("VmHWM:"),
+        FAILED.load(Ordering::Relaxed)
     );
     ExitCode::SUCCESS
 }
