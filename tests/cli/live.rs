@@ -297,3 +297,48 @@ fn run_live_follows_the_command_into_the_program_it_executes() {
     let s = tmux.wait_for("the shell after memtally", |s| s.contains("DONE"));
     assert!(s.contains("t.1.mtt"), "{s}");
 }
+
+#[test]
+fn view_moves_a_time_cursor_through_a_finished_trace() {
+    use memtally_profiler::synth::{TraceBuilder, alloc, free};
+    let dir = scratch("view");
+    // Four seconds: 0x405000 keeps 100 bytes every 10 ms (40 KiB at the
+    // end), 0x406000 churns.
+    let mut t = TraceBuilder::new();
+    t.full_header()
+        .clock(0, 0)
+        .clock(4_000_000_000, 4_000_000_000);
+    t.frame(1, 0, 0x405000).frame(2, 0, 0x406000);
+    let mut events = Vec::new();
+    for i in 0..400u64 {
+        events.push(alloc(i * 10_000_000, 0x10_0000 + i * 0x100, 100, 1));
+        events.push(alloc(i * 10_000_000 + 1, 0x90_0000, 300, 2));
+        events.push(free(i * 10_000_000 + 2, 0x90_0000));
+    }
+    t.events(0, &events).footer(4_000_000_000);
+    let path = dir.join("g.mtt");
+    std::fs::write(&path, t.bytes()).unwrap();
+    let command = format!(
+        "'{}' view '{}'; echo DONE; sleep 60",
+        env!("CARGO_BIN_EXE_memtally"),
+        path.display()
+    );
+    let tmux = Tmux::start("view", &command, 80, 24);
+    tmux.wait_for("the end of the recording", |s| {
+        s.contains("exited") && s.contains("39.1 KiB")
+    });
+    // Back seven tenths: 1.2 s, when 120 blocks of 100 bytes were live.
+    for _ in 0..7 {
+        tmux.keys("<");
+    }
+    let s = tmux.wait_for("the heap at 1.2 s", |s| {
+        s.contains("at 1.200 s (time cursor")
+    });
+    assert!(s.contains("heap 11.7 KiB"), "{s}");
+    tmux.keys("e");
+    tmux.wait_for("back to the end", |s| {
+        s.contains("exited") && s.contains("heap 39.1 KiB")
+    });
+    tmux.keys("q");
+    tmux.wait_for("the shell after memtally", |s| s.contains("DONE"));
+}
