@@ -416,27 +416,9 @@ pub fn run(args: &ReplayArgs) -> Result<()> {
             ]
         })
         .collect();
-    let widths: Vec<usize> = (0..heads.len())
-        .map(|i| {
-            rows.iter()
-                .map(|r| r[i].chars().count())
-                .chain([heads[i].len()])
-                .max()
-                .unwrap_or(0)
-        })
-        .collect();
-    for row in std::iter::once(heads.iter().map(|h| h.to_string()).collect::<Vec<_>>()).chain(rows)
-    {
-        let mut line = String::new();
-        for (i, (c, w)) in row.iter().zip(&widths).enumerate() {
-            if i < 2 {
-                line.push_str(&format!("  {c:<w$}"));
-            } else {
-                line.push_str(&format!("  {c:>w$}"));
-            }
-        }
-        writeln!(out, "{}", line.trim_end())?;
-    }
+    let mut table = String::new();
+    memtally_profiler::report::text_table(&mut table, &heads, &[0, 1], &rows);
+    out.write_all(table.as_bytes())?;
     for (r, f) in reports.iter().zip(&failures) {
         if let Some(f) = f {
             writeln!(out, "{}: first failure by {f}", r.outcome.model)?;

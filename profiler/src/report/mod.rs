@@ -14,8 +14,9 @@ pub(crate) use build::{SiteBuilder, notes, summary, thread_reports, timeline, tr
 pub use schema::*;
 pub(crate) use text::{Fmt as TextFmt, site_table};
 pub use text::{
-    bytes as text_bytes, command_line, count as text_count, ns as text_ns, render as render_text,
-    render_view as render_text_view, write as write_text,
+    bytes as text_bytes, command_line, count as text_count, ns as text_ns,
+    plain_table as text_table, render as render_text, render_view as render_text_view,
+    write as write_text,
 };
 
 use crate::error::{Error, ErrorKind};

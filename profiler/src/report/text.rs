@@ -497,8 +497,8 @@ fn scopes(o: &mut String, r: &Report, f: &Fmt, asked: bool) {
 }
 
 /// A table whose columns are right-aligned numbers but for the `left`
-/// ones (text).
-fn plain_table(o: &mut String, heads: &[&str], left: &[usize], rows: &[Vec<String>]) {
+/// ones (text), with a heading row; `  (none)` when there are no rows.
+pub fn plain_table(o: &mut String, heads: &[&str], left: &[usize], rows: &[Vec<String>]) {
     if rows.is_empty() {
         o.push_str("  (none)\n");
         return;
