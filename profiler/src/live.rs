@@ -186,19 +186,27 @@ fn set_state(shared: &Shared, state: LiveState, bytes: u64) {
 }
 
 /// Is the process that writes the trace gone?
-fn writer_gone(shared: &Shared, watch: WriterWatch, pid: Option<u64>) -> bool {
+fn writer_gone(shared: &Shared, watch: WriterWatch, writer: Option<&(u64, String)>) -> bool {
     match watch {
         WriterWatch::Told => shared.writer_gone.load(Ordering::Acquire),
-        WriterWatch::HeaderPid => match pid {
-            Some(pid) => !process_running(pid),
+        WriterWatch::HeaderPid => match writer {
+            Some((pid, exe)) => !process_running(*pid, exe),
             // No header yet: wait for one.
             None => false,
         },
     }
 }
 
-/// True while process `pid` exists and is not a zombie.
-pub(crate) fn process_running(pid: u64) -> bool {
+/// True while process `pid` exists, is not a zombie, and (when that can be
+/// read) runs the executable `exe`: a pid reused by another program since
+/// the trace was written is not the writer.
+pub(crate) fn process_running(pid: u64, exe: &str) -> bool {
+    if let Ok(running) = std::fs::read_link(format!("/proc/{pid}/exe"))
+        && !exe.is_empty()
+        && running != std::path::Path::new(exe)
+    {
+        return false;
+    }
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
         // The state follows the command name in parentheses, which may
         // itself hold parentheses: take the last one.
@@ -256,14 +264,14 @@ fn ingest(path: &Path, shared: &Shared, watch: WriterWatch) {
         }
         // Whether the writer was gone is asked before reading, so that
         // everything it wrote before going is read before giving up.
-        let gone = writer_gone(shared, watch, pid);
+        let gone = writer_gone(shared, watch, pid.as_ref());
         let mut failed = None;
         loop {
             match decoder.next_ordered() {
                 Ok(Some(item)) => {
                     if let Ordered::Record(r) = &item {
                         match r {
-                            Record::Header(h) => pid = Some(h.pid),
+                            Record::Header(h) => pid = Some((h.pid, h.exe.clone())),
                             Record::Footer { flags, .. } => footer = Some(*flags),
                             _ => {}
                         }

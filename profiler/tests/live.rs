@@ -131,3 +131,30 @@ fn a_program_that_never_writes_its_trace_is_said_so() {
     };
     assert!(why.contains("without writing a trace"), "{why}");
 }
+
+#[test]
+fn a_trace_whose_pid_now_runs_another_program_is_not_followed_forever() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("reused.mtt");
+    // Written by "pid <this test>", but as another executable: the pid was
+    // reused, the writer is gone.
+    let mut t = TraceBuilder::new();
+    t.header(
+        u64::from(std::process::id()),
+        memtally_alloc::trace::mode::FULL,
+        0,
+        "/usr/bin/long-gone-server",
+        &["long-gone-server"],
+    )
+    .clock(0, 0)
+    .frame(1, 0, 0x401000);
+    t.events(0, &[alloc(100, 0x1000, 64, 1)]);
+    std::fs::write(&path, t.bytes()).unwrap();
+    let (model, status) =
+        Live::follow(&path, ModelOptions::default(), WriterWatch::HeaderPid).wait();
+    assert!(
+        matches!(status.state, LiveState::CutShort { .. }),
+        "{status:?}"
+    );
+    assert_eq!(model.totals().counters.allocations, 1);
+}
