@@ -56,6 +56,7 @@ fn the_text_report_has_every_section() {
         "TOP SITES BY THEIR OWN PEAK",
         "TEMPORARY ALLOCATIONS: 1 (25.0% of allocations, 24 B)",
         "SIZES (requested, power-of-two buckets)",
+        "memtally's size classes serve these requests with",
         "LATENCY AND LIFETIMES",
         "THREADS",
         "HEAP OVER TIME",

@@ -226,7 +226,9 @@ fn the_other_tabs_and_help_draw() {
     let s = screen(&target, &mut app, 80, 24);
     // 64 B, 1000 B and 5000 B requests: buckets [64,127], [512,1023],
     // [4096,8191].
-    assert!(line_of(&s, "512 B-1023 B").1.contains("10"), "{s}");
+    let (_, row) = line_of(&s, "512 B-1023 B");
+    assert!(row.contains("10") && row.contains('%'), "{s}");
+    assert!(s.contains("waste"), "{s}");
     press(&mut app, KeyCode::Tab);
     let s = screen(&target, &mut app, 80, 24);
     assert!(line_of(&s, "allocation call").1.contains("12"), "{s}");

@@ -715,7 +715,7 @@ fn draw_sizes(f: &mut Frame<'_>, area: Rect, app: &mut App, snap: &Snapshot, the
         .max()
         .unwrap_or(0)
         .max(1);
-    let bar_width = area.width.saturating_sub(48).max(4) as u64;
+    let bar_width = area.width.saturating_sub(56).max(4) as u64;
     let rows: Vec<TableRow> = snap
         .sizes
         .iter()
@@ -726,10 +726,16 @@ fn draw_sizes(f: &mut Frame<'_>, area: Rect, app: &mut App, snap: &Snapshot, the
                 format!("{}-{}", text_bytes(b.min), text_bytes(b.max))
             };
             let bar = "#".repeat((b.blocks * bar_width).div_ceil(most) as usize);
+            let waste = if b.served == 0 {
+                0.0
+            } else {
+                100.0 * b.served.saturating_sub(b.bytes) as f64 / b.served as f64
+            };
             TableRow::new(vec![
                 Cell::from(range),
                 Cell::from(Line::from(text_count(b.blocks)).alignment(Alignment::Right)),
                 Cell::from(Line::from(text_bytes(b.bytes)).alignment(Alignment::Right)),
+                Cell::from(Line::from(format!("{waste:.1}%")).alignment(Alignment::Right)),
                 Cell::from(bar),
             ])
         })
@@ -742,10 +748,13 @@ fn draw_sizes(f: &mut Frame<'_>, area: Rect, app: &mut App, snap: &Snapshot, the
             Constraint::Length(20),
             Constraint::Length(12),
             Constraint::Length(11),
+            Constraint::Length(7),
             Constraint::Min(4),
         ],
     )
-    .header(TableRow::new(vec!["requested size", "blocks", "bytes", ""]).style(theme.title()))
+    .header(
+        TableRow::new(vec!["requested size", "blocks", "bytes", "waste", ""]).style(theme.title()),
+    )
     .row_highlight_style(theme.selected());
     let mut state = TableState::default().with_selected(Some(app.selected));
     f.render_stateful_widget(table, area, &mut state);

@@ -1,7 +1,9 @@
 //! The size histogram: requested sizes in power-of-two buckets.
 //!
 //! Bucket 0 holds zero-byte requests; bucket `k` (1..=64) holds sizes in
-//! `[2^(k-1), 2^k)`.
+//! `[2^(k-1), 2^k)`. Each bucket also counts the bytes memtally's size
+//! classes serve those requests with ([`served_bytes`]): the difference is
+//! the internal waste of the rounding.
 
 use super::counters::Weight;
 
@@ -10,6 +12,16 @@ use super::counters::Weight;
 pub struct SizeHistogram {
     blocks: [u64; 65],
     bytes: [u64; 65],
+    served: [u64; 65],
+}
+
+/// The bytes memtally's allocator hands out for a request of `size`: its
+/// size class, or for a huge block the size rounded to 4 KiB pages.
+pub fn served_bytes(size: u64) -> u64 {
+    usize::try_from(size)
+        .ok()
+        .and_then(memtally_alloc::debug::class_size_for)
+        .map_or(size.div_ceil(4096).saturating_mul(4096), |c| c as u64)
 }
 
 /// One bucket of a [`SizeHistogram`].
@@ -23,6 +35,8 @@ pub struct SizeBucket {
     pub blocks: u64,
     /// Their requested bytes.
     pub bytes: u64,
+    /// The bytes memtally's size classes serve them with.
+    pub served: u64,
 }
 
 impl Default for SizeHistogram {
@@ -30,6 +44,7 @@ impl Default for SizeHistogram {
         SizeHistogram {
             blocks: [0; 65],
             bytes: [0; 65],
+            served: [0; 65],
         }
     }
 }
@@ -45,6 +60,7 @@ impl SizeHistogram {
         let b = bucket(size);
         self.blocks[b] += w.blocks;
         self.bytes[b] += w.bytes;
+        self.served[b] += served_bytes(size).saturating_mul(w.blocks);
     }
 
     /// The buckets from the smallest to the largest non-empty one (empty
@@ -66,6 +82,7 @@ impl SizeHistogram {
                     max,
                     blocks: self.blocks[b],
                     bytes: self.bytes[b],
+                    served: self.served[b],
                 }
             })
             .collect()
@@ -75,6 +92,22 @@ impl SizeHistogram {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn served_bytes_follow_memtally_size_classes() {
+        let mut h = SizeHistogram::default();
+        let one = Weight {
+            bytes: 100,
+            blocks: 1,
+        };
+        h.add(100, one);
+        let class = memtally_alloc::debug::class_size_for(100).unwrap() as u64;
+        assert!(class >= 100);
+        let b = h.buckets().into_iter().find(|b| b.blocks == 1).unwrap();
+        assert_eq!((b.bytes, b.served), (100, class));
+        // Huge blocks: whole pages.
+        assert_eq!(served_bytes(600 * 1024 + 1), 601 * 1024 + 3072);
+    }
 
     #[test]
     fn sizes_fall_in_power_of_two_buckets() {

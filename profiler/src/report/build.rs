@@ -106,6 +106,7 @@ pub fn build(analysis: &Analysis, symbolizer: &mut Symbolizer, options: &ReportO
                 max: b.max,
                 blocks: b.blocks,
                 bytes: b.bytes,
+                served: b.served,
             })
             .collect(),
         alloc_latency_ns: durations(model.alloc_latency(), clock),

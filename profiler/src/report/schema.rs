@@ -250,6 +250,9 @@ pub struct SizeBucketReport {
     pub blocks: u64,
     /// Requested bytes.
     pub bytes: u64,
+    /// The bytes memtally's size classes serve them with (the rest of
+    /// `served - bytes` is internal waste).
+    pub served: u64,
 }
 
 /// A duration distribution, in nanoseconds.

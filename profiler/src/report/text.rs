@@ -326,6 +326,17 @@ fn sizes(o: &mut String, r: &Report, f: &Fmt) {
         let line = format!("  {label:>w0$}  {c:>w1$}  {}", "#".repeat(bar));
         let _ = writeln!(o, "{}", line.trim_end());
     }
+    let asked: u64 = r.sizes.iter().map(|b| b.bytes).sum();
+    let served: u64 = r.sizes.iter().map(|b| b.served).sum();
+    if served > 0 {
+        let _ = writeln!(
+            o,
+            "  memtally's size classes serve these requests with {}: {} ({}) of internal waste",
+            f.bytes(served),
+            f.bytes(served.saturating_sub(asked)),
+            percent(served.saturating_sub(asked) as f64 / served as f64)
+        );
+    }
 }
 
 fn durations(o: &mut String, r: &Report, f: &Fmt) {
