@@ -291,3 +291,22 @@ pub fn access(time: u64, address: u64, write: bool) -> RawEvent {
 pub fn marker(time: u64, string: u64) -> RawEvent {
     RawEvent::Marker { time, string }
 }
+
+/// A finished full-mode trace of `rounds` rounds 10 ms apart (times in
+/// ticks of one nanosecond): stack 1 (frame 0x405000) keeps 100 bytes each
+/// round, stack 2 (frame 0x406000) allocates 300 bytes and frees them; for
+/// tests of growth, timelines and time cursors.
+pub fn steady_leak(rounds: u64) -> TraceBuilder {
+    let end = rounds * 10_000_000;
+    let mut t = TraceBuilder::new();
+    t.full_header().clock(0, 0).clock(end, end);
+    t.frame(1, 0, 0x405000).frame(2, 0, 0x406000);
+    let mut events = Vec::new();
+    for i in 0..rounds {
+        events.push(alloc(i * 10_000_000, 0x10_0000 + i * 0x100, 100, 1));
+        events.push(alloc(i * 10_000_000 + 1, 0x90_0000, 300, 2));
+        events.push(free(i * 10_000_000 + 2, 0x90_0000));
+    }
+    t.events(0, &events).footer(end);
+    t
+}

@@ -300,24 +300,11 @@ fn run_live_follows_the_command_into_the_program_it_executes() {
 
 #[test]
 fn view_moves_a_time_cursor_through_a_finished_trace() {
-    use memtally_profiler::synth::{TraceBuilder, alloc, free};
     let dir = scratch("view");
     // Four seconds: 0x405000 keeps 100 bytes every 10 ms (40 KiB at the
     // end), 0x406000 churns.
-    let mut t = TraceBuilder::new();
-    t.full_header()
-        .clock(0, 0)
-        .clock(4_000_000_000, 4_000_000_000);
-    t.frame(1, 0, 0x405000).frame(2, 0, 0x406000);
-    let mut events = Vec::new();
-    for i in 0..400u64 {
-        events.push(alloc(i * 10_000_000, 0x10_0000 + i * 0x100, 100, 1));
-        events.push(alloc(i * 10_000_000 + 1, 0x90_0000, 300, 2));
-        events.push(free(i * 10_000_000 + 2, 0x90_0000));
-    }
-    t.events(0, &events).footer(4_000_000_000);
     let path = dir.join("g.mtt");
-    std::fs::write(&path, t.bytes()).unwrap();
+    std::fs::write(&path, memtally_profiler::synth::steady_leak(400).bytes()).unwrap();
     let command = format!(
         "'{}' view '{}'; echo DONE; sleep 60",
         env!("CARGO_BIN_EXE_memtally"),

@@ -261,20 +261,8 @@ fn the_table_scrolls_to_keep_the_selection_on_screen() {
 
 /// Four seconds: 0x405000 keeps 100 bytes every 10 ms, 0x406000 churns.
 fn growing_trace(dir: &std::path::Path) -> std::path::PathBuf {
-    let mut t = TraceBuilder::new();
-    t.full_header()
-        .clock(0, 0)
-        .clock(4_000_000_000, 4_000_000_000);
-    t.frame(1, 0, 0x405000).frame(2, 0, 0x406000);
-    let mut events = Vec::new();
-    for i in 0..400u64 {
-        events.push(alloc(i * 10_000_000, 0x10_0000 + i * 0x100, 100, 1));
-        events.push(alloc(i * 10_000_000 + 1, 0x90_0000, 300, 2));
-        events.push(free(i * 10_000_000 + 2, 0x90_0000));
-    }
-    t.events(0, &events).footer(4_000_000_000);
     let path = dir.join("g.mtt");
-    std::fs::write(&path, t.bytes()).unwrap();
+    std::fs::write(&path, memtally_profiler::synth::steady_leak(400).bytes()).unwrap();
     path
 }
 
