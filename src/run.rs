@@ -146,7 +146,7 @@ pub fn run(args: &RunArgs) -> Result<ExitCode> {
 fn announce(written: &[PathBuf], pattern: &Path, pid: u32, cwd: &Path) -> Vec<PathBuf> {
     if written.is_empty() {
         say!(
-            "memtally: no trace was written (expected {})",
+            "memtally: no trace was written (expected {}): the command made no allocation through the C library while recorded (a statically linked program, or one that never calls malloc, is not seen)",
             shown(pattern, cwd)
         );
         return Vec::new();
