@@ -107,8 +107,25 @@ impl fmt::Display for BadPointer {
 pub fn invalid_pointer(call: &str, p: *const u8, why: BadPointer) -> ! {
     let mut w = LineWriter::new();
     use fmt::Write;
-    let _ = write!(w, "memtally: {call}(): invalid pointer {p:p}: {why}");
+    let recording = crate::record::active();
+    let _ = write!(
+        w,
+        "memtally: {call}(): invalid pointer {p:p}: {why}{}",
+        if recording {
+            " (recorded in the trace with the call's stack: see memtally report)"
+        } else {
+            ""
+        }
+    );
     w.emit();
+    let error = match why {
+        BadPointer::NotOurs => crate::trace::error::NOT_OURS,
+        BadPointer::Interior { .. } => crate::trace::error::INTERIOR,
+        BadPointer::NotLive => crate::trace::error::NOT_LIVE,
+    };
+    if recording {
+        crate::record::on_invalid_pointer(call, p, error);
+    }
     // SAFETY: abort has no preconditions; it raises SIGABRT like glibc does
     // on heap corruption, so core dumps and debuggers see the usual signal.
     unsafe { libc::abort() }

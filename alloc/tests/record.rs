@@ -247,7 +247,8 @@ fn full_mode_records_every_event_with_stacks() {
                         EventKind::Marker { string } => markers.push(string),
                         EventKind::Scope { .. }
                         | EventKind::ScopeEnd { .. }
-                        | EventKind::Access { .. } => {}
+                        | EventKind::Access { .. }
+                        | EventKind::Error { .. } => {}
                     }
                 }
             }

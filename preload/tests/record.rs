@@ -75,7 +75,8 @@ fn summarise(path: &Path) -> Summary {
                 EventKind::Marker { .. }
                 | EventKind::Scope { .. }
                 | EventKind::ScopeEnd { .. }
-                | EventKind::Access { .. } => {}
+                | EventKind::Access { .. }
+                | EventKind::Error { .. } => {}
             },
             Ordered::Record(_) => {}
         }

@@ -68,9 +68,10 @@ pub use group::{Group, GroupBy, SiteFrames, group_sites, group_sites_with};
 pub use live::{Live, LiveState, LiveStatus, WriterWatch};
 pub use memtally_alloc::trace::Header;
 pub use model::{
-    Counters, Durations, Footer, LiveBlock, LiveMap, Log2Bucket, Log2Histogram, Marker, Model,
-    ModelOptions, Peak, Point, SITE_SERIES_POINTS, Sampling, ScopeStats, Series, Site,
-    SiteDetailRef, SizeBucket, SizeHistogram, ThreadInfo, ThreadStats, Totals, Weight,
+    Counters, Durations, Footer, LiveBlock, LiveMap, Log2Bucket, Log2Histogram, Marker,
+    MemoryError, Model, ModelOptions, Peak, Point, SITE_SERIES_POINTS, Sampling, ScopeStats,
+    Series, Site, SiteDetailRef, SizeBucket, SizeHistogram, ThreadInfo, ThreadStats, Totals,
+    Weight,
 };
 pub use modules::{ModuleInfo, Modules};
 pub use read::{Analysis, Ending, read_clock, read_header};

@@ -569,6 +569,7 @@ fn leaks_finds_the_planted_leaks_exactly() {
     fails_with(&memtally(&["leaks"]), "no trace given");
 }
 
+mod errors;
 mod export;
 mod live;
 mod ownership;

@@ -465,6 +465,34 @@ pub fn mark(heap: &Heap, text: &[u8]) {
     });
 }
 
+/// Records a memory error of the calling thread (an invalid pointer given
+/// to `call`) with the offending call's stack, and writes everything
+/// recorded so far to the trace: the process is about to abort. False when
+/// nothing could be recorded.
+pub fn on_invalid_pointer(call: &str, p: *const u8, error: u8) -> bool {
+    if !active() {
+        return false;
+    }
+    let heap = crate::thread::heap();
+    if heap == crate::thread::empty_heap() || heap.is_null() {
+        return false;
+    }
+    // SAFETY: the calling thread's heap, live.
+    let heap = unsafe { &*heap };
+    let call = intern::intern_string(call.as_bytes());
+    emit(heap, true, clock::ticks(), |stack, time, _| {
+        RawEvent::Error {
+            time,
+            error,
+            address: p as u64,
+            call,
+            stack,
+        }
+    });
+    writer::flush();
+    true
+}
+
 /// Records an access annotation of the calling thread.
 pub fn access(heap: &Heap, address: u64, write: bool) {
     emit(heap, false, clock::ticks(), |_, time, _| RawEvent::Access {

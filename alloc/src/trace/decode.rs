@@ -197,6 +197,17 @@ pub enum EventKind {
         /// A write (else a read).
         write: bool,
     },
+    /// A memory error (see `trace::error`).
+    Error {
+        /// What was wrong.
+        error: u8,
+        /// The pointer.
+        address: u64,
+        /// STRING id of the call's name.
+        call: u64,
+        /// The offending call's stack.
+        stack: u64,
+    },
 }
 
 /// A thread event with its absolute time.
@@ -962,6 +973,21 @@ fn parse_event(p: &mut Payload<'_>, state: &mut ThreadCodec) -> Result<Event, De
         } => Event {
             time,
             kind: EventKind::Access { address, write },
+        },
+        RawEvent::Error {
+            time,
+            error,
+            address,
+            call,
+            stack,
+        } => Event {
+            time,
+            kind: EventKind::Error {
+                error,
+                address,
+                call,
+                stack,
+            },
         },
     })
 }

@@ -39,6 +39,9 @@ pub mod kind {
     /// Extended: the program read or wrote memory at an address (an
     /// access annotation, for the distributed models' coherence counts).
     pub const EXT_ACCESS: u8 = 2;
+    /// Extended: a memory error (an invalid free or reallocation), with the
+    /// offending call's stack.
+    pub const EXT_ERROR: u8 = 3;
 }
 
 /// First-byte bit: a latency follows.
@@ -120,6 +123,19 @@ pub enum RawEvent {
         /// The instance.
         instance: u64,
     },
+    /// A memory error: an invalid pointer given to `call`.
+    Error {
+        /// Ticks.
+        time: u64,
+        /// What was wrong (`trace::error::*`).
+        error: u8,
+        /// The pointer.
+        address: u64,
+        /// STRING id of the call's name (`free`, `realloc`, `dealloc`).
+        call: u64,
+        /// The offending call's stack.
+        stack: u64,
+    },
     /// An access annotation: memory at `address` read or written.
     Access {
         /// Ticks.
@@ -140,7 +156,8 @@ impl RawEvent {
             | RawEvent::Marker { time, .. }
             | RawEvent::Scope { time, .. }
             | RawEvent::ScopeEnd { time, .. }
-            | RawEvent::Access { time, .. } => time,
+            | RawEvent::Access { time, .. }
+            | RawEvent::Error { time, .. } => time,
         }
     }
 }
@@ -315,6 +332,21 @@ impl ThreadCodec {
                 put_u8(c, kind::EXT_SCOPE_END);
                 put_uvar(c, instance);
             }
+            RawEvent::Error {
+                error,
+                address,
+                call,
+                stack,
+                ..
+            } => {
+                put_u8(c, head(kind::EXTENDED, 0));
+                tail_dt(c);
+                put_u8(c, kind::EXT_ERROR);
+                put_u8(c, error);
+                put_uvar(c, address);
+                put_uvar(c, call);
+                put_uvar(c, stack);
+            }
             RawEvent::Access { address, write, .. } => {
                 put_u8(c, head(kind::EXTENDED, 0));
                 tail_dt(c);
@@ -440,6 +472,13 @@ impl ThreadCodec {
                 kind::EXT_SCOPE_END => RawEvent::ScopeEnd {
                     time,
                     instance: r.uvar()?,
+                },
+                kind::EXT_ERROR => RawEvent::Error {
+                    time,
+                    error: r.u8()?,
+                    address: r.uvar()?,
+                    call: r.uvar()?,
+                    stack: r.uvar()?,
                 },
                 kind::EXT_ACCESS => {
                     let address = r.uvar()?;

@@ -30,6 +30,16 @@ pub const VERSION: u64 = 2;
 /// The oldest format version this code reads.
 pub const MIN_VERSION: u64 = 1;
 
+/// What a memory error event says was wrong.
+pub mod error {
+    /// A pointer this allocator never handed out.
+    pub const NOT_OURS: u8 = 0;
+    /// A pointer inside a block, not at its start.
+    pub const INTERIOR: u8 = 1;
+    /// No live block there: freed twice, or never allocated.
+    pub const NOT_LIVE: u8 = 2;
+}
+
 /// Record kinds (the first byte of every record).
 pub mod kind {
     /// Process metadata; always the first record.

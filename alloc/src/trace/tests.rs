@@ -159,6 +159,21 @@ fn raw_to_kind(e: &RawEvent) -> Event {
             time,
             kind: EventKind::Access { address, write },
         },
+        RawEvent::Error {
+            time,
+            error,
+            address,
+            call,
+            stack,
+        } => Event {
+            time,
+            kind: EventKind::Error {
+                error,
+                address,
+                call,
+                stack,
+            },
+        },
     }
 }
 
@@ -229,6 +244,7 @@ fn quantised(e: RawEvent) -> RawEvent {
             address,
             write,
         },
+        e @ RawEvent::Error { time, .. } => with_time(e, quantise_time(time)),
     }
 }
 
@@ -285,6 +301,15 @@ fn event_strategy() -> impl Strategy<Value = (u64, RawEvent)> {
             address,
             write
         }),
+        (any::<u8>(), any::<u64>(), any::<u64>(), any::<u64>()).prop_map(
+            |(error, address, call, stack)| RawEvent::Error {
+                time: 0,
+                error,
+                address,
+                call,
+                stack
+            }
+        ),
     ];
     (0u64..4, ev)
 }
@@ -341,6 +366,19 @@ fn with_time(e: RawEvent, t: u64) -> RawEvent {
             time: t,
             address,
             write,
+        },
+        RawEvent::Error {
+            error,
+            address,
+            call,
+            stack,
+            ..
+        } => RawEvent::Error {
+            time: t,
+            error,
+            address,
+            call,
+            stack,
         },
     }
 }

@@ -237,6 +237,29 @@ pub struct Model {
     /// another.
     local_lifetimes: Durations,
     remote_lifetimes: Durations,
+    /// Memory errors the recorder saw (the first [`MAX_ERRORS`]).
+    errors: Vec<MemoryError>,
+}
+
+/// Memory errors kept (a process aborts at its first one by default).
+pub const MAX_ERRORS: usize = 1000;
+
+/// A memory error the recorder saw: an invalid pointer given to an
+/// allocator call.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MemoryError {
+    /// When.
+    pub ticks: u64,
+    /// The thread that made the call.
+    pub thread: u64,
+    /// What was wrong (`memtally_alloc::trace::error`).
+    pub error: u8,
+    /// The pointer.
+    pub address: u64,
+    /// STRING id of the call's name.
+    pub call: u64,
+    /// The offending call's stack.
+    pub stack: StackId,
 }
 
 impl Default for Model {
@@ -286,6 +309,7 @@ impl Model {
             transfers: BTreeMap::new(),
             local_lifetimes: Durations::default(),
             remote_lifetimes: Durations::default(),
+            errors: Vec::new(),
         }
     }
 
@@ -501,6 +525,23 @@ impl Model {
             EventKind::ScopeEnd { instance } => self.scopes.ended(instance),
             // Access annotations are for the distributed replay.
             EventKind::Access { .. } => {}
+            EventKind::Error {
+                error,
+                address,
+                call,
+                stack,
+            } => {
+                if self.errors.len() < MAX_ERRORS {
+                    self.errors.push(MemoryError {
+                        ticks: time,
+                        thread,
+                        error,
+                        address,
+                        call,
+                        stack,
+                    });
+                }
+            }
             EventKind::Marker { string } => {
                 if self.markers.len() < self.options.max_markers {
                     self.markers.push(Marker {
@@ -795,6 +836,11 @@ impl Model {
     /// (blocks, bytes))` for every pair of different threads, by pair.
     pub fn transfers(&self) -> impl Iterator<Item = ((u64, u64), (u64, u64))> + '_ {
         self.transfers.iter().map(|(&k, &v)| (k, v))
+    }
+
+    /// The memory errors recorded, in time order.
+    pub fn errors(&self) -> &[MemoryError] {
+        &self.errors
     }
 
     /// Lifetimes of blocks released by the thread that allocated them.

@@ -71,7 +71,28 @@ pub fn build(analysis: &Analysis, symbolizer: &mut Symbolizer, options: &ReportO
         remote_lifetime_ns: durations(model.remote_lifetimes(), clock),
         sites: remote_sites,
     };
+    let errors = model
+        .errors()
+        .iter()
+        .map(|e| ErrorReport {
+            kind: match e.error {
+                memtally_alloc::trace::error::NOT_OURS => "not allocated by memtally",
+                memtally_alloc::trace::error::INTERIOR => "interior pointer",
+                _ => "double free or never allocated",
+            }
+            .into(),
+            call: model.strings().get(e.call).unwrap_or("?").to_owned(),
+            address: e.address,
+            time_ns: model.since_start_ns(e.ticks),
+            thread: e.thread,
+            site: b.site(&Site {
+                stack: e.stack,
+                counters: Counters::default(),
+            }),
+        })
+        .collect();
     Report {
+        errors,
         ownership,
         scopes,
         schema_version: SCHEMA_VERSION,

@@ -43,6 +43,9 @@ pub struct Report {
     pub lifetime_ns: DurationReport,
     /// Per-thread totals, by thread number.
     pub threads: Vec<ThreadReport>,
+    /// Memory errors recorded (invalid frees and reallocations), with the
+    /// offending call's stack.
+    pub errors: Vec<ErrorReport>,
     /// Which threads release which threads' blocks (not race detection).
     pub ownership: OwnershipReport,
     /// Memory by scope (request, task, span), by name; empty when the
@@ -403,4 +406,22 @@ pub struct TransferReport {
     pub blocks: u64,
     /// Requested bytes.
     pub bytes: u64,
+}
+
+/// A memory error: an invalid pointer given to an allocator call.
+#[derive(Clone, Debug, Serialize)]
+pub struct ErrorReport {
+    /// `double free or never allocated`, `interior pointer` or `not
+    /// allocated by memtally`.
+    pub kind: String,
+    /// The call (`free`, `realloc`, `dealloc`...).
+    pub call: String,
+    /// The pointer.
+    pub address: u64,
+    /// Nanoseconds since the recording started.
+    pub time_ns: u64,
+    /// The thread.
+    pub thread: u64,
+    /// The offending call, its stack in `frames` (counters zero).
+    pub site: SiteReport,
 }

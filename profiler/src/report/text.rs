@@ -32,6 +32,34 @@ pub fn render_view(report: &Report, view: super::TextView) -> String {
         return o;
     }
 
+    if !report.errors.is_empty() {
+        let _ = writeln!(
+            o,
+            "\nMEMORY ERRORS: {} (the program was stopped at the first, as glibc does)",
+            report.errors.len()
+        );
+        for e in &report.errors {
+            let _ = writeln!(
+                o,
+                "  {}(): invalid pointer {:#x}: {} (thread {}, at {})",
+                e.call,
+                e.address,
+                e.kind,
+                e.thread,
+                ns(e.time_ns)
+            );
+        }
+        let sites: Vec<SiteReport> = report.errors.iter().map(|e| e.site.clone()).collect();
+        site_table(&mut o, &sites, &["call"], |s| {
+            let e = report
+                .errors
+                .iter()
+                .find(|e| e.site.stack == s.stack)
+                .expect("an error's site");
+            vec![e.call.clone()]
+        });
+    }
+
     let p = &report.peak;
     let _ = writeln!(
         o,

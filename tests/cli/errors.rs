@@ -1,0 +1,57 @@
+//! Memory errors: a C program that frees a block twice is stopped, as
+//! glibc would, and the trace and `memtally report` name the call and its
+//! stack.
+
+use super::{built_library, memtally, scratch};
+use std::path::Path;
+use std::process::Command;
+
+#[test]
+fn a_double_free_is_reported_with_the_offending_stack() {
+    let Some(lib) = built_library() else {
+        eprintln!("skipped: libmemtally.so not built (run cargo test --workspace)");
+        return;
+    };
+    let dir = scratch("errors");
+    let exe = dir.join("double_free");
+    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/c/double_free.c");
+    let built = Command::new("cc")
+        .args(["-O1", "-g", "-o"])
+        .arg(&exe)
+        .arg(&source)
+        .status()
+        .expect("cc is not installed; .ci/run installs it");
+    assert!(built.success());
+    let trace = dir.join("t.mtt");
+    let out = Command::new(env!("CARGO_BIN_EXE_memtally"))
+        .args(["run", "-o", trace.to_str().unwrap(), "--"])
+        .arg(&exe)
+        .current_dir(&dir)
+        .env("MEMTALLY_LIB", &lib)
+        .output()
+        .unwrap();
+    // Stopped by SIGABRT, as glibc stops a double free.
+    assert_eq!(out.status.code(), Some(134), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("free(): invalid pointer")
+            && err.contains("recorded in the trace with the call's stack"),
+        "{err}"
+    );
+
+    let out = memtally(&["report", "--json", trace.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let errors = doc["errors"].as_array().unwrap();
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    let e = &errors[0];
+    assert_eq!(e["call"], "free");
+    assert_eq!(e["kind"], "double free or never allocated");
+    let site = &e["site"];
+    let frame = &site["frames"][site["library_frames"].as_u64().unwrap() as usize];
+    assert_eq!(frame["function"], "release_twice", "{site}");
+    let text = memtally(&["report", trace.to_str().unwrap()]);
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(text.contains("MEMORY ERRORS: 1"), "{text}");
+    assert!(text.contains("release_twice"), "{text}");
+}
