@@ -67,6 +67,8 @@ pub use error::{Error, ErrorKind};
 pub use group::{Group, GroupBy, SiteFrames, group_sites, group_sites_with};
 pub use live::{Live, LiveState, LiveStatus, WriterWatch};
 pub use memtally_alloc::trace::Header;
+/// What a memory error says was wrong (`MemoryError::error`).
+pub use memtally_alloc::trace::error as trace_error;
 pub use model::{
     Counters, Durations, Footer, LiveBlock, LiveMap, Log2Bucket, Log2Histogram, Marker,
     MemoryError, Model, ModelOptions, Peak, Point, SITE_SERIES_POINTS, Sampling, ScopeStats,

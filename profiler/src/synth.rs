@@ -310,3 +310,15 @@ pub fn steady_leak(rounds: u64) -> TraceBuilder {
     t.events(0, &events).footer(end);
     t
 }
+
+/// A memory-error event: `address` given to the call named by STRING
+/// `call` when no block was live there, with the call's `stack`.
+pub fn memory_error(time: u64, address: u64, call: u64, stack: u64) -> RawEvent {
+    RawEvent::Error {
+        time,
+        error: memtally_alloc::trace::error::NOT_LIVE,
+        address,
+        call,
+        stack,
+    }
+}

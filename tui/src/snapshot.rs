@@ -7,6 +7,7 @@
 //! model with ten thousand sites costs a hash lookup per site, not a
 //! DWARF lookup.
 
+use memtally_profiler::trace_error as memtally_alloc_error;
 use memtally_profiler::{
     Counters, GroupBy, Model, SiteFrames, SizeBucket, StackId, Symbolizer, ThreadInfo,
     group_sites_with,
@@ -256,6 +257,9 @@ pub struct Snapshot {
     pub lifetimes: Percentiles,
     /// Sites growing without bound (refreshed every few seconds).
     pub alerts: Vec<Alert>,
+    /// Memory errors recorded, as lines: call, pointer, what was wrong,
+    /// where.
+    pub errors: Vec<String>,
     /// The time cursor, when the tables show an earlier moment.
     pub cursor: Option<Cursor>,
     /// Memory by scope, by live bytes, largest first.
@@ -354,6 +358,25 @@ impl Snapshot {
             free_latency: percentiles(model.free_latency()),
             lifetimes: percentiles(model.lifetimes()),
             alerts: Vec::new(),
+            errors: model
+                .errors()
+                .iter()
+                .map(|e| {
+                    let what = match e.error {
+                        memtally_alloc_error::NOT_OURS => "not allocated by memtally",
+                        memtally_alloc_error::INTERIOR => "interior pointer",
+                        _ => "double free or never allocated",
+                    };
+                    let at = frames
+                        .get(model, symbolizer, e.stack)
+                        .map_or_else(|| "<no stack>".to_owned(), |l| l.to_string());
+                    format!(
+                        "{}(): invalid pointer {:#x}: {what}, in {at}",
+                        model.strings().get(e.call).unwrap_or("?"),
+                        e.address
+                    )
+                })
+                .collect(),
             cursor: None,
             scopes: scope_rows(model),
         }

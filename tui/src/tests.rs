@@ -359,3 +359,41 @@ fn the_scopes_tab_shows_memory_by_scope() {
     );
     assert!(line_of(&s, "GET /items").0 < line_of(&s, "POST /users").0);
 }
+
+#[test]
+fn memory_errors_are_alerts() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut t = TraceBuilder::new();
+    t.full_header().clock(0, 0).clock(1_000_000, 1_000_000);
+    t.string(1, "free")
+        .frame(1, 0, 0x401000)
+        .frame(2, 0, 0x402000);
+    t.events(
+        0,
+        &[
+            alloc(32, 0x1000, 64, 1),
+            free(64, 0x1000),
+            memtally_profiler::synth::memory_error(96, 0x1000, 1, 2),
+        ],
+    );
+    let path = dir.path().join("e.mtt");
+    std::fs::write(&path, t.bytes()).unwrap();
+    let live = Live::follow(&path, model_options(), WriterWatch::Told);
+    live.writer_gone();
+    let target = Target {
+        live: LiveSlot::new(live),
+        process: None,
+    };
+    while !target.live.get().status().state.is_final() {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let mut app = App::default();
+    press(&mut app, KeyCode::Char('5'));
+    let s = screen(&target, &mut app, 100, 30);
+    assert!(s.contains("alerts (1)"), "{s}");
+    assert!(s.contains("MEMORY ERRORS: 1"), "{s}");
+    assert!(
+        s.contains("free(): invalid pointer 0x1000: double free or never allocated, in 0x402000"),
+        "{s}"
+    );
+}

@@ -215,7 +215,9 @@ fn draw_tabs(f: &mut Frame<'_>, area: Rect, app: &App, snap: &Snapshot, theme: T
     let titles: Vec<String> = tabs
         .iter()
         .map(|t| match t {
-            Tab::Alerts if !snap.alerts.is_empty() => format!("alerts ({})", snap.alerts.len()),
+            Tab::Alerts if !snap.alerts.is_empty() || !snap.errors.is_empty() => {
+                format!("alerts ({})", snap.alerts.len() + snap.errors.len())
+            }
             _ => t.title().to_owned(),
         })
         .collect();
@@ -597,6 +599,20 @@ fn draw_scopes(f: &mut Frame<'_>, area: Rect, app: &mut App, snap: &Snapshot, th
 }
 
 fn draw_alerts(f: &mut Frame<'_>, area: Rect, app: &mut App, snap: &Snapshot, theme: Theme) {
+    let area = if snap.errors.is_empty() {
+        area
+    } else {
+        // Memory errors first: the program was stopped at the first.
+        let n = (snap.errors.len() as u16 + 1).min(area.height / 2);
+        let [top, rest] = Layout::vertical([Constraint::Length(n), Constraint::Min(1)]).areas(area);
+        let mut lines = vec![Line::from(Span::styled(
+            format!("MEMORY ERRORS: {}", snap.errors.len()),
+            theme.fg(Color::Red).add_modifier(Modifier::BOLD),
+        ))];
+        lines.extend(snap.errors.iter().map(|e| Line::from(e.clone())));
+        f.render_widget(Paragraph::new(lines), top);
+        rest
+    };
     if snap.alerts.is_empty() {
         f.render_widget(
             Paragraph::new(
