@@ -35,6 +35,13 @@ pub fn top(args: &TopArgs) -> Result<ExitCode> {
     if !args.file.exists() {
         bail!("cannot open {}: no such file", args.file.display());
     }
+    // A file that is not a trace (or of a newer version) is refused here,
+    // in one line; one without a header yet may be a trace being started.
+    if let Err(e) = memtally_profiler::read_header(&args.file)
+        && !matches!(e.kind(), memtally_profiler::ErrorKind::NoHeader { .. })
+    {
+        bail!("{}: {e}", args.file.display());
+    }
     need_terminal()?;
     let live = LiveSlot::new(Live::follow(&args.file, options(), WriterWatch::HeaderPid));
     let target = Target {

@@ -210,6 +210,12 @@ fn top_shows_a_finished_trace_and_says_what_is_wrong() {
     let trace = sample_trace(&dir);
     fails_with(&memtally(&["top"]), "no trace given");
     fails_with(&memtally(&["top", "/no/such.mtt"]), "/no/such.mtt");
+    let not_a_trace = dir.join("notes.txt");
+    std::fs::write(&not_a_trace, "hello, this is not a trace").unwrap();
+    fails_with(
+        &memtally(&["view", not_a_trace.to_str().unwrap()]),
+        "not a memtally trace",
+    );
     // Without a terminal it says so rather than drawing into a pipe.
     fails_with(
         &memtally(&["top", trace.to_str().unwrap()]),
