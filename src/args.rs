@@ -91,6 +91,8 @@ pub struct RunArgs {
     pub report: bool,
     /// Show the dashboard while the command runs.
     pub live: bool,
+    /// Run a leak scan (reachability) when the command exits.
+    pub leak_scan: bool,
     /// The command and its arguments.
     pub command: Vec<OsString>,
 }
@@ -248,6 +250,11 @@ Options:
   --live               show the dashboard while the command runs (its output
                        goes to the dashboard's output tab and to a .out file
                        beside the trace; quitting the dashboard stops it)
+  --leak-scan          when the command exits, find its leaks by reachability
+                       (LeakSanitizer's semantics: the other threads are
+                       stopped and every root scanned; blocks nothing points
+                       to are direct leaks, blocks only leaks point to are
+                       indirect); `memtally leaks` then classifies them
   -h, --help           print this help
 
 A command that executes another program (env, nice, a shell's exec, pyenv's
@@ -531,6 +538,7 @@ fn parse_run(p: &mut lexopt::Parser) -> Result<Command> {
     let mut follow_children = false;
     let mut report = false;
     let mut live = false;
+    let mut leak_scan = false;
     let mut command = Vec::new();
     while let Some(arg) = p.next()? {
         match arg {
@@ -561,6 +569,7 @@ fn parse_run(p: &mut lexopt::Parser) -> Result<Command> {
             Long("follow-children") => follow_children = true,
             Long("report") => report = true,
             Long("live") => live = true,
+            Long("leak-scan") => leak_scan = true,
             Value(v) => {
                 command.push(v);
                 command.extend(p.raw_args()?);
@@ -598,6 +607,7 @@ fn parse_run(p: &mut lexopt::Parser) -> Result<Command> {
         follow_children,
         report,
         live,
+        leak_scan,
         command,
     }))
 }

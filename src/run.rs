@@ -225,6 +225,9 @@ fn settings(args: &RunArgs, pattern: &Path) -> Result<OsString> {
     if args.follow_children {
         s.push(",children=1");
     }
+    if args.leak_scan {
+        s.push(",leaks=scan");
+    }
     Ok(s)
 }
 
@@ -380,12 +383,13 @@ mod tests {
             follow_children: true,
             report: false,
             live: false,
+            leak_scan: true,
             command: vec!["true".into()],
         };
         let s = settings(&args, Path::new("/tmp/memtally.%p.mtt")).unwrap();
         assert_eq!(
             s,
-            "mode=sampled,out=/tmp/memtally.%p.mtt,interval=4096,depth=16,children=1"
+            "mode=sampled,out=/tmp/memtally.%p.mtt,interval=4096,depth=16,children=1,leaks=scan"
         );
         let e = settings(&args, Path::new("/tmp/a,b")).unwrap_err();
         assert!(e.to_string().contains("contains a comma"));
@@ -394,6 +398,7 @@ mod tests {
             interval: None,
             depth: None,
             follow_children: false,
+            leak_scan: false,
             ..args
         };
         assert_eq!(settings(&stats, Path::new("/x")).unwrap(), "mode=stats");

@@ -27,6 +27,7 @@
 mod api;
 mod heap;
 mod huge;
+mod leak;
 mod lock;
 mod options;
 mod os;
@@ -152,6 +153,67 @@ pub fn access<T: ?Sized>(ptr: *const T, what: Access) {
             ptr as *const u8 as u64,
             what == Access::Write,
         );
+    }
+}
+
+pub use leak::{Leak, LeakSummary};
+
+/// Finds the blocks nothing points to any more, now: stops the other
+/// threads for the scan (a signal handshake), scans the roots (data and bss
+/// of every module, stacks, registers, TLS, memory of other allocators)
+/// conservatively, interior pointers counted, and floods the heap from
+/// them, as LeakSanitizer does. See [`LeakSummary`] for what it found: leaks
+/// are *direct* when no other leaked block points into them, *indirect*
+/// when one does (a leaked cycle gets one direct member).
+///
+/// When recording, each leaked block (each sampled one in sampled mode) and
+/// the totals go into the trace, where `memtally leaks` shows them by
+/// allocation stack. Also available to C as `int memtally_leak_check(void)`
+/// from the preloaded library, and at exit with `MEMTALLY=...,leaks=scan`.
+///
+/// Fails with a one-line reason (another scan running, `/proc` missing, no
+/// memory for the scan's tables); the program is never stopped for good.
+pub fn leak_check() -> Result<LeakSummary, &'static str> {
+    leak_check_with(|_| {})
+}
+
+/// As [`leak_check`], calling `f` with each leaked block too (after the
+/// other threads run again: `f` may allocate).
+pub fn leak_check_with(mut f: impl FnMut(Leak)) -> Result<LeakSummary, &'static str> {
+    let recording = record::active();
+    let mut heap = thread::heap();
+    if recording && heap == thread::empty_heap() {
+        heap = thread::init_thread();
+    }
+    let recording = recording && !heap.is_null() && heap != thread::empty_heap();
+    let every_block = record::full();
+    let summary = leak::scan(|l| {
+        if recording && (every_block || l.sampled) {
+            // SAFETY: the calling thread's heap, live.
+            record::leak(unsafe { &*heap }, &l);
+        }
+        f(l);
+    })?;
+    if recording {
+        // SAFETY: as above.
+        record::leak_scan_end(unsafe { &*heap }, &summary);
+    }
+    Ok(summary)
+}
+
+/// Runs a leak check and prints its result (or why it could not run) in
+/// one line on stderr; `when` says when it ran ("at exit"). Returns whether
+/// anything leaked.
+pub(crate) fn leak_check_report(when: &str) -> bool {
+    match leak_check() {
+        Ok(s) => {
+            report::leak_summary(when, &s);
+            s.leaked()
+        }
+        Err(why) => {
+            report::warn(format_args!("leak scan {when}: {why}"));
+            false
+        }
     }
 }
 
@@ -341,6 +403,13 @@ pub mod raw {
     /// `record::exec_setting`).
     pub fn exec_setting() -> Option<&'static core::ffi::CStr> {
         crate::record::exec_setting()
+    }
+
+    /// Runs a leak check and prints its result in one line on stderr
+    /// (the preloaded library's `memtally_leak_check`); whether anything
+    /// leaked.
+    pub fn leak_check_report() -> bool {
+        crate::leak_check_report("on request")
     }
 
     /// Ends the trace before `_exit`, which skips the destructors that

@@ -20,6 +20,7 @@
 //! | `interval` | mean bytes between samples in `sampled` mode (suffixes `k`, `m`) | `512k` |
 //! | `depth` | most frames per stack, 1 to 256 | `64` |
 //! | `children` | `1` to record forked children (and what they execute) too | `0` |
+//! | `leaks` | `scan` to run a leak scan (reachability, LeakSanitizer's semantics) at exit, into the trace and one line on stderr; `off` | `off` |
 //! | `descendant` | set by the recorder in the environment it hands on: `1` in a process another recorded one started or executed, whose trace then never replaces an existing file | `0` |
 //!
 //! A recorded process that executes another program goes on recording it,
@@ -61,6 +62,8 @@ pub struct Settings {
     pub children: bool,
     /// Started or executed by a recorded process (see the table above).
     pub descendant: bool,
+    /// Run a leak scan at exit.
+    pub leak_scan: bool,
 }
 
 impl Default for Settings {
@@ -74,6 +77,7 @@ impl Default for Settings {
             depth: 64,
             children: false,
             descendant: false,
+            leak_scan: false,
         }
     }
 }
@@ -148,12 +152,19 @@ pub fn parse_settings(value: &[u8]) -> Result<Settings, SettingError> {
             b"children" => {
                 s.children = parse_flag(val).ok_or(err("children must be 0 or 1"))?;
             }
+            b"leaks" => {
+                s.leak_scan = match val {
+                    b"scan" => true,
+                    b"off" => false,
+                    _ => return Err(err("leaks must be scan or off")),
+                }
+            }
             b"descendant" => {
                 s.descendant = parse_flag(val).ok_or(err("descendant must be 0 or 1"))?;
             }
             _ => {
                 return Err(err(
-                    "unknown key (expected mode, out, interval, depth or children)",
+                    "unknown key (expected mode, out, interval, depth, children or leaks)",
                 ));
             }
         }
@@ -268,6 +279,11 @@ mod tests {
             (Mode::Sampled, 2 << 20, true)
         );
         assert_eq!(parse_settings(b"").unwrap(), Settings::default());
+        assert!(parse_settings(b"leaks=scan").unwrap().leak_scan);
+        assert_eq!(
+            parse_settings(b"leaks=later").unwrap_err().what,
+            "leaks must be scan or off"
+        );
     }
 
     #[test]

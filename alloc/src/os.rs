@@ -11,6 +11,7 @@
 
 use crate::stats;
 use core::ptr;
+use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 /// The granularity the allocator assumes for purging and `valloc`.
 ///
@@ -21,7 +22,6 @@ pub const OS_PAGE: usize = 4096;
 
 /// The kernel's page size, read once.
 pub fn os_page_size() -> usize {
-    use core::sync::atomic::{AtomicUsize, Ordering};
     static PAGE: AtomicUsize = AtomicUsize::new(0);
     let cached = PAGE.load(Ordering::Relaxed);
     if cached != 0 {
@@ -34,11 +34,28 @@ pub fn os_page_size() -> usize {
     size
 }
 
-/// Maps `size` bytes of fresh, zeroed, read-write memory; null on failure.
+/// Maps `size` bytes of fresh, zeroed, read-write memory for memtally's own
+/// metadata (heaps, recorder rings and tables, leak-scan scratch); null on
+/// failure.
+///
+/// The mapping is registered as *internal* (see [`for_each_internal`]) so
+/// that the leak scan never takes it for a root: the recorder keeps the
+/// addresses of recent blocks, and they must not keep leaks alive. Give it
+/// back with [`unmap_internal`].
+pub fn map(size: usize) -> *mut u8 {
+    let p = map_raw(size);
+    if !p.is_null() && !register_internal(p as usize, size) {
+        INTERNAL_OVERFLOW.store(true, Ordering::Relaxed);
+    }
+    p
+}
+
+/// Maps `size` bytes of fresh, zeroed, read-write memory (segments and huge
+/// blocks: memory the leak scan knows block by block); null on failure.
 ///
 /// The memory is reserved lazily (`MAP_NORESERVE`): only pages that are
 /// touched count towards the resident set.
-pub fn map(size: usize) -> *mut u8 {
+fn map_raw(size: usize) -> *mut u8 {
     // SAFETY: an anonymous private mapping at an address of the kernel's
     // choosing cannot alias any existing memory.
     let p = unsafe {
@@ -71,7 +88,7 @@ pub fn map_aligned(size: usize, align: usize, offset: usize) -> *mut u8 {
     let Some(over) = size.checked_add(align) else {
         return ptr::null_mut();
     };
-    let raw = map(over);
+    let raw = map_raw(over);
     if raw.is_null() {
         return raw;
     }
@@ -109,6 +126,67 @@ pub unsafe fn unmap(p: *mut u8, size: usize) {
     if rc == 0 {
         stats::mapped_sub(size);
     }
+}
+
+/// Returns a mapping made by [`map`] to the kernel and forgets it.
+///
+/// # Safety
+/// `[p, p + size)` must be exactly a mapping made by [`map`], no longer in use.
+pub unsafe fn unmap_internal(p: *mut u8, size: usize) {
+    forget_internal(p as usize, size);
+    // SAFETY: guaranteed by the caller.
+    unsafe { unmap(p, size) };
+}
+
+/// Slots of the internal-mapping registry: enough for the recorder's tables
+/// (a few dozen), the heaps (one mapping each) and the rings of a few
+/// hundred threads at once; past that, [`internal_complete`] says so.
+const INTERNAL_SLOTS: usize = 2048;
+
+/// The registry: start and length of each internal mapping, 0 for a free
+/// slot. Lock-free (a slot is claimed by a compare-and-swap on its start),
+/// so that a thread stopped anywhere by the leak scan cannot hold it.
+static INTERNAL: [(AtomicUsize, AtomicUsize); INTERNAL_SLOTS] =
+    [const { (AtomicUsize::new(0), AtomicUsize::new(0)) }; INTERNAL_SLOTS];
+static INTERNAL_OVERFLOW: AtomicBool = AtomicBool::new(false);
+
+fn register_internal(start: usize, size: usize) -> bool {
+    for (s, len) in &INTERNAL {
+        if s.load(Ordering::Relaxed) == 0
+            && s.compare_exchange(0, usize::MAX, Ordering::Acquire, Ordering::Relaxed)
+                .is_ok()
+        {
+            len.store(size, Ordering::Relaxed);
+            s.store(start, Ordering::Release);
+            return true;
+        }
+    }
+    false
+}
+
+fn forget_internal(start: usize, size: usize) {
+    for (s, len) in &INTERNAL {
+        if s.load(Ordering::Acquire) == start && len.load(Ordering::Relaxed) == size {
+            s.store(0, Ordering::Release);
+            return;
+        }
+    }
+}
+
+/// Calls `f(start, len)` for every live internal mapping (order unspecified).
+pub fn for_each_internal(mut f: impl FnMut(usize, usize)) {
+    for (s, len) in &INTERNAL {
+        let start = s.load(Ordering::Acquire);
+        if start != 0 && start != usize::MAX {
+            f(start, len.load(Ordering::Relaxed));
+        }
+    }
+}
+
+/// False when some internal mapping could not be registered (the registry
+/// was full), so a leak scan could take recorder state for roots.
+pub fn internal_complete() -> bool {
+    !INTERNAL_OVERFLOW.load(Ordering::Relaxed)
 }
 
 /// Gives the physical pages of `[p, p + size)` back to the kernel while keeping

@@ -62,6 +62,49 @@ impl fmt::Write for LineWriter {
     }
 }
 
+/// The one-line result of a leak scan on stderr.
+pub fn leak_summary(when: &str, s: &crate::leak::LeakSummary) {
+    use fmt::Write;
+    let mut w = LineWriter::new();
+    let _ = write!(
+        w,
+        "memtally: leak scan {when}: {} blocks leaked directly ({}), {} indirectly ({}); {} still reachable ({}); the program paused {} ms",
+        s.direct[0],
+        Bytes(s.direct[1]),
+        s.indirect[0],
+        Bytes(s.indirect[1]),
+        s.reachable[0],
+        Bytes(s.reachable[1]),
+        s.pause_us / 1000,
+    );
+    if s.threads_missed > 0 {
+        let _ = write!(
+            w,
+            "; {} threads did not stop, so a block only they hold may be reported",
+            s.threads_missed
+        );
+    }
+    w.emit();
+}
+
+/// Bytes in the largest unit that keeps a whole number ahead of the point.
+struct Bytes(u64);
+
+impl fmt::Display for Bytes {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let b = self.0;
+        if b < 1024 {
+            write!(f, "{b} bytes")
+        } else if b < 1 << 20 {
+            write!(f, "{:.1} KiB", b as f64 / 1024.0)
+        } else if b < 1 << 30 {
+            write!(f, "{:.1} MiB", b as f64 / (1 << 20) as f64)
+        } else {
+            write!(f, "{:.2} GiB", b as f64 / (1 << 30) as f64)
+        }
+    }
+}
+
 /// What is wrong with a pointer passed to `free`, `realloc` and friends.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum BadPointer {

@@ -62,3 +62,22 @@ pub fn remove(segment: usize) {
         MAP[word].fetch_and(!bit, Ordering::Release);
     }
 }
+
+/// Calls `f` with the address of every live segment, in address order (for
+/// the leak scan, with the world stopped). Reads the whole map: words for
+/// unused address ranges were never written and read as the zero page.
+pub fn for_each(mut f: impl FnMut(usize)) {
+    for (i, word) in MAP.iter().enumerate() {
+        let mut bits = word.load(Ordering::Acquire);
+        while bits != 0 {
+            let b = bits.trailing_zeros() as usize;
+            bits &= bits - 1;
+            f((i * 64 + b) << SEGMENT_SHIFT);
+        }
+    }
+}
+
+/// The map's own memory, which the leak scan must not take for roots.
+pub fn static_range() -> (usize, usize) {
+    (MAP.as_ptr() as usize, core::mem::size_of_val(&MAP))
+}

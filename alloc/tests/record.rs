@@ -248,7 +248,9 @@ fn full_mode_records_every_event_with_stacks() {
                         EventKind::Scope { .. }
                         | EventKind::ScopeEnd { .. }
                         | EventKind::Access { .. }
-                        | EventKind::Error { .. } => {}
+                        | EventKind::Error { .. }
+                        | EventKind::Leak { .. }
+                        | EventKind::LeakScan { .. } => {}
                     }
                 }
             }

@@ -334,6 +334,16 @@ pub extern "C" fn memtally_flush() {
     raw::flush();
 }
 
+/// `int memtally_leak_check(void)`: finds the blocks nothing points to any
+/// more, now (stopping the other threads for the scan), records them in the
+/// trace when recording, and prints one line on stderr; returns 1 when
+/// anything leaked, else 0. LeakSanitizer's
+/// `__lsan_do_recoverable_leak_check`, for memtally.
+#[unsafe(no_mangle)]
+pub extern "C" fn memtally_leak_check() -> core::ffi::c_int {
+    core::ffi::c_int::from(raw::leak_check_report())
+}
+
 type ExecveFn = unsafe extern "C" fn(
     *const core::ffi::c_char,
     *const *const core::ffi::c_char,

@@ -76,7 +76,9 @@ fn summarise(path: &Path) -> Summary {
                 | EventKind::Scope { .. }
                 | EventKind::ScopeEnd { .. }
                 | EventKind::Access { .. }
-                | EventKind::Error { .. } => {}
+                | EventKind::Error { .. }
+                | EventKind::Leak { .. }
+                | EventKind::LeakScan { .. } => {}
             },
             Ordered::Record(_) => {}
         }

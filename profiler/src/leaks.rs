@@ -3,9 +3,13 @@
 //! suppressions applied, as text or a JSON document
 //! (`docs/leaks-json.md`).
 //!
-//! Without a reachability scan of the process (a later addition), a leak
-//! here is a block never freed: LeakSanitizer's "direct", "indirect" and
-//! "still reachable" are not told apart, and the report says so.
+//! When the trace holds a leak scan (`memtally run --leak-scan`, or the
+//! program's own `memtally_leak_check()`), the blocks are classified as the
+//! last scan saw them, with LeakSanitizer's semantics: *direct* leaks
+//! (nothing points into them), *indirect* (only leaks point into them),
+//! *still reachable* (never freed, but something points to them: statics,
+//! caches) and *not scanned* (allocated after the scan). Without one, a leak
+//! here is a block never freed, and the report says so.
 
 use crate::read::{Analysis, Ending};
 use crate::report::{SiteBuilder, TextFmt, command_line, notes, site_table, trace_info};
@@ -43,8 +47,11 @@ pub struct LeakReport {
     /// trace ended otherwise (cut short, or at an exec) and they are only
     /// what was live then.
     pub at_exit: bool,
-    /// Always false for now: no reachability scan classified the blocks.
+    /// True when a leak scan classified the blocks (see `classes`).
     pub classified: bool,
+    /// The blocks live at the end by what the trace's last leak scan said
+    /// of them (`null` without a scan).
+    pub classes: Option<LeakClasses>,
     /// Requested bytes never freed, not suppressed.
     pub leaked_bytes: u64,
     /// Blocks never freed, not suppressed.
@@ -65,6 +72,34 @@ pub struct LeakReport {
     pub outlived: Option<Vec<OutlivedScope>>,
     /// Caveats.
     pub notes: Vec<String>,
+}
+
+/// Live blocks by leak class (each site's `live_bytes` and `live_blocks`
+/// count that class's blocks only; suppressed sites left out).
+#[derive(Clone, Debug, Serialize)]
+pub struct LeakClasses {
+    /// Nothing pointed into them: the leaks to fix.
+    pub direct: ClassGroup,
+    /// Only leaked blocks pointed into them: freed with their direct leak.
+    pub indirect: ClassGroup,
+    /// Never freed, but something outside leaks pointed to them.
+    pub reachable: ClassGroup,
+    /// Allocated after the scan.
+    pub unscanned: ClassGroup,
+    /// False when the scan could not see everything (a thread that did not
+    /// stop), so a reported leak may be reachable after all.
+    pub complete: bool,
+}
+
+/// The blocks of one leak class.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct ClassGroup {
+    /// Requested bytes.
+    pub bytes: u64,
+    /// Blocks.
+    pub blocks: u64,
+    /// By allocation stack, largest first.
+    pub sites: Vec<SiteReport>,
 }
 
 /// Blocks that outlived their instances of one scope.
@@ -131,6 +166,7 @@ pub fn build(
             }
         ),
         classified: false,
+        classes: None,
         leaked_bytes: 0,
         leaked_blocks: 0,
         suppressed_bytes: 0,
@@ -141,17 +177,26 @@ pub fn build(
         outlived: None,
         notes: notes(analysis),
     };
-    for site in sites {
-        let c = site.counters;
-        let pattern = if options.suppressions.is_empty() {
+    let suppressed_by = |builder: &mut SiteBuilder<'_>, stack| {
+        if options.suppressions.is_empty() {
             None
         } else {
-            let stack = builder.symbolizer.stack(model, site.stack);
+            let stack = builder.symbolizer.stack(model, stack);
             options
                 .suppressions
                 .matching(&stack.frames)
                 .map(str::to_owned)
-        };
+        }
+    };
+    if let Some(last) = model.leak_scans().last() {
+        report.classified = true;
+        report.classes = Some(by_class(model, &mut builder, last, |b, stack| {
+            suppressed_by(b, stack).is_some()
+        }));
+    }
+    for site in sites {
+        let c = site.counters;
+        let pattern = suppressed_by(&mut builder, site.stack);
         let shown = builder.site(&site);
         match pattern {
             Some(pattern) => {
@@ -190,11 +235,61 @@ pub fn build(
     if options.by_scope {
         report.outlived = Some(outlived_by_scope(model, &mut builder));
     }
-    report.notes.push(
-        "blocks never freed; without a reachability scan they are not classified as direct, indirect or still reachable"
-            .into(),
-    );
+    match &report.classes {
+        None => report.notes.push(
+            "blocks never freed; without a leak scan (memtally run --leak-scan) they are not classified as direct, indirect or still reachable"
+                .into(),
+        ),
+        Some(c) if !c.complete => report.notes.push(
+            "the leak scan could not see everything (a thread did not stop): a block reported leaked may be reachable after all"
+                .into(),
+        ),
+        Some(_) => {}
+    }
     report
+}
+
+/// The live blocks grouped by what the last leak scan said of them, and
+/// within each class by stack.
+fn by_class(
+    model: &crate::model::Model,
+    builder: &mut SiteBuilder<'_>,
+    scan: &crate::model::LeakScan,
+    mut suppressed: impl FnMut(&mut SiteBuilder<'_>, crate::stacks::StackId) -> bool,
+) -> LeakClasses {
+    use crate::model::{Counters, LeakClass, Site};
+    use std::collections::HashMap;
+    let mut by: HashMap<(LeakClass, crate::stacks::StackId), Counters> = HashMap::new();
+    for (_, block) in model.live().iter() {
+        let c = by.entry((block.leak, block.stack)).or_default();
+        c.live_bytes += block.weight.bytes;
+        c.live_blocks += block.weight.blocks;
+    }
+    let mut group = |class: LeakClass| {
+        let mut sites: Vec<Site> = by
+            .iter()
+            .filter(|((k, _), _)| *k == class)
+            .map(|(&(_, stack), &counters)| Site { stack, counters })
+            .collect();
+        sites.retain(|s| !suppressed(builder, s.stack));
+        sites.sort_by(|a, b| {
+            (b.counters.live_bytes, b.counters.live_blocks)
+                .cmp(&(a.counters.live_bytes, a.counters.live_blocks))
+                .then(a.stack.cmp(&b.stack))
+        });
+        ClassGroup {
+            bytes: sites.iter().map(|s| s.counters.live_bytes).sum(),
+            blocks: sites.iter().map(|s| s.counters.live_blocks).sum(),
+            sites: sites.iter().map(|s| builder.site(s)).collect(),
+        }
+    };
+    LeakClasses {
+        direct: group(LeakClass::Direct),
+        indirect: group(LeakClass::Indirect),
+        reachable: group(LeakClass::Reachable),
+        unscanned: group(LeakClass::Unscanned),
+        complete: scan.status == crate::leak_status::COMPLETE,
+    }
 }
 
 /// The leak report as text.
@@ -228,17 +323,48 @@ pub fn render_text(r: &LeakReport) -> String {
     } else {
         "LIVE WHEN THE TRACE ENDS (the process did not exit here)"
     };
-    let _ = writeln!(
-        o,
-        "\n{when}: {} in {} blocks, at {} {}",
-        f.bytes(r.leaked_bytes),
-        f.count(r.leaked_blocks),
-        r.sites.len(),
-        if r.sites.len() == 1 { "site" } else { "sites" }
-    );
-    site_table(&mut o, &r.sites, &["bytes", "blocks"], |s| {
-        vec![f.bytes(s.live_bytes), f.count(s.live_blocks)]
-    });
+    match &r.classes {
+        Some(c) => {
+            let sections = [
+                ("DIRECT LEAKS (nothing points to them)", &c.direct),
+                ("INDIRECT LEAKS (only leaks point to them)", &c.indirect),
+                (
+                    "STILL REACHABLE (never freed, but pointed to: statics, caches)",
+                    &c.reachable,
+                ),
+                ("NOT SCANNED (allocated after the leak scan)", &c.unscanned),
+            ];
+            for (i, (title, g)) in sections.into_iter().enumerate() {
+                if i >= 2 && g.blocks == 0 {
+                    continue;
+                }
+                let _ = writeln!(
+                    o,
+                    "\n{title}: {} in {} blocks, at {} {}",
+                    f.bytes(g.bytes),
+                    f.count(g.blocks),
+                    g.sites.len(),
+                    if g.sites.len() == 1 { "site" } else { "sites" }
+                );
+                site_table(&mut o, &g.sites, &["bytes", "blocks"], |s| {
+                    vec![f.bytes(s.live_bytes), f.count(s.live_blocks)]
+                });
+            }
+        }
+        None => {
+            let _ = writeln!(
+                o,
+                "\n{when}: {} in {} blocks, at {} {}",
+                f.bytes(r.leaked_bytes),
+                f.count(r.leaked_blocks),
+                r.sites.len(),
+                if r.sites.len() == 1 { "site" } else { "sites" }
+            );
+            site_table(&mut o, &r.sites, &["bytes", "blocks"], |s| {
+                vec![f.bytes(s.live_bytes), f.count(s.live_blocks)]
+            });
+        }
+    }
     if let Some(growing) = &r.growing {
         render_growth(&mut o, &f, growing);
     }

@@ -69,11 +69,13 @@ pub use live::{Live, LiveState, LiveStatus, WriterWatch};
 pub use memtally_alloc::trace::Header;
 /// What a memory error says was wrong (`MemoryError::error`).
 pub use memtally_alloc::trace::error as trace_error;
+/// How complete a leak scan was (`LeakScan::status`).
+pub use memtally_alloc::trace::leak_status;
 pub use model::{
-    Counters, Durations, Footer, LiveBlock, LiveMap, Log2Bucket, Log2Histogram, Marker,
-    MemoryError, Model, ModelOptions, Peak, Point, SITE_SERIES_POINTS, Sampling, ScopeStats,
-    Series, Site, SiteDetailRef, SizeBucket, SizeHistogram, ThreadInfo, ThreadStats, Totals,
-    Weight,
+    Counters, Durations, Footer, LeakClass, LeakScan, LiveBlock, LiveMap, Log2Bucket,
+    Log2Histogram, Marker, MemoryError, Model, ModelOptions, Peak, Point, SITE_SERIES_POINTS,
+    Sampling, ScopeStats, Series, Site, SiteDetailRef, SizeBucket, SizeHistogram, ThreadInfo,
+    ThreadStats, Totals, Weight,
 };
 pub use modules::{ModuleInfo, Modules};
 pub use read::{Analysis, Ending, read_clock, read_header};

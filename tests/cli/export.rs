@@ -8,7 +8,7 @@ use std::process::Command;
 /// Builds tests/c/planted_leaks.c and records it; None when the library is
 /// not built.
 fn planted_trace(test: &str) -> Option<std::path::PathBuf> {
-    record_c_program(test, "planted_leaks", &[])
+    record_c_program(test, "planted_leaks", &[], &[])
 }
 
 /// `go tool pprof ARGS`, which must succeed.

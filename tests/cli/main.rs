@@ -54,9 +54,15 @@ fn run_recorded(test: &str, args: &[&str]) -> Option<Output> {
 }
 
 /// Builds `tests/c/NAME.c` (with `cc_args` too) in a fresh directory
-/// named `test` and records it with `memtally run`, which must succeed;
+/// named `test` and records it with `memtally run` (with `run_args` too),
+/// which must succeed;
 /// the trace, or None (the test skips) when the library is not built.
-fn record_c_program(test: &str, name: &str, cc_args: &[&str]) -> Option<PathBuf> {
+fn record_c_program(
+    test: &str,
+    name: &str,
+    cc_args: &[&str],
+    run_args: &[&str],
+) -> Option<PathBuf> {
     let dir = scratch(test);
     let exe = dir.join(name);
     let source = Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -75,12 +81,11 @@ fn record_c_program(test: &str, name: &str, cc_args: &[&str]) -> Option<PathBuf>
     let out = run_recorded(
         &format!("{test}-run"),
         &[
-            "run",
-            "-o",
-            trace.to_str().unwrap(),
-            "--",
-            exe.to_str().unwrap(),
-        ],
+            &["run", "-o", trace.to_str().unwrap()],
+            run_args,
+            &["--", exe.to_str().unwrap()],
+        ]
+        .concat(),
     )?;
     assert_eq!(out.status.code(), Some(0), "{out:?}");
     Some(trace)
@@ -517,7 +522,7 @@ fn flame_draws_and_folds_and_says_what_is_wrong() {
 
 #[test]
 fn leaks_finds_the_planted_leaks_exactly() {
-    let Some(trace) = record_c_program("leaks", "planted_leaks", &[]) else {
+    let Some(trace) = record_c_program("leaks", "planted_leaks", &[], &[]) else {
         return;
     };
     let dir = trace.parent().unwrap().to_owned();
@@ -571,6 +576,7 @@ fn leaks_finds_the_planted_leaks_exactly() {
 
 mod errors;
 mod export;
+mod leak_scan;
 mod live;
 mod ownership;
 mod plot;

@@ -5,7 +5,7 @@ use super::{memtally, record_c_program};
 
 #[test]
 fn blocks_freed_by_another_thread_are_counted_by_site_and_thread_pair() {
-    let Some(trace) = record_c_program("ownership", "handoff", &["-pthread"]) else {
+    let Some(trace) = record_c_program("ownership", "handoff", &["-pthread"], &[]) else {
         return;
     };
     let out = memtally(&["report", "--json", trace.to_str().unwrap()]);

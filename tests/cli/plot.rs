@@ -6,7 +6,7 @@ use std::process::Command;
 
 #[test]
 fn plot_stacks_the_holding_functions_and_draws_the_markers() {
-    let Some(trace) = record_c_program("plot", "phases", &[]) else {
+    let Some(trace) = record_c_program("plot", "phases", &[], &[]) else {
         return;
     };
     let dir = trace.parent().unwrap().to_owned();

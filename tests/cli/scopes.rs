@@ -5,7 +5,7 @@ use super::{memtally, record_c_program};
 
 #[test]
 fn c_scopes_are_reported_by_scope_with_what_outlived_its_request() {
-    let Some(trace) = record_c_program("scopes", "scopes", &[]) else {
+    let Some(trace) = record_c_program("scopes", "scopes", &[], &[]) else {
         return;
     };
     let t = trace.to_str().unwrap();

@@ -140,7 +140,7 @@ impl IdTable {
         }
         if !old.0.is_null() {
             // SAFETY: the old table is no longer referenced.
-            unsafe { os::unmap(old.0 as *mut u8, old.1 * 8) };
+            unsafe { os::unmap_internal(old.0 as *mut u8, old.1 * 8) };
         }
         true
     }

@@ -493,6 +493,35 @@ pub fn on_invalid_pointer(call: &str, p: *const u8, error: u8) -> bool {
     true
 }
 
+/// Records a block a leak scan found unreachable (called by the scanning
+/// thread, after the world runs again).
+pub fn leak(heap: &Heap, leak: &crate::leak::Leak) {
+    emit(heap, false, clock::ticks(), |_, time, _| RawEvent::Leak {
+        time,
+        address: leak.start as u64,
+        size: leak.size as u64,
+        direct: leak.direct,
+    });
+}
+
+/// Records the end of a leak scan, after its [`leak`] events.
+pub fn leak_scan_end(heap: &Heap, s: &crate::leak::LeakSummary) {
+    emit(heap, false, clock::ticks(), |_, time, _| {
+        RawEvent::LeakScan {
+            time,
+            stopped_at: s.stopped_at,
+            status: s.status,
+            direct: s.direct,
+            indirect: s.indirect,
+        }
+    });
+}
+
+/// Does the process want a leak scan at exit (`leaks=scan`)?
+pub fn leak_scan_at_exit() -> bool {
+    SETTINGS.lock().is_some_and(|s| s.leak_scan)
+}
+
 /// Records an access annotation of the calling thread.
 pub fn access(heap: &Heap, address: u64, write: bool) {
     emit(heap, false, clock::ticks(), |_, time, _| RawEvent::Access {
@@ -541,9 +570,18 @@ pub extern "C" fn finish_at_exit() {
     writer::finish(trace::FOOTER_CLEAN_EXIT);
 }
 
+/// At exit, after the program's own exit handlers and destructors: the
+/// leak scan when asked for, then the trace's end.
+extern "C" fn at_exit() {
+    if leak_scan_at_exit() {
+        crate::leak_check_report("at exit");
+    }
+    finish_at_exit();
+}
+
 #[used]
 #[unsafe(link_section = ".fini_array")]
-static FINISH_AT_EXIT: extern "C" fn() = finish_at_exit;
+static FINISH_AT_EXIT: extern "C" fn() = at_exit;
 
 /// In a forked child: recording continues into a new trace named for the
 /// child when children are followed, else stops.

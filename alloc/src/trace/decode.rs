@@ -197,6 +197,26 @@ pub enum EventKind {
         /// A write (else a read).
         write: bool,
     },
+    /// A block a leak scan found unreachable.
+    Leak {
+        /// Start of memtally's block.
+        address: u64,
+        /// Its bytes.
+        size: u64,
+        /// Direct (else indirect).
+        direct: bool,
+    },
+    /// A leak scan ended (after its `Leak` events).
+    LeakScan {
+        /// Ticks when the world was stopped.
+        stopped_at: u64,
+        /// `trace::leak_status::*`.
+        status: u8,
+        /// Directly leaked blocks and bytes (all, sampled or not).
+        direct: [u64; 2],
+        /// Indirectly leaked blocks and bytes.
+        indirect: [u64; 2],
+    },
     /// A memory error (see `trace::error`).
     Error {
         /// What was wrong.
@@ -973,6 +993,34 @@ fn parse_event(p: &mut Payload<'_>, state: &mut ThreadCodec) -> Result<Event, De
         } => Event {
             time,
             kind: EventKind::Access { address, write },
+        },
+        RawEvent::Leak {
+            time,
+            address,
+            size,
+            direct,
+        } => Event {
+            time,
+            kind: EventKind::Leak {
+                address,
+                size,
+                direct,
+            },
+        },
+        RawEvent::LeakScan {
+            time,
+            stopped_at,
+            status,
+            direct,
+            indirect,
+        } => Event {
+            time,
+            kind: EventKind::LeakScan {
+                stopped_at,
+                status,
+                direct,
+                indirect,
+            },
         },
         RawEvent::Error {
             time,

@@ -42,6 +42,10 @@ pub mod kind {
     /// Extended: a memory error (an invalid free or reallocation), with the
     /// offending call's stack.
     pub const EXT_ERROR: u8 = 3;
+    /// Extended: a block the leak scan found unreachable.
+    pub const EXT_LEAK: u8 = 4;
+    /// Extended: a leak scan ended (after its `EXT_LEAK` events).
+    pub const EXT_LEAK_SCAN: u8 = 5;
 }
 
 /// First-byte bit: a latency follows.
@@ -136,6 +140,35 @@ pub enum RawEvent {
         /// The offending call's stack.
         stack: u64,
     },
+    /// A block the leak scan found unreachable: nothing outside leaked
+    /// blocks points into it. `direct`: not pointed to by another leaked
+    /// block either (or the representative of a leaked cycle).
+    Leak {
+        /// Ticks.
+        time: u64,
+        /// Start of the block (memtally's block, which may begin before an
+        /// over-aligned pointer handed out in it).
+        address: u64,
+        /// Bytes of the block (its size class, at least what was asked).
+        size: u64,
+        /// A direct leak (else indirect).
+        direct: bool,
+    },
+    /// A leak scan ended: its totals, over every block (in sampled mode,
+    /// only sampled blocks have `Leak` events).
+    LeakScan {
+        /// Ticks.
+        time: u64,
+        /// Ticks when the world was stopped: the scan saw the heap as it
+        /// was then.
+        stopped_at: u64,
+        /// `trace::leak_status::*`.
+        status: u8,
+        /// Directly leaked blocks and their bytes.
+        direct: [u64; 2],
+        /// Indirectly leaked blocks and their bytes.
+        indirect: [u64; 2],
+    },
     /// An access annotation: memory at `address` read or written.
     Access {
         /// Ticks.
@@ -157,6 +190,8 @@ impl RawEvent {
             | RawEvent::Scope { time, .. }
             | RawEvent::ScopeEnd { time, .. }
             | RawEvent::Access { time, .. }
+            | RawEvent::Leak { time, .. }
+            | RawEvent::LeakScan { time, .. }
             | RawEvent::Error { time, .. } => time,
         }
     }
@@ -354,6 +389,35 @@ impl ThreadCodec {
                 put_uvar(c, address);
                 put_u8(c, u8::from(write));
             }
+            RawEvent::Leak {
+                address,
+                size,
+                direct,
+                ..
+            } => {
+                put_u8(c, head(kind::EXTENDED, 0));
+                tail_dt(c);
+                put_u8(c, kind::EXT_LEAK);
+                put_uvar(c, address);
+                put_uvar(c, size);
+                put_u8(c, u8::from(direct));
+            }
+            RawEvent::LeakScan {
+                stopped_at,
+                status,
+                direct,
+                indirect,
+                ..
+            } => {
+                put_u8(c, head(kind::EXTENDED, 0));
+                tail_dt(c);
+                put_u8(c, kind::EXT_LEAK_SCAN);
+                put_uvar(c, stopped_at);
+                put_u8(c, status);
+                for v in direct.into_iter().chain(indirect) {
+                    put_uvar(c, v);
+                }
+            }
         }
     }
 }
@@ -479,6 +543,23 @@ impl ThreadCodec {
                     address: r.uvar()?,
                     call: r.uvar()?,
                     stack: r.uvar()?,
+                },
+                kind::EXT_LEAK => RawEvent::Leak {
+                    time,
+                    address: r.uvar()?,
+                    size: r.uvar()?,
+                    direct: match r.u8()? {
+                        0 => false,
+                        1 => true,
+                        _ => return None,
+                    },
+                },
+                kind::EXT_LEAK_SCAN => RawEvent::LeakScan {
+                    time,
+                    stopped_at: r.uvar()?,
+                    status: r.u8()?,
+                    direct: [r.uvar()?, r.uvar()?],
+                    indirect: [r.uvar()?, r.uvar()?],
                 },
                 kind::EXT_ACCESS => {
                     let address = r.uvar()?;

@@ -40,6 +40,19 @@ pub mod error {
     pub const NOT_LIVE: u8 = 2;
 }
 
+/// How complete a leak scan was (`EXT_LEAK_SCAN`'s status).
+pub mod leak_status {
+    /// Every thread stopped, every root scanned.
+    pub const COMPLETE: u8 = 0;
+    /// Some thread did not stop in time (it blocks the scan's signal): its
+    /// registers were not seen, so a block held only there is reported as
+    /// leaked.
+    pub const THREADS_MISSED: u8 = 1;
+    /// memtally's own metadata could not all be told apart from roots, so
+    /// a leak may have been taken for reachable.
+    pub const METADATA_UNKNOWN: u8 = 2;
+}
+
 /// Record kinds (the first byte of every record).
 pub mod kind {
     /// Process metadata; always the first record.

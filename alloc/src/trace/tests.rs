@@ -159,6 +159,34 @@ fn raw_to_kind(e: &RawEvent) -> Event {
             time,
             kind: EventKind::Access { address, write },
         },
+        RawEvent::Leak {
+            time,
+            address,
+            size,
+            direct,
+        } => Event {
+            time,
+            kind: EventKind::Leak {
+                address,
+                size,
+                direct,
+            },
+        },
+        RawEvent::LeakScan {
+            time,
+            stopped_at,
+            status,
+            direct,
+            indirect,
+        } => Event {
+            time,
+            kind: EventKind::LeakScan {
+                stopped_at,
+                status,
+                direct,
+                indirect,
+            },
+        },
         RawEvent::Error {
             time,
             error,
@@ -244,7 +272,9 @@ fn quantised(e: RawEvent) -> RawEvent {
             address,
             write,
         },
-        e @ RawEvent::Error { time, .. } => with_time(e, quantise_time(time)),
+        e @ (RawEvent::Error { time, .. }
+        | RawEvent::Leak { time, .. }
+        | RawEvent::LeakScan { time, .. }) => with_time(e, quantise_time(time)),
     }
 }
 
@@ -310,6 +340,23 @@ fn event_strategy() -> impl Strategy<Value = (u64, RawEvent)> {
                 stack
             }
         ),
+        (any::<u64>(), any::<u64>(), any::<bool>()).prop_map(|(address, size, direct)| {
+            RawEvent::Leak {
+                time: 0,
+                address,
+                size,
+                direct,
+            }
+        }),
+        (any::<u64>(), any::<u8>(), any::<[u64; 4]>()).prop_map(|(stopped_at, status, n)| {
+            RawEvent::LeakScan {
+                time: 0,
+                stopped_at,
+                status,
+                direct: [n[0], n[1]],
+                indirect: [n[2], n[3]],
+            }
+        }),
     ];
     (0u64..4, ev)
 }
@@ -366,6 +413,30 @@ fn with_time(e: RawEvent, t: u64) -> RawEvent {
             time: t,
             address,
             write,
+        },
+        RawEvent::Leak {
+            address,
+            size,
+            direct,
+            ..
+        } => RawEvent::Leak {
+            time: t,
+            address,
+            size,
+            direct,
+        },
+        RawEvent::LeakScan {
+            stopped_at,
+            status,
+            direct,
+            indirect,
+            ..
+        } => RawEvent::LeakScan {
+            time: t,
+            stopped_at,
+            status,
+            direct,
+            indirect,
         },
         RawEvent::Error {
             error,

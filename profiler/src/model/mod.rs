@@ -29,7 +29,7 @@ pub use counters::{Counters, Weight};
 pub use details::{Log2Bucket, Log2Histogram, SITE_SERIES_POINTS, SiteDetailRef};
 use details::{PendingLive, SiteDetail};
 pub use durations::Durations;
-pub use live::{LiveBlock, LiveMap};
+pub use live::{LeakClass, LiveBlock, LiveMap};
 pub use series::{Point, Series};
 pub use sizes::{SizeBucket, SizeHistogram};
 pub use threads::{ThreadInfo, ThreadStats};
@@ -239,6 +239,24 @@ pub struct Model {
     remote_lifetimes: Durations,
     /// Memory errors the recorder saw (the first [`MAX_ERRORS`]).
     errors: Vec<MemoryError>,
+    /// Blocks the leak scan in progress reported (start, size, direct).
+    scan_leaks: Vec<(u64, u64, bool)>,
+    /// Leak scans, in time order.
+    leak_scans: Vec<LeakScan>,
+}
+
+/// A leak scan the recorder ran (`memtally run --leak-scan`, or the
+/// program's `memtally_leak_check()`): its totals over every block.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LeakScan {
+    /// Ticks when the world was stopped for it.
+    pub ticks: u64,
+    /// `memtally_alloc::trace::leak_status`.
+    pub status: u8,
+    /// Directly leaked blocks and bytes (memtally's block sizes).
+    pub direct: [u64; 2],
+    /// Indirectly leaked blocks and bytes.
+    pub indirect: [u64; 2],
 }
 
 /// Memory errors kept (a process aborts at its first one by default).
@@ -310,6 +328,8 @@ impl Model {
             local_lifetimes: Durations::default(),
             remote_lifetimes: Durations::default(),
             errors: Vec::new(),
+            scan_leaks: Vec::new(),
+            leak_scans: Vec::new(),
         }
     }
 
@@ -542,6 +562,17 @@ impl Model {
                     });
                 }
             }
+            EventKind::Leak {
+                address,
+                size,
+                direct,
+            } => self.scan_leaks.push((address, size, direct)),
+            EventKind::LeakScan {
+                stopped_at,
+                status,
+                direct,
+                indirect,
+            } => self.leak_scan_ended(stopped_at, status, direct, indirect),
             EventKind::Marker { string } => {
                 if self.markers.len() < self.options.max_markers {
                     self.markers.push(Marker {
@@ -617,6 +648,7 @@ impl Model {
             weight,
             serial,
             instance,
+            leak: LeakClass::Unscanned,
         };
         let bump = |c: &mut Counters| {
             c.created(weight);
@@ -836,6 +868,47 @@ impl Model {
     /// (blocks, bytes))` for every pair of different threads, by pair.
     pub fn transfers(&self) -> impl Iterator<Item = ((u64, u64), (u64, u64))> + '_ {
         self.transfers.iter().map(|(&k, &v)| (k, v))
+    }
+
+    /// A leak scan's events are all in: every block live when it stopped the
+    /// world gets its class (the scan reports memtally's blocks, which an
+    /// over-aligned allocation may start inside of).
+    fn leak_scan_ended(
+        &mut self,
+        stopped_at: u64,
+        status: u8,
+        direct: [u64; 2],
+        indirect: [u64; 2],
+    ) {
+        let mut leaks = std::mem::take(&mut self.scan_leaks);
+        leaks.sort_unstable();
+        for (address, block) in self.live.iter_mut() {
+            if block.ticks > stopped_at {
+                continue;
+            }
+            let i = leaks.partition_point(|&(start, _, _)| start <= address);
+            block.leak = match i.checked_sub(1).map(|i| leaks[i]) {
+                Some((start, size, direct)) if address < start + size.max(1) => {
+                    if direct {
+                        LeakClass::Direct
+                    } else {
+                        LeakClass::Indirect
+                    }
+                }
+                _ => LeakClass::Reachable,
+            };
+        }
+        self.leak_scans.push(LeakScan {
+            ticks: stopped_at,
+            status,
+            direct,
+            indirect,
+        });
+    }
+
+    /// The leak scans the trace holds, in time order.
+    pub fn leak_scans(&self) -> &[LeakScan] {
+        &self.leak_scans
     }
 
     /// The memory errors recorded, in time order.
