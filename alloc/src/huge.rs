@@ -92,6 +92,17 @@ pub fn cache_lock() -> &'static SpinLock<impl Sized> {
     &CACHE
 }
 
+/// Runs `f` with the huge-block cache locked, giving it the start and
+/// length of every cached mapping (see `segment::with_cache_locked`).
+pub fn with_cache_locked<R>(f: impl FnOnce(&[(usize, usize)]) -> R) -> R {
+    let cache = CACHE.lock();
+    let mut ranges = [(0, 0); CACHE_SLOTS];
+    for (r, e) in ranges.iter_mut().zip(&cache.entries[..cache.len]) {
+        *r = (e.segment as usize, e.size);
+    }
+    f(&ranges[..cache.len])
+}
+
 /// Offset of the block from the header for a given alignment.
 fn block_offset(align: usize) -> usize {
     if align <= HEADER_SIZE {

@@ -112,16 +112,10 @@ pub fn mark(text: &str) {
 
 /// As [`mark`], for text that is not UTF-8 (the C ABI's `memtally_mark`).
 pub fn mark_bytes(text: &[u8]) {
-    if !record::active() {
-        return;
-    }
-    let mut heap = thread::heap();
-    if heap == thread::empty_heap() {
-        heap = thread::init_thread();
-    }
-    if !heap.is_null() {
-        // SAFETY: the calling thread's heap, live.
-        record::mark(unsafe { &*heap }, text);
+    if record::active()
+        && let Some(heap) = thread::own_heap()
+    {
+        record::mark(heap, text);
     }
 }
 
@@ -139,20 +133,10 @@ pub enum Access {
 /// coherence messages such accesses would cost across nodes); does nothing
 /// when not recording.
 pub fn access<T: ?Sized>(ptr: *const T, what: Access) {
-    if !record::active() {
-        return;
-    }
-    let mut heap = thread::heap();
-    if heap == thread::empty_heap() {
-        heap = thread::init_thread();
-    }
-    if !heap.is_null() {
-        // SAFETY: the calling thread's heap, live.
-        record::access(
-            unsafe { &*heap },
-            ptr as *const u8 as u64,
-            what == Access::Write,
-        );
+    if record::active()
+        && let Some(heap) = thread::own_heap()
+    {
+        record::access(heap, ptr as *const u8 as u64, what == Access::Write);
     }
 }
 
@@ -180,23 +164,22 @@ pub fn leak_check() -> Result<LeakSummary, &'static str> {
 /// As [`leak_check`], calling `f` with each leaked block too (after the
 /// other threads run again: `f` may allocate).
 pub fn leak_check_with(mut f: impl FnMut(Leak)) -> Result<LeakSummary, &'static str> {
-    let recording = record::active();
-    let mut heap = thread::heap();
-    if recording && heap == thread::empty_heap() {
-        heap = thread::init_thread();
-    }
-    let recording = recording && !heap.is_null() && heap != thread::empty_heap();
+    let recorder = if record::active() {
+        thread::own_heap()
+    } else {
+        None
+    };
     let every_block = record::full();
     let summary = leak::scan(|l| {
-        if recording && (every_block || l.sampled) {
-            // SAFETY: the calling thread's heap, live.
-            record::leak(unsafe { &*heap }, &l);
+        if let Some(heap) = recorder
+            && (every_block || l.sampled)
+        {
+            record::leak(heap, &l);
         }
         f(l);
     })?;
-    if recording {
-        // SAFETY: as above.
-        record::leak_scan_end(unsafe { &*heap }, &summary);
+    if let Some(heap) = recorder {
+        record::leak_scan_end(heap, &summary);
     }
     Ok(summary)
 }

@@ -11,7 +11,7 @@
 
 use crate::stats;
 use core::ptr;
-use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 
 /// The granularity the allocator assumes for purging and `valloc`.
 ///
@@ -236,6 +236,46 @@ pub fn now_ms() -> u64 {
     // SAFETY: `ts` is a valid, writable timespec.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
     ts.tv_sec as u64 * 1000 + ts.tv_nsec as u64 / 1_000_000
+}
+
+/// Sleeps while `word` holds `expected`, at most `timeout_ms` milliseconds
+/// (`None`: until woken). Returns at once when the value differs; may
+/// return early (a signal, a spurious wake): callers re-check their
+/// condition. Async-signal-safe.
+pub fn futex_wait(word: &AtomicU32, expected: u32, timeout_ms: Option<i64>) {
+    let ts = timeout_ms.map(|ms| libc::timespec {
+        tv_sec: ms / 1000,
+        tv_nsec: (ms % 1000) * 1_000_000,
+    });
+    let ts_ptr = ts
+        .as_ref()
+        .map_or(ptr::null(), |t| t as *const libc::timespec);
+    // SAFETY: FUTEX_WAIT on a live, aligned word, with a valid timeout or
+    // none.
+    unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            word.as_ptr(),
+            libc::FUTEX_WAIT | libc::FUTEX_PRIVATE_FLAG,
+            expected,
+            ts_ptr,
+        )
+    };
+}
+
+/// Wakes up to `count` threads sleeping in [`futex_wait`] on `word`.
+/// Async-signal-safe.
+pub fn futex_wake(word: &AtomicU32, count: i32) {
+    // SAFETY: FUTEX_WAKE on a live, aligned word; the kernel reads nothing
+    // else.
+    unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            word.as_ptr(),
+            libc::FUTEX_WAKE | libc::FUTEX_PRIVATE_FLAG,
+            count,
+        )
+    };
 }
 
 /// Sets the calling thread's `errno`.

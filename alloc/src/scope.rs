@@ -29,18 +29,6 @@ use core::marker::PhantomData;
 use core::pin::Pin;
 use core::task::{Context, Poll};
 
-/// The calling thread's heap, made if the thread has none yet; None when
-/// it cannot be (the thread is exiting).
-fn heap() -> Option<&'static crate::heap::Heap> {
-    let mut h = thread::heap();
-    if h == thread::empty_heap() {
-        h = thread::init_thread();
-    }
-    // SAFETY: a thread's own heap lives until the thread exits; it is only
-    // used here, on this thread, for the duration of the call.
-    (!h.is_null() && h != thread::empty_heap()).then(|| unsafe { &*h })
-}
-
 /// Enters a new instance of scope `name` on this thread until the guard
 /// is dropped (which ends the instance). Does nothing when nothing is
 /// being recorded.
@@ -49,7 +37,7 @@ pub fn scope(name: &'static str) -> ScopeGuard {
     if !record::active() {
         return ScopeGuard::inert();
     }
-    let Some(heap) = heap() else {
+    let Some(heap) = thread::own_heap() else {
         return ScopeGuard::inert();
     };
     let id = record::scope::name_id(heap, name.as_bytes(), true);
@@ -88,7 +76,7 @@ impl Drop for ScopeGuard {
         if self.instance == 0 {
             return;
         }
-        if let Some(heap) = heap() {
+        if let Some(heap) = thread::own_heap() {
             record::scope::set(heap, self.previous);
             record::scope::end_instance(heap, self.instance);
         }
@@ -136,7 +124,7 @@ impl<F: Future> Future for Scoped<F> {
         if !record::active() || this.ended {
             return inner.poll(cx);
         }
-        let Some(heap) = heap() else {
+        let Some(heap) = thread::own_heap() else {
             return inner.poll(cx);
         };
         if this.instance == 0 {
@@ -158,7 +146,7 @@ impl<F> Drop for Scoped<F> {
     fn drop(&mut self) {
         if self.instance != 0
             && !self.ended
-            && let Some(heap) = heap()
+            && let Some(heap) = thread::own_heap()
         {
             record::scope::end_instance(heap, self.instance);
         }
@@ -173,7 +161,7 @@ pub fn enter(name: &[u8]) {
     if !record::active() {
         return;
     }
-    if let Some(heap) = heap() {
+    if let Some(heap) = thread::own_heap() {
         record::scope::c_enter(heap, name);
     }
 }
@@ -185,7 +173,7 @@ pub fn exit() {
     if !record::active() {
         return;
     }
-    if let Some(heap) = heap() {
+    if let Some(heap) = thread::own_heap() {
         record::scope::c_exit(heap);
     }
 }
@@ -213,7 +201,7 @@ pub fn enter_instance(name: &'static str, instance: u64) -> Saved {
     if instance == 0 || !record::active() {
         return Saved::default();
     }
-    match heap() {
+    match thread::own_heap() {
         Some(heap) => {
             let id = record::scope::name_id(heap, name.as_bytes(), true);
             Saved(record::scope::set(heap, [id, instance]))
@@ -227,7 +215,7 @@ pub fn restore(saved: Saved) {
     if !record::active() {
         return;
     }
-    if let Some(heap) = heap() {
+    if let Some(heap) = thread::own_heap() {
         record::scope::set(heap, saved.0);
     }
 }
@@ -237,7 +225,7 @@ pub fn end_instance(instance: u64) {
     if instance == 0 || !record::active() {
         return;
     }
-    if let Some(heap) = heap() {
+    if let Some(heap) = thread::own_heap() {
         record::scope::end_instance(heap, instance);
     }
 }

@@ -276,6 +276,19 @@ pub fn cache_lock() -> &'static SpinLock<impl Sized> {
     &CACHE
 }
 
+/// Runs `f` with the segment cache locked, so that nothing enters or leaves
+/// it meanwhile, giving it the start and length of every cached segment
+/// (for the leak scan: cached segments are ours, not roots, though no
+/// longer in the segment map).
+pub fn with_cache_locked<R>(f: impl FnOnce(&[(usize, usize)]) -> R) -> R {
+    let cache = CACHE.lock();
+    let mut ranges = [(0, 0); CACHE_SLOTS];
+    for (r, e) in ranges.iter_mut().zip(&cache.entries[..cache.len]) {
+        *r = (e.segment as usize, SEGMENT_SIZE);
+    }
+    f(&ranges[..cache.len])
+}
+
 /// Gets a 4 MiB segment for pages of `kind` owned by `heap`: from the cache if
 /// possible, else from the OS. Null when the OS refuses.
 pub fn alloc_segment(kind: PageKind, heap: *mut Heap) -> *mut Segment {

@@ -140,6 +140,20 @@ static POOL: SpinLock<Pool> = SpinLock::new(Pool {
 static ABANDONED: AtomicUsize = AtomicUsize::new(0);
 static ALL_HEAPS: AtomicPtr<Heap> = AtomicPtr::new(ptr::null_mut());
 
+/// The calling thread's heap, made if the thread has none yet; None when
+/// it cannot be (no memory, or the thread is exiting). For the API's
+/// calls outside the allocation paths (markers, scopes, annotations, the
+/// leak check).
+pub fn own_heap() -> Option<&'static Heap> {
+    let mut h = heap();
+    if h == empty_heap() {
+        h = init_thread();
+    }
+    // SAFETY: a thread's own heap lives until the thread exits (heaps are
+    // never freed); callers use it on this thread, within one call.
+    (!h.is_null() && h != empty_heap()).then(|| unsafe { &*h })
+}
+
 /// Gives the calling thread a heap (called from the slow path when the thread
 /// still has the empty heap). Returns null when no memory is available.
 #[cold]

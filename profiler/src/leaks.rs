@@ -261,7 +261,9 @@ fn by_class(
     use std::collections::HashMap;
     let mut by: HashMap<(LeakClass, crate::stacks::StackId), Counters> = HashMap::new();
     for (_, block) in model.live().iter() {
-        let c = by.entry((block.leak, block.stack)).or_default();
+        let c = by
+            .entry((model.leak_class(block), block.stack))
+            .or_default();
         c.live_bytes += block.weight.bytes;
         c.live_blocks += block.weight.blocks;
     }

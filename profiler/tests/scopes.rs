@@ -7,42 +7,14 @@
 //! A test binary of its own (no harness): recording is process-wide and
 //! must start before any other thread exists.
 
-use memtally_alloc::{InScope, MemTally, Mode, Recorder, scope};
-use memtally_profiler::{Analysis, ModelOptions, ScopeStats};
-use std::future::Future;
-use std::pin::Pin;
-use std::task::{Context, Poll, Waker};
+mod support;
+
+use memtally_alloc::{InScope, MemTally, scope};
+use memtally_profiler::{Analysis, ModelOptions};
+use support::scope_program::{Steps, churn, find, keep, poll_on_three_threads, start_recording};
 
 #[global_allocator]
 static A: MemTally = MemTally::new();
-
-/// Allocates `n` bytes and keeps them for good.
-#[inline(never)]
-fn keep(n: usize) {
-    std::mem::forget(std::hint::black_box(vec![1u8; n]));
-}
-
-/// Allocates `n` bytes and frees them.
-#[inline(never)]
-fn churn(n: usize) {
-    drop(std::hint::black_box(vec![1u8; n]));
-}
-
-/// Allocates 100 bytes (kept) on every poll; ready on the fourth.
-struct Steps(u32);
-
-impl Future for Steps {
-    type Output = ();
-    fn poll(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<()> {
-        keep(100);
-        self.0 += 1;
-        if self.0 == 4 {
-            Poll::Ready(())
-        } else {
-            Poll::Pending
-        }
-    }
-}
 
 fn scenarios() {
     // Nested: the inner scope holds what is allocated while it is entered.
@@ -66,20 +38,7 @@ fn scenarios() {
         drop(moved);
     }
     // A future polled on three threads in turn.
-    let mut task = Box::pin(Steps(0).in_scope("task"));
-    let mut cx = Context::from_waker(Waker::noop());
-    assert!(task.as_mut().poll(&mut cx).is_pending());
-    for _ in 0..2 {
-        task = std::thread::spawn(move || {
-            let mut cx = Context::from_waker(Waker::noop());
-            assert!(task.as_mut().poll(&mut cx).is_pending());
-            task
-        })
-        .join()
-        .unwrap();
-    }
-    assert!(task.as_mut().poll(&mut cx).is_ready());
-    drop(task);
+    poll_on_three_threads(Box::pin(Steps(0).in_scope("task")));
     // Ten requests of 100, 200, ... 1000 bytes, all freed.
     for i in 1..=10 {
         let _r = scope("request");
@@ -87,22 +46,8 @@ fn scenarios() {
     }
 }
 
-fn find<'a>(scopes: &'a [ScopeStats], name: &str) -> &'a ScopeStats {
-    scopes
-        .iter()
-        .find(|s| s.name == name)
-        .unwrap_or_else(|| panic!("no scope {name:?} in {scopes:#?}"))
-}
-
 fn main() {
-    let dir = std::env::temp_dir().join(format!("memtally-scopes-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("scopes.mtt");
-    Recorder::new()
-        .mode(Mode::Full)
-        .output(path.to_str().unwrap())
-        .start()
-        .expect("recording starts");
+    let path = start_recording("scopes");
     scenarios();
     memtally_alloc::flush();
     let a = Analysis::open_with(&path, ModelOptions::default()).expect("the trace reads");
@@ -159,6 +104,6 @@ fn main() {
     // when its block was freed); the three that left blocks behind are
     // still followed.
     assert_eq!(a.model.scope_instances_followed(), 3);
-    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_dir_all(path.parent().unwrap());
     println!("scopes: every scenario attributed exactly");
 }

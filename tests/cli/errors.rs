@@ -2,8 +2,7 @@
 //! glibc would, and the trace and `memtally report` name the call and its
 //! stack.
 
-use super::{built_library, memtally, scratch};
-use std::path::Path;
+use super::{build_c, built_library, json_of, memtally, scratch};
 use std::process::Command;
 
 #[test]
@@ -13,15 +12,7 @@ fn a_double_free_is_reported_with_the_offending_stack() {
         return;
     };
     let dir = scratch("errors");
-    let exe = dir.join("double_free");
-    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/c/double_free.c");
-    let built = Command::new("cc")
-        .args(["-O1", "-g", "-o"])
-        .arg(&exe)
-        .arg(&source)
-        .status()
-        .expect("cc is not installed; .ci/run installs it");
-    assert!(built.success());
+    let exe = build_c(&dir, "double_free", &[]);
     let trace = dir.join("t.mtt");
     let out = Command::new(env!("CARGO_BIN_EXE_memtally"))
         .args(["run", "-o", trace.to_str().unwrap(), "--"])
@@ -39,9 +30,7 @@ fn a_double_free_is_reported_with_the_offending_stack() {
         "{err}"
     );
 
-    let out = memtally(&["report", "--json", trace.to_str().unwrap()]);
-    assert_eq!(out.status.code(), Some(0), "{out:?}");
-    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let doc = json_of(&["report", "--json", trace.to_str().unwrap()]);
     let errors = doc["errors"].as_array().unwrap();
     assert_eq!(errors.len(), 1, "{errors:?}");
     let e = &errors[0];

@@ -13,9 +13,7 @@ fn the_leak_scan_finds_exactly_the_planted_leaks_and_classifies_them() {
         return;
     };
     let t = trace.to_str().unwrap();
-    let out = memtally(&["leaks", t, "--json"]);
-    assert_eq!(out.status.code(), Some(0));
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let v = json_of(&["leaks", t, "--json"]);
     assert_eq!(v["classified"], true, "{v:#}");
     let classes = &v["classes"];
     assert_eq!(classes["complete"], true, "{classes:#}");

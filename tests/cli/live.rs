@@ -3,7 +3,7 @@
 //! with `capture-pane` (.ci/run installs tmux). Also `memtally top` on a
 //! finished trace, and the errors of both.
 
-use super::{built_library, fails_with, memtally, sample_trace, scratch};
+use super::{build_c, built_library, fails_with, memtally, sample_trace, scratch};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -82,16 +82,7 @@ impl Drop for Tmux {
 
 /// Builds tests/c/live_target.c into `dir`.
 fn live_target(dir: &Path) -> PathBuf {
-    let exe = dir.join("live_target");
-    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/c/live_target.c");
-    let built = Command::new("cc")
-        .args(["-O1", "-g", "-o"])
-        .arg(&exe)
-        .arg(&source)
-        .status()
-        .expect("cc is not installed; .ci/run installs it");
-    assert!(built.success());
-    exe
+    build_c(dir, "live_target", &[])
 }
 
 /// The shell command line that runs the dashboard on `live_target

@@ -53,17 +53,9 @@ fn run_recorded(test: &str, args: &[&str]) -> Option<Output> {
     Some(out)
 }
 
-/// Builds `tests/c/NAME.c` (with `cc_args` too) in a fresh directory
-/// named `test` and records it with `memtally run` (with `run_args` too),
-/// which must succeed;
-/// the trace, or None (the test skips) when the library is not built.
-fn record_c_program(
-    test: &str,
-    name: &str,
-    cc_args: &[&str],
-    run_args: &[&str],
-) -> Option<PathBuf> {
-    let dir = scratch(test);
+/// Builds `tests/c/NAME.c` with `cc -O1 -g` (and `cc_args`) into
+/// `dir/NAME`; the executable's path.
+fn build_c(dir: &Path, name: &str, cc_args: &[&str]) -> PathBuf {
     let exe = dir.join(name);
     let source = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/c")
@@ -77,6 +69,21 @@ fn record_c_program(
         .status()
         .expect("cc is not installed; .ci/run installs it");
     assert!(built.success(), "cc {}", source.display());
+    exe
+}
+
+/// Builds `tests/c/NAME.c` (with `cc_args` too) in a fresh directory
+/// named `test` and records it with `memtally run` (with `run_args` too),
+/// which must succeed;
+/// the trace, or None (the test skips) when the library is not built.
+fn record_c_program(
+    test: &str,
+    name: &str,
+    cc_args: &[&str],
+    run_args: &[&str],
+) -> Option<PathBuf> {
+    let dir = scratch(test);
+    let exe = build_c(&dir, name, cc_args);
     let trace = dir.join("t.mtt");
     let out = run_recorded(
         &format!("{test}-run"),
@@ -89,6 +96,19 @@ fn record_c_program(
     )?;
     assert_eq!(out.status.code(), Some(0), "{out:?}");
     Some(trace)
+}
+
+/// Runs `memtally` with `args`, which must succeed, and parses what it
+/// printed as JSON.
+fn json_of(args: &[&str]) -> serde_json::Value {
+    let out = memtally(args);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("JSON on stdout")
 }
 
 /// Asserts the command failed with status 2 and one `memtally:` line
@@ -188,9 +208,7 @@ fn report_prints_the_sections() {
 fn report_json_parses_and_has_the_documented_fields() {
     let dir = scratch("json");
     let trace = sample_trace(&dir);
-    let out = memtally(&["report", "--json", "--top", "1", trace.to_str().unwrap()]);
-    assert_eq!(out.status.code(), Some(0));
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let v = json_of(&["report", "--json", "--top", "1", trace.to_str().unwrap()]);
     assert_eq!(v["schema_version"], 1);
     assert_eq!(v["summary"]["allocations"], 2);
     assert_eq!(v["summary"]["peak_bytes"], 300);
@@ -527,9 +545,7 @@ fn leaks_finds_the_planted_leaks_exactly() {
     };
     let dir = trace.parent().unwrap().to_owned();
     let t = trace.to_str().unwrap();
-    let out = memtally(&["leaks", t, "--json"]);
-    assert_eq!(out.status.code(), Some(0));
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let v = json_of(&["leaks", t, "--json"]);
     assert_eq!(v["at_exit"], true);
     assert_eq!(v["leaked_blocks"], 4, "{v:#}");
     assert_eq!(v["leaked_bytes"], 5300);

@@ -1,7 +1,7 @@
 //! `memtally replay --embedded`: a synthetic trace whose fit is known,
 //! through every model, as text and JSON, and the errors.
 
-use super::{fails_with, memtally, scratch};
+use super::{fails_with, json_of, memtally, scratch};
 use memtally_profiler::synth::{TraceBuilder, alloc, free};
 
 /// 40 blocks of 100 bytes, every other one freed, then ten of 150 bytes:
@@ -33,7 +33,7 @@ fn replay_finds_the_failure_and_the_smallest_arena() {
     let p = path.to_str().unwrap();
     // 40 x 112-byte blocks fill 4480 bytes: the 150-byte requests fail at
     // the first one (op 60) when the arena has no room past them.
-    let out = memtally(&[
+    let doc = json_of(&[
         "replay",
         p,
         "--embedded",
@@ -42,13 +42,6 @@ fn replay_finds_the_failure_and_the_smallest_arena() {
         "4480",
         "--json",
     ]);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(doc["operations"], 70);
     let models = doc["models"].as_array().unwrap();
     let first_fit = models
@@ -156,9 +149,7 @@ fn an_rmm_log_round_trip_keeps_the_peak_and_the_leaks() {
     );
     assert_eq!(text.lines().count(), 1 + 70);
     let summary = |file: &str| {
-        let out = memtally(&["replay", file, "--embedded", "first-fit", "--json"]);
-        assert_eq!(out.status.code(), Some(0), "{out:?}");
-        let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let doc = json_of(&["replay", file, "--embedded", "first-fit", "--json"]);
         let o = doc["models"][0]["outcome"].clone();
         (
             o["max_live"].as_u64(),
@@ -186,7 +177,7 @@ fn distributed_replay_spreads_the_trace_and_counts_moves() {
     let dir = scratch("replay-distributed");
     let path = trace(&dir);
     let p = path.to_str().unwrap();
-    let out = memtally(&[
+    let doc = json_of(&[
         "replay",
         p,
         "--distributed",
@@ -195,13 +186,6 @@ fn distributed_replay_spreads_the_trace_and_counts_moves() {
         "add@3us",
         "--json",
     ]);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let d = &doc["distributed"];
     assert_eq!(d["peak"].as_array().unwrap().len(), 5, "{d}");
     // 30 blocks live at the end: 20 of 100 bytes and 10 of 150.
@@ -250,20 +234,13 @@ fn access_annotations_give_coherence_counts() {
     t.footer(10_000);
     let path = dir.join("shared.mtt");
     std::fs::write(&path, t.bytes()).unwrap();
-    let out = memtally(&[
+    let doc = json_of(&[
         "replay",
         path.to_str().unwrap(),
         "--distributed",
         "nodes=4,placement=rendezvous,key=thread",
         "--json",
     ]);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(doc["operations"], 1, "only the allocation is an operation");
     let c = &doc["distributed"]["coherence"];
     assert_eq!(

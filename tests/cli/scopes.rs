@@ -1,7 +1,7 @@
 //! Scopes from C through `libmemtally.so`'s C ABI, reported by
 //! `memtally report --by scope` as text and JSON.
 
-use super::{memtally, record_c_program};
+use super::{json_of, memtally, record_c_program};
 
 #[test]
 fn c_scopes_are_reported_by_scope_with_what_outlived_its_request() {
@@ -10,9 +10,7 @@ fn c_scopes_are_reported_by_scope_with_what_outlived_its_request() {
     };
     let t = trace.to_str().unwrap();
 
-    let out = memtally(&["report", "--json", t]);
-    assert_eq!(out.status.code(), Some(0));
-    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let doc = json_of(&["report", "--json", t]);
     let scope = |name: &str| {
         doc["scopes"]
             .as_array()

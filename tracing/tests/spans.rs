@@ -8,43 +8,18 @@
 //! layer's own allocations for a span then belong to no scope, and the
 //! numbers are exact.
 
-use memtally_alloc::{MemTally, Mode, Recorder};
-use memtally_profiler::{Analysis, ModelOptions, ScopeStats};
+#[path = "../../profiler/tests/support/scope_program.rs"]
+mod scope_program;
+
+use memtally_alloc::MemTally;
+use memtally_profiler::{Analysis, ModelOptions};
 use memtally_tracing::MemtallyLayer;
-use std::future::Future;
-use std::pin::Pin;
-use std::task::{Context, Poll, Waker};
+use scope_program::{Steps, churn, find, keep, poll_on_three_threads, start_recording};
 use tracing::Instrument;
 use tracing_subscriber::prelude::*;
 
 #[global_allocator]
 static A: MemTally = MemTally::new();
-
-#[inline(never)]
-fn keep(n: usize) {
-    std::mem::forget(std::hint::black_box(vec![1u8; n]));
-}
-
-#[inline(never)]
-fn churn(n: usize) {
-    drop(std::hint::black_box(vec![1u8; n]));
-}
-
-/// Allocates 100 bytes (kept) on every poll; ready on the fourth.
-struct Steps(u32);
-
-impl Future for Steps {
-    type Output = ();
-    fn poll(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<()> {
-        keep(100);
-        self.0 += 1;
-        if self.0 == 4 {
-            Poll::Ready(())
-        } else {
-            Poll::Pending
-        }
-    }
-}
 
 fn scenarios() {
     // Warm up the registry and the layer's per-thread stack (two deep).
@@ -70,20 +45,7 @@ fn scenarios() {
     drop((outer, inner));
     // A future instrumented with a span, polled on three threads in turn.
     let span = tracing::info_span!("task");
-    let mut task = Box::pin(Steps(0).instrument(span));
-    let mut cx = Context::from_waker(Waker::noop());
-    assert!(task.as_mut().poll(&mut cx).is_pending());
-    for _ in 0..2 {
-        task = std::thread::spawn(move || {
-            let mut cx = Context::from_waker(Waker::noop());
-            assert!(task.as_mut().poll(&mut cx).is_pending());
-            task
-        })
-        .join()
-        .unwrap();
-    }
-    assert!(task.as_mut().poll(&mut cx).is_ready());
-    drop(task);
+    poll_on_three_threads(Box::pin(Steps(0).instrument(span)));
     // Ten request spans of 100, 200, ... 1000 bytes.
     for i in 1..=10 {
         let span = tracing::info_span!("request");
@@ -92,22 +54,8 @@ fn scenarios() {
     }
 }
 
-fn find<'a>(scopes: &'a [ScopeStats], name: &str) -> &'a ScopeStats {
-    scopes
-        .iter()
-        .find(|s| s.name == name)
-        .unwrap_or_else(|| panic!("no scope {name:?} in {scopes:#?}"))
-}
-
 fn main() {
-    let dir = std::env::temp_dir().join(format!("memtally-spans-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("spans.mtt");
-    Recorder::new()
-        .mode(Mode::Full)
-        .output(path.to_str().unwrap())
-        .start()
-        .expect("recording starts");
+    let path = start_recording("spans");
     tracing_subscriber::registry()
         .with(MemtallyLayer::new())
         .init();
@@ -147,6 +95,6 @@ fn main() {
     );
     assert_eq!(request.counters.bytes_allocated, 5500, "{request:#?}");
     assert_eq!(request.per_instance.max(), 1000);
-    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_dir_all(path.parent().unwrap());
     println!("spans: every scenario attributed exactly");
 }

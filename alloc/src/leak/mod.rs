@@ -107,6 +107,21 @@ fn scan_stopped(
     own_regs: &[usize],
     own_sp: usize,
 ) -> Result<(LeakSummary, ScratchVec<Leak>), &'static str> {
+    // The caches of empty segments and huge mappings hold memory of ours
+    // that is in no map: it must not be read as roots (stale blocks in it
+    // would keep leaks alive). Locked throughout, as LeakSanitizer locks
+    // its allocator, so that no stopped thread holds them and their
+    // contents stay what the scan excludes. The fork handlers' order.
+    crate::segment::with_cache_locked(|segments| {
+        crate::huge::with_cache_locked(|huge| scan_locked(own_regs, own_sp, &[segments, huge]))
+    })
+}
+
+fn scan_locked(
+    own_regs: &[usize],
+    own_sp: usize,
+    cached: &[&[(usize, usize)]],
+) -> Result<(LeakSummary, ScratchVec<Leak>), &'static str> {
     let started = now_us();
     let world = stop::World::stop().ok_or("cannot stop the other threads (is /proc mounted?)")?;
     let stopped_at = crate::record::clock::ticks();
@@ -116,6 +131,9 @@ fn scan_stopped(
     let mut ok = true;
     crate::os::for_each_internal(|lo, len| ok &= excluded.push((lo, lo + len)));
     chunks.for_each_segment(|lo, hi| ok &= excluded.push((lo, hi)));
+    for &(lo, len) in cached.iter().copied().flatten() {
+        ok &= excluded.push((lo, lo + len));
+    }
     let (map, len) = crate::segmap::static_range();
     ok &= excluded.push((map, map + len));
     let mut sps = ScratchVec::new();

@@ -10,7 +10,8 @@
 //! program made. Taken out of them:
 //!
 //! - memtally's segments: the heap is reached through chunks, never as a
-//!   root, or nothing would ever be leaked;
+//!   root, or nothing would ever be leaked; and the cached empty segments
+//!   and huge mappings, whose stale contents would keep leaks alive;
 //! - memtally's internal mappings (heaps, recorder state, scan scratch): the
 //!   recorder keeps the addresses of recent blocks, which must not keep
 //!   leaks alive; and the segment map's own bitmap;

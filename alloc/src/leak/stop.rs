@@ -86,9 +86,10 @@ impl World {
     /// cannot be set up (no scratch memory, `/proc` not mounted).
     pub fn stop() -> Option<World> {
         let me = gettid();
-        let listed = count_threads()?;
-        let mut slots = ScratchVec::<Slot>::with_capacity(listed * 2 + 64)?;
-        let capacity = listed * 2 + 64;
+        // Room for threads created while stopping; fixed, because the
+        // handlers read the slots while the scanner adds to them.
+        let capacity = count_threads()? * 2 + 64;
+        let mut slots = ScratchVec::<Slot>::with_capacity(capacity)?;
         // SAFETY: an all-zero sigaction is a valid value to be overwritten.
         let mut old: libc::sigaction = unsafe { mem::zeroed() };
         // SAFETY: as above.
@@ -181,7 +182,7 @@ impl World {
 impl Drop for World {
     fn drop(&mut self) {
         RESUME.fetch_add(1, Ordering::Release);
-        futex_wake(&RESUME);
+        crate::os::futex_wake(&RESUME, i32::MAX);
         let all_back = wait_until(|| {
             self.slots
                 .as_slice()
@@ -248,7 +249,7 @@ extern "C" fn on_stop_signal(
             unsafe { save_context(slot, ctx.cast()) };
             slot.state.store(STOPPED, Ordering::Release);
             while RESUME.load(Ordering::Acquire) == resume {
-                futex_wait(&RESUME, resume);
+                crate::os::futex_wait(&RESUME, resume, None);
             }
             slot.state.store(RESUMED, Ordering::Release);
         }
@@ -290,32 +291,6 @@ unsafe fn save_context(slot: &Slot, uc: *const libc::ucontext_t) {
 fn gettid() -> i32 {
     // SAFETY: gettid has no preconditions.
     unsafe { libc::syscall(libc::SYS_gettid) as i32 }
-}
-
-fn futex_wait(word: &AtomicU32, expected: u32) {
-    // SAFETY: FUTEX_WAIT on a valid, aligned u32; returns at once when the
-    // value changed.
-    unsafe {
-        libc::syscall(
-            libc::SYS_futex,
-            word.as_ptr(),
-            libc::FUTEX_WAIT | libc::FUTEX_PRIVATE_FLAG,
-            expected,
-            ptr::null::<libc::timespec>(),
-        )
-    };
-}
-
-fn futex_wake(word: &AtomicU32) {
-    // SAFETY: FUTEX_WAKE on a valid, aligned u32.
-    unsafe {
-        libc::syscall(
-            libc::SYS_futex,
-            word.as_ptr(),
-            libc::FUTEX_WAKE | libc::FUTEX_PRIVATE_FLAG,
-            i32::MAX,
-        )
-    };
 }
 
 fn count_threads() -> Option<usize> {

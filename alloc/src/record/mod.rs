@@ -517,9 +517,13 @@ pub fn leak_scan_end(heap: &Heap, s: &crate::leak::LeakSummary) {
     });
 }
 
-/// Does the process want a leak scan at exit (`leaks=scan`)?
+/// Does the process want a leak scan at exit (`leaks=scan`)? Not a forked
+/// child unless children are followed: like recording, the scan is for the
+/// process that was asked.
 pub fn leak_scan_at_exit() -> bool {
-    SETTINGS.lock().is_some_and(|s| s.leak_scan)
+    SETTINGS
+        .lock()
+        .is_some_and(|s| s.leak_scan && (s.children || !FORKED.load(Ordering::Relaxed)))
 }
 
 /// Records an access annotation of the calling thread.

@@ -321,14 +321,5 @@ impl Ring {
 /// Wakes the writer thread if it is sleeping.
 pub fn wake_writer() {
     WAKE.fetch_add(1, Ordering::Release);
-    // SAFETY: FUTEX_WAKE on a static word; no memory is accessed by the
-    // kernel beyond it.
-    unsafe {
-        libc::syscall(
-            libc::SYS_futex,
-            WAKE.as_ptr(),
-            libc::FUTEX_WAKE | libc::FUTEX_PRIVATE_FLAG,
-            1,
-        )
-    };
+    crate::os::futex_wake(&WAKE, 1);
 }

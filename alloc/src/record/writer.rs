@@ -663,14 +663,14 @@ extern "C" fn writer_main(_: *mut c_void) -> *mut c_void {
         let req = FLUSH_REQ.load(Ordering::Acquire);
         if req as u32 != FLUSH_DONE.load(Ordering::Relaxed) {
             FLUSH_DONE.store(req as u32, Ordering::Release);
-            futex_wake_all(&FLUSH_DONE);
+            os::futex_wake(&FLUSH_DONE, i32::MAX);
         }
         if !running() {
             DONE.store(1, Ordering::Release);
-            futex_wake_all(&DONE);
+            os::futex_wake(&DONE, i32::MAX);
             return core::ptr::null_mut();
         }
-        futex_wait(&ring::WAKE, seen, ROUND_MS);
+        os::futex_wait(&ring::WAKE, seen, Some(ROUND_MS));
     }
 }
 
@@ -702,36 +702,7 @@ fn finish_trace(ws: &mut WriterState) {
     };
     STATE.store(next, Ordering::Release);
     DONE.store(1, Ordering::Release);
-    futex_wake_all(&DONE);
-}
-
-fn futex_wait(word: &AtomicU32, expected: u32, timeout_ms: i64) {
-    let ts = libc::timespec {
-        tv_sec: timeout_ms / 1000,
-        tv_nsec: (timeout_ms % 1000) * 1_000_000,
-    };
-    // SAFETY: FUTEX_WAIT on a live word with a valid timeout.
-    unsafe {
-        libc::syscall(
-            libc::SYS_futex,
-            word.as_ptr(),
-            libc::FUTEX_WAIT | libc::FUTEX_PRIVATE_FLAG,
-            expected,
-            &ts as *const libc::timespec,
-        )
-    };
-}
-
-fn futex_wake_all(word: &AtomicU32) {
-    // SAFETY: FUTEX_WAKE on a live word.
-    unsafe {
-        libc::syscall(
-            libc::SYS_futex,
-            word.as_ptr(),
-            libc::FUTEX_WAKE | libc::FUTEX_PRIVATE_FLAG,
-            i32::MAX,
-        )
-    };
+    os::futex_wake(&DONE, i32::MAX);
 }
 
 /// Drains everything recorded so far to the file and waits until it is
@@ -747,7 +718,7 @@ pub fn flush() {
         if done >= req as u32 || !running() {
             return;
         }
-        futex_wait(&FLUSH_DONE, done, 10);
+        os::futex_wait(&FLUSH_DONE, done, Some(10));
     }
 }
 
@@ -765,7 +736,7 @@ pub fn finish(flags: u64) {
         if DONE.load(Ordering::Acquire) != 0 {
             return;
         }
-        futex_wait(&DONE, 0, 10);
+        os::futex_wait(&DONE, 0, Some(10));
     }
 }
 

@@ -927,7 +927,12 @@ impl FieldReader for Payload<'_> {
 
 fn parse_event(p: &mut Payload<'_>, state: &mut ThreadCodec) -> Result<Event, DecodeError> {
     let raw = state.decode(p).ok_or_else(|| p.err("malformed event"))?;
-    Ok(match raw {
+    Ok(event_of(raw))
+}
+
+/// The reader's view of a decoded event.
+pub(crate) fn event_of(raw: RawEvent) -> Event {
+    match raw {
         RawEvent::Alloc {
             time,
             address,
@@ -1037,5 +1042,5 @@ fn parse_event(p: &mut Payload<'_>, state: &mut ThreadCodec) -> Result<Event, De
                 stack,
             },
         },
-    })
+    }
 }

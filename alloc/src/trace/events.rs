@@ -180,8 +180,14 @@ pub enum RawEvent {
     },
 }
 
+// Every recorded event is built as a RawEvent on the recording path: a new
+// kind must not make the common ones larger than an allocation's six words
+// and the tag.
+const _: () = assert!(core::mem::size_of::<RawEvent>() <= 56);
+
 impl RawEvent {
-    fn time(&self) -> u64 {
+    /// Ticks of the event.
+    pub(crate) fn time(&self) -> u64 {
         match *self {
             RawEvent::Alloc { time, .. }
             | RawEvent::Free { time, .. }

@@ -91,191 +91,24 @@ fn quantise_latency(l: u64) -> u64 {
 }
 
 fn raw_to_kind(e: &RawEvent) -> Event {
-    let e = &quantised(*e);
-    match *e {
-        RawEvent::Alloc {
-            time,
-            address,
-            size,
-            align,
-            stack,
-            latency,
-        } => Event {
-            time,
-            kind: EventKind::Alloc {
-                address,
-                size,
-                align: if align > 16 { align } else { 16 },
-                stack,
-                latency,
-            },
-        },
-        RawEvent::Free {
-            time,
-            address,
-            latency,
-        } => Event {
-            time,
-            kind: EventKind::Free { address, latency },
-        },
-        RawEvent::Realloc {
-            time,
-            old_address,
-            new_address,
-            new_size,
-            stack,
-            latency,
-        } => Event {
-            time,
-            kind: EventKind::Realloc {
-                old_address,
-                new_address,
-                new_size,
-                stack,
-                latency,
-            },
-        },
-        RawEvent::Marker { time, string } => Event {
-            time,
-            kind: EventKind::Marker { string },
-        },
-        RawEvent::Scope {
-            time,
-            string,
-            instance,
-        } => Event {
-            time,
-            kind: EventKind::Scope { string, instance },
-        },
-        RawEvent::ScopeEnd { time, instance } => Event {
-            time,
-            kind: EventKind::ScopeEnd { instance },
-        },
-        RawEvent::Access {
-            time,
-            address,
-            write,
-        } => Event {
-            time,
-            kind: EventKind::Access { address, write },
-        },
-        RawEvent::Leak {
-            time,
-            address,
-            size,
-            direct,
-        } => Event {
-            time,
-            kind: EventKind::Leak {
-                address,
-                size,
-                direct,
-            },
-        },
-        RawEvent::LeakScan {
-            time,
-            stopped_at,
-            status,
-            direct,
-            indirect,
-        } => Event {
-            time,
-            kind: EventKind::LeakScan {
-                stopped_at,
-                status,
-                direct,
-                indirect,
-            },
-        },
-        RawEvent::Error {
-            time,
-            error,
-            address,
-            call,
-            stack,
-        } => Event {
-            time,
-            kind: EventKind::Error {
-                error,
-                address,
-                call,
-                stack,
-            },
-        },
-    }
+    super::decode::event_of(quantised(*e))
 }
 
+/// `e` as the decoder gives it back: times and latencies rounded to the
+/// trace's units, alignments up to 16 (which are not stored) as 16.
 fn quantised(e: RawEvent) -> RawEvent {
-    match e {
-        RawEvent::Alloc {
-            time,
-            address,
-            size,
-            align,
-            stack,
-            latency,
-        } => RawEvent::Alloc {
-            time: quantise_time(time),
-            address,
-            size,
-            align,
-            stack,
-            latency: quantise_latency(latency),
-        },
-        RawEvent::Free {
-            time,
-            address,
-            latency,
-        } => RawEvent::Free {
-            time: quantise_time(time),
-            address,
-            latency: quantise_latency(latency),
-        },
-        RawEvent::Realloc {
-            time,
-            old_address,
-            new_address,
-            new_size,
-            stack,
-            latency,
-        } => RawEvent::Realloc {
-            time: quantise_time(time),
-            old_address,
-            new_address,
-            new_size,
-            stack,
-            latency: quantise_latency(latency),
-        },
-        RawEvent::Marker { time, string } => RawEvent::Marker {
-            time: quantise_time(time),
-            string,
-        },
-        RawEvent::Scope {
-            time,
-            string,
-            instance,
-        } => RawEvent::Scope {
-            time: quantise_time(time),
-            string,
-            instance,
-        },
-        RawEvent::ScopeEnd { time, instance } => RawEvent::ScopeEnd {
-            time: quantise_time(time),
-            instance,
-        },
-        RawEvent::Access {
-            time,
-            address,
-            write,
-        } => RawEvent::Access {
-            time: quantise_time(time),
-            address,
-            write,
-        },
-        e @ (RawEvent::Error { time, .. }
-        | RawEvent::Leak { time, .. }
-        | RawEvent::LeakScan { time, .. }) => with_time(e, quantise_time(time)),
+    let mut e = with_time(e, quantise_time(e.time()));
+    match &mut e {
+        RawEvent::Alloc { latency, align, .. } => {
+            *latency = quantise_latency(*latency);
+            *align = (*align).max(16);
+        }
+        RawEvent::Free { latency, .. } | RawEvent::Realloc { latency, .. } => {
+            *latency = quantise_latency(*latency);
+        }
+        _ => {}
     }
+    e
 }
 
 fn event_strategy() -> impl Strategy<Value = (u64, RawEvent)> {

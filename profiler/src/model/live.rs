@@ -26,11 +26,9 @@ pub struct LiveBlock {
     pub serial: u64,
     /// The scope instance it was allocated in (0: none).
     pub instance: u64,
-    /// What the trace's last leak scan before the block was freed said of it.
-    pub leak: LeakClass,
 }
 
-/// What a leak scan said of a live block.
+/// What a leak scan said of a live block (`Model::leak_class`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum LeakClass {
     /// No leak scan saw it (none ran, or it was allocated after the last).
@@ -75,11 +73,6 @@ impl LiveMap {
     /// True when nothing is live.
     pub fn is_empty(&self) -> bool {
         self.blocks.is_empty()
-    }
-
-    /// Every live block with its address, mutably (for leak scans' classes).
-    pub(crate) fn iter_mut(&mut self) -> impl Iterator<Item = (u64, &mut LiveBlock)> + '_ {
-        self.blocks.iter_mut().map(|(&a, b)| (a, b))
     }
 
     /// Every live block with its address, in no particular order.

@@ -241,6 +241,9 @@ pub struct Model {
     errors: Vec<MemoryError>,
     /// Blocks the leak scan in progress reported (start, size, direct).
     scan_leaks: Vec<(u64, u64, bool)>,
+    /// The blocks the last leak scan found leaked, by serial: direct or not.
+    /// Blocks it saw and did not list were reachable.
+    leaked: IdMap<u64, bool>,
     /// Leak scans, in time order.
     leak_scans: Vec<LeakScan>,
 }
@@ -329,6 +332,7 @@ impl Model {
             remote_lifetimes: Durations::default(),
             errors: Vec::new(),
             scan_leaks: Vec::new(),
+            leaked: IdMap::default(),
             leak_scans: Vec::new(),
         }
     }
@@ -648,7 +652,6 @@ impl Model {
             weight,
             serial,
             instance,
-            leak: LeakClass::Unscanned,
         };
         let bump = |c: &mut Counters| {
             c.created(weight);
@@ -870,8 +873,8 @@ impl Model {
         self.transfers.iter().map(|(&k, &v)| (k, v))
     }
 
-    /// A leak scan's events are all in: every block live when it stopped the
-    /// world gets its class (the scan reports memtally's blocks, which an
+    /// A leak scan's events are all in: the blocks live when it stopped the
+    /// world that it listed are leaked (it lists memtally's blocks, which an
     /// over-aligned allocation may start inside of).
     fn leak_scan_ended(
         &mut self,
@@ -882,21 +885,15 @@ impl Model {
     ) {
         let mut leaks = std::mem::take(&mut self.scan_leaks);
         leaks.sort_unstable();
-        for (address, block) in self.live.iter_mut() {
-            if block.ticks > stopped_at {
-                continue;
-            }
+        self.leaked = IdMap::default();
+        for (address, block) in self.live.iter() {
             let i = leaks.partition_point(|&(start, _, _)| start <= address);
-            block.leak = match i.checked_sub(1).map(|i| leaks[i]) {
-                Some((start, size, direct)) if address < start + size.max(1) => {
-                    if direct {
-                        LeakClass::Direct
-                    } else {
-                        LeakClass::Indirect
-                    }
-                }
-                _ => LeakClass::Reachable,
-            };
+            if block.ticks <= stopped_at
+                && let Some(&(start, size, direct)) = i.checked_sub(1).map(|i| &leaks[i])
+                && address < start + size.max(1)
+            {
+                self.leaked.insert(block.serial, direct);
+            }
         }
         self.leak_scans.push(LeakScan {
             ticks: stopped_at,
@@ -904,6 +901,18 @@ impl Model {
             direct,
             indirect,
         });
+    }
+
+    /// What the trace's last leak scan said of a live block.
+    pub fn leak_class(&self, block: &LiveBlock) -> LeakClass {
+        match self.leak_scans.last() {
+            Some(scan) if block.ticks <= scan.ticks => match self.leaked.get(&block.serial) {
+                Some(true) => LeakClass::Direct,
+                Some(false) => LeakClass::Indirect,
+                None => LeakClass::Reachable,
+            },
+            _ => LeakClass::Unscanned,
+        }
     }
 
     /// The leak scans the trace holds, in time order.
