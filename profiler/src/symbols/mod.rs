@@ -14,6 +14,7 @@
 //! `trim.rs`), so that a stack's innermost frame is the program's call.
 
 mod demangle;
+mod dwarf_units;
 mod object_file;
 mod trim;
 

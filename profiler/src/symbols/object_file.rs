@@ -3,19 +3,54 @@
 //! file) behind an `addr2line` context, and its symbol table as a fallback
 //! for code without debug information.
 //!
-//! Everything needed is copied out of the file when it is opened, so the
-//! file's bytes are not kept.
+//! The file is mapped, not read: uncompressed DWARF sections are read in
+//! place (only the pages a lookup touches become resident) and compressed
+//! ones are inflated once into buffers of their own. Sections addr2line
+//! never reads (location lists, type units) are not loaded at all. The
+//! symbol table is copied out, so a file without DWARF is unmapped at once.
 
 use super::demangle::demangle;
-use addr2line::Context;
-use gimli::{EndianRcSlice, RunTimeEndian};
+use super::dwarf_units::{Dwarf, Reader};
+use gimli::{EndianReader, RunTimeEndian};
+use memmap2::Mmap;
 use object::{Object, ObjectSection, ObjectSymbol, SymbolKind};
 use std::borrow::Cow;
 use std::fmt;
+use std::ops::Deref;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
-type Reader = EndianRcSlice<RunTimeEndian>;
+/// The bytes of one DWARF section: a range of the mapped file, or the
+/// inflated contents of a compressed section. Cloning shares them.
+#[derive(Clone, Debug)]
+pub(super) enum SectionBytes {
+    /// `len` bytes at `start` of the mapping.
+    Mapped {
+        map: Rc<Mmap>,
+        start: usize,
+        len: usize,
+    },
+    /// A buffer of its own (a decompressed section, or an absent one).
+    Owned(Rc<Vec<u8>>),
+}
+
+impl Deref for SectionBytes {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        match self {
+            SectionBytes::Mapped { map, start, len } => &map[*start..*start + *len],
+            SectionBytes::Owned(v) => v,
+        }
+    }
+}
+
+// SAFETY: the bytes live in an `Rc`-owned mapping or vector that is never
+// resized or remapped, so the slice a `SectionBytes` derefs to stays at the
+// same address while it (or any clone, which shares the `Rc`) lives.
+unsafe impl stable_deref_trait::StableDeref for SectionBytes {}
+// SAFETY: a clone shares the same `Rc`, hence derefs to the same bytes.
+unsafe impl stable_deref_trait::CloneStableDeref for SectionBytes {}
 
 /// Why a module's file cannot be used.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -66,7 +101,7 @@ pub struct FoundFrame {
 /// A module's file, ready for lookups.
 pub struct ObjectFile {
     /// DWARF, if the file or a debug file has any.
-    dwarf: Option<Context<Reader>>,
+    dwarf: Option<Dwarf>,
     /// Function symbols as `(start, size, name)`, sorted by start.
     symbols: Vec<(u64, u64, String)>,
 }
@@ -84,15 +119,24 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// The contents of `path` if it is a regular file: a module path in a
+/// `path` mapped read-only if it is a regular file: a module path in a
 /// damaged or crafted trace may name `/dev/zero` or a FIFO, which would
 /// never end.
-fn read_regular(path: &Path) -> Result<Vec<u8>, FileProblem> {
-    let meta = std::fs::metadata(path).map_err(|e| FileProblem::Unreadable(e.to_string()))?;
+fn map_regular(path: &Path) -> Result<Rc<Mmap>, FileProblem> {
+    let file = std::fs::File::open(path).map_err(|e| FileProblem::Unreadable(e.to_string()))?;
+    let meta = file
+        .metadata()
+        .map_err(|e| FileProblem::Unreadable(e.to_string()))?;
     if !meta.is_file() {
         return Err(FileProblem::Unreadable("not a regular file".into()));
     }
-    std::fs::read(path).map_err(|e| FileProblem::Unreadable(e.to_string()))
+    // SAFETY: the mapping is private and read-only. Were the file truncated
+    // by another process while mapped, reading past its new end would fault;
+    // installed libraries and debug files are replaced by rename, not
+    // rewritten in place, so that is not a case this tool defends against
+    // (addr2line, perf and gdb map them the same way).
+    let map = unsafe { Mmap::map(&file) }.map_err(|e| FileProblem::Unreadable(e.to_string()))?;
+    Ok(Rc::new(map))
 }
 
 impl ObjectFile {
@@ -100,7 +144,7 @@ impl ObjectFile {
     /// empty (the trace did not know it). `debug_dirs` are searched for
     /// separate debug files (`.build-id/xx/yyyy.debug` and debuglinks).
     pub fn open(path: &Path, build_id: &[u8], debug_dirs: &[PathBuf]) -> Result<Self, FileProblem> {
-        let data = read_regular(path)?;
+        let data = map_regular(path)?;
         let file =
             object::File::parse(&data[..]).map_err(|e| FileProblem::NotObject(e.to_string()))?;
         let found = file.build_id().ok().flatten().unwrap_or_default();
@@ -112,14 +156,14 @@ impl ObjectFile {
         }
         let mut symbols = function_symbols(&file);
         let mut dwarf = if file.section_by_name(".debug_info").is_some() {
-            load_dwarf(&file)
+            load_dwarf(&file, &data)
         } else {
             None
         };
         if dwarf.is_none() {
             // A separate debug file (Debian's -dbgsym packages, for one).
             for candidate in debug_file_candidates(path, &file, found, debug_dirs) {
-                let Ok(data) = read_regular(&candidate) else {
+                let Ok(data) = map_regular(&candidate) else {
                     continue;
                 };
                 let Ok(debug) = object::File::parse(&data[..]) else {
@@ -132,7 +176,7 @@ impl ObjectFile {
                 if symbols.is_empty() {
                     symbols = function_symbols(&debug);
                 }
-                dwarf = load_dwarf(&debug);
+                dwarf = load_dwarf(&debug, &data);
                 if dwarf.is_some() {
                     break;
                 }
@@ -145,26 +189,8 @@ impl ObjectFile {
     /// first; empty when nothing is known about it.
     pub fn lookup(&self, probe: u64) -> Vec<FoundFrame> {
         let mut out = Vec::new();
-        if let Some(ctx) = &self.dwarf
-            && let Ok(mut frames) = ctx.find_frames(probe).skip_all_loads()
-        {
-            while let Ok(Some(frame)) = frames.next() {
-                let function = frame
-                    .function
-                    .as_ref()
-                    .and_then(|f| f.raw_name().ok())
-                    .map(|n| demangle(n.as_ref()));
-                let (file, line, column) = match frame.location {
-                    Some(l) => (l.file.map(str::to_owned), l.line, l.column),
-                    None => (None, None, None),
-                };
-                out.push(FoundFrame {
-                    function,
-                    file,
-                    line,
-                    column,
-                });
-            }
+        if let Some(dwarf) = &self.dwarf {
+            dwarf.with_context(probe, |ctx| frames_at(ctx, probe, &mut out));
         }
         // Without DWARF for this address, or without a function name in
         // it, the symbol table names the function.
@@ -190,22 +216,62 @@ impl ObjectFile {
     }
 }
 
-/// Reads the DWARF sections of `file` into an addr2line context.
-fn load_dwarf(file: &object::File<'_>) -> Option<Context<Reader>> {
+/// Appends the frames `ctx` knows at `probe`, innermost first.
+fn frames_at(ctx: &addr2line::Context<Reader>, probe: u64, out: &mut Vec<FoundFrame>) {
+    let Ok(mut frames) = ctx.find_frames(probe).skip_all_loads() else {
+        return;
+    };
+    while let Ok(Some(frame)) = frames.next() {
+        let function = frame
+            .function
+            .as_ref()
+            .and_then(|f| f.raw_name().ok())
+            .map(|n| demangle(n.as_ref()));
+        let (file, line, column) = match frame.location {
+            Some(l) => (l.file.map(str::to_owned), l.line, l.column),
+            None => (None, None, None),
+        };
+        out.push(FoundFrame {
+            function,
+            file,
+            line,
+            column,
+        });
+    }
+}
+
+/// The DWARF sections of `file` (parsed from `map`), indexed for lookups.
+fn load_dwarf(file: &object::File<'_>, map: &Rc<Mmap>) -> Option<Dwarf> {
     let endian = if file.is_little_endian() {
         RunTimeEndian::Little
     } else {
         RunTimeEndian::Big
     };
+    let base = map.as_ptr() as usize;
     let load = |id: gimli::SectionId| -> Result<Reader, gimli::Error> {
+        // Locations and type units answer no question addr2line asks.
+        let wanted = !matches!(
+            id,
+            gimli::SectionId::DebugLoc
+                | gimli::SectionId::DebugLocLists
+                | gimli::SectionId::DebugTypes
+        );
         let data = file
             .section_by_name(id.name())
-            .and_then(|s| s.uncompressed_data().ok())
-            .unwrap_or(Cow::Borrowed(&[]));
-        Ok(EndianRcSlice::new(Rc::from(&*data), endian))
+            .filter(|_| wanted)
+            .and_then(|s| s.uncompressed_data().ok());
+        let bytes = match data {
+            Some(Cow::Borrowed(slice)) => SectionBytes::Mapped {
+                map: Rc::clone(map),
+                start: slice.as_ptr() as usize - base,
+                len: slice.len(),
+            },
+            Some(Cow::Owned(vec)) => SectionBytes::Owned(Rc::new(vec)),
+            None => SectionBytes::Owned(Rc::new(Vec::new())),
+        };
+        Ok(EndianReader::new(bytes, endian))
     };
-    let dwarf = gimli::Dwarf::load(load).ok()?;
-    Context::from_dwarf(dwarf).ok()
+    Dwarf::new(gimli::DwarfSections::load(load).ok()?)
 }
 
 /// The function symbols of `file`, sorted by address.
