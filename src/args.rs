@@ -93,6 +93,9 @@ pub struct RunArgs {
     pub live: bool,
     /// Run a leak scan (reachability) when the command exits.
     pub leak_scan: bool,
+    /// `--on-error report`: invalid frees are reported and ignored instead
+    /// of stopping the program.
+    pub report_errors: bool,
     /// The command and its arguments.
     pub command: Vec<OsString>,
 }
@@ -255,6 +258,10 @@ Options:
                        stopped and every root scanned; blocks nothing points
                        to are direct leaks, blocks only leaks point to are
                        indirect); `memtally leaks` then classifies them
+  --on-error WHAT      what an invalid free (double free, foreign or interior
+                       pointer, mismatched Rust dealloc layout) does: abort
+                       (default, as glibc does) or report (print it, record
+                       it, ignore the call and run on)
   -h, --help           print this help
 
 A command that executes another program (env, nice, a shell's exec, pyenv's
@@ -539,6 +546,7 @@ fn parse_run(p: &mut lexopt::Parser) -> Result<Command> {
     let mut report = false;
     let mut live = false;
     let mut leak_scan = false;
+    let mut report_errors = false;
     let mut command = Vec::new();
     while let Some(arg) = p.next()? {
         match arg {
@@ -570,6 +578,17 @@ fn parse_run(p: &mut lexopt::Parser) -> Result<Command> {
             Long("report") => report = true,
             Long("live") => live = true,
             Long("leak-scan") => leak_scan = true,
+            Long("on-error") => {
+                let v = p.value()?;
+                report_errors = match v.to_str() {
+                    Some("report") => true,
+                    Some("abort") => false,
+                    _ => bail!(
+                        "invalid --on-error {} (expected abort or report)",
+                        v.to_string_lossy()
+                    ),
+                };
+            }
             Value(v) => {
                 command.push(v);
                 command.extend(p.raw_args()?);
@@ -608,6 +627,7 @@ fn parse_run(p: &mut lexopt::Parser) -> Result<Command> {
         report,
         live,
         leak_scan,
+        report_errors,
         command,
     }))
 }

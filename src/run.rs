@@ -228,6 +228,9 @@ fn settings(args: &RunArgs, pattern: &Path) -> Result<OsString> {
     if args.leak_scan {
         s.push(",leaks=scan");
     }
+    if args.report_errors {
+        s.push(",on_error=report");
+    }
     Ok(s)
 }
 
@@ -384,12 +387,13 @@ mod tests {
             report: false,
             live: false,
             leak_scan: true,
+            report_errors: true,
             command: vec!["true".into()],
         };
         let s = settings(&args, Path::new("/tmp/memtally.%p.mtt")).unwrap();
         assert_eq!(
             s,
-            "mode=sampled,out=/tmp/memtally.%p.mtt,interval=4096,depth=16,children=1,leaks=scan"
+            "mode=sampled,out=/tmp/memtally.%p.mtt,interval=4096,depth=16,children=1,leaks=scan,on_error=report"
         );
         let e = settings(&args, Path::new("/tmp/a,b")).unwrap_err();
         assert!(e.to_string().contains("contains a comma"));
@@ -399,6 +403,7 @@ mod tests {
             depth: None,
             follow_children: false,
             leak_scan: false,
+            report_errors: false,
             ..args
         };
         assert_eq!(settings(&stats, Path::new("/x")).unwrap(), "mode=stats");

@@ -80,6 +80,7 @@ unsafe fn alloc_impl<const ZERO: bool>(size: usize, align: usize) -> *mut u8 {
                 h.sample_left.set(left);
                 page.free.set((*block).next);
                 page.used.set(page.used.get() + 1);
+                page::untag(block);
                 if ZERO {
                     heap::zero_block(page, block, size);
                 }
@@ -199,6 +200,42 @@ fn alloc_overaligned(h: &Heap, size: usize, align: usize, zero: bool) -> (*mut u
 /// and abort the process.
 #[inline(always)]
 pub unsafe fn free(p: *mut u8, call: &'static str) {
+    // SAFETY: forwarded from the caller.
+    unsafe { free_impl::<false>(p, call, 0, 0) }
+}
+
+/// Frees a block that Rust's `dealloc` says was allocated with `size` and
+/// `align`, after checking that the layout fits the block: `size` (rounded
+/// as an allocation rounds it) no larger than the block and at least half of
+/// it (a block is never more than twice its request, reallocations in place
+/// included), and the pointer aligned to `align`. A mismatch is reported as
+/// an invalid pointer and the block is not freed.
+///
+/// # Safety
+/// As [`free`]; `align` must be a power of two.
+#[inline(always)]
+pub unsafe fn free_sized(p: *mut u8, size: usize, align: usize) {
+    // SAFETY: forwarded from the caller.
+    unsafe { free_impl::<true>(p, "dealloc", size, align) }
+}
+
+/// The request size an allocation of `size` bytes aligned to `align` is
+/// served for, before size-class rounding.
+#[inline(always)]
+fn rounded_request(size: usize, align: usize) -> usize {
+    let a = align.max(WORD);
+    ((size.max(1) + a - 1) & !(a - 1)).max(2 * WORD)
+}
+
+/// Does a `size`/`align` layout fit a block of `block_size` bytes at `p`?
+#[inline(always)]
+fn layout_fits(p: *mut u8, block_size: usize, size: usize, align: usize) -> bool {
+    let r = rounded_request(size, align);
+    (r <= block_size) & (2 * r >= block_size) & (p as usize & (align - 1) == 0)
+}
+
+#[inline(always)]
+unsafe fn free_impl<const SIZED: bool>(p: *mut u8, call: &'static str, size: usize, align: usize) {
     let seg = segment_of(p);
     if segmap::contains(seg as usize) {
         let token = thread::token();
@@ -209,13 +246,19 @@ pub unsafe fn free(p: *mut u8, call: &'static str) {
             let page = s.page_of(p);
             let off = (p as usize).wrapping_sub(page.block_start.get() as usize);
             if (off < page.free_limit.get() as usize) & is_multiple(off as u64, page.magic.get()) {
+                if SIZED && !layout_fits(p, page.block_size.get(), size, align) {
+                    return layout_mismatch(p, size, align);
+                }
                 let used = page.used.get();
-                if used > 1 {
-                    let b = p as *mut page::Block;
-                    // SAFETY: `p` is a block start of a page owned by this
-                    // thread (the token matched), in use (free_limit is 0
-                    // otherwise).
-                    unsafe { (*b).next = page.local_free.get() };
+                let b = p as *mut page::Block;
+                // SAFETY: `p` is a carved block start (below free_limit) of a
+                // page owned by this thread (the token matched).
+                if (used > 1) & !unsafe { page::is_freed(b) } {
+                    // SAFETY: as above, and the block was in use (untagged).
+                    unsafe {
+                        (*b).next = page.local_free.get();
+                        page::tag_freed(b);
+                    }
                     page.local_free.set(b);
                     page.used.set(used - 1);
                     return;
@@ -223,28 +266,123 @@ pub unsafe fn free(p: *mut u8, call: &'static str) {
                 // SAFETY: the token matched, so the heap is ours and live.
                 return free_last(unsafe { &*token }, page, p, call);
             }
+            if SIZED && !layout_fits_slow(p, size, align) {
+                return;
+            }
             // SAFETY: the token matched, so the heap is ours and live.
             return free_owned_slow(unsafe { &*token }, page, p, call);
         }
     }
+    if SIZED && !layout_fits_slow(p, size, align) {
+        return;
+    }
     free_slow(p, call);
 }
 
-/// A free of a valid block start in a page of this thread's heap that holds
-/// at most this one live block: push it and retire the page. Kept small,
-/// because a loop that allocates and frees one block lands here every time.
+/// Reports a `dealloc` whose layout does not match the block at `p`.
+#[cold]
+#[inline(never)]
+fn layout_mismatch(p: *mut u8, size: usize, align: usize) {
+    // SAFETY: `p` was found to be a block of ours by the caller.
+    let usable = unsafe { usable_size(p) };
+    invalid_pointer(
+        "dealloc",
+        p,
+        BadPointer::Layout {
+            size,
+            align,
+            usable,
+        },
+    );
+}
+
+/// The layout check off the fast path: over-aligned, huge, remote and
+/// instrumented blocks. True when the layout fits, or when `p` is not a live
+/// block at all (the free then reports that). False after reporting a
+/// mismatch.
+#[cold]
+#[inline(never)]
+fn layout_fits_slow(p: *mut u8, size: usize, align: usize) -> bool {
+    if p.is_null() || !is_live_block(p) {
+        return true;
+    }
+    let loc = locate(p, "dealloc").expect("checked live");
+    let fits = if loc.kind == PageKind::Huge {
+        rounded_request(size, align) <= huge_usable(p) && p as usize & (align - 1) == 0
+    } else {
+        // SAFETY: `locate` returned a live segment and an in-use page.
+        let page = unsafe { (*loc.segment).page_of(loc.block) };
+        if page.has(page::HAS_ALIGNED) {
+            // Over-aligned blocks carry slack for the alignment: only the
+            // upper bound holds.
+            let usable = loc.block as usize + page.block_size.get() - p as usize;
+            rounded_request(size, align) <= usable && p as usize & (align - 1) == 0
+        } else {
+            layout_fits(p, page.block_size.get(), size, align)
+        }
+    };
+    if !fits {
+        layout_mismatch(p, size, align);
+    }
+    fits
+}
+
+/// Is `p` a live block (or a live over-aligned pointer into one)? Never
+/// reports anything.
+fn is_live_block(p: *mut u8) -> bool {
+    let seg = segment_of_block(p);
+    if (p as usize) < SEGMENT_SIZE || !segmap::contains(seg as usize) {
+        return false;
+    }
+    // SAFETY: the segment map says a live segment starts at `seg`.
+    let s = unsafe { &*seg };
+    if s.kind.get() == PageKind::Huge {
+        let page = &s.pages[0];
+        return p == page.block_start.get() && page.used.get() != 0;
+    }
+    if p as usize & SEGMENT_MASK == 0 {
+        return false;
+    }
+    let page = s.page_of(p);
+    if !page.in_use() {
+        return false;
+    }
+    let block = if page.is_block_start(p) {
+        p
+    } else if page.has(page::HAS_ALIGNED) {
+        page.block_containing(p)
+    } else {
+        return false;
+    };
+    // SAFETY: a block start of a page in use, below its capacity.
+    !block.is_null()
+        && page.is_carved(block)
+        && !unsafe { page::is_freed(block as *const page::Block) }
+}
+
+/// A free of a block start in a page of this thread's heap that the fast
+/// path did not take: the page's last live block (push it and retire the
+/// page; kept small, because a loop that allocates and frees one block lands
+/// here every time), or a block that is not in use (a double free).
 #[cold]
 #[inline(never)]
 fn free_last(heap: &Heap, page: &Page, p: *mut u8, call: &'static str) {
-    if page.used.get() == 0 {
-        invalid_pointer(call, p, BadPointer::NotLive);
-    }
     let b = p as *mut page::Block;
-    // SAFETY: `p` is an in-use block start of a page this thread owns.
-    unsafe { (*b).next = page.local_free.get() };
+    // SAFETY: `p` is a carved block start of a page this thread owns.
+    if unsafe { page::is_freed(b) } {
+        return invalid_pointer(call, p, BadPointer::NotLive);
+    }
+    // SAFETY: as above, and the block was in use.
+    unsafe {
+        (*b).next = page.local_free.get();
+        page::tag_freed(b);
+    }
     page.local_free.set(b);
-    page.used.set(0);
-    heap.page_retire(page);
+    let used = page.used.get() - 1;
+    page.used.set(used);
+    if used == 0 {
+        heap.page_retire(page);
+    }
 }
 
 /// A free into a page of this thread's (uninstrumented) heap that the fast
@@ -252,18 +390,17 @@ fn free_last(heap: &Heap, page: &Page, p: *mut u8, call: &'static str) {
 #[cold]
 #[inline(never)]
 fn free_owned_slow(heap: &Heap, page: &Page, p: *mut u8, call: &'static str) {
-    let block = block_of(page, p, call);
-    if page.used.get() == 0 {
-        invalid_pointer(call, p, BadPointer::NotLive);
+    let Some(block) = block_of(page, p, call) else {
+        return;
+    };
+    let t0 = record::clock::ticks();
+    if !heap.free_local(page, block) {
+        return invalid_pointer(call, p, BadPointer::NotLive);
     }
     if page.has(page::SAMPLED) && record::active() {
         // A sampled block: its free is an event.
-        let t0 = record::clock::ticks();
-        heap.free_local(page, block);
         record::on_free(heap, p, t0);
-        return;
     }
-    heap.free_local(page, block);
 }
 
 /// Allocates a sampled block: from the heap's sampled pages when it fits a
@@ -288,7 +425,9 @@ pub fn free_slow(p: *mut u8, call: &'static str) {
     }
     let recording = record::active();
     let mut heap = thread::heap();
-    let loc = locate(p, call);
+    let Some(loc) = locate(p, call) else {
+        return;
+    };
     if recording && heap == thread::empty_heap() {
         // A thread that frees before it ever allocates still records.
         let h = thread::init_thread();
@@ -303,44 +442,53 @@ pub fn free_slow(p: *mut u8, call: &'static str) {
     } else {
         0
     };
-    free_block(&loc, heap, p, call);
+    if !free_block(&loc, heap, p, call) {
+        return;
+    }
     if recording && heap != thread::empty_heap() && (sampled || record::full()) {
         // SAFETY: a non-empty thread heap is live and ours.
         record::on_free(unsafe { &*heap }, p, t0);
     }
 }
 
-/// Frees the validated block at `loc` on behalf of the thread whose heap
-/// is `heap` (possibly the empty heap).
-fn free_block(loc: &Located, heap: *mut Heap, p: *mut u8, call: &'static str) {
+/// Frees the located block at `loc` on behalf of the thread whose heap
+/// is `heap` (possibly the empty heap). False when it was not in use (the
+/// error is reported and nothing freed).
+fn free_block(loc: &Located, heap: *mut Heap, p: *mut u8, call: &'static str) -> bool {
     let counting = crate::stats::enabled();
     if loc.kind == PageKind::Huge {
+        // SAFETY: a live huge segment's header is valid.
+        let size = unsafe { (*loc.segment).pages[0].block_size.get() };
+        // SAFETY: `locate` checked that the segment is a live huge segment.
+        if unsafe { huge::usable_size(loc.segment, loc.block, call) }.is_none() {
+            return false;
+        }
         if counting {
-            // SAFETY: a live huge block's header is valid.
-            let size = unsafe { (*loc.segment).pages[0].block_size.get() };
             count_free(heap, size);
         }
-        // SAFETY: `locate` checked that the segment is a live huge segment.
+        // SAFETY: as above; the block was just checked.
         unsafe { huge::free(loc.segment, loc.block, call) };
-        return;
+        return true;
     }
     // SAFETY: `locate` returned a live segment and one of its in-use pages.
     let s = unsafe { &*loc.segment };
     let page = s.page_of(loc.block);
+    let owner = s.heap.load(Ordering::Relaxed);
+    let freed = if owner == heap {
+        // Our own heap, instrumented (else the fast path would have taken it).
+        // SAFETY: the heap is ours and live.
+        unsafe { (*heap).free_local(page, loc.block) }
+    } else {
+        free_remote(owner, page, loc.block)
+    };
+    if !freed {
+        invalid_pointer(call, p, BadPointer::NotLive);
+        return false;
+    }
     if counting {
         count_free(heap, page.block_size.get());
     }
-    let owner = s.heap.load(Ordering::Relaxed);
-    if owner == heap {
-        // Our own heap, instrumented (else the fast path would have taken it).
-        if page.used.get() == 0 {
-            invalid_pointer(call, p, BadPointer::NotLive);
-        }
-        // SAFETY: the heap is ours and live.
-        unsafe { (*heap).free_local(page, loc.block) };
-    } else {
-        free_remote(owner, page, loc.block);
-    }
+    true
 }
 
 fn count_free(heap: *mut Heap, size: usize) {
@@ -352,11 +500,17 @@ fn count_free(heap: *mut Heap, size: usize) {
     }
 }
 
-/// Frees a block of another heap's page: push it onto the page's remote list,
-/// or, if that consumed the page's full-page notification, onto the owner's
-/// delayed list.
-fn free_remote(owner: *mut Heap, page: &Page, block: *mut u8) {
+/// Frees a block of another heap's page: claim it (false when it is not in
+/// use), then push it onto the page's remote list, or, if that consumed the
+/// page's full-page notification, onto the owner's delayed list.
+fn free_remote(owner: *mut Heap, page: &Page, block: *mut u8) -> bool {
     let b = block as *mut page::Block;
+    // SAFETY: `block` is a carved block start of a page in use (`locate`).
+    if unsafe { page::is_freed(b) } {
+        return false;
+    }
+    // SAFETY: the block is in use, and this free makes it ours to write.
+    unsafe { page::tag_freed(b) };
     // SAFETY: `block` is an in-use block of `page`, freed once here.
     if unsafe { page::push_thread_free(page, b) } {
         // SAFETY: heaps are never freed, so the owner recorded in a segment
@@ -367,11 +521,12 @@ fn free_remote(owner: *mut Heap, page: &Page, block: *mut u8) {
             // SAFETY: the block is ours to link until it is published.
             unsafe { (*b).next = head };
             match delayed.compare_exchange_weak(head, b, Ordering::Release, Ordering::Relaxed) {
-                Ok(_) => return,
+                Ok(_) => return true,
                 Err(seen) => head = seen,
             }
         }
     }
+    true
 }
 
 // ----------------------------------------------------------------------
@@ -397,51 +552,59 @@ fn segment_of_block(p: *mut u8) -> *mut Segment {
     }
 }
 
-/// Finds the block of `p`, aborting with a message when `p` is not a live
-/// block of ours.
-fn locate(p: *mut u8, call: &str) -> Located {
+/// Reports `p` as invalid for `call` (which aborts unless `on_error=report`)
+/// and gives the caller nothing to work on.
+#[cold]
+fn reject<T>(call: &str, p: *mut u8, why: BadPointer) -> Option<T> {
+    invalid_pointer(call, p, why);
+    None
+}
+
+/// Finds the block of `p`; None (reported) when `p` is not inside a block of
+/// ours. Whether the block is in use is checked by the caller.
+fn locate(p: *mut u8, call: &str) -> Option<Located> {
     let seg = segment_of_block(p);
     if (p as usize) < SEGMENT_SIZE || !segmap::contains(seg as usize) {
-        invalid_pointer(call, p, BadPointer::NotOurs);
+        return reject(call, p, BadPointer::NotOurs);
     }
     // SAFETY: the segment map says a live segment starts at `seg`.
     let s = unsafe { &*seg };
     let kind = s.kind.get();
     if kind == PageKind::Huge {
-        return Located {
+        return Some(Located {
             segment: seg,
             block: p,
             kind,
-        };
+        });
     }
     if p as usize & SEGMENT_MASK == 0 {
-        invalid_pointer(call, p, BadPointer::NotOurs);
+        return reject(call, p, BadPointer::NotOurs);
     }
-    let block = block_of(s.page_of(p), p, call);
-    Located {
+    let block = block_of(s.page_of(p), p, call)?;
+    Some(Located {
         segment: seg,
         block,
         kind,
-    }
+    })
 }
 
-/// The block start for `p` in `page`, aborting unless `p` is a block start
-/// or an over-aligned pointer into a block.
-fn block_of(page: &Page, p: *mut u8, call: &str) -> *mut u8 {
+/// The block start for `p` in `page`: `p` itself, or for an over-aligned
+/// pointer into a block, the block's start. None (reported) otherwise.
+fn block_of(page: &Page, p: *mut u8, call: &str) -> Option<*mut u8> {
     if !page.in_use() {
-        invalid_pointer(call, p, BadPointer::NotLive);
+        return reject(call, p, BadPointer::NotLive);
     }
     if page.is_block_start(p) {
-        return p;
+        return carved(page, p, p, call);
     }
     let block = page.block_containing(p);
     if block.is_null() {
-        invalid_pointer(call, p, BadPointer::NotOurs);
+        return reject(call, p, BadPointer::NotOurs);
     }
     if page.has(page::HAS_ALIGNED) {
-        return block;
+        return carved(page, block, p, call);
     }
-    invalid_pointer(
+    reject(
         call,
         p,
         BadPointer::Interior {
@@ -452,6 +615,31 @@ fn block_of(page: &Page, p: *mut u8, call: &str) -> *mut u8 {
     )
 }
 
+/// `block` if it was carved out of `page` (only carved blocks carry the tag
+/// that tells a free one); None (reported: never handed out) otherwise.
+fn carved(page: &Page, block: *mut u8, p: *mut u8, call: &str) -> Option<*mut u8> {
+    if page.is_carved(block) {
+        Some(block)
+    } else {
+        reject(call, p, BadPointer::NotLive)
+    }
+}
+
+/// The located block is in use (for calls that read it without freeing it).
+fn is_in_use(loc: &Located, p: *mut u8, call: &str) -> bool {
+    if loc.kind == PageKind::Huge {
+        // SAFETY: `locate` checked the huge segment.
+        return unsafe { huge::usable_size(loc.segment, p, call) }.is_some();
+    }
+    // SAFETY: `locate` returned a live segment and an in-use page.
+    // SAFETY: `locate` returned a carved block start of a page in use.
+    if !unsafe { page::is_freed(loc.block as *const page::Block) } {
+        return true;
+    }
+    invalid_pointer(call, p, BadPointer::NotLive);
+    false
+}
+
 /// Usable bytes at `p` (from `p` to the end of its block); 0 for null.
 ///
 /// # Safety
@@ -460,10 +648,15 @@ pub unsafe fn usable_size(p: *mut u8) -> usize {
     if p.is_null() {
         return 0;
     }
-    let loc = locate(p, "malloc_usable_size");
+    let Some(loc) = locate(p, "malloc_usable_size") else {
+        return 0;
+    };
+    if !is_in_use(&loc, p, "malloc_usable_size") {
+        return 0;
+    }
     if loc.kind == PageKind::Huge {
-        // SAFETY: `locate` checked the huge segment.
-        return unsafe { huge::usable_size(loc.segment, p, "malloc_usable_size") };
+        // SAFETY: `locate` checked the huge segment (and its block, above).
+        return unsafe { huge::usable_size(loc.segment, p, "malloc_usable_size") }.unwrap_or(0);
     }
     // SAFETY: `locate` returned a live segment and an in-use page.
     let page = unsafe { (*loc.segment).page_of(loc.block) };
@@ -568,7 +761,13 @@ unsafe fn realloc_sampled(p: *mut u8, new_size: usize, align: usize, old_size: u
 /// # Safety
 /// As [`realloc`], with `p` non-null.
 unsafe fn realloc_block(p: *mut u8, new_size: usize, align: usize, old_size: usize) -> *mut u8 {
-    let loc = locate(p, "realloc");
+    // An invalid pointer (reported) leaves the caller with a failed call.
+    let Some(loc) = locate(p, "realloc") else {
+        return ptr::null_mut();
+    };
+    if !is_in_use(&loc, p, "realloc") {
+        return ptr::null_mut();
+    }
     let heap = thread::heap();
     let counting = crate::stats::enabled() && heap != thread::empty_heap();
     if counting {
@@ -577,7 +776,9 @@ unsafe fn realloc_block(p: *mut u8, new_size: usize, align: usize, old_size: usi
     }
     let usable = if loc.kind == PageKind::Huge {
         // SAFETY: `locate` checked the huge segment.
-        let usable = unsafe { huge::usable_size(loc.segment, p, "realloc") };
+        let Some(usable) = (unsafe { huge::usable_size(loc.segment, p, "realloc") }) else {
+            return ptr::null_mut();
+        };
         if new_size > LARGE_MAX && align <= MAX_CLASS_ALIGN {
             // SAFETY: `locate` checked the huge segment of block `p`.
             let q = unsafe { huge::resize(loc.segment, p, new_size) };

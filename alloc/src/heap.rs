@@ -211,7 +211,7 @@ impl Heap {
             self.direct[w].set(crate::thread::empty_page());
         }
         if !on {
-            let mut cls = 0;
+            let mut cls = crate::size_class::MIN_CLASS;
             while cls < CLASS_COUNT && class_size(cls) <= DIRECT_MAX {
                 self.update_direct(cls);
                 cls += 1;
@@ -262,6 +262,8 @@ impl Heap {
         // SAFETY: `block` is a free block of the page; its link word is valid.
         page.free.set(unsafe { (*block).next });
         page.used.set(page.used.get() + 1);
+        // SAFETY: `block` was just taken off the free list.
+        unsafe { page::untag(block) };
         if zero {
             zero_block(page, block, page.block_size.get());
         }
@@ -417,15 +419,29 @@ impl Heap {
 
     /// Frees `block` of `page`, which this heap owns, when the fast path could
     /// not: the page is in the full list or the block is its last one.
-    /// `block` must already be validated as an in-use block start.
-    pub fn free_local(&self, page: &Page, block: *mut u8) {
+    /// `block` must be a block start of the page; false, with nothing done,
+    /// when it is not in use (a double free, for the caller to report).
+    pub fn free_local(&self, page: &Page, block: *mut u8) -> bool {
+        // SAFETY: a carved block start of a page in use (caller).
+        if unsafe { page::is_freed(block as *const Block) } {
+            return false;
+        }
+        self.release_block(page, block);
+        true
+    }
+
+    /// Puts `block`, taken back from the program, on `page`'s local list.
+    fn release_block(&self, page: &Page, block: *mut u8) {
         if page.has(page::IN_FULL) {
             self.page_unfull(page);
         }
         let b = block as *mut Block;
         // SAFETY: the block belongs to the page and is being freed once; its
-        // first word becomes the free-list link.
-        unsafe { (*b).next = page.local_free.get() };
+        // first word becomes the free-list link, its second its tag.
+        unsafe {
+            (*b).next = page.local_free.get();
+            page::tag_freed(b);
+        }
         page.local_free.set(b);
         let used = page.used.get() - 1;
         page.used.set(used);
@@ -536,7 +552,7 @@ impl Heap {
             let seg = segment_of(block as *const u8);
             // SAFETY: the segment of a delayed block is live and ours.
             let page = unsafe { (*seg).page_of(block as *const u8) };
-            self.free_local(page, block as *mut u8);
+            self.release_block(page, block as *mut u8);
             block = next;
         }
     }

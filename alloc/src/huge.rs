@@ -307,7 +307,9 @@ pub unsafe fn free(seg: *mut Segment, p: *mut u8, call: &str) {
     // SAFETY: guaranteed by the caller.
     let s = unsafe { &*seg };
     let page = &s.pages[0];
-    check_block(page, p, call);
+    if !check_block(page, p, call) {
+        return;
+    }
     page.used.set(0);
     segmap::remove(seg as usize);
     let size = s.size.get();
@@ -344,8 +346,9 @@ pub unsafe fn free(seg: *mut Segment, p: *mut u8, call: &str) {
     }
 }
 
-/// Aborts unless `p` is the live block of the huge page `page`.
-fn check_block(page: &crate::page::Page, p: *mut u8, call: &str) {
+/// True when `p` is the live block of the huge page `page`; otherwise
+/// reports the invalid pointer (which aborts unless `on_error=report`).
+fn check_block(page: &crate::page::Page, p: *mut u8, call: &str) -> bool {
     let start = page.block_start.get();
     if p != start {
         let off = (p as usize).wrapping_sub(start as usize);
@@ -359,10 +362,13 @@ fn check_block(page: &crate::page::Page, p: *mut u8, call: &str) {
             BadPointer::NotOurs
         };
         invalid_pointer(call, p, why);
+        return false;
     }
     if page.used.get() == 0 {
         invalid_pointer(call, p, BadPointer::NotLive);
+        return false;
     }
+    true
 }
 
 /// Tries to resize the huge block `p` to `new_size` bytes without copying:
@@ -416,15 +422,15 @@ pub unsafe fn resize(seg: *mut Segment, p: *mut u8, new_size: usize) -> *mut u8 
     block
 }
 
-/// Usable bytes of the huge block `p` (validated).
+/// Usable bytes of the huge block `p`; None (reported) when `p` is not
+/// its live block.
 ///
 /// # Safety
 /// `seg` must be a live huge segment.
-pub unsafe fn usable_size(seg: *mut Segment, p: *mut u8, call: &str) -> usize {
+pub unsafe fn usable_size(seg: *mut Segment, p: *mut u8, call: &str) -> Option<usize> {
     // SAFETY: guaranteed by the caller.
     let page = unsafe { &(*seg).pages[0] };
-    check_block(page, p, call);
-    page.block_size.get()
+    check_block(page, p, call).then(|| page.block_size.get())
 }
 
 /// Purges cached mappings idle for the purge delay and unmaps those idle for

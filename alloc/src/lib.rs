@@ -91,9 +91,11 @@ unsafe impl GlobalAlloc for MemTally {
     }
 
     #[inline]
-    unsafe fn dealloc(&self, ptr: *mut u8, _layout: Layout) {
-        // SAFETY: GlobalAlloc's contract: `ptr` came from this allocator.
-        unsafe { api::free(ptr, "dealloc") }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: GlobalAlloc's contract: `ptr` came from this allocator
+        // with `layout` (checked against the block), whose alignment is a
+        // power of two.
+        unsafe { api::free_sized(ptr, layout.size(), layout.align()) }
     }
 
     #[inline]

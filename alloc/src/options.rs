@@ -20,6 +20,7 @@
 //! | `interval` | mean bytes between samples in `sampled` mode (suffixes `k`, `m`) | `512k` |
 //! | `depth` | most frames per stack, 1 to 256 | `64` |
 //! | `children` | `1` to record forked children (and what they execute) too | `0` |
+//! | `on_error` | `abort`: an invalid free (double free, a pointer not from the allocator or into the middle of a block, a Rust `dealloc` whose layout does not match the block) prints one line and aborts, as glibc does; `report`: prints the line and ignores the call, and the program runs on. Recorded in the trace either way | `abort` |
 //! | `leaks` | `scan` to run a leak scan (reachability, LeakSanitizer's semantics) at exit, into the trace and one line on stderr; `off` | `off` |
 //! | `descendant` | set by the recorder in the environment it hands on: `1` in a process another recorded one started or executed, whose trace then never replaces an existing file | `0` |
 //!
@@ -64,6 +65,8 @@ pub struct Settings {
     pub descendant: bool,
     /// Run a leak scan at exit.
     pub leak_scan: bool,
+    /// `on_error=report`: invalid pointers are reported, not fatal.
+    pub report_errors: bool,
 }
 
 impl Default for Settings {
@@ -78,6 +81,7 @@ impl Default for Settings {
             children: false,
             descendant: false,
             leak_scan: false,
+            report_errors: false,
         }
     }
 }
@@ -159,12 +163,19 @@ pub fn parse_settings(value: &[u8]) -> Result<Settings, SettingError> {
                     _ => return Err(err("leaks must be scan or off")),
                 }
             }
+            b"on_error" => {
+                s.report_errors = match val {
+                    b"abort" => false,
+                    b"report" => true,
+                    _ => return Err(err("on_error must be abort or report")),
+                }
+            }
             b"descendant" => {
                 s.descendant = parse_flag(val).ok_or(err("descendant must be 0 or 1"))?;
             }
             _ => {
                 return Err(err(
-                    "unknown key (expected mode, out, interval, depth, children or leaks)",
+                    "unknown key (expected mode, out, interval, depth, children, leaks or on_error)",
                 ));
             }
         }
@@ -217,7 +228,10 @@ pub fn load() {
     if let Some(value) = get(c"MEMTALLY") {
         let bytes = value.to_bytes();
         match parse_settings(bytes) {
-            Ok(settings) => crate::record::configure(settings),
+            Ok(settings) => {
+                crate::report::set_report_only(settings.report_errors);
+                crate::record::configure(settings);
+            }
             Err(e) => {
                 let item = &bytes[e.item_start..e.item_start + e.item_len];
                 crate::report::warn(format_args!(
@@ -280,6 +294,12 @@ mod tests {
         );
         assert_eq!(parse_settings(b"").unwrap(), Settings::default());
         assert!(parse_settings(b"leaks=scan").unwrap().leak_scan);
+        assert!(parse_settings(b"on_error=report").unwrap().report_errors);
+        assert!(!parse_settings(b"on_error=abort").unwrap().report_errors);
+        assert_eq!(
+            parse_settings(b"on_error=ignore").unwrap_err().what,
+            "on_error must be abort or report"
+        );
         assert_eq!(
             parse_settings(b"leaks=later").unwrap_err().what,
             "leaks must be scan or off"

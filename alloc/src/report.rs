@@ -1,11 +1,23 @@
 //! Messages to stderr that never allocate: the statistics line, warnings about
-//! bad settings, and the fatal report of an invalid pointer.
+//! bad settings, and the report of an invalid pointer (fatal unless
+//! `MEMTALLY=on_error=report`).
 //!
 //! Everything here formats into a fixed buffer on the stack and writes it with
 //! one `write(2)`, because it runs inside the allocator, possibly while a heap
 //! is half-updated, where calling anything that allocates would recurse.
 
 use core::fmt;
+use core::sync::atomic::{AtomicBool, Ordering};
+
+/// `on_error=report`: an invalid pointer is reported and the call ignored,
+/// instead of aborting.
+static REPORT_ONLY: AtomicBool = AtomicBool::new(false);
+
+/// Chooses what an invalid pointer does: abort (false, the default, as glibc
+/// does) or report and carry on (true).
+pub fn set_report_only(on: bool) {
+    REPORT_ONLY.store(on, Ordering::Relaxed);
+}
 
 /// A one-line message built on the stack and written to stderr at once.
 pub struct LineWriter {
@@ -122,6 +134,15 @@ pub enum BadPointer {
     },
     /// In a page of ours with no live block: freed twice or never allocated.
     NotLive,
+    /// A Rust `dealloc` whose layout does not match the block.
+    Layout {
+        /// The layout's size.
+        size: usize,
+        /// The layout's alignment.
+        align: usize,
+        /// Usable bytes of the block at the pointer.
+        usable: usize,
+    },
 }
 
 impl fmt::Display for BadPointer {
@@ -139,36 +160,59 @@ impl fmt::Display for BadPointer {
             BadPointer::NotLive => {
                 f.write_str("no live block there (freed twice, or never allocated)")
             }
+            BadPointer::Layout {
+                size,
+                align,
+                usable,
+            } => write!(
+                f,
+                "dealloc with a layout (size {size}, align {align}) that does not match the block ({usable} usable bytes at that address)"
+            ),
         }
     }
 }
 
-/// Reports an invalid pointer passed to `call` and aborts the process, as
-/// glibc does: continuing would corrupt the heap.
+/// Reports an invalid pointer passed to `call`, then aborts the process, as
+/// glibc does, unless `on_error=report` asked to carry on; the caller then
+/// ignores the call (a free that frees nothing is the safe way on: freeing
+/// the block again would corrupt the heap).
 #[cold]
 #[inline(never)]
-pub fn invalid_pointer(call: &str, p: *const u8, why: BadPointer) -> ! {
+pub fn invalid_pointer(call: &str, p: *const u8, why: BadPointer) {
     let mut w = LineWriter::new();
     use fmt::Write;
     let recording = crate::record::active();
+    let report_only = REPORT_ONLY.load(Ordering::Relaxed);
     let _ = write!(
         w,
-        "memtally: {call}(): invalid pointer {p:p}: {why}{}",
+        "memtally: {call}(): invalid pointer {p:p}: {why}{}{}",
         if recording {
             " (recorded in the trace with the call's stack: see memtally report)"
         } else {
             ""
-        }
+        },
+        if report_only {
+            "; the call is ignored"
+        } else {
+            ""
+        },
     );
     w.emit();
     let error = match why {
         BadPointer::NotOurs => crate::trace::error::NOT_OURS,
         BadPointer::Interior { .. } => crate::trace::error::INTERIOR,
         BadPointer::NotLive => crate::trace::error::NOT_LIVE,
+        BadPointer::Layout { .. } => crate::trace::error::LAYOUT,
     };
     if recording {
         crate::record::on_invalid_pointer(call, p, error);
     }
+    if !report_only {
+        abort();
+    }
+}
+
+fn abort() -> ! {
     // SAFETY: abort has no preconditions; it raises SIGABRT like glibc does
     // on heap corruption, so core dumps and debuggers see the usual signal.
     unsafe { libc::abort() }

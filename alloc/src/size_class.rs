@@ -29,6 +29,9 @@ pub const DIRECT_MAX: usize = 1024;
 /// Number of entries in the direct table (word sizes 0 to `DIRECT_MAX / 8`).
 pub const DIRECT_COUNT: usize = DIRECT_MAX / WORD + 1;
 
+/// The smallest class in use (16 bytes).
+pub const MIN_CLASS: usize = 1;
+
 /// Number of tiny classes (8 to 64 bytes in 8-byte steps).
 const TINY_COUNT: usize = 8;
 /// Classes per power of two above 64 bytes.
@@ -53,12 +56,14 @@ pub enum PageKind {
 
 /// Returns the class of a request of `size` bytes (`size <= LARGE_MAX`).
 ///
-/// A zero-byte request is served by the smallest class.
+/// Requests up to 16 bytes (zero included) are served by the 16-byte class:
+/// a free block holds two words, its link and its freed tag (see
+/// `page.rs`), so the 8-byte class 0 is never used.
 #[inline]
 pub const fn class_of(size: usize) -> usize {
     if size <= 64 {
-        if size == 0 {
-            return 0;
+        if size <= 2 * WORD {
+            return MIN_CLASS;
         }
         return size.div_ceil(WORD) - 1;
     }
@@ -115,7 +120,7 @@ pub fn class_kind(cls: usize) -> PageKind {
 /// Only meaningful for classes up to [`DIRECT_MAX`].
 #[inline]
 pub fn class_first_wsize(cls: usize) -> usize {
-    if cls == 0 {
+    if cls <= MIN_CLASS {
         0
     } else {
         class_size(cls - 1) / WORD + 1
@@ -164,8 +169,8 @@ mod tests {
         for size in 0..=LARGE_MAX {
             let c = class_of(size);
             assert!(c < CLASS_COUNT, "size {size}");
-            assert!(class_size(c) >= size.max(1), "size {size} class {c}");
-            if c > 0 {
+            assert!(class_size(c) >= size.max(16), "size {size} class {c}");
+            if c > MIN_CLASS {
                 assert!(class_size(c - 1) < size, "size {size} fits a smaller class");
             }
         }

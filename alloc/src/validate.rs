@@ -141,7 +141,7 @@ fn validate_heap(heap: &Heap) -> Result<HeapReport, Violation> {
             let limit = if sampled {
                 0
             } else {
-                p.reserved.get() as usize * p.block_size.get()
+                p.capacity.get() as usize * p.block_size.get()
             };
             if p.free_limit.get() as usize != limit {
                 return fail("queued page with wrong fast-free limit", page as usize, cls);
@@ -292,6 +292,10 @@ fn walk(
             );
         }
         seen[idx / 64] |= 1 << (idx % 64);
+        // SAFETY: `b` is a carved block of this page (checked above).
+        if !unsafe { page::is_freed(b) } {
+            return fail("free block without its freed tag", b as usize, idx);
+        }
         n += 1;
         // SAFETY: `b` is a carved block of this page (checked above); free
         // blocks hold a valid link word.

@@ -35,6 +35,111 @@ fn scenario_child() {
                 raw::free(p, "free");
             }
         }
+        "double_among_others" => {
+            // SAFETY: deliberately frees `p` twice while its page holds other
+            // live blocks, so only the liveness bits can tell.
+            unsafe {
+                let keep = raw::alloc(48, 8);
+                let p = raw::alloc(48, 8);
+                raw::free(p, "free");
+                raw::free(p, "free");
+                raw::free(keep, "free");
+            }
+        }
+        "double_remote" => {
+            // Another thread frees the block twice before its owner collects.
+            // SAFETY: 8 is a power of two.
+            let (keep, p) = unsafe { (raw::alloc(48, 8) as usize, raw::alloc(48, 8) as usize) };
+            std::thread::spawn(move || {
+                // SAFETY: deliberately invalid second free.
+                unsafe {
+                    raw::free(p as *mut u8, "free");
+                    raw::free(p as *mut u8, "free");
+                }
+            })
+            .join()
+            .ok();
+            // SAFETY: `keep` is live.
+            unsafe { raw::free(keep as *mut u8, "free") };
+        }
+        "remote_then_local" => {
+            // SAFETY: 8 is a power of two.
+            let (keep, p) = unsafe { (raw::alloc(48, 8) as usize, raw::alloc(48, 8) as usize) };
+            // SAFETY: the first free, from another thread, is valid.
+            std::thread::spawn(move || unsafe { raw::free(p as *mut u8, "free") })
+                .join()
+                .ok();
+            // SAFETY: deliberately invalid: the block is already free.
+            unsafe { raw::free(p as *mut u8, "free") };
+            // SAFETY: `keep` is live.
+            unsafe { raw::free(keep as *mut u8, "free") };
+        }
+        "local_then_remote" => {
+            // SAFETY: 8 is a power of two.
+            let (keep, p) = unsafe { (raw::alloc(48, 8) as usize, raw::alloc(48, 8) as usize) };
+            // SAFETY: valid first free.
+            unsafe { raw::free(p as *mut u8, "free") };
+            // SAFETY: deliberately invalid second free, from another thread.
+            std::thread::spawn(move || unsafe { raw::free(p as *mut u8, "free") })
+                .join()
+                .ok();
+            // SAFETY: `keep` is live.
+            unsafe { raw::free(keep as *mut u8, "free") };
+        }
+        "report_and_run_on" => {
+            // With on_error=report every invalid call is reported and
+            // ignored; the heap stays consistent and the program goes on.
+            let x = 5u64;
+            // SAFETY: deliberately invalid calls, each ignored.
+            unsafe {
+                let keep = raw::alloc(48, 8);
+                let p = raw::alloc(48, 8);
+                raw::free(p, "free");
+                raw::free(p, "free");
+                raw::free(&x as *const u64 as *mut u8, "free");
+                raw::free(keep.add(8), "free");
+                assert_eq!(raw::usable_size(p), 0);
+                assert!(raw::realloc(p, 100, 8, usize::MAX).is_null());
+                let q = raw::alloc(48, 8);
+                raw::free(q, "free");
+                raw::free(keep, "free");
+            }
+            let v: Vec<String> = (0..1000).map(|i| i.to_string()).collect();
+            drop(v);
+            memtally_alloc::debug::validate_current_heap().expect("heap consistent");
+            return;
+        }
+        "layout_size" | "layout_align" | "layout_realloc_ok" => {
+            use std::alloc::{GlobalAlloc, Layout};
+            let a = memtally_alloc::MemTally;
+            let l = Layout::from_size_align(100, 8).unwrap();
+            // SAFETY: a valid layout; the dealloc below is deliberately wrong
+            // (except in the last scenario).
+            unsafe {
+                let p = a.alloc(l);
+                match scenario.as_str() {
+                    "layout_size" => a.dealloc(p, Layout::from_size_align(1000, 8).unwrap()),
+                    "layout_align" => {
+                        // 24-byte blocks alternate between 16- and 8-byte
+                        // alignment: take one of the latter, claim 16.
+                        let l24 = Layout::from_size_align(24, 8).unwrap();
+                        let mut q = a.alloc(l24);
+                        while q as usize % 16 == 0 {
+                            q = a.alloc(l24);
+                        }
+                        a.dealloc(q, Layout::from_size_align(24, 16).unwrap());
+                    }
+                    _ => {
+                        // Shrunk in place, then freed with the new size.
+                        let q = a.realloc(p, l, 60);
+                        a.dealloc(q, Layout::from_size_align(60, 8).unwrap());
+                        let v: Vec<u8> = Vec::with_capacity(1000);
+                        drop(v);
+                        return;
+                    }
+                }
+            }
+        }
         "foreign" => {
             // SAFETY: the pointer comes from glibc's malloc, not ours.
             unsafe {
@@ -87,6 +192,73 @@ fn free_of_an_interior_pointer_aborts() {
 #[test]
 fn double_free_of_a_lone_block_aborts() {
     expect_abort("double", "no live block there");
+}
+
+#[test]
+fn double_free_among_live_blocks_aborts() {
+    expect_abort("double_among_others", "free(): invalid pointer 0x");
+    expect_abort("double_among_others", "no live block there");
+}
+
+#[test]
+fn double_free_by_another_thread_aborts() {
+    expect_abort("double_remote", "no live block there");
+}
+
+#[test]
+fn double_free_split_between_threads_aborts_either_way() {
+    expect_abort("remote_then_local", "no live block there");
+    expect_abort("local_then_remote", "no live block there");
+}
+
+#[test]
+fn on_error_report_reports_each_call_and_runs_on() {
+    let (status, stderr) = run_child(
+        "errors::scenario_child",
+        "report_and_run_on",
+        &[("MEMTALLY", "on_error=report")],
+    );
+    assert!(status.success(), "{status:?}: {stderr}");
+    let lines: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.starts_with("memtally: "))
+        .collect();
+    let expected = [
+        "free(): invalid pointer",
+        "free(): invalid pointer",
+        "free(): invalid pointer",
+        "malloc_usable_size(): invalid pointer",
+        "realloc(): invalid pointer",
+    ];
+    assert_eq!(lines.len(), expected.len(), "{stderr}");
+    for (line, what) in lines.iter().zip(expected) {
+        assert!(line.contains(what), "{line}");
+        assert!(line.ends_with("; the call is ignored"), "{line}");
+    }
+    assert!(lines[0].contains("no live block there"), "{}", lines[0]);
+    assert!(
+        lines[1].contains("not allocated by memtally"),
+        "{}",
+        lines[1]
+    );
+    assert!(lines[2].contains("points 8 bytes into"), "{}", lines[2]);
+}
+
+#[test]
+fn dealloc_with_a_mismatched_layout_aborts() {
+    expect_abort("layout_size", "dealloc(): invalid pointer 0x");
+    expect_abort(
+        "layout_size",
+        "layout (size 1000, align 8) that does not match the block (104 usable bytes",
+    );
+    expect_abort("layout_align", "layout (size 24, align 16)");
+}
+
+#[test]
+fn dealloc_after_a_shrink_in_place_is_fine() {
+    let (status, stderr) = run_child("errors::scenario_child", "layout_realloc_ok", &[]);
+    assert!(status.success(), "{status:?}: {stderr}");
+    assert!(!stderr.contains("memtally:"), "{stderr}");
 }
 
 #[test]

@@ -44,3 +44,56 @@ fn a_double_free_is_reported_with_the_offending_stack() {
     assert!(text.contains("MEMORY ERRORS: 1"), "{text}");
     assert!(text.contains("release_twice"), "{text}");
 }
+
+#[test]
+fn double_frees_split_between_threads_are_each_reported_and_skipped_on_request() {
+    let Some(lib) = built_library() else {
+        eprintln!("skipped: libmemtally.so not built (run cargo test --workspace)");
+        return;
+    };
+    let dir = scratch("errors-threads");
+    let exe = build_c(&dir, "double_free_threads", &["-pthread"]);
+    // Unrecorded, default: the first one stops the program.
+    let out = Command::new(&exe).env("LD_PRELOAD", &lib).output().unwrap();
+    assert_eq!(out.status.code(), None, "killed by SIGABRT: {out:?}");
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("survived"));
+
+    // Recorded, on_error=report: both reported with their stacks, the
+    // program runs to its end on an intact heap.
+    let trace = dir.join("t.mtt");
+    let out = Command::new(env!("CARGO_BIN_EXE_memtally"))
+        .args([
+            "run",
+            "--on-error",
+            "report",
+            "-o",
+            trace.to_str().unwrap(),
+            "--",
+        ])
+        .arg(&exe)
+        .current_dir(&dir)
+        .env("MEMTALLY_LIB", &lib)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("survived"));
+    assert_eq!(err.matches("the call is ignored").count(), 2, "{err}");
+
+    let doc = json_of(&["report", "--json", trace.to_str().unwrap()]);
+    let errors = doc["errors"].as_array().unwrap();
+    let culprits: Vec<String> = errors
+        .iter()
+        .map(|e| {
+            assert_eq!(e["kind"], "double free or never allocated");
+            let site = &e["site"];
+            let frame = &site["frames"][site["library_frames"].as_u64().unwrap() as usize];
+            frame["function"].as_str().unwrap_or("?").to_owned()
+        })
+        .collect();
+    assert_eq!(
+        culprits,
+        ["free_again_locally", "free_again_remote"],
+        "{errors:?}"
+    );
+}

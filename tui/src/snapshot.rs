@@ -362,11 +362,7 @@ impl Snapshot {
                 .errors()
                 .iter()
                 .map(|e| {
-                    let what = match e.error {
-                        memtally_alloc_error::NOT_OURS => "not allocated by memtally",
-                        memtally_alloc_error::INTERIOR => "interior pointer",
-                        _ => "double free or never allocated",
-                    };
+                    let what = memtally_alloc_error::describe(e.error);
                     let at = frames
                         .get(model, symbolizer, e.stack)
                         .map_or_else(|| "<no stack>".to_owned(), |l| l.to_string());

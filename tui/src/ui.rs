@@ -602,7 +602,8 @@ fn draw_alerts(f: &mut Frame<'_>, area: Rect, app: &mut App, snap: &Snapshot, th
     let area = if snap.errors.is_empty() {
         area
     } else {
-        // Memory errors first: the program was stopped at the first.
+        // Memory errors first: the program was stopped at the first (or,
+        // with on_error=report, ran on past each).
         let n = (snap.errors.len() as u16 + 1).min(area.height / 2);
         let [top, rest] = Layout::vertical([Constraint::Length(n), Constraint::Min(1)]).areas(area);
         let mut lines = vec![Line::from(Span::styled(

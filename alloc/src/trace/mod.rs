@@ -38,6 +38,19 @@ pub mod error {
     pub const INTERIOR: u8 = 1;
     /// No live block there: freed twice, or never allocated.
     pub const NOT_LIVE: u8 = 2;
+    /// A Rust `dealloc` whose layout does not match the block.
+    pub const LAYOUT: u8 = 3;
+
+    /// What error `code` means, for reports.
+    pub fn describe(code: u8) -> &'static str {
+        match code {
+            NOT_OURS => "not allocated by memtally",
+            INTERIOR => "interior pointer",
+            NOT_LIVE => "double free or never allocated",
+            LAYOUT => "dealloc layout does not match the block",
+            _ => "unknown memory error",
+        }
+    }
 }
 
 /// How complete a leak scan was (`EXT_LEAK_SCAN`'s status).

@@ -75,12 +75,7 @@ pub fn build(analysis: &Analysis, symbolizer: &mut Symbolizer, options: &ReportO
         .errors()
         .iter()
         .map(|e| ErrorReport {
-            kind: match e.error {
-                memtally_alloc::trace::error::NOT_OURS => "not allocated by memtally",
-                memtally_alloc::trace::error::INTERIOR => "interior pointer",
-                _ => "double free or never allocated",
-            }
-            .into(),
+            kind: memtally_alloc::trace::error::describe(e.error).into(),
             call: model.strings().get(e.call).unwrap_or("?").to_owned(),
             address: e.address,
             time_ns: model.since_start_ns(e.ticks),

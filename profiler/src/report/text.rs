@@ -33,10 +33,17 @@ pub fn render_view(report: &Report, view: super::TextView) -> String {
     }
 
     if !report.errors.is_empty() {
+        // One error: the program was stopped there (the default); more:
+        // it ran with on_error=report, and each call was ignored.
         let _ = writeln!(
             o,
-            "\nMEMORY ERRORS: {} (the program was stopped at the first, as glibc does)",
-            report.errors.len()
+            "\nMEMORY ERRORS: {} ({})",
+            report.errors.len(),
+            if report.errors.len() == 1 {
+                "the program is stopped at the first, as glibc does, unless MEMTALLY=on_error=report"
+            } else {
+                "reported and ignored: the program ran with MEMTALLY=on_error=report"
+            }
         );
         for e in &report.errors {
             let _ = writeln!(
