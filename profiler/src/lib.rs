@@ -72,7 +72,7 @@ pub use memtally_alloc::trace::error as trace_error;
 /// How complete a leak scan was (`LeakScan::status`).
 pub use memtally_alloc::trace::leak_status;
 pub use model::{
-    Counters, Durations, Footer, LeakClass, LeakScan, LiveBlock, LiveMap, Log2Bucket,
+    Counters, Durations, ErrorBlock, Footer, LeakClass, LeakScan, LiveBlock, LiveMap, Log2Bucket,
     Log2Histogram, Marker, MemoryError, Model, ModelOptions, Peak, Point, SITE_SERIES_POINTS,
     Sampling, ScopeStats, Series, Site, SiteDetailRef, SizeBucket, SizeHistogram, ThreadInfo,
     ThreadStats, Totals, Weight,

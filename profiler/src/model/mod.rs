@@ -239,6 +239,8 @@ pub struct Model {
     remote_lifetimes: Durations,
     /// Memory errors the recorder saw (the first [`MAX_ERRORS`]).
     errors: Vec<MemoryError>,
+    /// The last frees, by address hash (see [`RECENT_FREES`]).
+    recent_frees: Vec<ErrorBlock>,
     /// Blocks the leak scan in progress reported (start, size, direct).
     scan_leaks: Vec<(u64, u64, bool)>,
     /// The blocks the last leak scan found leaked, by serial: direct or not.
@@ -281,7 +283,32 @@ pub struct MemoryError {
     pub call: u64,
     /// The offending call's stack.
     pub stack: StackId,
+    /// The block the pointer named, where the trace tells: a live block
+    /// (a mismatched `dealloc` layout), or for a double free, the block as
+    /// it was when first freed (if that free is among the last
+    /// [`RECENT_FREES`] the model kept).
+    pub block: Option<ErrorBlock>,
 }
+
+/// What the trace knew of the block behind a memory error.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ErrorBlock {
+    /// Its start.
+    pub address: u64,
+    /// Requested bytes.
+    pub size: u64,
+    /// The allocating call's stack.
+    pub stack: StackId,
+    /// The thread that allocated it.
+    pub thread: u64,
+    /// When it was allocated.
+    pub ticks: u64,
+    /// The thread that first freed it and when (None: still live).
+    pub freed: Option<(u64, u64)>,
+}
+
+/// Frees remembered (by address, direct-mapped) to explain double frees.
+pub const RECENT_FREES: usize = 4096;
 
 impl Default for Model {
     fn default() -> Self {
@@ -331,6 +358,7 @@ impl Model {
             local_lifetimes: Durations::default(),
             remote_lifetimes: Durations::default(),
             errors: Vec::new(),
+            recent_frees: Vec::new(),
             scan_leaks: Vec::new(),
             leaked: IdMap::default(),
             leak_scans: Vec::new(),
@@ -500,6 +528,7 @@ impl Model {
                         }
                         self.release(&block, time, temporary, true);
                         self.released_by(&block, thread, time);
+                        self.remember_free(address, &block, thread, time);
                         self.lifetimes
                             .record(time.saturating_sub(block.ticks), block.weight.blocks);
                         self.latency(false, latency, block.weight.blocks);
@@ -528,6 +557,7 @@ impl Model {
                         Some(block) => {
                             self.release(&block, time, false, true);
                             self.released_by(&block, thread, time);
+                            self.remember_free(old_address, &block, thread, time);
                         }
                         None => self.unknown_free(thread),
                     }
@@ -556,6 +586,7 @@ impl Model {
                 stack,
             } => {
                 if self.errors.len() < MAX_ERRORS {
+                    let block = self.error_block(error, address);
                     self.errors.push(MemoryError {
                         ticks: time,
                         thread,
@@ -563,6 +594,7 @@ impl Model {
                         address,
                         call,
                         stack,
+                        block,
                     });
                 }
             }
@@ -733,6 +765,43 @@ impl Model {
         }
         if let Some(g) = &mut self.groups {
             g.change(block.stack, w.bytes, false, ticks);
+        }
+    }
+
+    /// Keeps a freed block for [`Self::error_block`]: one slot per address
+    /// hash, the latest free winning.
+    fn remember_free(&mut self, address: u64, block: &LiveBlock, thread: u64, ticks: u64) {
+        if self.recent_frees.is_empty() {
+            self.recent_frees = vec![ErrorBlock::default(); RECENT_FREES];
+        }
+        self.recent_frees[recent_slot(address)] = ErrorBlock {
+            address,
+            size: block.size,
+            stack: block.stack,
+            thread: block.thread,
+            ticks: block.ticks,
+            freed: Some((thread, ticks)),
+        };
+    }
+
+    /// The block behind an error at `address`, as far as the trace tells.
+    fn error_block(&self, error: u8, address: u64) -> Option<ErrorBlock> {
+        use memtally_alloc::trace::error;
+        match error {
+            error::NOT_LIVE => self
+                .recent_frees
+                .get(recent_slot(address))
+                .filter(|b| b.address == address)
+                .copied(),
+            error::LAYOUT => self.live.get(address).map(|b| ErrorBlock {
+                address,
+                size: b.size,
+                stack: b.stack,
+                thread: b.thread,
+                ticks: b.ticks,
+                freed: None,
+            }),
+            _ => None,
         }
     }
 
@@ -1094,4 +1163,10 @@ impl Model {
     pub fn duration_ns(&self) -> u64 {
         self.since_start_ns(self.end_ticks())
     }
+}
+
+/// The slot of `address` in the recent-frees table.
+fn recent_slot(address: u64) -> usize {
+    // Blocks are at least 16-byte aligned: drop those bits, then mix.
+    ((address >> 4).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 52) as usize % RECENT_FREES
 }

@@ -84,6 +84,18 @@ pub fn build(analysis: &Analysis, symbolizer: &mut Symbolizer, options: &ReportO
                 stack: e.stack,
                 counters: Counters::default(),
             }),
+            block: e.block.map(|k| ErrorBlockReport {
+                address: k.address,
+                size: k.size,
+                allocated_by_thread: k.thread,
+                allocated_at_ns: model.since_start_ns(k.ticks),
+                allocated_at: b.site(&Site {
+                    stack: k.stack,
+                    counters: Counters::default(),
+                }),
+                freed_by_thread: k.freed.map(|f| f.0),
+                freed_at_ns: k.freed.map(|f| model.since_start_ns(f.1)),
+            }),
         })
         .collect();
     Report {

@@ -424,4 +424,26 @@ pub struct ErrorReport {
     pub thread: u64,
     /// The offending call, its stack in `frames` (counters zero).
     pub site: SiteReport,
+    /// The block the pointer named, where the trace tells (null otherwise).
+    pub block: Option<ErrorBlockReport>,
+}
+
+/// The block behind a memory error: for a double free, as it was when first
+/// freed; for a mismatched `dealloc` layout, the live block.
+#[derive(Clone, Debug, Serialize)]
+pub struct ErrorBlockReport {
+    /// Its start.
+    pub address: u64,
+    /// Requested bytes.
+    pub size: u64,
+    /// The thread that allocated it.
+    pub allocated_by_thread: u64,
+    /// When, in nanoseconds since the recording started.
+    pub allocated_at_ns: u64,
+    /// The allocation's stack (a site object, counters zero).
+    pub allocated_at: SiteReport,
+    /// The thread that first freed it (null: it is live).
+    pub freed_by_thread: Option<u64>,
+    /// When, in nanoseconds since the recording started.
+    pub freed_at_ns: Option<u64>,
 }

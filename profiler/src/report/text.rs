@@ -55,6 +55,28 @@ pub fn render_view(report: &Report, view: super::TextView) -> String {
                 e.thread,
                 ns(e.time_ns)
             );
+            if let Some(k) = &e.block {
+                let at = k
+                    .allocated_at
+                    .frames
+                    .get(k.allocated_at.library_frames)
+                    .or(k.allocated_at.frames.first())
+                    .map_or_else(|| "an unknown place".to_owned(), frame);
+                let _ = write!(
+                    o,
+                    "    the block: {} allocated by thread {} at {} in {}",
+                    f.bytes(k.size),
+                    k.allocated_by_thread,
+                    ns(k.allocated_at_ns),
+                    at
+                );
+                let _ = match (k.freed_by_thread, k.freed_at_ns) {
+                    (Some(t), Some(when)) => {
+                        writeln!(o, ", first freed by thread {t} at {}", ns(when))
+                    }
+                    _ => writeln!(o, ", live"),
+                };
+            }
         }
         let sites: Vec<SiteReport> = report.errors.iter().map(|e| e.site.clone()).collect();
         site_table(&mut o, &sites, &["call"], |s| {
