@@ -327,15 +327,24 @@ fn layout_fits_slow(p: *mut u8, size: usize, align: usize) -> bool {
     fits
 }
 
+/// The live segment `p` would belong to, if any; reports nothing.
+fn live_segment_of(p: *mut u8) -> Option<&'static Segment> {
+    let seg = segment_of_block(p);
+    if (p as usize) < SEGMENT_SIZE || !segmap::contains(seg as usize) {
+        return None;
+    }
+    // SAFETY: the segment map says a live segment starts at `seg`; segment
+    // headers stay mapped while their bit is set, and callers use the
+    // reference only for the call at hand.
+    Some(unsafe { &*seg })
+}
+
 /// Is `p` a live block (or a live over-aligned pointer into one)? Never
 /// reports anything.
 fn is_live_block(p: *mut u8) -> bool {
-    let seg = segment_of_block(p);
-    if (p as usize) < SEGMENT_SIZE || !segmap::contains(seg as usize) {
+    let Some(s) = live_segment_of(p) else {
         return false;
-    }
-    // SAFETY: the segment map says a live segment starts at `seg`.
-    let s = unsafe { &*seg };
+    };
     if s.kind.get() == PageKind::Huge {
         let page = &s.pages[0];
         return p == page.block_start.get() && page.used.get() != 0;
@@ -720,14 +729,11 @@ fn located_is_sampled(loc: &Located) -> bool {
 
 /// Is `p` a live sampled block? Any other pointer, valid or not, is "no".
 fn is_sampled_block(p: *mut u8) -> bool {
-    let seg = segment_of_block(p);
-    if (p as usize) < SEGMENT_SIZE || !segmap::contains(seg as usize) {
+    let Some(s) = live_segment_of(p) else {
         return false;
-    }
-    // SAFETY: the segment map says a live segment starts at `seg`.
-    let s = unsafe { &*seg };
+    };
     if s.kind.get() == PageKind::Huge {
-        return huge::is_sampled(seg);
+        return huge::is_sampled(s as *const Segment as *mut Segment);
     }
     p as usize & SEGMENT_MASK != 0 && s.page_of(p).has(page::SAMPLED)
 }
