@@ -96,6 +96,10 @@ pub struct RunArgs {
     /// `--on-error report`: invalid frees are reported and ignored instead
     /// of stopping the program.
     pub report_errors: bool,
+    /// `--guard`: guarded allocations at the default rate.
+    pub guard: bool,
+    /// `--guard-every N`: guard one allocation in N.
+    pub guard_every: Option<u64>,
     /// The command and its arguments.
     pub command: Vec<OsString>,
 }
@@ -262,6 +266,13 @@ Options:
                        pointer, mismatched Rust dealloc layout) does: abort
                        (default, as glibc does) or report (print it, record
                        it, ignore the call and run on)
+  --guard              guarded allocations (GWP-ASan style): a sample of
+                       allocations (one per 64 MiB allocated on average) sits
+                       between inaccessible pages, so an overflow, underflow
+                       or use after free faults at the access and is
+                       reported with the access, allocation and free stacks
+  --guard-every N      guard one allocation in N instead (1: every one that
+                       fits one of the 32 slots)
   -h, --help           print this help
 
 A command that executes another program (env, nice, a shell's exec, pyenv's
@@ -547,6 +558,8 @@ fn parse_run(p: &mut lexopt::Parser) -> Result<Command> {
     let mut live = false;
     let mut leak_scan = false;
     let mut report_errors = false;
+    let mut guard = false;
+    let mut guard_every = None;
     let mut command = Vec::new();
     while let Some(arg) = p.next()? {
         match arg {
@@ -578,6 +591,14 @@ fn parse_run(p: &mut lexopt::Parser) -> Result<Command> {
             Long("report") => report = true,
             Long("live") => live = true,
             Long("leak-scan") => leak_scan = true,
+            Long("guard") => guard = true,
+            Long("guard-every") => {
+                let v = p.value()?.string()?;
+                let n: u64 = v.parse().ok().filter(|&n| n >= 1).with_context(|| {
+                    format!("invalid --guard-every {v} (expected a count of at least 1)")
+                })?;
+                guard_every = Some(n);
+            }
             Long("on-error") => {
                 let v = p.value()?;
                 report_errors = match v.to_str() {
@@ -628,6 +649,8 @@ fn parse_run(p: &mut lexopt::Parser) -> Result<Command> {
         live,
         leak_scan,
         report_errors,
+        guard,
+        guard_every,
         command,
     }))
 }

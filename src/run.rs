@@ -231,6 +231,11 @@ fn settings(args: &RunArgs, pattern: &Path) -> Result<OsString> {
     if args.report_errors {
         s.push(",on_error=report");
     }
+    if let Some(n) = args.guard_every {
+        s.push(format!(",guard_every={n}"));
+    } else if args.guard {
+        s.push(",guard=on");
+    }
     Ok(s)
 }
 
@@ -388,12 +393,14 @@ mod tests {
             live: false,
             leak_scan: true,
             report_errors: true,
+            guard: false,
+            guard_every: Some(7),
             command: vec!["true".into()],
         };
         let s = settings(&args, Path::new("/tmp/memtally.%p.mtt")).unwrap();
         assert_eq!(
             s,
-            "mode=sampled,out=/tmp/memtally.%p.mtt,interval=4096,depth=16,children=1,leaks=scan,on_error=report"
+            "mode=sampled,out=/tmp/memtally.%p.mtt,interval=4096,depth=16,children=1,leaks=scan,on_error=report,guard_every=7"
         );
         let e = settings(&args, Path::new("/tmp/a,b")).unwrap_err();
         assert!(e.to_string().contains("contains a comma"));
@@ -404,6 +411,7 @@ mod tests {
             follow_children: false,
             leak_scan: false,
             report_errors: false,
+            guard_every: None,
             ..args
         };
         assert_eq!(settings(&stats, Path::new("/x")).unwrap(), "mode=stats");

@@ -113,18 +113,27 @@ pub fn alloc_slow(size: usize, align: usize, zero: bool) -> *mut u8 {
     // SAFETY: the thread's heap is live and owned by this thread.
     let h = unsafe { &*heap };
     h.housekeeping();
-    if let Some(interval) = record::sampling_interval() {
+    let sampling = record::sampling_interval();
+    if sampling.is_some() || crate::guard::enabled() {
         let left = h.sample_left.get().wrapping_sub(size as i64);
-        if left >= 0 || h.rec.is_busy() {
+        if (left >= 0 && crate::guard::every() == 0) || h.rec.is_busy() {
             h.sample_left.set(left.max(0));
         } else {
-            // This allocation crossed the byte countdown: it is a sample.
+            // This allocation crossed the countdown: it is a sample.
             let t0 = record::clock::ticks();
-            h.sample_left.set(record::next_sample_interval(h, interval));
-            let p = alloc_sampled(h, size, align, zero);
-            if !p.is_null() {
-                record::on_alloc(h, p, size, align, t0);
+            h.sample_left.set(record::next_countdown(h));
+            if let Some(p) = guarded(h, size, align, zero) {
+                if recording && (sampling.is_some() || record::full()) {
+                    record::on_alloc(h, p, size, align, t0);
+                }
                 return p;
+            }
+            if sampling.is_some() {
+                let p = alloc_sampled(h, size, align, zero);
+                if !p.is_null() {
+                    record::on_alloc(h, p, size, align, t0);
+                    return p;
+                }
             }
         }
     }
@@ -149,6 +158,23 @@ pub fn alloc_slow(size: usize, align: usize, zero: bool) -> *mut u8 {
         }
     }
     p
+}
+
+/// A guarded allocation, when this sample is due one (`guard_every`
+/// counts samples; by bytes, every sample is) and it fits a slot.
+fn guarded(h: &Heap, size: usize, align: usize, zero: bool) -> Option<*mut u8> {
+    if !crate::guard::enabled() {
+        return None;
+    }
+    let every = crate::guard::every();
+    if every > 0 {
+        let n = h.guard_count.get() + 1;
+        h.guard_count.set(n);
+        if n % every != 0 {
+            return None;
+        }
+    }
+    crate::guard::alloc(h, size, align, zero)
 }
 
 fn huge_usable(p: *mut u8) -> usize {
@@ -434,6 +460,14 @@ pub fn free_slow(p: *mut u8, call: &'static str) {
     }
     let recording = record::active();
     let mut heap = thread::heap();
+    if crate::guard::owns(p) {
+        let t0 = record::clock::ticks();
+        if crate::guard::free(heap, p, call) && recording && heap != thread::empty_heap() {
+            // SAFETY: a non-empty thread heap is live and ours.
+            record::on_free(unsafe { &*heap }, p, t0);
+        }
+        return;
+    }
     let Some(loc) = locate(p, call) else {
         return;
     };
@@ -657,6 +691,12 @@ pub unsafe fn usable_size(p: *mut u8) -> usize {
     if p.is_null() {
         return 0;
     }
+    if crate::guard::owns(p) {
+        return crate::guard::usable_size(p).unwrap_or_else(|| {
+            invalid_pointer("malloc_usable_size", p, BadPointer::NotLive);
+            0
+        });
+    }
     let Some(loc) = locate(p, "malloc_usable_size") else {
         return 0;
     };
@@ -729,6 +769,10 @@ fn located_is_sampled(loc: &Located) -> bool {
 
 /// Is `p` a live sampled block? Any other pointer, valid or not, is "no".
 fn is_sampled_block(p: *mut u8) -> bool {
+    if crate::guard::owns(p) {
+        // Guarded blocks are samples (recorded in sampled mode).
+        return true;
+    }
     let Some(s) = live_segment_of(p) else {
         return false;
     };
@@ -762,11 +806,37 @@ unsafe fn realloc_sampled(p: *mut u8, new_size: usize, align: usize, old_size: u
     q
 }
 
+/// Reallocation of a guarded block: always moves (to wherever `alloc`
+/// puts it, guarded again only if the next sample says so).
+///
+/// # Safety
+/// As [`realloc`], with `p` inside the guard pool.
+unsafe fn realloc_guarded(p: *mut u8, new_size: usize, align: usize, old_size: usize) -> *mut u8 {
+    let Some(usable) = crate::guard::usable_size(p) else {
+        invalid_pointer("realloc", p, BadPointer::NotLive);
+        return ptr::null_mut();
+    };
+    // SAFETY: forwarded from the caller.
+    let q = unsafe { alloc(new_size, align) };
+    if q.is_null() {
+        return q;
+    }
+    let n = new_size.min(usable).min(old_size);
+    // SAFETY: both blocks are live, distinct, and at least `n` bytes long.
+    unsafe { ptr::copy_nonoverlapping(p, q, n) };
+    crate::guard::free(thread::heap(), p, "realloc");
+    q
+}
+
 /// The reallocation itself (see [`realloc`]).
 ///
 /// # Safety
 /// As [`realloc`], with `p` non-null.
 unsafe fn realloc_block(p: *mut u8, new_size: usize, align: usize, old_size: usize) -> *mut u8 {
+    if crate::guard::owns(p) {
+        // SAFETY: forwarded from the caller.
+        return unsafe { realloc_guarded(p, new_size, align, old_size) };
+    }
     // An invalid pointer (reported) leaves the caller with a failed call.
     let Some(loc) = locate(p, "realloc") else {
         return ptr::null_mut();

@@ -109,6 +109,12 @@ pub struct Heap {
     /// every request from it and takes the slow path when it would go
     /// negative (the "one predictable branch" of unsampled modes).
     pub sample_left: Cell<i64>,
+    /// Allocations that reached the sampling path, for `guard_every`.
+    pub guard_count: Cell<u64>,
+    /// The owning thread's stack bounds for guarded allocations' stacks,
+    /// and the OS thread id they were found for (a heap outlives its
+    /// thread): `[lo, hi, tid]`.
+    pub guard_stack: Cell<[usize; 3]>,
     /// State of the sampling random generator (xorshift).
     pub rng: Cell<u64>,
     /// Page serving each word size up to [`DIRECT_MAX`]: the fast path's only
@@ -159,6 +165,8 @@ impl Heap {
         }
         Heap {
             sample_left: Cell::new(i64::MAX),
+            guard_count: Cell::new(0),
+            guard_stack: Cell::new([0; 3]),
             rng: Cell::new(0x9E37_79B9_7F4A_7C15),
             direct,
             queues: [const { PageQueue::new() }; CLASS_COUNT],

@@ -25,6 +25,7 @@
 #![deny(missing_docs)]
 
 mod api;
+mod guard;
 mod heap;
 mod huge;
 mod leak;

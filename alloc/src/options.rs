@@ -21,6 +21,9 @@
 //! | `depth` | most frames per stack, 1 to 256 | `64` |
 //! | `children` | `1` to record forked children (and what they execute) too | `0` |
 //! | `on_error` | `abort`: an invalid free (double free, a pointer not from the allocator or into the middle of a block, a Rust `dealloc` whose layout does not match the block) prints one line and aborts, as glibc does; `report`: prints the line and ignores the call, and the program runs on. Recorded in the trace either way | `abort` |
+//! | `guard` | guarded allocations (GWP-ASan style: a sample of allocations placed between inaccessible pages, so overflows, underflows and uses after free fault at the access and are reported with the access, allocation and free stacks): `off`, `on` (one per 64 MiB allocated on average), or the mean bytes between them (suffixes `k`, `m`, `g`) | `off` |
+//! | `guard_every` | guard one allocation in N instead (1: every one that fits a slot; for tests and hunting) | off |
+//! | `guard_slots` | guarded blocks live at once, 1 to 256 (each a 4 KiB page and a guard page) | `32` |
 //! | `leaks` | `scan` to run a leak scan (reachability, LeakSanitizer's semantics) at exit, into the trace and one line on stderr; `off` | `off` |
 //! | `descendant` | set by the recorder in the environment it hands on: `1` in a process another recorded one started or executed, whose trace then never replaces an existing file | `0` |
 //!
@@ -67,6 +70,12 @@ pub struct Settings {
     pub leak_scan: bool,
     /// `on_error=report`: invalid pointers are reported, not fatal.
     pub report_errors: bool,
+    /// Mean bytes between guarded allocations (0: off).
+    pub guard_interval: u64,
+    /// Guard one allocation in this many (0: off).
+    pub guard_every: u64,
+    /// Guard slots.
+    pub guard_slots: usize,
 }
 
 impl Default for Settings {
@@ -82,6 +91,9 @@ impl Default for Settings {
             descendant: false,
             leak_scan: false,
             report_errors: false,
+            guard_interval: 0,
+            guard_every: 0,
+            guard_slots: crate::guard::DEFAULT_SLOTS,
         }
     }
 }
@@ -163,6 +175,26 @@ pub fn parse_settings(value: &[u8]) -> Result<Settings, SettingError> {
                     _ => return Err(err("leaks must be scan or off")),
                 }
             }
+            b"guard" => {
+                s.guard_interval = match val {
+                    b"off" => 0,
+                    b"on" => crate::guard::DEFAULT_INTERVAL,
+                    _ => parse_bytes(val).filter(|&n| n >= 1).ok_or(err(
+                        "guard must be off, on or a positive byte count (suffixes k, m, g)",
+                    ))?,
+                }
+            }
+            b"guard_every" => {
+                s.guard_every = parse_bytes(val)
+                    .filter(|&n| n >= 1)
+                    .ok_or(err("guard_every must be a positive count"))?;
+            }
+            b"guard_slots" => {
+                s.guard_slots = parse_bytes(val)
+                    .filter(|&n| (1..=crate::guard::MAX_SLOTS as u64).contains(&n))
+                    .ok_or(err("guard_slots must be 1 to 256"))?
+                    as usize;
+            }
             b"on_error" => {
                 s.report_errors = match val {
                     b"abort" => false,
@@ -175,7 +207,7 @@ pub fn parse_settings(value: &[u8]) -> Result<Settings, SettingError> {
             }
             _ => {
                 return Err(err(
-                    "unknown key (expected mode, out, interval, depth, children, leaks or on_error)",
+                    "unknown key (expected mode, out, interval, depth, children, leaks, on_error, guard, guard_every or guard_slots)",
                 ));
             }
         }
@@ -230,6 +262,11 @@ pub fn load() {
         match parse_settings(bytes) {
             Ok(settings) => {
                 crate::report::set_report_only(settings.report_errors);
+                crate::guard::configure(
+                    settings.guard_interval,
+                    settings.guard_every,
+                    settings.guard_slots,
+                );
                 crate::record::configure(settings);
             }
             Err(e) => {

@@ -13,6 +13,11 @@ use core::sync::atomic::{AtomicBool, Ordering};
 /// instead of aborting.
 static REPORT_ONLY: AtomicBool = AtomicBool::new(false);
 
+/// Did `on_error=report` ask to carry on after memory errors?
+pub fn report_only() -> bool {
+    REPORT_ONLY.load(Ordering::Relaxed)
+}
+
 /// Chooses what an invalid pointer does: abort (false, the default, as glibc
 /// does) or report and carry on (true).
 pub fn set_report_only(on: bool) {

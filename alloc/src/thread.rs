@@ -375,11 +375,13 @@ extern "C" fn fork_prepare() {
     POOL.raw_lock();
     crate::segment::cache_lock().raw_lock();
     crate::huge::cache_lock().raw_lock();
+    crate::guard::lock().raw_lock();
 }
 
 extern "C" fn fork_parent() {
     // SAFETY: fork_prepare took these locks in this thread.
     unsafe {
+        crate::guard::lock().raw_unlock();
         crate::huge::cache_lock().raw_unlock();
         crate::segment::cache_lock().raw_unlock();
         POOL.raw_unlock();
@@ -394,6 +396,7 @@ extern "C" fn fork_child() {
     // have been half-way through an update when the parent forked.
     // SAFETY: the parent's fork_prepare took these locks in this very thread.
     unsafe {
+        crate::guard::lock().raw_unlock();
         crate::huge::cache_lock().raw_unlock();
         crate::segment::cache_lock().raw_unlock();
         POOL.raw_unlock();

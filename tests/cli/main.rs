@@ -592,6 +592,7 @@ fn leaks_finds_the_planted_leaks_exactly() {
 
 mod errors;
 mod export;
+mod guard;
 mod leak_scan;
 mod live;
 mod ownership;

@@ -23,8 +23,8 @@ pub(crate) mod intern;
 mod modules;
 pub(crate) mod ring;
 pub mod scope;
-mod stack;
-mod unwind;
+pub(crate) mod stack;
+pub(crate) mod unwind;
 mod writer;
 
 use crate::heap::Heap;
@@ -134,16 +134,28 @@ pub fn next_sample_interval(heap: &Heap, interval: u64) -> i64 {
     (bytes as i64).clamp(1, i64::MAX / 4)
 }
 
-/// The countdown a heap starts with in the current mode.
+/// The countdown a heap starts with in the current mode: to the next
+/// recorded sample, else to the next guarded allocation (-1: every
+/// allocation takes the slow path, which counts them), else never.
 pub fn initial_sample_left(heap: &Heap) -> i64 {
-    match sampling_interval() {
-        Some(interval) => {
-            heap.rng
-                .set(clock::ticks() ^ (heap as *const Heap as u64).rotate_left(17) | 1);
-            next_sample_interval(heap, interval)
-        }
-        None => i64::MAX,
+    heap.rng
+        .set(clock::ticks() ^ (heap as *const Heap as u64).rotate_left(17) | 1);
+    next_countdown(heap)
+}
+
+/// The countdown to the next visit of the sampling path (see
+/// [`initial_sample_left`]).
+pub fn next_countdown(heap: &Heap) -> i64 {
+    if let Some(interval) = sampling_interval() {
+        return next_sample_interval(heap, interval);
     }
+    if crate::guard::enabled() {
+        if crate::guard::every() > 0 {
+            return -1;
+        }
+        return next_sample_interval(heap, crate::guard::interval());
+    }
+    i64::MAX
 }
 
 /// Stops recording (after an output error); the program runs on.
@@ -276,26 +288,37 @@ impl Default for ThreadRecorder {
 
 const MAX_DEPTH: usize = 256;
 
+/// Where an event's stack comes from.
+#[derive(Clone, Copy)]
+pub(crate) enum Stack<'a> {
+    /// The event has none.
+    No,
+    /// The calling thread's, captured here.
+    Capture,
+    /// These return addresses (a fault's, unwound from its context).
+    Given(&'a [u64]),
+}
+
 /// Records one event of the calling thread that began at tick `t0`:
-/// captures the stack (when `with_stack`), then encodes
+/// captures the stack (per `stack`), then encodes
 /// `make(stack_id, time, latency)` into the ring. The clock is read once
 /// here (it costs 15 ns on this project's VMs): the event's time is the end
 /// of the allocator call, its latency the time since `t0`.
 #[inline(always)]
-fn emit(heap: &Heap, with_stack: bool, t0: u64, make: impl FnOnce(u64, u64, u64) -> RawEvent) {
+fn emit(heap: &Heap, stack: Stack<'_>, t0: u64, make: impl FnOnce(u64, u64, u64) -> RawEvent) {
     let rec = &heap.rec;
     if rec.busy.get() {
         return;
     }
     rec.busy.set(true);
-    emit_busy(rec, with_stack, t0, make);
+    emit_busy(rec, stack, t0, make);
     rec.busy.set(false);
 }
 
 #[inline(always)]
 fn emit_busy(
     rec: &ThreadRecorder,
-    with_stack: bool,
+    stack: Stack<'_>,
     t0: u64,
     make: impl FnOnce(u64, u64, u64) -> RawEvent,
 ) {
@@ -337,19 +360,24 @@ fn emit_busy(
         }
         rec.written_scope.set(scope);
     }
-    let stack_id = if with_stack {
-        let mut frames = core::mem::MaybeUninit::<[u64; MAX_DEPTH]>::uninit();
-        // SAFETY: u64 has no invalid bit patterns and `capture` writes the
-        // first `n` entries before they are read; the rest are never read.
-        let frames = unsafe { &mut *frames.as_mut_ptr() };
-        let n = stack::capture(
-            &mut frames[..rec.depth.get()],
-            rec.bounds.get(),
-            &ring.rules,
-        );
-        ring.cache.lookup(&frames[..n])
-    } else {
-        0
+    let stack_id = match stack {
+        Stack::Capture => {
+            let mut frames = core::mem::MaybeUninit::<[u64; MAX_DEPTH]>::uninit();
+            // SAFETY: u64 has no invalid bit patterns and `capture` writes
+            // the first `n` entries before they are read; the rest are never
+            // read.
+            let frames = unsafe { &mut *frames.as_mut_ptr() };
+            let n = stack::capture(
+                &mut frames[..rec.depth.get()],
+                rec.bounds.get(),
+                &ring.rules,
+            );
+            ring.cache.lookup(&frames[..n])
+        }
+        Stack::Given(frames) => ring
+            .cache
+            .lookup(&frames[..frames.len().min(rec.depth.get())]),
+        Stack::No => 0,
     };
     let latency = if t0 == 0 {
         0
@@ -419,19 +447,21 @@ pub fn on_alloc(heap: &Heap, p: *mut u8, size: usize, align: usize, t0: u64) {
     if p.is_null() {
         return;
     }
-    emit(heap, true, t0, |stack, time, latency| RawEvent::Alloc {
-        time,
-        address: p as u64,
-        size: size as u64,
-        align: align as u64,
-        stack,
-        latency,
+    emit(heap, Stack::Capture, t0, |stack, time, latency| {
+        RawEvent::Alloc {
+            time,
+            address: p as u64,
+            size: size as u64,
+            align: align as u64,
+            stack,
+            latency,
+        }
     });
 }
 
 /// Records a free whose call began at tick `t0`.
 pub fn on_free(heap: &Heap, p: *mut u8, t0: u64) {
-    emit(heap, false, t0, |_, time, latency| RawEvent::Free {
+    emit(heap, Stack::No, t0, |_, time, latency| RawEvent::Free {
         time,
         address: p as u64,
         latency,
@@ -443,13 +473,15 @@ pub fn on_realloc(heap: &Heap, old: *mut u8, new: *mut u8, size: usize, t0: u64)
     if new.is_null() {
         return;
     }
-    emit(heap, true, t0, |stack, time, latency| RawEvent::Realloc {
-        time,
-        old_address: old as u64,
-        new_address: new as u64,
-        new_size: size as u64,
-        stack,
-        latency,
+    emit(heap, Stack::Capture, t0, |stack, time, latency| {
+        RawEvent::Realloc {
+            time,
+            old_address: old as u64,
+            new_address: new as u64,
+            new_size: size as u64,
+            stack,
+            latency,
+        }
     });
 }
 
@@ -459,9 +491,8 @@ pub fn mark(heap: &Heap, text: &[u8]) {
     if id == 0 {
         return;
     }
-    emit(heap, false, clock::ticks(), |_, time, _| RawEvent::Marker {
-        time,
-        string: id,
+    emit(heap, Stack::No, clock::ticks(), |_, time, _| {
+        RawEvent::Marker { time, string: id }
     });
 }
 
@@ -480,7 +511,7 @@ pub fn on_invalid_pointer(call: &str, p: *const u8, error: u8) -> bool {
     // SAFETY: the calling thread's heap, live.
     let heap = unsafe { &*heap };
     let call = intern::intern_string(call.as_bytes());
-    emit(heap, true, clock::ticks(), |stack, time, _| {
+    emit(heap, Stack::Capture, clock::ticks(), |stack, time, _| {
         RawEvent::Error {
             time,
             error,
@@ -493,20 +524,51 @@ pub fn on_invalid_pointer(call: &str, p: *const u8, error: u8) -> bool {
     true
 }
 
+/// Records a fault on a guarded allocation (`guard.rs`): error `error` at
+/// `address`, with the faulting access's stack, then flushes the trace (the
+/// process is usually about to end). Called from the fault handler.
+pub fn on_fault(error: u8, address: u64, frames: &[u64]) {
+    if !active() {
+        return;
+    }
+    let heap = crate::thread::heap();
+    if heap == crate::thread::empty_heap() || heap.is_null() {
+        return;
+    }
+    // SAFETY: the calling thread's heap, live.
+    let heap = unsafe { &*heap };
+    let call = intern::intern_string(b"access");
+    emit(
+        heap,
+        Stack::Given(frames),
+        clock::ticks(),
+        |stack, time, _| RawEvent::Error {
+            time,
+            error,
+            address,
+            call,
+            stack,
+        },
+    );
+    writer::flush();
+}
+
 /// Records a block a leak scan found unreachable (called by the scanning
 /// thread, after the world runs again).
 pub fn leak(heap: &Heap, leak: &crate::leak::Leak) {
-    emit(heap, false, clock::ticks(), |_, time, _| RawEvent::Leak {
-        time,
-        address: leak.start as u64,
-        size: leak.size as u64,
-        direct: leak.direct,
+    emit(heap, Stack::No, clock::ticks(), |_, time, _| {
+        RawEvent::Leak {
+            time,
+            address: leak.start as u64,
+            size: leak.size as u64,
+            direct: leak.direct,
+        }
     });
 }
 
 /// Records the end of a leak scan, after its [`leak`] events.
 pub fn leak_scan_end(heap: &Heap, s: &crate::leak::LeakSummary) {
-    emit(heap, false, clock::ticks(), |_, time, _| {
+    emit(heap, Stack::No, clock::ticks(), |_, time, _| {
         RawEvent::LeakScan {
             time,
             stopped_at: s.stopped_at,
@@ -528,10 +590,12 @@ pub fn leak_scan_at_exit() -> bool {
 
 /// Records an access annotation of the calling thread.
 pub fn access(heap: &Heap, address: u64, write: bool) {
-    emit(heap, false, clock::ticks(), |_, time, _| RawEvent::Access {
-        time,
-        address,
-        write,
+    emit(heap, Stack::No, clock::ticks(), |_, time, _| {
+        RawEvent::Access {
+            time,
+            address,
+            write,
+        }
     });
 }
 

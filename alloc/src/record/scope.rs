@@ -67,7 +67,7 @@ pub fn set(heap: &Heap, scope: [u64; 2]) -> [u64; 2] {
 
 /// Records that scope instance `instance` ended.
 pub fn end_instance(heap: &Heap, instance: u64) {
-    emit(heap, false, clock::ticks(), |_, time, _| {
+    emit(heap, super::Stack::No, clock::ticks(), |_, time, _| {
         RawEvent::ScopeEnd { time, instance }
     });
 }

@@ -40,6 +40,12 @@ pub mod error {
     pub const NOT_LIVE: u8 = 2;
     /// A Rust `dealloc` whose layout does not match the block.
     pub const LAYOUT: u8 = 3;
+    /// An access to a freed guarded block (the call is `access`).
+    pub const USE_AFTER_FREE: u8 = 4;
+    /// An access past the end of a guarded block.
+    pub const OVERFLOW: u8 = 5;
+    /// An access before the start of a guarded block.
+    pub const UNDERFLOW: u8 = 6;
 
     /// What error `code` means, for reports.
     pub fn describe(code: u8) -> &'static str {
@@ -48,6 +54,9 @@ pub mod error {
             INTERIOR => "interior pointer",
             NOT_LIVE => "double free or never allocated",
             LAYOUT => "dealloc layout does not match the block",
+            USE_AFTER_FREE => "use after free",
+            OVERFLOW => "buffer overflow",
+            UNDERFLOW => "buffer underflow",
             _ => "unknown memory error",
         }
     }

@@ -1,0 +1,174 @@
+//! Guarded allocations: planted overflows, underflows and uses after free
+//! in a C program fault at the access under `memtally run --guard-every 1`,
+//! are reported with the access and allocation (and free) stacks, and are
+//! recorded in the trace; clean programs run clean.
+
+use super::{build_c, built_library, json_of, scratch};
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn run_guarded(dir: &Path, exe: &Path, mode: &str, extra: &[&str], trace: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_memtally"))
+        .args(["run", "--guard-every", "1", "-o", trace.to_str().unwrap()])
+        .args(extra)
+        .arg("--")
+        .arg(exe)
+        .arg(mode)
+        .current_dir(dir)
+        .env("MEMTALLY_LIB", built_library().unwrap())
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn planted_errors_fault_at_the_access_with_their_stacks() {
+    if built_library().is_none() {
+        eprintln!("skipped: libmemtally.so not built (run cargo test --workspace)");
+        return;
+    }
+    let dir = scratch("guard");
+    let exe = build_c(&dir, "guarded", &[]);
+    for (mode, line, kind, function, freed) in [
+        (
+            "overflow",
+            "heap-buffer-overflow: write at",
+            "buffer overflow",
+            "write_past_end",
+            false,
+        ),
+        (
+            "underflow",
+            "heap-buffer-underflow: read at",
+            "buffer underflow",
+            "read_before_start",
+            false,
+        ),
+        (
+            "uaf-read",
+            "heap-use-after-free: read at",
+            "use after free",
+            "read_after_free",
+            true,
+        ),
+        (
+            "uaf-write",
+            "heap-use-after-free: write at",
+            "use after free",
+            "write_after_free",
+            true,
+        ),
+    ] {
+        let trace = dir.join(format!("{mode}.mtt"));
+        let out = run_guarded(&dir, &exe, mode, &[], &trace);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !String::from_utf8_lossy(&out.stdout).contains("survived"),
+            "{mode}: {err}"
+        );
+        assert_eq!(
+            out.status.code(),
+            Some(128 + libc::SIGSEGV),
+            "{mode}: {out:?}"
+        );
+        let first = err
+            .lines()
+            .find(|l| l.starts_with("memtally: heap-"))
+            .unwrap_or_else(|| panic!("{mode}: no report in {err}"));
+        assert!(first.contains(line), "{mode}: {first}");
+        assert!(first.contains("the 48-byte block at 0x"), "{mode}: {first}");
+        if mode == "overflow" {
+            assert!(first.contains("1 byte past the end of"), "{first}");
+        }
+        if mode == "underflow" {
+            assert!(first.contains("1 byte before"), "{first}");
+        }
+        assert!(
+            err.contains("memtally:   access: guarded+0x"),
+            "{mode}: {err}"
+        );
+        assert!(
+            err.contains("memtally:   allocated: guarded+0x"),
+            "{mode}: {err}"
+        );
+        assert_eq!(
+            err.contains("memtally:   freed: guarded+0x"),
+            freed,
+            "{mode}: {err}"
+        );
+
+        // The trace holds the error with the access's stack, symbolised.
+        let doc = json_of(&["report", "--json", trace.to_str().unwrap()]);
+        let errors = doc["errors"].as_array().unwrap();
+        assert_eq!(errors.len(), 1, "{mode}: {errors:?}");
+        let e = &errors[0];
+        assert_eq!(e["kind"], kind, "{mode}");
+        assert_eq!(e["call"], "access", "{mode}");
+        let site = &e["site"];
+        let frames: Vec<&str> = site["frames"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|f| f["function"].as_str())
+            .collect();
+        assert_eq!(frames.first(), Some(&function), "{mode}: {frames:?}");
+    }
+}
+
+#[test]
+fn on_error_report_lets_the_program_run_on_past_a_fault() {
+    if built_library().is_none() {
+        eprintln!("skipped: libmemtally.so not built (run cargo test --workspace)");
+        return;
+    }
+    let dir = scratch("guard-report");
+    let exe = build_c(&dir, "guarded", &[]);
+    let trace = dir.join("t.mtt");
+    let out = run_guarded(&dir, &exe, "uaf-write", &["--on-error", "report"], &trace);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("survived"),
+        "{err}"
+    );
+    assert_eq!(
+        err.matches("memtally: heap-use-after-free").count(),
+        1,
+        "{err}"
+    );
+}
+
+#[test]
+fn clean_programs_run_clean_with_every_allocation_guarded() {
+    let Some(lib) = built_library() else {
+        eprintln!("skipped: libmemtally.so not built (run cargo test --workspace)");
+        return;
+    };
+    let dir = scratch("guard-clean");
+    let exe = build_c(&dir, "guarded", &[]);
+    let git_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let programs: Vec<Vec<String>> = vec![
+        vec![exe.to_str().unwrap().into(), "clean".into()],
+        vec![
+            "python3".into(),
+            "-c".into(),
+            "import json; d = {str(i): [i] * (i % 50) for i in range(20000)}; print(len(json.dumps(d)))"
+                .into(),
+        ],
+        vec!["git".into(), "-C".into(), git_dir.to_str().unwrap().into(), "log".into(), "--oneline".into(), "-20".into()],
+        vec!["cc".into(), "--version".into()],
+    ];
+    for argv in programs {
+        let out = Command::new(&argv[0])
+            .args(&argv[1..])
+            .env("LD_PRELOAD", &lib)
+            .env("MEMTALLY", "guard_every=1")
+            .output();
+        let Ok(out) = out else {
+            eprintln!("skipped {}: not installed", argv[0]);
+            continue;
+        };
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{argv:?}: {out:?}");
+        assert!(!err.contains("memtally:"), "{argv:?}: {err}");
+    }
+}
