@@ -23,6 +23,8 @@ pub enum Command {
     Flame(FlameArgs),
     /// `memtally leaks`.
     Leaks(LeaksArgs),
+    /// `memtally errors`.
+    Errors(ErrorsArgs),
     /// `memtally export`.
     Export(ExportArgs),
     /// `memtally plot`.
@@ -136,6 +138,19 @@ pub struct FlameArgs {
     pub by_scope: bool,
 }
 
+/// `memtally errors` arguments.
+#[derive(Debug, PartialEq, Eq)]
+pub struct ErrorsArgs {
+    /// The trace.
+    pub file: PathBuf,
+    /// Write JSON instead of text.
+    pub json: bool,
+    /// Exit with status 1 when the trace has a memory error.
+    pub fail: bool,
+    /// Frames shown per stack.
+    pub frames: usize,
+}
+
 /// `memtally leaks` arguments.
 #[derive(Debug, PartialEq, Eq)]
 pub struct LeaksArgs {
@@ -219,6 +234,7 @@ Usage:
   memtally report [OPTIONS] FILE                analyse a trace
   memtally flame [OPTIONS] FILE                 draw a flamegraph of a trace
   memtally leaks [OPTIONS] FILE                 what a trace never freed
+  memtally errors [OPTIONS] FILE                its memory errors, with stacks
   memtally plot [OPTIONS] FILE                  draw the heap over time
   memtally top FILE                             the dashboard over a trace that
                                                 is being written (or is done)
@@ -315,6 +331,27 @@ Options:
                     entered is a root frame ([scope NAME]) over the stacks
                     that allocated in it, the rest under [no scope]
   -h, --help        print this help
+";
+
+pub const ERRORS_HELP: &str = "\
+memtally errors: every memory error a trace recorded, grouped, with stacks
+
+Usage:
+  memtally errors [OPTIONS] FILE
+
+Options:
+  --json        print a JSON document instead of text (see docs/errors-json.md)
+  --frames N    frames shown per stack (default 12)
+  --fail        exit with status 1 when the trace has a memory error (for CI)
+  -h, --help    print this help
+
+The errors: double and invalid frees (a pointer not from the allocator or
+into the middle of a block), Rust deallocations whose layout does not
+match the block, and faults on guarded allocations (memtally run --guard):
+use after free, buffer overflow and underflow. Errors of one kind, by one
+call, from one stack form a group: its count, threads, first time, the
+offending stack and, where the trace tells, the block's allocation stack
+and the thread that first freed it.
 ";
 
 pub const LEAKS_HELP: &str = "\
@@ -522,6 +559,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command> {
             Some("report") => parse_report(&mut p).context("report"),
             Some("flame") => parse_flame(&mut p).context("flame"),
             Some("leaks") => parse_leaks(&mut p).context("leaks"),
+            Some("errors") => parse_errors(&mut p).context("errors"),
             Some("export") => parse_export(&mut p).context("export"),
             Some("plot") => parse_plot(&mut p).context("plot"),
             Some("top") => parse_top(&mut p, TOP_HELP).context("top"),
@@ -532,6 +570,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command> {
                 Some(Value(v)) if v == "report" => REPORT_HELP,
                 Some(Value(v)) if v == "flame" => FLAME_HELP,
                 Some(Value(v)) if v == "leaks" => LEAKS_HELP,
+                Some(Value(v)) if v == "errors" => ERRORS_HELP,
                 Some(Value(v)) if v == "export" => EXPORT_HELP,
                 Some(Value(v)) if v == "plot" => PLOT_HELP,
                 Some(Value(v)) if v == "top" => TOP_HELP,
@@ -945,6 +984,36 @@ fn parse_leaks(p: &mut lexopt::Parser) -> Result<Command> {
         frames,
         growth,
         by_scope,
+    }))
+}
+
+fn parse_errors(p: &mut lexopt::Parser) -> Result<Command> {
+    let mut file = None;
+    let mut json = false;
+    let mut fail = false;
+    let mut frames = 12;
+    while let Some(arg) = p.next()? {
+        match arg {
+            Short('h') | Long("help") => return Ok(Command::Help(ERRORS_HELP)),
+            Long("json") => json = true,
+            Long("fail") => fail = true,
+            Long("frames") => frames = parse_count("--frames", &p.value()?.string()?)?,
+            Value(v) if file.is_none() => file = Some(PathBuf::from(v)),
+            Value(v) => bail!(
+                "unexpected argument {} (errors reads one trace)",
+                v.to_string_lossy()
+            ),
+            other => return Err(other.unexpected().into()),
+        }
+    }
+    let Some(file) = file else {
+        bail!("no trace file given (usage: memtally errors [OPTIONS] FILE)");
+    };
+    Ok(Command::Errors(ErrorsArgs {
+        file,
+        json,
+        fail,
+        frames,
     }))
 }
 

@@ -16,6 +16,7 @@ macro_rules! say {
 }
 
 mod args;
+mod errors;
 mod export;
 mod flame;
 mod leaks;
@@ -66,6 +67,7 @@ fn try_main() -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Leaks(a) => leaks::run(&a),
+        Command::Errors(a) => errors::run(&a),
         Command::Plot(a) => {
             plot::run(&a)?;
             Ok(ExitCode::SUCCESS)

@@ -681,7 +681,10 @@ fn report_fault(
             stack_line("freed", &s.free_frames[..s.free_n as usize]);
         }
     }
-    crate::record::on_fault(fault.code(), a as u64, access);
+    // The trace names the block (its start), so that the analysis can tell
+    // its allocation and free; the access address is in the line above.
+    let block = slot.map_or(a, |i| m.slots[i].addr);
+    crate::record::on_fault(fault.code(), block as u64, access);
 }
 
 /// "1 byte", "3 bytes".

@@ -43,6 +43,7 @@
 
 mod clock;
 mod error;
+pub mod errors;
 pub mod export;
 pub mod flame;
 mod group;

@@ -111,6 +111,38 @@ fn planted_errors_fault_at_the_access_with_their_stacks() {
             .filter_map(|f| f["function"].as_str())
             .collect();
         assert_eq!(frames.first(), Some(&function), "{mode}: {frames:?}");
+
+        // memtally errors: one group, the block's allocation stack, and
+        // --fail fails.
+        let doc = json_of(&["errors", "--json", trace.to_str().unwrap()]);
+        assert_eq!(doc["total"], 1, "{mode}: {doc}");
+        let g = &doc["groups"][0];
+        assert_eq!(g["kind"], kind, "{mode}");
+        assert_eq!(g["count"], 1, "{mode}");
+        let b = &g["block"];
+        assert_eq!(b["size"], 48, "{mode}: {g}");
+        let alloc: Vec<&str> = b["allocated_at"]["frames"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|f| f["function"].as_str())
+            .collect();
+        assert!(
+            alloc.contains(&"main") || alloc.contains(&"placed"),
+            "{mode}: {alloc:?}"
+        );
+        assert_eq!(b["freed_by_thread"].is_u64(), freed, "{mode}: {b}");
+        let status = Command::new(env!("CARGO_BIN_EXE_memtally"))
+            .args(["errors", "--fail", trace.to_str().unwrap()])
+            .output()
+            .unwrap();
+        assert_eq!(status.status.code(), Some(1), "{mode}");
+        let text = String::from_utf8_lossy(&status.stdout);
+        assert!(text.contains("MEMORY ERRORS: 1 in 1 group"), "{text}");
+        assert!(
+            text.contains(&format!("at {function} (c/guarded.c:")),
+            "{text}"
+        );
     }
 }
 
@@ -134,6 +166,28 @@ fn on_error_report_lets_the_program_run_on_past_a_fault() {
         err.matches("memtally: heap-use-after-free").count(),
         1,
         "{err}"
+    );
+}
+
+#[test]
+fn a_trace_without_errors_passes_errors_fail() {
+    if built_library().is_none() {
+        eprintln!("skipped: libmemtally.so not built (run cargo test --workspace)");
+        return;
+    }
+    let dir = scratch("guard-none");
+    let exe = build_c(&dir, "guarded", &[]);
+    let trace = dir.join("t.mtt");
+    let out = run_guarded(&dir, &exe, "clean", &[], &trace);
+    assert!(out.status.success(), "{out:?}");
+    let out = Command::new(env!("CARGO_BIN_EXE_memtally"))
+        .args(["errors", "--fail", trace.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "No memory errors in this trace.\n"
     );
 }
 

@@ -787,20 +787,24 @@ impl Model {
     /// The block behind an error at `address`, as far as the trace tells.
     fn error_block(&self, error: u8, address: u64) -> Option<ErrorBlock> {
         use memtally_alloc::trace::error;
-        match error {
-            error::NOT_LIVE => self
-                .recent_frees
+        let recently_freed = || {
+            self.recent_frees
                 .get(recent_slot(address))
                 .filter(|b| b.address == address)
-                .copied(),
-            error::LAYOUT => self.live.get(address).map(|b| ErrorBlock {
-                address,
-                size: b.size,
-                stack: b.stack,
-                thread: b.thread,
-                ticks: b.ticks,
-                freed: None,
-            }),
+                .copied()
+        };
+        match error {
+            error::NOT_LIVE | error::USE_AFTER_FREE => recently_freed(),
+            error::LAYOUT | error::OVERFLOW | error::UNDERFLOW => {
+                self.live.get(address).map(|b| ErrorBlock {
+                    address,
+                    size: b.size,
+                    stack: b.stack,
+                    thread: b.thread,
+                    ticks: b.ticks,
+                    freed: None,
+                })
+            }
             _ => None,
         }
     }

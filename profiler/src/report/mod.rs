@@ -12,7 +12,7 @@ mod text;
 pub use build::build;
 pub(crate) use build::{SiteBuilder, notes, summary, thread_reports, timeline, trace_info};
 pub use schema::*;
-pub(crate) use text::{Fmt as TextFmt, site_table};
+pub(crate) use text::{Fmt as TextFmt, frame as frame_text, site_table};
 pub use text::{
     bytes as text_bytes, command_line, count as text_count, ns as text_ns,
     plain_table as text_table, render as render_text, render_view as render_text_view,

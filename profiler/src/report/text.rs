@@ -331,7 +331,7 @@ pub(crate) fn site_table(
 }
 
 /// `function (file:line)`, `function (module+0xoff)` or `module+0xoff`.
-fn frame(f: &FrameReport) -> String {
+pub(crate) fn frame(f: &FrameReport) -> String {
     let raw = match (&f.module, f.module_offset) {
         (Some(m), Some(off)) => format!("{}+{off:#x}", m.rsplit('/').next().unwrap_or(m)),
         _ => format!("{:#x}", f.address),

@@ -1,0 +1,180 @@
+//! `memtally errors`: every memory error in a trace (invalid and double
+//! frees, mismatched `dealloc` layouts, faults on guarded allocations),
+//! grouped by what went wrong and where: the kind, the call and the
+//! offending stack. Each group has its count, the threads involved, when
+//! it first happened, and what the trace tells of the block (its
+//! allocation stack, who first freed it).
+//!
+//! A view over the report's error list (which the analysis model fills):
+//! no aggregation of its own beyond the grouping.
+
+use crate::read::Analysis;
+use crate::report::{self, ErrorReport, ReportOptions, SiteReport, TraceInfo};
+use crate::symbols::Symbolizer;
+use serde::Serialize;
+use std::fmt::Write as _;
+use std::io::{self, Write};
+
+/// Version of the JSON document (docs/errors-json.md).
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// What `memtally errors` shows.
+#[derive(Clone, Debug, Serialize)]
+pub struct ErrorsReport {
+    /// [`SCHEMA_VERSION`].
+    pub schema_version: u32,
+    /// What was recorded, and how the trace ended.
+    pub trace: TraceInfo,
+    /// Errors in the trace (the recorder keeps the first 1,000).
+    pub total: u64,
+    /// Groups, most frequent first (then earliest).
+    pub groups: Vec<ErrorGroup>,
+}
+
+/// Errors of one kind, by one call, from one stack.
+#[derive(Clone, Debug, Serialize)]
+pub struct ErrorGroup {
+    /// What went wrong (as in the report's `errors[].kind`).
+    pub kind: String,
+    /// The call (`free`, `realloc`, `dealloc`, `access` for a fault).
+    pub call: String,
+    /// How many times.
+    pub count: u64,
+    /// The threads that made the calls, in order of first error.
+    pub threads: Vec<u64>,
+    /// When the first happened, in nanoseconds since the recording started.
+    pub first_ns: u64,
+    /// The pointers (the first 8, in order).
+    pub addresses: Vec<u64>,
+    /// The offending call's stack (a site object, counters zero).
+    pub site: SiteReport,
+    /// The block behind the first error, where the trace tells.
+    pub block: Option<report::ErrorBlockReport>,
+}
+
+/// Builds the errors view of `analysis`, with `frames` frames per stack.
+pub fn build(analysis: &Analysis, symbolizer: &mut Symbolizer, frames: usize) -> ErrorsReport {
+    let options = ReportOptions { top: 0, frames };
+    let r = report::build(analysis, symbolizer, &options);
+    let mut groups: Vec<ErrorGroup> = Vec::new();
+    for e in &r.errors {
+        match groups
+            .iter_mut()
+            .find(|g| g.kind == e.kind && g.call == e.call && g.site.stack == e.site.stack)
+        {
+            Some(g) => {
+                g.count += 1;
+                if !g.threads.contains(&e.thread) {
+                    g.threads.push(e.thread);
+                }
+                if g.addresses.len() < 8 {
+                    g.addresses.push(e.address);
+                }
+            }
+            None => groups.push(group_of(e)),
+        }
+    }
+    groups.sort_by(|a, b| b.count.cmp(&a.count).then(a.first_ns.cmp(&b.first_ns)));
+    ErrorsReport {
+        schema_version: SCHEMA_VERSION,
+        trace: r.trace,
+        total: r.errors.len() as u64,
+        groups,
+    }
+}
+
+fn group_of(e: &ErrorReport) -> ErrorGroup {
+    ErrorGroup {
+        kind: e.kind.clone(),
+        call: e.call.clone(),
+        count: 1,
+        threads: vec![e.thread],
+        first_ns: e.time_ns,
+        addresses: vec![e.address],
+        site: e.site.clone(),
+        block: e.block.clone(),
+    }
+}
+
+/// Writes the JSON document.
+pub fn write_json(r: &ErrorsReport, out: &mut dyn Write) -> io::Result<()> {
+    serde_json::to_writer_pretty(&mut *out, r)?;
+    writeln!(out)
+}
+
+/// The text view.
+pub fn render_text(r: &ErrorsReport) -> String {
+    let mut o = String::new();
+    if r.groups.is_empty() {
+        o.push_str("No memory errors in this trace.\n");
+        return o;
+    }
+    let _ = writeln!(
+        o,
+        "MEMORY ERRORS: {} in {} {}",
+        r.total,
+        r.groups.len(),
+        if r.groups.len() == 1 {
+            "group"
+        } else {
+            "groups"
+        }
+    );
+    for (i, g) in r.groups.iter().enumerate() {
+        let threads: Vec<String> = g.threads.iter().map(u64::to_string).collect();
+        let _ = writeln!(
+            o,
+            "\n#{} {} in {}(): {} {} (thread{} {}), first at {}, at {:#x}{}",
+            i + 1,
+            g.kind,
+            g.call,
+            g.count,
+            if g.count == 1 { "time" } else { "times" },
+            if threads.len() == 1 { "" } else { "s" },
+            threads.join(", "),
+            report::text_ns(g.first_ns),
+            g.addresses[0],
+            if g.addresses.len() > 1 { ", ..." } else { "" },
+        );
+        stack(&mut o, "  at", &g.site);
+        if let Some(b) = &g.block {
+            let _ = writeln!(
+                o,
+                "  the block: {} at {:#x}, allocated by thread {} at {}",
+                report::text_bytes(b.size),
+                b.address,
+                b.allocated_by_thread,
+                report::text_ns(b.allocated_at_ns)
+            );
+            stack(&mut o, "    allocated at", &b.allocated_at);
+            if let (Some(t), Some(when)) = (b.freed_by_thread, b.freed_at_ns) {
+                let _ = writeln!(
+                    o,
+                    "    first freed by thread {t} at {}",
+                    report::text_ns(when)
+                );
+            }
+        }
+    }
+    o
+}
+
+/// `lead` then the stack's frames, one per line.
+fn stack(o: &mut String, lead: &str, site: &SiteReport) {
+    if site.frames.is_empty() {
+        let _ = writeln!(o, "{lead} <no stack recorded>");
+        return;
+    }
+    let pad = " ".repeat(lead.len());
+    for (k, f) in site.frames.iter().enumerate() {
+        let _ = writeln!(
+            o,
+            "{} {}",
+            if k == 0 { lead } else { &pad },
+            report::frame_text(f)
+        );
+    }
+    if site.more_frames > 0 {
+        let _ = writeln!(o, "{pad} ... {} more (--frames)", site.more_frames);
+    }
+}
