@@ -2,19 +2,15 @@
 //! as text or JSON; with `--fail`, exits 1 when there is one, for CI.
 
 use crate::args::ErrorsArgs;
-use anyhow::{Result, anyhow};
+use anyhow::Result;
 use memtally_profiler::errors;
-use memtally_profiler::{Analysis, ErrorKind, Symbolizer};
+use memtally_profiler::{Analysis, Symbolizer};
 use std::io::{self, BufWriter, Write};
 use std::process::ExitCode;
 
 /// Runs `memtally errors`.
 pub fn run(args: &ErrorsArgs) -> Result<ExitCode> {
-    let analysis = Analysis::open(&args.file).map_err(|e| match e.kind() {
-        // The message names the file already.
-        ErrorKind::Open { .. } => anyhow!(e),
-        _ => anyhow!("{}: {e}", args.file.display()),
-    })?;
+    let analysis = Analysis::open(&args.file).map_err(crate::output::named(&args.file))?;
     crate::output::warn_ending(&args.file, &analysis.ending, false);
     let mut symbolizer = Symbolizer::default();
     let r = errors::build(&analysis, &mut symbolizer, args.frames);

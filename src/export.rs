@@ -5,7 +5,7 @@ use crate::args::{ExportArgs, ExportFormat};
 use crate::output;
 use anyhow::{Result, anyhow};
 use memtally_profiler::export::{json, pprof};
-use memtally_profiler::{Analysis, ErrorKind, Symbolizer, flame};
+use memtally_profiler::{Analysis, Symbolizer, flame};
 use std::io::Write;
 
 /// Runs `memtally export`.
@@ -20,11 +20,7 @@ pub fn run(args: &ExportArgs) -> Result<()> {
     if args.format == ExportFormat::RmmCsv {
         return rmm_csv(args, default);
     }
-    let analysis = Analysis::open(&args.file).map_err(|e| match e.kind() {
-        // The message names the file already.
-        ErrorKind::Open { .. } => anyhow!(e),
-        _ => anyhow!("{}: {e}", args.file.display()),
-    })?;
+    let analysis = Analysis::open(&args.file).map_err(crate::output::named(&args.file))?;
     crate::output::warn_ending(&args.file, &analysis.ending, true);
     let mut symbolizer = Symbolizer::default();
     let mut out = output::open(args.output.as_deref(), Some(default))?;
@@ -47,10 +43,8 @@ pub fn run(args: &ExportArgs) -> Result<()> {
 
 /// Every allocation and free as a RAPIDS RMM log.
 fn rmm_csv(args: &ExportArgs, default: std::path::PathBuf) -> Result<()> {
-    let recorded = memtally_profiler::replay::read(&args.file).map_err(|e| match e.kind() {
-        ErrorKind::Open { .. } => anyhow!(e),
-        _ => anyhow!("{}: {e}", args.file.display()),
-    })?;
+    let recorded =
+        memtally_profiler::replay::read(&args.file).map_err(crate::output::named(&args.file))?;
     let analysis = recorded
         .analysis
         .ok_or_else(|| anyhow!("{} is an RMM log already", args.file.display()))?;

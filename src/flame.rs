@@ -3,9 +3,9 @@
 
 use crate::args::FlameArgs;
 use crate::output::{self, Output};
-use anyhow::{Result, anyhow, bail};
+use anyhow::{Result, bail};
 use memtally_profiler::flame::{self, Folded, Metric, Titles};
-use memtally_profiler::{Analysis, ErrorKind, ModelOptions, Symbolizer};
+use memtally_profiler::{Analysis, ModelOptions, Symbolizer};
 use std::io::Write;
 use std::path::Path;
 
@@ -37,11 +37,7 @@ pub fn run(args: &FlameArgs) -> Result<()> {
 /// Reads `file` (up to the moment of a `live-at` metric) and folds its
 /// sites.
 pub(crate) fn fold(file: &Path, metric: Metric, by_scope: bool) -> Result<(Analysis, Vec<Folded>)> {
-    let named = |e: memtally_profiler::Error| match e.kind() {
-        // The message names the file already.
-        ErrorKind::Open { .. } => anyhow!(e),
-        _ => anyhow!("{}: {e}", file.display()),
-    };
+    let named = crate::output::named(file);
     let mut options = ModelOptions::default();
     if let Metric::LiveAt(ns) = metric {
         let clock = memtally_profiler::read_clock(file).map_err(named)?;

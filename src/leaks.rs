@@ -6,7 +6,7 @@ use crate::args::LeaksArgs;
 use anyhow::{Context, Result, anyhow};
 use memtally_profiler::leaks::{self, LeakOptions};
 use memtally_profiler::suppress::Suppressions;
-use memtally_profiler::{Analysis, ErrorKind, ModelOptions, Symbolizer};
+use memtally_profiler::{Analysis, ModelOptions, Symbolizer};
 use std::io::{self, BufWriter, Write};
 use std::process::ExitCode;
 
@@ -24,11 +24,8 @@ pub fn run(args: &LeaksArgs) -> Result<ExitCode> {
         site_details: args.growth,
         ..ModelOptions::default()
     };
-    let analysis = Analysis::open_with(&args.file, model_options).map_err(|e| match e.kind() {
-        // The message names the file already.
-        ErrorKind::Open { .. } => anyhow!(e),
-        _ => anyhow!("{}: {e}", args.file.display()),
-    })?;
+    let analysis =
+        Analysis::open_with(&args.file, model_options).map_err(crate::output::named(&args.file))?;
     crate::output::warn_ending(&args.file, &analysis.ending, false);
     let mut symbolizer = Symbolizer::default();
     let options = LeakOptions {

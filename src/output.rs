@@ -6,6 +6,15 @@ use std::fs::File;
 use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
 
+/// A profiler error about reading `file`, as one line that names the file
+/// (an open error names it already).
+pub fn named(file: &Path) -> impl Fn(memtally_profiler::Error) -> anyhow::Error + Copy + '_ {
+    move |e| match e.kind() {
+        memtally_profiler::ErrorKind::Open { .. } => anyhow::anyhow!(e),
+        _ => anyhow::anyhow!("{}: {e}", file.display()),
+    }
+}
+
 /// An opened output.
 pub struct Output {
     /// Where to write.

@@ -3,17 +3,13 @@
 
 use crate::args::PlotArgs;
 use crate::output;
-use anyhow::{Result, anyhow};
-use memtally_profiler::{Analysis, ErrorKind, Model, ModelOptions, Symbolizer, plot};
+use anyhow::Result;
+use memtally_profiler::{Analysis, Model, ModelOptions, Symbolizer, plot};
 use std::io::Write;
 
 /// Runs `memtally plot`.
 pub fn run(args: &PlotArgs) -> Result<()> {
-    let named = |e: memtally_profiler::Error| match e.kind() {
-        // The message names the file already.
-        ErrorKind::Open { .. } => anyhow!(e),
-        _ => anyhow!("{}: {e}", args.file.display()),
-    };
+    let named = crate::output::named(&args.file);
     let first = Analysis::open(&args.file).map_err(named)?;
     crate::output::warn_ending(&args.file, &first.ending, true);
     let mut symbolizer = Symbolizer::default();

@@ -3,9 +3,9 @@
 
 use crate::args::ReplayArgs;
 use anyhow::{Result, anyhow, bail};
+use memtally_profiler::Symbolizer;
 use memtally_profiler::replay::{self, ModelReport};
 use memtally_profiler::report::{text_bytes, text_count, text_ns};
-use memtally_profiler::{ErrorKind, Symbolizer};
 use serde::Serialize;
 use std::io::{self, BufWriter, Write};
 
@@ -163,10 +163,7 @@ fn against(args: &ReplayArgs, ops: &[replay::Timed]) -> Result<Vec<RealRun>> {
 
 /// Runs `memtally replay`.
 pub fn run(args: &ReplayArgs) -> Result<()> {
-    let recorded = replay::read(&args.file).map_err(|e| match e.kind() {
-        ErrorKind::Open { .. } => anyhow!(e),
-        _ => anyhow!("{}: {e}", args.file.display()),
-    })?;
+    let recorded = replay::read(&args.file).map_err(crate::output::named(&args.file))?;
     if let Some(a) = &recorded.analysis {
         crate::output::warn_ending(&args.file, &a.ending, true);
     }

@@ -2,18 +2,14 @@
 //! as text or JSON on standard output.
 
 use crate::args::ReportArgs;
-use anyhow::{Result, anyhow};
+use anyhow::Result;
 use memtally_profiler::report::{self, ReportOptions};
-use memtally_profiler::{Analysis, ErrorKind, Symbolizer};
+use memtally_profiler::{Analysis, Symbolizer};
 use std::io::{self, BufWriter, Write};
 
 /// Runs `memtally report`.
 pub fn run(args: &ReportArgs) -> Result<()> {
-    let analysis = Analysis::open(&args.file).map_err(|e| match e.kind() {
-        // The message names the file already.
-        ErrorKind::Open { .. } => anyhow!(e),
-        _ => anyhow!("{}: {e}", args.file.display()),
-    })?;
+    let analysis = Analysis::open(&args.file).map_err(crate::output::named(&args.file))?;
     crate::output::warn_ending(&args.file, &analysis.ending, false);
     let mut symbolizer = Symbolizer::default();
     let options = ReportOptions {
