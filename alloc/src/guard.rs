@@ -35,7 +35,7 @@
 
 use crate::heap::Heap;
 use crate::lock::SpinLock;
-use crate::report::{BadPointer, LineWriter, invalid_pointer};
+use crate::report::{BadPointer, Bytes, LineWriter, invalid_pointer};
 use core::fmt::Write;
 use core::ptr;
 use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering};
@@ -168,7 +168,7 @@ pub fn configure(interval: u64, every: u64, slots: usize) {
 /// whole vector state on the stack, more than a small alternate signal
 /// stack (Rust's runtime sets one up) can hold.
 fn warm_up(pool: usize) {
-    module_base(warm_up as *const () as u64);
+    crate::report::module_base(warm_up as *const () as u64);
     // SAFETY: getauxval has no preconditions.
     unsafe { libc::getauxval(libc::AT_ENTRY) };
     let mut word = 0u64;
@@ -655,9 +655,13 @@ fn report_fault(
     let _ = write!(w, "memtally: {}: {what} at {a:#x}", fault.name());
     if let Some(s) = slot.map(|i| &m.slots[i]) {
         let _ = match fault {
-            Fault::Overflow => write!(w, ", {} past the end of", Bytes(a - (s.addr + s.size) + 1)),
-            Fault::Underflow => write!(w, ", {} before", Bytes(s.addr - a)),
-            _ => write!(w, ", {} into", Bytes(a.wrapping_sub(s.addr))),
+            Fault::Overflow => write!(
+                w,
+                ", {} past the end of",
+                Bytes((a - (s.addr + s.size) + 1) as u64)
+            ),
+            Fault::Underflow => write!(w, ", {} before", Bytes((s.addr - a) as u64)),
+            _ => write!(w, ", {} into", Bytes(a.wrapping_sub(s.addr) as u64)),
         };
         let _ = write!(
             w,
@@ -674,83 +678,15 @@ fn report_fault(
         tid()
     );
     w.emit();
-    stack_line("access", access);
+    crate::report::stack_line("access", access);
     if let Some(s) = slot.map(|i| &m.slots[i]) {
-        stack_line("allocated", &s.alloc_frames[..s.alloc_n as usize]);
+        crate::report::stack_line("allocated", &s.alloc_frames[..s.alloc_n as usize]);
         if s.free_n > 0 {
-            stack_line("freed", &s.free_frames[..s.free_n as usize]);
+            crate::report::stack_line("freed", &s.free_frames[..s.free_n as usize]);
         }
     }
     // The trace names the block (its start), so that the analysis can tell
     // its allocation and free; the access address is in the line above.
     let block = slot.map_or(a, |i| m.slots[i].addr);
     crate::record::on_fault(fault.code(), block as u64, access);
-}
-
-/// "1 byte", "3 bytes".
-struct Bytes(usize);
-
-impl core::fmt::Display for Bytes {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        if self.0 == 1 {
-            f.write_str("1 byte")
-        } else {
-            write!(f, "{} bytes", self.0)
-        }
-    }
-}
-
-/// What the loader knows of the module holding `pc`.
-fn dl_info(pc: u64) -> Option<libc::Dl_info> {
-    // SAFETY: a zeroed Dl_info is valid; dladdr only reads the loader's
-    // tables and fills `info` when `pc` is inside a module.
-    unsafe {
-        let mut info: libc::Dl_info = core::mem::zeroed();
-        (libc::dladdr(pc as *const libc::c_void, &mut info) != 0).then_some(info)
-    }
-}
-
-/// The load address of the module `pc` is in (0 if none).
-fn module_base(pc: u64) -> u64 {
-    dl_info(pc).map_or(0, |i| i.dli_fbase as u64)
-}
-
-/// `  NAME: module+0xoffset <- ...` for a stack (module from `dladdr`).
-/// When memtally is a library of its own (preloaded), its frames at the
-/// inner end are left out; linked into the program (a Rust global
-/// allocator), they cannot be told from the program's by module.
-fn stack_line(name: &str, frames: &[u64]) {
-    let ours = module_base(stack_line as *const () as u64);
-    // SAFETY: getauxval has no preconditions.
-    let program = module_base(unsafe { libc::getauxval(libc::AT_ENTRY) });
-    let skip = frames
-        .iter()
-        .take_while(|&&pc| ours != 0 && ours != program && module_base(pc) == ours)
-        .count();
-    let frames = if skip < frames.len() {
-        &frames[skip..]
-    } else {
-        frames
-    };
-    let mut w = LineWriter::new();
-    let _ = write!(w, "memtally:   {name}:");
-    for (k, &pc) in frames.iter().take(12).enumerate() {
-        let _ = w.write_str(if k == 0 { " " } else { " <- " });
-        let probe = if k == 0 { pc } else { pc - 1 };
-        if let Some(info) = dl_info(probe).filter(|i| !i.dli_fname.is_null()) {
-            // SAFETY: dladdr's file name is NUL-terminated and lives as long
-            // as the module.
-            let path = unsafe { core::ffi::CStr::from_ptr(info.dli_fname) }.to_bytes();
-            let file = path.rsplit(|&b| b == b'/').next().unwrap_or(path);
-            let _ = write!(
-                w,
-                "{}+{:#x}",
-                core::str::from_utf8(file).unwrap_or("?"),
-                pc - info.dli_fbase as u64
-            );
-        } else {
-            let _ = write!(w, "{pc:#x}");
-        }
-    }
-    w.emit();
 }

@@ -105,12 +105,14 @@ pub fn leak_summary(when: &str, s: &crate::leak::LeakSummary) {
 }
 
 /// Bytes in the largest unit that keeps a whole number ahead of the point.
-struct Bytes(u64);
+pub struct Bytes(pub u64);
 
 impl fmt::Display for Bytes {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let b = self.0;
-        if b < 1024 {
+        if b == 1 {
+            f.write_str("1 byte")
+        } else if b < 1024 {
             write!(f, "{b} bytes")
         } else if b < 1 << 20 {
             write!(f, "{:.1} KiB", b as f64 / 1024.0)
@@ -209,12 +211,26 @@ pub fn invalid_pointer(call: &str, p: *const u8, why: BadPointer) {
         BadPointer::NotLive => crate::trace::error::NOT_LIVE,
         BadPointer::Layout { .. } => crate::trace::error::LAYOUT,
     };
+    caller_stack();
     if recording {
         crate::record::on_invalid_pointer(call, p, error);
     }
     if !report_only {
         abort();
     }
+}
+
+/// Unwind rules for the stacks of error reports (shared by all threads;
+/// a race only costs a lookup).
+static RULES: crate::record::unwind::RuleCache = crate::record::unwind::RuleCache::new();
+
+/// `memtally:   at: ...`: the calling thread's stack, for a report.
+#[inline(never)]
+fn caller_stack() {
+    let mut frames = [0u64; 24];
+    let bounds = crate::record::stack::Bounds::of_current_thread();
+    let n = crate::record::stack::capture(&mut frames, bounds, &RULES);
+    stack_line("at", &frames[..n]);
 }
 
 fn abort() -> ! {
@@ -229,5 +245,61 @@ pub fn warn(args: fmt::Arguments<'_>) {
     use fmt::Write;
     let _ = w.write_str("memtally: ");
     let _ = w.write_fmt(args);
+    w.emit();
+}
+
+/// What the loader knows of the module holding `pc`.
+pub fn dl_info(pc: u64) -> Option<libc::Dl_info> {
+    // SAFETY: a zeroed Dl_info is valid; dladdr only reads the loader's
+    // tables and fills `info` when `pc` is inside a module.
+    unsafe {
+        let mut info: libc::Dl_info = core::mem::zeroed();
+        (libc::dladdr(pc as *const libc::c_void, &mut info) != 0).then_some(info)
+    }
+}
+
+/// The load address of the module `pc` is in (0 if none).
+pub fn module_base(pc: u64) -> u64 {
+    dl_info(pc).map_or(0, |i| i.dli_fbase as u64)
+}
+
+/// `  NAME: module+0xoffset <- ...` for a stack (module from `dladdr`).
+/// When memtally is a library of its own (preloaded), its frames at the
+/// inner end are left out; linked into the program (a Rust global
+/// allocator), they cannot be told from the program's by module.
+pub fn stack_line(name: &str, frames: &[u64]) {
+    use fmt::Write;
+    let ours = module_base(stack_line as *const () as u64);
+    // SAFETY: getauxval has no preconditions.
+    let program = module_base(unsafe { libc::getauxval(libc::AT_ENTRY) });
+    let skip = frames
+        .iter()
+        .take_while(|&&pc| ours != 0 && ours != program && module_base(pc) == ours)
+        .count();
+    let frames = if skip < frames.len() {
+        &frames[skip..]
+    } else {
+        frames
+    };
+    let mut w = LineWriter::new();
+    let _ = write!(w, "memtally:   {name}:");
+    for (k, &pc) in frames.iter().take(12).enumerate() {
+        let _ = w.write_str(if k == 0 { " " } else { " <- " });
+        let probe = if k == 0 { pc } else { pc - 1 };
+        if let Some(info) = dl_info(probe).filter(|i| !i.dli_fname.is_null()) {
+            // SAFETY: dladdr's file name is NUL-terminated and lives as long
+            // as the module.
+            let path = unsafe { core::ffi::CStr::from_ptr(info.dli_fname) }.to_bytes();
+            let file = path.rsplit(|&b| b == b'/').next().unwrap_or(path);
+            let _ = write!(
+                w,
+                "{}+{:#x}",
+                core::str::from_utf8(file).unwrap_or("?"),
+                pc - info.dli_fbase as u64
+            );
+        } else {
+            let _ = write!(w, "{pc:#x}");
+        }
+    }
     w.emit();
 }

@@ -219,10 +219,16 @@ fn on_error_report_reports_each_call_and_runs_on() {
         &[("MEMTALLY", "on_error=report")],
     );
     assert!(status.success(), "{status:?}: {stderr}");
+    // Each report is a line and the call's stack on the next.
     let lines: Vec<&str> = stderr
         .lines()
-        .filter(|l| l.starts_with("memtally: "))
+        .filter(|l| l.starts_with("memtally: ") && !l.starts_with("memtally:   at: "))
         .collect();
+    assert_eq!(
+        stderr.lines().filter(|l| l.starts_with("memtally:   at: ")).count(),
+        lines.len(),
+        "{stderr}"
+    );
     let expected = [
         "free(): invalid pointer",
         "free(): invalid pointer",

@@ -79,6 +79,12 @@ fn double_frees_split_between_threads_are_each_reported_and_skipped_on_request()
     assert!(out.status.success(), "{out:?}");
     assert!(String::from_utf8_lossy(&out.stdout).contains("survived"));
     assert_eq!(err.matches("the call is ignored").count(), 2, "{err}");
+    // With the offending call's stack (module+offset) under each.
+    assert_eq!(
+        err.matches("memtally:   at: double_free_threads+0x").count(),
+        2,
+        "{err}"
+    );
 
     let doc = json_of(&["report", "--json", trace.to_str().unwrap()]);
     let errors = doc["errors"].as_array().unwrap();

@@ -188,6 +188,13 @@ pub const RULE_ENTRIES: usize = 1024;
 const NO_RULE: u64 = 1 << 58;
 
 impl RuleCache {
+    /// An empty cache (for statics; rings get theirs zeroed by the mapping).
+    pub const fn new() -> Self {
+        RuleCache {
+            entries: [const { (AtomicU64::new(0), AtomicU64::new(0)) }; RULE_ENTRIES],
+        }
+    }
+
     fn rule(&self, pc: u64) -> Option<Rule> {
         let e = &self.entries[((pc ^ (pc >> 12)) as usize) % RULE_ENTRIES];
         if e.0.load(Ordering::Relaxed) == pc {
