@@ -608,6 +608,9 @@ fn reject<T>(call: &str, p: *mut u8, why: BadPointer) -> Option<T> {
 fn locate(p: *mut u8, call: &str) -> Option<Located> {
     let seg = segment_of_block(p);
     if (p as usize) < SEGMENT_SIZE || !segmap::contains(seg as usize) {
+        if huge::recently_freed(p) {
+            return reject(call, p, BadPointer::NotLive);
+        }
         return reject(call, p, BadPointer::NotOurs);
     }
     // SAFETY: the segment map says a live segment starts at `seg`.

@@ -123,6 +123,13 @@ pub fn configure(interval: u64, every: u64, slots: usize) {
     if interval == 0 && every == 0 {
         return;
     }
+    if enabled() {
+        // Configured again (the builder API after `MEMTALLY`): the pool
+        // stays, the rate changes.
+        INTERVAL.store(interval, Ordering::Relaxed);
+        EVERY.store(every, Ordering::Relaxed);
+        return;
+    }
     let slots = slots.clamp(1, MAX_SLOTS);
     let bytes = (2 * slots + 1) * PAGE;
     // Plain mmap, not `os::map`: slot pages hold program data, whose

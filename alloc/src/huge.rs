@@ -31,7 +31,7 @@ use crate::report::{BadPointer, invalid_pointer};
 use crate::segmap;
 use crate::segment::{self, HEADER_SIZE, PURGE_DELAY_MS, SEGMENT_SIZE, Segment};
 use core::ptr;
-use core::sync::atomic::{AtomicBool, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 /// Freed mappings kept for reuse.
 const CACHE_SLOTS: usize = 8;
@@ -299,6 +299,19 @@ unsafe fn remap(seg: *mut Segment, old_size: usize, new_size: usize) -> *mut Seg
     target as *mut Segment
 }
 
+/// Huge blocks freed lately, so that a second free of one (its mapping
+/// gone or cached, no longer in the segment map) is reported as freed twice
+/// rather than as not ours.
+static RECENT: [AtomicUsize; 64] = [const { AtomicUsize::new(0) }; 64];
+static RECENT_NEXT: AtomicUsize = AtomicUsize::new(0);
+
+/// Was `p` one of the last 64 huge blocks freed (and not handed out again)?
+pub fn recently_freed(p: *const u8) -> bool {
+    RECENT
+        .iter()
+        .any(|a| a.load(Ordering::Relaxed) == p as usize)
+}
+
 /// Frees the huge block `p` whose header is `seg`.
 ///
 /// # Safety
@@ -312,6 +325,8 @@ pub unsafe fn free(seg: *mut Segment, p: *mut u8, call: &str) {
     }
     page.used.set(0);
     segmap::remove(seg as usize);
+    let i = RECENT_NEXT.fetch_add(1, Ordering::Relaxed) % RECENT.len();
+    RECENT[i].store(p as usize, Ordering::Relaxed);
     let size = s.size.get();
     let cacheable = page.block_start.get() as usize - seg as usize == HEADER_SIZE
         && size <= CACHE_MAX_BYTES / 2;

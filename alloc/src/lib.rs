@@ -227,6 +227,17 @@ pub struct Recorder {
     settings: options::Settings,
 }
 
+/// What an invalid free (double free, foreign or interior pointer,
+/// mismatched `dealloc` layout) does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum OnError {
+    /// Print one line with the call's stack and abort, as glibc does.
+    #[default]
+    Abort,
+    /// Print it, record it, ignore the call and carry on.
+    Report,
+}
+
 /// A rejected recording setting.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SettingsError(pub &'static str);
@@ -274,6 +285,39 @@ impl Recorder {
         self
     }
 
+    /// What an invalid free does (`on_error`): abort (the default) or
+    /// report it and carry on.
+    pub fn on_error(mut self, what: OnError) -> Self {
+        self.settings.report_errors = what == OnError::Report;
+        self
+    }
+
+    /// Runs a leak scan at exit (`leaks=scan`).
+    pub fn leak_scan_at_exit(mut self, on: bool) -> Self {
+        self.settings.leak_scan = on;
+        self
+    }
+
+    /// Guarded allocations, one per `bytes` allocated on average (`guard`;
+    /// 0: off).
+    pub fn guard_interval(mut self, bytes: u64) -> Self {
+        self.settings.guard_interval = bytes;
+        self
+    }
+
+    /// Guards one allocation in `n` instead (`guard_every`; 1: all that
+    /// fit a slot).
+    pub fn guard_every(mut self, n: u64) -> Self {
+        self.settings.guard_every = n;
+        self
+    }
+
+    /// Guard slots (`guard_slots`, 1 to 256).
+    pub fn guard_slots(mut self, n: usize) -> Self {
+        self.settings.guard_slots = n;
+        self
+    }
+
     /// Checks the settings and starts recording.
     pub fn start(self) -> Result<(), SettingsError> {
         let s = self.settings;
@@ -288,7 +332,12 @@ impl Recorder {
         if !(1..=256).contains(&s.depth) {
             return Err(SettingsError("stack depth must be 1 to 256"));
         }
+        if !(1..=guard::MAX_SLOTS).contains(&s.guard_slots) {
+            return Err(SettingsError("guard slots must be 1 to 256"));
+        }
         thread::ensure_init();
+        report::set_report_only(s.report_errors);
+        guard::configure(s.guard_interval, s.guard_every, s.guard_slots);
         record::configure(s);
         let heap = thread::heap();
         if heap != thread::empty_heap() {

@@ -140,6 +140,14 @@ fn scenario_child() {
                 }
             }
         }
+        "double_huge" => {
+            // SAFETY: deliberately frees a huge block (its own mapping) twice.
+            unsafe {
+                let p = raw::alloc(1 << 20, 8);
+                raw::free(p, "free");
+                raw::free(p, "free");
+            }
+        }
         "foreign" => {
             // SAFETY: the pointer comes from glibc's malloc, not ours.
             unsafe {
@@ -201,6 +209,11 @@ fn double_free_among_live_blocks_aborts() {
 }
 
 #[test]
+fn double_free_of_a_huge_block_says_so() {
+    expect_abort("double_huge", "no live block there (freed twice");
+}
+
+#[test]
 fn double_free_by_another_thread_aborts() {
     expect_abort("double_remote", "no live block there");
 }
@@ -225,7 +238,10 @@ fn on_error_report_reports_each_call_and_runs_on() {
         .filter(|l| l.starts_with("memtally: ") && !l.starts_with("memtally:   at: "))
         .collect();
     assert_eq!(
-        stderr.lines().filter(|l| l.starts_with("memtally:   at: ")).count(),
+        stderr
+            .lines()
+            .filter(|l| l.starts_with("memtally:   at: "))
+            .count(),
         lines.len(),
         "{stderr}"
     );

@@ -49,6 +49,20 @@ fn scenario(name: &str) {
                 raw::free(p, "free");
                 std::ptr::write_volatile(p, 7u8);
             }
+            "builder" => {
+                // The same through the builder API, with on_error=report:
+                // the fault is reported and the program runs on.
+                memtally_alloc::Recorder::new()
+                    .guard_every(1)
+                    .on_error(memtally_alloc::OnError::Report)
+                    .start()
+                    .expect("valid settings");
+                let p = raw::alloc(SIZE, 16);
+                raw::free(p, "free");
+                std::ptr::write_volatile(p, 7u8);
+                println!("survived");
+                return;
+            }
             "clean" => {
                 let mut m = std::collections::HashMap::new();
                 for i in 0..20_000u32 {
@@ -96,6 +110,20 @@ fn main() {
         assert!(err.contains("memtally:   allocated: "), "{name}: {err}");
         println!("guarded {name}: caught");
     }
+    let out = Command::new(&me)
+        .env("GUARDED_SCENARIO", "builder")
+        .env_remove("MEMTALLY")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "builder: {out:?}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("survived"));
+    assert!(
+        err.contains("memtally: heap-use-after-free: write at 0x"),
+        "{err}"
+    );
+    println!("guarded builder: reported, ran on");
+
     let out = run("clean");
     assert!(out.status.success(), "clean: {out:?}");
     assert!(

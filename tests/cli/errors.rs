@@ -81,7 +81,8 @@ fn double_frees_split_between_threads_are_each_reported_and_skipped_on_request()
     assert_eq!(err.matches("the call is ignored").count(), 2, "{err}");
     // With the offending call's stack (module+offset) under each.
     assert_eq!(
-        err.matches("memtally:   at: double_free_threads+0x").count(),
+        err.matches("memtally:   at: double_free_threads+0x")
+            .count(),
         2,
         "{err}"
     );
