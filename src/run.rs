@@ -236,6 +236,9 @@ fn settings(args: &RunArgs, pattern: &Path) -> Result<OsString> {
     } else if args.guard {
         s.push(",guard=on");
     }
+    if args.races {
+        s.push(",races=on");
+    }
     Ok(s)
 }
 
@@ -395,12 +398,13 @@ mod tests {
             report_errors: true,
             guard: false,
             guard_every: Some(7),
+            races: true,
             command: vec!["true".into()],
         };
         let s = settings(&args, Path::new("/tmp/memtally.%p.mtt")).unwrap();
         assert_eq!(
             s,
-            "mode=sampled,out=/tmp/memtally.%p.mtt,interval=4096,depth=16,children=1,leaks=scan,on_error=report,guard_every=7"
+            "mode=sampled,out=/tmp/memtally.%p.mtt,interval=4096,depth=16,children=1,leaks=scan,on_error=report,guard_every=7,races=on"
         );
         let e = settings(&args, Path::new("/tmp/a,b")).unwrap_err();
         assert!(e.to_string().contains("contains a comma"));
@@ -412,6 +416,7 @@ mod tests {
             leak_scan: false,
             report_errors: false,
             guard_every: None,
+            races: false,
             ..args
         };
         assert_eq!(settings(&stats, Path::new("/x")).unwrap(), "mode=stats");

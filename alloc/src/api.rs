@@ -114,29 +114,48 @@ pub fn alloc_slow(size: usize, align: usize, zero: bool) -> *mut u8 {
     let h = unsafe { &*heap };
     h.housekeeping();
     let sampling = record::sampling_interval();
-    if sampling.is_some() || crate::guard::enabled() {
+    if sampling.is_some() || crate::guard::enabled() || crate::races::enabled() {
         let left = h.sample_left.get().wrapping_sub(size as i64);
         if (left >= 0 && crate::guard::every() == 0) || h.rec.is_busy() {
             h.sample_left.set(left.max(0));
         } else {
             // This allocation crossed the countdown: it is a sample.
-            let t0 = record::clock::ticks();
+            let sample_t0 = record::clock::ticks();
             h.sample_left.set(record::next_countdown(h));
             if let Some(p) = guarded(h, size, align, zero) {
                 if recording && (sampling.is_some() || record::full()) {
-                    record::on_alloc(h, p, size, align, t0);
+                    record::on_alloc(h, p, size, align, sample_t0);
                 }
                 return p;
             }
             if sampling.is_some() {
                 let p = alloc_sampled(h, size, align, zero);
                 if !p.is_null() {
-                    record::on_alloc(h, p, size, align, t0);
+                    crate::races::offer(p, size);
+                    record::on_alloc(h, p, size, align, sample_t0);
                     return p;
                 }
             }
+            if crate::races::enabled() {
+                let p = alloc_fresh(h, size, align, zero, recording, t0);
+                crate::races::offer(p, size);
+                return p;
+            }
         }
     }
+    alloc_fresh(h, size, align, zero, recording, t0)
+}
+
+/// The slow path's allocation proper, counted and recorded (in full mode)
+/// as a call that began at `t0`.
+fn alloc_fresh(
+    h: &Heap,
+    size: usize,
+    align: usize,
+    zero: bool,
+    recording: bool,
+    t0: u64,
+) -> *mut u8 {
     let (p, usable) = if align <= MAX_CLASS_ALIGN {
         let align = align.max(WORD);
         if size <= LARGE_MAX {

@@ -33,6 +33,7 @@ mod lock;
 mod options;
 mod os;
 mod page;
+mod races;
 mod record;
 mod report;
 mod scope;
@@ -105,6 +106,13 @@ unsafe impl GlobalAlloc for MemTally {
         // `layout`, whose alignment is a power of two.
         unsafe { api::realloc(ptr, new_size, layout.align(), layout.size()) }
     }
+}
+
+/// Asks the race detector (`MEMTALLY=...,races=on`) to watch the `len`
+/// bytes at `p` in its next windows (a random word each time), instead of
+/// a random sampled block: for a test, or to look at a suspect structure.
+pub fn race_watch<T: ?Sized>(p: *const T, len: usize) {
+    races::watch(p as *const u8, len);
 }
 
 /// Sets a marker ("phase 2 starts") on the calling thread's timeline in the

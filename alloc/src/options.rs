@@ -24,6 +24,8 @@
 //! | `guard` | guarded allocations (GWP-ASan style: a sample of allocations placed between inaccessible pages, so overflows, underflows and uses after free fault at the access and are reported with the access, allocation and free stacks): `off`, `on` (one per 64 MiB allocated on average), or the mean bytes between them (suffixes `k`, `m`, `g`) | `off` |
 //! | `guard_every` | guard one allocation in N instead (1: every one that fits a slot; for tests and hunting) | off |
 //! | `guard_slots` | guarded blocks live at once, 1 to 256 (each a 4 KiB page and a guard page) | `32` |
+//! | `races` | `on`: the race detector (a hardware watchpoint on a sampled heap word; two threads touching it within a stall of 80 µs are a proven race), recorded in the trace; needs `mode=full` or `sampled`, and `perf_event_open`; `off` | `off` |
+//! | `race_period` | milliseconds between watch windows (each at most 10 ms, one trap and one stall each) | `50` |
 //! | `leaks` | `scan` to run a leak scan (reachability, LeakSanitizer's semantics) at exit, into the trace and one line on stderr; `off` | `off` |
 //! | `descendant` | set by the recorder in the environment it hands on: `1` in a process another recorded one started or executed, whose trace then never replaces an existing file | `0` |
 //!
@@ -76,6 +78,10 @@ pub struct Settings {
     pub guard_every: u64,
     /// Guard slots.
     pub guard_slots: usize,
+    /// The race detector.
+    pub races: bool,
+    /// Milliseconds between race-watch windows.
+    pub race_period_ms: u64,
 }
 
 impl Default for Settings {
@@ -94,6 +100,8 @@ impl Default for Settings {
             guard_interval: 0,
             guard_every: 0,
             guard_slots: crate::guard::DEFAULT_SLOTS,
+            races: false,
+            race_period_ms: 50,
         }
     }
 }
@@ -195,6 +203,18 @@ pub fn parse_settings(value: &[u8]) -> Result<Settings, SettingError> {
                     .ok_or(err("guard_slots must be 1 to 256"))?
                     as usize;
             }
+            b"races" => {
+                s.races = match val {
+                    b"on" => true,
+                    b"off" => false,
+                    _ => return Err(err("races must be on or off")),
+                }
+            }
+            b"race_period" => {
+                s.race_period_ms = parse_bytes(val)
+                    .filter(|&n| (1..=60_000).contains(&n))
+                    .ok_or(err("race_period must be 1 to 60000 (milliseconds)"))?;
+            }
             b"on_error" => {
                 s.report_errors = match val {
                     b"abort" => false,
@@ -207,7 +227,7 @@ pub fn parse_settings(value: &[u8]) -> Result<Settings, SettingError> {
             }
             _ => {
                 return Err(err(
-                    "unknown key (expected mode, out, interval, depth, children, leaks, on_error, guard, guard_every or guard_slots)",
+                    "unknown key (expected mode, out, interval, depth, children, leaks, on_error, guard, guard_every, guard_slots, races or race_period)",
                 ));
             }
         }
@@ -267,6 +287,15 @@ pub fn load() {
                     settings.guard_every,
                     settings.guard_slots,
                 );
+                if settings.races {
+                    if matches!(settings.mode, Mode::Full | Mode::Sampled) {
+                        crate::races::configure(settings.race_period_ms, 10, 80);
+                    } else {
+                        crate::report::warn(format_args!(
+                            "MEMTALLY: races=on needs a trace (mode=full or sampled) to report into; race detection is off"
+                        ));
+                    }
+                }
                 crate::record::configure(settings);
             }
             Err(e) => {

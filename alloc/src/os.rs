@@ -278,6 +278,23 @@ pub fn futex_wake(word: &AtomicU32, count: i32) {
     };
 }
 
+/// Microseconds of the monotonic clock (the vDSO, no system call).
+pub fn now_us() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000 + ts.tv_nsec as u64 / 1000
+}
+
+/// The calling thread's `errno`.
+pub fn errno() -> i32 {
+    // SAFETY: __errno_location always returns the calling thread's errno slot.
+    unsafe { *libc::__errno_location() }
+}
+
 /// Sets the calling thread's `errno`.
 pub fn set_errno(code: i32) {
     // SAFETY: __errno_location always returns the calling thread's errno slot.

@@ -327,6 +327,14 @@ pub extern "C" fn memtally_access(p: *const c_void, write: c_int) {
     memtally_alloc::access(p, what);
 }
 
+/// `void memtally_race_watch(const void *p, size_t len)`: asks the race
+/// detector (`MEMTALLY=...,races=on`) to watch the `len` bytes at `p` in
+/// its next windows.
+#[unsafe(no_mangle)]
+pub extern "C" fn memtally_race_watch(p: *const c_void, len: usize) {
+    memtally_alloc::race_watch(p, len);
+}
+
 /// `void memtally_flush(void)`: writes everything recorded so far to the
 /// trace and waits until it is written.
 #[unsafe(no_mangle)]

@@ -25,8 +25,11 @@ pub struct ErrorsReport {
     pub schema_version: u32,
     /// What was recorded, and how the trace ended.
     pub trace: TraceInfo,
-    /// Errors in the trace (the recorder keeps the first 1,000).
+    /// Errors in the trace (the recorder keeps the first 1,000), races
+    /// between atomic accesses not counted.
     pub total: u64,
+    /// Data races between atomic accesses, left out of `groups`.
+    pub atomic_races: u64,
     /// Groups, most frequent first (then earliest).
     pub groups: Vec<ErrorGroup>,
 }
@@ -50,6 +53,8 @@ pub struct ErrorGroup {
     pub site: SiteReport,
     /// The block behind the first error, where the trace tells.
     pub block: Option<report::ErrorBlockReport>,
+    /// For a data race, the other thread's access (of the first).
+    pub race: Option<report::RaceSideReport>,
 }
 
 /// Builds the errors view of `analysis`, with `frames` frames per stack.
@@ -57,11 +62,15 @@ pub fn build(analysis: &Analysis, symbolizer: &mut Symbolizer, frames: usize) ->
     let options = ReportOptions { top: 0, frames };
     let r = report::build(analysis, symbolizer, &options);
     let mut groups: Vec<ErrorGroup> = Vec::new();
-    for e in &r.errors {
-        match groups
-            .iter_mut()
-            .find(|g| g.kind == e.kind && g.call == e.call && g.site.stack == e.site.stack)
-        {
+    let atomic_races = r.errors.iter().filter(|e| e.atomic).count() as u64;
+    let other_stack = |race: &Option<report::RaceSideReport>| race.as_ref().map(|o| o.site.stack);
+    for e in r.errors.iter().filter(|e| !e.atomic) {
+        match groups.iter_mut().find(|g| {
+            g.kind == e.kind
+                && g.call == e.call
+                && g.site.stack == e.site.stack
+                && other_stack(&g.race) == other_stack(&e.race)
+        }) {
             Some(g) => {
                 g.count += 1;
                 if !g.threads.contains(&e.thread) {
@@ -78,7 +87,8 @@ pub fn build(analysis: &Analysis, symbolizer: &mut Symbolizer, frames: usize) ->
     ErrorsReport {
         schema_version: SCHEMA_VERSION,
         trace: r.trace,
-        total: r.errors.len() as u64,
+        total: r.errors.len() as u64 - atomic_races,
+        atomic_races,
         groups,
     }
 }
@@ -93,6 +103,7 @@ fn group_of(e: &ErrorReport) -> ErrorGroup {
         addresses: vec![e.address],
         site: e.site.clone(),
         block: e.block.clone(),
+        race: e.race.clone(),
     }
 }
 
@@ -105,8 +116,16 @@ pub fn write_json(r: &ErrorsReport, out: &mut dyn Write) -> io::Result<()> {
 /// The text view.
 pub fn render_text(r: &ErrorsReport) -> String {
     let mut o = String::new();
+    let atomic = match r.atomic_races {
+        0 => String::new(),
+        n => format!(
+            "({n} data race{} between atomic accesses left out)\n",
+            if n == 1 { "" } else { "s" }
+        ),
+    };
     if r.groups.is_empty() {
         o.push_str("No memory errors in this trace.\n");
+        o.push_str(&atomic);
         return o;
     }
     let _ = writeln!(
@@ -137,6 +156,16 @@ pub fn render_text(r: &ErrorsReport) -> String {
             if g.addresses.len() > 1 { ", ..." } else { "" },
         );
         stack(&mut o, "  at", &g.site);
+        if let Some(other) = &g.race {
+            let _ = writeln!(
+                o,
+                "  while thread {} made an overlapping {} at {}:",
+                other.thread,
+                other.call,
+                report::text_ns(other.time_ns)
+            );
+            stack(&mut o, "  at", &other.site);
+        }
         if let Some(b) = &g.block {
             let _ = writeln!(
                 o,
@@ -155,6 +184,10 @@ pub fn render_text(r: &ErrorsReport) -> String {
                 );
             }
         }
+    }
+    if !atomic.is_empty() {
+        o.push('\n');
+        o.push_str(&atomic);
     }
     o
 }

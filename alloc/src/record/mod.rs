@@ -155,6 +155,10 @@ pub fn next_countdown(heap: &Heap) -> i64 {
         }
         return next_sample_interval(heap, crate::guard::interval());
     }
+    if crate::races::enabled() {
+        // Watch candidates, one per 256 KiB allocated on average.
+        return next_sample_interval(heap, 256 << 10);
+    }
     i64::MAX
 }
 
@@ -553,6 +557,42 @@ pub fn on_fault(error: u8, address: u64, frames: &[u64]) {
     writer::flush();
 }
 
+/// Records one side of a data race (`races.rs`): error `error` on the
+/// watched word `address`, a `write` (the value changed) or an `access`,
+/// with the access's stack.
+/// Called from the trap handler of the accessing thread.
+pub fn on_race(error: u8, address: u64, write: bool, frames: &[u64]) {
+    if !active() {
+        return;
+    }
+    let mut heap = crate::thread::heap();
+    if heap == crate::thread::empty_heap() {
+        // A thread that never allocated (a worker that only computes)
+        // still records its side of the race.
+        heap = crate::thread::init_thread();
+    }
+    if heap.is_null() {
+        return;
+    }
+    // SAFETY: the calling thread's heap, live.
+    let heap = unsafe { &*heap };
+    // A value the access did not change may be a read or a write of the
+    // same value (or a write overtaken by the other thread's): "access".
+    let call = intern::intern_string(if write { b"write" } else { b"access" });
+    emit(
+        heap,
+        Stack::Given(frames),
+        clock::ticks(),
+        |stack, time, _| RawEvent::Error {
+            time,
+            error,
+            address,
+            call,
+            stack,
+        },
+    );
+}
+
 /// Records a block a leak scan found unreachable (called by the scanning
 /// thread, after the world runs again).
 pub fn leak(heap: &Heap, leak: &crate::leak::Leak) {
@@ -643,6 +683,12 @@ pub extern "C" fn finish_at_exit() {
 extern "C" fn at_exit() {
     if leak_scan_at_exit() {
         crate::leak_check_report("at exit");
+    }
+    if crate::races::enabled() && !FORKED.load(Ordering::Relaxed) {
+        crate::report::warn(format_args!(
+            "races: {} simultaneous conflicting accesses recorded (memtally errors shows them; atomic accesses are told apart there)",
+            crate::races::count()
+        ));
     }
     finish_at_exit();
 }

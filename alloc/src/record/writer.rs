@@ -660,6 +660,7 @@ extern "C" fn writer_main(_: *mut c_void) -> *mut c_void {
             return core::ptr::null_mut();
         }
         round(ws, false);
+        crate::races::tick();
         let req = FLUSH_REQ.load(Ordering::Acquire);
         if req as u32 != FLUSH_DONE.load(Ordering::Relaxed) {
             FLUSH_DONE.store(req as u32, Ordering::Release);

@@ -46,6 +46,11 @@ pub mod error {
     pub const OVERFLOW: u8 = 5;
     /// An access before the start of a guarded block.
     pub const UNDERFLOW: u8 = 6;
+    /// A data race, the access that trapped first (the call is `read` or
+    /// `write`; the address the watched word). Follows its `RACE_SECOND`.
+    pub const RACE_FIRST: u8 = 7;
+    /// A data race, the other thread's access, during the first's stall.
+    pub const RACE_SECOND: u8 = 8;
 
     /// What error `code` means, for reports.
     pub fn describe(code: u8) -> &'static str {
@@ -57,6 +62,7 @@ pub mod error {
             USE_AFTER_FREE => "use after free",
             OVERFLOW => "buffer overflow",
             UNDERFLOW => "buffer underflow",
+            RACE_FIRST | RACE_SECOND => "data race",
             _ => "unknown memory error",
         }
     }

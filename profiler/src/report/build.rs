@@ -71,33 +71,32 @@ pub fn build(analysis: &Analysis, symbolizer: &mut Symbolizer, options: &ReportO
         remote_lifetime_ns: durations(model.remote_lifetimes(), clock),
         sites: remote_sites,
     };
-    let errors = model
-        .errors()
-        .iter()
-        .map(|e| ErrorReport {
-            kind: memtally_alloc::trace::error::describe(e.error).into(),
-            call: model.strings().get(e.call).unwrap_or("?").to_owned(),
-            address: e.address,
-            time_ns: model.since_start_ns(e.ticks),
-            thread: e.thread,
-            site: b.site(&Site {
-                stack: e.stack,
+    let one = |b: &mut SiteBuilder<'_>, e: &crate::model::MemoryError| ErrorReport {
+        kind: memtally_alloc::trace::error::describe(e.error).into(),
+        call: model.strings().get(e.call).unwrap_or("?").to_owned(),
+        address: e.address,
+        time_ns: model.since_start_ns(e.ticks),
+        thread: e.thread,
+        site: b.site(&Site {
+            stack: e.stack,
+            counters: Counters::default(),
+        }),
+        race: None,
+        atomic: false,
+        block: e.block.map(|k| ErrorBlockReport {
+            address: k.address,
+            size: k.size,
+            allocated_by_thread: k.thread,
+            allocated_at_ns: model.since_start_ns(k.ticks),
+            allocated_at: b.site(&Site {
+                stack: k.stack,
                 counters: Counters::default(),
             }),
-            block: e.block.map(|k| ErrorBlockReport {
-                address: k.address,
-                size: k.size,
-                allocated_by_thread: k.thread,
-                allocated_at_ns: model.since_start_ns(k.ticks),
-                allocated_at: b.site(&Site {
-                    stack: k.stack,
-                    counters: Counters::default(),
-                }),
-                freed_by_thread: k.freed.map(|f| f.0),
-                freed_at_ns: k.freed.map(|f| model.since_start_ns(f.1)),
-            }),
-        })
-        .collect();
+            freed_by_thread: k.freed.map(|f| f.0),
+            freed_at_ns: k.freed.map(|f| model.since_start_ns(f.1)),
+        }),
+    };
+    let errors = error_reports(&mut b, model.errors(), one);
     Report {
         errors,
         ownership,
@@ -452,4 +451,62 @@ impl<'a> SiteBuilder<'a> {
             more_frames,
         }
     }
+}
+
+/// The report's memory errors: a data race's two sides (the other
+/// thread's access, which it records during the first's stall, then the
+/// first's) paired into one, and races between atomic accesses marked.
+fn error_reports(
+    b: &mut SiteBuilder<'_>,
+    errors: &[crate::model::MemoryError],
+    one: impl Fn(&mut SiteBuilder<'_>, &crate::model::MemoryError) -> ErrorReport,
+) -> Vec<ErrorReport> {
+    use memtally_alloc::trace::error::{RACE_FIRST, RACE_SECOND};
+    let mut out = Vec::new();
+    let mut paired = vec![false; errors.len()];
+    for (i, e) in errors.iter().enumerate() {
+        if paired[i] {
+            continue;
+        }
+        let first = (e.error == RACE_SECOND)
+            .then(|| {
+                (i + 1..errors.len().min(i + 9))
+                    .find(|&j| errors[j].error == RACE_FIRST && errors[j].address == e.address)
+            })
+            .flatten();
+        let mut r = match first {
+            Some(j) => {
+                paired[j] = true;
+                let mut r = one(b, &errors[j]);
+                let other = one(b, e);
+                r.race = Some(RaceSideReport {
+                    call: other.call,
+                    thread: other.thread,
+                    time_ns: other.time_ns,
+                    site: other.site,
+                });
+                r
+            }
+            None => one(b, e),
+        };
+        if matches!(e.error, RACE_FIRST | RACE_SECOND) {
+            r.atomic = in_atomic(&r.site) || r.race.as_ref().is_some_and(|o| in_atomic(&o.site));
+        }
+        out.push(r);
+    }
+    out
+}
+
+/// Is the access at the inner end of `site` an atomic operation, by its
+/// (inlined) frames? x86 compiles relaxed, release and acquire atomics to
+/// plain moves, so only debug information tells them apart.
+fn in_atomic(site: &SiteReport) -> bool {
+    site.frames.iter().take(4).any(|f| {
+        f.function.as_deref().is_some_and(|n| {
+            n.starts_with("core::sync::atomic::")
+                || n.starts_with("std::sync::atomic::")
+                || n.starts_with("core::intrinsics::atomic")
+                || n.starts_with("__atomic_")
+        })
+    })
 }

@@ -426,6 +426,26 @@ pub struct ErrorReport {
     pub site: SiteReport,
     /// The block the pointer named, where the trace tells (null otherwise).
     pub block: Option<ErrorBlockReport>,
+    /// For a data race: the other thread's access (this one is the access
+    /// that trapped first; the other touched the word during its stall).
+    pub race: Option<RaceSideReport>,
+    /// A data race between atomic accesses (by their inlined frames): not a
+    /// bug, left out of the text views.
+    pub atomic: bool,
+}
+
+/// The other side of a data race.
+#[derive(Clone, Debug, Serialize)]
+pub struct RaceSideReport {
+    /// `write` (the value changed) or `access` (a read, or a write of the
+    /// value the first left).
+    pub call: String,
+    /// Its thread.
+    pub thread: u64,
+    /// When, in nanoseconds since the recording started.
+    pub time_ns: u64,
+    /// Its stack, innermost the accessing instruction.
+    pub site: SiteReport,
 }
 
 /// The block behind a memory error: for a double free, as it was when first

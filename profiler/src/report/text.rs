@@ -45,7 +45,7 @@ pub fn render_view(report: &Report, view: super::TextView) -> String {
                 "reported and ignored: the program ran with MEMTALLY=on_error=report"
             }
         );
-        for e in &report.errors {
+        for e in report.errors.iter().filter(|e| !e.atomic) {
             let _ = writeln!(
                 o,
                 "  {}(): invalid pointer {:#x}: {} (thread {}, at {})",

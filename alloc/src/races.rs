@@ -1,0 +1,537 @@
+//! The race detector: DataCollider and KCSAN's idea on a hardware
+//! watchpoint. Opt-in (`MEMTALLY=...,races=on`, `memtally run --races`),
+//! and only while recording: reports go into the trace, where symbolising
+//! tells atomic accesses apart.
+//!
+//! One `perf_event_open` breakpoint (`HW_BREAKPOINT_RW`, 8 bytes) is opened
+//! when the settings are read, inherited by every thread created after,
+//! with `sigtrap` so that an access traps synchronously in the accessing
+//! thread. It normally watches a word nobody touches. Every `race_period`
+//! (50 ms) the trace writer thread points it (`IOC_MODIFY_ATTRIBUTES`, a
+//! couple of microseconds) at a random 8-byte word of a candidate block
+//! (the last blocks taken on the sampling path, or a block the program
+//! named with `memtally_alloc::race_watch`), for at most `race_window`
+//! (10 ms).
+//!
+//! The first thread to touch the word (A) traps after its access, reads the
+//! word, and stalls `race_stall` (80 µs, KCSAN's delay) with the watch still
+//! armed. A second thread (B) touching the word during the stall traps too:
+//! the two accesses overlapped in real time, which proves that nothing
+//! ordered them, with no happens-before reasoning (which cannot work for
+//! Rust, whose locks are futexes the allocator never sees). A race needs a
+//! write, inferred from the value: A wrote if the word changed since the
+//! watch was armed, B if it changed during A's stall; when neither changed
+//! it, nothing is reported (two reads, or writes of the same value). A side
+//! whose value did not change is reported as an `access`: x86 watchpoints
+//! do not say read or write, and two writes landing together leave one
+//! value. Each side records itself (error events `RACE_SECOND` from B, then
+//! `RACE_FIRST` from A, with the stack of the access), pairs already
+//! reported (by the two code addresses) are not reported again, and the
+//! watch is taken off after A's stall whatever happened: one trap and one
+//! stall per period at most, about 0.2% of a thread.
+//!
+//! Misses: races that do not overlap within the stall; words not watched
+//! (a sample); stack and global memory; threads that existed before the
+//! settings were read (the event is inherited by threads created after);
+//! programs that use the debug registers themselves (debuggers, rr). Where
+//! `perf_event_open` is refused (seccomp, `perf_event_paranoid` 3), it says
+//! so once and everything else runs on.
+
+use core::ptr;
+use core::sync::atomic::{AtomicBool, AtomicI32, AtomicPtr, AtomicU64, AtomicUsize, Ordering};
+
+/// Settings (`race_period`, `race_window` in ms, `race_stall` in µs).
+static PERIOD_MS: AtomicU64 = AtomicU64::new(50);
+static WINDOW_MS: AtomicU64 = AtomicU64::new(10);
+static STALL_US: AtomicU64 = AtomicU64::new(80);
+
+static ENABLED: AtomicBool = AtomicBool::new(false);
+/// The breakpoint event.
+static FD: AtomicI32 = AtomicI32::new(-1);
+/// The watched address (0: none: the event points at `IDLE`).
+static TARGET: AtomicU64 = AtomicU64::new(0);
+/// The word watched when nothing is: nobody reads or writes it.
+static IDLE: AtomicU64 = AtomicU64::new(0);
+/// When the current window ends, and when the next may start (ms).
+static WINDOW_END: AtomicU64 = AtomicU64::new(0);
+static NEXT_WINDOW: AtomicU64 = AtomicU64::new(0);
+/// The word's value when the watch was armed.
+static ARMED_VALUE: AtomicU64 = AtomicU64::new(0);
+/// A block the program asked to watch (`race_watch`), and its length.
+static HINT: AtomicU64 = AtomicU64::new(0);
+static HINT_LEN: AtomicU64 = AtomicU64::new(0);
+/// Candidates: the last blocks taken on the sampling path.
+const CANDIDATES: usize = 64;
+static CANDIDATE_ADDR: [AtomicU64; CANDIDATES] = [const { AtomicU64::new(0) }; CANDIDATES];
+static CANDIDATE_LEN: [AtomicU64; CANDIDATES] = [const { AtomicU64::new(0) }; CANDIDATES];
+static CANDIDATE_NEXT: AtomicUsize = AtomicUsize::new(0);
+static RNG: AtomicU64 = AtomicU64::new(0x9e37_79b9_7f4a_7c15);
+
+/// The stalled thread (A), 0 when none.
+static STALLED: AtomicI32 = AtomicI32::new(0);
+/// A's access: did it write, and the code address after it.
+static A_WROTE: AtomicBool = AtomicBool::new(false);
+static A_VALUE: AtomicU64 = AtomicU64::new(0);
+static A_PC: AtomicU64 = AtomicU64::new(0);
+/// A has published `A_VALUE`, `A_WROTE` and `A_PC` for this window.
+static A_READY: AtomicBool = AtomicBool::new(false);
+/// B during A's stall: started, finished (its event recorded), wrote.
+static B_STARTED: AtomicBool = AtomicBool::new(false);
+static B_DONE: AtomicBool = AtomicBool::new(false);
+static B_WROTE: AtomicBool = AtomicBool::new(false);
+static B_PC: AtomicU64 = AtomicU64::new(0);
+/// Pairs of code addresses reported already.
+static REPORTED_PAIRS: [AtomicU64; 64] = [const { AtomicU64::new(0) }; 64];
+/// Races recorded.
+static RACES: AtomicU64 = AtomicU64::new(0);
+/// The program's SIGTRAP action before ours.
+static PREVIOUS: AtomicPtr<libc::sigaction> = AtomicPtr::new(ptr::null_mut());
+
+const PERF_TYPE_BREAKPOINT: u32 = 5;
+const HW_BREAKPOINT_RW: u32 = 3;
+const TRAP_PERF: i32 = 6;
+/// `_IOW('$', 11, __u64 *)`.
+const IOC_MODIFY_ATTRIBUTES: libc::c_ulong = 0x4008_240b;
+/// Marks our events' signals (`sig_data`).
+const SIG_DATA: u64 = 0x6d74_7261_6365;
+const FRAMES: usize = 32;
+
+/// `struct perf_event_attr` as of Linux 5.13 (`PERF_ATTR_SIZE_VER7`).
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct PerfEventAttr {
+    type_: u32,
+    size: u32,
+    config: u64,
+    sample_period: u64,
+    sample_type: u64,
+    read_format: u64,
+    flags: u64,
+    wakeup_events: u32,
+    bp_type: u32,
+    bp_addr: u64,
+    bp_len: u64,
+    branch_sample_type: u64,
+    sample_regs_user: u64,
+    sample_stack_user: u32,
+    clockid: i32,
+    sample_regs_intr: u64,
+    aux_watermark: u32,
+    sample_max_stack: u16,
+    reserved_2: u16,
+    aux_sample_size: u32,
+    reserved_3: u32,
+    sig_data: u64,
+}
+
+const _: () = assert!(core::mem::size_of::<PerfEventAttr>() == 128);
+
+/// The flag bits we set: inherit, exclude_kernel, exclude_hv,
+/// inherit_thread, remove_on_exec, sigtrap.
+const FLAGS: u64 = (1 << 1) | (1 << 5) | (1 << 6) | (1 << 35) | (1 << 36) | (1 << 37);
+
+fn attr(addr: u64) -> PerfEventAttr {
+    PerfEventAttr {
+        type_: PERF_TYPE_BREAKPOINT,
+        size: 128,
+        config: 0,
+        sample_period: 1,
+        sample_type: 0,
+        read_format: 0,
+        flags: FLAGS,
+        wakeup_events: 0,
+        bp_type: HW_BREAKPOINT_RW,
+        bp_addr: addr,
+        bp_len: 8,
+        branch_sample_type: 0,
+        sample_regs_user: 0,
+        sample_stack_user: 0,
+        clockid: 0,
+        sample_regs_intr: 0,
+        aux_watermark: 0,
+        sample_max_stack: 0,
+        reserved_2: 0,
+        aux_sample_size: 0,
+        reserved_3: 0,
+        sig_data: SIG_DATA,
+    }
+}
+
+/// Is race detection on?
+#[inline]
+pub fn enabled() -> bool {
+    ENABLED.load(Ordering::Relaxed)
+}
+
+/// Races recorded so far.
+pub fn count() -> u64 {
+    RACES.load(Ordering::Relaxed)
+}
+
+/// Opens the breakpoint and installs the trap handler. `period_ms`,
+/// `window_ms` and `stall_us` as the settings say. On a refusal, says so
+/// once and stays off.
+pub fn configure(period_ms: u64, window_ms: u64, stall_us: u64) {
+    if enabled() {
+        return;
+    }
+    PERIOD_MS.store(period_ms.max(1), Ordering::Relaxed);
+    WINDOW_MS.store(window_ms.max(1), Ordering::Relaxed);
+    STALL_US.store(stall_us, Ordering::Relaxed);
+    let a = attr(IDLE.as_ptr() as u64);
+    // SAFETY: perf_event_open reads `a` (128 bytes, the size it says).
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_perf_event_open,
+            &a as *const PerfEventAttr,
+            0,
+            -1,
+            -1,
+            8, // PERF_FLAG_FD_CLOEXEC
+        )
+    } as i32;
+    if fd < 0 {
+        let e = crate::os::errno();
+        crate::report::warn(format_args!(
+            "races: perf_event_open refused a hardware watchpoint (errno {e}); race detection is off, the rest runs on"
+        ));
+        return;
+    }
+    if !install_handler() {
+        // SAFETY: our own descriptor.
+        unsafe { libc::close(fd) };
+        crate::report::warn(format_args!(
+            "races: cannot install the SIGTRAP handler; race detection is off"
+        ));
+        return;
+    }
+    warm_up();
+    FD.store(fd, Ordering::Release);
+    RNG.store(crate::record::clock::ticks() | 1, Ordering::Relaxed);
+    ENABLED.store(true, Ordering::Release);
+}
+
+/// Names a block to watch next (and in later windows, until another is
+/// named): for a test, or a program that suspects a structure.
+pub fn watch(p: *const u8, len: usize) {
+    HINT_LEN.store(len as u64, Ordering::Relaxed);
+    HINT.store(p as u64, Ordering::Release);
+}
+
+/// Offers a block taken on the sampling path as a watch candidate.
+#[inline]
+pub fn offer(p: *const u8, len: usize) {
+    if !enabled() || len < 8 {
+        return;
+    }
+    let i = CANDIDATE_NEXT.fetch_add(1, Ordering::Relaxed) % CANDIDATES;
+    CANDIDATE_LEN[i].store(len as u64, Ordering::Relaxed);
+    CANDIDATE_ADDR[i].store(p as u64, Ordering::Relaxed);
+}
+
+fn next_random() -> u64 {
+    let mut x = RNG.load(Ordering::Relaxed);
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    RNG.store(x, Ordering::Relaxed);
+    x
+}
+
+/// Points the breakpoint at `addr` (0: at the idle word).
+fn retarget(addr: u64) {
+    let fd = FD.load(Ordering::Acquire);
+    let a = attr(if addr == 0 {
+        IDLE.as_ptr() as u64
+    } else {
+        addr
+    });
+    TARGET.store(addr, Ordering::Release);
+    // SAFETY: our descriptor; the ioctl reads `a`.
+    unsafe { libc::ioctl(fd, IOC_MODIFY_ATTRIBUTES, &a as *const PerfEventAttr) };
+}
+
+/// Called by the trace writer thread every round: ends a window that is
+/// over, or starts one when it is due.
+pub fn tick() {
+    if !enabled() {
+        return;
+    }
+    let now = crate::os::now_ms();
+    if TARGET.load(Ordering::Acquire) != 0 {
+        if now >= WINDOW_END.load(Ordering::Relaxed) && STALLED.load(Ordering::Acquire) == 0 {
+            retarget(0);
+            NEXT_WINDOW.store(now + PERIOD_MS.load(Ordering::Relaxed), Ordering::Relaxed);
+        }
+        return;
+    }
+    if now < NEXT_WINDOW.load(Ordering::Relaxed) {
+        return;
+    }
+    NEXT_WINDOW.store(now + PERIOD_MS.load(Ordering::Relaxed), Ordering::Relaxed);
+    let (addr, len) = match HINT.load(Ordering::Acquire) {
+        0 => {
+            let i = (next_random() % CANDIDATES as u64) as usize;
+            (
+                CANDIDATE_ADDR[i].load(Ordering::Relaxed),
+                CANDIDATE_LEN[i].load(Ordering::Relaxed),
+            )
+        }
+        h => (h, HINT_LEN.load(Ordering::Relaxed)),
+    };
+    if addr == 0 || len < 8 {
+        return;
+    }
+    let words = len / 8;
+    let word = addr.div_ceil(8) * 8 + (next_random() % words) * 8;
+    if word + 8 > addr + len {
+        return;
+    }
+    let Some(v) = read_word(word) else {
+        return;
+    };
+    ARMED_VALUE.store(v, Ordering::Relaxed);
+    // A fresh window: no first access yet, no second.
+    A_READY.store(false, Ordering::Relaxed);
+    B_STARTED.store(false, Ordering::Relaxed);
+    B_DONE.store(false, Ordering::Relaxed);
+    B_WROTE.store(false, Ordering::Relaxed);
+    STALLED.store(0, Ordering::Release);
+    WINDOW_END.store(now + WINDOW_MS.load(Ordering::Relaxed), Ordering::Relaxed);
+    retarget(word);
+}
+
+/// The word at `addr`, read by the kernel (no trap, no fault).
+fn read_word(addr: u64) -> Option<u64> {
+    let mut word = 0u64;
+    let local = libc::iovec {
+        iov_base: (&mut word as *mut u64).cast(),
+        iov_len: 8,
+    };
+    let remote = libc::iovec {
+        iov_base: addr as *mut libc::c_void,
+        iov_len: 8,
+    };
+    // SAFETY: reads 8 bytes of our own address space into `word`; the
+    // kernel checks the remote range.
+    let n = unsafe { libc::process_vm_readv(libc::getpid(), &local, 1, &remote, 1, 0) };
+    (n == 8).then_some(word)
+}
+
+fn tid() -> i32 {
+    // SAFETY: gettid has no preconditions.
+    unsafe { libc::syscall(libc::SYS_gettid) as i32 }
+}
+
+/// Calls every C library function the trap handler calls once, so that
+/// lazy binding does not run on a small alternate signal stack.
+fn warm_up() {
+    read_word(IDLE.as_ptr() as u64);
+    tid();
+    crate::os::now_us();
+}
+
+fn install_handler() -> bool {
+    // SAFETY: sigaction with a zeroed struct filled in below; the previous
+    // action is kept in a mapping of our own.
+    unsafe {
+        let old = crate::os::map(core::mem::size_of::<libc::sigaction>()) as *mut libc::sigaction;
+        if old.is_null() {
+            return false;
+        }
+        let mut sa: libc::sigaction = core::mem::zeroed();
+        sa.sa_sigaction = on_trap as *const () as usize;
+        sa.sa_flags = libc::SA_SIGINFO | libc::SA_ONSTACK;
+        libc::sigemptyset(&mut sa.sa_mask);
+        if libc::sigaction(libc::SIGTRAP, &sa, old) != 0 {
+            return false;
+        }
+        PREVIOUS.store(old, Ordering::Release);
+    }
+    true
+}
+
+/// The `SIGTRAP` handler.
+extern "C" fn on_trap(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
+    // SAFETY: the kernel passes a valid siginfo for SA_SIGINFO handlers.
+    let (code, addr) = unsafe { ((*info).si_code, (*info).si_addr() as u64) };
+    if code != TRAP_PERF {
+        return chain(sig, info, ctx);
+    }
+    let target = TARGET.load(Ordering::Acquire);
+    if target == 0 || addr != target {
+        // A trap of ours from before a retarget (the probe saw one), or a
+        // program's own watchpoint on another word.
+        return;
+    }
+    let me = tid();
+    if STALLED
+        .compare_exchange(0, me, Ordering::AcqRel, Ordering::Acquire)
+        .is_ok()
+    {
+        first_access(target, ctx);
+    } else if STALLED.load(Ordering::Acquire) != me {
+        second_access(target, ctx);
+    }
+}
+
+/// Thread A: record what it did, stall with the watch armed, and if
+/// another thread touched the word meanwhile, record the race.
+fn first_access(target: u64, ctx: *mut libc::c_void) {
+    // Publish what B compares with first; the stack can wait.
+    let value = read_word(target).unwrap_or(0);
+    let wrote = value != ARMED_VALUE.load(Ordering::Relaxed);
+    A_VALUE.store(value, Ordering::Relaxed);
+    A_WROTE.store(wrote, Ordering::Relaxed);
+    A_PC.store(access_pc(ctx), Ordering::Relaxed);
+    A_READY.store(true, Ordering::Release);
+    let mut frames = [0u64; FRAMES];
+    let n = trap_stack(ctx, &mut frames);
+    let start = crate::os::now_us();
+    let until = start + STALL_US.load(Ordering::Relaxed);
+    loop {
+        let now = crate::os::now_us();
+        // A B that started is waited for (its report must not be left
+        // without ours), though never more than 10 ms.
+        if B_DONE.load(Ordering::Acquire)
+            || (!B_STARTED.load(Ordering::Acquire) && now >= until)
+            || now >= start + 10_000
+        {
+            break;
+        }
+        core::hint::spin_loop();
+    }
+    // One stall per window: the watch comes off now.
+    retarget(0);
+    if B_DONE.load(Ordering::Acquire) && (wrote || B_WROTE.load(Ordering::Relaxed)) {
+        let pair = frames[0].rotate_left(17) ^ B_PC.load(Ordering::Relaxed);
+        if remember_pair(pair) {
+            RACES.fetch_add(1, Ordering::Relaxed);
+            crate::record::on_race(crate::trace::error::RACE_FIRST, target, wrote, &frames[..n]);
+        }
+    }
+    STALLED.store(0, Ordering::Release);
+}
+
+/// Thread B, during A's stall: the accesses overlapped.
+fn second_access(target: u64, ctx: *mut libc::c_void) {
+    if B_STARTED.swap(true, Ordering::AcqRel) {
+        return; // one second access per window
+    }
+    // Wait (briefly) for A to publish its side.
+    let start = crate::os::now_us();
+    while !A_READY.load(Ordering::Acquire) {
+        if crate::os::now_us() > start + 1000 {
+            B_DONE.store(true, Ordering::Release);
+            return;
+        }
+        core::hint::spin_loop();
+    }
+    let value = read_word(target).unwrap_or(0);
+    let wrote = value != A_VALUE.load(Ordering::Relaxed);
+    let mut frames = [0u64; FRAMES];
+    let n = trap_stack(ctx, &mut frames);
+    B_WROTE.store(wrote, Ordering::Relaxed);
+    B_PC.store(frames[0], Ordering::Relaxed);
+    let pair = A_PC.load(Ordering::Acquire).rotate_left(17) ^ frames[0];
+    if (wrote || A_WROTE.load(Ordering::Relaxed)) && !already_reported(pair) {
+        crate::record::on_race(
+            crate::trace::error::RACE_SECOND,
+            target,
+            wrote,
+            &frames[..n],
+        );
+    }
+    B_DONE.store(true, Ordering::Release);
+}
+
+fn already_reported(pair: u64) -> bool {
+    REPORTED_PAIRS
+        .iter()
+        .any(|p| p.load(Ordering::Relaxed) == pair)
+}
+
+/// Remembers a reported pair; false when it was reported before.
+fn remember_pair(pair: u64) -> bool {
+    if already_reported(pair) {
+        return false;
+    }
+    let i = (pair as usize) % REPORTED_PAIRS.len();
+    REPORTED_PAIRS[i].store(pair, Ordering::Relaxed);
+    true
+}
+
+/// The accessing instruction's address (the trap comes after it).
+fn access_pc(ctx: *mut libc::c_void) -> u64 {
+    #[cfg(target_arch = "x86_64")]
+    {
+        // SAFETY: the kernel passes a ucontext to SA_SIGINFO handlers.
+        let uc = unsafe { &*(ctx as *const libc::ucontext_t) };
+        uc.uc_mcontext.gregs[libc::REG_RIP as usize] as u64 - 1
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = ctx;
+        0
+    }
+}
+
+/// The trapping thread's stack: the accessing instruction first (the trap
+/// comes after it, so the address before the next instruction), then the
+/// return addresses around it.
+fn trap_stack(ctx: *mut libc::c_void, out: &mut [u64; FRAMES]) -> usize {
+    #[cfg(target_arch = "x86_64")]
+    {
+        // SAFETY: the kernel passes a ucontext to SA_SIGINFO handlers.
+        let uc = unsafe { &*(ctx as *const libc::ucontext_t) };
+        let g = &uc.uc_mcontext.gregs;
+        let regs = crate::record::unwind::Regs {
+            rip: g[libc::REG_RIP as usize] as u64,
+            rsp: g[libc::REG_RSP as usize] as u64,
+            rbp: g[libc::REG_RBP as usize] as u64,
+        };
+        let read = |addr: u64| if addr % 8 == 0 { read_word(addr) } else { None };
+        static RULES: crate::record::unwind::RuleCache = crate::record::unwind::RuleCache::new();
+        let (first, rest) = out.split_first_mut().expect("frames");
+        *first = access_pc(ctx);
+        1 + crate::record::unwind::unwind(regs, &RULES, rest, read)
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = ctx;
+        out[0] = 0;
+        0
+    }
+}
+
+/// Hands a trap that is not ours to the program's previous handler.
+fn chain(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
+    let old = PREVIOUS.load(Ordering::Acquire);
+    // SAFETY: `old` is the action sigaction gave us; the program's handler
+    // gets the arguments the kernel gave us.
+    unsafe {
+        let handler = if old.is_null() {
+            libc::SIG_DFL
+        } else {
+            (*old).sa_sigaction
+        };
+        if handler == libc::SIG_IGN {
+            return;
+        }
+        if handler == libc::SIG_DFL {
+            let mut sa: libc::sigaction = core::mem::zeroed();
+            sa.sa_sigaction = libc::SIG_DFL;
+            libc::sigaction(sig, &sa, ptr::null_mut());
+            libc::raise(sig);
+            return;
+        }
+        if (*old).sa_flags & libc::SA_SIGINFO != 0 {
+            let f: extern "C" fn(libc::c_int, *mut libc::siginfo_t, *mut libc::c_void) =
+                core::mem::transmute(handler);
+            f(sig, info, ctx);
+        } else {
+            let f: extern "C" fn(libc::c_int) = core::mem::transmute(handler);
+            f(sig);
+        }
+    }
+}
