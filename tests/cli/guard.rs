@@ -146,6 +146,65 @@ fn planted_errors_fault_at_the_access_with_their_stacks() {
     }
 }
 
+/// Builds `tests/c/NAME.cpp` with the C++ compiler.
+fn build_cpp(dir: &Path, name: &str) -> std::path::PathBuf {
+    let exe = dir.join(name);
+    let source = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/c")
+        .join(format!("{name}.cpp"));
+    let built = Command::new("c++")
+        .args(["-O1", "-g", "-o"])
+        .arg(&exe)
+        .arg(&source)
+        .status()
+        .expect("c++ is not installed; .ci/run installs it");
+    assert!(built.success(), "c++ {}", source.display());
+    exe
+}
+
+#[test]
+fn planted_errors_in_cpp_are_caught_with_their_functions() {
+    if built_library().is_none() {
+        eprintln!("skipped: libmemtally.so not built (run cargo test --workspace)");
+        return;
+    }
+    let dir = scratch("guard-cpp");
+    let exe = build_cpp(&dir, "cpp_errors");
+    for (mode, kind, function, signal) in [
+        (
+            "double-delete",
+            "double free or never allocated",
+            "delete_twice",
+            libc::SIGABRT,
+        ),
+        (
+            "overflow",
+            "buffer overflow",
+            "write_past_end",
+            libc::SIGSEGV,
+        ),
+        ("uaf", "use after free", "read_after_delete", libc::SIGSEGV),
+    ] {
+        let trace = dir.join(format!("{mode}.mtt"));
+        let out = run_guarded(&dir, &exe, mode, &[], &trace);
+        assert_eq!(out.status.code(), Some(128 + signal), "{mode}: {out:?}");
+        let doc = json_of(&["errors", "--json", trace.to_str().unwrap()]);
+        assert_eq!(doc["total"], 1, "{mode}: {doc}");
+        let g = &doc["groups"][0];
+        assert_eq!(g["kind"], kind, "{mode}");
+        let frames: Vec<&str> = g["site"]["frames"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|f| f["function"].as_str())
+            .collect();
+        assert!(
+            frames.iter().any(|f| f.starts_with(function)),
+            "{mode}: {frames:?}"
+        );
+    }
+}
+
 #[test]
 fn on_error_report_lets_the_program_run_on_past_a_fault() {
     if built_library().is_none() {
