@@ -268,7 +268,14 @@ fn clean_programs_run_clean_with_every_allocation_guarded() {
                 .into(),
         ],
         vec!["git".into(), "-C".into(), git_dir.to_str().unwrap().into(), "log".into(), "--oneline".into(), "-20".into()],
-        vec!["cc".into(), "--version".into()],
+        vec![
+            "cc".into(),
+            "-O2".into(),
+            "-c".into(),
+            "-o".into(),
+            dir.join("reachability.o").to_str().unwrap().into(),
+            git_dir.join("tests/c/reachability.c").to_str().unwrap().into(),
+        ],
     ];
     for argv in programs {
         let out = Command::new(&argv[0])
