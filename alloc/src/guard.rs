@@ -178,20 +178,10 @@ fn warm_up(pool: usize) {
     crate::report::module_base(warm_up as *const () as u64);
     // SAFETY: getauxval has no preconditions.
     unsafe { libc::getauxval(libc::AT_ENTRY) };
-    let mut word = 0u64;
-    let local = libc::iovec {
-        iov_base: (&mut word as *mut u64).cast(),
-        iov_len: 8,
-    };
-    let remote = libc::iovec {
-        iov_base: (&pool as *const usize).cast_mut().cast(),
-        iov_len: 8,
-    };
-    // SAFETY: reads one word of our own stack into `word`; a zero-length
-    // write; a no-op protection change of an inaccessible pool page; a
-    // query of the current SIGSEGV action.
+    crate::signals::read_word(&pool as *const usize as u64);
+    // SAFETY: a zero-length write; a no-op protection change of an
+    // inaccessible pool page; a query of the current SIGSEGV action.
     unsafe {
-        libc::process_vm_readv(libc::getpid(), &local, 1, &remote, 1, 0);
         libc::write(2, ptr::null(), 0);
         libc::mprotect(pool as *mut libc::c_void, PAGE, libc::PROT_NONE);
         let mut cur: libc::sigaction = core::mem::zeroed();
@@ -468,26 +458,7 @@ fn classify(m: &Meta, a: usize) -> (Fault, Option<usize>) {
 /// Installs the fault handler, keeping the action it replaces for faults
 /// outside the pool.
 fn install_handler() -> bool {
-    // SAFETY: sigaction with a zeroed struct filled in below; the previous
-    // action is copied into a mapping of our own, read by the handler.
-    unsafe {
-        let mut old = PREVIOUS.load(Ordering::Acquire);
-        if old.is_null() {
-            old = crate::os::map(core::mem::size_of::<libc::sigaction>()) as *mut libc::sigaction;
-        }
-        if old.is_null() {
-            return false;
-        }
-        let mut sa: libc::sigaction = core::mem::zeroed();
-        sa.sa_sigaction = on_fault as *const () as usize;
-        sa.sa_flags = libc::SA_SIGINFO | libc::SA_ONSTACK | libc::SA_NODEFER;
-        libc::sigemptyset(&mut sa.sa_mask);
-        if libc::sigaction(libc::SIGSEGV, &sa, old) != 0 {
-            return false;
-        }
-        PREVIOUS.store(old, Ordering::Release);
-    }
-    true
+    crate::signals::install(libc::SIGSEGV, on_fault, libc::SA_NODEFER, &PREVIOUS)
 }
 
 /// Puts our handler back if something replaced it since (Rust's runtime
@@ -495,13 +466,7 @@ fn install_handler() -> bool {
 /// program may install its own): the replacement becomes the handler we
 /// chain to. Called with the pool lock held, at each guarded allocation.
 fn ensure_handler() {
-    // SAFETY: a query of the current action into a zeroed struct.
-    let current = unsafe {
-        let mut cur: libc::sigaction = core::mem::zeroed();
-        libc::sigaction(libc::SIGSEGV, ptr::null(), &mut cur);
-        cur.sa_sigaction
-    };
-    if current != on_fault as *const () as usize {
+    if !crate::signals::is_current(libc::SIGSEGV, on_fault) {
         install_handler();
     }
 }
@@ -511,13 +476,14 @@ extern "C" fn on_fault(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut l
     // SAFETY: the kernel passes a valid siginfo for SA_SIGINFO handlers.
     let a = unsafe { (*info).si_addr() } as usize;
     if !enabled() || !owns(a as *const u8) {
-        return chain(sig, info, ctx);
+        return crate::signals::chain(&PREVIOUS, sig, info, ctx, false);
     }
     let m = meta();
     let (fault, slot) = classify(m, a);
     let write = access_is_write(ctx);
     let mut access = [0u64; FRAMES];
-    let n = access_stack(ctx, &m.rules, &mut access);
+    // The faulting instruction itself comes first.
+    let n = crate::signals::stack_of(ctx, crate::signals::pc(ctx), &m.rules, &mut access);
     report_fault(m, fault, slot, a, write, &access[..n]);
     let report_only = crate::report::report_only();
     if report_only && let Some(i) = slot {
@@ -537,41 +503,7 @@ extern "C" fn on_fault(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut l
     // Re-raise through the default action: restore it and return, so the
     // access faults again and the process ends with SIGSEGV (a core dump
     // where enabled), as it would have without us.
-    // SAFETY: resetting a signal's action is async-signal-safe.
-    unsafe {
-        let mut sa: libc::sigaction = core::mem::zeroed();
-        sa.sa_sigaction = libc::SIG_DFL;
-        libc::sigaction(libc::SIGSEGV, &sa, ptr::null_mut());
-    }
-}
-
-/// Hands a fault that is not ours to the program's previous handler.
-fn chain(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
-    let old = PREVIOUS.load(Ordering::Acquire);
-    // SAFETY: `old` is the action sigaction gave us; calling a program's
-    // handler with the arguments the kernel gave us is what it expects.
-    unsafe {
-        let handler = if old.is_null() {
-            libc::SIG_DFL
-        } else {
-            (*old).sa_sigaction
-        };
-        if handler == libc::SIG_DFL || handler == libc::SIG_IGN {
-            // Default: restore it and let the access fault again.
-            let mut sa: libc::sigaction = core::mem::zeroed();
-            sa.sa_sigaction = libc::SIG_DFL;
-            libc::sigaction(sig, &sa, ptr::null_mut());
-            return;
-        }
-        if (*old).sa_flags & libc::SA_SIGINFO != 0 {
-            let f: extern "C" fn(libc::c_int, *mut libc::siginfo_t, *mut libc::c_void) =
-                core::mem::transmute(handler);
-            f(sig, info, ctx);
-        } else {
-            let f: extern "C" fn(libc::c_int) = core::mem::transmute(handler);
-            f(sig);
-        }
-    }
+    crate::signals::reset_default(libc::SIGSEGV);
 }
 
 /// Was the faulting access a write? (x86_64: bit 1 of the page-fault error
@@ -579,67 +511,12 @@ fn chain(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
 fn access_is_write(ctx: *mut libc::c_void) -> Option<bool> {
     #[cfg(target_arch = "x86_64")]
     {
-        // SAFETY: the kernel passes a ucontext to SA_SIGINFO handlers.
-        let uc = unsafe { &*(ctx as *const libc::ucontext_t) };
-        Some(uc.uc_mcontext.gregs[libc::REG_ERR as usize] & 2 != 0)
+        Some(crate::signals::gregs(ctx)[libc::REG_ERR as usize] & 2 != 0)
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
         let _ = ctx;
         None
-    }
-}
-
-/// The faulting thread's stack, from the faulting instruction.
-fn access_stack(
-    ctx: *mut libc::c_void,
-    rules: &crate::record::unwind::RuleCache,
-    out: &mut [u64],
-) -> usize {
-    #[cfg(target_arch = "x86_64")]
-    {
-        // SAFETY: the kernel passes a ucontext to SA_SIGINFO handlers.
-        let uc = unsafe { &*(ctx as *const libc::ucontext_t) };
-        let g = &uc.uc_mcontext.gregs;
-        let regs = crate::record::unwind::Regs {
-            rip: g[libc::REG_RIP as usize] as u64,
-            rsp: g[libc::REG_RSP as usize] as u64,
-            rbp: g[libc::REG_RBP as usize] as u64,
-        };
-        // The handler may run on a small alternate stack (Rust's runtime
-        // sets one up), and the faulting thread's stack bounds are not the
-        // handler's: read stack words with process_vm_readv, which fails
-        // on an unmapped address instead of faulting.
-        let read = |addr: u64| {
-            if addr % 8 != 0 {
-                return None;
-            }
-            let mut word = 0u64;
-            let local = libc::iovec {
-                iov_base: (&mut word as *mut u64).cast(),
-                iov_len: 8,
-            };
-            let remote = libc::iovec {
-                iov_base: addr as *mut libc::c_void,
-                iov_len: 8,
-            };
-            // SAFETY: reads 8 bytes of our own address space into `word`;
-            // the kernel checks the remote range.
-            let n = unsafe { libc::process_vm_readv(libc::getpid(), &local, 1, &remote, 1, 0) };
-            (n == 8).then_some(word)
-        };
-        // The faulting instruction first; the unwinder yields the return
-        // addresses of the frames around it.
-        let Some((first, rest)) = out.split_first_mut() else {
-            return 0;
-        };
-        *first = regs.rip;
-        1 + crate::record::unwind::unwind(regs, rules, rest, read)
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        let _ = (ctx, rules, out);
-        0
     }
 }
 

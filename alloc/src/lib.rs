@@ -39,6 +39,7 @@ mod report;
 mod scope;
 mod segmap;
 mod segment;
+mod signals;
 mod size_class;
 mod stats;
 mod thread;

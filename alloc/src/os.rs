@@ -229,13 +229,18 @@ pub unsafe fn advise_huge_pages(p: *mut u8, size: usize) {
 /// Milliseconds of a monotonic clock, cheap enough for the slow path
 /// (`CLOCK_MONOTONIC_COARSE` is served by the vDSO without a system call).
 pub fn now_ms() -> u64 {
+    clock_ns(libc::CLOCK_MONOTONIC_COARSE) / 1_000_000
+}
+
+/// Nanoseconds of clock `id` (both clocks used are served by the vDSO).
+fn clock_ns(id: libc::clockid_t) -> u64 {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
     };
     // SAFETY: `ts` is a valid, writable timespec.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
-    ts.tv_sec as u64 * 1000 + ts.tv_nsec as u64 / 1_000_000
+    unsafe { libc::clock_gettime(id, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
 /// Sleeps while `word` holds `expected`, at most `timeout_ms` milliseconds
@@ -280,13 +285,7 @@ pub fn futex_wake(word: &AtomicU32, count: i32) {
 
 /// Microseconds of the monotonic clock (the vDSO, no system call).
 pub fn now_us() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `ts` is a valid, writable timespec.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000 + ts.tv_nsec as u64 / 1000
+    clock_ns(libc::CLOCK_MONOTONIC) / 1000
 }
 
 /// The calling thread's `errno`.

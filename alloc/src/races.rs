@@ -287,7 +287,7 @@ pub fn tick() {
     if word + 8 > addr + len {
         return;
     }
-    let Some(v) = read_word(word) else {
+    let Some(v) = crate::signals::read_word(word) else {
         return;
     };
     ARMED_VALUE.store(v, Ordering::Relaxed);
@@ -301,23 +301,6 @@ pub fn tick() {
     retarget(word);
 }
 
-/// The word at `addr`, read by the kernel (no trap, no fault).
-fn read_word(addr: u64) -> Option<u64> {
-    let mut word = 0u64;
-    let local = libc::iovec {
-        iov_base: (&mut word as *mut u64).cast(),
-        iov_len: 8,
-    };
-    let remote = libc::iovec {
-        iov_base: addr as *mut libc::c_void,
-        iov_len: 8,
-    };
-    // SAFETY: reads 8 bytes of our own address space into `word`; the
-    // kernel checks the remote range.
-    let n = unsafe { libc::process_vm_readv(libc::getpid(), &local, 1, &remote, 1, 0) };
-    (n == 8).then_some(word)
-}
-
 fn tid() -> i32 {
     // SAFETY: gettid has no preconditions.
     unsafe { libc::syscall(libc::SYS_gettid) as i32 }
@@ -326,29 +309,13 @@ fn tid() -> i32 {
 /// Calls every C library function the trap handler calls once, so that
 /// lazy binding does not run on a small alternate signal stack.
 fn warm_up() {
-    read_word(IDLE.as_ptr() as u64);
+    crate::signals::read_word(IDLE.as_ptr() as u64);
     tid();
     crate::os::now_us();
 }
 
 fn install_handler() -> bool {
-    // SAFETY: sigaction with a zeroed struct filled in below; the previous
-    // action is kept in a mapping of our own.
-    unsafe {
-        let old = crate::os::map(core::mem::size_of::<libc::sigaction>()) as *mut libc::sigaction;
-        if old.is_null() {
-            return false;
-        }
-        let mut sa: libc::sigaction = core::mem::zeroed();
-        sa.sa_sigaction = on_trap as *const () as usize;
-        sa.sa_flags = libc::SA_SIGINFO | libc::SA_ONSTACK;
-        libc::sigemptyset(&mut sa.sa_mask);
-        if libc::sigaction(libc::SIGTRAP, &sa, old) != 0 {
-            return false;
-        }
-        PREVIOUS.store(old, Ordering::Release);
-    }
-    true
+    crate::signals::install(libc::SIGTRAP, on_trap, 0, &PREVIOUS)
 }
 
 /// The `SIGTRAP` handler.
@@ -356,7 +323,7 @@ extern "C" fn on_trap(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut li
     // SAFETY: the kernel passes a valid siginfo for SA_SIGINFO handlers.
     let (code, addr) = unsafe { ((*info).si_code, (*info).si_addr() as u64) };
     if code != TRAP_PERF {
-        return chain(sig, info, ctx);
+        return crate::signals::chain(&PREVIOUS, sig, info, ctx, true);
     }
     let target = TARGET.load(Ordering::Acquire);
     if target == 0 || addr != target {
@@ -379,7 +346,7 @@ extern "C" fn on_trap(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut li
 /// another thread touched the word meanwhile, record the race.
 fn first_access(target: u64, ctx: *mut libc::c_void) {
     // Publish what B compares with first; the stack can wait.
-    let value = read_word(target).unwrap_or(0);
+    let value = crate::signals::read_word(target).unwrap_or(0);
     let wrote = value != ARMED_VALUE.load(Ordering::Relaxed);
     A_VALUE.store(value, Ordering::Relaxed);
     A_WROTE.store(wrote, Ordering::Relaxed);
@@ -427,7 +394,7 @@ fn second_access(target: u64, ctx: *mut libc::c_void) {
         }
         core::hint::spin_loop();
     }
-    let value = read_word(target).unwrap_or(0);
+    let value = crate::signals::read_word(target).unwrap_or(0);
     let wrote = value != A_VALUE.load(Ordering::Relaxed);
     let mut frames = [0u64; FRAMES];
     let n = trap_stack(ctx, &mut frames);
@@ -461,77 +428,14 @@ fn remember_pair(pair: u64) -> bool {
     true
 }
 
-/// The accessing instruction's address (the trap comes after it).
+/// The accessing instruction's address: the trap comes after it, so one
+/// byte before the next instruction (inside the access, for symbolising).
 fn access_pc(ctx: *mut libc::c_void) -> u64 {
-    #[cfg(target_arch = "x86_64")]
-    {
-        // SAFETY: the kernel passes a ucontext to SA_SIGINFO handlers.
-        let uc = unsafe { &*(ctx as *const libc::ucontext_t) };
-        uc.uc_mcontext.gregs[libc::REG_RIP as usize] as u64 - 1
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        let _ = ctx;
-        0
-    }
+    crate::signals::pc(ctx).saturating_sub(1)
 }
 
-/// The trapping thread's stack: the accessing instruction first (the trap
-/// comes after it, so the address before the next instruction), then the
-/// return addresses around it.
+/// The trapping thread's stack, innermost the access.
 fn trap_stack(ctx: *mut libc::c_void, out: &mut [u64; FRAMES]) -> usize {
-    #[cfg(target_arch = "x86_64")]
-    {
-        // SAFETY: the kernel passes a ucontext to SA_SIGINFO handlers.
-        let uc = unsafe { &*(ctx as *const libc::ucontext_t) };
-        let g = &uc.uc_mcontext.gregs;
-        let regs = crate::record::unwind::Regs {
-            rip: g[libc::REG_RIP as usize] as u64,
-            rsp: g[libc::REG_RSP as usize] as u64,
-            rbp: g[libc::REG_RBP as usize] as u64,
-        };
-        let read = |addr: u64| if addr % 8 == 0 { read_word(addr) } else { None };
-        static RULES: crate::record::unwind::RuleCache = crate::record::unwind::RuleCache::new();
-        let (first, rest) = out.split_first_mut().expect("frames");
-        *first = access_pc(ctx);
-        1 + crate::record::unwind::unwind(regs, &RULES, rest, read)
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        let _ = ctx;
-        out[0] = 0;
-        0
-    }
-}
-
-/// Hands a trap that is not ours to the program's previous handler.
-fn chain(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
-    let old = PREVIOUS.load(Ordering::Acquire);
-    // SAFETY: `old` is the action sigaction gave us; the program's handler
-    // gets the arguments the kernel gave us.
-    unsafe {
-        let handler = if old.is_null() {
-            libc::SIG_DFL
-        } else {
-            (*old).sa_sigaction
-        };
-        if handler == libc::SIG_IGN {
-            return;
-        }
-        if handler == libc::SIG_DFL {
-            let mut sa: libc::sigaction = core::mem::zeroed();
-            sa.sa_sigaction = libc::SIG_DFL;
-            libc::sigaction(sig, &sa, ptr::null_mut());
-            libc::raise(sig);
-            return;
-        }
-        if (*old).sa_flags & libc::SA_SIGINFO != 0 {
-            let f: extern "C" fn(libc::c_int, *mut libc::siginfo_t, *mut libc::c_void) =
-                core::mem::transmute(handler);
-            f(sig, info, ctx);
-        } else {
-            let f: extern "C" fn(libc::c_int) = core::mem::transmute(handler);
-            f(sig);
-        }
-    }
+    static RULES: crate::record::unwind::RuleCache = crate::record::unwind::RuleCache::new();
+    crate::signals::stack_of(ctx, access_pc(ctx), &RULES, out)
 }

@@ -505,92 +505,59 @@ pub fn mark(heap: &Heap, text: &[u8]) {
 /// recorded so far to the trace: the process is about to abort. False when
 /// nothing could be recorded.
 pub fn on_invalid_pointer(call: &str, p: *const u8, error: u8) -> bool {
-    if !active() {
-        return false;
+    let recorded = record_error(error, p as u64, call.as_bytes(), Stack::Capture, false);
+    if recorded {
+        writer::flush();
     }
-    let heap = crate::thread::heap();
-    if heap == crate::thread::empty_heap() || heap.is_null() {
-        return false;
-    }
-    // SAFETY: the calling thread's heap, live.
-    let heap = unsafe { &*heap };
-    let call = intern::intern_string(call.as_bytes());
-    emit(heap, Stack::Capture, clock::ticks(), |stack, time, _| {
-        RawEvent::Error {
-            time,
-            error,
-            address: p as u64,
-            call,
-            stack,
-        }
-    });
-    writer::flush();
-    true
+    recorded
 }
 
 /// Records a fault on a guarded allocation (`guard.rs`): error `error` at
 /// `address`, with the faulting access's stack, then flushes the trace (the
 /// process is usually about to end). Called from the fault handler.
 pub fn on_fault(error: u8, address: u64, frames: &[u64]) {
-    if !active() {
-        return;
+    if record_error(error, address, b"access", Stack::Given(frames), false) {
+        writer::flush();
     }
-    let heap = crate::thread::heap();
-    if heap == crate::thread::empty_heap() || heap.is_null() {
-        return;
-    }
-    // SAFETY: the calling thread's heap, live.
-    let heap = unsafe { &*heap };
-    let call = intern::intern_string(b"access");
-    emit(
-        heap,
-        Stack::Given(frames),
-        clock::ticks(),
-        |stack, time, _| RawEvent::Error {
-            time,
-            error,
-            address,
-            call,
-            stack,
-        },
-    );
-    writer::flush();
 }
 
 /// Records one side of a data race (`races.rs`): error `error` on the
 /// watched word `address`, a `write` (the value changed) or an `access`,
-/// with the access's stack.
-/// Called from the trap handler of the accessing thread.
+/// with the access's stack. Called from the trap handler of the accessing
+/// thread, which may never have allocated: it gets a heap to record with.
 pub fn on_race(error: u8, address: u64, write: bool, frames: &[u64]) {
+    // A value the access did not change may be a read or a write of the
+    // same value (or a write overtaken by the other thread's): "access".
+    let call: &[u8] = if write { b"write" } else { b"access" };
+    record_error(error, address, call, Stack::Given(frames), true);
+}
+
+/// Records a memory error event of the calling thread; false when not
+/// recording (or the thread has no heap and `adopt` does not give it one).
+fn record_error(error: u8, address: u64, call: &[u8], stack: Stack<'_>, adopt: bool) -> bool {
     if !active() {
-        return;
+        return false;
     }
     let mut heap = crate::thread::heap();
-    if heap == crate::thread::empty_heap() {
-        // A thread that never allocated (a worker that only computes)
-        // still records its side of the race.
+    if heap == crate::thread::empty_heap() && adopt {
         heap = crate::thread::init_thread();
     }
-    if heap.is_null() {
-        return;
+    if heap.is_null() || heap == crate::thread::empty_heap() {
+        return false;
     }
     // SAFETY: the calling thread's heap, live.
     let heap = unsafe { &*heap };
-    // A value the access did not change may be a read or a write of the
-    // same value (or a write overtaken by the other thread's): "access".
-    let call = intern::intern_string(if write { b"write" } else { b"access" });
-    emit(
-        heap,
-        Stack::Given(frames),
-        clock::ticks(),
-        |stack, time, _| RawEvent::Error {
+    let call = intern::intern_string(call);
+    emit(heap, stack, clock::ticks(), |stack, time, _| {
+        RawEvent::Error {
             time,
             error,
             address,
             call,
             stack,
-        },
-    );
+        }
+    });
+    true
 }
 
 /// Records a block a leak scan found unreachable (called by the scanning
