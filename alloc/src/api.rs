@@ -17,7 +17,7 @@
 use crate::heap::{self, Heap};
 use crate::huge;
 use crate::os;
-use crate::page::{self, Page};
+use crate::page::{self, Family, Lane, Page};
 use crate::record;
 use crate::report::{BadPointer, invalid_pointer};
 use crate::segmap;
@@ -93,9 +93,52 @@ unsafe fn alloc_impl<const ZERO: bool>(size: usize, align: usize) -> *mut u8 {
 
 /// The allocation slow path: first allocation of a thread, exhausted pages,
 /// sizes above 1 KiB, big alignments, huge blocks, instrumented heaps.
+#[inline(always)]
+pub fn alloc_slow(size: usize, align: usize, zero: bool) -> *mut u8 {
+    alloc_slow_lane(size, align, zero, Lane::Malloc)
+}
+
+/// Allocates for C++ `operator new` (`lane` New) or `new[]` (NewArray),
+/// from pages of that lane, so that the matching `delete` can be told
+/// from a mismatched one. Null on failure (the caller throws).
+///
+/// # Safety
+/// `align` must be a power of two.
+#[inline]
+pub unsafe fn alloc_lane(size: usize, align: usize, lane: Lane) -> *mut u8 {
+    if size <= DIRECT_MAX && align <= 16 {
+        let rounded = if align <= WORD {
+            size
+        } else {
+            (size.max(1) + 15) & !15
+        };
+        let cls = class_of(rounded);
+        // SAFETY: the thread's heap is live (or the static empty heap,
+        // whose queues are empty); a queue's pages are live pages of it, and
+        // a block on a free list has a valid link word.
+        unsafe {
+            let h = &*thread::heap();
+            let page = h.queue(cls, lane).first.get();
+            if !page.is_null() && !h.instrumented.get() {
+                let page = &*page;
+                let block = page.free.get();
+                let left = h.sample_left.get().wrapping_sub(rounded as i64);
+                if !block.is_null() & (left >= 0) {
+                    h.sample_left.set(left);
+                    page.free.set((*block).next);
+                    page.used.set(page.used.get() + 1);
+                    page::untag(block);
+                    return block as *mut u8;
+                }
+            }
+        }
+    }
+    alloc_slow_lane(size, align, false, lane)
+}
+
 #[cold]
 #[inline(never)]
-pub fn alloc_slow(size: usize, align: usize, zero: bool) -> *mut u8 {
+fn alloc_slow_lane(size: usize, align: usize, zero: bool, lane: Lane) -> *mut u8 {
     let recording = record::active();
     let mut heap = thread::heap();
     let t0 = if recording && record::full() {
@@ -137,13 +180,13 @@ pub fn alloc_slow(size: usize, align: usize, zero: bool) -> *mut u8 {
                 }
             }
             if crate::races::enabled() {
-                let p = alloc_fresh(h, size, align, zero, recording, t0);
+                let p = alloc_fresh(h, size, align, zero, recording, t0, lane);
                 crate::races::offer(p, size);
                 return p;
             }
         }
     }
-    alloc_fresh(h, size, align, zero, recording, t0)
+    alloc_fresh(h, size, align, zero, recording, t0, lane)
 }
 
 /// The slow path's allocation proper, counted and recorded (in full mode)
@@ -155,14 +198,18 @@ fn alloc_fresh(
     zero: bool,
     recording: bool,
     t0: u64,
+    lane: Lane,
 ) -> *mut u8 {
     let (p, usable) = if align <= MAX_CLASS_ALIGN {
         let align = align.max(WORD);
         if size <= LARGE_MAX {
             let cls = class_of((size.max(1) + align - 1) & !(align - 1));
-            (h.alloc_class(cls, zero), size_class::class_size(cls))
+            (h.alloc_lane(cls, zero, lane), size_class::class_size(cls))
         } else {
             let p = huge::alloc(size, align, zero);
+            if !p.is_null() {
+                huge::set_lane(p, lane);
+            }
             (p, huge_usable(p))
         }
     } else {
@@ -246,7 +293,19 @@ fn alloc_overaligned(h: &Heap, size: usize, align: usize, zero: bool) -> (*mut u
 #[inline(always)]
 pub unsafe fn free(p: *mut u8, call: &'static str) {
     // SAFETY: forwarded from the caller.
-    unsafe { free_impl::<false>(p, call, 0, 0) }
+    unsafe { free_impl::<false>(p, call, 0, 0, Family::Free) }
+}
+
+/// Frees a block for C++ `operator delete` (`family` Delete) or `delete[]`
+/// (DeleteArray): as [`free`], and a block of another family (from
+/// `malloc`, `new[]` for `delete`...) is reported as a mismatch.
+///
+/// # Safety
+/// As [`free`].
+#[inline(always)]
+pub unsafe fn free_family(p: *mut u8, call: &'static str, family: Family) {
+    // SAFETY: forwarded from the caller.
+    unsafe { free_impl::<false>(p, call, 0, 0, family) }
 }
 
 /// Frees a block that Rust's `dealloc` says was allocated with `size` and
@@ -261,7 +320,7 @@ pub unsafe fn free(p: *mut u8, call: &'static str) {
 #[inline(always)]
 pub unsafe fn free_sized(p: *mut u8, size: usize, align: usize) {
     // SAFETY: forwarded from the caller.
-    unsafe { free_impl::<true>(p, "dealloc", size, align) }
+    unsafe { free_impl::<true>(p, "dealloc", size, align, Family::Free) }
 }
 
 /// The request size an allocation of `size` bytes aligned to `align` is
@@ -280,7 +339,13 @@ fn layout_fits(p: *mut u8, block_size: usize, size: usize, align: usize) -> bool
 }
 
 #[inline(always)]
-unsafe fn free_impl<const SIZED: bool>(p: *mut u8, call: &'static str, size: usize, align: usize) {
+unsafe fn free_impl<const SIZED: bool>(
+    p: *mut u8,
+    call: &'static str,
+    size: usize,
+    align: usize,
+    family: Family,
+) {
     let seg = segment_of(p);
     if segmap::contains(seg as usize) {
         let token = thread::token();
@@ -290,7 +355,7 @@ unsafe fn free_impl<const SIZED: bool>(p: *mut u8, call: &'static str, size: usi
         if s.heap.load(Ordering::Relaxed) == token {
             let page = s.page_of(p);
             let off = (p as usize).wrapping_sub(page.block_start.get() as usize);
-            if (off < page.free_limit.get() as usize) & is_multiple(off as u64, page.magic.get()) {
+            if (off < page.limit(family) as usize) & is_multiple(off as u64, page.magic.get()) {
                 if SIZED && !layout_fits(p, page.block_size.get(), size, align) {
                     return layout_mismatch(p, size, align);
                 }
@@ -315,13 +380,31 @@ unsafe fn free_impl<const SIZED: bool>(p: *mut u8, call: &'static str, size: usi
                 return;
             }
             // SAFETY: the token matched, so the heap is ours and live.
-            return free_owned_slow(unsafe { &*token }, page, p, call);
+            return free_owned_slow(unsafe { &*token }, page, p, call, family);
         }
     }
     if SIZED && !layout_fits_slow(p, size, align) {
         return;
     }
-    free_slow(p, call);
+    free_slow(p, call, family);
+}
+
+/// Does a free by `family` fit a block of `lane`? Sampled blocks (of any
+/// family) are not checked, nor is `delete` of a `malloc` block: a program
+/// may define its own `operator new` on top of `malloc` and leave `delete`
+/// to us. Reports the mismatch otherwise.
+fn family_fits(lane: Lane, family: Family, call: &str, p: *mut u8) -> bool {
+    if lane == Lane::Sampled || lane == family.lane() || lane == Lane::Malloc {
+        return true;
+    }
+    invalid_pointer(
+        call,
+        p,
+        BadPointer::Mismatch {
+            allocated: lane.allocator(),
+        },
+    );
+    false
 }
 
 /// Reports a `dealloc` whose layout does not match the block at `p`.
@@ -443,10 +526,13 @@ fn free_last(heap: &Heap, page: &Page, p: *mut u8, call: &'static str) {
 /// path could not take: full page, interior pointer, bad pointer.
 #[cold]
 #[inline(never)]
-fn free_owned_slow(heap: &Heap, page: &Page, p: *mut u8, call: &'static str) {
+fn free_owned_slow(heap: &Heap, page: &Page, p: *mut u8, call: &'static str, family: Family) {
     let Some(block) = block_of(page, p, call) else {
         return;
     };
+    if !family_fits(page.lane(), family, call, p) {
+        return;
+    }
     let t0 = record::clock::ticks();
     if !heap.free_local(page, block) {
         return invalid_pointer(call, p, BadPointer::NotLive);
@@ -473,7 +559,7 @@ fn alloc_sampled(h: &Heap, size: usize, align: usize, zero: bool) -> *mut u8 {
 /// instrumented heaps, foreign pointers.
 #[cold]
 #[inline(never)]
-pub fn free_slow(p: *mut u8, call: &'static str) {
+fn free_slow(p: *mut u8, call: &'static str, family: Family) {
     if p.is_null() {
         return;
     }
@@ -504,7 +590,7 @@ pub fn free_slow(p: *mut u8, call: &'static str) {
     } else {
         0
     };
-    if !free_block(&loc, heap, p, call) {
+    if !free_block(&loc, heap, p, call, family) {
         return;
     }
     if recording && heap != thread::empty_heap() && (sampled || record::full()) {
@@ -516,8 +602,23 @@ pub fn free_slow(p: *mut u8, call: &'static str) {
 /// Frees the located block at `loc` on behalf of the thread whose heap
 /// is `heap` (possibly the empty heap). False when it was not in use (the
 /// error is reported and nothing freed).
-fn free_block(loc: &Located, heap: *mut Heap, p: *mut u8, call: &'static str) -> bool {
+fn free_block(
+    loc: &Located,
+    heap: *mut Heap,
+    p: *mut u8,
+    call: &'static str,
+    family: Family,
+) -> bool {
     let counting = crate::stats::enabled();
+    let lane = if loc.kind == PageKind::Huge {
+        huge::lane(loc.segment)
+    } else {
+        // SAFETY: `locate` returned a live segment and one of its in-use pages.
+        unsafe { (*loc.segment).page_of(loc.block).lane() }
+    };
+    if !family_fits(lane, family, call, p) {
+        return false;
+    }
     if loc.kind == PageKind::Huge {
         // SAFETY: a live huge segment's header is valid.
         let size = unsafe { (*loc.segment).pages[0].block_size.get() };

@@ -23,7 +23,7 @@
 //!   large; it is in the purge list iff its `purge_mask` is non-zero.
 
 use crate::os;
-use crate::page::{self, Block, Page};
+use crate::page::{self, Block, LANES, Lane, Page};
 use crate::segment::{self, Segment, segment_of};
 use crate::size_class::{
     CLASS_COUNT, DIRECT_COUNT, DIRECT_MAX, PageKind, class_first_wsize, class_kind, class_size,
@@ -122,9 +122,10 @@ pub struct Heap {
     pub direct: [Cell<*mut Page>; DIRECT_COUNT],
     /// Pages with (possibly) free blocks, per size class.
     pub queues: [PageQueue; CLASS_COUNT],
-    /// Pages whose blocks are sampled allocations (sampled recording), per
-    /// size class: every free into them is an event, found without lookup.
-    pub sampled: [PageQueue; CLASS_COUNT],
+    /// Pages of the other lanes, per size class: sampled allocations
+    /// (sampled recording: every free into them is an event, found without
+    /// lookup), C++ `new` and `new[]` (see [`Lane`]).
+    pub lanes: [[PageQueue; CLASS_COUNT]; LANES - 1],
     /// Pages with no free block.
     pub full: PageQueue,
     /// Blocks freed by other threads into full pages (lock-free stack).
@@ -170,7 +171,7 @@ impl Heap {
             rng: Cell::new(0x9E37_79B9_7F4A_7C15),
             direct,
             queues: [const { PageQueue::new() }; CLASS_COUNT],
-            sampled: [const { PageQueue::new() }; CLASS_COUNT],
+            lanes: [const { [const { PageQueue::new() }; CLASS_COUNT] }; LANES - 1],
             full: PageQueue::new(),
             delayed: AtomicPtr::new(ptr::null_mut()),
             free_segs: [const { Cell::new(ptr::null_mut()) }; 2],
@@ -231,35 +232,39 @@ impl Heap {
     // Allocation slow path
     // ------------------------------------------------------------------
 
-    /// The queue of class `cls` (of sampled pages if `sampled`).
+    /// The queue of class `cls` in `lane`.
     #[inline]
-    fn queue(&self, cls: usize, sampled: bool) -> &PageQueue {
-        if sampled {
-            &self.sampled[cls]
-        } else {
-            &self.queues[cls]
+    pub fn queue(&self, cls: usize, lane: Lane) -> &PageQueue {
+        match lane {
+            Lane::Malloc => &self.queues[cls],
+            other => &self.lanes[other as usize - 1][cls],
         }
     }
 
     /// The queue a page in use belongs to (when not in the full list).
     #[inline]
     fn queue_of(&self, page: &Page) -> &PageQueue {
-        self.queue(page.class(), page.has(page::SAMPLED))
+        self.queue(page.class(), page.lane())
     }
 
     /// Allocates a block of class `cls`; null when the OS refuses memory.
     pub fn alloc_class(&self, cls: usize, zero: bool) -> *mut u8 {
-        self.alloc_in(cls, zero, false)
+        self.alloc_in(cls, zero, Lane::Malloc)
+    }
+
+    /// Allocates a block of class `cls` from pages of `lane`.
+    pub fn alloc_lane(&self, cls: usize, zero: bool, lane: Lane) -> *mut u8 {
+        self.alloc_in(cls, zero, lane)
     }
 
     /// Allocates a sampled block of class `cls`, from this heap's sampled
     /// pages.
     pub fn alloc_sampled(&self, cls: usize, zero: bool) -> *mut u8 {
-        self.alloc_in(cls, zero, true)
+        self.alloc_in(cls, zero, Lane::Sampled)
     }
 
-    fn alloc_in(&self, cls: usize, zero: bool, sampled: bool) -> *mut u8 {
-        let page = self.find_page(cls, sampled);
+    fn alloc_in(&self, cls: usize, zero: bool, lane: Lane) -> *mut u8 {
+        let page = self.find_page(cls, lane);
         if page.is_null() {
             return ptr::null_mut();
         }
@@ -280,15 +285,15 @@ impl Heap {
 
     /// Finds a page of class `cls` with a free block, moving exhausted pages
     /// to the full list on the way, or sets up a fresh one.
-    fn find_page(&self, cls: usize, sampled: bool) -> *mut Page {
-        let queue = self.queue(cls, sampled);
+    fn find_page(&self, cls: usize, lane: Lane) -> *mut Page {
+        let queue = self.queue(cls, lane);
         let mut moved = false;
         let mut page = queue.first.get();
         while !page.is_null() {
             // SAFETY: queue members are live pages of this heap.
             let p = unsafe { &*page };
             if p.collect() || p.extend() {
-                if moved {
+                if moved && lane == Lane::Malloc {
                     self.update_direct(cls);
                 }
                 return page;
@@ -302,14 +307,14 @@ impl Heap {
             moved = true;
             page = next;
         }
-        self.fresh_page(cls, sampled)
+        self.fresh_page(cls, lane)
     }
 
     /// Moves an exhausted page (notification armed) to the full list.
     fn page_to_full(&self, page: &Page) {
         self.queue_of(page).remove(page);
         page.set_flag(page::IN_FULL, true);
-        page.free_limit.set(0);
+        page.close_fast_free();
         self.full.push_back(page);
     }
 
@@ -324,13 +329,13 @@ impl Heap {
         let queue = self.queue_of(page);
         let was_empty = queue.first.get().is_null();
         queue.push_back(page);
-        if was_empty && !page.has(page::SAMPLED) {
+        if was_empty && page.lane() == Lane::Malloc {
             self.update_direct(cls);
         }
     }
 
     /// Sets up a fresh page of class `cls` at the head of its (empty) queue.
-    fn fresh_page(&self, cls: usize, sampled: bool) -> *mut Page {
+    fn fresh_page(&self, cls: usize, lane: Lane) -> *mut Page {
         let kind = class_kind(cls);
         let seg = match kind {
             PageKind::Small | PageKind::Medium => {
@@ -362,12 +367,10 @@ impl Heap {
         }
         let (start, area) = s.page_area(page.slot.get() as usize);
         page.init(cls, class_size(cls), start, area, zero);
-        if sampled {
-            page.mark_sampled();
-        }
+        page.mark_lane(lane);
         page.extend();
-        self.queue(cls, sampled).push_front(page);
-        if !sampled {
+        self.queue(cls, lane).push_front(page);
+        if lane == Lane::Malloc {
             self.update_direct(cls);
         }
         page as *const Page as *mut Page
@@ -479,7 +482,7 @@ impl Heap {
             let queue = self.queue_of(page);
             let was_first = core::ptr::eq(queue.first.get(), page);
             queue.remove(page);
-            if was_first && !page.has(page::SAMPLED) {
+            if was_first && page.lane() == Lane::Malloc {
                 self.update_direct(cls);
             }
         }
@@ -603,8 +606,8 @@ impl Heap {
     fn release_retired(&self, force: bool) {
         let epoch = self.epoch.get().wrapping_add(1);
         self.epoch.set(epoch);
-        for (cls, sampled) in (0..CLASS_COUNT).flat_map(|c| [(c, false), (c, true)]) {
-            let first = self.queue(cls, sampled).first.get();
+        for (cls, lane) in (0..CLASS_COUNT).flat_map(|c| Lane::ALL.map(|l| (c, l))) {
+            let first = self.queue(cls, lane).first.get();
             if first.is_null() {
                 continue;
             }
@@ -646,8 +649,8 @@ impl Heap {
     /// no segment any more.
     pub fn collect_all(&self, force: bool) -> bool {
         self.drain_delayed();
-        for (cls, sampled) in (0..CLASS_COUNT).flat_map(|c| [(c, false), (c, true)]) {
-            let mut page = self.queue(cls, sampled).first.get();
+        for (cls, lane) in (0..CLASS_COUNT).flat_map(|c| Lane::ALL.map(|l| (c, l))) {
+            let mut page = self.queue(cls, lane).first.get();
             while !page.is_null() {
                 // SAFETY: queue members are live pages of this heap.
                 let p = unsafe { &*page };

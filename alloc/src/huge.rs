@@ -136,17 +136,23 @@ fn mapping_size(offset: usize, size: usize) -> Option<usize> {
 pub fn alloc_sampled(size: usize, align: usize, zero: bool) -> *mut u8 {
     let p = alloc(size, align, zero);
     if !p.is_null() {
-        let seg = crate::segment::segment_of(p);
-        let seg = if p as usize & segment::SEGMENT_MASK == 0 {
-            (p as usize - SEGMENT_SIZE) as *mut Segment
-        } else {
-            seg
-        };
-        // SAFETY: `p` was just allocated; its header is ours.
-        let s = unsafe { &*seg };
-        s.flags.set(s.flags.get() | segment::SAMPLED);
+        mark(p, segment::SAMPLED);
     }
     p
+}
+
+/// Sets `flag` on the segment of the huge block `p`, just allocated.
+fn mark(p: *mut u8, flag: u8) {
+    // A huge block aligned to a segment boundary has its header one
+    // segment before it (see `alloc`); any other finds it by masking.
+    let seg = if p as usize & segment::SEGMENT_MASK == 0 {
+        (p as usize - SEGMENT_SIZE) as *mut Segment
+    } else {
+        crate::segment::segment_of(p)
+    };
+    // SAFETY: `p` was just allocated; its header is ours.
+    let s = unsafe { &*seg };
+    s.flags.set(s.flags.get() | flag);
 }
 
 /// Is the huge block of segment `seg` a sampled block?
@@ -297,6 +303,31 @@ unsafe fn remap(seg: *mut Segment, old_size: usize, new_size: usize) -> *mut Seg
     }
     crate::stats::mapped_sub(old_size);
     target as *mut Segment
+}
+
+/// Marks the huge block `p` (just allocated) as allocated by `lane`'s call.
+pub fn set_lane(p: *mut u8, lane: crate::page::Lane) {
+    let bit = match lane {
+        crate::page::Lane::New => segment::NEW,
+        crate::page::Lane::NewArray => segment::NEW_ARRAY,
+        _ => return,
+    };
+    mark(p, bit);
+}
+
+/// The lane of the huge block whose header is `seg` (live).
+pub fn lane(seg: *mut Segment) -> crate::page::Lane {
+    // SAFETY: the caller's segment is a live huge segment.
+    let f = unsafe { (*seg).flags.get() };
+    if f & segment::SAMPLED != 0 {
+        crate::page::Lane::Sampled
+    } else if f & segment::NEW != 0 {
+        crate::page::Lane::New
+    } else if f & segment::NEW_ARRAY != 0 {
+        crate::page::Lane::NewArray
+    } else {
+        crate::page::Lane::Malloc
+    }
 }
 
 /// Huge blocks freed lately, so that a second free of one (its mapping

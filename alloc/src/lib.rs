@@ -409,6 +409,39 @@ pub mod raw {
         unsafe { crate::api::free(p, call) }
     }
 
+    /// Allocates for C++ `operator new` (`array`: `new[]`) from pages of
+    /// its own family, so that `delete`, `delete[]` and `free` can be
+    /// checked against it. Null on failure.
+    ///
+    /// # Safety
+    /// `align` must be a power of two.
+    #[inline]
+    pub unsafe fn alloc_new(size: usize, align: usize, array: bool) -> *mut u8 {
+        let lane = if array {
+            crate::page::Lane::NewArray
+        } else {
+            crate::page::Lane::New
+        };
+        // SAFETY: forwarded from the caller.
+        unsafe { crate::api::alloc_lane(size, align, lane) }
+    }
+
+    /// Frees for C++ `operator delete` (`array`: `delete[]`); a block from
+    /// another family is reported as a mismatch.
+    ///
+    /// # Safety
+    /// As [`free`].
+    #[inline]
+    pub unsafe fn free_delete(p: *mut u8, array: bool, call: &'static str) {
+        let family = if array {
+            crate::page::Family::DeleteArray
+        } else {
+            crate::page::Family::Delete
+        };
+        // SAFETY: forwarded from the caller.
+        unsafe { crate::api::free_family(p, call, family) }
+    }
+
     /// Resizes `p` to `new_size` bytes with alignment `align`, copying at most
     /// `old_size` bytes (`usize::MAX`: the whole usable size) when it moves.
     /// Null on failure, leaving `p` valid.

@@ -106,6 +106,78 @@ pub const HAS_ALIGNED: u8 = 8;
 /// `flags`: every block of this page is a sampled allocation (sampled
 /// recording); its frees always take the slow path, which records them.
 pub const SAMPLED: u8 = 16;
+/// `flags`: the page's blocks come from C++ `operator new`.
+pub const NEW: u8 = 32;
+/// `flags`: the page's blocks come from C++ `operator new[]`.
+pub const NEW_ARRAY: u8 = 64;
+
+/// Which allocation family a page serves: its blocks must be released by
+/// the matching call (`free`, `delete`, `delete[]`), which is how a
+/// mismatch is told without any per-block metadata. Sampled pages serve
+/// sampled blocks of any family (their frees are not checked for it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Lane {
+    /// `malloc` and friends, Rust's allocator.
+    Malloc = 0,
+    /// Sampled allocations (sampled recording).
+    Sampled = 1,
+    /// `operator new`.
+    New = 2,
+    /// `operator new[]`.
+    NewArray = 3,
+}
+
+/// Number of lanes.
+pub const LANES: usize = 4;
+
+impl Lane {
+    /// Every lane, in index order.
+    pub const ALL: [Lane; LANES] = [Lane::Malloc, Lane::Sampled, Lane::New, Lane::NewArray];
+
+    /// The page flag marking the lane (none for malloc).
+    pub fn flag(self) -> u8 {
+        match self {
+            Lane::Malloc => 0,
+            Lane::Sampled => SAMPLED,
+            Lane::New => NEW,
+            Lane::NewArray => NEW_ARRAY,
+        }
+    }
+
+    /// The call that allocates in it, for messages.
+    pub fn allocator(self) -> &'static str {
+        match self {
+            Lane::Malloc | Lane::Sampled => "malloc",
+            Lane::New => "new",
+            Lane::NewArray => "new[]",
+        }
+    }
+}
+
+/// Which family of call frees a block: the index of the page's fast-free
+/// bound it uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Family {
+    /// `free`, `realloc`, Rust's `dealloc`.
+    Free = 0,
+    /// `operator delete`.
+    Delete = 1,
+    /// `operator delete[]`.
+    DeleteArray = 2,
+}
+
+impl Family {
+    /// The lane whose blocks this family may free.
+    pub fn lane(self) -> Lane {
+        match self {
+            Family::Free => Lane::Malloc,
+            Family::Delete => Lane::New,
+            Family::DeleteArray => Lane::NewArray,
+        }
+    }
+}
 
 /// Low bit of `thread_free`: the owner wants to hear about the next remote
 /// free (the page is in the full list). Set only while the list is empty.
@@ -166,6 +238,12 @@ pub struct Page {
     /// Housekeeping round in which the page was last seen as an empty queue
     /// head (see `Heap::page_retire`).
     pub retire_tick: Cell<u32>,
+    /// The bound of `free_limit` for `operator delete` and `delete[]`
+    /// frees (after the hot fields: C++ deletes are the rarer family).
+    /// Each of the three is open only on pages of its own lane, so a fast
+    /// free by the wrong family finds 0 and takes the slow path, which
+    /// reports it.
+    pub delete_limit: [Cell<u32>; 2],
 }
 
 impl Page {
@@ -189,6 +267,7 @@ impl Page {
             slot: Cell::new(0),
             flags: AtomicU8::new(0),
             retire_tick: Cell::new(0),
+            delete_limit: [Cell::new(0), Cell::new(0)],
         }
     }
 
@@ -203,7 +282,7 @@ impl Page {
         self.capacity.set(0);
         self.block_start.set(start);
         self.reserved.set(reserved as u32);
-        self.free_limit.set(0);
+        self.close_fast_free();
         self.magic.set(divisibility_magic(block_size));
         self.local_free.set(ptr::null_mut());
         self.block_size.set(block_size);
@@ -220,22 +299,56 @@ impl Page {
         (blocks * block_size).min(u32::MAX as usize) as u32
     }
 
-    /// Re-enables fast-path frees (after the page leaves the full list),
-    /// except on sampled pages, whose frees are always recorded.
+    /// Re-enables fast-path frees (after the page leaves the full list) by
+    /// the page's own family, except on sampled pages, whose frees are
+    /// always recorded.
     pub fn open_fast_free(&self) {
-        if self.has(SAMPLED) {
-            return;
+        let limit = Self::limit_for(self.capacity.get() as usize, self.block_size.get());
+        match self.lane() {
+            Lane::Sampled => {}
+            Lane::Malloc => self.free_limit.set(limit),
+            Lane::New => self.delete_limit[0].set(limit),
+            Lane::NewArray => self.delete_limit[1].set(limit),
         }
-        self.free_limit.set(Self::limit_for(
-            self.capacity.get() as usize,
-            self.block_size.get(),
-        ));
     }
 
-    /// Makes this (freshly set up) page a page of sampled blocks.
-    pub fn mark_sampled(&self) {
-        self.set_flag(SAMPLED, true);
+    /// Closes every fast-free path (a full page, an unused one).
+    pub fn close_fast_free(&self) {
         self.free_limit.set(0);
+        self.delete_limit[0].set(0);
+        self.delete_limit[1].set(0);
+    }
+
+    /// The fast-free bound of `family`.
+    #[inline(always)]
+    pub fn limit(&self, family: Family) -> u32 {
+        match family {
+            Family::Free => self.free_limit.get(),
+            Family::Delete => self.delete_limit[0].get(),
+            Family::DeleteArray => self.delete_limit[1].get(),
+        }
+    }
+
+    /// The page's lane, from its flags.
+    pub fn lane(&self) -> Lane {
+        let f = self.flags.load(Ordering::Relaxed);
+        if f & SAMPLED != 0 {
+            Lane::Sampled
+        } else if f & NEW != 0 {
+            Lane::New
+        } else if f & NEW_ARRAY != 0 {
+            Lane::NewArray
+        } else {
+            Lane::Malloc
+        }
+    }
+
+    /// Makes this (freshly set up) page serve `lane`.
+    pub fn mark_lane(&self, lane: Lane) {
+        if lane != Lane::Malloc {
+            self.set_flag(lane.flag(), true);
+        }
+        self.close_fast_free();
     }
 
     /// Returns the slot to the unused state.
@@ -244,7 +357,7 @@ impl Page {
         self.used.set(0);
         self.capacity.set(0);
         self.block_start.set(ptr::null_mut());
-        self.free_limit.set(0);
+        self.close_fast_free();
         self.reserved.set(0);
         self.magic.set(0);
         self.local_free.set(ptr::null_mut());
@@ -342,9 +455,9 @@ impl Page {
             self.free.set(first as *mut Block);
         }
         self.capacity.set((capacity + n) as u32);
-        if !self.has(IN_FULL) && !self.has(SAMPLED) {
+        if !self.has(IN_FULL) {
             // Fast frees may now reach the new blocks too.
-            self.free_limit.set(Self::limit_for(capacity + n, bsize));
+            self.open_fast_free();
         }
         self.set_flag(FREE_IS_ZERO, self.has(ZERO_INIT));
         true

@@ -141,6 +141,12 @@ pub enum BadPointer {
     },
     /// In a page of ours with no live block: freed twice or never allocated.
     NotLive,
+    /// A block of one allocation family freed by another (`free` of a
+    /// `new[]` block, `delete` of a `malloc` one...).
+    Mismatch {
+        /// The call that allocated it: `malloc`, `new` or `new[]`.
+        allocated: &'static str,
+    },
     /// A Rust `dealloc` whose layout does not match the block.
     Layout {
         /// The layout's size.
@@ -166,6 +172,9 @@ impl fmt::Display for BadPointer {
             ),
             BadPointer::NotLive => {
                 f.write_str("no live block there (freed twice, or never allocated)")
+            }
+            BadPointer::Mismatch { allocated } => {
+                write!(f, "the block was allocated with {allocated}")
             }
             BadPointer::Layout {
                 size,
@@ -210,6 +219,7 @@ pub fn invalid_pointer(call: &str, p: *const u8, why: BadPointer) {
         BadPointer::Interior { .. } => crate::trace::error::INTERIOR,
         BadPointer::NotLive => crate::trace::error::NOT_LIVE,
         BadPointer::Layout { .. } => crate::trace::error::LAYOUT,
+        BadPointer::Mismatch { .. } => crate::trace::error::MISMATCH,
     };
     caller_stack();
     if recording {

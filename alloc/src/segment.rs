@@ -64,6 +64,10 @@ pub const IN_FREE_LIST: u8 = 1;
 pub const IN_PURGE_LIST: u8 = 2;
 /// `flags`: a huge segment holding a sampled block (sampled recording).
 pub const SAMPLED: u8 = 4;
+/// `flags`: a huge segment holding a block from C++ `operator new`.
+pub const NEW: u8 = 8;
+/// `flags`: a huge segment holding a block from C++ `operator new[]`.
+pub const NEW_ARRAY: u8 = 16;
 
 /// A segment header. Fields other than `heap` are written only by the owning
 /// heap (or by whoever holds the segment exclusively: the cache, the huge

@@ -111,12 +111,8 @@ fn validate_heap(heap: &Heap) -> Result<HeapReport, Violation> {
     };
     let heap_ptr = heap as *const Heap as *mut Heap;
 
-    for (cls, sampled) in (0..CLASS_COUNT).flat_map(|c| [(c, false), (c, true)]) {
-        let queue = if sampled {
-            &heap.sampled[cls]
-        } else {
-            &heap.queues[cls]
-        };
+    for (cls, lane) in (0..CLASS_COUNT).flat_map(|c| page::Lane::ALL.map(|l| (c, l))) {
+        let queue = heap.queue(cls, lane);
         let mut prev: *mut Page = core::ptr::null_mut();
         let mut page = queue.first.get();
         while !page.is_null() {
@@ -131,20 +127,27 @@ fn validate_heap(heap: &Heap) -> Result<HeapReport, Violation> {
             if p.has(page::IN_FULL) {
                 return fail("queued page marked full", page as usize, cls);
             }
-            if p.has(page::SAMPLED) != sampled {
-                return fail(
-                    "page in the wrong (sampled or not) queue",
-                    page as usize,
-                    cls,
-                );
+            if p.lane() != lane {
+                return fail("page in the queue of another lane", page as usize, cls);
             }
-            let limit = if sampled {
-                0
-            } else {
-                p.capacity.get() as usize * p.block_size.get()
+            // Only the page's own family frees fast, up to the carved blocks;
+            // sampled pages never.
+            let open = p.capacity.get() as usize * p.block_size.get();
+            let expect = |family: page::Family| {
+                if lane != page::Lane::Sampled && family.lane() == lane {
+                    open
+                } else {
+                    0
+                }
             };
-            if p.free_limit.get() as usize != limit {
-                return fail("queued page with wrong fast-free limit", page as usize, cls);
+            for family in [
+                page::Family::Free,
+                page::Family::Delete,
+                page::Family::DeleteArray,
+            ] {
+                if p.limit(family) as usize != expect(family) {
+                    return fail("queued page with wrong fast-free limit", page as usize, cls);
+                }
             }
             check_page(heap_ptr, p, &mut report)?;
             tally.add(segment_of(page as *const u8) as usize);
@@ -165,7 +168,11 @@ fn validate_heap(heap: &Heap) -> Result<HeapReport, Violation> {
         if p.prev.get() != prev {
             return fail("full list back link", page as usize, 0);
         }
-        if !p.has(page::IN_FULL) || p.free_limit.get() != 0 {
+        if !p.has(page::IN_FULL)
+            || p.limit(page::Family::Free) != 0
+            || p.limit(page::Family::Delete) != 0
+            || p.limit(page::Family::DeleteArray) != 0
+        {
             return fail("full-list page not marked full", page as usize, 0);
         }
         if !p.free.get().is_null() || !p.local_free.get().is_null() {

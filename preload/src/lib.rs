@@ -20,6 +20,8 @@
 use core::ffi::{c_int, c_void};
 use memtally_alloc::raw;
 
+mod cxx;
+
 /// glibc's `malloc` alignment on 64-bit targets (`alignof(max_align_t)`).
 const MALLOC_ALIGN: usize = 16;
 

@@ -206,6 +206,80 @@ fn planted_errors_in_cpp_are_caught_with_their_functions() {
 }
 
 #[test]
+fn mismatched_cpp_releases_are_caught_and_clean_cpp_runs_clean() {
+    let Some(lib) = built_library() else {
+        eprintln!("skipped: libmemtally.so not built (run cargo test --workspace)");
+        return;
+    };
+    let dir = scratch("cpp-mismatch");
+    let exe = build_cpp(&dir, "cpp_mismatch");
+    for (mode, line, function) in [
+        ("free-new", "free(): invalid pointer 0x", "free_a_new_block"),
+        (
+            "delete-array",
+            "operator delete(): invalid pointer 0x",
+            "delete_an_array",
+        ),
+        (
+            "array-delete",
+            "operator delete[](): invalid pointer 0x",
+            "delete_array_of_one",
+        ),
+    ] {
+        let out = Command::new(&exe)
+            .arg(mode)
+            .env("LD_PRELOAD", &lib)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(
+            out.status.code(),
+            None,
+            "{mode}: killed by SIGABRT: {out:?}"
+        );
+        assert!(err.contains(line), "{mode}: {err}");
+        assert!(
+            err.contains("the block was allocated with new"),
+            "{mode}: {err}"
+        );
+        // Recorded: the offending call's stack names the function.
+        let trace = dir.join(format!("{mode}.mtt"));
+        Command::new(env!("CARGO_BIN_EXE_memtally"))
+            .args(["run", "-o", trace.to_str().unwrap(), "--"])
+            .arg(&exe)
+            .arg(mode)
+            .env("MEMTALLY_LIB", &lib)
+            .output()
+            .unwrap();
+        let doc = json_of(&["errors", "--json", trace.to_str().unwrap()]);
+        let g = &doc["groups"][0];
+        assert_eq!(
+            g["kind"], "allocation and deallocation mismatch",
+            "{mode}: {doc}"
+        );
+        let frames: Vec<&str> = g["site"]["frames"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|f| f["function"].as_str())
+            .collect();
+        assert!(
+            frames.iter().any(|f| f.starts_with(function)),
+            "{mode}: {frames:?}"
+        );
+    }
+    let out = Command::new(&exe)
+        .arg("clean")
+        .env("LD_PRELOAD", &lib)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "clean: {out:?}");
+    assert!(!err.contains("memtally:"), "clean: {err}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("survived"));
+}
+
+#[test]
 fn on_error_report_lets_the_program_run_on_past_a_fault() {
     if built_library().is_none() {
         eprintln!("skipped: libmemtally.so not built (run cargo test --workspace)");

@@ -51,6 +51,9 @@ pub mod error {
     pub const RACE_FIRST: u8 = 7;
     /// A data race, the other thread's access, during the first's stall.
     pub const RACE_SECOND: u8 = 8;
+    /// A block freed by the wrong family of call (`free` of a `new[]`
+    /// block, `delete[]` of a `new` one...).
+    pub const MISMATCH: u8 = 9;
 
     /// What error `code` means, for reports.
     pub fn describe(code: u8) -> &'static str {
@@ -63,6 +66,7 @@ pub mod error {
             OVERFLOW => "buffer overflow",
             UNDERFLOW => "buffer underflow",
             RACE_FIRST | RACE_SECOND => "data race",
+            MISMATCH => "allocation and deallocation mismatch",
             _ => "unknown memory error",
         }
     }
