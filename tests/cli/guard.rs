@@ -277,6 +277,43 @@ fn mismatched_cpp_releases_are_caught_and_clean_cpp_runs_clean() {
     assert!(out.status.success(), "clean: {out:?}");
     assert!(!err.contains("memtally:"), "clean: {err}");
     assert!(String::from_utf8_lossy(&out.stdout).contains("survived"));
+    // Real C++ programs, where installed: the C++ compiler itself, V8, gdb.
+    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/c/cpp_mismatch.cpp");
+    let object = dir.join("cpp_mismatch.o");
+    let programs: [Vec<&std::ffi::OsStr>; 3] = [
+        vec![
+            "c++".as_ref(),
+            "-O2".as_ref(),
+            "-c".as_ref(),
+            "-o".as_ref(),
+            object.as_os_str(),
+            source.as_os_str(),
+        ],
+        vec![
+            "node".as_ref(),
+            "-e".as_ref(),
+            "let a = []; for (let i = 0; i < 100000; i++) a.push({i, s: 'x' + i});".as_ref(),
+        ],
+        vec![
+            "gdb".as_ref(),
+            "-batch".as_ref(),
+            "-ex".as_ref(),
+            "print 1+1".as_ref(),
+        ],
+    ];
+    for argv in programs {
+        let Ok(out) = Command::new(argv[0])
+            .args(&argv[1..])
+            .env("LD_PRELOAD", &lib)
+            .output()
+        else {
+            eprintln!("skipped {:?}: not installed", argv[0]);
+            continue;
+        };
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{argv:?}: {out:?}");
+        assert!(!err.contains("memtally:"), "{argv:?}: {err}");
+    }
 }
 
 #[test]
