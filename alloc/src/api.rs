@@ -74,13 +74,7 @@ unsafe fn alloc_impl<const ZERO: bool>(size: usize, align: usize) -> *mut u8 {
         unsafe {
             let h = &*heap;
             let page = &*h.direct.get_unchecked(rounded.div_ceil(WORD)).get();
-            let block = page.free.get();
-            let left = h.sample_left.get().wrapping_sub(rounded as i64);
-            if !block.is_null() & (left >= 0) {
-                h.sample_left.set(left);
-                page.free.set((*block).next);
-                page.used.set(page.used.get() + 1);
-                page::untag(block);
+            if let Some(block) = pop_block(h, page, rounded) {
                 if ZERO {
                     heap::zero_block(page, block, size);
                 }
@@ -89,6 +83,31 @@ unsafe fn alloc_impl<const ZERO: bool>(size: usize, align: usize) -> *mut u8 {
         }
     }
     alloc_slow(size, align, ZERO)
+}
+
+/// The fast path's pop: the first block of `page`'s free list, handed out
+/// (untagged, counted), unless the list is empty or this allocation of
+/// `rounded` bytes crosses the heap's sampling countdown.
+///
+/// # Safety
+/// `page` must be a page of `h` (or the static empty page); blocks on its
+/// free list have valid link words.
+#[inline(always)]
+unsafe fn pop_block(h: &Heap, page: &Page, rounded: usize) -> Option<*mut page::Block> {
+    let block = page.free.get();
+    let left = h.sample_left.get().wrapping_sub(rounded as i64);
+    if block.is_null() | (left < 0) {
+        return None;
+    }
+    h.sample_left.set(left);
+    // SAFETY: a block on the free list (caller): its link word is valid, and
+    // taking it off the list makes it ours.
+    unsafe {
+        page.free.set((*block).next);
+        page::untag(block);
+    }
+    page.used.set(page.used.get() + 1);
+    Some(block)
 }
 
 /// The allocation slow path: first allocation of a thread, exhausted pages,
@@ -119,17 +138,11 @@ pub unsafe fn alloc_lane(size: usize, align: usize, lane: Lane) -> *mut u8 {
         unsafe {
             let h = &*thread::heap();
             let page = h.queue(cls, lane).first.get();
-            if !page.is_null() && !h.instrumented.get() {
-                let page = &*page;
-                let block = page.free.get();
-                let left = h.sample_left.get().wrapping_sub(rounded as i64);
-                if !block.is_null() & (left >= 0) {
-                    h.sample_left.set(left);
-                    page.free.set((*block).next);
-                    page.used.set(page.used.get() + 1);
-                    page::untag(block);
-                    return block as *mut u8;
-                }
+            if !page.is_null()
+                && !h.instrumented.get()
+                && let Some(block) = pop_block(h, &*page, rounded)
+            {
+                return block as *mut u8;
             }
         }
     }
