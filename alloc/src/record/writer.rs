@@ -659,9 +659,14 @@ extern "C" fn writer_main(_: *mut c_void) -> *mut c_void {
             finish_trace(ws);
             return core::ptr::null_mut();
         }
+        // Only the flush requests made before this round's snapshot of the
+        // rings are served by it: an event published by a flushing thread
+        // after the snapshot waits for the next round, and so must its flush
+        // (else a thread about to die, a fault or an abort, loses its last
+        // event).
+        let req = FLUSH_REQ.load(Ordering::Acquire);
         round(ws, false);
         crate::races::tick();
-        let req = FLUSH_REQ.load(Ordering::Acquire);
         if req as u32 != FLUSH_DONE.load(Ordering::Relaxed) {
             FLUSH_DONE.store(req as u32, Ordering::Release);
             os::futex_wake(&FLUSH_DONE, i32::MAX);
