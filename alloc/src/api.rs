@@ -274,7 +274,7 @@ fn alloc_overaligned(h: &Heap, size: usize, align: usize, zero: bool) -> (*mut u
         return (p, huge_usable(p));
     }
     let cls = class_of(padded);
-    let block = h.alloc_class(cls, false);
+    let block = h.alloc_lane(cls, false, Lane::Malloc);
     if block.is_null() {
         return (block, 0);
     }
@@ -562,7 +562,7 @@ fn alloc_sampled(h: &Heap, size: usize, align: usize, zero: bool) -> *mut u8 {
     if align <= MAX_CLASS_ALIGN && size <= LARGE_MAX {
         let align = align.max(WORD);
         let cls = class_of((size.max(1) + align - 1) & !(align - 1));
-        h.alloc_sampled(cls, zero)
+        h.alloc_lane(cls, zero, Lane::Sampled)
     } else {
         huge::alloc_sampled(size, align, zero)
     }
@@ -636,15 +636,11 @@ fn free_block(
         // SAFETY: a live huge segment's header is valid.
         let size = unsafe { (*loc.segment).pages[0].block_size.get() };
         // SAFETY: `locate` checked that the segment is a live huge segment.
-        if unsafe { huge::usable_size(loc.segment, loc.block, call) }.is_none() {
-            return false;
-        }
-        if counting {
+        let freed = unsafe { huge::free(loc.segment, loc.block, call) };
+        if freed && counting {
             count_free(heap, size);
         }
-        // SAFETY: as above; the block was just checked.
-        unsafe { huge::free(loc.segment, loc.block, call) };
-        return true;
+        return freed;
     }
     // SAFETY: `locate` returned a live segment and one of its in-use pages.
     let s = unsafe { &*loc.segment };

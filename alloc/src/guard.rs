@@ -91,8 +91,6 @@ struct Meta {
     slots: [Slot; MAX_SLOTS],
     /// Random state for left/right placement and freed-slot reuse.
     rng: u64,
-    /// Unwind rules for stack capture (shared; races only cost lookups).
-    rules: crate::record::unwind::RuleCache,
 }
 
 /// Settings: mean bytes between guarded allocations (0: by count or off).
@@ -258,12 +256,8 @@ fn stack_bounds(heap: *mut Heap) -> crate::record::stack::Bounds {
 }
 
 /// Return addresses of the caller's stack.
-fn capture(
-    heap: *mut Heap,
-    out: &mut [u64; FRAMES],
-    rules: &crate::record::unwind::RuleCache,
-) -> u8 {
-    crate::record::stack::capture(out, stack_bounds(heap), rules) as u8
+fn capture(heap: *mut Heap, out: &mut [u64; FRAMES]) -> u8 {
+    crate::record::stack::capture(out, stack_bounds(heap), &crate::signals::RULES) as u8
 }
 
 /// A guarded block of `size` bytes aligned to `align`, or None (too big,
@@ -315,9 +309,8 @@ pub fn alloc(heap: &Heap, size: usize, align: usize, zero: bool) -> Option<*mut 
         // SAFETY: the page was just made writable.
         unsafe { ptr::write_bytes(page as *mut u8, 0, PAGE) };
     }
-    let rules = &m.rules;
     let mut frames = [0u64; FRAMES];
-    let count = capture(heap as *const Heap as *mut Heap, &mut frames, rules);
+    let count = capture(heap as *const Heap as *mut Heap, &mut frames);
     let s = &mut m.slots[i];
     *s = Slot {
         state: State::Live,
@@ -366,7 +359,7 @@ pub fn free(heap: *mut Heap, p: *mut u8, call: &str) -> bool {
         return false;
     }
     let mut frames = [0u64; FRAMES];
-    let count = capture(heap, &mut frames, &m.rules);
+    let count = capture(heap, &mut frames);
     let s = &mut m.slots[i];
     s.state = State::Freed;
     s.free_tid = tid();
@@ -483,7 +476,12 @@ extern "C" fn on_fault(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut l
     let write = access_is_write(ctx);
     let mut access = [0u64; FRAMES];
     // The faulting instruction itself comes first.
-    let n = crate::signals::stack_of(ctx, crate::signals::pc(ctx), &m.rules, &mut access);
+    let n = crate::signals::stack_of(
+        ctx,
+        crate::signals::pc(ctx),
+        &crate::signals::RULES,
+        &mut access,
+    );
     report_fault(m, fault, slot, a, write, &access[..n]);
     let report_only = crate::report::report_only();
     if report_only && let Some(i) = slot {

@@ -247,23 +247,9 @@ impl Heap {
         self.queue(page.class(), page.lane())
     }
 
-    /// Allocates a block of class `cls`; null when the OS refuses memory.
-    pub fn alloc_class(&self, cls: usize, zero: bool) -> *mut u8 {
-        self.alloc_in(cls, zero, Lane::Malloc)
-    }
-
-    /// Allocates a block of class `cls` from pages of `lane`.
+    /// Allocates a block of class `cls` from pages of `lane` (sampled pages
+    /// for a sampled block); null when the OS refuses memory.
     pub fn alloc_lane(&self, cls: usize, zero: bool, lane: Lane) -> *mut u8 {
-        self.alloc_in(cls, zero, lane)
-    }
-
-    /// Allocates a sampled block of class `cls`, from this heap's sampled
-    /// pages.
-    pub fn alloc_sampled(&self, cls: usize, zero: bool) -> *mut u8 {
-        self.alloc_in(cls, zero, Lane::Sampled)
-    }
-
-    fn alloc_in(&self, cls: usize, zero: bool, lane: Lane) -> *mut u8 {
         let page = self.find_page(cls, lane);
         if page.is_null() {
             return ptr::null_mut();

@@ -343,16 +343,17 @@ pub fn recently_freed(p: *const u8) -> bool {
         .any(|a| a.load(Ordering::Relaxed) == p as usize)
 }
 
-/// Frees the huge block `p` whose header is `seg`.
+/// Frees the huge block `p` whose header is `seg`; false (reported) when
+/// `p` is not its live block.
 ///
 /// # Safety
 /// `seg` must be a live huge segment (its segment-map bit set).
-pub unsafe fn free(seg: *mut Segment, p: *mut u8, call: &str) {
+pub unsafe fn free(seg: *mut Segment, p: *mut u8, call: &str) -> bool {
     // SAFETY: guaranteed by the caller.
     let s = unsafe { &*seg };
     let page = &s.pages[0];
     if !check_block(page, p, call) {
-        return;
+        return false;
     }
     page.used.set(0);
     segmap::remove(seg as usize);
@@ -364,7 +365,7 @@ pub unsafe fn free(seg: *mut Segment, p: *mut u8, call: &str) {
     if !cacheable {
         // SAFETY: the block was the mapping's only content and is now free.
         unsafe { os::unmap(seg as *mut u8, size) };
-        return;
+        return true;
     }
     let now = os::now_ms();
     let mut evicted = [NO_ENTRY; CACHE_SLOTS];
@@ -390,6 +391,7 @@ pub unsafe fn free(seg: *mut Segment, p: *mut u8, call: &str) {
         // SAFETY: evicted mappings are used by nobody.
         unsafe { os::unmap(e.segment as *mut u8, e.size) };
     }
+    true
 }
 
 /// True when `p` is the live block of the huge page `page`; otherwise

@@ -436,6 +436,5 @@ fn access_pc(ctx: *mut libc::c_void) -> u64 {
 
 /// The trapping thread's stack, innermost the access.
 fn trap_stack(ctx: *mut libc::c_void, out: &mut [u64; FRAMES]) -> usize {
-    static RULES: crate::record::unwind::RuleCache = crate::record::unwind::RuleCache::new();
-    crate::signals::stack_of(ctx, access_pc(ctx), &RULES, out)
+    crate::signals::stack_of(ctx, access_pc(ctx), &crate::signals::RULES, out)
 }

@@ -230,16 +230,12 @@ pub fn invalid_pointer(call: &str, p: *const u8, why: BadPointer) {
     }
 }
 
-/// Unwind rules for the stacks of error reports (shared by all threads;
-/// a race only costs a lookup).
-static RULES: crate::record::unwind::RuleCache = crate::record::unwind::RuleCache::new();
-
 /// `memtally:   at: ...`: the calling thread's stack, for a report.
 #[inline(never)]
 fn caller_stack() {
     let mut frames = [0u64; 24];
     let bounds = crate::record::stack::Bounds::of_current_thread();
-    let n = crate::record::stack::capture(&mut frames, bounds, &RULES);
+    let n = crate::record::stack::capture(&mut frames, bounds, &crate::signals::RULES);
     stack_line("at", &frames[..n]);
 }
 

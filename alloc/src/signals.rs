@@ -7,6 +7,10 @@
 //! no allocation.
 
 use core::ptr;
+
+/// Unwind rules for the stacks of error reports, guarded allocations and
+/// signal handlers (shared by every thread: a race only costs a lookup).
+pub static RULES: crate::record::unwind::RuleCache = crate::record::unwind::RuleCache::new();
 use core::sync::atomic::{AtomicPtr, Ordering};
 
 /// Installs `handler` for `sig` (`SA_SIGINFO | SA_ONSTACK` and `extra`

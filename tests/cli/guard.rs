@@ -104,13 +104,12 @@ fn planted_errors_fault_at_the_access_with_their_stacks() {
         assert_eq!(e["kind"], kind, "{mode}");
         assert_eq!(e["call"], "access", "{mode}");
         let site = &e["site"];
-        let frames: Vec<&str> = site["frames"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter_map(|f| f["function"].as_str())
-            .collect();
-        assert_eq!(frames.first(), Some(&function), "{mode}: {frames:?}");
+        let frames = functions(site);
+        assert_eq!(
+            frames.first().map(String::as_str),
+            Some(function),
+            "{mode}: {frames:?}"
+        );
 
         // memtally errors: one group, the block's allocation stack, and
         // --fail fails.
@@ -121,14 +120,9 @@ fn planted_errors_fault_at_the_access_with_their_stacks() {
         assert_eq!(g["count"], 1, "{mode}");
         let b = &g["block"];
         assert_eq!(b["size"], 48, "{mode}: {g}");
-        let alloc: Vec<&str> = b["allocated_at"]["frames"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter_map(|f| f["function"].as_str())
-            .collect();
+        let alloc = functions(&b["allocated_at"]);
         assert!(
-            alloc.contains(&"main") || alloc.contains(&"placed"),
+            alloc.iter().any(|f| f == "main" || f == "placed"),
             "{mode}: {alloc:?}"
         );
         assert_eq!(b["freed_by_thread"].is_u64(), freed, "{mode}: {b}");
@@ -143,6 +137,41 @@ fn planted_errors_fault_at_the_access_with_their_stacks() {
             text.contains(&format!("at {function} (c/guarded.c:")),
             "{text}"
         );
+    }
+}
+
+/// The function names of a site object's frames, innermost first.
+fn functions(site: &serde_json::Value) -> Vec<String> {
+    site["frames"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|f| f["function"].as_str().map(str::to_owned))
+        .collect()
+}
+
+/// Runs each command line with `LD_PRELOAD=lib` and `env`: each must
+/// succeed without a line from memtally. A program not installed is
+/// skipped, and said so.
+fn assert_run_clean<S: AsRef<std::ffi::OsStr>>(
+    lib: &Path,
+    env: &[(&str, &str)],
+    programs: &[Vec<S>],
+) {
+    for argv in programs {
+        let Ok(out) = Command::new(&argv[0])
+            .args(&argv[1..])
+            .env("LD_PRELOAD", lib)
+            .envs(env.iter().copied())
+            .output()
+        else {
+            eprintln!("skipped {:?}: not installed", argv[0].as_ref());
+            continue;
+        };
+        let err = String::from_utf8_lossy(&out.stderr);
+        let shown: Vec<_> = argv.iter().map(|a| a.as_ref()).collect();
+        assert!(out.status.success(), "{shown:?}: {out:?}");
+        assert!(!err.contains("memtally:"), "{shown:?}: {err}");
     }
 }
 
@@ -192,12 +221,7 @@ fn planted_errors_in_cpp_are_caught_with_their_functions() {
         assert_eq!(doc["total"], 1, "{mode}: {doc}");
         let g = &doc["groups"][0];
         assert_eq!(g["kind"], kind, "{mode}");
-        let frames: Vec<&str> = g["site"]["frames"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter_map(|f| f["function"].as_str())
-            .collect();
+        let frames = functions(&g["site"]);
         assert!(
             frames.iter().any(|f| f.starts_with(function)),
             "{mode}: {frames:?}"
@@ -257,30 +281,18 @@ fn mismatched_cpp_releases_are_caught_and_clean_cpp_runs_clean() {
             g["kind"], "allocation and deallocation mismatch",
             "{mode}: {doc}"
         );
-        let frames: Vec<&str> = g["site"]["frames"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter_map(|f| f["function"].as_str())
-            .collect();
+        let frames = functions(&g["site"]);
         assert!(
             frames.iter().any(|f| f.starts_with(function)),
             "{mode}: {frames:?}"
         );
     }
-    let out = Command::new(&exe)
-        .arg("clean")
-        .env("LD_PRELOAD", &lib)
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "clean: {out:?}");
-    assert!(!err.contains("memtally:"), "clean: {err}");
-    assert!(String::from_utf8_lossy(&out.stdout).contains("survived"));
-    // Real C++ programs, where installed: the C++ compiler itself, V8, gdb.
+    // The test program's clean run, then real C++ programs, where
+    // installed: the C++ compiler itself, V8, gdb.
     let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/c/cpp_mismatch.cpp");
     let object = dir.join("cpp_mismatch.o");
-    let programs: [Vec<&std::ffi::OsStr>; 3] = [
+    let programs: [Vec<&std::ffi::OsStr>; 4] = [
+        vec![exe.as_os_str(), "clean".as_ref()],
         vec![
             "c++".as_ref(),
             "-O2".as_ref(),
@@ -301,19 +313,7 @@ fn mismatched_cpp_releases_are_caught_and_clean_cpp_runs_clean() {
             "print 1+1".as_ref(),
         ],
     ];
-    for argv in programs {
-        let Ok(out) = Command::new(argv[0])
-            .args(&argv[1..])
-            .env("LD_PRELOAD", &lib)
-            .output()
-        else {
-            eprintln!("skipped {:?}: not installed", argv[0]);
-            continue;
-        };
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert!(out.status.success(), "{argv:?}: {out:?}");
-        assert!(!err.contains("memtally:"), "{argv:?}: {err}");
-    }
+    assert_run_clean(&lib, &[], &programs);
 }
 
 #[test]
@@ -388,18 +388,5 @@ fn clean_programs_run_clean_with_every_allocation_guarded() {
             git_dir.join("tests/c/reachability.c").to_str().unwrap().into(),
         ],
     ];
-    for argv in programs {
-        let out = Command::new(&argv[0])
-            .args(&argv[1..])
-            .env("LD_PRELOAD", &lib)
-            .env("MEMTALLY", "guard_every=1")
-            .output();
-        let Ok(out) = out else {
-            eprintln!("skipped {}: not installed", argv[0]);
-            continue;
-        };
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert!(out.status.success(), "{argv:?}: {out:?}");
-        assert!(!err.contains("memtally:"), "{argv:?}: {err}");
-    }
+    assert_run_clean(&lib, &[("MEMTALLY", "guard_every=1")], &programs);
 }
