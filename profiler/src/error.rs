@@ -76,16 +76,9 @@ impl fmt::Display for Error {
     }
 }
 
-impl std::error::Error for Error {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match &self.kind {
-            ErrorKind::Open { source, .. } => Some(source),
-            ErrorKind::Decode(e) => Some(e),
-            ErrorKind::Write(e) => Some(e),
-            ErrorKind::NoHeader { .. } => None,
-        }
-    }
-}
+/// No `source()`: every message above already includes its cause, and a
+/// chain would print it twice (`memtally: cannot read x: ENOENT: ENOENT`).
+impl std::error::Error for Error {}
 
 impl From<DecodeError> for Error {
     fn from(e: DecodeError) -> Self {

@@ -81,8 +81,23 @@ pub fn is_allocator_frame(loc: &Location) -> bool {
 /// How many frames at the inner end of `frames` (innermost first) are the
 /// allocator's. When every frame is, none is trimmed: a stack made only of
 /// allocator frames is better shown whole than empty.
+///
+/// A physical frame whose function is the allocator's goes whole, with
+/// what the compiler inlined into it (the recorder's slice indexing is
+/// `core::` code, but runs inside `memtally_alloc::record::emit_busy`);
+/// then allocator functions inlined at the inner end of the next frame.
 pub fn inner_allocator_frames(frames: &[Location]) -> usize {
-    let n = frames.iter().take_while(|l| is_allocator_frame(l)).count();
+    let mut n = 0;
+    while let Some(k) = frames[n..].iter().position(|l| !l.inlined) {
+        if !is_allocator_frame(&frames[n + k]) {
+            break;
+        }
+        n += k + 1;
+    }
+    n += frames[n..]
+        .iter()
+        .take_while(|l| is_allocator_frame(l))
+        .count();
     if n == frames.len() { 0 } else { n }
 }
 
@@ -194,6 +209,35 @@ mod tests {
         let mut in_lib = Location::unknown(0x1000);
         in_lib.module = Some("/usr/lib/libmemtally.so".into());
         assert!(is_allocator_frame(&in_lib));
+    }
+
+    #[test]
+    fn allocator_frames_go_with_what_was_inlined_into_them() {
+        let inlined = |f: &str| Location {
+            inlined: true,
+            ..named(f)
+        };
+        // Innermost first: core code inlined into the recorder, the
+        // recorder's physical frames, then the program.
+        let frames = [
+            inlined(
+                "<core::ops::range::Range<usize> as core::slice::index::SliceIndex<[T]>>::index",
+            ),
+            inlined("memtally_alloc::record::emit"),
+            named("memtally_alloc::record::emit_busy"),
+            named("memtally_alloc::api::alloc_slow_lane"),
+            inlined("__rustc::__rust_alloc"),
+            named("server::handle"),
+            named("main"),
+        ];
+        assert_eq!(inner_allocator_frames(&frames), 5);
+        // An allocator function inlined into the program's frame goes; the
+        // program's frame stays.
+        let frames = [inlined("__rustc::__rust_alloc"), named("server::handle")];
+        assert_eq!(inner_allocator_frames(&frames), 1);
+        // Nothing but the allocator: shown whole.
+        let frames = [inlined("core::ptr::write"), named("malloc")];
+        assert_eq!(inner_allocator_frames(&frames), 0);
     }
 
     #[test]
