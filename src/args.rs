@@ -31,6 +31,8 @@ pub enum Command {
     Plot(PlotArgs),
     /// `memtally top`.
     Top(TopArgs),
+    /// `memtally attach`.
+    Attach(AttachArgs),
     /// `memtally replay`.
     Replay(ReplayArgs),
 }
@@ -63,6 +65,8 @@ pub enum Mode {
     Sampled,
     /// Counters only; no trace.
     Stats,
+    /// The allocator alone (with `--control`: until a client attaches).
+    Off,
 }
 
 impl Mode {
@@ -72,7 +76,13 @@ impl Mode {
             Mode::Full => "full",
             Mode::Sampled => "sampled",
             Mode::Stats => "stats",
+            Mode::Off => "off",
         }
+    }
+
+    /// Does the mode write a trace?
+    pub fn writes_trace(self) -> bool {
+        matches!(self, Mode::Full | Mode::Sampled)
     }
 }
 
@@ -104,6 +114,9 @@ pub struct RunArgs {
     pub guard_every: Option<u64>,
     /// `--races`: the watchpoint race detector.
     pub races: bool,
+    /// Open a control socket (`control=on`) so that `memtally attach` and
+    /// `memtally top --pid` can switch recording on later.
+    pub control: bool,
     /// The command and its arguments.
     pub command: Vec<OsString>,
 }
@@ -213,8 +226,35 @@ pub struct ExportArgs {
 /// `memtally top` arguments.
 #[derive(Debug, PartialEq, Eq)]
 pub struct TopArgs {
-    /// The trace.
-    pub file: PathBuf,
+    /// What the dashboard shows.
+    pub source: TopSource,
+}
+
+/// What `memtally top` follows.
+#[derive(Debug, PartialEq, Eq)]
+pub enum TopSource {
+    /// A trace file.
+    File(PathBuf),
+    /// A running process, attached to through its control socket.
+    Pid(AttachArgs),
+}
+
+/// `memtally attach` arguments (and `memtally top --pid`'s).
+#[derive(Debug, PartialEq, Eq)]
+pub struct AttachArgs {
+    /// The process.
+    pub pid: u32,
+    /// Full or sampled.
+    pub mode: Mode,
+    /// Mean sampling interval in bytes (sampled mode).
+    pub interval: Option<u64>,
+    /// Most frames per stack.
+    pub depth: Option<u32>,
+    /// Where the trace goes (default: a new `memtally.PID.attach.mtt`).
+    pub output: Option<PathBuf>,
+    /// Detach after this long (`memtally attach`; default: at Ctrl-C or
+    /// when the process exits).
+    pub duration: Option<std::time::Duration>,
 }
 
 /// `memtally plot` arguments.
@@ -233,6 +273,8 @@ memtally: record a program's allocations and report where its memory went
 
 Usage:
   memtally run [OPTIONS] -- COMMAND [ARGS...]   record COMMAND into a trace
+  memtally attach [OPTIONS] PID                 record a running process (one
+                                                started with --control)
   memtally report [OPTIONS] FILE                analyse a trace
   memtally flame [OPTIONS] FILE                 draw a flamegraph of a trace
   memtally leaks [OPTIONS] FILE                 what a trace never freed
@@ -240,6 +282,8 @@ Usage:
   memtally plot [OPTIONS] FILE                  draw the heap over time
   memtally top FILE                             the dashboard over a trace that
                                                 is being written (or is done)
+  memtally top --pid PID                        the dashboard, attached to a
+                                                running process
   memtally view FILE                            the dashboard over a finished
                                                 trace, with a time cursor
   memtally replay FILE --embedded MODELS        would it fit an embedded heap?
@@ -261,8 +305,10 @@ Usage:
 
 Options:
   --mode MODE          full (every event, the default), sampled (a Poisson
-                       sample by bytes: cheap enough for production) or stats
-                       (counters printed at exit, no trace)
+                       sample by bytes: cheap enough for production), stats
+                       (counters printed at exit, no trace) or off (the
+                       allocator alone: with --control, nothing is recorded
+                       until a client attaches)
   --interval BYTES     mean sampling interval for --mode sampled (suffixes
                        K, M, G; the recorder's default is 512K)
   --depth N            most frames recorded per stack (1 to 256; default 64)
@@ -296,6 +342,10 @@ Options:
                        threads touching it within 80 us, one writing, are
                        recorded as a data race with both stacks (memtally
                        errors shows them). Needs perf_event_open
+  --control            open a control socket, private to your user, through
+                       which `memtally attach PID` and `memtally top --pid
+                       PID` switch recording on in the running command (and
+                       off again when they detach); see docs/control.md
   -h, --help           print this help
 
 A command that executes another program (env, nice, a shell's exec, pyenv's
@@ -447,13 +497,52 @@ recording (the tables then show the heap as it was), P jumps to the peak, e
 back to now. `memtally run --live -- COMMAND` runs a command with the
 dashboard open.
 
+With --pid, attaches to a running process that uses memtally (preloaded
+with MEMTALLY=control=on, e.g. started by `memtally run --control`, or a Rust
+program using MemTally with that setting): recording is switched on in it
+from that moment, into a trace of your own, and off again when you quit. A
+process that records already is followed through its own trace.
+
 Usage:
   memtally top FILE
+  memtally top --pid PID [OPTIONS]
 
-Options:
-  -h, --help        print this help
+Options (with --pid):
+  --mode MODE        full (every event, the default) or sampled
+  --interval BYTES   mean sampling interval for --mode sampled (suffixes K,
+                     M, G; default 512K)
+  --depth N          most frames recorded per stack (1 to 256; default 64)
+  -o, --output FILE  where the trace goes (default: a new
+                     memtally.PID.attach.mtt in this directory)
+  -h, --help         print this help
 
 Set NO_COLOR to draw without colours.
+";
+
+pub const ATTACH_HELP: &str = "\
+memtally attach: record a running process from now on
+
+Switches recording on in a process that uses memtally and has a control
+socket (preloaded with MEMTALLY=control=on, e.g. started by `memtally run
+--control --mode off -- COMMAND`, or a Rust program using MemTally with that
+setting), into a trace you own, until Ctrl-C, --duration or the process's
+exit; then recording is switched off and the process runs on as before.
+Only the process's own user may attach. Blocks allocated before the attach
+are not in the trace (their frees are counted as such).
+
+Usage:
+  memtally attach [OPTIONS] PID
+
+Options:
+  --mode MODE        full (every event, the default) or sampled (a Poisson
+                     sample by bytes: cheap enough for production)
+  --interval BYTES   mean sampling interval for --mode sampled (suffixes K,
+                     M, G; default 512K)
+  --depth N          most frames recorded per stack (1 to 256; default 64)
+  -o, --output FILE  where the trace goes (default: a new
+                     memtally.PID.attach.mtt in this directory)
+  --duration SECS    detach after this many seconds
+  -h, --help         print this help
 ";
 
 pub const REPLAY_HELP: &str = "\
@@ -571,6 +660,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command> {
             Some("plot") => parse_plot(&mut p).context("plot"),
             Some("top") => parse_top(&mut p, TOP_HELP).context("top"),
             Some("replay") => parse_replay(&mut p).context("replay"),
+            Some("attach") => parse_attach(&mut p).context("attach"),
             Some("view") => parse_top(&mut p, VIEW_HELP).context("view"),
             Some("help") => Ok(Command::Help(match p.next()? {
                 Some(Value(v)) if v == "run" => RUN_HELP,
@@ -583,10 +673,11 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command> {
                 Some(Value(v)) if v == "top" => TOP_HELP,
                 Some(Value(v)) if v == "replay" => REPLAY_HELP,
                 Some(Value(v)) if v == "view" => VIEW_HELP,
+                Some(Value(v)) if v == "attach" => ATTACH_HELP,
                 _ => MAIN_HELP,
             })),
             _ => bail!(
-                "unknown command {} (the commands are run, report, flame, leaks, plot, top, view, replay and export)",
+                "unknown command {} (the commands are run, attach, report, flame, leaks, errors, plot, top, view, replay and export)",
                 cmd.to_string_lossy()
             ),
         },
@@ -607,6 +698,7 @@ fn parse_run(p: &mut lexopt::Parser) -> Result<Command> {
     let mut guard = false;
     let mut guard_every = None;
     let mut races = false;
+    let mut control = false;
     let mut command = Vec::new();
     while let Some(arg) = p.next()? {
         match arg {
@@ -617,22 +709,15 @@ fn parse_run(p: &mut lexopt::Parser) -> Result<Command> {
                     Some("full") => Mode::Full,
                     Some("sampled") => Mode::Sampled,
                     Some("stats") => Mode::Stats,
+                    Some("off") => Mode::Off,
                     _ => bail!(
-                        "invalid --mode {} (expected full, sampled or stats)",
+                        "invalid --mode {} (expected full, sampled, stats or off)",
                         v.to_string_lossy()
                     ),
                 };
             }
             Long("interval") => interval = Some(parse_bytes(&p.value()?.string()?)?),
-            Long("depth") => {
-                let v = p.value()?.string()?;
-                let n: u32 = v
-                    .parse()
-                    .ok()
-                    .filter(|n| (1..=256).contains(n))
-                    .with_context(|| format!("invalid --depth {v} (expected 1 to 256)"))?;
-                depth = Some(n);
-            }
+            Long("depth") => depth = Some(parse_depth(&p.value()?.string()?)?),
             Short('o') | Long("output") => output = Some(PathBuf::from(p.value()?)),
             Long("follow-children") => follow_children = true,
             Long("report") => report = true,
@@ -640,6 +725,7 @@ fn parse_run(p: &mut lexopt::Parser) -> Result<Command> {
             Long("leak-scan") => leak_scan = true,
             Long("guard") => guard = true,
             Long("races") => races = true,
+            Long("control") => control = true,
             Long("guard-every") => {
                 let v = p.value()?.string()?;
                 let n: u64 = v.parse().ok().filter(|&n| n >= 1).with_context(|| {
@@ -666,11 +752,20 @@ fn parse_run(p: &mut lexopt::Parser) -> Result<Command> {
             other => return Err(other.unexpected().into()),
         }
     }
-    if report && mode == Mode::Stats {
-        bail!("--report needs a trace, which --mode stats does not write");
+    if report && !mode.writes_trace() {
+        bail!(
+            "--report needs a trace, which --mode {} does not write",
+            mode.name()
+        );
     }
-    if live && mode == Mode::Stats {
-        bail!("--live needs a trace, which --mode stats does not write");
+    if live && !mode.writes_trace() {
+        bail!(
+            "--live needs a trace, which --mode {} does not write",
+            mode.name()
+        );
+    }
+    if races && !mode.writes_trace() {
+        bail!("--races needs a trace to report into (--mode full or sampled)");
     }
     if command.is_empty() {
         bail!("no command to run (usage: memtally run [OPTIONS] -- COMMAND [ARGS...])");
@@ -700,6 +795,7 @@ fn parse_run(p: &mut lexopt::Parser) -> Result<Command> {
         guard,
         guard_every,
         races,
+        control,
         command,
     }))
 }
@@ -879,20 +975,174 @@ fn parse_replay(p: &mut lexopt::Parser) -> Result<Command> {
 }
 
 fn parse_top(p: &mut lexopt::Parser, help: &'static str) -> Result<Command> {
+    let view = help == VIEW_HELP;
     let mut file = None;
+    let mut attach = AttachParser::default();
     while let Some(arg) = p.next()? {
         match arg {
             Short('h') | Long("help") => return Ok(Command::Help(help)),
+            Long("pid") if !view => {
+                let v = p.value()?.string()?;
+                attach.pid = Some(parse_pid(&v)?);
+            }
             Value(v) if file.is_none() => file = Some(PathBuf::from(v)),
             Value(v) => bail!(
                 "unexpected argument {} (top reads one trace)",
                 v.to_string_lossy()
             ),
+            Short(c) if !view && AttachParser::takes(&format!("-{c}")) => {
+                attach.option(p, &format!("-{c}"))?;
+            }
+            Long(l) if !view && AttachParser::takes(l) => {
+                let name = l.to_owned();
+                attach.option(p, &name)?;
+            }
             other => return Err(other.unexpected().into()),
         }
     }
-    let file = file.context("no trace given (usage: memtally top|view FILE)")?;
-    Ok(Command::Top(TopArgs { file }))
+    if attach.pid.is_some() || attach.any_option {
+        if let Some(f) = file {
+            bail!(
+                "give a trace or --pid, not both ({} and --pid)",
+                f.display()
+            );
+        }
+        if attach.duration.is_some() {
+            bail!("--duration applies to memtally attach (the dashboard detaches when you quit)");
+        }
+        let args = attach.finish("usage: memtally top --pid PID")?;
+        return Ok(Command::Top(TopArgs {
+            source: TopSource::Pid(args),
+        }));
+    }
+    let file = file.context(if view {
+        "no trace given (usage: memtally view FILE)"
+    } else {
+        "no trace given (usage: memtally top FILE, or memtally top --pid PID)"
+    })?;
+    Ok(Command::Top(TopArgs {
+        source: TopSource::File(file),
+    }))
+}
+
+fn parse_attach(p: &mut lexopt::Parser) -> Result<Command> {
+    let mut attach = AttachParser::default();
+    while let Some(arg) = p.next()? {
+        match arg {
+            Short('h') | Long("help") => return Ok(Command::Help(ATTACH_HELP)),
+            Value(v) if attach.pid.is_none() => {
+                attach.pid = Some(parse_pid(&v.string()?)?);
+            }
+            Value(v) => bail!(
+                "unexpected argument {} (attach takes one process id)",
+                v.to_string_lossy()
+            ),
+            Short(c) if AttachParser::takes(&format!("-{c}")) => {
+                attach.option(p, &format!("-{c}"))?;
+            }
+            Long(l) if AttachParser::takes(l) => {
+                let name = l.to_owned();
+                attach.option(p, &name)?;
+            }
+            other => return Err(other.unexpected().into()),
+        }
+    }
+    Ok(Command::Attach(
+        attach.finish("usage: memtally attach [OPTIONS] PID")?,
+    ))
+}
+
+/// The options `memtally attach` and `memtally top --pid` share.
+#[derive(Default)]
+struct AttachParser {
+    pid: Option<u32>,
+    mode: Option<Mode>,
+    interval: Option<u64>,
+    depth: Option<u32>,
+    output: Option<PathBuf>,
+    duration: Option<std::time::Duration>,
+    /// An option other than --pid was given.
+    any_option: bool,
+}
+
+impl AttachParser {
+    /// Is `name` (a long option's name, or `-o`) one of the shared options?
+    fn takes(name: &str) -> bool {
+        matches!(
+            name,
+            "mode" | "interval" | "depth" | "-o" | "output" | "duration"
+        )
+    }
+
+    /// Takes the value of the shared option `name` (see [`Self::takes`]).
+    fn option(&mut self, p: &mut lexopt::Parser, name: &str) -> Result<()> {
+        match name {
+            "mode" => {
+                let v = p.value()?;
+                self.mode = Some(match v.to_str() {
+                    Some("full") => Mode::Full,
+                    Some("sampled") => Mode::Sampled,
+                    _ => bail!(
+                        "invalid --mode {} (expected full or sampled)",
+                        v.to_string_lossy()
+                    ),
+                });
+            }
+            "interval" => self.interval = Some(parse_bytes(&p.value()?.string()?)?),
+            "depth" => self.depth = Some(parse_depth(&p.value()?.string()?)?),
+            "duration" => {
+                let v = p.value()?.string()?;
+                let secs: f64 = v
+                    .parse()
+                    .ok()
+                    .filter(|s: &f64| s.is_finite() && *s > 0.0 && *s < 1e9)
+                    .with_context(|| {
+                        format!("invalid --duration {v} (expected seconds, more than 0)")
+                    })?;
+                self.duration = Some(std::time::Duration::from_secs_f64(secs));
+            }
+            _ => self.output = Some(PathBuf::from(p.value()?)),
+        }
+        self.any_option = true;
+        Ok(())
+    }
+
+    fn finish(self, usage: &str) -> Result<AttachArgs> {
+        let pid = self
+            .pid
+            .with_context(|| format!("no process id given ({usage})"))?;
+        let mode = self.mode.unwrap_or(Mode::Full);
+        if self.interval.is_some() && mode != Mode::Sampled {
+            bail!("--interval applies only to --mode sampled");
+        }
+        if let Some(out) = &self.output
+            && out.as_os_str().as_encoded_bytes().contains(&b'\n')
+        {
+            bail!("the output path {} contains a newline", out.display());
+        }
+        Ok(AttachArgs {
+            pid,
+            mode,
+            interval: self.interval,
+            depth: self.depth,
+            output: self.output,
+            duration: self.duration,
+        })
+    }
+}
+
+fn parse_pid(v: &str) -> Result<u32> {
+    v.parse::<u32>()
+        .ok()
+        .filter(|&n| n > 0 && n <= i32::MAX as u32)
+        .with_context(|| format!("invalid process id {v}"))
+}
+
+fn parse_depth(v: &str) -> Result<u32> {
+    v.parse()
+        .ok()
+        .filter(|n| (1..=256).contains(n))
+        .with_context(|| format!("invalid --depth {v} (expected 1 to 256)"))
 }
 
 fn parse_plot(p: &mut lexopt::Parser) -> Result<Command> {
@@ -1142,11 +1392,69 @@ mod tests {
     }
 
     #[test]
+    fn attach_and_top_pid_parse() {
+        let Command::Attach(a) = args(&[
+            "attach",
+            "--mode",
+            "sampled",
+            "--interval",
+            "64k",
+            "--duration",
+            "2.5",
+            "-o",
+            "x.mtt",
+            "4242",
+        ])
+        .unwrap() else {
+            panic!("not attach");
+        };
+        assert_eq!(a.pid, 4242);
+        assert_eq!(a.mode, Mode::Sampled);
+        assert_eq!(a.interval, Some(64 << 10));
+        assert_eq!(a.duration, Some(std::time::Duration::from_millis(2500)));
+        assert_eq!(a.output, Some(PathBuf::from("x.mtt")));
+        let Command::Top(t) = args(&["top", "--pid", "7", "--depth", "16"]).unwrap() else {
+            panic!("not top");
+        };
+        let TopSource::Pid(a) = t.source else {
+            panic!("not --pid");
+        };
+        assert_eq!((a.pid, a.mode, a.depth), (7, Mode::Full, Some(16)));
+        let Command::Top(t) = args(&["top", "t.mtt"]).unwrap() else {
+            panic!("not top");
+        };
+        assert_eq!(t.source, TopSource::File(PathBuf::from("t.mtt")));
+        let err = |a: &[&str]| format!("{:#}", args(a).unwrap_err());
+        assert_eq!(
+            err(&["top", "--pid", "7", "--duration", "3"]),
+            "top: --duration applies to memtally attach (the dashboard detaches when you quit)"
+        );
+        assert_eq!(
+            err(&["top", "--mode", "full"]),
+            "top: no process id given (usage: memtally top --pid PID)"
+        );
+        assert_eq!(err(&["attach", "0"]), "attach: invalid process id 0");
+        assert_eq!(
+            err(&["attach", "1", "2"]),
+            "attach: unexpected argument 2 (attach takes one process id)"
+        );
+        assert_eq!(
+            err(&["run", "--mode", "off", "--live", "ls"]),
+            "run: --live needs a trace, which --mode off does not write"
+        );
+        let Command::Run(r) = args(&["run", "--control", "--mode", "off", "ls"]).unwrap() else {
+            panic!("not run");
+        };
+        assert!(r.control);
+        assert_eq!(r.mode, Mode::Off);
+    }
+
+    #[test]
     fn bad_run_arguments_say_what_is_wrong() {
         let err = |a: &[&str]| format!("{:#}", args(a).unwrap_err());
         assert_eq!(
             err(&["run", "--mode", "fast", "ls"]),
-            "run: invalid --mode fast (expected full, sampled or stats)"
+            "run: invalid --mode fast (expected full, sampled, stats or off)"
         );
         assert_eq!(
             err(&["run", "--interval", "4K", "ls"]),

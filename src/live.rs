@@ -3,7 +3,8 @@
 //! starts the command, captures its output for the output tab and a `.out`
 //! file, and follows its trace while it runs.
 
-use crate::args::TopArgs;
+use crate::args::{AttachArgs, TopArgs, TopSource};
+use crate::attach::Session;
 use anyhow::{Context, Result, bail};
 use memtally_profiler::{Live, LiveState, ModelOptions, WriterWatch};
 use memtally_tui::{LiveSlot, Outcome, Process, Target};
@@ -30,20 +31,59 @@ fn need_terminal() -> Result<()> {
     Ok(())
 }
 
-/// Runs `memtally top`.
+/// Runs `memtally top` (and `memtally view`).
 pub fn top(args: &TopArgs) -> Result<ExitCode> {
-    if !args.file.exists() {
-        bail!("cannot open {}: no such file", args.file.display());
+    let file = match &args.source {
+        TopSource::File(file) => file,
+        TopSource::Pid(attach) => return top_pid(attach),
+    };
+    if !file.exists() {
+        bail!("cannot open {}: no such file", file.display());
     }
     // A file that is not a trace (or of a newer version) is refused here,
     // in one line; one without a header yet may be a trace being started.
-    if let Err(e) = memtally_profiler::read_header(&args.file)
+    if let Err(e) = memtally_profiler::read_header(file)
         && !matches!(e.kind(), memtally_profiler::ErrorKind::NoHeader { .. })
     {
-        bail!("{}: {e}", args.file.display());
+        bail!("{}: {e}", file.display());
     }
     need_terminal()?;
-    let live = LiveSlot::new(Live::follow(&args.file, options(), WriterWatch::HeaderPid));
+    let live = LiveSlot::new(Live::follow(file, options(), WriterWatch::HeaderPid));
+    dashboard(live)
+}
+
+/// `memtally top --pid`: attaches to the process, shows the dashboard over
+/// the trace it writes for us, and detaches when the user quits.
+fn top_pid(args: &AttachArgs) -> Result<ExitCode> {
+    need_terminal()?;
+    let session = Session::open(args)?;
+    let (pid, trace, attached) = (session.pid, session.trace.clone(), session.attached);
+    let live = if attached {
+        let live = LiveSlot::new(Live::follow(&trace, options(), WriterWatch::Told));
+        // The connection closes when the process exits or executes: the
+        // trace then grows no more.
+        let watch = session.watcher()?;
+        let slot = live.clone();
+        std::thread::spawn(move || {
+            watch();
+            slot.get().writer_gone();
+        });
+        live
+    } else {
+        LiveSlot::new(Live::follow(&trace, options(), WriterWatch::HeaderPid))
+    };
+    let code = dashboard(live);
+    if attached {
+        session.detach();
+        say!(
+            "memtally: detached from process {pid}; the trace is {}",
+            trace.display()
+        );
+    }
+    code
+}
+
+fn dashboard(live: LiveSlot) -> Result<ExitCode> {
     let target = Target {
         live,
         process: None,

@@ -16,6 +16,7 @@ macro_rules! say {
 }
 
 mod args;
+mod attach;
 mod errors;
 mod export;
 mod flame;
@@ -73,6 +74,7 @@ fn try_main() -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Top(a) => live::top(&a),
+        Command::Attach(a) => attach::attach(&a),
         Command::Replay(a) => {
             replay::run(&a)?;
             Ok(ExitCode::SUCCESS)

@@ -8,7 +8,7 @@
 //! The output path is made absolute here so that a child that changes
 //! directory still writes where the user asked.
 
-use crate::args::{Mode, RunArgs};
+use crate::args::RunArgs;
 use anyhow::{Context, Result, bail};
 use std::collections::HashMap;
 use std::ffi::OsString;
@@ -108,7 +108,7 @@ pub fn run(args: &RunArgs) -> Result<ExitCode> {
             .with_context(|| format!("cannot wait for {}", program.to_string_lossy()))?
     };
 
-    if args.mode != Mode::Stats {
+    if args.mode.writes_trace() {
         let mut written: Vec<PathBuf> = matching_traces(&pattern)
             .into_iter()
             .filter(|(path, modified)| before.get(path).is_none_or(|old| old != modified))
@@ -205,7 +205,7 @@ fn announce(written: &[PathBuf], pattern: &Path, pid: u32, cwd: &Path) -> Vec<Pa
 /// The `MEMTALLY` settings for `args`, writing to `pattern`.
 fn settings(args: &RunArgs, pattern: &Path) -> Result<OsString> {
     let mut s = OsString::from(format!("mode={}", args.mode.name()));
-    if args.mode != Mode::Stats {
+    if args.mode.writes_trace() {
         let bytes = pattern.as_os_str().as_encoded_bytes();
         if bytes.contains(&b',') {
             bail!(
@@ -238,6 +238,9 @@ fn settings(args: &RunArgs, pattern: &Path) -> Result<OsString> {
     }
     if args.races {
         s.push(",races=on");
+    }
+    if args.control {
+        s.push(",control=on");
     }
     Ok(s)
 }
@@ -363,6 +366,7 @@ fn ignore_terminal_signals() {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::args::Mode;
 
     #[test]
     fn trace_names_match_the_pattern() {
@@ -399,12 +403,13 @@ mod tests {
             guard: false,
             guard_every: Some(7),
             races: true,
+            control: true,
             command: vec!["true".into()],
         };
         let s = settings(&args, Path::new("/tmp/memtally.%p.mtt")).unwrap();
         assert_eq!(
             s,
-            "mode=sampled,out=/tmp/memtally.%p.mtt,interval=4096,depth=16,children=1,leaks=scan,on_error=report,guard_every=7,races=on"
+            "mode=sampled,out=/tmp/memtally.%p.mtt,interval=4096,depth=16,children=1,leaks=scan,on_error=report,guard_every=7,races=on,control=on"
         );
         let e = settings(&args, Path::new("/tmp/a,b")).unwrap_err();
         assert!(e.to_string().contains("contains a comma"));
@@ -417,8 +422,18 @@ mod tests {
             report_errors: false,
             guard_every: None,
             races: false,
+            control: false,
             ..args
         };
         assert_eq!(settings(&stats, Path::new("/x")).unwrap(), "mode=stats");
+        let off = RunArgs {
+            mode: Mode::Off,
+            control: true,
+            ..stats
+        };
+        assert_eq!(
+            settings(&off, Path::new("/x")).unwrap(),
+            "mode=off,control=on"
+        );
     }
 }

@@ -137,6 +137,10 @@ pub struct Heap {
     purge_last: Cell<*mut Segment>,
     /// Slow-path calls so far (wrapping).
     generic_count: Cell<u32>,
+    /// The instrumentation generation this heap was set up for (see
+    /// `thread::generation`): behind the global one, the heap re-applies
+    /// the settings at its next slow path.
+    generation: Cell<u32>,
     /// Number of periodic housekeeping rounds so far (wrapping): the clock of
     /// retained empty pages.
     epoch: Cell<u32>,
@@ -178,6 +182,7 @@ impl Heap {
             purge_first: Cell::new(ptr::null_mut()),
             purge_last: Cell::new(ptr::null_mut()),
             generic_count: Cell::new(0),
+            generation: Cell::new(0),
             epoch: Cell::new(0),
             segment_count: Cell::new(0),
             instrumented: Cell::new(false),
@@ -561,6 +566,11 @@ impl Heap {
     /// Runs at the start of every slow-path allocation: cheap checks always,
     /// the rest every [`HOUSEKEEPING_EVERY`] calls.
     pub fn housekeeping(&self) {
+        let generation = crate::thread::generation();
+        if generation != self.generation.get() {
+            self.generation.set(generation);
+            crate::thread::settings_changed(self);
+        }
         self.drain_delayed();
         let count = self.generic_count.get().wrapping_add(1);
         self.generic_count.set(count);

@@ -25,6 +25,7 @@
 #![deny(missing_docs)]
 
 mod api;
+pub mod control;
 mod guard;
 mod heap;
 mod huge;
@@ -327,6 +328,15 @@ impl Recorder {
         self
     }
 
+    /// Opens a control socket (`control=on`), through which `memtally
+    /// attach PID` and `memtally top --pid PID` switch recording on in the
+    /// running program (with mode `Off`, the program runs unrecorded until
+    /// then). See `docs/control.md`.
+    pub fn control_socket(mut self, on: bool) -> Self {
+        self.settings.control = on;
+        self
+    }
+
     /// Checks the settings and starts recording.
     pub fn start(self) -> Result<(), SettingsError> {
         let s = self.settings;
@@ -348,6 +358,7 @@ impl Recorder {
         report::set_report_only(s.report_errors);
         guard::configure(s.guard_interval, s.guard_every, s.guard_slots);
         record::configure(s);
+        control::configure(s.control);
         let heap = thread::heap();
         if heap != thread::empty_heap() {
             // SAFETY: the calling thread's heap, live and ours.

@@ -27,6 +27,7 @@
 //! | `races` | `on`: the race detector (a hardware watchpoint on a sampled heap word; two threads touching it within a stall of 80 µs are a proven race), recorded in the trace; needs `mode=full` or `sampled`, and `perf_event_open`; `off` | `off` |
 //! | `race_period` | milliseconds between watch windows (each at most 10 ms, one trap and one stall each) | `50` |
 //! | `leaks` | `scan` to run a leak scan (reachability, LeakSanitizer's semantics) at exit, into the trace and one line on stderr; `off` | `off` |
+//! | `control` | `on`: open a control socket (private to the user: `$XDG_RUNTIME_DIR/memtally/PID.sock`, else `/tmp/memtally-UID/PID.sock`) through which `memtally attach PID` and `memtally top --pid PID` switch recording on in the running process, until they detach (`docs/control.md`); `off` | `off` |
 //! | `descendant` | set by the recorder in the environment it hands on: `1` in a process another recorded one started or executed, whose trace then never replaces an existing file | `0` |
 //!
 //! A recorded process that executes another program goes on recording it,
@@ -82,6 +83,8 @@ pub struct Settings {
     pub races: bool,
     /// Milliseconds between race-watch windows.
     pub race_period_ms: u64,
+    /// Open a control socket (`control.rs`).
+    pub control: bool,
 }
 
 impl Default for Settings {
@@ -102,6 +105,7 @@ impl Default for Settings {
             guard_slots: crate::guard::DEFAULT_SLOTS,
             races: false,
             race_period_ms: 50,
+            control: false,
         }
     }
 }
@@ -222,12 +226,15 @@ pub fn parse_settings(value: &[u8]) -> Result<Settings, SettingError> {
                     _ => return Err(err("on_error must be abort or report")),
                 }
             }
+            b"control" => {
+                s.control = parse_flag(val).ok_or(err("control must be on or off"))?;
+            }
             b"descendant" => {
                 s.descendant = parse_flag(val).ok_or(err("descendant must be 0 or 1"))?;
             }
             _ => {
                 return Err(err(
-                    "unknown key (expected mode, out, interval, depth, children, leaks, on_error, guard, guard_every, guard_slots, races or race_period)",
+                    "unknown key (expected mode, out, interval, depth, children, leaks, on_error, guard, guard_every, guard_slots, races, race_period or control)",
                 ));
             }
         }
@@ -297,6 +304,7 @@ pub fn load() {
                     }
                 }
                 crate::record::configure(settings);
+                crate::control::configure(settings.control);
             }
             Err(e) => {
                 let item = &bytes[e.item_start..e.item_start + e.item_len];

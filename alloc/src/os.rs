@@ -299,3 +299,42 @@ pub fn set_errno(code: i32) {
     // SAFETY: __errno_location always returns the calling thread's errno slot.
     unsafe { *libc::__errno_location() = code };
 }
+
+/// Sleeps about `ms` milliseconds.
+pub fn sleep_ms(ms: u64) {
+    let ts = libc::timespec {
+        tv_sec: (ms / 1000) as libc::time_t,
+        tv_nsec: ((ms % 1000) * 1_000_000) as libc::c_long,
+    };
+    // SAFETY: `ts` is a valid timespec; the remainder is not wanted.
+    unsafe { libc::nanosleep(&ts, ptr::null_mut()) };
+}
+
+/// A full memory barrier on every thread of the process, as if each had
+/// executed one now (`membarrier(2)`): the heavy side of an asymmetric
+/// fence whose light side, on a hot path, is a compiler fence. Falls back
+/// to the kernel's global barrier, then to a sleep far longer than any
+/// light-side window, where membarrier is unavailable.
+pub fn process_barrier() {
+    const CMD_GLOBAL: libc::c_long = 1;
+    const CMD_PRIVATE_EXPEDITED: libc::c_long = 8;
+    const CMD_REGISTER_PRIVATE_EXPEDITED: libc::c_long = 16;
+    static REGISTERED: AtomicU32 = AtomicU32::new(0);
+    // SAFETY: membarrier takes plain integer arguments and touches no
+    // memory of ours.
+    unsafe {
+        if REGISTERED.load(Ordering::Acquire) == 0 {
+            let rc = libc::syscall(libc::SYS_membarrier, CMD_REGISTER_PRIVATE_EXPEDITED, 0, 0);
+            REGISTERED.store(if rc == 0 { 1 } else { 2 }, Ordering::Release);
+        }
+        if REGISTERED.load(Ordering::Acquire) == 1
+            && libc::syscall(libc::SYS_membarrier, CMD_PRIVATE_EXPEDITED, 0, 0) == 0
+        {
+            return;
+        }
+        if libc::syscall(libc::SYS_membarrier, CMD_GLOBAL, 0, 0) == 0 {
+            return;
+        }
+    }
+    sleep_ms(50);
+}

@@ -188,8 +188,42 @@ pub fn init_thread() -> *mut Heap {
     heap
 }
 
+/// Bumped whenever recording is switched on or off in a running process
+/// (an attach through the control socket, a detach, a fork): every heap
+/// compares it with its own at its next slow path and re-applies the
+/// settings then ([`settings_changed`]). Threads cannot be reconfigured
+/// from outside: a heap's fast-path state (direct table, countdown, free
+/// token) belongs to its thread alone. A thread that allocates reaches
+/// its slow path within a page of allocations of any size class, so the
+/// change takes effect that soon; a thread that does not allocate has no
+/// events to miss.
+static GENERATION: AtomicU32 = AtomicU32::new(1);
+
+/// The current instrumentation generation (see [`GENERATION`]).
+#[inline]
+pub fn generation() -> u32 {
+    GENERATION.load(Ordering::Acquire)
+}
+
+/// Asks every thread to re-apply the recording settings at its next slow
+/// path.
+pub fn bump_generation() {
+    GENERATION.fetch_add(1, Ordering::AcqRel);
+}
+
+/// The calling thread's heap `h` found a new generation on its slow path:
+/// re-applies the settings, and starts the control socket's listener if
+/// this process wants one and has none yet (a thread's slow path is a safe
+/// place to create a thread: no allocator state is half-updated).
+#[cold]
+#[inline(never)]
+pub fn settings_changed(h: &Heap) {
+    reinstrument(h);
+    crate::control::maybe_start();
+}
+
 /// Re-applies the instrumentation setting to the calling thread's heap
-/// (after recording was switched on from inside the program).
+/// (after recording was switched on or off in the running program).
 pub fn reinstrument(h: &Heap) {
     h.set_instrumented(stats::enabled() || crate::record::full());
     h.sample_left.set(crate::record::initial_sample_left(h));

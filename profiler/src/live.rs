@@ -52,6 +52,9 @@ pub enum LiveState {
         clean_exit: bool,
         /// The process executed another program.
         exec: bool,
+        /// The client that attached to the running process detached; the
+        /// process ran on.
+        detached: bool,
     },
     /// The writer went away without a footer; the trace was analysed up
     /// to byte `at`.
@@ -312,6 +315,7 @@ fn ingest(path: &Path, shared: &Shared, watch: WriterWatch) {
             let state = LiveState::Complete {
                 clean_exit: f.clean_exit(),
                 exec: f.exec(),
+                detached: f.detached(),
             };
             drop(model);
             set_state(shared, state, bytes);

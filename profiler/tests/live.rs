@@ -100,7 +100,8 @@ fn the_footer_ends_following_and_damage_keeps_what_came_before() {
         status.state,
         LiveState::Complete {
             clean_exit: true,
-            exec: false
+            exec: false,
+            detached: false
         }
     );
     assert_eq!(model.totals().counters.live_bytes, 64);

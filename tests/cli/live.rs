@@ -326,3 +326,78 @@ fn view_moves_a_time_cursor_through_a_finished_trace() {
     tmux.keys("q");
     tmux.wait_for("the shell after memtally", |s| s.contains("DONE"));
 }
+
+#[test]
+fn top_attaches_to_a_running_process_detaches_on_quit_and_shows_its_exit() {
+    let Some(lib) = built_library() else {
+        eprintln!("skipped: libmemtally.so not built (run cargo test --workspace)");
+        return;
+    };
+    let dir = scratch("top-pid");
+    let exe = live_target(&dir);
+    // Started as a service would be: preloaded, recording nothing, with a
+    // control socket.
+    let mut program = Command::new(&exe)
+        .arg("12")
+        .current_dir(&dir)
+        .env("LD_PRELOAD", &lib)
+        .env("MEMTALLY", "mode=off,control=on")
+        .env_remove("XDG_RUNTIME_DIR")
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = program.id();
+    // SAFETY: geteuid has no preconditions.
+    let uid = unsafe { libc::geteuid() };
+    let socket = PathBuf::from(format!("/tmp/memtally-{uid}/{pid}.sock"));
+    let start = Instant::now();
+    while !socket.exists() {
+        assert!(start.elapsed() < Duration::from_secs(10), "no socket");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let top = |name: &str, out: &str| {
+        let command = format!(
+            "cd '{dir}' && '{memtally}' top --pid {pid} -o {out}; echo $? > status.txt; stty -a > stty.txt; echo DONE; sleep 60",
+            dir = dir.display(),
+            memtally = env!("CARGO_BIN_EXE_memtally"),
+        );
+        Tmux::start(name, &command, 100, 30)
+    };
+
+    // First session: the program's allocations from the attach on.
+    let tmux = top("pid-1", "first.mtt");
+    let s = tmux.wait_for("grow_cache holding 20 KiB or more", |s| {
+        s.contains("running")
+            && line_of(s, "grow_cache").is_some_and(|(_, l)| first_bytes(l) >= 20 << 10)
+    });
+    assert!(s.contains(&format!("pid {pid}")), "{s}");
+    let (_, row) = line_of(&s, "grow_cache").unwrap();
+    assert!(first_bytes(row) <= 12 * 100 * 4096, "{s}");
+    tmux.keys("q");
+    let s = tmux.wait_for("the shell after memtally", |s| s.contains("DONE"));
+    assert!(s.contains(&format!("detached from process {pid}")), "{s}");
+    let status = std::fs::read_to_string(dir.join("status.txt")).unwrap();
+    assert_eq!(status.trim(), "0");
+    let stty = std::fs::read_to_string(dir.join("stty.txt")).unwrap();
+    assert!(
+        stty.split_whitespace().any(|w| w == "icanon"),
+        "the terminal was left in raw mode: {stty}"
+    );
+    drop(tmux);
+    // The program runs on; the trace of the session reads.
+    assert!(program.try_wait().unwrap().is_none(), "the program ended");
+    let out = memtally(&["report", dir.join("first.mtt").to_str().unwrap()]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("grow_cache"), "{text}");
+    assert!(text.contains("until the client detached"), "{text}");
+
+    // Second session: the program exits while the dashboard shows it.
+    let tmux = top("pid-2", "second.mtt");
+    tmux.wait_for("grow_cache", |s| s.contains("grow_cache"));
+    let s = tmux.wait_for("the exit", |s| s.contains("exited"));
+    assert!(line_of(&s, "grow_cache").is_some(), "{s}");
+    assert!(program.wait().unwrap().success());
+    tmux.keys("q");
+    tmux.wait_for("the shell after memtally", |s| s.contains("DONE"));
+    assert!(!socket.exists());
+}

@@ -590,6 +590,7 @@ fn leaks_finds_the_planted_leaks_exactly() {
     fails_with(&memtally(&["leaks"]), "no trace given");
 }
 
+mod attach;
 mod errors;
 mod export;
 mod guard;

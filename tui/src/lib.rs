@@ -358,6 +358,7 @@ pub fn state_text(state: &LiveState, exit: Option<&str>) -> String {
         (LiveState::Following, None) => "running".into(),
         (LiveState::Waiting | LiveState::Following, Some(e)) => e.into(),
         (LiveState::Complete { exec: true, .. }, _) => "executed another program".into(),
+        (LiveState::Complete { detached: true, .. }, _) => "detached (the process runs on)".into(),
         (LiveState::Complete { .. }, Some(e)) => e.into(),
         (
             LiveState::Complete {

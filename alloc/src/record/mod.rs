@@ -162,6 +162,89 @@ pub fn next_countdown(heap: &Heap) -> i64 {
     i64::MAX
 }
 
+/// Set while recording runs because a control-socket client asked for it
+/// (`control.rs`), until it detaches.
+static ATTACHED: AtomicBool = AtomicBool::new(false);
+/// Set once the process has begun to exit: no client may attach then.
+static EXITING: AtomicBool = AtomicBool::new(false);
+
+/// Switches recording on in the running process, into `fd` (a trace file a
+/// control-socket client opened and handed over), with the client's mode,
+/// interval and depth over the process's own settings. Every thread
+/// starts recording at its next slow path (see `thread::GENERATION`).
+/// On error `fd` is closed and the reason returned.
+pub fn attach(mode: Mode, interval: u64, depth: usize, fd: i32) -> Result<(), &'static str> {
+    let code = match mode {
+        Mode::Full => FULL,
+        Mode::Sampled => SAMPLED,
+        Mode::Off | Mode::Stats => {
+            // SAFETY: the client's descriptor, not used further.
+            unsafe { libc::close(fd) };
+            return Err("the mode must be full or sampled");
+        }
+    };
+    let refuse = if EXITING.load(Ordering::Acquire) {
+        Some("the process is exiting")
+    } else if active() || ATTACHED.load(Ordering::Acquire) {
+        Some("the process is recording already")
+    } else {
+        None
+    };
+    if let Some(why) = refuse {
+        // SAFETY: as above.
+        unsafe { libc::close(fd) };
+        return Err(why);
+    }
+    let mut s = settings();
+    s.mode = mode;
+    s.interval = interval.max(1);
+    s.depth = depth.clamp(1, MAX_DEPTH);
+    *SETTINGS.lock() = Some(s);
+    SAMPLE_INTERVAL.store(s.interval, Ordering::Relaxed);
+    if !writer::start_on(fd, &s, code) {
+        return Err("the trace writer could not start");
+    }
+    ATTACHED.store(true, Ordering::Release);
+    RECORDING.store(code, Ordering::SeqCst);
+    crate::thread::bump_generation();
+    Ok(())
+}
+
+/// Ends an attached recording: switches recording off, waits for the
+/// events in flight, and ends the trace (its footer says `detached`). The
+/// process runs on as before the attach.
+pub fn detach() {
+    if !ATTACHED.swap(false, Ordering::AcqRel) {
+        return;
+    }
+    RECORDING.store(OFF, Ordering::SeqCst);
+    crate::thread::bump_generation();
+    // After this barrier every thread that read the mode before it was
+    // switched off has its event's in-flight mark visible (`emit_busy`
+    // reads the mode after setting the mark, with only a compiler fence).
+    crate::os::process_barrier();
+    for _ in 0..2000 {
+        let mut busy = false;
+        Ring::for_each(|r| busy |= r.state.load(Ordering::Acquire) != ring::FREE && r.in_flight());
+        if !busy {
+            break;
+        }
+        crate::os::sleep_ms(1);
+    }
+    writer::finish(trace::FOOTER_DETACHED);
+}
+
+/// The path of the trace being written, as the process named it (0: none,
+/// or a descriptor a client handed over).
+pub fn trace_path(out: &mut [u8; 512]) -> usize {
+    writer::trace_path(out)
+}
+
+/// Is a control-socket client's recording running?
+pub fn attached() -> bool {
+    ATTACHED.load(Ordering::Acquire)
+}
+
 /// Stops recording (after an output error); the program runs on.
 pub fn disable() {
     RECORDING.store(OFF, Ordering::Release);
@@ -326,15 +409,27 @@ fn emit_busy(
     t0: u64,
     make: impl FnOnce(u64, u64, u64) -> RawEvent,
 ) {
-    let mode = RECORDING.load(Ordering::Relaxed);
-    if mode == OFF {
+    if RECORDING.load(Ordering::Relaxed) == OFF {
         return;
     }
     let Some(ring) = rec.ring() else {
         DROPPED.fetch_add(1, Ordering::Relaxed);
         return;
     };
+    // The event is in flight from here: a detach switches recording off,
+    // then waits until no ring has an event in flight before it ends the
+    // trace. Reading the mode again after `begin` (ordered by the detach's
+    // process-wide barrier, see `detach`) means an event either sees
+    // recording off and is not made, or is waited for.
+    ring.begin();
+    core::sync::atomic::compiler_fence(Ordering::SeqCst);
+    let mode = RECORDING.load(Ordering::Relaxed);
+    if mode == OFF {
+        ring.abandon_event();
+        return;
+    }
     if !writer::running() && !writer::start(&settings(), mode) {
+        ring.abandon_event();
         DROPPED.fetch_add(1, Ordering::Relaxed);
         return;
     }
@@ -346,8 +441,9 @@ fn emit_busy(
         rec.epoch.set(epoch);
         *codec = ThreadCodec::new();
         rec.written_scope.set([0, 0]);
+        // A trace started by a client may ask for another depth.
+        rec.depth.set(settings().depth.clamp(1, MAX_DEPTH));
     }
-    ring.begin();
     let time = clock::ticks();
     ring.timed(time);
     let scope = rec.scope.get();
@@ -363,6 +459,14 @@ fn emit_busy(
             return;
         }
         rec.written_scope.set(scope);
+        // Publishing ended the event; the next one is in flight again, and
+        // looks at the mode again (see above).
+        ring.begin();
+        core::sync::atomic::compiler_fence(Ordering::SeqCst);
+        if RECORDING.load(Ordering::Relaxed) == OFF {
+            ring.abandon_event();
+            return;
+        }
     }
     let stack_id = match stack {
         Stack::Capture => {
@@ -620,7 +724,7 @@ pub fn thread_exit(heap: &Heap) {
 }
 
 /// Marks the calling thread as the writer: nothing it does is recorded.
-fn mark_current_thread_as_writer() {
+pub(crate) fn mark_current_thread_as_writer() {
     let heap = crate::thread::init_thread();
     if !heap.is_null() {
         // SAFETY: the thread's own heap, live.
@@ -635,13 +739,19 @@ pub fn flush() {
 }
 
 /// Ends the trace before `exec` replaces the program (the footer says so);
-/// if the exec fails, the next event starts a new trace.
+/// if the exec fails, the next event starts a new trace, unless the trace
+/// was a client's (attached): that session is over.
 pub fn finish_for_exec() {
+    if attached() {
+        disable();
+    }
     writer::finish(trace::FOOTER_EXEC);
 }
 
 /// Ends the trace at process exit.
 pub extern "C" fn finish_at_exit() {
+    EXITING.store(true, Ordering::Release);
+    crate::control::at_exit();
     writer::finish(trace::FOOTER_CLEAN_EXIT);
 }
 
@@ -669,7 +779,11 @@ static FINISH_AT_EXIT: extern "C" fn() = at_exit;
 pub fn after_fork_child(current: *mut Heap) {
     writer::after_fork_child();
     FORKED.store(true, Ordering::Relaxed);
-    let follow = settings().children;
+    // A client's recording is of the parent: the child does not go on
+    // with it.
+    let attached = ATTACHED.swap(false, Ordering::Relaxed);
+    let follow = settings().children && !attached;
+    crate::control::after_fork_child(settings().children);
     let mine = if current.is_null() || current == crate::thread::empty_heap() {
         core::ptr::null_mut()
     } else {
@@ -703,7 +817,7 @@ pub fn after_fork_child(current: *mut Heap) {
 pub fn hand_on_settings() {
     // SAFETY: getpid has no preconditions.
     INIT_PID.store(unsafe { libc::getpid() }, Ordering::Relaxed);
-    if !active() {
+    if !active() && !crate::control::wanted() {
         return;
     }
     save_setting();
@@ -818,7 +932,8 @@ pub fn is_descendant() -> bool {
 /// stopped recording).
 pub fn exec_setting() -> Option<&'static core::ffi::CStr> {
     // SAFETY: getpid has no preconditions.
-    if !active() || INIT_PID.load(Ordering::Relaxed) != unsafe { libc::getpid() } {
+    let pid = unsafe { libc::getpid() };
+    if !(active() || crate::control::wanted()) || INIT_PID.load(Ordering::Relaxed) != pid {
         return None;
     }
     if SAVED_SETTING[0].load(Ordering::Relaxed) == 0 {

@@ -167,6 +167,18 @@ impl Ring {
         self.busy.store(bound, Ordering::Relaxed);
     }
 
+    /// Ends an event that will not be published after all (recording was
+    /// switched off after [`Ring::begin`]).
+    #[inline]
+    pub fn abandon_event(&self) {
+        self.busy.store(0, Ordering::Release);
+    }
+
+    /// Is an event being produced? (A detach waits until none is.)
+    pub fn in_flight(&self) -> bool {
+        self.busy.load(Ordering::Acquire) != 0
+    }
+
     /// Notes the time read for the event being produced.
     #[inline]
     pub fn timed(&self, ticks: u64) {

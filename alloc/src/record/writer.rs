@@ -281,14 +281,64 @@ fn open_and_spawn(settings: &crate::options::Settings, mode: u8) -> bool {
         ));
         return false;
     }
-    let buf = os::map(OUT_BYTES);
-    if buf.is_null() {
-        // SAFETY: closing the descriptor we opened.
+    spawn_on(fd, &path[..n], settings, mode)
+}
+
+/// The path of the trace being written (empty when it was handed over as
+/// a descriptor), NUL-padded; written before the writer starts.
+static TRACE_PATH: [AtomicU8; 512] = [const { AtomicU8::new(0) }; 512];
+
+/// Copies the path of the trace being written into `out`; its length (0
+/// when not writing one, or writing to a descriptor a client handed over).
+pub fn trace_path(out: &mut [u8; 512]) -> usize {
+    if !running() {
+        return 0;
+    }
+    let mut n = 0;
+    for (o, b) in out.iter_mut().zip(&TRACE_PATH) {
+        *o = b.load(Ordering::Relaxed);
+        if *o == 0 {
+            break;
+        }
+        n += 1;
+    }
+    n
+}
+
+/// Starts a writer on `fd`, a trace file a control-socket client opened
+/// and handed over (`control.rs`). False, with `fd` closed, when the
+/// writer runs already or cannot start.
+pub fn start_on(fd: i32, settings: &crate::options::Settings, mode: u8) -> bool {
+    if STATE.load(Ordering::Acquire) == RUNNING {
+        // SAFETY: the descriptor was handed to us and is not used further.
         unsafe { libc::close(fd) };
         return false;
     }
-    // SAFETY: no writer thread runs yet; this thread has exclusive use.
+    // spawn_on closes `fd` when it fails.
+    spawn_on(fd, b"", settings, mode)
+}
+
+/// Writes the header to `fd` (the trace at `path`) and spawns the writer
+/// thread.
+fn spawn_on(fd: i32, path: &[u8], settings: &crate::options::Settings, mode: u8) -> bool {
+    for (i, slot) in TRACE_PATH.iter().enumerate() {
+        slot.store(path.get(i).copied().unwrap_or(0), Ordering::Relaxed);
+    }
+    // SAFETY: no writer thread runs now (a previous one has returned); this
+    // thread has exclusive use.
     let ws = unsafe { ws() };
+    // The buffer of an earlier trace of this process (before a detach, an
+    // exec that failed, a fork) is reused.
+    let buf = if ws.out.buf.is_null() {
+        os::map(OUT_BYTES)
+    } else {
+        ws.out.buf
+    };
+    if buf.is_null() {
+        // SAFETY: closing the trace's descriptor, not used further.
+        unsafe { libc::close(fd) };
+        return false;
+    }
     *ws = WriterState {
         out: Out {
             buf,
@@ -335,6 +385,9 @@ fn open_and_spawn(settings: &crate::options::Settings, mode: u8) -> bool {
     };
     if rc != 0 {
         STATE.store(STOPPED, Ordering::Release);
+        FD.store(-1, Ordering::Relaxed);
+        // SAFETY: the trace's descriptor; no writer thread uses it.
+        unsafe { libc::close(fd) };
         crate::report::warn(format_args!(
             "cannot start the trace writer thread (error {rc}); the program runs without recording"
         ));
@@ -700,8 +753,9 @@ fn finish_trace(ws: &mut WriterState) {
     ws.out.flush();
     // SAFETY: closing our own descriptor.
     unsafe { libc::close(ws.out.fd) };
-    // After an exec that fails, recording goes on into a new trace.
-    let next = if flags & trace::FOOTER_EXEC != 0 {
+    // After an exec that fails, recording goes on into a new trace; after
+    // a detach, a later attach starts one.
+    let next = if flags & (trace::FOOTER_EXEC | trace::FOOTER_DETACHED) != 0 {
         NONE
     } else {
         STOPPED

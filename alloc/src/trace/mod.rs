@@ -125,3 +125,7 @@ pub mod mode {
 pub const FOOTER_CLEAN_EXIT: u64 = 1;
 /// Footer flag: the trace ended because the process executed a new program.
 pub const FOOTER_EXEC: u64 = 2;
+/// Footer flag: recording was switched on in the running process through
+/// its control socket (`memtally attach`, `memtally top --pid`) and this
+/// trace ended when the client detached; the process ran on.
+pub const FOOTER_DETACHED: u64 = 4;

@@ -173,6 +173,13 @@ impl Footer {
     pub fn exec(&self) -> bool {
         self.flags & memtally_alloc::trace::FOOTER_EXEC != 0
     }
+
+    /// True when the trace ended because the client that had switched
+    /// recording on in the running process detached (`memtally attach`,
+    /// `memtally top --pid`): the process ran on.
+    pub fn detached(&self) -> bool {
+        self.flags & memtally_alloc::trace::FOOTER_DETACHED != 0
+    }
 }
 
 /// A site's entry: counters and the leftover fraction of sampled weights.

@@ -283,6 +283,10 @@ pub(crate) fn notes(analysis: &Analysis) -> Vec<String> {
             "the trace ends where the process executed another program (whose events, if recorded, are in a trace of their own)"
                 .into(),
         ),
+        Ending::Complete { .. } if model.footer().is_some_and(|f| f.detached()) => notes.push(
+            "recorded from an attach to the running process until the client detached: 'live at end' is what was live then, not a leak at exit"
+                .into(),
+        ),
         Ending::Complete {
             clean_exit: false, ..
         } => notes.push("the process did not exit normally (the trace's footer says so)".into()),
