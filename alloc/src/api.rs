@@ -580,9 +580,16 @@ fn free_slow(p: *mut u8, call: &'static str, family: Family) {
     let mut heap = thread::heap();
     if crate::guard::owns(p) {
         let t0 = record::clock::ticks();
-        if crate::guard::free(heap, p, call) && recording && heap != thread::empty_heap() {
-            // SAFETY: a non-empty thread heap is live and ours.
-            record::on_free(unsafe { &*heap }, p, t0);
+        // SAFETY: a non-empty thread heap is live and ours.
+        let h = (recording && heap != thread::empty_heap()).then(|| unsafe { &*heap });
+        if let Some(h) = h {
+            record::stamp_release(h, false);
+        }
+        let freed = crate::guard::free(heap, p, call);
+        match h {
+            Some(h) if freed => record::on_free(h, p, t0),
+            Some(h) => record::cancel_release(h),
+            None => {}
         }
         return;
     }
@@ -598,12 +605,22 @@ fn free_slow(p: *mut u8, call: &'static str, family: Family) {
     }
     // In sampled mode only the frees of sampled blocks are events.
     let sampled = recording && located_is_sampled(&loc);
-    let t0 = if sampled || (recording && record::full()) {
+    let recorded = sampled || (recording && record::full());
+    let t0 = if recorded {
         record::call_start(heap)
     } else {
         0
     };
+    let stamped = recorded && heap != thread::empty_heap();
+    if stamped {
+        // SAFETY: a non-empty thread heap is live and ours.
+        record::stamp_release(unsafe { &*heap }, false);
+    }
     if !free_block(&loc, heap, p, call, family) {
+        if stamped {
+            // SAFETY: as above.
+            record::cancel_release(unsafe { &*heap });
+        }
         return;
     }
     if recording && heap != thread::empty_heap() && (sampled || record::full()) {
@@ -871,7 +888,7 @@ pub unsafe fn realloc(p: *mut u8, new_size: usize, align: usize, old_size: usize
             // SAFETY: the thread's heap is live and ours.
             let h = unsafe { &*heap };
             // The inner allocation and free are one event: a reallocation.
-            let q = h.rec.suspended(|| {
+            let q = h.rec.reallocating(|| {
                 if record::full() {
                     // SAFETY: forwarded from the caller.
                     unsafe { realloc_block(p, new_size, align, old_size) }
@@ -933,9 +950,22 @@ unsafe fn realloc_sampled(p: *mut u8, new_size: usize, align: usize, old_size: u
     let n = new_size.min(usable).min(old_size);
     // SAFETY: both blocks are live, distinct, and at least `n` bytes long.
     unsafe { ptr::copy_nonoverlapping(p, q, n) };
+    stamp_realloc_release();
     // SAFETY: `p` is live and freed once.
     unsafe { free(p, "realloc") };
     q
+}
+
+/// A recorded reallocation that moves takes its time between getting the
+/// new block and releasing the old one (see `record::stamp_release`; only
+/// a recorded reallocation runs with the recorder suspended).
+#[inline]
+fn stamp_realloc_release() {
+    let heap = thread::heap();
+    if record::active() && heap != thread::empty_heap() {
+        // SAFETY: a non-empty thread heap is live and ours.
+        record::stamp_release(unsafe { &*heap }, true);
+    }
 }
 
 /// Reallocation of a guarded block: always moves (to wherever `alloc`
@@ -956,6 +986,7 @@ unsafe fn realloc_guarded(p: *mut u8, new_size: usize, align: usize, old_size: u
     let n = new_size.min(usable).min(old_size);
     // SAFETY: both blocks are live, distinct, and at least `n` bytes long.
     unsafe { ptr::copy_nonoverlapping(p, q, n) };
+    stamp_realloc_release();
     crate::guard::free(thread::heap(), p, "realloc");
     q
 }
@@ -1017,6 +1048,7 @@ unsafe fn realloc_block(p: *mut u8, new_size: usize, align: usize, old_size: usi
     let n = new_size.min(usable).min(old_size);
     // SAFETY: both blocks are live, distinct, and at least `n` bytes long.
     unsafe { ptr::copy_nonoverlapping(p, q, n) };
+    stamp_realloc_release();
     // SAFETY: `p` was validated above and is freed once.
     unsafe { free(p, "realloc") };
     q

@@ -384,3 +384,35 @@ fn sites_group_by_innermost_frame_and_function() {
     assert_eq!(groups[1].counters, want);
     assert_eq!(group_sites(&m, &mut s, GroupBy::Function).len(), 2);
 }
+
+#[test]
+fn a_free_stamped_a_little_before_the_allocation_it_frees_is_matched_to_it() {
+    // Thread 1 allocates A at tick 3200 and hands it over; thread 2, whose
+    // core's clock runs 64 ticks behind, frees it "at" 3136. Later thread
+    // 1 gets A again. Without the clock-skew window the free was unknown
+    // and the first block lost.
+    let mut t = TraceBuilder::new();
+    t.full_header();
+    with_stacks(&mut t);
+    t.thread(1, 101, "producer", 0)
+        .thread(2, 102, "consumer", 0);
+    t.events(1, &[alloc(3200, A, 48, 2)]);
+    t.events(2, &[free(3136, A)]);
+    t.events(1, &[alloc(9600, A, 32, 3)]);
+    // A free far older than any allocation of its address stays unknown.
+    t.events(2, &[free(12800, B)]);
+    t.events(1, &[alloc(12800 + 2 * 4096, B, 16, 3)]);
+    t.footer(40000);
+    let m = analyse(t.bytes()).model;
+    let totals = m.totals();
+    assert_eq!(totals.unknown_frees, 1);
+    assert_eq!(totals.lost_frees, 0);
+    assert_eq!(totals.counters.frees, 1);
+    assert_eq!(
+        (totals.counters.live_blocks, totals.counters.live_bytes),
+        (2, 48)
+    );
+    // The free is the consumer's: the block was handed over.
+    let consumer = m.threads().find(|t| t.info.name == "consumer").unwrap();
+    assert_eq!(consumer.info.unknown_frees, 1);
+}

@@ -4,7 +4,7 @@
  * frees cross threads), while the main thread forks a child every 100 ms
  * that allocates, frees and exits. keep_forever holds one 256-byte block
  * per 1,000 allocations of each thread. Prints "ready" once running and
- * exits 0. */
+ * exits 0, early when a file named "stop" appears in its directory. */
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -17,6 +17,7 @@ static double seconds = 5.0;
 static void *volatile shared[64];
 static void *volatile kept[1 << 20];
 static volatile long kept_count;
+static volatile int stop;
 
 static double now(void) {
     struct timespec t;
@@ -46,7 +47,7 @@ static void *worker(void *arg) {
     void *ring[256] = {0};
     double end = now() + seconds;
     long n = 0;
-    while (now() < end) {
+    while (now() < end && !stop) {
         for (int k = 0; k < 1000; k++, n++) {
             int slot = n % 256;
             free(ring[slot]);
@@ -77,7 +78,7 @@ int main(int argc, char **argv) {
     printf("ready\n");
     fflush(stdout);
     double end = now() + seconds;
-    while (now() < end) {
+    while (now() < end && access("stop", F_OK) != 0) {
         pid_t child = fork();
         if (child == 0) {
             for (int i = 0; i < 1000; i++)
@@ -93,6 +94,7 @@ int main(int argc, char **argv) {
         struct timespec pause = {0, 100 * 1000 * 1000};
         nanosleep(&pause, NULL);
     }
+    stop = 1;
     for (int i = 0; i < threads && i < 64; i++)
         pthread_join(t[i], NULL);
     for (int i = 0; i < 64; i++)

@@ -97,7 +97,7 @@ fn attach_records_a_running_program_from_then_until_it_detaches_again_and_again(
     };
     let dir = scratch("attach-busy");
     let mut command = attach_target(&dir);
-    command.args(["6", "4"]);
+    command.args(["120", "4"]);
     let target = Target::start(command, &lib, "mode=off,control=on");
     let pid = target.pid();
     let socket = socket_of(pid);
@@ -143,6 +143,7 @@ fn attach_records_a_running_program_from_then_until_it_detaches_again_and_again(
         assert!(text.contains(&format!("recorded  {mode} mode")), "{text}");
     }
     // The program ran on, unharmed, and removed its socket at exit.
+    std::fs::write(dir.join("stop"), "").unwrap();
     let (code, out, err) = target.finish();
     assert_eq!(code, Some(0), "stdout {out}\nstderr {err}");
     assert!(out.contains("done"), "{out}");
@@ -160,7 +161,7 @@ fn attach_finds_the_socket_under_the_processs_runtime_directory() {
     let runtime = dir.join("runtime");
     std::fs::create_dir(&runtime).unwrap();
     let mut command = attach_target(&dir);
-    command.args(["3", "1"]).env("XDG_RUNTIME_DIR", &runtime);
+    command.args(["60", "1"]).env("XDG_RUNTIME_DIR", &runtime);
     let target = Target::start(command, &lib, "mode=off,control=on");
     let pid = target.pid();
     let socket = runtime.join("memtally").join(format!("{pid}.sock"));
@@ -180,6 +181,7 @@ fn attach_finds_the_socket_under_the_processs_runtime_directory() {
         .unwrap();
     assert_eq!(out.status.code(), Some(0), "{out:?}");
     assert!(report(&trace).contains("churn_block"));
+    std::fs::write(dir.join("stop"), "").unwrap();
     let (code, _, err) = target.finish();
     assert_eq!(code, Some(0), "{err}");
     assert!(!socket.exists());
@@ -193,7 +195,7 @@ fn attach_to_a_process_that_records_already_names_its_trace() {
     };
     let dir = scratch("attach-recording");
     let mut command = attach_target(&dir);
-    command.args(["2", "1"]);
+    command.args(["60", "1"]);
     let target = Target::start(command, &lib, "mode=full,out=own.mtt,control=on");
     let pid = target.pid();
     wait_for_file(&socket_of(pid));
@@ -207,6 +209,7 @@ fn attach_to_a_process_that_records_already_names_its_trace() {
     );
     // No file of ours was left behind.
     assert!(!Path::new(&format!("memtally.{pid}.attach.mtt")).exists());
+    std::fs::write(dir.join("stop"), "").unwrap();
     let (code, _, err) = target.finish();
     assert_eq!(code, Some(0), "{err}");
     assert!(report(&own).contains("churn_block"));
@@ -276,7 +279,7 @@ fn a_client_of_another_user_is_refused() {
     }
     let dir = scratch("attach-other-user");
     let mut command = attach_target(&dir);
-    command.args(["3", "1"]);
+    command.args(["60", "1"]);
     std::os::unix::process::CommandExt::uid(&mut command, 65534);
     std::os::unix::process::CommandExt::gid(&mut command, 65534);
     let target = Target::start(command, &lib, "mode=off,control=on");
@@ -289,6 +292,7 @@ fn a_client_of_another_user_is_refused() {
     let out = memtally(&["attach", &pid.to_string(), "-o", trace.to_str().unwrap()]);
     fails_with(&out, "refused: permission denied");
     assert!(!trace.exists());
+    std::fs::write(dir.join("stop"), "").unwrap();
     let (code, _, err) = target.finish();
     assert_eq!(code, Some(0), "{err}");
     assert!(

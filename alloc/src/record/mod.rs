@@ -273,6 +273,12 @@ pub struct ThreadRecorder {
     epoch: Cell<u32>,
     /// Calls left before the next one whose latency is measured.
     latency_left: Cell<u32>,
+    /// The time of the free (or reallocation) being made, read before its
+    /// block was released (see [`stamp_release`]); 0 when none.
+    release_time: Cell<u64>,
+    /// Set while a reallocation to be recorded runs (see
+    /// [`ThreadRecorder::reallocating`]).
+    in_realloc: Cell<bool>,
     /// The thread's current scope: its name's STRING id and its instance
     /// (`[0, 0]`: none). Entering a scope only sets this; the next event
     /// recorded says it (see `scope.rs`).
@@ -299,6 +305,8 @@ impl ThreadRecorder {
             depth: Cell::new(64),
             epoch: Cell::new(u32::MAX),
             latency_left: Cell::new(0),
+            release_time: Cell::new(0),
+            in_realloc: Cell::new(false),
             scope: Cell::new([0, 0]),
             written_scope: Cell::new([0, 0]),
             c_scopes: [const { Cell::new([0, 0]) }; scope::C_DEPTH],
@@ -324,11 +332,16 @@ impl ThreadRecorder {
         self.busy.get()
     }
 
-    /// Runs `f` with recording suspended on this thread (for operations
-    /// made of other operations, such as realloc).
-    pub fn suspended<T>(&self, f: impl FnOnce() -> T) -> T {
+    /// Runs `f`, a reallocation that will be recorded as one event, with
+    /// recording suspended (its inner allocation and free are not events
+    /// of their own); its release of the old block may stamp the event's
+    /// time ([`stamp_release`]) only if the event will be made, that is,
+    /// if the recorder was not busy already.
+    pub fn reallocating<T>(&self, f: impl FnOnce() -> T) -> T {
         let was = self.busy.replace(true);
+        self.in_realloc.set(!was);
         let r = f();
+        self.in_realloc.set(false);
         self.busy.set(was);
         r
     }
@@ -409,9 +422,9 @@ fn emit_busy(
     t0: u64,
     make: impl FnOnce(u64, u64, u64) -> RawEvent,
 ) {
-    if RECORDING.load(Ordering::Relaxed) == OFF {
-        return;
-    }
+    // A free's time was read before its block was released (see
+    // `stamp_release`); other events' is read below, at the end of the call.
+    let released = rec.release_time.replace(0);
     let Some(ring) = rec.ring() else {
         DROPPED.fetch_add(1, Ordering::Relaxed);
         return;
@@ -444,7 +457,11 @@ fn emit_busy(
         // A trace started by a client may ask for another depth.
         rec.depth.set(settings().depth.clamp(1, MAX_DEPTH));
     }
-    let time = clock::ticks();
+    let time = if released != 0 {
+        released
+    } else {
+        clock::ticks()
+    };
     ring.timed(time);
     let scope = rec.scope.get();
     if scope != rec.written_scope.get() {
@@ -489,6 +506,8 @@ fn emit_busy(
     };
     let latency = if t0 == 0 {
         0
+    } else if released != 0 {
+        clock::ticks().saturating_sub(t0).max(1)
     } else {
         time.saturating_sub(t0).max(1)
     };
@@ -547,6 +566,48 @@ pub fn call_start(heap: *mut Heap) -> u64 {
     } else {
         rec.latency_left.set(left - 1);
         0
+    }
+}
+
+/// Reads the time of the free (or reallocation) the calling thread is
+/// about to record, before the block it frees is released: once released,
+/// another thread may allocate the same address and record that with an
+/// earlier time than a clock read after the release, and the trace would
+/// show the address allocated twice and freed once. The thread's ring is
+/// marked busy from here (the writer's watermark waits for the event); the
+/// event made next takes this time, and [`cancel_release`] undoes it when
+/// none is made. `inside` is true for a call made while the recorder is
+/// suspended on purpose (a reallocation's inner free).
+#[inline]
+pub fn stamp_release(heap: &Heap, inside: bool) {
+    let rec = &heap.rec;
+    let due = if inside {
+        rec.in_realloc.get()
+    } else {
+        !rec.busy.get()
+    };
+    if !due || RECORDING.load(Ordering::Relaxed) == OFF {
+        return;
+    }
+    let was_busy = rec.busy.replace(true);
+    if let Some(ring) = rec.ring() {
+        ring.begin();
+        let time = clock::ticks();
+        ring.timed(time);
+        rec.release_time.set(time);
+    }
+    rec.busy.set(was_busy);
+}
+
+/// Forgets a [`stamp_release`] whose event will not be made (the free
+/// failed).
+pub fn cancel_release(heap: &Heap) {
+    if heap.rec.release_time.replace(0) != 0 {
+        let ring = heap.rec.ring.get();
+        if !ring.is_null() {
+            // SAFETY: rings are never unmapped.
+            unsafe { (*ring).abandon_event() };
+        }
     }
 }
 

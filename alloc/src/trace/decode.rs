@@ -360,6 +360,9 @@ struct Ordering {
     records: VecDeque<Record>,
     /// Events before this time may be released.
     limit: u64,
+    /// The `FOOTER`, returned once every held event has been: it ends the
+    /// trace in the ordered stream too.
+    footer: Option<Record>,
 }
 
 /// One thread's held events: encoded chunks, and the next event decoded.
@@ -606,6 +609,9 @@ impl<R: Read> Decoder<R> {
             if let Some(e) = self.next_released()? {
                 return Ok(Some(Ordered::Event(e)));
             }
+            if let Some(f) = self.ordered.footer.take() {
+                return Ok(Some(Ordered::Record(f)));
+            }
             let Some(raw) = self.next_raw()? else {
                 return Ok(None);
             };
@@ -621,7 +627,7 @@ impl<R: Read> Decoder<R> {
                 }
                 r @ Record::Footer { .. } => {
                     self.ordered.limit = u64::MAX;
-                    self.ordered.records.push_back(r);
+                    self.ordered.footer = Some(r);
                 }
                 r => self.ordered.records.push_back(r),
             }

@@ -193,6 +193,27 @@ struct SiteEntry {
     pending: PendingLive,
 }
 
+/// How far apart the clocks of two cores may be, in ticks (about a
+/// microsecond): the recorder reads each core's own time-stamp counter,
+/// and on virtual machines those disagree by tens of ticks.
+pub const CLOCK_SKEW_TICKS: u64 = 4096;
+
+/// A free of an address that is not live when it arrives. Threads' events
+/// are merged by time, and a thread that frees a block another thread has
+/// just allocated and handed over (a queue, a channel) can carry an earlier
+/// time than that allocation when their cores' clocks disagree: the free
+/// then arrives first. It is held for [`CLOCK_SKEW_TICKS`]; an allocation
+/// of that address by another thread meanwhile takes it (the free came
+/// after it, whatever the clocks say), and otherwise it is counted as a
+/// free of an address allocated before recording began.
+#[derive(Clone, Copy, Debug)]
+struct HeldFree {
+    address: u64,
+    thread: u64,
+    time: u64,
+    latency: u64,
+}
+
 /// The analysis model of one trace.
 #[derive(Clone, Debug)]
 pub struct Model {
@@ -210,6 +231,9 @@ pub struct Model {
     live: LiveMap,
     totals: Tracked,
     unknown_frees: u64,
+    /// Frees of addresses not live, held for [`CLOCK_SKEW_TICKS`] (see
+    /// [`HeldFree`]).
+    held_frees: Vec<HeldFree>,
     lost_frees: u64,
     failed_reallocs: u64,
     events: u64,
@@ -340,6 +364,7 @@ impl Model {
             live: LiveMap::default(),
             totals: Tracked::new(0),
             unknown_frees: 0,
+            held_frees: Vec::new(),
             lost_frees: 0,
             failed_reallocs: 0,
             events: 0,
@@ -483,6 +508,7 @@ impl Model {
                     dropped: *dropped,
                     flags: *flags,
                 });
+                self.release_held_frees(u64::MAX);
                 self.saw_time(*ticks);
             }
         }
@@ -497,6 +523,9 @@ impl Model {
         let thread = e.thread;
         self.events += 1;
         self.saw_time(time);
+        if !self.held_frees.is_empty() {
+            self.release_held_frees(time);
+        }
         let generation = self.generation;
         let entry = self
             .threads
@@ -521,30 +550,20 @@ impl Model {
                 let w = self.create(thread, time, address, size, stack, false);
                 self.latency(true, latency, w.blocks);
                 self.after_change(time);
+                self.take_held_free(thread, time, address);
             }
             EventKind::Free { address, latency } => {
                 if address == 0 {
                     return;
                 }
                 match self.live.remove(address) {
-                    Some(block) => {
-                        let t = self.thread_mut(thread);
-                        let temporary = t.last_alloc == Some(block.serial);
-                        if temporary {
-                            t.last_alloc = None;
-                        }
-                        self.release(&block, time, temporary, true);
-                        self.released_by(&block, thread, time);
-                        self.remember_free(address, &block, thread, time);
-                        self.lifetimes
-                            .record(time.saturating_sub(block.ticks), block.weight.blocks);
-                        self.latency(false, latency, block.weight.blocks);
-                        self.after_change(time);
-                    }
-                    None => {
-                        self.unknown_free(thread);
-                        self.latency(false, latency, 1);
-                    }
+                    Some(block) => self.free_live(thread, time, address, &block, latency),
+                    None => self.held_frees.push(HeldFree {
+                        address,
+                        thread,
+                        time,
+                        latency,
+                    }),
                 }
             }
             EventKind::Realloc {
@@ -577,6 +596,9 @@ impl Model {
                 };
                 self.latency(true, latency, blocks);
                 self.after_change(time);
+                if new_address != 0 && new_address != old_address {
+                    self.take_held_free(thread, time, new_address);
+                }
             }
             EventKind::Scope { string, instance } => {
                 let generation = self.generation;
@@ -653,6 +675,53 @@ impl Model {
         self.threads
             .entry(thread)
             .or_insert_with(|| ThreadEntry::new(thread, generation))
+    }
+
+    /// Counts the free of the live `block` at `address` by `thread`.
+    fn free_live(&mut self, thread: u64, time: u64, address: u64, block: &LiveBlock, latency: u64) {
+        let t = self.thread_mut(thread);
+        let temporary = t.last_alloc == Some(block.serial);
+        if temporary {
+            t.last_alloc = None;
+        }
+        self.release(block, time, temporary, true);
+        self.released_by(block, thread, time);
+        self.remember_free(address, block, thread, time);
+        self.lifetimes
+            .record(time.saturating_sub(block.ticks), block.weight.blocks);
+        self.latency(false, latency, block.weight.blocks);
+        self.after_change(time);
+    }
+
+    /// Counts the held frees older than `now` by more than the clock skew
+    /// as frees of unknown addresses (all of them at the trace's end).
+    fn release_held_frees(&mut self, now: u64) {
+        let mut held = std::mem::take(&mut self.held_frees);
+        held.retain(|h| {
+            if h.time.saturating_add(CLOCK_SKEW_TICKS) >= now {
+                return true;
+            }
+            self.unknown_free(h.thread);
+            self.latency(false, h.latency, 1);
+            false
+        });
+        self.held_frees = held;
+    }
+
+    /// `thread` has just allocated `address` at `time`: a held free of
+    /// that address by another thread was of this block (see [`HeldFree`]).
+    fn take_held_free(&mut self, thread: u64, time: u64, address: u64) {
+        let Some(i) = self
+            .held_frees
+            .iter()
+            .position(|h| h.address == address && h.thread != thread)
+        else {
+            return;
+        };
+        let h = self.held_frees.swap_remove(i);
+        if let Some(block) = self.live.remove(address) {
+            self.free_live(h.thread, time, address, &block, h.latency);
+        }
     }
 
     fn unknown_free(&mut self, thread: u64) {
