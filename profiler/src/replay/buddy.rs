@@ -108,7 +108,7 @@ impl Heap for BuddyHeap {
         std::mem::take(&mut self.steps)
     }
 
-    fn stats(&self) -> HeapStats {
+    fn stats(&mut self) -> HeapStats {
         HeapStats {
             free_total: self.free_total,
             largest_free: self

@@ -11,7 +11,50 @@
 
 use super::{Heap, HeapStats};
 use crate::hash::IdMap;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
+
+/// The largest free block, for the policies that need no other order by
+/// size (first, next and worst fit, heap_4/5): a max-heap of (size,
+/// offset) with lazy deletion, cheaper than a second B-tree that every
+/// split and merge would update. An entry is stale once its block is gone
+/// or has another size; the top is known valid unless `dirty`.
+#[derive(Default)]
+struct Largest {
+    heap: BinaryHeap<(u64, u64)>,
+    dirty: bool,
+}
+
+impl Largest {
+    fn insert(&mut self, at: u64, size: u64) {
+        self.heap.push((size, at));
+    }
+
+    /// `free` no longer holds the block (`at`, `size`).
+    fn remove(&mut self, at: u64, size: u64, free: &BTreeMap<u64, u64>) {
+        if self.heap.peek() == Some(&(size, at)) {
+            self.heap.pop();
+            self.dirty = true;
+        }
+        // Stale entries pile up below the top: rebuild now and then.
+        if self.heap.len() > 2 * free.len() + 64 {
+            self.heap = free.iter().map(|(&a, &s)| (s, a)).collect();
+            self.dirty = false;
+        }
+    }
+
+    /// The largest free block as (size, offset).
+    fn get(&mut self, free: &BTreeMap<u64, u64>) -> Option<(u64, u64)> {
+        while self.dirty {
+            match self.heap.peek() {
+                Some(&(size, at)) if free.get(&at) != Some(&size) => {
+                    self.heap.pop();
+                }
+                _ => self.dirty = false,
+            }
+        }
+        self.heap.peek().copied()
+    }
+}
 
 /// Counts of free blocks by slot (an offset or a size in units), for the
 /// rank of a block in an ordered list in O(log n) instead of walking it: a
@@ -92,8 +135,13 @@ pub struct FitHeap {
     /// The regions: (start, end).
     regions: Vec<(u64, u64)>,
     free: BTreeMap<u64, u64>,
-    /// Free blocks by (size, offset), for best/worst fit and statistics.
+    /// Free blocks by (size, offset), for best fit and heap_2 (which
+    /// search by size); kept only for them.
     by_size: BTreeSet<(u64, u64)>,
+    /// The largest free block, for the others.
+    largest: Largest,
+    /// Keep `by_size` (else `largest`).
+    sized: bool,
     free_total: u64,
     /// Free blocks by offset and by size, in units (FreeRTOS flavours).
     by_address: Ranks,
@@ -124,6 +172,8 @@ impl FitHeap {
             regions: Vec::new(),
             free: BTreeMap::new(),
             by_size: BTreeSet::new(),
+            largest: Largest::default(),
+            sized: policy == Policy::Best || flavour == Flavour::FreeRtosBySize,
             free_total: 0,
             by_address: Ranks::new(0),
             by_size_rank: Ranks::new(0),
@@ -154,7 +204,11 @@ impl FitHeap {
 
     fn insert_free(&mut self, at: u64, size: u64) {
         self.free.insert(at, size);
-        self.by_size.insert((size, at));
+        if self.sized {
+            self.by_size.insert((size, at));
+        } else {
+            self.largest.insert(at, size);
+        }
         self.free_total += size;
         match self.flavour {
             Flavour::FreeRtosOrdered => self.by_address.add(at / self.align, 1),
@@ -165,7 +219,11 @@ impl FitHeap {
 
     fn remove_free(&mut self, at: u64) -> u64 {
         let size = self.free.remove(&at).expect("a free block");
-        self.by_size.remove(&(size, at));
+        if self.sized {
+            self.by_size.remove(&(size, at));
+        } else {
+            self.largest.remove(at, size, &self.free);
+        }
         self.free_total -= size;
         match self.flavour {
             Flavour::FreeRtosOrdered => self.by_address.add(at / self.align, -1),
@@ -226,11 +284,10 @@ impl FitHeap {
             }
             (Policy::Worst, _) => {
                 self.steps += self.free.len() as u64;
-                self.by_size
-                    .iter()
-                    .next_back()
+                self.largest
+                    .get(&self.free)
                     .filter(|(s, _)| *s >= need)
-                    .map(|&(s, a)| (a, s))
+                    .map(|(s, a)| (a, s))
             }
         }
     }
@@ -295,10 +352,15 @@ impl Heap for FitHeap {
         std::mem::take(&mut self.steps)
     }
 
-    fn stats(&self) -> HeapStats {
+    fn stats(&mut self) -> HeapStats {
+        let largest = if self.sized {
+            self.by_size.iter().next_back().map_or(0, |b| b.0)
+        } else {
+            self.largest.get(&self.free).map_or(0, |b| b.0)
+        };
         HeapStats {
             free_total: self.free_total,
-            largest_free: self.by_size.iter().next_back().map_or(0, |b| b.0),
+            largest_free: largest,
             high_water: self.high_water,
         }
     }

@@ -64,7 +64,7 @@ pub trait Heap {
     /// The steps taken since the last call.
     fn take_steps(&mut self) -> u64;
     /// Free memory now, and the high-water mark.
-    fn stats(&self) -> HeapStats;
+    fn stats(&mut self) -> HeapStats;
     /// Checks the model's invariants (blocks tile the arena, never
     /// overlap, are merged where the model merges); for tests.
     fn check(&self) -> Result<(), String>;

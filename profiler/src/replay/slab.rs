@@ -99,7 +99,7 @@ impl Heap for SlabHeap {
         std::mem::take(&mut self.steps)
     }
 
-    fn stats(&self) -> HeapStats {
+    fn stats(&mut self) -> HeapStats {
         HeapStats {
             free_total: self
                 .pools

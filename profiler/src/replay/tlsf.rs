@@ -206,7 +206,7 @@ impl Heap for TlsfHeap {
         std::mem::take(&mut self.steps)
     }
 
-    fn stats(&self) -> HeapStats {
+    fn stats(&mut self) -> HeapStats {
         HeapStats {
             free_total: self.free_total,
             largest_free: self.sizes.keys().next_back().copied().unwrap_or(0),
