@@ -341,7 +341,9 @@ Options:
                        watches a word of a sampled heap block for 10 ms; two
                        threads touching it within 80 us, one writing, are
                        recorded as a data race with both stacks (memtally
-                       errors shows them). Needs perf_event_open
+                       errors shows them); its traps and stalls take at
+                       most 1% of a core (MEMTALLY's race_budget). Needs
+                       perf_event_open
   --control            open a control socket, private to your user, through
                        which `memtally attach PID` and `memtally top --pid
                        PID` switch recording on in the running command (and

@@ -25,7 +25,9 @@
 //! | `guard_every` | guard one allocation in N instead (1: every one that fits a slot; for tests and hunting) | off |
 //! | `guard_slots` | guarded blocks live at once, 1 to 256 (each a 4 KiB page and a guard page) | `32` |
 //! | `races` | `on`: the race detector (a hardware watchpoint on a sampled heap word; two threads touching it within a stall of 80 µs are a proven race), recorded in the trace; needs `mode=full` or `sampled`, and `perf_event_open`; `off` | `off` |
-//! | `race_period` | milliseconds between watch windows (each at most 10 ms, one trap and one stall each) | `50` |
+//! | `race_period` | milliseconds between watch windows at the most frequent (each at most 10 ms, one trap and one stall each) | `50` |
+//! | `race_stall` | microseconds the first thread to touch a watched word is stalled, 1 to 100000 | `80` |
+//! | `race_budget` | the share of one core the detector's traps and stalls may take, in percent (`0.1` to `100`): windows are spaced so that their trap time stays within it | `1` |
 //! | `leaks` | `scan` to run a leak scan (reachability, LeakSanitizer's semantics) at exit, into the trace and one line on stderr; `off` | `off` |
 //! | `control` | `on`: open a control socket (private to the user: `$XDG_RUNTIME_DIR/memtally/PID.sock`, else `/tmp/memtally-UID/PID.sock`) through which `memtally attach PID` and `memtally top --pid PID` switch recording on in the running process, until they detach (`docs/control.md`); `off` | `off` |
 //! | `descendant` | set by the recorder in the environment it hands on: `1` in a process another recorded one started or executed, whose trace then never replaces an existing file | `0` |
@@ -83,6 +85,10 @@ pub struct Settings {
     pub races: bool,
     /// Milliseconds between race-watch windows.
     pub race_period_ms: u64,
+    /// Microseconds a race watch stalls the first accessing thread.
+    pub race_stall_us: u64,
+    /// The race detector's trap budget, in parts per million of one core.
+    pub race_budget_ppm: u64,
     /// Open a control socket (`control.rs`).
     pub control: bool,
 }
@@ -105,6 +111,8 @@ impl Default for Settings {
             guard_slots: crate::guard::DEFAULT_SLOTS,
             races: false,
             race_period_ms: 50,
+            race_stall_us: 80,
+            race_budget_ppm: 10_000,
             control: false,
         }
     }
@@ -219,6 +227,16 @@ pub fn parse_settings(value: &[u8]) -> Result<Settings, SettingError> {
                     .filter(|&n| (1..=60_000).contains(&n))
                     .ok_or(err("race_period must be 1 to 60000 (milliseconds)"))?;
             }
+            b"race_stall" => {
+                s.race_stall_us = parse_bytes(val)
+                    .filter(|&n| (1..=100_000).contains(&n))
+                    .ok_or(err("race_stall must be 1 to 100000 (microseconds)"))?;
+            }
+            b"race_budget" => {
+                s.race_budget_ppm = parse_percent_ppm(val)
+                    .filter(|&n| (1_000..=1_000_000).contains(&n))
+                    .ok_or(err("race_budget must be a percentage from 0.1 to 100"))?;
+            }
             b"on_error" => {
                 s.report_errors = match val {
                     b"abort" => false,
@@ -234,7 +252,7 @@ pub fn parse_settings(value: &[u8]) -> Result<Settings, SettingError> {
             }
             _ => {
                 return Err(err(
-                    "unknown key (expected mode, out, interval, depth, children, leaks, on_error, guard, guard_every, guard_slots, races, race_period or control)",
+                    "unknown key (expected mode, out, interval, depth, children, leaks, on_error, guard, guard_every, guard_slots, races, race_period, race_stall, race_budget or control)",
                 ));
             }
         }
@@ -249,6 +267,25 @@ fn parse_flag(v: &[u8]) -> Option<bool> {
         b"0" | b"false" | b"no" | b"off" => Some(false),
         _ => None,
     }
+}
+
+/// Parses a percentage with at most three decimals (`1`, `0.5`, `12.25`)
+/// into parts per million.
+fn parse_percent_ppm(v: &[u8]) -> Option<u64> {
+    let (whole, frac) = match v.iter().position(|&b| b == b'.') {
+        Some(dot) => (&v[..dot], &v[dot + 1..]),
+        None => (v, &b""[..]),
+    };
+    if whole.is_empty() || frac.len() > 3 || !frac.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    let mut ppm = parse_bytes(whole)?.checked_mul(10_000)?;
+    let mut scale = 1_000;
+    for &d in frac {
+        ppm += u64::from(d - b'0') * scale;
+        scale /= 10;
+    }
+    Some(ppm)
 }
 
 /// Parses a byte count with an optional `k`/`m`/`g` suffix (powers of 1024).
@@ -296,7 +333,12 @@ pub fn load() {
                 );
                 if settings.races {
                     if matches!(settings.mode, Mode::Full | Mode::Sampled) {
-                        crate::races::configure(settings.race_period_ms, 10, 80);
+                        crate::races::configure(
+                            settings.race_period_ms,
+                            10,
+                            settings.race_stall_us,
+                            settings.race_budget_ppm,
+                        );
                     } else {
                         crate::report::warn(format_args!(
                             "MEMTALLY: races=on needs a trace (mode=full or sampled) to report into; race detection is off"
@@ -368,6 +410,18 @@ mod tests {
         );
         assert_eq!(parse_settings(b"").unwrap(), Settings::default());
         assert!(parse_settings(b"leaks=scan").unwrap().leak_scan);
+        let s = parse_settings(b"race_budget=0.5,race_stall=200").unwrap();
+        assert_eq!((s.race_budget_ppm, s.race_stall_us), (5_000, 200));
+        assert_eq!(
+            parse_settings(b"race_budget=12.25")
+                .unwrap()
+                .race_budget_ppm,
+            122_500
+        );
+        assert!(parse_settings(b"race_budget=0.01").is_err());
+        assert!(parse_settings(b"race_budget=1.").is_ok());
+        assert!(parse_settings(b"race_budget=x").is_err());
+        assert!(parse_settings(b"race_stall=0").is_err());
         assert!(parse_settings(b"on_error=report").unwrap().report_errors);
         assert!(!parse_settings(b"on_error=abort").unwrap().report_errors);
         assert_eq!(

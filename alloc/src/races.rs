@@ -28,7 +28,15 @@
 //! `RACE_FIRST` from A, with the stack of the access), pairs already
 //! reported (by the two code addresses) are not reported again, and the
 //! watch is taken off after A's stall whatever happened: one trap and one
-//! stall per period at most, about 0.2% of a thread.
+//! stall per window at most.
+//!
+//! A trap budget (`race_budget`, 1% of one core by default) sets the pace:
+//! the time spent in trap handlers during a window (A's stall, B's report)
+//! is charged to it, and the next window waits at least `race_period` and
+//! long enough that the windows' trap time stays within the budget of the
+//! time elapsed (a window that trapped for 80 µs under a 1% budget is
+//! followed by none for 8 ms; with a long `race_stall`, or `race_period`
+//! short, the budget is what limits the rate).
 //!
 //! Misses: races that do not overlap within the stall; words not watched
 //! (a sample); stack and global memory; threads that existed before the
@@ -40,8 +48,17 @@
 use core::ptr;
 use core::sync::atomic::{AtomicBool, AtomicI32, AtomicPtr, AtomicU64, AtomicUsize, Ordering};
 
-/// Settings (`race_period`, `race_window` in ms, `race_stall` in µs).
+/// Settings (`race_period`, `race_window` in ms, `race_stall` in µs, the
+/// budget in parts per million of one core).
 static PERIOD_MS: AtomicU64 = AtomicU64::new(50);
+static BUDGET_PPM: AtomicU64 = AtomicU64::new(10_000);
+/// Microseconds spent in trap handlers, in total, and at the start of the
+/// current window; when the window started (µs), windows and traps so far.
+static TRAP_US: AtomicU64 = AtomicU64::new(0);
+static WINDOW_TRAP_US: AtomicU64 = AtomicU64::new(0);
+static WINDOW_START_US: AtomicU64 = AtomicU64::new(0);
+static WINDOWS: AtomicU64 = AtomicU64::new(0);
+static TRAPS: AtomicU64 = AtomicU64::new(0);
 static WINDOW_MS: AtomicU64 = AtomicU64::new(10);
 static STALL_US: AtomicU64 = AtomicU64::new(80);
 
@@ -168,13 +185,35 @@ pub fn count() -> u64 {
     RACES.load(Ordering::Relaxed)
 }
 
+/// What the detector has done: windows opened, traps taken, and the
+/// microseconds spent in its trap handlers (stalls included).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RaceStats {
+    /// Watch windows opened.
+    pub windows: u64,
+    /// Traps on watched words.
+    pub traps: u64,
+    /// Time in the trap handlers, in microseconds.
+    pub trap_us: u64,
+}
+
+/// The detector's counters.
+pub fn stats() -> RaceStats {
+    RaceStats {
+        windows: WINDOWS.load(Ordering::Relaxed),
+        traps: TRAPS.load(Ordering::Relaxed),
+        trap_us: TRAP_US.load(Ordering::Relaxed),
+    }
+}
+
 /// Opens the breakpoint and installs the trap handler. `period_ms`,
-/// `window_ms` and `stall_us` as the settings say. On a refusal, says so
-/// once and stays off.
-pub fn configure(period_ms: u64, window_ms: u64, stall_us: u64) {
+/// `window_ms`, `stall_us` and the budget (`budget_ppm` of one core) as
+/// the settings say. On a refusal, says so once and stays off.
+pub fn configure(period_ms: u64, window_ms: u64, stall_us: u64, budget_ppm: u64) {
     if enabled() {
         return;
     }
+    BUDGET_PPM.store(budget_ppm.clamp(1, 1_000_000), Ordering::Relaxed);
     PERIOD_MS.store(period_ms.max(1), Ordering::Relaxed);
     WINDOW_MS.store(window_ms.max(1), Ordering::Relaxed);
     STALL_US.store(stall_us, Ordering::Relaxed);
@@ -258,17 +297,20 @@ pub fn tick() {
         return;
     }
     let now = crate::os::now_ms();
-    if TARGET.load(Ordering::Acquire) != 0 {
-        if now >= WINDOW_END.load(Ordering::Relaxed) && STALLED.load(Ordering::Acquire) == 0 {
+    if WINDOW_START_US.load(Ordering::Relaxed) != 0 {
+        // A window is open, or ended by a trap since the last tick.
+        if TARGET.load(Ordering::Acquire) != 0 {
+            if now < WINDOW_END.load(Ordering::Relaxed) || STALLED.load(Ordering::Acquire) != 0 {
+                return;
+            }
             retarget(0);
-            NEXT_WINDOW.store(now + PERIOD_MS.load(Ordering::Relaxed), Ordering::Relaxed);
         }
+        end_window(now);
         return;
     }
     if now < NEXT_WINDOW.load(Ordering::Relaxed) {
         return;
     }
-    NEXT_WINDOW.store(now + PERIOD_MS.load(Ordering::Relaxed), Ordering::Relaxed);
     let (addr, len) = match HINT.load(Ordering::Acquire) {
         0 => {
             let i = (next_random() % CANDIDATES as u64) as usize;
@@ -298,7 +340,25 @@ pub fn tick() {
     B_WROTE.store(false, Ordering::Relaxed);
     STALLED.store(0, Ordering::Release);
     WINDOW_END.store(now + WINDOW_MS.load(Ordering::Relaxed), Ordering::Relaxed);
+    WINDOW_TRAP_US.store(TRAP_US.load(Ordering::Relaxed), Ordering::Relaxed);
+    WINDOW_START_US.store(crate::os::now_us().max(1), Ordering::Relaxed);
+    WINDOWS.fetch_add(1, Ordering::Relaxed);
     retarget(word);
+}
+
+/// Schedules the next window after the one that started at
+/// `WINDOW_START_US`: `race_period` after it at the soonest, and late enough
+/// that its trap time is within the budget of the time since it started.
+fn end_window(now_ms: u64) {
+    let start_us = WINDOW_START_US.swap(0, Ordering::Relaxed);
+    let cost_us = TRAP_US
+        .load(Ordering::Relaxed)
+        .saturating_sub(WINDOW_TRAP_US.load(Ordering::Relaxed));
+    let budget_ppm = BUDGET_PPM.load(Ordering::Relaxed);
+    // cost / (time to the next window) <= budget.
+    let paid_until_ms = (start_us + cost_us.saturating_mul(1_000_000) / budget_ppm) / 1000;
+    let next = (now_ms + PERIOD_MS.load(Ordering::Relaxed)).max(paid_until_ms);
+    NEXT_WINDOW.store(next, Ordering::Relaxed);
 }
 
 fn tid() -> i32 {
@@ -331,6 +391,8 @@ extern "C" fn on_trap(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut li
         // program's own watchpoint on another word.
         return;
     }
+    let entered = crate::os::now_us();
+    TRAPS.fetch_add(1, Ordering::Relaxed);
     let me = tid();
     if STALLED
         .compare_exchange(0, me, Ordering::AcqRel, Ordering::Acquire)
@@ -340,6 +402,10 @@ extern "C" fn on_trap(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut li
     } else if STALLED.load(Ordering::Acquire) != me {
         second_access(target, ctx);
     }
+    TRAP_US.fetch_add(
+        crate::os::now_us().saturating_sub(entered),
+        Ordering::Relaxed,
+    );
 }
 
 /// Thread A: record what it did, stall with the watch armed, and if

@@ -2,9 +2,10 @@
 //! storing to one heap word with plain volatile writes must be reported
 //! with both functions; the same stores under a mutex must not; relaxed
 //! atomic stores are caught by the watchpoint and told apart as atomic
-//! when the trace is read. Each scenario is a child process (this binary
-//! again) recording itself; skipped, and said so, where `perf_event_open`
-//! is refused.
+//! when the trace is read; with long stalls and no wait between windows,
+//! the trap budget keeps the detector's time near 1% of a core. Each
+//! scenario is a child process (this binary again) recording itself;
+//! skipped, and said so, where `perf_event_open` is refused.
 
 use memtally_alloc::MemTally;
 use memtally_profiler::{Analysis, Symbolizer, errors};
@@ -85,6 +86,30 @@ fn scenario(name: &str) {
             memtally_alloc::race_watch(Arc::as_ptr(&a), 8);
             two_threads(move |t, i| atomic_store(&a, (t << 40) | i));
         }
+        "budget" => {
+            let word = Box::into_raw(Box::new([0u64; 8])) as *mut u64;
+            memtally_alloc::race_watch(word, 8);
+            let addr = word as usize;
+            // One thread: every window's first access stalls in full, as
+            // no second thread comes to end it.
+            let start = Instant::now();
+            let worker = std::thread::spawn(move || {
+                let mut i = 0u64;
+                while start.elapsed() < RUN_FOR {
+                    racy_store(addr as *mut u64, i);
+                    i += 1;
+                }
+            });
+            worker.join().unwrap();
+            let s = memtally_alloc::debug::race_stats();
+            println!(
+                "stats {} {} {} {}",
+                s.windows,
+                s.traps,
+                s.trap_us,
+                start.elapsed().as_micros()
+            );
+        }
         other => panic!("unknown scenario {other}"),
     }
     black_box(());
@@ -97,18 +122,26 @@ fn main() {
     }
     let dir = tempfile::tempdir().unwrap();
     let me = std::env::current_exe().unwrap();
-    let run = |name: &str| {
+    let run_with = |name: &str, settings: &str| {
         let trace = dir.path().join(format!("{name}.mtt"));
         let out = Command::new(&me)
             .env("RACES_SCENARIO", name)
             .env(
                 "MEMTALLY",
-                format!("mode=full,out={},races=on,race_period=5", trace.display()),
+                format!("mode=full,out={},races=on,{settings}", trace.display()),
             )
             .output()
             .unwrap();
         let err = String::from_utf8_lossy(&out.stderr).into_owned();
         assert!(out.status.success(), "{name}: {out:?}");
+        (
+            trace,
+            err,
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    let run = |name: &str| {
+        let (trace, err, _) = run_with(name, "race_period=5");
         (trace, err)
     };
     let (trace, err) = run("racy");
@@ -168,5 +201,35 @@ fn main() {
     println!(
         "races atomic: {} caught, all told apart as atomic",
         r.atomic_races
+    );
+
+    // 2 ms stalls with no wait between windows: unbudgeted, a full stall
+    // every two writer rounds (20 ms) is 10% of a thread. The 1% budget
+    // spaces the windows out.
+    let (trace, err, out) = run_with("budget", "race_period=1,race_stall=2000,race_budget=1");
+    let numbers: Vec<u64> = out
+        .trim()
+        .strip_prefix("stats ")
+        .unwrap_or_else(|| panic!("budget: no stats: {out} {err}"))
+        .split(' ')
+        .map(|n| n.parse().unwrap())
+        .collect();
+    let [windows, traps, trap_us, elapsed_us] = numbers[..] else {
+        panic!("budget: {out}");
+    };
+    let share = trap_us as f64 / elapsed_us as f64;
+    // One window's cost may be paid after the run ends: allow 2%.
+    assert!(
+        share <= 0.02,
+        "budget: {trap_us} us in traps over {elapsed_us} us ({windows} windows, {traps} traps)"
+    );
+    assert!(
+        windows >= 2 && traps >= 2,
+        "budget: {windows} windows, {traps} traps"
+    );
+    drop(trace);
+    println!(
+        "races budget: {:.2}% of a thread in {traps} traps over {windows} windows",
+        share * 100.0
     );
 }
