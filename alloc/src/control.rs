@@ -192,22 +192,7 @@ pub(crate) fn maybe_start() {
         }
     };
     LISTEN_FD.store(fd, Ordering::Release);
-    // SAFETY: the start routine has the signature pthread expects and takes
-    // no argument; `tid` is written before it is read.
-    let rc = unsafe {
-        let mut tid: libc::pthread_t = 0;
-        let rc = libc::pthread_create(
-            &mut tid,
-            core::ptr::null(),
-            listener_main,
-            core::ptr::null_mut(),
-        );
-        if rc == 0 {
-            libc::pthread_setname_np(tid, c"memtally-ctl".as_ptr());
-            libc::pthread_detach(tid);
-        }
-        rc
-    };
+    let rc = crate::os::spawn_thread(listener_main, c"memtally-ctl");
     if rc != 0 {
         remove_socket();
         crate::report::warn(format_args!(

@@ -300,6 +300,25 @@ pub fn set_errno(code: i32) {
     unsafe { *libc::__errno_location() = code };
 }
 
+/// Starts a detached thread of memtally's own running `start`, named
+/// `name` (at most 15 bytes); 0, or pthread_create's error.
+pub fn spawn_thread(
+    start: extern "C" fn(*mut core::ffi::c_void) -> *mut core::ffi::c_void,
+    name: &core::ffi::CStr,
+) -> i32 {
+    // SAFETY: the start routine has the signature pthread expects and takes
+    // no argument; `tid` is written by pthread_create before it is read.
+    unsafe {
+        let mut tid: libc::pthread_t = 0;
+        let rc = libc::pthread_create(&mut tid, ptr::null(), start, ptr::null_mut());
+        if rc == 0 {
+            libc::pthread_setname_np(tid, name.as_ptr());
+            libc::pthread_detach(tid);
+        }
+        rc
+    }
+}
+
 /// Sleeps about `ms` milliseconds.
 pub fn sleep_ms(ms: u64) {
     let ts = libc::timespec {

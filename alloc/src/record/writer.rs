@@ -367,22 +367,7 @@ fn spawn_on(fd: i32, path: &[u8], settings: &crate::options::Settings, mode: u8)
     Ring::for_each(|r| r.announced.store(0, Ordering::Relaxed));
     TRACE_EPOCH.fetch_add(1, Ordering::AcqRel);
     STATE.store(RUNNING, Ordering::Release);
-    // SAFETY: `attr` is initialised before use; the start routine has the
-    // signature pthread expects and uses no argument.
-    let rc = unsafe {
-        let mut tid: libc::pthread_t = 0;
-        let rc = libc::pthread_create(
-            &mut tid,
-            core::ptr::null(),
-            writer_main,
-            core::ptr::null_mut(),
-        );
-        if rc == 0 {
-            libc::pthread_setname_np(tid, c"memtally-writer".as_ptr());
-            libc::pthread_detach(tid);
-        }
-        rc
-    };
+    let rc = os::spawn_thread(writer_main, c"memtally-writer");
     if rc != 0 {
         STATE.store(STOPPED, Ordering::Release);
         FD.store(-1, Ordering::Relaxed);
