@@ -255,6 +255,8 @@ pub struct AttachArgs {
     /// Detach after this long (`memtally attach`; default: at Ctrl-C or
     /// when the process exits).
     pub duration: Option<std::time::Duration>,
+    /// Print the trace's report after detaching (`memtally attach`).
+    pub report: bool,
 }
 
 /// `memtally plot` arguments.
@@ -544,6 +546,8 @@ Options:
   -o, --output FILE  where the trace goes (default: a new
                      memtally.PID.attach.mtt in this directory)
   --duration SECS    detach after this many seconds
+  --report           print the trace's report (as `memtally report` does)
+                     after detaching
   -h, --help         print this help
 ";
 
@@ -1032,6 +1036,7 @@ fn parse_attach(p: &mut lexopt::Parser) -> Result<Command> {
     while let Some(arg) = p.next()? {
         match arg {
             Short('h') | Long("help") => return Ok(Command::Help(ATTACH_HELP)),
+            Long("report") => attach.report = true,
             Value(v) if attach.pid.is_none() => {
                 attach.pid = Some(parse_pid(&v.string()?)?);
             }
@@ -1063,6 +1068,7 @@ struct AttachParser {
     depth: Option<u32>,
     output: Option<PathBuf>,
     duration: Option<std::time::Duration>,
+    report: bool,
     /// An option other than --pid was given.
     any_option: bool,
 }
@@ -1129,6 +1135,7 @@ impl AttachParser {
             depth: self.depth,
             output: self.output,
             duration: self.duration,
+            report: self.report,
         })
     }
 }
@@ -1415,6 +1422,11 @@ mod tests {
         assert_eq!(a.interval, Some(64 << 10));
         assert_eq!(a.duration, Some(std::time::Duration::from_millis(2500)));
         assert_eq!(a.output, Some(PathBuf::from("x.mtt")));
+        assert!(!a.report);
+        let Command::Attach(a) = args(&["attach", "--report", "9"]).unwrap() else {
+            panic!("not attach");
+        };
+        assert!(a.report);
         let Command::Top(t) = args(&["top", "--pid", "7", "--depth", "16"]).unwrap() else {
             panic!("not top");
         };

@@ -348,5 +348,14 @@ pub fn attach(args: &AttachArgs) -> Result<ExitCode> {
             trace.display()
         );
     }
+    if args.report {
+        crate::report::run(&crate::args::ReportArgs {
+            file: trace,
+            json: false,
+            frames: 5,
+            top: 5,
+            by_scope: false,
+        })?;
+    }
     Ok(ExitCode::SUCCESS)
 }

@@ -122,6 +122,9 @@ fn attach_records_a_running_program_from_then_until_it_detaches_again_and_again(
         if i % 2 == 1 {
             args.extend(["--mode", "sampled", "--interval", "64k"].map(String::from));
         }
+        if i == 0 {
+            args.push("--report".into());
+        }
         let args: Vec<&str> = args.iter().map(|s| s.as_str()).collect();
         let out = memtally(&args);
         let err = String::from_utf8_lossy(&out.stderr);
@@ -130,6 +133,13 @@ fn attach_records_a_running_program_from_then_until_it_detaches_again_and_again(
             err.contains(&format!("detached from process {pid}")),
             "{err}"
         );
+        if i == 0 {
+            let printed = String::from_utf8_lossy(&out.stdout);
+            assert!(
+                printed.contains("SUMMARY") && printed.contains("churn_block"),
+                "{printed}"
+            );
+        }
         let text = report(&trace);
         assert!(text.contains("churn_block"), "session {i}:\n{text}");
         assert!(
@@ -160,12 +170,26 @@ fn attach_finds_the_socket_under_the_processs_runtime_directory() {
     let dir = scratch("attach-xdg");
     let runtime = dir.join("runtime");
     std::fs::create_dir(&runtime).unwrap();
+    // A socket left by a process that was killed: removed by the next one.
+    let sockets = runtime.join("memtally");
+    std::fs::create_dir(&sockets).unwrap();
+    std::fs::set_permissions(
+        &sockets,
+        std::os::unix::fs::PermissionsExt::from_mode(0o700),
+    )
+    .unwrap();
+    let mut dead = Command::new("true").spawn().unwrap();
+    let dead_pid = dead.id();
+    dead.wait().unwrap();
+    let stale = sockets.join(format!("{dead_pid}.sock"));
+    drop(std::os::unix::net::UnixListener::bind(&stale).unwrap());
     let mut command = attach_target(&dir);
     command.args(["60", "1"]).env("XDG_RUNTIME_DIR", &runtime);
     let target = Target::start(command, &lib, "mode=off,control=on");
     let pid = target.pid();
     let socket = runtime.join("memtally").join(format!("{pid}.sock"));
     wait_for_file(&socket);
+    assert!(!stale.exists(), "the stale socket of {dead_pid} stayed");
     let private = std::fs::metadata(runtime.join("memtally")).unwrap();
     assert_eq!(
         std::os::unix::fs::PermissionsExt::mode(&private.permissions()) & 0o777,
