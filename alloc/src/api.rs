@@ -623,7 +623,9 @@ fn free_slow(p: *mut u8, call: &'static str, family: Family) {
         }
         return;
     }
-    if recording && heap != thread::empty_heap() && (sampled || record::full()) {
+    // Decided once, above: a stamp is always followed by its event (which
+    // is not made if recording was switched off meanwhile) or cancelled.
+    if stamped {
         // SAFETY: a non-empty thread heap is live and ours.
         record::on_free(unsafe { &*heap }, p, t0);
     }

@@ -774,6 +774,13 @@ pub fn access(heap: &Heap, address: u64, write: bool) {
 /// The calling thread's heap is being given up (thread exit): closes its
 /// ring so the writer drains it and writes the thread's end.
 pub fn thread_exit(heap: &Heap) {
+    // Nothing passes to the thread that adopts the heap: no pending time,
+    // and not the busy mark, which the writer and control threads keep
+    // for good (a writer ends at every detach, and the next thread to
+    // adopt its heap would go unrecorded).
+    cancel_release(heap);
+    heap.rec.in_realloc.set(false);
+    heap.rec.busy.set(false);
     let r = heap.rec.ring.replace(core::ptr::null_mut());
     if !r.is_null() {
         // SAFETY: rings are never unmapped.
