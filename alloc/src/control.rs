@@ -125,19 +125,9 @@ pub mod wire {
             self.len += n;
         }
 
-        fn number(&mut self, mut n: u64) {
+        fn number(&mut self, n: u64) {
             let mut digits = [0u8; 20];
-            let mut k = 0;
-            loop {
-                digits[k] = b'0' + (n % 10) as u8;
-                k += 1;
-                n /= 10;
-                if n == 0 {
-                    break;
-                }
-            }
-            digits[..k].reverse();
-            self.put(&digits[..k]);
+            self.put(crate::report::decimal(n, &mut digits));
         }
     }
 }

@@ -254,6 +254,19 @@ pub fn warn(args: fmt::Arguments<'_>) {
     w.emit();
 }
 
+/// `n` in decimal, written without allocating into `buf`; the digits.
+pub fn decimal(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
+    let mut at = buf.len();
+    loop {
+        at -= 1;
+        buf[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            return &buf[at..];
+        }
+    }
+}
+
 /// What the loader knows of the module holding `pc`.
 pub fn dl_info(pc: u64) -> Option<libc::Dl_info> {
     // SAFETY: a zeroed Dl_info is valid; dladdr only reads the loader's

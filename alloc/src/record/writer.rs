@@ -245,18 +245,9 @@ fn open_and_spawn(settings: &crate::options::Settings, mode: u8) -> bool {
         if template[i] == b'%' && template.get(i + 1) == Some(&b'p') {
             let mut digits = [0u8; 20];
             // SAFETY: getpid has no preconditions.
-            let mut pid = unsafe { libc::getpid() } as u64;
-            let mut k = 0;
-            loop {
-                digits[k] = b'0' + (pid % 10) as u8;
-                k += 1;
-                pid /= 10;
-                if pid == 0 {
-                    break;
-                }
-            }
-            for d in digits[..k].iter().rev() {
-                path[n] = *d;
+            let pid = unsafe { libc::getpid() } as u64;
+            for &d in crate::report::decimal(pid, &mut digits) {
+                path[n] = d;
                 n += 1;
             }
             i += 2;
@@ -405,19 +396,12 @@ fn open_trace(path: &mut [u8; 512], n: usize, per_process: bool) -> (i32, usize)
     for attempt in 0u32..1000 {
         if attempt > 0 {
             // name.<attempt><ext>
-            let mut digits = [0u8; 10];
-            let mut k = 0;
-            let mut a = attempt;
-            while a > 0 {
-                digits[k] = b'0' + (a % 10) as u8;
-                a /= 10;
-                k += 1;
-            }
+            let mut digits = [0u8; 20];
             let mut at = dot;
             path[at] = b'.';
             at += 1;
-            for d in digits[..k].iter().rev() {
-                path[at] = *d;
+            for &d in crate::report::decimal(u64::from(attempt), &mut digits) {
+                path[at] = d;
                 at += 1;
             }
             path[at..at + ext_len].copy_from_slice(&ext[..ext_len]);
