@@ -230,8 +230,9 @@ pub fn flush() {
 ///     .expect("valid settings");
 /// ```
 ///
-/// Call it at the start of `main`, before other threads exist: threads
-/// already running start recording only once they next need a new page.
+/// Best called at the start of `main`: threads already running start
+/// recording at their next allocator slow path (within a page's worth of
+/// allocations), so their first few allocations may be missed.
 #[derive(Clone, Debug)]
 pub struct Recorder {
     settings: options::Settings,
@@ -364,6 +365,8 @@ impl Recorder {
             // SAFETY: the calling thread's heap, live and ours.
             unsafe { thread::reinstrument(&*heap) };
         }
+        // Threads already running switch at their next slow path.
+        thread::bump_generation();
         Ok(())
     }
 }
