@@ -4,9 +4,7 @@
 //! `start` (before, it never was). A test binary of its own (no harness):
 //! recording is process-wide.
 
-mod support;
-
-use memtally_alloc::MemTally;
+use memtally_alloc::{MemTally, Mode, Recorder};
 use memtally_profiler::{Analysis, ModelOptions};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -38,7 +36,14 @@ fn main() {
         std::thread::yield_now();
     }
     std::thread::sleep(Duration::from_millis(50));
-    let path = support::scope_program::start_recording("late-start");
+    let dir = std::env::temp_dir().join(format!("memtally-late-start-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("late.mtt");
+    Recorder::new()
+        .mode(Mode::Full)
+        .output(path.to_str().unwrap())
+        .start()
+        .expect("recording starts");
     std::thread::sleep(Duration::from_millis(200));
     stop.store(true, Ordering::Relaxed);
     worker.join().unwrap();
@@ -55,5 +60,5 @@ fn main() {
         "the worker's allocations after the start: {allocations}"
     );
     println!("late start: the running worker recorded {allocations} allocations");
-    let _ = std::fs::remove_dir_all(path.parent().unwrap());
+    let _ = std::fs::remove_dir_all(&dir);
 }
