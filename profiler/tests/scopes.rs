@@ -44,6 +44,15 @@ fn scenarios() {
         let _r = scope("request");
         churn(100 * i);
     }
+    // A thread that ends inside a scope (its guard forgotten), then one
+    // that adopts its heap: the second starts outside any scope.
+    std::thread::spawn(|| {
+        std::mem::forget(scope("left-open"));
+        keep(100);
+    })
+    .join()
+    .unwrap();
+    std::thread::spawn(|| keep(700)).join().unwrap();
 }
 
 fn main() {
@@ -98,12 +107,21 @@ fn main() {
     assert_eq!(request.counters.live_bytes, 0);
     assert_eq!(request.per_instance.count(), 10);
     assert_eq!(request.per_instance.max(), 1000);
+    let left_open = find(&scopes, "left-open");
+    assert_eq!(
+        (
+            left_open.counters.allocations,
+            left_open.counters.live_bytes
+        ),
+        (1, 100),
+        "only the thread that entered it"
+    );
     // Nothing else was in a scope.
-    assert_eq!(scopes.len(), 6, "{scopes:#?}");
+    assert_eq!(scopes.len(), 7, "{scopes:#?}");
     // Ended instances without live blocks are forgotten (the maker's went
     // when its block was freed); the three that left blocks behind are
-    // still followed.
-    assert_eq!(a.model.scope_instances_followed(), 3);
+    // still followed, and the one never ended.
+    assert_eq!(a.model.scope_instances_followed(), 4);
     let _ = std::fs::remove_dir_all(path.parent().unwrap());
     println!("scopes: every scenario attributed exactly");
 }

@@ -781,6 +781,10 @@ pub fn thread_exit(heap: &Heap) {
     cancel_release(heap);
     heap.rec.in_realloc.set(false);
     heap.rec.busy.set(false);
+    // A new thread starts outside any scope, whatever the old one left
+    // entered.
+    heap.rec.scope.set([0, 0]);
+    heap.rec.c_depth.set(0);
     let r = heap.rec.ring.replace(core::ptr::null_mut());
     if !r.is_null() {
         // SAFETY: rings are never unmapped.
