@@ -393,10 +393,52 @@ fn read_trace(path: &Path) -> Result<Recorded, crate::Error> {
         };
         ops.push(timed);
     })?;
+    order_across_clock_skew(&mut ops);
     Ok(Recorded {
         ops,
         analysis: Some(analysis),
     })
+}
+
+/// Moves a free that comes just before its block's allocation by another
+/// thread to just after it: threads' events are merged by time, and cores'
+/// clocks disagree by some ticks, so a block handed over and freed at
+/// once can look freed first (the model allows for it the same way, see
+/// [`crate::model::CLOCK_SKEW_TICKS`]). Without this the replay skipped
+/// the free and leaked the block.
+fn order_across_clock_skew(ops: &mut [Timed]) {
+    let mut live: IdMap<u64, ()> = IdMap::default();
+    let mut i = 0;
+    while i < ops.len() {
+        match ops[i].op {
+            Op::Alloc { addr, .. } => {
+                live.insert(addr, ());
+            }
+            Op::Realloc { old, addr, .. } => {
+                live.remove(&old);
+                live.insert(addr, ());
+            }
+            Op::Free { addr } if live.remove(&addr).is_none() => {
+                let (ticks, thread) = (ops[i].ticks, ops[i].thread);
+                let limit = ticks.saturating_add(crate::model::CLOCK_SKEW_TICKS);
+                let allocation = ops[i + 1..]
+                    .iter()
+                    .take_while(|t| t.ticks <= limit)
+                    .position(|t| {
+                        t.thread != thread
+                            && matches!(t.op, Op::Alloc { addr: a, .. } | Op::Realloc { addr: a, .. } if a == addr)
+                    });
+                if let Some(k) = allocation {
+                    // The free goes right after the allocation; the op now
+                    // at `i` is looked at next.
+                    ops[i..=i + 1 + k].rotate_left(1);
+                    continue;
+                }
+            }
+            _ => {}
+        }
+        i += 1;
+    }
 }
 
 /// The first allocation that failed.

@@ -271,3 +271,54 @@ fn a_program_round_trips_and_reuses_slots() {
     );
     assert!(program::decode(b"nope").unwrap_err().contains("bad magic"));
 }
+
+#[test]
+fn a_free_a_little_before_another_threads_allocation_of_its_block_follows_it() {
+    let at = |op: Op, ticks: u64, thread: u64| Timed {
+        op,
+        ticks,
+        stack: 0,
+        thread,
+    };
+    let block = 0x1000;
+    let mut ops = vec![
+        // Thread 2's clock runs behind: its free of the block thread 1
+        // allocated and handed over looks 64 ticks older.
+        at(Op::Free { addr: block }, 3136, 2),
+        at(
+            Op::Alloc {
+                addr: block,
+                size: 48,
+                align: 8,
+            },
+            3200,
+            1,
+        ),
+        // A free far older than any allocation of its address stays
+        // where it is (and is skipped as unknown).
+        at(Op::Free { addr: 0x2000 }, 4000, 2),
+        at(
+            Op::Alloc {
+                addr: 0x2000,
+                size: 16,
+                align: 8,
+            },
+            4000 + 2 * crate::model::CLOCK_SKEW_TICKS,
+            1,
+        ),
+    ];
+    order_across_clock_skew(&mut ops);
+    let order: Vec<(bool, u64)> = ops
+        .iter()
+        .map(|t| (matches!(t.op, Op::Free { .. }), t.ticks))
+        .collect();
+    assert_eq!(
+        order,
+        [
+            (false, 3200),
+            (true, 3136),
+            (true, 4000),
+            (false, 4000 + 2 * crate::model::CLOCK_SKEW_TICKS)
+        ]
+    );
+}
