@@ -10,7 +10,9 @@
 //! model's (address reuse in the trace is handled). A failed allocation is
 //! counted and skipped (a later free of it is then unknown and skipped
 //! too); frees of addresses the trace never allocated are counted and
-//! skipped; what is live at the end is reported as leaked.
+//! skipped (a free that comes just before another thread's allocation of
+//! its block, by the cores' clock skew, is moved after it first); what is
+//! live at the end is reported as leaked.
 //!
 //! Per model ([`Outcome`]): the first failing event at the arena asked
 //! for, the smallest arena that never fails (by binary search over whole
