@@ -582,15 +582,7 @@ fn free_slow(p: *mut u8, call: &'static str, family: Family) {
         let t0 = record::clock::ticks();
         // SAFETY: a non-empty thread heap is live and ours.
         let h = (recording && heap != thread::empty_heap()).then(|| unsafe { &*heap });
-        if let Some(h) = h {
-            record::stamp_release(h, false);
-        }
-        let freed = crate::guard::free(heap, p, call);
-        match h {
-            Some(h) if freed => record::on_free(h, p, t0),
-            Some(h) => record::cancel_release(h),
-            None => {}
-        }
+        record::free_event(h, p, t0, || crate::guard::free(heap, p, call));
         return;
     }
     let Some(loc) = locate(p, call) else {
@@ -611,24 +603,9 @@ fn free_slow(p: *mut u8, call: &'static str, family: Family) {
     } else {
         0
     };
-    let stamped = recorded && heap != thread::empty_heap();
-    if stamped {
-        // SAFETY: a non-empty thread heap is live and ours.
-        record::stamp_release(unsafe { &*heap }, false);
-    }
-    if !free_block(&loc, heap, p, call, family) {
-        if stamped {
-            // SAFETY: as above.
-            record::cancel_release(unsafe { &*heap });
-        }
-        return;
-    }
-    // Decided once, above: a stamp is always followed by its event (which
-    // is not made if recording was switched off meanwhile) or cancelled.
-    if stamped {
-        // SAFETY: a non-empty thread heap is live and ours.
-        record::on_free(unsafe { &*heap }, p, t0);
-    }
+    // SAFETY: a non-empty thread heap is live and ours.
+    let h = (recorded && heap != thread::empty_heap()).then(|| unsafe { &*heap });
+    record::free_event(h, p, t0, || free_block(&loc, heap, p, call, family));
 }
 
 /// Frees the located block at `loc` on behalf of the thread whose heap
@@ -959,14 +936,13 @@ unsafe fn realloc_sampled(p: *mut u8, new_size: usize, align: usize, old_size: u
 }
 
 /// A recorded reallocation that moves takes its time between getting the
-/// new block and releasing the old one (see `record::stamp_release`; only
-/// a recorded reallocation runs with the recorder suspended).
+/// new block and releasing the old one (`record::stamp_realloc_release`).
 #[inline]
 fn stamp_realloc_release() {
     let heap = thread::heap();
-    if record::active() && heap != thread::empty_heap() {
+    if heap != thread::empty_heap() {
         // SAFETY: a non-empty thread heap is live and ours.
-        record::stamp_release(unsafe { &*heap }, true);
+        record::stamp_realloc_release(unsafe { &*heap });
     }
 }
 

@@ -185,6 +185,8 @@ pub(crate) fn maybe_start() {
     let rc = crate::os::spawn_thread(listener_main, c"memtally-ctl");
     if rc != 0 {
         remove_socket();
+        // SAFETY: our listening descriptor; no thread accepts on it.
+        unsafe { libc::close(LISTEN_FD.swap(-1, Ordering::AcqRel)) };
         crate::report::warn(format_args!(
             "control socket: cannot start its thread (error {rc}); no client can attach to this process"
         ));

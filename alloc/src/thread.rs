@@ -170,14 +170,7 @@ pub fn init_thread() -> *mut Heap {
     // SAFETY: the heap is live (heaps are never freed) and now exclusively
     // ours.
     let h = unsafe { &*heap };
-    h.set_instrumented(stats::enabled() || crate::record::full());
-    h.sample_left.set(crate::record::initial_sample_left(h));
-    let token = if h.instrumented.get() {
-        ptr::null_mut()
-    } else {
-        heap
-    };
-    crate::tls::set(heap, token);
+    reinstrument(h);
     let key = EXIT_KEY.load(Ordering::Acquire);
     if key != 0 {
         // SAFETY: the key was created by pthread_key_create. The value is our

@@ -429,18 +429,9 @@ fn emit_busy(
         DROPPED.fetch_add(1, Ordering::Relaxed);
         return;
     };
-    // The event is in flight from here: a detach switches recording off,
-    // then waits until no ring has an event in flight before it ends the
-    // trace. Reading the mode again after `begin` (ordered by the detach's
-    // process-wide barrier, see `detach`) means an event either sees
-    // recording off and is not made, or is waited for.
-    ring.begin();
-    core::sync::atomic::compiler_fence(Ordering::SeqCst);
-    let mode = RECORDING.load(Ordering::Relaxed);
-    if mode == OFF {
-        ring.abandon_event();
+    let Some(mode) = begin_event(ring) else {
         return;
-    }
+    };
     if !writer::running() && !writer::start(&settings(), mode) {
         ring.abandon_event();
         DROPPED.fetch_add(1, Ordering::Relaxed);
@@ -476,12 +467,8 @@ fn emit_busy(
             return;
         }
         rec.written_scope.set(scope);
-        // Publishing ended the event; the next one is in flight again, and
-        // looks at the mode again (see above).
-        ring.begin();
-        core::sync::atomic::compiler_fence(Ordering::SeqCst);
-        if RECORDING.load(Ordering::Relaxed) == OFF {
-            ring.abandon_event();
+        // Publishing ended the event; the next one is in flight again.
+        if begin_event(ring).is_none() {
             return;
         }
     }
@@ -513,6 +500,24 @@ fn emit_busy(
     };
     let event = make(stack_id, time, latency);
     write_event(ring, codec, &event);
+}
+
+/// Marks an event in flight on `ring`, then reads the recording mode: None
+/// (and the mark taken off) when recording is off. A detach switches
+/// recording off, then waits until no ring has an event in flight before
+/// it ends the trace; reading the mode after the mark (ordered by the
+/// detach's process-wide barrier, see [`detach`]) means that an event
+/// either sees recording off and is not made, or is waited for.
+#[inline(always)]
+fn begin_event(ring: &Ring) -> Option<u8> {
+    ring.begin();
+    core::sync::atomic::compiler_fence(Ordering::SeqCst);
+    let mode = RECORDING.load(Ordering::Relaxed);
+    if mode == OFF {
+        ring.abandon_event();
+        return None;
+    }
+    Some(mode)
 }
 
 /// Encodes `event` into the calling thread's `ring`; false when the writer
@@ -576,17 +581,24 @@ pub fn call_start(heap: *mut Heap) -> u64 {
 /// show the address allocated twice and freed once. The thread's ring is
 /// marked busy from here (the writer's watermark waits for the event); the
 /// event made next takes this time, and [`cancel_release`] undoes it when
-/// none is made. `inside` is true for a call made while the recorder is
-/// suspended on purpose (a reallocation's inner free).
-#[inline]
-pub fn stamp_release(heap: &Heap, inside: bool) {
-    let rec = &heap.rec;
-    let due = if inside {
-        rec.in_realloc.get()
-    } else {
-        !rec.busy.get()
-    };
-    if !due || RECORDING.load(Ordering::Relaxed) == OFF {
+/// none is made. Frees go through [`free_event`].
+fn stamp_release(heap: &Heap) {
+    if !heap.rec.busy.get() {
+        stamp(&heap.rec);
+    }
+}
+
+/// [`stamp_release`] for a reallocation that moves, between getting its
+/// new block and releasing the old one: only a reallocation that will be
+/// recorded (see [`ThreadRecorder::reallocating`]).
+pub fn stamp_realloc_release(heap: &Heap) {
+    if heap.rec.in_realloc.get() {
+        stamp(&heap.rec);
+    }
+}
+
+fn stamp(rec: &ThreadRecorder) {
+    if RECORDING.load(Ordering::Relaxed) == OFF {
         return;
     }
     let was_busy = rec.busy.replace(true);
@@ -599,9 +611,26 @@ pub fn stamp_release(heap: &Heap, inside: bool) {
     rec.busy.set(was_busy);
 }
 
-/// Forgets a [`stamp_release`] whose event will not be made (the free
-/// failed).
-pub fn cancel_release(heap: &Heap) {
+/// Frees a block through `release` (true when it freed it) and, when
+/// `heap` is given (the calling thread's, this free being an event),
+/// records the free that began at `t0` with its time read before the
+/// block was released ([`stamp_release`]); a failed free records nothing.
+pub fn free_event(heap: Option<&Heap>, p: *mut u8, t0: u64, release: impl FnOnce() -> bool) {
+    let Some(h) = heap else {
+        release();
+        return;
+    };
+    stamp_release(h);
+    if release() {
+        on_free(h, p, t0);
+    } else {
+        cancel_release(h);
+    }
+}
+
+/// Forgets a stamp whose event will not be made (the free failed, the
+/// thread ended).
+fn cancel_release(heap: &Heap) {
     if heap.rec.release_time.replace(0) != 0 {
         let ring = heap.rec.ring.get();
         if !ring.is_null() {
