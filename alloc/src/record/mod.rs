@@ -274,7 +274,8 @@ pub struct ThreadRecorder {
     /// Calls left before the next one whose latency is measured.
     latency_left: Cell<u32>,
     /// The time of the free (or reallocation) being made, read before its
-    /// block was released (see [`stamp_release`]); 0 when none.
+    /// block was released (see [`stamp_release`]); 0 when none, and
+    /// [`UNRECORDED_RELEASE`] when recording was off then.
     release_time: Cell<u64>,
     /// Set while a reallocation to be recorded runs (see
     /// [`ThreadRecorder::reallocating`]).
@@ -425,14 +426,26 @@ fn emit_busy(
     // A free's time was read before its block was released (see
     // `stamp_release`); other events' is read below, at the end of the call.
     let released = rec.release_time.replace(0);
+    if released == UNRECORDED_RELEASE {
+        return;
+    }
     let Some(ring) = rec.ring() else {
         DROPPED.fetch_add(1, Ordering::Relaxed);
         return;
     };
-    let Some(mode) = begin_event(ring) else {
-        return;
+    let mode = if released != 0 {
+        // Marked in flight by the stamp, which found recording on: a
+        // detach waits for this event, so it is made whatever the mode
+        // says now (dropping it would leave its block live in the trace
+        // while another thread's allocation of the address is in it).
+        RECORDING.load(Ordering::Relaxed)
+    } else {
+        let Some(mode) = begin_event(ring) else {
+            return;
+        };
+        mode
     };
-    if !writer::running() && !writer::start(&settings(), mode) {
+    if !writer::running() && (mode == OFF || !writer::start(&settings(), mode)) {
         ring.abandon_event();
         DROPPED.fetch_add(1, Ordering::Relaxed);
         return;
@@ -455,23 +468,14 @@ fn emit_busy(
     };
     ring.timed(time);
     let scope = rec.scope.get();
-    if scope != rec.written_scope.get() {
-        // The thread entered or left a scope since its last event: say so
-        // before the event, which belongs to it.
-        let event = RawEvent::Scope {
-            time,
-            string: scope[0],
-            instance: scope[1],
-        };
-        if !write_event(ring, codec, &event) {
-            return;
-        }
-        rec.written_scope.set(scope);
-        // Publishing ended the event; the next one is in flight again.
-        if begin_event(ring).is_none() {
-            return;
-        }
-    }
+    // The thread entered or left a scope since its last event: say so
+    // before the event, which belongs to it, in the same publication (the
+    // event stays in flight until both are out).
+    let scope_event = (scope != rec.written_scope.get()).then_some(RawEvent::Scope {
+        time,
+        string: scope[0],
+        instance: scope[1],
+    });
     let stack_id = match stack {
         Stack::Capture => {
             let mut frames = core::mem::MaybeUninit::<[u64; MAX_DEPTH]>::uninit();
@@ -499,7 +503,16 @@ fn emit_busy(
         time.saturating_sub(t0).max(1)
     };
     let event = make(stack_id, time, latency);
-    write_event(ring, codec, &event);
+    match scope_event {
+        None => {
+            write_event(ring, codec, &event);
+        }
+        Some(scope_event) => {
+            if write_pair(ring, codec, &scope_event, &event) {
+                rec.written_scope.set(scope);
+            }
+        }
+    }
 }
 
 /// Marks an event in flight on `ring`, then reads the recording mode: None
@@ -544,6 +557,25 @@ fn write_event(ring: &Ring, codec: &mut ThreadCodec, event: &RawEvent) -> bool {
         true
     } else {
         DROPPED.fetch_add(1, Ordering::Relaxed);
+        false
+    }
+}
+
+/// Encodes `first` and `second` into the calling thread's `ring` and
+/// publishes them together (rare: a scope change before an event); false
+/// when the writer has stopped for good.
+fn write_pair(ring: &Ring, codec: &mut ThreadCodec, first: &RawEvent, second: &RawEvent) -> bool {
+    let mut buf = [0u8; 2 * MAX_EVENT_BYTES];
+    let mut c = Cursor::new(&mut buf);
+    codec.encode(&mut c, first);
+    codec.encode(&mut c, second);
+    let len = c.len();
+    if ring.push(&buf[..len]) {
+        ring.count_event();
+        ring.count_event();
+        true
+    } else {
+        DROPPED.fetch_add(2, Ordering::Relaxed);
         false
     }
 }
@@ -597,19 +629,34 @@ pub fn stamp_realloc_release(heap: &Heap) {
     }
 }
 
+/// The recording decision for a free (or a moving reallocation) is taken
+/// here, before its block is released, and holds: a free stamped with
+/// recording on is made even if a detach switches recording off before
+/// the event is written (the detach waits for the in-flight mark taken
+/// here), and one whose stamp found recording off is not made even if an
+/// attach switches it on meanwhile (its time, read after the release,
+/// could be later than another thread's allocation of the same address).
 fn stamp(rec: &ThreadRecorder) {
     if RECORDING.load(Ordering::Relaxed) == OFF {
+        rec.release_time.set(UNRECORDED_RELEASE);
         return;
     }
     let was_busy = rec.busy.replace(true);
     if let Some(ring) = rec.ring() {
-        ring.begin();
-        let time = clock::ticks();
-        ring.timed(time);
-        rec.release_time.set(time);
+        if begin_event(ring).is_some() {
+            let time = clock::ticks();
+            ring.timed(time);
+            rec.release_time.set(time);
+        } else {
+            rec.release_time.set(UNRECORDED_RELEASE);
+        }
     }
     rec.busy.set(was_busy);
 }
+
+/// `ThreadRecorder::release_time` of a release made while recording was
+/// off: its event is not made (see [`stamp`]).
+const UNRECORDED_RELEASE: u64 = u64::MAX;
 
 /// Frees a block through `release` (true when it freed it) and, when
 /// `heap` is given (the calling thread's, this free being an event),
@@ -631,7 +678,8 @@ pub fn free_event(heap: Option<&Heap>, p: *mut u8, t0: u64, release: impl FnOnce
 /// Forgets a stamp whose event will not be made (the free failed, the
 /// thread ended).
 fn cancel_release(heap: &Heap) {
-    if heap.rec.release_time.replace(0) != 0 {
+    let time = heap.rec.release_time.replace(0);
+    if time != 0 && time != UNRECORDED_RELEASE {
         let ring = heap.rec.ring.get();
         if !ring.is_null() {
             // SAFETY: rings are never unmapped.
