@@ -26,6 +26,7 @@
 
 mod api;
 pub mod control;
+pub mod device;
 mod guard;
 mod heap;
 mod huge;

@@ -248,6 +248,7 @@ fn full_mode_records_every_event_with_stacks() {
                         EventKind::Scope { .. }
                         | EventKind::ScopeEnd { .. }
                         | EventKind::Access { .. }
+                        | EventKind::Device { .. }
                         | EventKind::Error { .. }
                         | EventKind::Leak { .. }
                         | EventKind::LeakScan { .. } => {}

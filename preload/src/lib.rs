@@ -22,6 +22,10 @@ use memtally_alloc::raw;
 
 mod cxx;
 
+// The device-memory hooks (CUDA entry points, dlsym, dlvsym) are exported
+// from this library too; nothing here calls them.
+extern crate memtally_gpu_shim;
+
 /// glibc's `malloc` alignment on 64-bit targets (`alignof(max_align_t)`).
 const MALLOC_ALIGN: usize = 16;
 

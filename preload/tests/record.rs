@@ -76,6 +76,7 @@ fn summarise(path: &Path) -> Summary {
                 | EventKind::Scope { .. }
                 | EventKind::ScopeEnd { .. }
                 | EventKind::Access { .. }
+                | EventKind::Device { .. }
                 | EventKind::Error { .. }
                 | EventKind::Leak { .. }
                 | EventKind::LeakScan { .. } => {}

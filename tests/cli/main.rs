@@ -593,6 +593,7 @@ fn leaks_finds_the_planted_leaks_exactly() {
 mod attach;
 mod errors;
 mod export;
+mod gpu;
 mod guard;
 mod leak_scan;
 mod live;

@@ -848,6 +848,28 @@ pub fn access(heap: &Heap, address: u64, write: bool) {
     });
 }
 
+/// Records a device-memory event of the calling thread (see `device.rs`).
+pub fn device(heap: &Heap, event: &crate::device::DeviceEvent<'_>) {
+    let api = intern::intern_string(event.api.as_bytes());
+    let stack = if event.op == crate::device::op::FREE {
+        Stack::No
+    } else {
+        Stack::Capture
+    };
+    emit(heap, stack, clock::ticks(), |stack, time, _| {
+        RawEvent::Device {
+            time,
+            op: event.op,
+            memory: event.memory,
+            device: event.device,
+            api,
+            address: event.address,
+            size: event.size,
+            stack,
+        }
+    });
+}
+
 /// The calling thread's heap is being given up (thread exit): closes its
 /// ring so the writer drains it and writes the thread's end.
 pub fn thread_exit(heap: &Heap) {

@@ -197,6 +197,23 @@ pub enum EventKind {
         /// A write (else a read).
         write: bool,
     },
+    /// Device or network memory (see `trace::device`).
+    Device {
+        /// `trace::device::op::*`.
+        op: u8,
+        /// `trace::device::memory::*`.
+        memory: u8,
+        /// The device's ordinal (`trace::device::HOST`: host memory).
+        device: u32,
+        /// STRING id of the API called.
+        api: u64,
+        /// The address (0 for a failure).
+        address: u64,
+        /// Bytes (asked for, for a failure; 0 for a free).
+        size: u64,
+        /// Stack trie id (0 for a free).
+        stack: u64,
+    },
     /// A block a leak scan found unreachable.
     Leak {
         /// Start of memtally's block.
@@ -1004,6 +1021,27 @@ pub(crate) fn event_of(raw: RawEvent) -> Event {
         } => Event {
             time,
             kind: EventKind::Access { address, write },
+        },
+        RawEvent::Device {
+            time,
+            op,
+            memory,
+            device,
+            api,
+            address,
+            size,
+            stack,
+        } => Event {
+            time,
+            kind: EventKind::Device {
+                op,
+                memory,
+                device,
+                api,
+                address,
+                size,
+                stack,
+            },
         },
         RawEvent::Leak {
             time,

@@ -46,6 +46,8 @@ pub mod kind {
     pub const EXT_LEAK: u8 = 4;
     /// Extended: a leak scan ended (after its `EXT_LEAK` events).
     pub const EXT_LEAK_SCAN: u8 = 5;
+    /// Extended: device or network memory (see `trace::device`).
+    pub const EXT_DEVICE: u8 = 6;
 }
 
 /// First-byte bit: a latency follows.
@@ -178,6 +180,27 @@ pub enum RawEvent {
         /// A write (else a read).
         write: bool,
     },
+    /// Device or network memory, seen by the gpu-shim: an allocation, a
+    /// free or a failed allocation (see `trace::device`).
+    Device {
+        /// Ticks when the call returned.
+        time: u64,
+        /// `trace::device::op::*`.
+        op: u8,
+        /// `trace::device::memory::*`.
+        memory: u8,
+        /// The device's ordinal (`trace::device::HOST` for host memory).
+        device: u32,
+        /// STRING id of the API the program called (`cudaMalloc`,
+        /// `cuMemAlloc_v2`, ...).
+        api: u64,
+        /// The address (0 for a failed allocation).
+        address: u64,
+        /// Bytes (asked for, for a failure; 0 for a free).
+        size: u64,
+        /// Stack trie id (0 for a free).
+        stack: u64,
+    },
 }
 
 // Every recorded event is built as a RawEvent on the recording path: a new
@@ -196,6 +219,7 @@ impl RawEvent {
             | RawEvent::Scope { time, .. }
             | RawEvent::ScopeEnd { time, .. }
             | RawEvent::Access { time, .. }
+            | RawEvent::Device { time, .. }
             | RawEvent::Leak { time, .. }
             | RawEvent::LeakScan { time, .. }
             | RawEvent::Error { time, .. } => time,
@@ -424,6 +448,27 @@ impl ThreadCodec {
                     put_uvar(c, v);
                 }
             }
+            RawEvent::Device {
+                op,
+                memory,
+                device,
+                api,
+                address,
+                size,
+                stack,
+                ..
+            } => {
+                put_u8(c, head(kind::EXTENDED, 0));
+                tail_dt(c);
+                put_u8(c, kind::EXT_DEVICE);
+                put_u8(c, op);
+                put_u8(c, memory);
+                put_uvar(c, u64::from(device));
+                put_uvar(c, api);
+                put_uvar(c, address);
+                put_uvar(c, size);
+                put_uvar(c, stack);
+            }
         }
     }
 }
@@ -566,6 +611,16 @@ impl ThreadCodec {
                     status: r.u8()?,
                     direct: [r.uvar()?, r.uvar()?],
                     indirect: [r.uvar()?, r.uvar()?],
+                },
+                kind::EXT_DEVICE => RawEvent::Device {
+                    time,
+                    op: r.u8()?,
+                    memory: r.u8()?,
+                    device: u32::try_from(r.uvar()?).ok()?,
+                    api: r.uvar()?,
+                    address: r.uvar()?,
+                    size: r.uvar()?,
+                    stack: r.uvar()?,
                 },
                 kind::EXT_ACCESS => {
                     let address = r.uvar()?;

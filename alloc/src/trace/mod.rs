@@ -25,8 +25,9 @@ pub const MAGIC: &[u8; 8] = b"MEMTALLY";
 /// The format version this code writes.
 ///
 /// Version 2 added the scope events (an event kind of 7 with a sub-kind);
-/// a version 1 trace is a version 2 trace without them, so both are read.
-pub const VERSION: u64 = 2;
+/// version 3 the device-memory events (sub-kind 6). An older trace is a
+/// newer one without them, so all are read.
+pub const VERSION: u64 = 3;
 /// The oldest format version this code reads.
 pub const MIN_VERSION: u64 = 1;
 
@@ -69,6 +70,57 @@ pub mod error {
             MISMATCH => "allocation and deallocation mismatch",
             _ => "unknown memory error",
         }
+    }
+}
+
+/// Device and network memory events (`EXT_DEVICE`), made by the gpu-shim.
+pub mod device {
+    /// What happened.
+    pub mod op {
+        /// Memory was allocated (or registered, or imported).
+        pub const ALLOC: u8 = 0;
+        /// Memory was freed (or unregistered).
+        pub const FREE: u8 = 1;
+        /// An allocation failed (out of memory, most often): its size is
+        /// what was asked for.
+        pub const FAILED: u8 = 2;
+    }
+
+    /// Which memory.
+    pub mod memory {
+        /// Device memory (`cuMemAlloc`, `cudaMalloc`, pitched).
+        pub const DEVICE: u8 = 0;
+        /// Unified (managed) memory, migrating between host and device.
+        pub const MANAGED: u8 = 1;
+        /// Page-locked host memory the device can reach.
+        pub const HOST_PINNED: u8 = 2;
+        /// Stream-ordered allocations from a memory pool (logical bytes).
+        pub const POOL: u8 = 3;
+        /// Physical memory of the virtual memory management API.
+        pub const VMM: u8 = 4;
+        /// The most kinds a reader counts apart.
+        pub const COUNT: usize = 5;
+    }
+
+    /// The `device` of host memory.
+    pub const HOST: u32 = u32::MAX;
+
+    /// A memory kind's name, as reports print it.
+    pub fn memory_name(memory: u8) -> &'static str {
+        match memory {
+            memory::DEVICE => "device",
+            memory::MANAGED => "managed",
+            memory::HOST_PINNED => "pinned host",
+            memory::POOL => "stream-ordered pool",
+            memory::VMM => "virtual memory (physical)",
+            _ => "other",
+        }
+    }
+
+    /// Is memory of this kind addressed on the host (so a free of it is
+    /// looked up among host addresses)?
+    pub fn host_side(memory: u8) -> bool {
+        memory == memory::HOST_PINNED
     }
 }
 

@@ -159,11 +159,25 @@ fn event_strategy() -> impl Strategy<Value = (u64, RawEvent)> {
             instance
         }),
         any::<u64>().prop_map(|instance| RawEvent::ScopeEnd { time: 0, instance }),
-        (any::<u64>(), any::<bool>()).prop_map(|(address, write)| RawEvent::Access {
-            time: 0,
-            address,
-            write
-        }),
+        prop_oneof![
+            (any::<u64>(), any::<bool>()).prop_map(|(address, write)| RawEvent::Access {
+                time: 0,
+                address,
+                write
+            }),
+            (any::<[u8; 2]>(), any::<u32>(), any::<[u64; 4]>()).prop_map(|(b, device, n)| {
+                RawEvent::Device {
+                    time: 0,
+                    op: b[0],
+                    memory: b[1],
+                    device,
+                    api: n[0],
+                    address: n[1],
+                    size: n[2],
+                    stack: n[3],
+                }
+            }),
+        ],
         (any::<u8>(), any::<u64>(), any::<u64>(), any::<u64>()).prop_map(
             |(error, address, call, stack)| RawEvent::Error {
                 time: 0,
@@ -246,6 +260,25 @@ fn with_time(e: RawEvent, t: u64) -> RawEvent {
             time: t,
             address,
             write,
+        },
+        RawEvent::Device {
+            op,
+            memory,
+            device,
+            api,
+            address,
+            size,
+            stack,
+            ..
+        } => RawEvent::Device {
+            time: t,
+            op,
+            memory,
+            device,
+            api,
+            address,
+            size,
+            stack,
         },
         RawEvent::Leak {
             address,

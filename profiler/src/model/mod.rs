@@ -16,6 +16,7 @@
 
 mod counters;
 mod details;
+mod device;
 mod durations;
 mod groups;
 mod live;
@@ -28,6 +29,7 @@ mod weight;
 pub use counters::{Counters, Weight};
 pub use details::{Log2Bucket, Log2Histogram, SITE_SERIES_POINTS, SiteDetailRef};
 use details::{PendingLive, SiteDetail};
+pub use device::DeviceMemory;
 pub use durations::Durations;
 pub use live::{LeakClass, LiveBlock, LiveMap};
 pub use series::{Point, Series};
@@ -279,6 +281,8 @@ pub struct Model {
     leaked: IdMap<u64, bool>,
     /// Leak scans, in time order.
     leak_scans: Vec<LeakScan>,
+    /// Device and network memory (the gpu-shim's events).
+    device: DeviceMemory,
 }
 
 /// A leak scan the recorder ran (`memtally run --leak-scan`, or the
@@ -394,6 +398,7 @@ impl Model {
             scan_leaks: Vec::new(),
             leaked: IdMap::default(),
             leak_scans: Vec::new(),
+            device: DeviceMemory::default(),
         }
     }
 
@@ -608,6 +613,25 @@ impl Model {
             EventKind::ScopeEnd { instance } => self.scopes.ended(instance),
             // Access annotations are for the distributed replay.
             EventKind::Access { .. } => {}
+            EventKind::Device {
+                op,
+                memory,
+                device,
+                api,
+                address,
+                size,
+                stack,
+            } => self.device.apply(&device::DeviceEvent {
+                ticks: time,
+                thread,
+                op,
+                memory,
+                device,
+                api,
+                address,
+                size,
+                stack,
+            }),
             EventKind::Error {
                 error,
                 address,
@@ -1070,6 +1094,11 @@ impl Model {
     }
 
     /// The memory errors recorded, in time order.
+    pub fn device(&self) -> &DeviceMemory {
+        &self.device
+    }
+
+    /// Memory errors the recorder saw (the first [`MAX_ERRORS`]).
     pub fn errors(&self) -> &[MemoryError] {
         &self.errors
     }

@@ -97,7 +97,9 @@ pub fn build(analysis: &Analysis, symbolizer: &mut Symbolizer, options: &ReportO
         }),
     };
     let errors = error_reports(&mut b, model.errors(), one);
+    let device = device_report(model, &mut b, top);
     Report {
+        device,
         errors,
         ownership,
         scopes,
@@ -147,6 +149,89 @@ pub fn build(analysis: &Analysis, symbolizer: &mut Symbolizer, options: &ReportO
         notes,
         unsymbolised_modules,
     }
+}
+
+/// The device-memory section: None when the trace has no device event.
+fn device_report(model: &Model, b: &mut SiteBuilder<'_>, top: usize) -> Option<DeviceReport> {
+    use memtally_alloc::trace::device::{self, memory};
+    let dm = model.device();
+    if dm.is_empty() {
+        return None;
+    }
+    let ordinal = |d: u32| (d != device::HOST).then_some(d);
+    let string = |id: u64| model.strings().get(id).unwrap_or("?").to_owned();
+    let devices = dm
+        .devices()
+        .map(|(d, t)| DeviceTotalsReport {
+            device: ordinal(d),
+            live_bytes: t.all.live_bytes,
+            live_blocks: t.all.live_blocks,
+            peak_bytes: t.all.peak_bytes,
+            peak_time_ns: model.since_start_ns(t.peak_ticks),
+            allocations: t.all.allocations,
+            bytes_allocated: t.all.bytes_allocated,
+            frees: t.frees,
+            failures: t.failures,
+            failed_bytes: t.failed_bytes,
+            by_memory: t
+                .by_memory
+                .iter()
+                .enumerate()
+                .filter(|(_, k)| k.allocations > 0)
+                .map(|(i, k)| MemoryKindReport {
+                    memory: device::memory_name(i.min(memory::COUNT) as u8).into(),
+                    live_bytes: k.live_bytes,
+                    peak_bytes: k.peak_bytes,
+                    allocations: k.allocations,
+                    bytes_allocated: k.bytes_allocated,
+                })
+                .collect(),
+        })
+        .collect();
+    let mut sites: Vec<_> = dm.sites().collect();
+    sites.sort_by(|(ka, a), (kb, b)| {
+        (b.live_bytes, b.bytes_allocated, ka).cmp(&(a.live_bytes, a.bytes_allocated, kb))
+    });
+    let sites = sites
+        .into_iter()
+        .take(top)
+        .map(|((d, stack), s)| DeviceSiteReport {
+            device: ordinal(d),
+            api: string(s.api),
+            memory: device::memory_name(s.memory).into(),
+            allocations: s.allocations,
+            bytes_allocated: s.bytes_allocated,
+            live_blocks: s.live_blocks,
+            live_bytes: s.live_bytes,
+            max_live_bytes: s.max_live_bytes,
+            site: b.site(&Site {
+                stack,
+                counters: Counters::default(),
+            }),
+        })
+        .collect();
+    let failures = dm
+        .failures()
+        .iter()
+        .map(|f| DeviceFailureReport {
+            device: ordinal(f.device),
+            api: string(f.api),
+            memory: device::memory_name(f.memory).into(),
+            size: f.size,
+            thread: f.thread,
+            time_ns: model.since_start_ns(f.ticks),
+            site: b.site(&Site {
+                stack: f.stack,
+                counters: Counters::default(),
+            }),
+        })
+        .collect();
+    Some(DeviceReport {
+        devices,
+        sites,
+        failures,
+        unknown_frees: dm.unknown_frees(),
+    })
 }
 
 /// Whole-process totals (the `summary` section of every view's JSON).

@@ -51,6 +51,10 @@ pub struct Report {
     /// Memory by scope (request, task, span), by name; empty when the
     /// program entered none (`docs/scopes.md`).
     pub scopes: Vec<ScopeReport>,
+    /// Device and network memory (the gpu-shim's events); absent when the
+    /// program used none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub device: Option<DeviceReport>,
     /// Memory over time.
     pub timeline: Timeline,
     /// Caveats a reader must know (cut-short trace, estimates, clock).
@@ -406,6 +410,106 @@ pub struct TransferReport {
     pub blocks: u64,
     /// Requested bytes.
     pub bytes: u64,
+}
+
+/// Device and network memory: per device, and the sites holding it.
+#[derive(Clone, Debug, Serialize)]
+pub struct DeviceReport {
+    /// Per device, by ordinal (host memory, such as pinned host buffers,
+    /// under `device: null`).
+    pub devices: Vec<DeviceTotalsReport>,
+    /// Sites by bytes live at the end (the device leaks, when the program
+    /// exited), then by bytes allocated.
+    pub sites: Vec<DeviceSiteReport>,
+    /// Failed allocations, in time order (the first 1000).
+    pub failures: Vec<DeviceFailureReport>,
+    /// Frees of addresses never seen allocated (allocated before the
+    /// recording began).
+    pub unknown_frees: u64,
+}
+
+/// One device's totals.
+#[derive(Clone, Debug, Serialize)]
+pub struct DeviceTotalsReport {
+    /// The device's ordinal; None for host memory.
+    pub device: Option<u32>,
+    /// Bytes live when the trace ended.
+    pub live_bytes: u64,
+    /// Blocks live when the trace ended.
+    pub live_blocks: u64,
+    /// The most bytes live at once.
+    pub peak_bytes: u64,
+    /// When, since the start.
+    pub peak_time_ns: u64,
+    /// Allocations.
+    pub allocations: u64,
+    /// Bytes allocated in all.
+    pub bytes_allocated: u64,
+    /// Frees.
+    pub frees: u64,
+    /// Failed allocations.
+    pub failures: u64,
+    /// Bytes they asked for.
+    pub failed_bytes: u64,
+    /// Per memory kind that was used.
+    pub by_memory: Vec<MemoryKindReport>,
+}
+
+/// One memory kind on one device.
+#[derive(Clone, Debug, Serialize)]
+pub struct MemoryKindReport {
+    /// `device`, `managed`, `pinned host`, `stream-ordered pool`, ...
+    pub memory: String,
+    /// Bytes live when the trace ended.
+    pub live_bytes: u64,
+    /// The most bytes live at once.
+    pub peak_bytes: u64,
+    /// Allocations.
+    pub allocations: u64,
+    /// Bytes allocated in all.
+    pub bytes_allocated: u64,
+}
+
+/// What one host stack allocated on one device.
+#[derive(Clone, Debug, Serialize)]
+pub struct DeviceSiteReport {
+    /// The device; None for host memory.
+    pub device: Option<u32>,
+    /// The API called (of the site's first allocation).
+    pub api: String,
+    /// The memory kind (of the site's first allocation).
+    pub memory: String,
+    /// Allocations.
+    pub allocations: u64,
+    /// Bytes allocated in all.
+    pub bytes_allocated: u64,
+    /// Blocks live when the trace ended.
+    pub live_blocks: u64,
+    /// Bytes live when the trace ended.
+    pub live_bytes: u64,
+    /// The most bytes it held at once.
+    pub max_live_bytes: u64,
+    /// The host stack.
+    pub site: SiteReport,
+}
+
+/// A failed device allocation.
+#[derive(Clone, Debug, Serialize)]
+pub struct DeviceFailureReport {
+    /// The device; None for host memory.
+    pub device: Option<u32>,
+    /// The API called.
+    pub api: String,
+    /// The memory kind.
+    pub memory: String,
+    /// Bytes asked for.
+    pub size: u64,
+    /// The thread.
+    pub thread: u64,
+    /// When, since the start.
+    pub time_ns: u64,
+    /// The host stack.
+    pub site: SiteReport,
 }
 
 /// A memory error: an invalid pointer given to an allocator call.

@@ -117,6 +117,8 @@ pub fn render_view(report: &Report, view: super::TextView) -> String {
         vec![f.bytes(s.live_bytes), f.count(s.live_blocks)]
     });
 
+    device(&mut o, report, &f);
+
     o.push_str("\nTOP SITES BY BYTES ALLOCATED\n");
     site_table(
         &mut o,
@@ -173,6 +175,102 @@ pub fn render_view(report: &Report, view: super::TextView) -> String {
         }
     }
     o
+}
+
+/// The device-memory section (only for traces with device events).
+fn device(o: &mut String, r: &Report, f: &Fmt) {
+    let Some(d) = &r.device else {
+        return;
+    };
+    let name =
+        |device: Option<u32>| device.map_or_else(|| "host".to_owned(), |n| format!("device {n}"));
+    o.push_str("\nDEVICE MEMORY (seen by the gpu-shim)\n");
+    let rows: Vec<Vec<String>> = d
+        .devices
+        .iter()
+        .map(|t| {
+            let kinds: Vec<String> = t
+                .by_memory
+                .iter()
+                .map(|k| format!("{} {}", k.memory, f.bytes(k.peak_bytes)))
+                .collect();
+            vec![
+                name(t.device),
+                f.bytes(t.peak_bytes),
+                ns(t.peak_time_ns),
+                f.bytes(t.live_bytes),
+                f.count(t.live_blocks),
+                f.count(t.allocations),
+                f.count(t.failures),
+                kinds.join(", "),
+            ]
+        })
+        .collect();
+    plain_table(
+        o,
+        &[
+            "",
+            "peak",
+            "at",
+            "live at end",
+            "blocks",
+            "allocs",
+            "failed",
+            "peak by kind",
+        ],
+        &[0, 7],
+        &rows,
+    );
+    let when = if r.trace.clean_exit {
+        "LIVE AT EXIT (device leaks)"
+    } else {
+        "LIVE WHEN THE TRACE ENDS"
+    };
+    let _ = writeln!(o, "\nDEVICE SITES: {when}, then by bytes allocated");
+    let list: Vec<SiteReport> = d.sites.iter().map(|s| s.site.clone()).collect();
+    site_table(
+        o,
+        &list,
+        &["where", "api", "live", "blocks", "allocated"],
+        |s| {
+            let i = list
+                .iter()
+                .position(|x| std::ptr::eq(x, s))
+                .expect("a listed site");
+            let ds = &d.sites[i];
+            vec![
+                name(ds.device),
+                ds.api.clone(),
+                f.bytes(ds.live_bytes),
+                f.count(ds.live_blocks),
+                f.bytes(ds.bytes_allocated),
+            ]
+        },
+    );
+    if !d.failures.is_empty() {
+        let _ = writeln!(o, "\nFAILED DEVICE ALLOCATIONS: {}", d.failures.len());
+        let list: Vec<SiteReport> = d.failures.iter().map(|s| s.site.clone()).collect();
+        site_table(o, &list, &["where", "api", "asked", "at"], |s| {
+            let i = list
+                .iter()
+                .position(|x| std::ptr::eq(x, s))
+                .expect("a listed failure");
+            let e = &d.failures[i];
+            vec![
+                name(e.device),
+                e.api.clone(),
+                f.bytes(e.size),
+                ns(e.time_ns),
+            ]
+        });
+    }
+    if d.unknown_frees > 0 {
+        let _ = writeln!(
+            o,
+            "  not counted: {} device frees of addresses allocated before recording began",
+            f.count(d.unknown_frees)
+        );
+    }
 }
 
 fn header(o: &mut String, r: &Report, f: &Fmt) {

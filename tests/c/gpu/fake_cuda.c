@@ -1,0 +1,660 @@
+/* fake_cuda.c: a stand-in for NVIDIA's driver library, libcuda.so.1, for
+ * tests that run where there is no GPU.
+ *
+ * Build (the flags matter, see below):
+ *   cc -O1 -g -shared -fPIC -fvisibility=hidden -Wl,-Bsymbolic \
+ *      -Wl,-soname,libcuda.so.1 -o libcuda.so.1 fake_cuda.c -pthread
+ *
+ * "Device" memory is host memory from mmap(2). The library keeps its own
+ * ledger of what it handed out, which is the ground truth the tests compare
+ * memtally's GPU accounting against: when FAKE_CUDA_LEDGER names a file,
+ * every allocation, free and failure appends one JSON line to it, e.g.
+ *
+ *   {"op":"alloc","fn":"cuMemAlloc_v2","ptr":"0x7f2a1c000000","size":1024,"device":0}
+ *   {"op":"free","fn":"cuMemFree_v2","ptr":"0x7f2a1c000000","size":1024,"device":0}
+ *   {"op":"fail","fn":"cuMemAlloc_v2","ptr":"0x0","size":4294967296,"device":0}
+ *   {"op":"badfree","fn":"cuMemFree_v2","ptr":"0x1234","size":0,"device":0}
+ *
+ * "fn" is the ABI name of the entry point that ran (cuMemAllocAsync_ptsz
+ * and cuMemAllocAsync are told apart). A free line carries the size and
+ * device of the allocation it released; pinned host memory has device -1.
+ * A badfree (unknown pointer, or a device pointer given to cuMemFreeHost
+ * and vice versa) has size 0 and the caller's device (-1 for host frees).
+ *
+ * Like the real driver, cuGetProcAddress hands out the addresses of the
+ * library's INTERNAL functions (the static impl_* below), not of its
+ * exported symbols, and the library is linked -Bsymbolic with hidden
+ * visibility: a preloaded interposer that defines cuMemAlloc_v2 catches
+ * calls made through the exported name (direct linking, dlsym) but never
+ * replaces what cuGetProcAddress returns, nor the library's calls to itself.
+ * That is exactly the situation the CUDA runtime creates, since it gets
+ * every driver entry point through cuGetProcAddress.
+ *
+ * The library never calls malloc: device memory, the table of live
+ * allocations and the ledger use mmap(2) and write(2) only, so host-heap
+ * tracking sees nothing of the fake driver itself.
+ *
+ * Environment (read once, on first use):
+ *   FAKE_CUDA_LEDGER     ledger file (opened O_APPEND|O_CREAT); unset: none
+ *   FAKE_CUDA_VERSION    what cuDriverGetVersion reports (default 12090)
+ *   FAKE_CUDA_DEVICE     the current device of every thread (default 0)
+ *                        until the thread calls fakeCudaSetDevice()
+ *   FAKE_CUDA_MEM_LIMIT  any single allocation larger than this many bytes
+ *                        fails with CUDA_ERROR_OUT_OF_MEMORY (default 1 GiB)
+ *
+ * As with the real driver, allocation, free and device queries return
+ * CUDA_ERROR_NOT_INITIALIZED until cuInit(0) has been called;
+ * cuDriverGetVersion and cuGetProcAddress work before it. */
+#define _GNU_SOURCE
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <stdio.h> /* snprintf only: no FILE streams */
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#define EXPORT __attribute__((visibility("default")))
+
+typedef int CUresult;
+typedef unsigned long long CUdeviceptr;
+typedef int CUdevice;
+typedef void *CUstream;
+typedef void *CUmemoryPool;
+typedef unsigned long long cuuint64_t;
+
+#define CUDA_SUCCESS 0
+#define CUDA_ERROR_INVALID_VALUE 1
+#define CUDA_ERROR_OUT_OF_MEMORY 2
+#define CUDA_ERROR_NOT_INITIALIZED 3
+#define CUDA_ERROR_INVALID_DEVICE 101
+#define CUDA_ERROR_NOT_FOUND 500
+
+/* CUdriverProcAddressQueryResult */
+#define CU_GET_PROC_ADDRESS_SUCCESS 0
+#define CU_GET_PROC_ADDRESS_SYMBOL_NOT_FOUND 1
+#define CU_GET_PROC_ADDRESS_VERSION_NOT_SUFFICIENT 2
+
+/* cuGetProcAddress flags */
+#define CU_GET_PROC_ADDRESS_LEGACY_STREAM 1
+#define CU_GET_PROC_ADDRESS_PER_THREAD_DEFAULT_STREAM 2
+
+#define FAKE_DEVICE_COUNT 2
+
+/* ------------------------------------------------------------------ */
+/* Configuration                                                       */
+
+static pthread_once_t setup_once = PTHREAD_ONCE_INIT;
+static int cfg_version = 12090;
+static int cfg_device = 0;
+static unsigned long long cfg_mem_limit = 1ULL << 30;
+static int ledger_fd = -1;
+static volatile int initialized; /* set by cuInit */
+
+/* The calling thread's device when it has called fakeCudaSetDevice, else
+ * -1. initial-exec TLS: the variable lives in the static TLS block even
+ * when the library is dlopen'ed, so touching it never makes glibc malloc
+ * a dynamic TLS block. */
+static __thread __attribute__((tls_model("initial-exec"))) int tls_device = -1;
+
+static void setup(void) {
+    const char *s;
+    if ((s = getenv("FAKE_CUDA_VERSION")) && *s)
+        cfg_version = atoi(s);
+    if ((s = getenv("FAKE_CUDA_DEVICE")) && *s) {
+        int d = atoi(s);
+        if (d >= 0 && d < FAKE_DEVICE_COUNT)
+            cfg_device = d;
+    }
+    if ((s = getenv("FAKE_CUDA_MEM_LIMIT")) && *s)
+        cfg_mem_limit = strtoull(s, NULL, 0);
+    if ((s = getenv("FAKE_CUDA_LEDGER")) && *s)
+        ledger_fd = open(s, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
+}
+
+static void ensure_setup(void) { pthread_once(&setup_once, setup); }
+
+static int current_device(void) {
+    ensure_setup();
+    return tls_device >= 0 ? tls_device : cfg_device;
+}
+
+/* ------------------------------------------------------------------ */
+/* Live-allocation table: open addressing with linear probing, keyed by  */
+/* address, backward-shift deletion (no tombstones), kept at most half   */
+/* full. Storage comes from mmap. Guarded by `lock`, which also orders   */
+/* the ledger lines.                                                     */
+
+enum kind { KIND_DEVICE, KIND_HOST };
+
+struct entry {
+    uintptr_t ptr; /* 0: empty slot */
+    size_t size;   /* what the caller asked for */
+    size_t maplen; /* what was mmap'ed */
+    int device;
+    int kind;
+};
+
+static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+static struct entry *table;
+static size_t table_cap; /* power of two */
+static size_t table_len;
+static long long live_count;
+
+static size_t slot_of(uintptr_t p, size_t cap) {
+    return (size_t)(((uint64_t)p >> 4) * 0x9E3779B97F4A7C15ULL >> 17) & (cap - 1);
+}
+
+static void table_put(struct entry *t, size_t cap, const struct entry *e) {
+    size_t i = slot_of(e->ptr, cap);
+    while (t[i].ptr)
+        i = (i + 1) & (cap - 1);
+    t[i] = *e;
+}
+
+/* Makes room for one more entry. Returns 0 when out of memory. */
+static int table_reserve(void) {
+    if ((table_len + 1) * 2 <= table_cap)
+        return 1;
+    size_t cap = table_cap ? table_cap * 2 : 1024;
+    struct entry *t = mmap(NULL, cap * sizeof *t, PROT_READ | PROT_WRITE,
+                           MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (t == MAP_FAILED)
+        return 0;
+    for (size_t i = 0; i < table_cap; i++)
+        if (table[i].ptr)
+            table_put(t, cap, &table[i]);
+    if (table)
+        munmap(table, table_cap * sizeof *table);
+    table = t;
+    table_cap = cap;
+    return 1;
+}
+
+static struct entry *table_find(uintptr_t p) {
+    if (!table_cap || !p)
+        return NULL;
+    for (size_t i = slot_of(p, table_cap); table[i].ptr; i = (i + 1) & (table_cap - 1))
+        if (table[i].ptr == p)
+            return &table[i];
+    return NULL;
+}
+
+static void table_remove(struct entry *e) {
+    size_t mask = table_cap - 1;
+    size_t hole = (size_t)(e - table);
+    size_t i = hole;
+    table[hole].ptr = 0;
+    /* Shift back every following entry of the run whose home slot is not
+     * between the hole and its current slot (cyclically). */
+    for (;;) {
+        i = (i + 1) & mask;
+        if (!table[i].ptr)
+            break;
+        size_t home = slot_of(table[i].ptr, table_cap);
+        if (((i - home) & mask) >= ((i - hole) & mask)) {
+            table[hole] = table[i];
+            table[i].ptr = 0;
+            hole = i;
+        }
+    }
+    table_len--;
+}
+
+/* ------------------------------------------------------------------ */
+/* Ledger                                                              */
+
+/* Call with `lock` held (so lines from different threads never mix and
+ * appear in the order the table changed). */
+static void ledger(const char *op, const char *fn, uintptr_t ptr, size_t size, int device) {
+    if (ledger_fd < 0)
+        return;
+    char line[256];
+    int n = snprintf(line, sizeof line,
+                     "{\"op\":\"%s\",\"fn\":\"%s\",\"ptr\":\"0x%llx\",\"size\":%llu,\"device\":%d}\n",
+                     op, fn, (unsigned long long)ptr, (unsigned long long)size, device);
+    if (n > 0 && (size_t)n < sizeof line) {
+        const char *p = line;
+        while (n > 0) {
+            ssize_t w = write(ledger_fd, p, (size_t)n);
+            if (w <= 0)
+                break;
+            p += w;
+            n -= (int)w;
+        }
+    }
+}
+
+static CUresult fail(const char *fn, size_t size, int device, CUresult rc) {
+    pthread_mutex_lock(&lock);
+    ledger("fail", fn, 0, size, device);
+    pthread_mutex_unlock(&lock);
+    return rc;
+}
+
+/* ------------------------------------------------------------------ */
+/* Allocation core                                                     */
+
+/* Allocates `size` bytes for entry point `fn`. `low32` asks for an address
+ * below 4 GiB (the legacy 32-bit cuMemAlloc). The caller stores the result
+ * in its out pointer only on success. */
+static CUresult do_alloc(const char *fn, int kind, size_t size, int low32, uintptr_t *out) {
+    int device = kind == KIND_HOST ? -1 : current_device();
+    ensure_setup();
+    if (!initialized)
+        return fail(fn, size, device, CUDA_ERROR_NOT_INITIALIZED);
+    if (size == 0)
+        return fail(fn, size, device, CUDA_ERROR_INVALID_VALUE);
+    if ((unsigned long long)size > cfg_mem_limit)
+        return fail(fn, size, device, CUDA_ERROR_OUT_OF_MEMORY);
+
+    size_t page = (size_t)sysconf(_SC_PAGESIZE);
+    size_t maplen = (size + page - 1) & ~(page - 1);
+    int mflags = MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE;
+#ifdef MAP_32BIT
+    if (low32)
+        mflags |= MAP_32BIT;
+#endif
+    void *m = mmap(NULL, maplen, PROT_READ | PROT_WRITE, mflags, -1, 0);
+    if (m == MAP_FAILED)
+        return fail(fn, size, device, CUDA_ERROR_OUT_OF_MEMORY);
+    if (low32 && (uintptr_t)m + maplen > 0xFFFFFFFFu) {
+        munmap(m, maplen);
+        return fail(fn, size, device, CUDA_ERROR_OUT_OF_MEMORY);
+    }
+
+    struct entry e = {(uintptr_t)m, size, maplen, device, kind};
+    pthread_mutex_lock(&lock);
+    if (!table_reserve()) {
+        ledger("fail", fn, 0, size, device);
+        pthread_mutex_unlock(&lock);
+        munmap(m, maplen);
+        return CUDA_ERROR_OUT_OF_MEMORY;
+    }
+    table_put(table, table_cap, &e);
+    table_len++;
+    live_count++;
+    ledger("alloc", fn, e.ptr, size, device);
+    pthread_mutex_unlock(&lock);
+    *out = e.ptr;
+    return CUDA_SUCCESS;
+}
+
+/* Frees an allocation of the given kind made by any entry point. */
+static CUresult do_free(const char *fn, int kind, uintptr_t p) {
+    ensure_setup();
+    if (!initialized)
+        return CUDA_ERROR_NOT_INITIALIZED;
+    pthread_mutex_lock(&lock);
+    struct entry *e = table_find(p);
+    if (!e || e->kind != kind) {
+        ledger("badfree", fn, p, 0, kind == KIND_HOST ? -1 : current_device());
+        pthread_mutex_unlock(&lock);
+        return CUDA_ERROR_INVALID_VALUE;
+    }
+    struct entry gone = *e;
+    table_remove(e);
+    live_count--;
+    ledger("free", fn, gone.ptr, gone.size, gone.device);
+    pthread_mutex_unlock(&lock);
+    /* Unmapped after it left the table and the ledger: if mmap hands the
+     * address out again at once, its alloc line comes after this free. */
+    munmap((void *)gone.ptr, gone.maplen);
+    return CUDA_SUCCESS;
+}
+
+/* ------------------------------------------------------------------ */
+/* Internal implementations. These are what cuGetProcAddress hands out. */
+
+#define IMPL static __attribute__((noinline))
+
+IMPL CUresult impl_cuInit(unsigned flags) {
+    ensure_setup();
+    if (flags != 0)
+        return CUDA_ERROR_INVALID_VALUE;
+    initialized = 1;
+    return CUDA_SUCCESS;
+}
+
+IMPL CUresult impl_cuDriverGetVersion(int *version) {
+    ensure_setup();
+    if (!version)
+        return CUDA_ERROR_INVALID_VALUE;
+    *version = cfg_version;
+    return CUDA_SUCCESS;
+}
+
+IMPL CUresult impl_cuDeviceGetCount(int *count) {
+    if (!initialized)
+        return CUDA_ERROR_NOT_INITIALIZED;
+    if (!count)
+        return CUDA_ERROR_INVALID_VALUE;
+    *count = FAKE_DEVICE_COUNT;
+    return CUDA_SUCCESS;
+}
+
+IMPL CUresult impl_cuDeviceGet(CUdevice *device, int ordinal) {
+    if (!initialized)
+        return CUDA_ERROR_NOT_INITIALIZED;
+    if (!device)
+        return CUDA_ERROR_INVALID_VALUE;
+    if (ordinal < 0 || ordinal >= FAKE_DEVICE_COUNT)
+        return CUDA_ERROR_INVALID_DEVICE;
+    *device = ordinal;
+    return CUDA_SUCCESS;
+}
+
+IMPL CUresult impl_cuCtxGetDevice(CUdevice *device) {
+    if (!initialized)
+        return CUDA_ERROR_NOT_INITIALIZED;
+    if (!device)
+        return CUDA_ERROR_INVALID_VALUE;
+    *device = current_device();
+    return CUDA_SUCCESS;
+}
+
+IMPL CUresult impl_cuMemAlloc_v2(CUdeviceptr *dptr, size_t size) {
+    uintptr_t p;
+    if (!dptr)
+        return fail("cuMemAlloc_v2", size, current_device(), CUDA_ERROR_INVALID_VALUE);
+    CUresult rc = do_alloc("cuMemAlloc_v2", KIND_DEVICE, size, 0, &p);
+    if (rc == CUDA_SUCCESS)
+        *dptr = p;
+    return rc;
+}
+
+/* The pre-3.2 ABI: 32-bit device pointers and sizes. */
+IMPL CUresult impl_cuMemAlloc(unsigned int *dptr, unsigned int size) {
+    uintptr_t p;
+    if (!dptr)
+        return fail("cuMemAlloc", size, current_device(), CUDA_ERROR_INVALID_VALUE);
+    CUresult rc = do_alloc("cuMemAlloc", KIND_DEVICE, size, 1, &p);
+    if (rc == CUDA_SUCCESS)
+        *dptr = (unsigned int)p;
+    return rc;
+}
+
+IMPL CUresult impl_cuMemAllocPitch_v2(CUdeviceptr *dptr, size_t *pitch, size_t width,
+                                      size_t height, unsigned element_size) {
+    size_t p = (width + 511) & ~(size_t)511; /* rows padded to 512 bytes */
+    size_t size = p * height;
+    uintptr_t a;
+    if (!dptr || !pitch || !width || !height ||
+        (element_size != 4 && element_size != 8 && element_size != 16) ||
+        (height && size / height != p))
+        return fail("cuMemAllocPitch_v2", size, current_device(), CUDA_ERROR_INVALID_VALUE);
+    CUresult rc = do_alloc("cuMemAllocPitch_v2", KIND_DEVICE, size, 0, &a);
+    if (rc == CUDA_SUCCESS) {
+        *dptr = a;
+        *pitch = p;
+    }
+    return rc;
+}
+
+IMPL CUresult impl_cuMemFree_v2(CUdeviceptr dptr) {
+    return do_free("cuMemFree_v2", KIND_DEVICE, (uintptr_t)dptr);
+}
+
+IMPL CUresult impl_cuMemAllocManaged(CUdeviceptr *dptr, size_t size, unsigned flags) {
+    uintptr_t p;
+    /* CU_MEM_ATTACH_GLOBAL (1) or CU_MEM_ATTACH_HOST (2) */
+    if (!dptr || (flags != 1 && flags != 2))
+        return fail("cuMemAllocManaged", size, current_device(), CUDA_ERROR_INVALID_VALUE);
+    CUresult rc = do_alloc("cuMemAllocManaged", KIND_DEVICE, size, 0, &p);
+    if (rc == CUDA_SUCCESS)
+        *dptr = p;
+    return rc;
+}
+
+IMPL CUresult impl_cuMemAllocHost_v2(void **pp, size_t size) {
+    uintptr_t p;
+    if (!pp)
+        return fail("cuMemAllocHost_v2", size, -1, CUDA_ERROR_INVALID_VALUE);
+    CUresult rc = do_alloc("cuMemAllocHost_v2", KIND_HOST, size, 0, &p);
+    if (rc == CUDA_SUCCESS)
+        *pp = (void *)p;
+    return rc;
+}
+
+IMPL CUresult impl_cuMemHostAlloc(void **pp, size_t size, unsigned flags) {
+    uintptr_t p;
+    /* CU_MEMHOSTALLOC_PORTABLE | DEVICEMAP | WRITECOMBINED */
+    if (!pp || (flags & ~7u))
+        return fail("cuMemHostAlloc", size, -1, CUDA_ERROR_INVALID_VALUE);
+    CUresult rc = do_alloc("cuMemHostAlloc", KIND_HOST, size, 0, &p);
+    if (rc == CUDA_SUCCESS)
+        *pp = (void *)p;
+    return rc;
+}
+
+IMPL CUresult impl_cuMemFreeHost(void *p) {
+    return do_free("cuMemFreeHost", KIND_HOST, (uintptr_t)p);
+}
+
+/* Stream-ordered allocation. There is no real stream: memory is handed out
+ * and released at once. */
+static CUresult alloc_async(const char *fn, CUdeviceptr *dptr, size_t size) {
+    uintptr_t p;
+    if (!dptr)
+        return fail(fn, size, current_device(), CUDA_ERROR_INVALID_VALUE);
+    CUresult rc = do_alloc(fn, KIND_DEVICE, size, 0, &p);
+    if (rc == CUDA_SUCCESS)
+        *dptr = p;
+    return rc;
+}
+
+IMPL CUresult impl_cuMemAllocAsync(CUdeviceptr *dptr, size_t size, CUstream stream) {
+    (void)stream;
+    return alloc_async("cuMemAllocAsync", dptr, size);
+}
+
+IMPL CUresult impl_cuMemAllocAsync_ptsz(CUdeviceptr *dptr, size_t size, CUstream stream) {
+    (void)stream;
+    return alloc_async("cuMemAllocAsync_ptsz", dptr, size);
+}
+
+IMPL CUresult impl_cuMemAllocFromPoolAsync(CUdeviceptr *dptr, size_t size, CUmemoryPool pool,
+                                           CUstream stream) {
+    (void)stream;
+    if (!pool)
+        return fail("cuMemAllocFromPoolAsync", size, current_device(), CUDA_ERROR_INVALID_VALUE);
+    return alloc_async("cuMemAllocFromPoolAsync", dptr, size);
+}
+
+IMPL CUresult impl_cuMemAllocFromPoolAsync_ptsz(CUdeviceptr *dptr, size_t size, CUmemoryPool pool,
+                                                CUstream stream) {
+    (void)stream;
+    if (!pool)
+        return fail("cuMemAllocFromPoolAsync_ptsz", size, current_device(),
+                    CUDA_ERROR_INVALID_VALUE);
+    return alloc_async("cuMemAllocFromPoolAsync_ptsz", dptr, size);
+}
+
+IMPL CUresult impl_cuMemFreeAsync(CUdeviceptr dptr, CUstream stream) {
+    (void)stream;
+    return do_free("cuMemFreeAsync", KIND_DEVICE, (uintptr_t)dptr);
+}
+
+IMPL CUresult impl_cuMemFreeAsync_ptsz(CUdeviceptr dptr, CUstream stream) {
+    (void)stream;
+    return do_free("cuMemFreeAsync_ptsz", KIND_DEVICE, (uintptr_t)dptr);
+}
+
+IMPL CUresult impl_cuGetExportTable(const void **table_out, const void *uuid) {
+    (void)uuid;
+    if (table_out)
+        *table_out = NULL;
+    return CUDA_ERROR_NOT_FOUND;
+}
+
+/* ------------------------------------------------------------------ */
+/* cuGetProcAddress                                                    */
+
+struct proc {
+    const char *name; /* base name, without _vN */
+    int min_version;  /* first CUDA version (1000*major + 10*minor) */
+    int ptsz;         /* 1: only for PER_THREAD_DEFAULT_STREAM, 0: only
+                         without it, -1: either */
+    void *fn;
+};
+
+IMPL CUresult impl_cuGetProcAddress_v2(const char *symbol, void **pfn, int cuda_version,
+                                       cuuint64_t flags, int *status);
+IMPL CUresult impl_cuGetProcAddress(const char *symbol, void **pfn, int cuda_version,
+                                    cuuint64_t flags);
+
+/* For each name, the rows run from the newest ABI to the oldest; the first
+ * row whose min_version the caller's version reaches (and whose ptsz
+ * matches the flags) wins. cuGetProcAddress itself is special: 12000 and
+ * up get the v2 ABI (with the status argument), 11030..11999 the v1. */
+static const struct proc procs[] = {
+    {"cuInit", 2000, -1, (void *)impl_cuInit},
+    {"cuDriverGetVersion", 2000, -1, (void *)impl_cuDriverGetVersion},
+    {"cuDeviceGetCount", 2000, -1, (void *)impl_cuDeviceGetCount},
+    {"cuDeviceGet", 2000, -1, (void *)impl_cuDeviceGet},
+    {"cuCtxGetDevice", 2000, -1, (void *)impl_cuCtxGetDevice},
+    {"cuMemAlloc", 3020, -1, (void *)impl_cuMemAlloc_v2},
+    {"cuMemAlloc", 2000, -1, (void *)impl_cuMemAlloc},
+    {"cuMemAllocPitch", 3020, -1, (void *)impl_cuMemAllocPitch_v2},
+    {"cuMemFree", 3020, -1, (void *)impl_cuMemFree_v2},
+    {"cuMemAllocManaged", 6000, -1, (void *)impl_cuMemAllocManaged},
+    {"cuMemAllocHost", 3020, -1, (void *)impl_cuMemAllocHost_v2},
+    {"cuMemHostAlloc", 2020, -1, (void *)impl_cuMemHostAlloc},
+    {"cuMemFreeHost", 2000, -1, (void *)impl_cuMemFreeHost},
+    {"cuMemAllocAsync", 11020, 1, (void *)impl_cuMemAllocAsync_ptsz},
+    {"cuMemAllocAsync", 11020, 0, (void *)impl_cuMemAllocAsync},
+    {"cuMemAllocFromPoolAsync", 11020, 1, (void *)impl_cuMemAllocFromPoolAsync_ptsz},
+    {"cuMemAllocFromPoolAsync", 11020, 0, (void *)impl_cuMemAllocFromPoolAsync},
+    {"cuMemFreeAsync", 11020, 1, (void *)impl_cuMemFreeAsync_ptsz},
+    {"cuMemFreeAsync", 11020, 0, (void *)impl_cuMemFreeAsync},
+    {"cuGetProcAddress", 12000, -1, (void *)impl_cuGetProcAddress_v2},
+    {"cuGetProcAddress", 11030, -1, (void *)impl_cuGetProcAddress},
+};
+
+static CUresult lookup(const char *symbol, void **pfn, int cuda_version, cuuint64_t flags,
+                       int *status) {
+    int st = CU_GET_PROC_ADDRESS_SYMBOL_NOT_FOUND;
+    CUresult rc = CUDA_ERROR_NOT_FOUND;
+    int want_ptsz = (flags & CU_GET_PROC_ADDRESS_PER_THREAD_DEFAULT_STREAM) != 0;
+    if (!symbol || !pfn) {
+        rc = CUDA_ERROR_INVALID_VALUE;
+        goto out;
+    }
+    *pfn = NULL;
+    if (flags & ~(cuuint64_t)(CU_GET_PROC_ADDRESS_LEGACY_STREAM |
+                              CU_GET_PROC_ADDRESS_PER_THREAD_DEFAULT_STREAM)) {
+        rc = CUDA_ERROR_INVALID_VALUE;
+        goto out;
+    }
+    for (size_t i = 0; i < sizeof procs / sizeof procs[0]; i++) {
+        const struct proc *p = &procs[i];
+        if (strcmp(p->name, symbol) != 0)
+            continue;
+        if (p->ptsz >= 0 && p->ptsz != want_ptsz)
+            continue;
+        if (cuda_version < p->min_version) {
+            st = CU_GET_PROC_ADDRESS_VERSION_NOT_SUFFICIENT;
+            continue;
+        }
+        *pfn = p->fn;
+        st = CU_GET_PROC_ADDRESS_SUCCESS;
+        rc = CUDA_SUCCESS;
+        break;
+    }
+out:
+    if (status)
+        *status = st;
+    return rc;
+}
+
+IMPL CUresult impl_cuGetProcAddress_v2(const char *symbol, void **pfn, int cuda_version,
+                                       cuuint64_t flags, int *status) {
+    return lookup(symbol, pfn, cuda_version, flags, status);
+}
+
+IMPL CUresult impl_cuGetProcAddress(const char *symbol, void **pfn, int cuda_version,
+                                    cuuint64_t flags) {
+    return lookup(symbol, pfn, cuda_version, flags, NULL);
+}
+
+/* ------------------------------------------------------------------ */
+/* Exported entry points: thin wrappers over the implementations.       */
+
+EXPORT CUresult cuInit(unsigned flags) { return impl_cuInit(flags); }
+EXPORT CUresult cuDriverGetVersion(int *v) { return impl_cuDriverGetVersion(v); }
+EXPORT CUresult cuDeviceGetCount(int *n) { return impl_cuDeviceGetCount(n); }
+EXPORT CUresult cuDeviceGet(CUdevice *d, int ordinal) { return impl_cuDeviceGet(d, ordinal); }
+EXPORT CUresult cuCtxGetDevice(CUdevice *d) { return impl_cuCtxGetDevice(d); }
+EXPORT CUresult cuGetExportTable(const void **t, const void *id) {
+    return impl_cuGetExportTable(t, id);
+}
+
+EXPORT CUresult cuMemAlloc_v2(CUdeviceptr *dptr, size_t size) {
+    return impl_cuMemAlloc_v2(dptr, size);
+}
+EXPORT CUresult cuMemAlloc(unsigned int *dptr, unsigned int size) {
+    return impl_cuMemAlloc(dptr, size);
+}
+EXPORT CUresult cuMemAllocPitch_v2(CUdeviceptr *dptr, size_t *pitch, size_t width, size_t height,
+                                   unsigned element_size) {
+    return impl_cuMemAllocPitch_v2(dptr, pitch, width, height, element_size);
+}
+EXPORT CUresult cuMemFree_v2(CUdeviceptr dptr) { return impl_cuMemFree_v2(dptr); }
+EXPORT CUresult cuMemAllocManaged(CUdeviceptr *dptr, size_t size, unsigned flags) {
+    return impl_cuMemAllocManaged(dptr, size, flags);
+}
+EXPORT CUresult cuMemAllocHost_v2(void **pp, size_t size) {
+    return impl_cuMemAllocHost_v2(pp, size);
+}
+EXPORT CUresult cuMemHostAlloc(void **pp, size_t size, unsigned flags) {
+    return impl_cuMemHostAlloc(pp, size, flags);
+}
+EXPORT CUresult cuMemFreeHost(void *p) { return impl_cuMemFreeHost(p); }
+EXPORT CUresult cuMemAllocAsync(CUdeviceptr *dptr, size_t size, CUstream s) {
+    return impl_cuMemAllocAsync(dptr, size, s);
+}
+EXPORT CUresult cuMemAllocAsync_ptsz(CUdeviceptr *dptr, size_t size, CUstream s) {
+    return impl_cuMemAllocAsync_ptsz(dptr, size, s);
+}
+EXPORT CUresult cuMemAllocFromPoolAsync(CUdeviceptr *dptr, size_t size, CUmemoryPool pool,
+                                        CUstream s) {
+    return impl_cuMemAllocFromPoolAsync(dptr, size, pool, s);
+}
+EXPORT CUresult cuMemAllocFromPoolAsync_ptsz(CUdeviceptr *dptr, size_t size, CUmemoryPool pool,
+                                             CUstream s) {
+    return impl_cuMemAllocFromPoolAsync_ptsz(dptr, size, pool, s);
+}
+EXPORT CUresult cuMemFreeAsync(CUdeviceptr dptr, CUstream s) { return impl_cuMemFreeAsync(dptr, s); }
+EXPORT CUresult cuMemFreeAsync_ptsz(CUdeviceptr dptr, CUstream s) {
+    return impl_cuMemFreeAsync_ptsz(dptr, s);
+}
+
+EXPORT CUresult cuGetProcAddress_v2(const char *symbol, void **pfn, int cuda_version,
+                                    cuuint64_t flags, int *status) {
+    return impl_cuGetProcAddress_v2(symbol, pfn, cuda_version, flags, status);
+}
+EXPORT CUresult cuGetProcAddress(const char *symbol, void **pfn, int cuda_version,
+                                 cuuint64_t flags) {
+    return impl_cuGetProcAddress(symbol, pfn, cuda_version, flags);
+}
+
+/* ------------------------------------------------------------------ */
+/* Test hooks (not part of the CUDA API)                               */
+
+/* Makes `device` the calling thread's current device (what cuCtxGetDevice
+ * reports and what new allocations are recorded against). */
+EXPORT CUresult fakeCudaSetDevice(int device) {
+    if (device < 0 || device >= FAKE_DEVICE_COUNT)
+        return CUDA_ERROR_INVALID_DEVICE;
+    tls_device = device;
+    return CUDA_SUCCESS;
+}
+
+/* Allocations made and not yet freed (all kinds), for debugging. */
+EXPORT long long fakeCudaLedgerCount(void) {
+    pthread_mutex_lock(&lock);
+    long long n = live_count;
+    pthread_mutex_unlock(&lock);
+    return n;
+}
