@@ -73,13 +73,14 @@ fn build_stand_ins(dir: &Path) {
 
 /// Runs `exe` under `memtally run` with the stand-ins on the library path;
 /// the report's JSON and the fake driver's ledger lines.
-fn record(dir: &Path, exe: &str) -> (serde_json::Value, Vec<serde_json::Value>) {
+fn record(dir: &Path, lib: &Path, exe: &str) -> (serde_json::Value, Vec<serde_json::Value>) {
     let trace = dir.join(format!("{exe}.mtt"));
     let ledger = dir.join(format!("{exe}.ledger"));
     let out = Command::new(env!("CARGO_BIN_EXE_memtally"))
         .current_dir(dir)
         .env("LD_LIBRARY_PATH", dir)
         .env("FAKE_CUDA_LEDGER", &ledger)
+        .env("MEMTALLY_LIB", lib)
         .args([
             "run",
             "-o",
@@ -144,10 +145,10 @@ fn check(doc: &serde_json::Value, ledger: &[serde_json::Value], kept_at: &str) {
 
 #[test]
 fn device_memory_is_seen_through_the_plt_and_through_a_runtime_that_uses_cu_get_proc_address() {
-    if built_library().is_none() {
+    let Some(lib) = built_library() else {
         eprintln!("skipped: libmemtally.so not built (run cargo test --workspace)");
         return;
-    }
+    };
     let dir = scratch("gpu-direct");
     build_stand_ins(&dir);
     let direct = gpu_source("cuda_direct.c");
@@ -164,7 +165,7 @@ fn device_memory_is_seen_through_the_plt_and_through_a_runtime_that_uses_cu_get_
             "-lcuda",
         ],
     );
-    let (doc, ledger) = record(&dir, "cuda_direct");
+    let (doc, ledger) = record(&dir, &lib, "cuda_direct");
     check(&doc, &ledger, "device_alloc_kept");
     let d = &doc["device"];
     let on = |n: u64| {
@@ -203,10 +204,10 @@ fn device_memory_is_seen_through_the_plt_and_through_a_runtime_that_uses_cu_get_
         "-pthread",
     ]);
     cc(&dir, &a);
-    let (doc, ledger) = record(&dir, "cudart_user_dyn");
+    let (doc, ledger) = record(&dir, &lib, "cudart_user_dyn");
     check(&doc, &ledger, "runtime_alloc_kept");
     assert_eq!(doc["device"]["sites"][0]["api"], "cudaMalloc");
-    let (doc, ledger) = record(&dir, "cudart_user_static");
+    let (doc, ledger) = record(&dir, &lib, "cudart_user_static");
     check(&doc, &ledger, "runtime_alloc_kept");
     assert_eq!(doc["device"]["sites"][0]["api"], "cuMemAlloc_v2");
 }
