@@ -151,6 +151,8 @@ pub struct FlameArgs {
     pub diff: Option<PathBuf>,
     /// Each scope as the root frame (`--by scope`).
     pub by_scope: bool,
+    /// Draw this device's memory instead of the heap (`--device N|host`).
+    pub device: Option<u32>,
 }
 
 /// `memtally errors` arguments.
@@ -221,6 +223,8 @@ pub struct ExportArgs {
     pub output: Option<PathBuf>,
     /// The metric of folded stacks.
     pub metric: Metric,
+    /// For rmm-csv: this device's memory instead of the heap.
+    pub device: Option<u32>,
 }
 
 /// `memtally top` arguments.
@@ -391,6 +395,11 @@ Options:
   --by WHAT         site (the default) or scope: each scope the program
                     entered is a root frame ([scope NAME]) over the stacks
                     that allocated in it, the rest under [no scope]
+  --device N        draw device N's memory (or host: pinned host memory)
+                    seen by the gpu-shim instead of the heap, by the host
+                    stacks that allocated it, each under a leaf naming the
+                    API called ([cudaMalloc]); metrics allocated, count
+                    and leaked
   -h, --help        print this help
 ";
 
@@ -481,6 +490,10 @@ Options:
                     rmm-csv: every allocation and free as a RAPIDS RMM
                     log (Thread,Time,Action,Pointer,Size,Stream), which
                     RMM's REPLAY_BENCH and memtally replay read
+  --device N        for rmm-csv: device N's memory seen by the gpu-shim
+                    (allocations, frees and failed allocations) instead
+                    of the heap, as RMM logs one device per file (default
+                    name: the trace's name with .devN.rmm.csv)
   -o, --output FILE where it goes (default: the trace's name with .pb.gz,
                     .folded, .json or .rmm.csv, in this directory; - for
                     standard output)
@@ -813,10 +826,12 @@ fn parse_flame(p: &mut lexopt::Parser) -> Result<Command> {
     let mut folded = false;
     let mut diff = None;
     let mut by_scope = false;
+    let mut device = None;
     while let Some(arg) = p.next()? {
         match arg {
             Short('h') | Long("help") => return Ok(Command::Help(FLAME_HELP)),
             Long("by") => by_scope = parse_by(&p.value()?)?,
+            Long("device") => device = Some(parse_device(&p.value()?.string()?)?),
             Long("metric") => {
                 metric = Metric::parse(&p.value()?.string()?).map_err(anyhow::Error::msg)?;
             }
@@ -835,6 +850,17 @@ fn parse_flame(p: &mut lexopt::Parser) -> Result<Command> {
     if folded && diff.is_some() {
         bail!("--folded and --diff do not go together (fold each trace, then compare)");
     }
+    if device.is_some() {
+        if by_scope {
+            bail!("--device and --by scope do not go together (device memory has no scopes)");
+        }
+        if !matches!(metric, Metric::Allocated | Metric::Count | Metric::Leaked) {
+            bail!(
+                "--device draws the metrics allocated, count and leaked only (not {})",
+                metric.name()
+            );
+        }
+    }
     Ok(Command::Flame(FlameArgs {
         file,
         metric,
@@ -842,7 +868,19 @@ fn parse_flame(p: &mut lexopt::Parser) -> Result<Command> {
         folded,
         diff,
         by_scope,
+        device,
     }))
+}
+
+/// A device: its ordinal, or `host` (pinned host memory).
+fn parse_device(text: &str) -> Result<u32> {
+    if text == "host" {
+        return Ok(memtally_alloc::trace::device::HOST);
+    }
+    match text.parse::<u32>() {
+        Ok(n) if n != memtally_alloc::trace::device::HOST => Ok(n),
+        _ => bail!("invalid --device {text:?} (expected a device number such as 0, or host)"),
+    }
 }
 
 fn parse_replay(p: &mut lexopt::Parser) -> Result<Command> {
@@ -1180,9 +1218,11 @@ fn parse_export(p: &mut lexopt::Parser) -> Result<Command> {
     let mut format = None;
     let mut output = None;
     let mut metric = None;
+    let mut device = None;
     while let Some(arg) = p.next()? {
         match arg {
             Short('h') | Long("help") => return Ok(Command::Help(EXPORT_HELP)),
+            Long("device") => device = Some(parse_device(&p.value()?.string()?)?),
             Long("format") => {
                 format = Some(match p.value()?.string()?.as_str() {
                     "pprof" => ExportFormat::Pprof,
@@ -1211,11 +1251,15 @@ fn parse_export(p: &mut lexopt::Parser) -> Result<Command> {
     if metric.is_some() && format != ExportFormat::Folded {
         bail!("--metric applies to --format folded only (pprof and json carry every metric)");
     }
+    if device.is_some() && format != ExportFormat::RmmCsv {
+        bail!("--device applies to --format rmm-csv only (RMM logs one device per file)");
+    }
     Ok(Command::Export(ExportArgs {
         file,
         format,
         output,
         metric: metric.unwrap_or(Metric::Allocated),
+        device,
     }))
 }
 

@@ -12,12 +12,19 @@ use std::io::Write;
 pub fn run(args: &ExportArgs) -> Result<()> {
     let default = output::beside_cwd(&args.file, args.format.extension());
     if args.format == ExportFormat::Folded {
-        let (_, lines) = crate::flame::fold(&args.file, args.metric, false)?;
+        let (_, lines) = crate::flame::fold(&args.file, args.metric, false, None)?;
         let mut out = output::open(args.output.as_deref(), Some(default))?;
         flame::write_folded(&lines, &mut out.writer)?;
         return finish(out, &format!("{} folded stacks", lines.len()));
     }
     if args.format == ExportFormat::RmmCsv {
+        let default = match args.device {
+            Some(memtally_alloc::trace::device::HOST) => {
+                output::beside_cwd(&args.file, "host.rmm.csv")
+            }
+            Some(n) => output::beside_cwd(&args.file, &format!("dev{n}.rmm.csv")),
+            None => default,
+        };
         return rmm_csv(args, default);
     }
     let analysis = Analysis::open(&args.file).map_err(crate::output::named(&args.file))?;
@@ -43,8 +50,11 @@ pub fn run(args: &ExportArgs) -> Result<()> {
 
 /// Every allocation and free as a RAPIDS RMM log.
 fn rmm_csv(args: &ExportArgs, default: std::path::PathBuf) -> Result<()> {
-    let recorded =
-        memtally_profiler::replay::read(&args.file).map_err(crate::output::named(&args.file))?;
+    let recorded = match args.device {
+        Some(device) => memtally_profiler::replay::read_device(&args.file, device),
+        None => memtally_profiler::replay::read(&args.file),
+    }
+    .map_err(crate::output::named(&args.file))?;
     let analysis = recorded
         .analysis
         .ok_or_else(|| anyhow!("{} is an RMM log already", args.file.display()))?;

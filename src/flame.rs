@@ -11,13 +11,13 @@ use std::path::Path;
 
 /// Runs `memtally flame`.
 pub fn run(args: &FlameArgs) -> Result<()> {
-    let (analysis, lines) = fold(&args.file, args.metric, args.by_scope)?;
+    let (analysis, lines) = fold(&args.file, args.metric, args.by_scope, args.device)?;
     let titles = titles(&analysis, args);
     let mut out = output(args)?;
     if args.folded {
         flame::write_folded(&lines, &mut out.writer)?;
     } else if let Some(base) = &args.diff {
-        let (_, base_lines) = fold(base, args.metric, args.by_scope)?;
+        let (_, base_lines) = fold(base, args.metric, args.by_scope, args.device)?;
         flame::write_diff_svg(&base_lines, &lines, args.metric, &titles, &mut out.writer)?;
     } else {
         flame::write_svg(&lines, args.metric, &titles, &mut out.writer)?;
@@ -35,8 +35,13 @@ pub fn run(args: &FlameArgs) -> Result<()> {
 }
 
 /// Reads `file` (up to the moment of a `live-at` metric) and folds its
-/// sites.
-pub(crate) fn fold(file: &Path, metric: Metric, by_scope: bool) -> Result<(Analysis, Vec<Folded>)> {
+/// sites (the heap's, or a device's).
+pub(crate) fn fold(
+    file: &Path,
+    metric: Metric,
+    by_scope: bool,
+    device: Option<u32>,
+) -> Result<(Analysis, Vec<Folded>)> {
     let named = crate::output::named(file);
     let mut options = ModelOptions::default();
     if let Metric::LiveAt(ns) = metric {
@@ -64,7 +69,15 @@ pub(crate) fn fold(file: &Path, metric: Metric, by_scope: bool) -> Result<(Analy
         }
     }
     let mut symbolizer = Symbolizer::default();
-    let lines = if by_scope {
+    let lines = if let Some(device) = device {
+        if analysis.model.device().is_empty() {
+            bail!(
+                "{} has no device memory (the program made no call the gpu-shim intercepts)",
+                file.display()
+            );
+        }
+        flame::folded_device(&analysis.model, &mut symbolizer, metric, device)
+    } else if by_scope {
         flame::folded_by_scope(&analysis.model, &mut symbolizer, metric)
     } else {
         flame::folded(&analysis.model, &mut symbolizer, metric)
@@ -93,6 +106,11 @@ fn titles(analysis: &Analysis, args: &FlameArgs) -> Titles {
         ),
         None => format!("memtally: {}", args.metric.title()),
     };
+    let title = match args.device {
+        Some(memtally_alloc::trace::device::HOST) => format!("{title}, pinned host memory"),
+        Some(n) => format!("{title}, device {n}"),
+        None => title,
+    };
     Titles {
         title,
         subtitle: format!(
@@ -104,7 +122,12 @@ fn titles(analysis: &Analysis, args: &FlameArgs) -> Titles {
 }
 
 fn output(args: &FlameArgs) -> Result<Output> {
+    let device = match args.device {
+        Some(memtally_alloc::trace::device::HOST) => "host.".to_owned(),
+        Some(n) => format!("dev{n}."),
+        None => String::new(),
+    };
     let default = (!args.folded)
-        .then(|| output::beside_cwd(&args.file, &format!("{}.svg", args.metric.name())));
+        .then(|| output::beside_cwd(&args.file, &format!("{device}{}.svg", args.metric.name())));
     output::open(args.output.as_deref(), default)
 }

@@ -49,6 +49,8 @@ impl Drop for Label {
 pub struct DriverCall {
     outermost: bool,
     api: &'static str,
+    /// A release's stamp (see [`DriverCall::enter_release`]); 0 for none.
+    released: u64,
 }
 
 impl DriverCall {
@@ -63,7 +65,24 @@ impl DriverCall {
         DriverCall {
             outermost,
             api: if label.is_empty() { api } else { label },
+            released: 0,
         }
+    }
+
+    /// Enters the driver function `api`, which releases memory (a free,
+    /// an unmap): its event is stamped now, before the memory can go to
+    /// another thread (`memtally_alloc::device::begin_release`).
+    pub fn enter_release(api: &'static str) -> DriverCall {
+        let mut call = DriverCall::enter(api);
+        if call.records() {
+            call.released = memtally_alloc::device::begin_release();
+        }
+        call
+    }
+
+    /// The release's stamp (0: now).
+    pub fn released(&self) -> u64 {
+        self.released
     }
 
     /// Should this call record its event (it is the thread's outermost
@@ -80,6 +99,9 @@ impl DriverCall {
 
 impl Drop for DriverCall {
     fn drop(&mut self) {
+        if self.released != 0 {
+            memtally_alloc::device::end_release();
+        }
         DEPTH.with(|d| d.set(d.get().saturating_sub(1)));
     }
 }

@@ -172,6 +172,47 @@ pub fn folded_by_scope(model: &Model, symbolizer: &mut Symbolizer, metric: Metri
     finish(out)
 }
 
+/// The device memory of `device` (seen by the gpu-shim) as folded stacks:
+/// each site of that device with the host stack that allocated, under a
+/// leaf frame naming the API it called (`[cudaMalloc]`). Only memory
+/// counts (not reserved address space or registrations). Metrics
+/// allocated, count and leaked; 0 for the others.
+pub fn folded_device(
+    model: &Model,
+    symbolizer: &mut Symbolizer,
+    metric: Metric,
+    device: u32,
+) -> Vec<Folded> {
+    use memtally_alloc::trace::device::counts_in_total;
+    let mut out = Vec::new();
+    for ((d, stack), s) in model.device().sites() {
+        if d != device || !counts_in_total(s.memory) {
+            continue;
+        }
+        let value = match metric {
+            Metric::Allocated => s.bytes_allocated,
+            Metric::Count => s.allocations,
+            Metric::Leaked => s.live_bytes,
+            _ => 0,
+        };
+        if value == 0 {
+            continue;
+        }
+        let frames = symbolizer.stack(model, stack);
+        let mut names: Vec<String> = frames.frames.iter().rev().map(frame_name).collect();
+        if names.is_empty() {
+            names.push("[no stack]".into());
+        }
+        let api = model.strings().get(s.api).unwrap_or("?");
+        names.push(format!("[{}]", api.replace(';', ":")));
+        out.push(Folded {
+            stack: names.join(";"),
+            value,
+        });
+    }
+    finish(out)
+}
+
 /// Sets the field `metric` reads to `v`.
 fn set_value(metric: Metric, c: &mut Counters, v: u64) {
     match metric {

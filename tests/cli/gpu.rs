@@ -6,6 +6,7 @@
 //! out is its own functions, never ours (else these would pass vacuously).
 
 use super::*;
+use std::collections::HashMap;
 
 fn gpu_source(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -143,28 +144,40 @@ fn check(doc: &serde_json::Value, ledger: &[serde_json::Value], kept_at: &str) {
     assert!(frames.contains(kept_at), "{top}");
 }
 
-#[test]
-fn device_memory_is_seen_through_the_plt_and_through_a_runtime_that_uses_cu_get_proc_address() {
+/// Builds the test program `source` (in `tests/c/gpu`) as `dir/out`,
+/// linked with `libs`.
+fn program(dir: &Path, source: &str, out: &str, libs: &[&str]) {
+    let source = gpu_source(source);
+    let mut a = vec![
+        "-O1",
+        "-g",
+        "-fno-omit-frame-pointer",
+        source.to_str().unwrap(),
+        "-o",
+        out,
+    ];
+    a.extend(libs);
+    cc(dir, &a);
+}
+
+/// The stand-ins and `libmemtally.so`, or `None` (the test is skipped)
+/// when the library is not built.
+fn setup(name: &str) -> Option<(PathBuf, PathBuf)> {
     let Some(lib) = built_library() else {
         eprintln!("skipped: libmemtally.so not built (run cargo test --workspace)");
+        return None;
+    };
+    let dir = scratch(name);
+    build_stand_ins(&dir);
+    Some((dir, lib))
+}
+
+#[test]
+fn device_memory_is_seen_through_the_plt_and_through_a_runtime_that_uses_cu_get_proc_address() {
+    let Some((dir, lib)) = setup("gpu-direct") else {
         return;
     };
-    let dir = scratch("gpu-direct");
-    build_stand_ins(&dir);
-    let direct = gpu_source("cuda_direct.c");
-    cc(
-        &dir,
-        &[
-            "-O1",
-            "-g",
-            "-fno-omit-frame-pointer",
-            direct.to_str().unwrap(),
-            "-o",
-            "cuda_direct",
-            "-L.",
-            "-lcuda",
-        ],
-    );
+    program(&dir, "cuda_direct.c", "cuda_direct", &["-L.", "-lcuda"]);
     let (doc, ledger) = record(&dir, &lib, "cuda_direct");
     check(&doc, &ledger, "device_alloc_kept");
     let d = &doc["device"];
@@ -184,32 +197,276 @@ fn device_memory_is_seen_through_the_plt_and_through_a_runtime_that_uses_cu_get_
             .contains("too_big"),
         "{d}"
     );
+    rmm_round_trip(&dir, &ledger);
+    flame_of_device(&dir);
 
     // The runtime reaches the driver only through cuGetProcAddress_v2
     // (dynamic and static alike): one event per call, named after the
     // runtime call when the runtime is a shared library.
-    let user = gpu_source("cudart_user.c");
-    let user = user.to_str().unwrap();
-    let flags = ["-O1", "-g", "-fno-omit-frame-pointer"];
-    let mut a = flags.to_vec();
-    a.extend([user, "-o", "cudart_user_dyn", "-L.", "-lcudart_mini"]);
-    cc(&dir, &a);
-    let mut a = flags.to_vec();
-    a.extend([
-        user,
-        "-o",
+    program(
+        &dir,
+        "cudart_user.c",
+        "cudart_user_dyn",
+        &["-L.", "-lcudart_mini"],
+    );
+    program(
+        &dir,
+        "cudart_user.c",
         "cudart_user_static",
-        "libcudart_mini.a",
-        "-ldl",
-        "-pthread",
-    ]);
-    cc(&dir, &a);
+        &["libcudart_mini.a", "-ldl", "-pthread"],
+    );
     let (doc, ledger) = record(&dir, &lib, "cudart_user_dyn");
     check(&doc, &ledger, "runtime_alloc_kept");
     assert_eq!(doc["device"]["sites"][0]["api"], "cudaMalloc");
     let (doc, ledger) = record(&dir, &lib, "cudart_user_static");
     check(&doc, &ledger, "runtime_alloc_kept");
     assert_eq!(doc["device"]["sites"][0]["api"], "cuMemAlloc_v2");
+}
+
+#[test]
+fn device_memory_is_seen_through_dlsym_and_through_cu_get_proc_address_by_version_and_stream_flag()
+{
+    let Some((dir, lib)) = setup("gpu-lookups") else {
+        return;
+    };
+    // T2: the driver dlopened, its exports found with dlsym.
+    program(&dir, "cuda_dlsym.c", "cuda_dlsym", &["-ldl"]);
+    let (doc, ledger) = record(&dir, &lib, "cuda_dlsym");
+    assert_eq!(count(&ledger, "alloc"), 6, "{ledger:?}");
+    check(&doc, &ledger, "dlsym_alloc_kept");
+
+    // T3: everything through cuGetProcAddress_v2, which hands out the
+    // driver's internal functions; the per-thread-stream flag picks the
+    // _ptsz twin, and the wrapper handed out for it must call that twin.
+    program(&dir, "cuda_procaddr.c", "cuda_procaddr", &["-ldl"]);
+    let (doc, ledger) = record(&dir, &lib, "cuda_procaddr");
+    assert_eq!(count(&ledger, "alloc"), 5, "{ledger:?}");
+    check(&doc, &ledger, "procaddr_alloc");
+    let ran = |f: &str| {
+        ledger
+            .iter()
+            .filter(|l| l["fn"] == f && l["op"] == "alloc")
+            .count()
+    };
+    assert_eq!(ran("cuMemAllocAsync_ptsz"), 1, "{ledger:?}");
+    assert_eq!(ran("cuMemAllocAsync"), 1, "{ledger:?}");
+    let sites = doc["device"]["sites"].as_array().unwrap();
+    let api_of = |size: u64| {
+        sites
+            .iter()
+            .find(|s| s["live_bytes"] == size)
+            .map(|s| s["api"].as_str().unwrap().to_owned())
+    };
+    assert_eq!(api_of(7000).as_deref(), Some("cuMemAllocAsync_ptsz"));
+    assert_eq!(api_of(5000).as_deref(), Some("cuMemAllocAsync"));
+    assert_eq!(api_of(3000).as_deref(), Some("cuMemAlloc_v2"));
+}
+
+#[test]
+fn eight_threads_allocating_through_all_three_paths_lose_no_device_event() {
+    let Some((dir, lib)) = setup("gpu-threads") else {
+        return;
+    };
+    // T11: 8 threads x 10,000 alloc/free pairs, rotating over the PLT,
+    // dlsym and cuGetProcAddress pointers; all freed by the end.
+    program(
+        &dir,
+        "cuda_threads.c",
+        "cuda_threads",
+        &["-L.", "-lcuda", "-ldl", "-pthread"],
+    );
+    let (doc, ledger) = record(&dir, &lib, "cuda_threads");
+    assert_eq!(count(&ledger, "alloc"), 80_000);
+    let d = &doc["device"];
+    let devices = d["devices"].as_array().expect("a device section");
+    assert_eq!(devices.len(), 2, "{d}");
+    for t in devices {
+        assert_eq!(t["allocations"], 40_000, "{t}");
+        assert_eq!(t["frees"], 40_000, "{t}");
+        assert_eq!(t["live_bytes"], 0, "{t}");
+    }
+    assert_eq!(d["unknown_frees"], 0, "{d}");
+    assert_eq!(d["reused_while_live"], 0, "{d}");
+}
+
+/// T19: device 0's events as a RAPIDS RMM log, row for row the driver's
+/// ledger, which the replay reads back with the same leaks.
+fn rmm_round_trip(dir: &Path, ledger: &[serde_json::Value]) {
+    let trace = dir.join("cuda_direct.mtt");
+    let csv = dir.join("cuda_direct.dev0.rmm.csv");
+    let out = Command::new(env!("CARGO_BIN_EXE_memtally"))
+        .current_dir(dir)
+        .args(["export", "--format", "rmm-csv", "--device", "0"])
+        .arg(&trace)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let text = std::fs::read_to_string(&csv).unwrap();
+    let mut lines = text.lines();
+    assert_eq!(lines.next(), Some("Thread,Time,Action,Pointer,Size,Stream"));
+    let rows: Vec<Vec<&str>> = lines.map(|l| l.split(',').collect()).collect();
+    let on0 = |op: &str| {
+        ledger
+            .iter()
+            .filter(|l| l["op"] == op && l["device"] == 0)
+            .count()
+    };
+    let rows_of = |action: &str| rows.iter().filter(|r| r[2] == action).count();
+    assert_eq!(rows_of("allocate"), on0("alloc"), "{text}");
+    assert_eq!(rows_of("free"), on0("free"), "{text}");
+    assert_eq!(rows_of("allocate failure"), on0("fail"), "{text}");
+    // Every allocation row is the ledger's (address and size).
+    for r in rows.iter().filter(|r| r[2] == "allocate") {
+        let size: u64 = r[4].parse().unwrap();
+        assert!(
+            ledger
+                .iter()
+                .any(|l| l["op"] == "alloc" && l["ptr"] == r[3] && l["size"] == size),
+            "{r:?} not in the ledger"
+        );
+    }
+    let out = memtally(&[
+        "replay",
+        "--json",
+        "--embedded",
+        "first-fit",
+        csv.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let leaked = on0("alloc") - on0("free");
+    assert_eq!(
+        doc.to_string()
+            .matches(&format!("\"leaked_blocks\":{leaked}"))
+            .count(),
+        1,
+        "{doc}"
+    );
+}
+
+/// `flame --device 0 --folded`: the kept allocation's stack under the API
+/// it called.
+fn flame_of_device(dir: &Path) {
+    let trace = dir.join("cuda_direct.mtt");
+    let out = memtally(&[
+        "flame",
+        "--device",
+        "0",
+        "--metric",
+        "leaked",
+        "--folded",
+        trace.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.lines()
+            .any(|l| l.contains("device_alloc_kept;[cuMemAlloc_v2] ")),
+        "{text}"
+    );
+    let out = memtally(&["flame", "--device", "x", trace.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(String::from_utf8_lossy(&out.stderr).lines().count(), 1);
+}
+
+/// Bytes the ledger says are live at the end for the ops `up` and `down`,
+/// per device (-1: none).
+fn ledger_live(ledger: &[serde_json::Value], up: &str, down: &str) -> HashMap<i64, u64> {
+    let mut live = HashMap::new();
+    for l in ledger {
+        let size = l["size"].as_u64().unwrap();
+        let device = l["device"].as_i64().unwrap();
+        if l["op"] == up {
+            *live.entry(device).or_insert(0) += size;
+        } else if l["op"] == down {
+            *live.entry(device).or_insert(0) -= size;
+        }
+    }
+    live
+}
+
+fn by_kind(device: &serde_json::Value, kind: &str) -> serde_json::Value {
+    device["by_memory"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["memory"] == kind)
+        .cloned()
+        .unwrap_or_default()
+}
+
+#[test]
+fn virtual_memory_pools_and_failures_match_the_driver_ledger() {
+    let Some((dir, lib)) = setup("gpu-vmm") else {
+        return;
+    };
+    // T8, T9, T10: see tests/c/gpu/cuda_vmm.c.
+    program(&dir, "cuda_vmm.c", "cuda_vmm", &["-L.", "-lcuda", "-ldl"]);
+    let (doc, ledger) = record(&dir, &lib, "cuda_vmm");
+    let d = &doc["device"];
+    let devices = d["devices"].as_array().expect("a device section");
+    let on = |n: i64| devices.iter().find(|t| t["device"] == n).unwrap();
+
+    // Physical memory: created minus physically freed (at the last of
+    // release and unmap), per device, as the driver counted it.
+    let physical = ledger_live(&ledger, "create", "physfree");
+    assert_eq!(physical[&0], 0, "{ledger:?}");
+    assert_eq!(physical[&1], 4 << 20, "{ledger:?}");
+    for n in [0, 1] {
+        assert_eq!(
+            by_kind(on(n), "virtual memory (physical)")["live_bytes"],
+            physical[&n],
+            "{d}"
+        );
+    }
+    assert_eq!(
+        by_kind(on(0), "virtual memory (physical)")["peak_bytes"],
+        2 << 20
+    );
+    // Address space is counted apart from memory.
+    let space = ledger_live(&ledger, "reserve", "unreserve");
+    assert_eq!(
+        by_kind(on(0), "reserved address space")["live_bytes"],
+        space[&0],
+        "{d}"
+    );
+    assert_eq!(on(1)["live_bytes"], 4 << 20, "{d}");
+    // The leak is the created memory, at the stack that created it (not
+    // the one that mapped it), ahead of the address space.
+    let top = &d["sites"][0];
+    assert_eq!(top["api"], "cuMemCreate", "{top}");
+    assert_eq!(top["device"], 1, "{top}");
+    assert!(top["site"]["frames"].to_string().contains("vmm_leaked"));
+
+    // Pools: logical bytes from the allocations, reserved bytes sampled;
+    // the ledger's last level per pool and the most held at once.
+    let mut levels: HashMap<String, u64> = HashMap::new();
+    let mut most = 0;
+    for l in ledger.iter().filter(|l| l["op"] == "pool") {
+        levels.insert(
+            l["ptr"].as_str().unwrap().into(),
+            l["size"].as_u64().unwrap(),
+        );
+        most = most.max(levels.values().sum::<u64>());
+    }
+    assert_eq!(on(0)["pool_reserved_bytes"], levels.values().sum::<u64>());
+    assert_eq!(on(0)["peak_pool_reserved_bytes"], most, "{d}");
+    assert_eq!((most, levels.values().sum::<u64>()), (4 << 20, 2 << 20));
+    let pool = by_kind(on(0), "stream-ordered pool");
+    assert_eq!(pool["live_bytes"], 512 * 1024, "{d}");
+    assert_eq!(pool["peak_bytes"], 3 << 20, "{d}");
+
+    // The failure, with what it asked for and where.
+    assert_eq!(count(&ledger, "fail"), 1);
+    assert_eq!(d["failures"][0]["api"], "cuMemCreate");
+    assert_eq!(d["failures"][0]["size"], 2u64 << 30);
+    assert!(
+        d["failures"][0]["site"]["frames"]
+            .to_string()
+            .contains("vmm_too_big")
+    );
+    assert_eq!(d["unknown_frees"], 0, "{d}");
+    assert_eq!(d["reused_while_live"], 0, "{d}");
 }
 
 #[test]

@@ -848,17 +848,49 @@ pub fn access(heap: &Heap, address: u64, write: bool) {
     });
 }
 
-/// Records a device-memory event of the calling thread (see `device.rs`).
-pub fn device(heap: &Heap, event: &crate::device::DeviceEvent<'_>) {
-    let api = intern::intern_string(event.api.as_bytes());
-    let stack = if event.op == crate::device::op::FREE {
-        Stack::No
-    } else {
-        Stack::Capture
+/// Stamps a release that a call of unknown length is about to make (a
+/// device free): the time now, with the thread's ring holding the
+/// watermark at or below it until [`unhold`]. 0 when not recording.
+pub fn hold(heap: &Heap) -> u64 {
+    if RECORDING.load(Ordering::Relaxed) == OFF {
+        return 0;
+    }
+    let was_busy = heap.rec.busy.replace(true);
+    let ticks = match heap.rec.ring() {
+        Some(ring) => {
+            let t = clock::ticks();
+            ring.hold(t);
+            t
+        }
+        None => 0,
     };
-    emit(heap, stack, clock::ticks(), |stack, time, _| {
+    heap.rec.busy.set(was_busy);
+    ticks
+}
+
+/// Ends [`hold`].
+pub fn unhold(heap: &Heap) {
+    let r = heap.rec.ring.get();
+    if !r.is_null() {
+        // SAFETY: rings are never unmapped.
+        unsafe { (*r).unhold() };
+    }
+}
+
+/// Records a device-memory event of the calling thread (see `device.rs`),
+/// with time `ticks` (0: now).
+pub fn device(heap: &Heap, event: &crate::device::DeviceEvent<'_>, ticks: u64) {
+    let api = intern::intern_string(event.api.as_bytes());
+    let stack = if crate::device::op::carries_stack(event.op) {
+        Stack::Capture
+    } else {
+        Stack::No
+    };
+    emit(heap, stack, 0, |stack, time, _| {
         RawEvent::Device {
-            time,
+            // A release's time was read before the memory was released
+            // (the ring held the watermark for it meanwhile).
+            time: if ticks != 0 { ticks.min(time) } else { time },
             op: event.op,
             memory: event.memory,
             device: event.device,
@@ -866,6 +898,7 @@ pub fn device(heap: &Heap, event: &crate::device::DeviceEvent<'_>) {
             address: event.address,
             size: event.size,
             stack,
+            handle: event.handle,
         }
     });
 }

@@ -38,6 +38,10 @@ pub struct Ring {
     /// Ticks of the thread's latest event (producer only): the next
     /// event's time is at least this.
     last_ticks: AtomicU64,
+    /// While the producer is inside a call whose event will carry a time
+    /// read at the call's start (a device free: see `Ring::hold`), that
+    /// time; 0 otherwise. The watermark stays at or below it too.
+    held: AtomicU64,
     /// Bytes consumed by the writer, in total.
     tail: AtomicU64,
     /// FREE, ACTIVE or CLOSED.
@@ -123,6 +127,7 @@ impl Ring {
         let t = self.tail.load(Ordering::Relaxed);
         self.head.store(t, Ordering::Relaxed);
         self.busy.store(0, Ordering::Relaxed);
+        self.held.store(0, Ordering::Relaxed);
         self.last_ticks
             .store(crate::record::clock::ticks(), Ordering::Relaxed);
         self.announced.store(0, Ordering::Relaxed);
@@ -269,11 +274,26 @@ impl Ring {
         true
     }
 
+    /// Holds the watermark at or below `ticks` until [`Ring::unhold`]: an
+    /// event stamped `ticks` will be published after a call of unknown
+    /// length (the events the thread makes meanwhile publish as usual).
+    pub fn hold(&self, ticks: u64) {
+        self.held.store(ticks.max(1), Ordering::Relaxed);
+    }
+
+    /// Ends [`Ring::hold`] (after the held event is published).
+    pub fn unhold(&self) {
+        self.held.store(0, Ordering::Release);
+    }
+
     /// While an event is being produced, a lower bound of its time.
     pub fn busy_bound(&self) -> Option<u64> {
-        match self.busy.load(Ordering::Acquire) {
-            0 => None,
-            t => Some(t),
+        let busy = self.busy.load(Ordering::Acquire);
+        let held = self.held.load(Ordering::Acquire);
+        match (busy, held) {
+            (0, 0) => None,
+            (0, t) | (t, 0) => Some(t),
+            (a, b) => Some(a.min(b)),
         }
     }
 
@@ -315,6 +335,7 @@ impl Ring {
         self.tail
             .store(self.head.load(Ordering::Relaxed), Ordering::Relaxed);
         self.busy.store(0, Ordering::Relaxed);
+        self.held.store(0, Ordering::Relaxed);
     }
 
     /// The thread name as bytes.

@@ -213,6 +213,9 @@ pub enum EventKind {
         size: u64,
         /// Stack trie id (0 for a free).
         stack: u64,
+        /// The physical allocation a map or retain refers to (0 for other
+        /// operations).
+        handle: u64,
     },
     /// A block a leak scan found unreachable.
     Leak {
@@ -1031,6 +1034,7 @@ pub(crate) fn event_of(raw: RawEvent) -> Event {
             address,
             size,
             stack,
+            handle,
         } => Event {
             time,
             kind: EventKind::Device {
@@ -1041,6 +1045,7 @@ pub(crate) fn event_of(raw: RawEvent) -> Event {
                 address,
                 size,
                 stack,
+                handle,
             },
         },
         RawEvent::Leak {

@@ -200,6 +200,9 @@ pub enum RawEvent {
         size: u64,
         /// Stack trie id (0 for a free).
         stack: u64,
+        /// The physical allocation a map or retain refers to (0 for other
+        /// operations).
+        handle: u64,
     },
 }
 
@@ -456,6 +459,7 @@ impl ThreadCodec {
                 address,
                 size,
                 stack,
+                handle,
                 ..
             } => {
                 put_u8(c, head(kind::EXTENDED, 0));
@@ -468,6 +472,9 @@ impl ThreadCodec {
                 put_uvar(c, address);
                 put_uvar(c, size);
                 put_uvar(c, stack);
+                if super::device::op::carries_handle(op) {
+                    put_uvar(c, handle);
+                }
             }
         }
     }
@@ -612,16 +619,24 @@ impl ThreadCodec {
                     direct: [r.uvar()?, r.uvar()?],
                     indirect: [r.uvar()?, r.uvar()?],
                 },
-                kind::EXT_DEVICE => RawEvent::Device {
-                    time,
-                    op: r.u8()?,
-                    memory: r.u8()?,
-                    device: u32::try_from(r.uvar()?).ok()?,
-                    api: r.uvar()?,
-                    address: r.uvar()?,
-                    size: r.uvar()?,
-                    stack: r.uvar()?,
-                },
+                kind::EXT_DEVICE => {
+                    let op = r.u8()?;
+                    RawEvent::Device {
+                        time,
+                        op,
+                        memory: r.u8()?,
+                        device: u32::try_from(r.uvar()?).ok()?,
+                        api: r.uvar()?,
+                        address: r.uvar()?,
+                        size: r.uvar()?,
+                        stack: r.uvar()?,
+                        handle: if super::device::op::carries_handle(op) {
+                            r.uvar()?
+                        } else {
+                            0
+                        },
+                    }
+                }
                 kind::EXT_ACCESS => {
                     let address = r.uvar()?;
                     let write = match r.u8()? {

@@ -25,9 +25,10 @@ pub const MAGIC: &[u8; 8] = b"MEMTALLY";
 /// The format version this code writes.
 ///
 /// Version 2 added the scope events (an event kind of 7 with a sub-kind);
-/// version 3 the device-memory events (sub-kind 6). An older trace is a
-/// newer one without them, so all are read.
-pub const VERSION: u64 = 3;
+/// version 3 the device-memory events (sub-kind 6); version 4 their map,
+/// unmap, retain and gauge operations (with a handle field). An older
+/// trace is a newer one without them, so all are read.
+pub const VERSION: u64 = 4;
 /// The oldest format version this code reads.
 pub const MIN_VERSION: u64 = 1;
 
@@ -84,6 +85,30 @@ pub mod device {
         /// An allocation failed (out of memory, most often): its size is
         /// what was asked for.
         pub const FAILED: u8 = 2;
+        /// A virtual range was mapped onto physical memory (`cuMemMap`):
+        /// the address and size of the range, the physical allocation's
+        /// handle. The mapping holds a reference to the physical memory.
+        pub const MAP: u8 = 3;
+        /// A virtual range was unmapped (`cuMemUnmap`): every mapping in
+        /// it lets go of its physical memory.
+        pub const UNMAP: u8 = 4;
+        /// One more reference to a physical allocation
+        /// (`cuMemRetainAllocationHandle`), given back by a release.
+        pub const RETAIN: u8 = 5;
+        /// A sampled level, not an allocation: the size is how many bytes
+        /// the object at the address holds now (a stream-ordered pool's
+        /// reserved bytes; 0 when it is gone).
+        pub const GAUGE: u8 = 6;
+
+        /// Does an event of this operation carry a handle?
+        pub fn carries_handle(op: u8) -> bool {
+            op == MAP || op == RETAIN
+        }
+
+        /// Does an event of this operation carry a stack?
+        pub fn carries_stack(op: u8) -> bool {
+            op == ALLOC || op == FAILED
+        }
     }
 
     /// Which memory.
@@ -96,10 +121,18 @@ pub mod device {
         pub const HOST_PINNED: u8 = 2;
         /// Stream-ordered allocations from a memory pool (logical bytes).
         pub const POOL: u8 = 3;
-        /// Physical memory of the virtual memory management API.
+        /// Physical memory of the virtual memory management API, keyed by
+        /// its handle (`cuMemCreate`), live until released and unmapped.
         pub const VMM: u8 = 4;
+        /// Reserved virtual address space (`cuMemAddressReserve`): no
+        /// memory behind it until mapped, so never in a device's total.
+        pub const VIRTUAL: u8 = 5;
+        /// Host memory registered with a network adapter (RDMA memory
+        /// regions), keyed by the region's handle: pinned, and already
+        /// counted where it was allocated, so never in a device's total.
+        pub const REGISTERED: u8 = 6;
         /// The most kinds a reader counts apart.
-        pub const COUNT: usize = 5;
+        pub const COUNT: usize = 7;
     }
 
     /// The `device` of host memory.
@@ -113,14 +146,37 @@ pub mod device {
             memory::HOST_PINNED => "pinned host",
             memory::POOL => "stream-ordered pool",
             memory::VMM => "virtual memory (physical)",
+            memory::VIRTUAL => "reserved address space",
+            memory::REGISTERED => "registered (pinned for a NIC)",
             _ => "other",
         }
     }
 
-    /// Is memory of this kind addressed on the host (so a free of it is
-    /// looked up among host addresses)?
+    /// Is memory of this kind on the host side (recorded with device
+    /// [`HOST`])?
     pub fn host_side(memory: u8) -> bool {
-        memory == memory::HOST_PINNED
+        memory == memory::HOST_PINNED || memory == memory::REGISTERED
+    }
+
+    /// The key space a block of this kind is found in by its address: a
+    /// free names the address only, so kinds that share an address space
+    /// share a key space (device-side addresses are unified: `cuMemFree`
+    /// frees device, managed and pool memory alike), and handles are kept
+    /// apart from addresses.
+    pub fn key_space(memory: u8) -> u8 {
+        match memory {
+            memory::HOST_PINNED => 1,
+            memory::VMM => 2,
+            memory::VIRTUAL => 3,
+            memory::REGISTERED => 4,
+            _ => 0,
+        }
+    }
+
+    /// Do blocks of this kind count in their device's total (new memory,
+    /// not address space or a registration of memory counted elsewhere)?
+    pub fn counts_in_total(memory: u8) -> bool {
+        memory != memory::VIRTUAL && memory != memory::REGISTERED
     }
 }
 

@@ -165,7 +165,7 @@ fn event_strategy() -> impl Strategy<Value = (u64, RawEvent)> {
                 address,
                 write
             }),
-            (any::<[u8; 2]>(), any::<u32>(), any::<[u64; 4]>()).prop_map(|(b, device, n)| {
+            (any::<[u8; 2]>(), any::<u32>(), any::<[u64; 5]>()).prop_map(|(b, device, n)| {
                 RawEvent::Device {
                     time: 0,
                     op: b[0],
@@ -175,6 +175,12 @@ fn event_strategy() -> impl Strategy<Value = (u64, RawEvent)> {
                     address: n[1],
                     size: n[2],
                     stack: n[3],
+                    // Only the operations that carry one keep it.
+                    handle: if crate::trace::device::op::carries_handle(b[0]) {
+                        n[4]
+                    } else {
+                        0
+                    },
                 }
             }),
         ],
@@ -269,6 +275,7 @@ fn with_time(e: RawEvent, t: u64) -> RawEvent {
             address,
             size,
             stack,
+            handle,
             ..
         } => RawEvent::Device {
             time: t,
@@ -279,6 +286,7 @@ fn with_time(e: RawEvent, t: u64) -> RawEvent {
             address,
             size,
             stack,
+            handle,
         },
         RawEvent::Leak {
             address,

@@ -13,15 +13,15 @@ use core::sync::atomic::{AtomicUsize, Ordering};
 
 use memtally_alloc::device::{DeviceEvent, HOST, memory, op};
 
-use super::{CUDA_ERROR_NOT_INITIALIZED, Id, next_or};
+use super::{CUDA_ERROR_NOT_INITIALIZED, Id, next_or, pools};
 use crate::call::DriverCall;
 
-type CUresult = c_int;
-type CUdeviceptr = u64;
+pub(super) type CUresult = c_int;
+pub(super) type CUdeviceptr = u64;
 
 /// Records an allocation of `size` bytes at `address` (a failure when
 /// `result` is not success) on the current context's device.
-fn allocated(call: &DriverCall, result: CUresult, kind: u8, address: u64, size: u64) {
+pub(super) fn allocated(call: &DriverCall, result: CUresult, kind: u8, address: u64, size: u64) {
     if !call.records() {
         return;
     }
@@ -30,6 +30,21 @@ fn allocated(call: &DriverCall, result: CUresult, kind: u8, address: u64, size: 
     } else {
         current_device()
     };
+    allocated_on(call, result, kind, device, address, size);
+}
+
+/// Records an allocation (or failure) on `device`.
+pub(super) fn allocated_on(
+    call: &DriverCall,
+    result: CUresult,
+    kind: u8,
+    device: u32,
+    address: u64,
+    size: u64,
+) {
+    if !call.records() {
+        return;
+    }
     let (op, address) = if result == 0 {
         (op::ALLOC, address)
     } else {
@@ -42,35 +57,35 @@ fn allocated(call: &DriverCall, result: CUresult, kind: u8, address: u64, size: 
         api: call.api(),
         address,
         size,
+        handle: 0,
     });
 }
 
 /// Records the free of `address`.
-fn freed(call: &DriverCall, result: CUresult, kind: u8, address: u64) {
+pub(super) fn freed(call: &DriverCall, result: CUresult, kind: u8, address: u64) {
     if result != 0 || address == 0 || !call.records() {
         return;
     }
-    memtally_alloc::device::record(&DeviceEvent {
+    let event = DeviceEvent {
         op: op::FREE,
         memory: kind,
         device: if memory_on_host(kind) { HOST } else { 0 },
         api: call.api(),
         address,
         size: 0,
-    });
+        handle: 0,
+    };
+    memtally_alloc::device::record_at(&event, call.released());
 }
 
 fn memory_on_host(kind: u8) -> bool {
     memtally_alloc::trace::device::host_side(kind)
 }
 
-/// The driver's `cuCtxGetDevice` (1: none).
-static CTX_GET_DEVICE: AtomicUsize = AtomicUsize::new(0);
-
-/// The device of the calling thread's current context (0 if the driver
-/// cannot say).
-fn current_device() -> u32 {
-    let mut f = CTX_GET_DEVICE.load(Ordering::Acquire);
+/// A driver function we call ourselves (not a wrapped one): found once in
+/// the loaded `libcuda.so.1` and kept in `cache` (1: there is none).
+pub(super) fn driver_function(cache: &AtomicUsize, name: &core::ffi::CStr) -> Option<usize> {
+    let mut f = cache.load(Ordering::Acquire);
     if f == 0 {
         // SAFETY: dlopen with RTLD_NOLOAD only returns a handle of a library
         // already loaded (the driver, which the call just went to).
@@ -83,14 +98,23 @@ fn current_device() -> u32 {
         let p = if h.is_null() {
             0
         } else {
-            crate::dl::symbol_in(h, c"cuCtxGetDevice")
+            crate::dl::symbol_in(h, name)
         };
         f = if p == 0 { 1 } else { p };
-        CTX_GET_DEVICE.store(f, Ordering::Release);
+        cache.store(f, Ordering::Release);
     }
-    if f == 1 {
+    (f != 1).then_some(f)
+}
+
+/// The driver's `cuCtxGetDevice`.
+static CTX_GET_DEVICE: AtomicUsize = AtomicUsize::new(0);
+
+/// The device of the calling thread's current context (0 if the driver
+/// cannot say).
+pub(super) fn current_device() -> u32 {
+    let Some(f) = driver_function(&CTX_GET_DEVICE, c"cuCtxGetDevice") else {
         return 0;
-    }
+    };
     // SAFETY: the driver's cuCtxGetDevice(CUdevice *).
     let get =
         unsafe { core::mem::transmute::<usize, unsafe extern "C" fn(*mut c_int) -> CUresult>(f) };
@@ -104,7 +128,7 @@ fn current_device() -> u32 {
 }
 
 /// Reads the pointer a successful allocation wrote.
-fn out<T: Copy + Default>(p: *const T, result: CUresult) -> T {
+pub(super) fn out<T: Copy + Default>(p: *const T, result: CUresult) -> T {
     if result != 0 || p.is_null() {
         return T::default();
     }
@@ -170,7 +194,7 @@ pub unsafe extern "C" fn cuMemFree_v2(dptr: CUdeviceptr) -> CUresult {
         unsafe extern "C" fn(CUdeviceptr) -> CUresult,
         CUDA_ERROR_NOT_INITIALIZED
     );
-    let call = DriverCall::enter("cuMemFree_v2");
+    let call = DriverCall::enter_release("cuMemFree_v2");
     // SAFETY: the caller's argument, passed on.
     let r = unsafe { next(dptr) };
     freed(&call, r, memory::DEVICE, dptr);
@@ -262,7 +286,7 @@ pub unsafe extern "C" fn cuMemFreeHost(p: *mut c_void) -> CUresult {
         unsafe extern "C" fn(*mut c_void) -> CUresult,
         CUDA_ERROR_NOT_INITIALIZED
     );
-    let call = DriverCall::enter("cuMemFreeHost");
+    let call = DriverCall::enter_release("cuMemFreeHost");
     // SAFETY: the caller's argument, passed on.
     let r = unsafe { next(p) };
     freed(&call, r, memory::HOST_PINNED, p as u64);
@@ -274,117 +298,98 @@ type AllocFromPool =
     unsafe extern "C" fn(*mut CUdeviceptr, usize, *mut c_void, *mut c_void) -> CUresult;
 type FreeAsync = unsafe extern "C" fn(CUdeviceptr, *mut c_void) -> CUresult;
 
-/// `cuMemAllocAsync` (legacy default stream).
-///
-/// # Safety
-/// As the driver's.
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn cuMemAllocAsync(
-    dptr: *mut CUdeviceptr,
-    size: usize,
-    stream: *mut c_void,
-) -> CUresult {
-    let next = next_or!(Id::MemAllocAsync, AllocAsync, CUDA_ERROR_NOT_INITIALIZED);
-    let call = DriverCall::enter("cuMemAllocAsync");
-    // SAFETY: the caller's arguments, passed on.
-    let r = unsafe { next(dptr, size, stream) };
-    allocated(&call, r, memory::POOL, out(dptr, r), size as u64);
-    r
+/// The stream-ordered calls come in twins, for the legacy and the
+/// per-thread default stream (`_ptsz`): one definition each.
+macro_rules! stream_ordered {
+    ($(#[$doc:meta])* alloc $name:ident, $id:ident) => {
+        $(#[$doc])*
+        ///
+        /// # Safety
+        /// As the driver's.
+        #[unsafe(no_mangle)]
+        pub unsafe extern "C" fn $name(
+            dptr: *mut CUdeviceptr,
+            size: usize,
+            stream: *mut c_void,
+        ) -> CUresult {
+            let next = next_or!(Id::$id, AllocAsync, CUDA_ERROR_NOT_INITIALIZED);
+            let call = DriverCall::enter(stringify!($name));
+            // SAFETY: the caller's arguments, passed on.
+            let r = unsafe { next(dptr, size, stream) };
+            if call.records() {
+                let (pool, device) = pools::current_pool();
+                pools::follow(pool, device);
+                allocated_on(&call, r, memory::POOL, device, out(dptr, r), size as u64);
+                pools::sample(&call);
+            }
+            r
+        }
+    };
+    ($(#[$doc:meta])* from_pool $name:ident, $id:ident) => {
+        $(#[$doc])*
+        ///
+        /// # Safety
+        /// As the driver's.
+        #[unsafe(no_mangle)]
+        pub unsafe extern "C" fn $name(
+            dptr: *mut CUdeviceptr,
+            size: usize,
+            pool: *mut c_void,
+            stream: *mut c_void,
+        ) -> CUresult {
+            let next = next_or!(Id::$id, AllocFromPool, CUDA_ERROR_NOT_INITIALIZED);
+            let call = DriverCall::enter(stringify!($name));
+            // SAFETY: the caller's arguments, passed on.
+            let r = unsafe { next(dptr, size, pool, stream) };
+            if call.records() {
+                pools::follow(pool as usize, current_device());
+                allocated(&call, r, memory::POOL, out(dptr, r), size as u64);
+                pools::sample(&call);
+            }
+            r
+        }
+    };
+    ($(#[$doc:meta])* free $name:ident, $id:ident) => {
+        $(#[$doc])*
+        ///
+        /// # Safety
+        /// As the driver's.
+        #[unsafe(no_mangle)]
+        pub unsafe extern "C" fn $name(dptr: CUdeviceptr, stream: *mut c_void) -> CUresult {
+            let next = next_or!(Id::$id, FreeAsync, CUDA_ERROR_NOT_INITIALIZED);
+            let call = DriverCall::enter_release(stringify!($name));
+            // SAFETY: the caller's arguments, passed on.
+            let r = unsafe { next(dptr, stream) };
+            freed(&call, r, memory::POOL, dptr);
+            pools::sample(&call);
+            r
+        }
+    };
 }
 
-/// `cuMemAllocAsync_ptsz` (per-thread default stream).
-///
-/// # Safety
-/// As the driver's.
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn cuMemAllocAsync_ptsz(
-    dptr: *mut CUdeviceptr,
-    size: usize,
-    stream: *mut c_void,
-) -> CUresult {
-    let next = next_or!(
-        Id::MemAllocAsync_ptsz,
-        AllocAsync,
-        CUDA_ERROR_NOT_INITIALIZED
-    );
-    let call = DriverCall::enter("cuMemAllocAsync_ptsz");
-    // SAFETY: the caller's arguments, passed on.
-    let r = unsafe { next(dptr, size, stream) };
-    allocated(&call, r, memory::POOL, out(dptr, r), size as u64);
-    r
-}
-
-/// `cuMemAllocFromPoolAsync`.
-///
-/// # Safety
-/// As the driver's.
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn cuMemAllocFromPoolAsync(
-    dptr: *mut CUdeviceptr,
-    size: usize,
-    pool: *mut c_void,
-    stream: *mut c_void,
-) -> CUresult {
-    let next = next_or!(
-        Id::MemAllocFromPoolAsync,
-        AllocFromPool,
-        CUDA_ERROR_NOT_INITIALIZED
-    );
-    let call = DriverCall::enter("cuMemAllocFromPoolAsync");
-    // SAFETY: the caller's arguments, passed on.
-    let r = unsafe { next(dptr, size, pool, stream) };
-    allocated(&call, r, memory::POOL, out(dptr, r), size as u64);
-    r
-}
-
-/// `cuMemAllocFromPoolAsync_ptsz`.
-///
-/// # Safety
-/// As the driver's.
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn cuMemAllocFromPoolAsync_ptsz(
-    dptr: *mut CUdeviceptr,
-    size: usize,
-    pool: *mut c_void,
-    stream: *mut c_void,
-) -> CUresult {
-    let next = next_or!(
-        Id::MemAllocFromPoolAsync_ptsz,
-        AllocFromPool,
-        CUDA_ERROR_NOT_INITIALIZED
-    );
-    let call = DriverCall::enter("cuMemAllocFromPoolAsync_ptsz");
-    // SAFETY: the caller's arguments, passed on.
-    let r = unsafe { next(dptr, size, pool, stream) };
-    allocated(&call, r, memory::POOL, out(dptr, r), size as u64);
-    r
-}
-
-/// `cuMemFreeAsync`: recorded when called (stream-ordered: the memory
-/// goes back to its pool when the stream reaches the free).
-///
-/// # Safety
-/// As the driver's.
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn cuMemFreeAsync(dptr: CUdeviceptr, stream: *mut c_void) -> CUresult {
-    let next = next_or!(Id::MemFreeAsync, FreeAsync, CUDA_ERROR_NOT_INITIALIZED);
-    let call = DriverCall::enter("cuMemFreeAsync");
-    // SAFETY: the caller's arguments, passed on.
-    let r = unsafe { next(dptr, stream) };
-    freed(&call, r, memory::POOL, dptr);
-    r
-}
-
-/// `cuMemFreeAsync_ptsz`.
-///
-/// # Safety
-/// As the driver's.
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn cuMemFreeAsync_ptsz(dptr: CUdeviceptr, stream: *mut c_void) -> CUresult {
-    let next = next_or!(Id::MemFreeAsync_ptsz, FreeAsync, CUDA_ERROR_NOT_INITIALIZED);
-    let call = DriverCall::enter("cuMemFreeAsync_ptsz");
-    // SAFETY: the caller's arguments, passed on.
-    let r = unsafe { next(dptr, stream) };
-    freed(&call, r, memory::POOL, dptr);
-    r
-}
+stream_ordered!(
+    /// `cuMemAllocAsync` (legacy default stream): from the current
+    /// device's current pool.
+    alloc cuMemAllocAsync, MemAllocAsync
+);
+stream_ordered!(
+    /// `cuMemAllocAsync_ptsz` (per-thread default stream).
+    alloc cuMemAllocAsync_ptsz, MemAllocAsync_ptsz
+);
+stream_ordered!(
+    /// `cuMemAllocFromPoolAsync`.
+    from_pool cuMemAllocFromPoolAsync, MemAllocFromPoolAsync
+);
+stream_ordered!(
+    /// `cuMemAllocFromPoolAsync_ptsz`.
+    from_pool cuMemAllocFromPoolAsync_ptsz, MemAllocFromPoolAsync_ptsz
+);
+stream_ordered!(
+    /// `cuMemFreeAsync`: recorded when called (stream-ordered: the memory
+    /// goes back to its pool when the stream reaches the free).
+    free cuMemFreeAsync, MemFreeAsync
+);
+stream_ordered!(
+    /// `cuMemFreeAsync_ptsz`.
+    free cuMemFreeAsync_ptsz, MemFreeAsync_ptsz
+);

@@ -10,8 +10,10 @@
 //! `-lcuda` calls our export through the PLT).
 
 mod driver;
+mod pools;
 mod procaddr;
 mod runtime;
+mod vmm;
 
 use core::ffi::{CStr, c_void};
 use core::sync::atomic::{AtomicUsize, Ordering};
@@ -127,6 +129,16 @@ slots! {
     MemAllocFromPoolAsync_ptsz = c"cuMemAllocFromPoolAsync_ptsz" in b"libcuda.so" => driver::cuMemAllocFromPoolAsync_ptsz;
     MemFreeAsync = c"cuMemFreeAsync" in b"libcuda.so" => driver::cuMemFreeAsync;
     MemFreeAsync_ptsz = c"cuMemFreeAsync_ptsz" in b"libcuda.so" => driver::cuMemFreeAsync_ptsz;
+    MemPoolCreate = c"cuMemPoolCreate" in b"libcuda.so" => pools::cuMemPoolCreate;
+    MemPoolDestroy = c"cuMemPoolDestroy" in b"libcuda.so" => pools::cuMemPoolDestroy;
+    MemPoolTrimTo = c"cuMemPoolTrimTo" in b"libcuda.so" => pools::cuMemPoolTrimTo;
+    MemAddressReserve = c"cuMemAddressReserve" in b"libcuda.so" => vmm::cuMemAddressReserve;
+    MemAddressFree = c"cuMemAddressFree" in b"libcuda.so" => vmm::cuMemAddressFree;
+    MemCreate = c"cuMemCreate" in b"libcuda.so" => vmm::cuMemCreate;
+    MemRelease = c"cuMemRelease" in b"libcuda.so" => vmm::cuMemRelease;
+    MemMap = c"cuMemMap" in b"libcuda.so" => vmm::cuMemMap;
+    MemUnmap = c"cuMemUnmap" in b"libcuda.so" => vmm::cuMemUnmap;
+    MemRetainAllocationHandle = c"cuMemRetainAllocationHandle" in b"libcuda.so" => vmm::cuMemRetainAllocationHandle;
     GetProcAddress = c"cuGetProcAddress" in b"libcuda.so" => procaddr::cuGetProcAddress;
     GetProcAddress_v2 = c"cuGetProcAddress_v2" in b"libcuda.so" => procaddr::cuGetProcAddress_v2;
     cudaMalloc = c"cudaMalloc" in b"libcudart" => runtime::cudaMalloc;

@@ -2,13 +2,24 @@
 //! kept apart from the heap's counters (a GPU's gigabytes are not heap
 //! bytes, and a device address may equal a host one).
 //!
-//! Blocks are keyed by (host side, address): a free names the address
-//! only, and `cuMemFree` frees device, managed and pool memory alike, so
-//! every device-side kind shares one address space, as CUDA's unified
-//! addressing makes it. Per device: live and peak bytes (overall and per
-//! memory kind), allocations, frees, failures; per (device, site): what it
-//! allocated and holds. Frees of addresses never seen allocated (memory
+//! Blocks are keyed by (key space, address) (`trace::device::key_space`):
+//! a free names the address only, and `cuMemFree` frees device, managed
+//! and pool memory alike, so every device-side kind shares one address
+//! space, as CUDA's unified addressing makes it; handles (virtual-memory
+//! physical allocations, RDMA registrations) and reserved address ranges
+//! have spaces of their own. Per device: live and peak bytes (overall,
+//! which counts new memory only, and per memory kind), allocations, frees,
+//! failures, and the reserved bytes of its stream-ordered pools (a sampled
+//! level beside the pools' logical live bytes); per (device, site): what
+//! it allocated and holds. Frees of addresses never seen allocated (memory
 //! allocated before an attach) are counted, never guessed at.
+//!
+//! Virtual-memory physical allocations are reference counted as CUDA does
+//! it: `cuMemCreate` holds one reference, each mapping one, each
+//! `cuMemRetainAllocationHandle` one; `cuMemRelease` and `cuMemUnmap` give
+//! them back, and the memory is freed (and counted freed) at the last.
+//! While mapped, such a block is shown at its mapped address, its bytes
+//! attributed to the stack that created it.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -38,6 +49,23 @@ pub struct DeviceBlock {
     pub thread: u64,
     /// Ticks of the allocation.
     pub ticks: u64,
+    /// References held (virtual-memory physical allocations: creation,
+    /// mappings, retains; 1 for every other kind).
+    pub refs: u32,
+    /// Where it is mapped (virtual-memory physical allocations; 0 when
+    /// not mapped).
+    pub mapped_at: u64,
+}
+
+impl DeviceBlock {
+    /// The address to show it at: where it is mapped, else its own.
+    pub fn shown_address(&self) -> u64 {
+        if self.mapped_at != 0 {
+            self.mapped_at
+        } else {
+            self.address
+        }
+    }
 }
 
 /// Counts of one memory kind on one device.
@@ -64,12 +92,16 @@ pub struct DeviceTotals {
     pub peak_ticks: u64,
     /// Per memory kind (`memory::*`; the last entry counts other kinds).
     pub by_memory: [KindTotals; memory::COUNT + 1],
-    /// Frees seen.
+    /// Frees seen (of kinds counted in `all`).
     pub frees: u64,
     /// Failed allocations.
     pub failures: u64,
     /// Bytes the failed allocations asked for.
     pub failed_bytes: u64,
+    /// Bytes its stream-ordered pools hold from it now (sampled).
+    pub pool_reserved: u64,
+    /// The most bytes its pools held at once.
+    pub pool_reserved_peak: u64,
 }
 
 /// What one site allocated on one device.
@@ -113,11 +145,16 @@ pub struct DeviceFailure {
 /// The device-memory part of the analysis model.
 #[derive(Clone, Debug, Default)]
 pub struct DeviceMemory {
-    live: HashMap<(bool, u64), DeviceBlock>,
+    live: HashMap<(u8, u64), DeviceBlock>,
+    /// Mapped virtual ranges by start: (length, physical handle).
+    mappings: BTreeMap<u64, (u64, u64)>,
+    /// Pools' last levels: pool -> (device, reserved bytes).
+    pools: HashMap<u64, (u32, u64)>,
     devices: BTreeMap<u32, DeviceTotals>,
     sites: HashMap<(u32, StackId), DeviceSite>,
     failures: Vec<DeviceFailure>,
     unknown_frees: u64,
+    reused_while_live: u64,
     events: u64,
 }
 
@@ -142,6 +179,8 @@ pub struct DeviceEvent {
     pub size: u64,
     /// Stack.
     pub stack: StackId,
+    /// The physical allocation of a map or retain.
+    pub handle: u64,
 }
 
 impl DeviceMemory {
@@ -151,6 +190,16 @@ impl DeviceMemory {
         match e.op {
             op::ALLOC => self.allocated(e),
             op::FREE => self.freed(e),
+            op::MAP => self.mapped(e),
+            op::UNMAP => self.unmapped(e),
+            op::RETAIN => match self
+                .live
+                .get_mut(&(device::key_space(memory::VMM), e.handle))
+            {
+                Some(b) => b.refs += 1,
+                None => self.unknown_frees += 1,
+            },
+            op::GAUGE => self.level(e),
             op::FAILED => {
                 let d = self.devices.entry(e.device).or_default();
                 d.failures += 1;
@@ -173,10 +222,12 @@ impl DeviceMemory {
     }
 
     fn allocated(&mut self, e: &DeviceEvent) {
-        let key = (device::host_side(e.memory), e.address);
+        let key = (device::key_space(e.memory), e.address);
         // Allocated again while live: its free was not seen; the old
         // block goes first, so that nothing counts twice.
-        self.take(key);
+        if self.take(key).is_some() {
+            self.reused_while_live += 1;
+        }
         let block = DeviceBlock {
             address: e.address,
             memory: e.memory,
@@ -186,12 +237,16 @@ impl DeviceMemory {
             api: e.api,
             thread: e.thread,
             ticks: e.ticks,
+            refs: 1,
+            mapped_at: 0,
         };
         self.live.insert(key, block);
         let d = self.devices.entry(e.device).or_default();
-        grow(&mut d.all, e.size);
-        if d.all.live_bytes == d.all.peak_bytes {
-            d.peak_ticks = e.ticks;
+        if device::counts_in_total(e.memory) {
+            grow(&mut d.all, e.size);
+            if d.all.live_bytes == d.all.peak_bytes {
+                d.peak_ticks = e.ticks;
+            }
         }
         grow(&mut d.by_memory[kind_index(e.memory)], e.size);
         let s = self.sites.entry((e.device, e.stack)).or_insert(DeviceSite {
@@ -207,18 +262,87 @@ impl DeviceMemory {
     }
 
     fn freed(&mut self, e: &DeviceEvent) {
-        let key = (device::host_side(e.memory), e.address);
-        match self.take(key) {
-            Some(b) => self.devices.entry(b.device).or_default().frees += 1,
+        let key = (device::key_space(e.memory), e.address);
+        self.release(key);
+    }
+
+    /// Gives back one reference to the block at `key`, freeing it at the
+    /// last.
+    fn release(&mut self, key: (u8, u64)) {
+        match self.live.get_mut(&key) {
+            Some(b) if b.refs > 1 => b.refs -= 1,
+            Some(_) => {
+                if let Some(b) = self.take(key)
+                    && device::counts_in_total(b.memory)
+                {
+                    self.devices.entry(b.device).or_default().frees += 1;
+                }
+            }
             None => self.unknown_frees += 1,
         }
     }
 
+    /// A virtual range mapped onto a physical allocation.
+    fn mapped(&mut self, e: &DeviceEvent) {
+        let key = (device::key_space(memory::VMM), e.handle);
+        let Some(b) = self.live.get_mut(&key) else {
+            self.unknown_frees += 1;
+            return;
+        };
+        b.refs += 1;
+        if b.mapped_at == 0 {
+            b.mapped_at = e.address;
+        }
+        self.mappings.insert(e.address, (e.size, e.handle));
+    }
+
+    /// A virtual range unmapped: every mapping that starts in it lets go
+    /// of its physical allocation.
+    fn unmapped(&mut self, e: &DeviceEvent) {
+        let end = e.address.saturating_add(e.size.max(1));
+        let gone: Vec<(u64, u64)> = self
+            .mappings
+            .range(e.address..end)
+            .map(|(&at, &(_, handle))| (at, handle))
+            .collect();
+        for (at, handle) in gone {
+            self.mappings.remove(&at);
+            let key = (device::key_space(memory::VMM), handle);
+            if let Some(b) = self.live.get_mut(&key)
+                && b.mapped_at == at
+            {
+                b.mapped_at = 0;
+            }
+            self.release(key);
+        }
+    }
+
+    /// A sampled level (a pool's reserved bytes).
+    fn level(&mut self, e: &DeviceEvent) {
+        if e.memory != memory::POOL {
+            return;
+        }
+        let old = self.pools.insert(e.address, (e.device, e.size));
+        if let Some((device, bytes)) = old
+            && let Some(d) = self.devices.get_mut(&device)
+        {
+            d.pool_reserved = d.pool_reserved.saturating_sub(bytes);
+        }
+        let d = self.devices.entry(e.device).or_default();
+        d.pool_reserved = d.pool_reserved.saturating_add(e.size);
+        d.pool_reserved_peak = d.pool_reserved_peak.max(d.pool_reserved);
+        if e.size == 0 {
+            self.pools.remove(&e.address);
+        }
+    }
+
     /// Takes the block at `key` out of every live count.
-    fn take(&mut self, key: (bool, u64)) -> Option<DeviceBlock> {
+    fn take(&mut self, key: (u8, u64)) -> Option<DeviceBlock> {
         let b = self.live.remove(&key)?;
         if let Some(d) = self.devices.get_mut(&b.device) {
-            shrink(&mut d.all, b.size);
+            if device::counts_in_total(b.memory) {
+                shrink(&mut d.all, b.size);
+            }
             shrink(&mut d.by_memory[kind_index(b.memory)], b.size);
         }
         if let Some(s) = self.sites.get_mut(&(b.device, b.stack)) {
@@ -253,9 +377,15 @@ impl DeviceMemory {
         &self.failures
     }
 
-    /// Frees of addresses never seen allocated.
+    /// Frees (and maps, unmaps, retains) of addresses or handles never
+    /// seen allocated.
     pub fn unknown_frees(&self) -> u64 {
         self.unknown_frees
+    }
+
+    /// Allocations at an address already live (its free was not seen).
+    pub fn reused_while_live(&self) -> u64 {
+        self.reused_while_live
     }
 }
 
@@ -274,4 +404,110 @@ fn grow(t: &mut KindTotals, size: u64) {
 fn shrink(t: &mut KindTotals, size: u64) {
     t.live_blocks = t.live_blocks.saturating_sub(1);
     t.live_bytes = t.live_bytes.saturating_sub(size);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(op: u8, memory: u8, address: u64, size: u64, handle: u64) -> DeviceEvent {
+        DeviceEvent {
+            ticks: 0,
+            thread: 1,
+            op,
+            memory,
+            device: 0,
+            api: 0,
+            address,
+            size,
+            stack: 7,
+            handle,
+        }
+    }
+
+    fn live(m: &DeviceMemory) -> u64 {
+        m.devices().map(|(_, t)| t.all.live_bytes).sum()
+    }
+
+    const HANDLE: u64 = 0x99;
+    const VA: u64 = 0x7000_0000;
+
+    /// Create, reserve, map, then release before unmapping (as frameworks
+    /// do): the physical memory lives until the unmap.
+    #[test]
+    fn a_released_physical_allocation_lives_until_its_last_mapping_goes() {
+        let mut m = DeviceMemory::default();
+        m.apply(&event(op::ALLOC, memory::VIRTUAL, VA, 4 << 20, 0));
+        m.apply(&event(op::ALLOC, memory::VMM, HANDLE, 2 << 20, 0));
+        m.apply(&event(op::MAP, memory::VMM, VA, 2 << 20, HANDLE));
+        assert_eq!(live(&m), 2 << 20, "address space is not memory");
+        let b = m.live().find(|b| b.memory == memory::VMM).unwrap();
+        assert_eq!(b.shown_address(), VA);
+        m.apply(&event(op::FREE, memory::VMM, HANDLE, 0, 0));
+        assert_eq!(live(&m), 2 << 20, "still mapped");
+        m.apply(&event(op::UNMAP, memory::VMM, VA, 2 << 20, 0));
+        assert_eq!(live(&m), 0);
+        m.apply(&event(op::FREE, memory::VIRTUAL, VA, 0, 0));
+        assert_eq!(m.live().count(), 0);
+        assert_eq!(m.unknown_frees(), 0);
+        let (_, t) = m.devices().next().unwrap();
+        assert_eq!(t.frees, 1, "address space is not counted as memory");
+        assert_eq!(t.by_memory[memory::VIRTUAL as usize].peak_bytes, 4 << 20);
+    }
+
+    /// Unmap first, then release; a retain needs its own release.
+    #[test]
+    fn retains_and_releases_balance_in_either_order() {
+        let mut m = DeviceMemory::default();
+        m.apply(&event(op::ALLOC, memory::VMM, HANDLE, 1 << 20, 0));
+        m.apply(&event(op::MAP, memory::VMM, VA, 1 << 20, HANDLE));
+        m.apply(&event(op::RETAIN, memory::VMM, VA, 0, HANDLE));
+        m.apply(&event(op::UNMAP, memory::VMM, VA, 1 << 20, 0));
+        m.apply(&event(op::FREE, memory::VMM, HANDLE, 0, 0));
+        assert_eq!(live(&m), 1 << 20, "the retain still holds it");
+        m.apply(&event(op::FREE, memory::VMM, HANDLE, 0, 0));
+        assert_eq!(live(&m), 0);
+        m.apply(&event(op::FREE, memory::VMM, HANDLE, 0, 0));
+        assert_eq!(m.unknown_frees(), 1, "a release too many");
+    }
+
+    /// One unmap over a range that holds two mappings lets go of both.
+    #[test]
+    fn an_unmap_of_a_range_releases_every_mapping_in_it() {
+        let mut m = DeviceMemory::default();
+        m.apply(&event(op::ALLOC, memory::VMM, 1, 1 << 20, 0));
+        m.apply(&event(op::ALLOC, memory::VMM, 2, 1 << 20, 0));
+        m.apply(&event(op::MAP, memory::VMM, VA, 1 << 20, 1));
+        m.apply(&event(op::MAP, memory::VMM, VA + (1 << 20), 1 << 20, 2));
+        m.apply(&event(op::FREE, memory::VMM, 1, 0, 0));
+        m.apply(&event(op::FREE, memory::VMM, 2, 0, 0));
+        assert_eq!(live(&m), 2 << 20);
+        m.apply(&event(op::UNMAP, memory::VMM, VA, 2 << 20, 0));
+        assert_eq!(live(&m), 0);
+    }
+
+    /// A pool's level is a gauge beside its logical bytes.
+    #[test]
+    fn pool_levels_replace_each_other_and_keep_their_peak() {
+        let mut m = DeviceMemory::default();
+        m.apply(&event(op::GAUGE, memory::POOL, 0x10, 4 << 20, 0));
+        m.apply(&event(op::GAUGE, memory::POOL, 0x20, 2 << 20, 0));
+        m.apply(&event(op::GAUGE, memory::POOL, 0x10, 2 << 20, 0));
+        let (_, t) = m.devices().next().unwrap();
+        assert_eq!((t.pool_reserved, t.pool_reserved_peak), (4 << 20, 6 << 20));
+        m.apply(&event(op::GAUGE, memory::POOL, 0x10, 0, 0));
+        m.apply(&event(op::GAUGE, memory::POOL, 0x20, 0, 0));
+        let (_, t) = m.devices().next().unwrap();
+        assert_eq!(t.pool_reserved, 0);
+        assert_eq!(live(&m), 0, "levels are not allocations");
+    }
+
+    #[test]
+    fn an_address_allocated_again_while_live_is_counted_once() {
+        let mut m = DeviceMemory::default();
+        m.apply(&event(op::ALLOC, memory::DEVICE, 0x1000, 100, 0));
+        m.apply(&event(op::ALLOC, memory::DEVICE, 0x1000, 300, 0));
+        assert_eq!(live(&m), 300);
+        assert_eq!(m.reused_while_live(), 1);
+    }
 }

@@ -29,7 +29,7 @@ mod weight;
 pub use counters::{Counters, Weight};
 pub use details::{Log2Bucket, Log2Histogram, SITE_SERIES_POINTS, SiteDetailRef};
 use details::{PendingLive, SiteDetail};
-pub use device::DeviceMemory;
+pub use device::{DeviceMemory, DeviceSite};
 pub use durations::Durations;
 pub use live::{LeakClass, LiveBlock, LiveMap};
 pub use series::{Point, Series};
@@ -621,6 +621,7 @@ impl Model {
                 address,
                 size,
                 stack,
+                handle,
             } => self.device.apply(&device::DeviceEvent {
                 ticks: time,
                 thread,
@@ -631,6 +632,7 @@ impl Model {
                 address,
                 size,
                 stack,
+                handle,
             }),
             EventKind::Error {
                 error,

@@ -516,6 +516,7 @@ pub fn run(setup: &Setup, ops: &[Timed]) -> Outcome {
                     co.rc_invalidations += u64::from(nodes.count_ones());
                 }
             }
+            Op::Failed { .. } => {}
         }
     }
     for (_, nodes) in pending.drain() {

@@ -270,6 +270,12 @@ pub enum Op {
     /// invalidations batched since the last one. Only the distributed
     /// models use it.
     Sync,
+    /// An allocation of `size` bytes that failed when recorded (RMM's
+    /// `allocate failure`): replays skip it, exports keep it.
+    Failed {
+        /// Bytes asked for.
+        size: u64,
+    },
 }
 
 impl Op {
@@ -329,6 +335,62 @@ pub fn read(path: &Path) -> Result<Recorded, crate::Error> {
         });
     }
     read_trace(path)
+}
+
+/// Reads the device-memory operations of `device` in the trace at `path`
+/// (what the gpu-shim saw: allocations, frees and failures of memory, not
+/// of address space, registrations or virtual-memory handles), as RMM
+/// logs one device.
+pub fn read_device(path: &Path, device: u32) -> Result<Recorded, crate::Error> {
+    use memtally_alloc::trace::device::{counts_in_total, key_space, memory, op};
+    let mut ops = Vec::new();
+    // Frees name an address only: the device of each live block.
+    let mut live: std::collections::HashMap<(u8, u64), u32> = std::collections::HashMap::new();
+    let analysis = Analysis::open_visiting(path, ModelOptions::default(), |item, _| {
+        let Ordered::Event(e) = item else { return };
+        let EventKind::Device {
+            op: o,
+            memory: m,
+            device: d,
+            address,
+            size,
+            stack,
+            ..
+        } = e.event.kind
+        else {
+            return;
+        };
+        if !counts_in_total(m) || m == memory::VMM {
+            return;
+        }
+        let key = (key_space(m), address);
+        let op = match o {
+            op::ALLOC => {
+                live.insert(key, d);
+                if d != device {
+                    return;
+                }
+                Op::Alloc {
+                    addr: address,
+                    size,
+                    align: 256,
+                }
+            }
+            op::FREE if live.remove(&key) == Some(device) => Op::Free { addr: address },
+            op::FAILED if d == device => Op::Failed { size },
+            _ => return,
+        };
+        ops.push(Timed {
+            op,
+            ticks: e.event.time,
+            stack,
+            thread: e.thread,
+        });
+    })?;
+    Ok(Recorded {
+        ops,
+        analysis: Some(analysis),
+    })
 }
 
 fn read_trace(path: &Path) -> Result<Recorded, crate::Error> {
@@ -601,7 +663,7 @@ pub fn run(
                     }
                 }
             }
-            Op::Access { .. } | Op::Sync => unreachable!("skipped above"),
+            Op::Access { .. } | Op::Sync | Op::Failed { .. } => unreachable!("skipped above"),
         }
         let s = heap.take_steps();
         if let Some(c) = clock {
@@ -671,7 +733,7 @@ fn ceiling(cfg: &Config, ops: &[Timed]) -> Option<u64> {
         .map(|t| match t.op {
             Op::Alloc { size, align, .. } => size + cfg.header + align.max(cfg.align),
             Op::Realloc { size, .. } => size + cfg.header + cfg.align,
-            Op::Free { .. } | Op::Access { .. } | Op::Sync => 0,
+            Op::Free { .. } | Op::Access { .. } | Op::Sync | Op::Failed { .. } => 0,
         })
         .sum();
     let c = total

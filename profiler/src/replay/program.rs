@@ -97,7 +97,7 @@ pub fn build(ops: &[Timed]) -> Program {
                 }
                 None => continue,
             },
-            Op::Access { .. } | Op::Sync => continue,
+            Op::Access { .. } | Op::Sync | Op::Failed { .. } => continue,
             Op::Realloc { old, addr, size } => {
                 let old = if old != 0 { slots.remove(&old) } else { None };
                 if let Some(o) = old {

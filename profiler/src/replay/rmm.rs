@@ -87,7 +87,8 @@ pub fn read(text: &str) -> Result<Vec<Timed>, String> {
                 size,
                 align: 256,
             },
-            "allocate" | "allocate failure" => continue,
+            "allocate failure" => Op::Failed { size },
+            "allocate" => continue,
             "free" => Op::Free { addr: pointer },
             a => return Err(format!("line {n}: unknown action {a:?}")),
         };
@@ -131,6 +132,9 @@ pub fn write(
                 let size = sizes.remove(&addr).unwrap_or(0);
                 writeln!(out, "{tid},{time},free,{addr:#x},{size},0")?;
             }
+            Op::Failed { size } => {
+                writeln!(out, "{tid},{time},allocate failure,(nil),{size},0")?;
+            }
             Op::Access { .. } | Op::Sync => {}
             Op::Realloc { old, addr, size } => {
                 if old != 0 {
@@ -156,7 +160,9 @@ mod tests {
             2342728,15:47:02:841970,allocate failure,(nil),99999999999,0\n\
             2342727,15:47:02.841977,free,0x10012400000,1048576,0\n";
         let ops = read(log).unwrap();
-        assert_eq!(ops.len(), 2);
+        assert_eq!(ops.len(), 3);
+        assert_eq!(ops[1].op, Op::Failed { size: 99999999999 });
+        let ops = [ops[0], ops[2]];
         assert_eq!(
             ops[0].op,
             Op::Alloc {

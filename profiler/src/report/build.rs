@@ -6,7 +6,7 @@ use super::ReportOptions;
 use super::schema::*;
 use super::text::plural;
 use crate::clock::Clock;
-use crate::model::{Counters, Durations, Model, Series, Site};
+use crate::model::{Counters, DeviceSite, Durations, Model, Series, Site};
 use crate::read::{Analysis, Ending};
 use crate::symbols::Symbolizer;
 use std::collections::HashMap;
@@ -173,6 +173,8 @@ fn device_report(model: &Model, b: &mut SiteBuilder<'_>, top: usize) -> Option<D
             frees: t.frees,
             failures: t.failures,
             failed_bytes: t.failed_bytes,
+            pool_reserved_bytes: t.pool_reserved,
+            peak_pool_reserved_bytes: t.pool_reserved_peak,
             by_memory: t
                 .by_memory
                 .iter()
@@ -188,10 +190,17 @@ fn device_report(model: &Model, b: &mut SiteBuilder<'_>, top: usize) -> Option<D
                 .collect(),
         })
         .collect();
+    // Memory before address space and registrations (whose bytes are
+    // not new memory), then by bytes live, then allocated.
     let mut sites: Vec<_> = dm.sites().collect();
-    sites.sort_by(|(ka, a), (kb, b)| {
-        (b.live_bytes, b.bytes_allocated, ka).cmp(&(a.live_bytes, a.bytes_allocated, kb))
-    });
+    let rank = |s: &DeviceSite| {
+        (
+            device::counts_in_total(s.memory),
+            s.live_bytes,
+            s.bytes_allocated,
+        )
+    };
+    sites.sort_by(|(ka, a), (kb, b)| (rank(b), ka).cmp(&(rank(a), kb)));
     let sites = sites
         .into_iter()
         .take(top)
@@ -231,6 +240,7 @@ fn device_report(model: &Model, b: &mut SiteBuilder<'_>, top: usize) -> Option<D
         sites,
         failures,
         unknown_frees: dm.unknown_frees(),
+        reused_while_live: dm.reused_while_live(),
     })
 }
 

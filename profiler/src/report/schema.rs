@@ -426,6 +426,9 @@ pub struct DeviceReport {
     /// Frees of addresses never seen allocated (allocated before the
     /// recording began).
     pub unknown_frees: u64,
+    /// Allocations at an address that was still live (its free was never
+    /// seen: a call the shim does not intercept freed it).
+    pub reused_while_live: u64,
 }
 
 /// One device's totals.
@@ -451,7 +454,15 @@ pub struct DeviceTotalsReport {
     pub failures: u64,
     /// Bytes they asked for.
     pub failed_bytes: u64,
-    /// Per memory kind that was used.
+    /// Bytes the device's stream-ordered pools held when the trace ended
+    /// (sampled: the physical side of the pools' logical live bytes).
+    pub pool_reserved_bytes: u64,
+    /// The most bytes they held at once.
+    pub peak_pool_reserved_bytes: u64,
+    /// Per memory kind that was used (virtual-memory physical memory,
+    /// reserved address space and RDMA registrations included; the
+    /// totals above count new memory only: not address space, not
+    /// registrations of memory allocated elsewhere).
     pub by_memory: Vec<MemoryKindReport>,
 }
 

@@ -189,11 +189,18 @@ fn device(o: &mut String, r: &Report, f: &Fmt) {
         .devices
         .iter()
         .map(|t| {
-            let kinds: Vec<String> = t
+            let mut kinds: Vec<String> = t
                 .by_memory
                 .iter()
                 .map(|k| format!("{} {}", k.memory, f.bytes(k.peak_bytes)))
                 .collect();
+            if t.peak_pool_reserved_bytes > 0 {
+                kinds.push(format!(
+                    "pools reserved {} (at end {})",
+                    f.bytes(t.peak_pool_reserved_bytes),
+                    f.bytes(t.pool_reserved_bytes)
+                ));
+            }
             vec![
                 name(t.device),
                 f.bytes(t.peak_bytes),
@@ -269,6 +276,13 @@ fn device(o: &mut String, r: &Report, f: &Fmt) {
             o,
             "  not counted: {} device frees of addresses allocated before recording began",
             f.count(d.unknown_frees)
+        );
+    }
+    if d.reused_while_live > 0 {
+        let _ = writeln!(
+            o,
+            "  {} device allocations at an address still live: a call memtally does not intercept freed it",
+            f.count(d.reused_while_live)
         );
     }
 }

@@ -15,6 +15,10 @@
  *   {"op":"fail","fn":"cuMemAlloc_v2","ptr":"0x0","size":4294967296,"device":0}
  *   {"op":"badfree","fn":"cuMemFree_v2","ptr":"0x1234","size":0,"device":0}
  *
+ * plus the pool and virtual-memory lines described with those calls
+ * below ("pool", "reserve", "unreserve", "create", "release", "physfree",
+ * "map", "unmap", "retain").
+ *
  * "fn" is the ABI name of the entry point that ran (cuMemAllocAsync_ptsz
  * and cuMemAllocAsync are told apart). A free line carries the size and
  * device of the allocation it released; pinned host memory has device -1.
@@ -128,13 +132,34 @@ static int current_device(void) {
 
 enum kind { KIND_DEVICE, KIND_HOST };
 
+struct pool;
+
 struct entry {
     uintptr_t ptr; /* 0: empty slot */
     size_t size;   /* what the caller asked for */
     size_t maplen; /* what was mmap'ed */
     int device;
     int kind;
+    struct pool *pool; /* stream-ordered allocations: their pool */
 };
+
+/* A stream-ordered memory pool. Its reserved bytes grow in 2 MiB steps to
+ * cover what is in use, stay when allocations are freed (as with a real
+ * pool whose release threshold has not been reached) and shrink only when
+ * trimmed (cuMemPoolTrimTo) or destroyed. Every change of the reserved
+ * bytes is a ledger line {"op":"pool","ptr":POOL,"size":RESERVED}. */
+struct pool {
+    int device;
+    int in_use; /* created and not destroyed (default pools: always) */
+    size_t used;
+    size_t reserved;
+    size_t reserved_high;
+};
+
+#define POOL_STEP ((size_t)2 << 20)
+#define MAX_POOLS 16
+static struct pool default_pools[FAKE_DEVICE_COUNT] = {{0, 1, 0, 0, 0}, {1, 1, 0, 0, 0}};
+static struct pool created_pools[MAX_POOLS];
 
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 static struct entry *table;
@@ -239,7 +264,10 @@ static CUresult fail(const char *fn, size_t size, int device, CUresult rc) {
 /* Allocates `size` bytes for entry point `fn`. `low32` asks for an address
  * below 4 GiB (the legacy 32-bit cuMemAlloc). The caller stores the result
  * in its out pointer only on success. */
-static CUresult do_alloc(const char *fn, int kind, size_t size, int low32, uintptr_t *out) {
+static void pool_level(const char *fn, struct pool *pool, size_t reserved);
+
+static CUresult do_alloc_in(const char *fn, int kind, size_t size, int low32, struct pool *pool,
+                            uintptr_t *out) {
     int device = kind == KIND_HOST ? -1 : current_device();
     ensure_setup();
     if (!initialized)
@@ -264,7 +292,7 @@ static CUresult do_alloc(const char *fn, int kind, size_t size, int low32, uintp
         return fail(fn, size, device, CUDA_ERROR_OUT_OF_MEMORY);
     }
 
-    struct entry e = {(uintptr_t)m, size, maplen, device, kind};
+    struct entry e = {(uintptr_t)m, size, maplen, device, kind, pool};
     pthread_mutex_lock(&lock);
     if (!table_reserve()) {
         ledger("fail", fn, 0, size, device);
@@ -276,9 +304,19 @@ static CUresult do_alloc(const char *fn, int kind, size_t size, int low32, uintp
     table_len++;
     live_count++;
     ledger("alloc", fn, e.ptr, size, device);
+    if (pool) {
+        pool->used += size;
+        size_t need = (pool->used + POOL_STEP - 1) / POOL_STEP * POOL_STEP;
+        if (need > pool->reserved)
+            pool_level(fn, pool, need);
+    }
     pthread_mutex_unlock(&lock);
     *out = e.ptr;
     return CUDA_SUCCESS;
+}
+
+static CUresult do_alloc(const char *fn, int kind, size_t size, int low32, uintptr_t *out) {
+    return do_alloc_in(fn, kind, size, low32, NULL, out);
 }
 
 /* Frees an allocation of the given kind made by any entry point. */
@@ -297,6 +335,8 @@ static CUresult do_free(const char *fn, int kind, uintptr_t p) {
     table_remove(e);
     live_count--;
     ledger("free", fn, gone.ptr, gone.size, gone.device);
+    if (gone.pool)
+        gone.pool->used -= gone.size;
     pthread_mutex_unlock(&lock);
     /* Unmapped after it left the table and the ledger: if mmap hands the
      * address out again at once, its alloc line comes after this free. */
@@ -434,11 +474,13 @@ IMPL CUresult impl_cuMemFreeHost(void *p) {
 
 /* Stream-ordered allocation. There is no real stream: memory is handed out
  * and released at once. */
-static CUresult alloc_async(const char *fn, CUdeviceptr *dptr, size_t size) {
+static CUresult alloc_async(const char *fn, CUdeviceptr *dptr, size_t size, struct pool *pool) {
     uintptr_t p;
     if (!dptr)
         return fail(fn, size, current_device(), CUDA_ERROR_INVALID_VALUE);
-    CUresult rc = do_alloc(fn, KIND_DEVICE, size, 0, &p);
+    if (!pool)
+        pool = &default_pools[current_device()];
+    CUresult rc = do_alloc_in(fn, KIND_DEVICE, size, 0, pool, &p);
     if (rc == CUDA_SUCCESS)
         *dptr = p;
     return rc;
@@ -446,12 +488,12 @@ static CUresult alloc_async(const char *fn, CUdeviceptr *dptr, size_t size) {
 
 IMPL CUresult impl_cuMemAllocAsync(CUdeviceptr *dptr, size_t size, CUstream stream) {
     (void)stream;
-    return alloc_async("cuMemAllocAsync", dptr, size);
+    return alloc_async("cuMemAllocAsync", dptr, size, NULL);
 }
 
 IMPL CUresult impl_cuMemAllocAsync_ptsz(CUdeviceptr *dptr, size_t size, CUstream stream) {
     (void)stream;
-    return alloc_async("cuMemAllocAsync_ptsz", dptr, size);
+    return alloc_async("cuMemAllocAsync_ptsz", dptr, size, NULL);
 }
 
 IMPL CUresult impl_cuMemAllocFromPoolAsync(CUdeviceptr *dptr, size_t size, CUmemoryPool pool,
@@ -459,7 +501,7 @@ IMPL CUresult impl_cuMemAllocFromPoolAsync(CUdeviceptr *dptr, size_t size, CUmem
     (void)stream;
     if (!pool)
         return fail("cuMemAllocFromPoolAsync", size, current_device(), CUDA_ERROR_INVALID_VALUE);
-    return alloc_async("cuMemAllocFromPoolAsync", dptr, size);
+    return alloc_async("cuMemAllocFromPoolAsync", dptr, size, (struct pool *)pool);
 }
 
 IMPL CUresult impl_cuMemAllocFromPoolAsync_ptsz(CUdeviceptr *dptr, size_t size, CUmemoryPool pool,
@@ -468,7 +510,7 @@ IMPL CUresult impl_cuMemAllocFromPoolAsync_ptsz(CUdeviceptr *dptr, size_t size, 
     if (!pool)
         return fail("cuMemAllocFromPoolAsync_ptsz", size, current_device(),
                     CUDA_ERROR_INVALID_VALUE);
-    return alloc_async("cuMemAllocFromPoolAsync_ptsz", dptr, size);
+    return alloc_async("cuMemAllocFromPoolAsync_ptsz", dptr, size, (struct pool *)pool);
 }
 
 IMPL CUresult impl_cuMemFreeAsync(CUdeviceptr dptr, CUstream stream) {
@@ -479,6 +521,325 @@ IMPL CUresult impl_cuMemFreeAsync(CUdeviceptr dptr, CUstream stream) {
 IMPL CUresult impl_cuMemFreeAsync_ptsz(CUdeviceptr dptr, CUstream stream) {
     (void)stream;
     return do_free("cuMemFreeAsync_ptsz", KIND_DEVICE, (uintptr_t)dptr);
+}
+
+
+/* ------------------------------------------------------------------ */
+/* Stream-ordered pools                                                */
+
+/* Call with `lock` held. */
+static void pool_level(const char *fn, struct pool *pool, size_t reserved) {
+    pool->reserved = reserved;
+    if (reserved > pool->reserved_high)
+        pool->reserved_high = reserved;
+    ledger("pool", fn, (uintptr_t)pool, reserved, pool->device);
+}
+
+static int pool_valid(struct pool *pool) {
+    for (int d = 0; d < FAKE_DEVICE_COUNT; d++)
+        if (pool == &default_pools[d])
+            return 1;
+    for (int i = 0; i < MAX_POOLS; i++)
+        if (pool == &created_pools[i])
+            return created_pools[i].in_use;
+    return 0;
+}
+
+/* CUmemPoolProps and CUmemAllocationProp both start with two enums and a
+ * CUmemLocation {int type; int id;}: type 1 is a device, 2 the host. */
+struct location_head {
+    int alloc_type;
+    int handle_types;
+    int location_type;
+    int location_id;
+};
+
+IMPL CUresult impl_cuMemPoolCreate(CUmemoryPool *out, const void *props) {
+    const struct location_head *h = props;
+    if (!initialized)
+        return CUDA_ERROR_NOT_INITIALIZED;
+    if (!out || !h || h->location_type != 1 || h->location_id < 0 ||
+        h->location_id >= FAKE_DEVICE_COUNT)
+        return CUDA_ERROR_INVALID_VALUE;
+    pthread_mutex_lock(&lock);
+    for (int i = 0; i < MAX_POOLS; i++) {
+        struct pool *p = &created_pools[i];
+        if (!p->in_use) {
+            memset(p, 0, sizeof *p);
+            p->in_use = 1;
+            p->device = h->location_id;
+            pthread_mutex_unlock(&lock);
+            *out = p;
+            return CUDA_SUCCESS;
+        }
+    }
+    pthread_mutex_unlock(&lock);
+    return CUDA_ERROR_OUT_OF_MEMORY;
+}
+
+IMPL CUresult impl_cuMemPoolDestroy(CUmemoryPool pool) {
+    struct pool *p = pool;
+    pthread_mutex_lock(&lock);
+    if (!pool_valid(p) || p < created_pools || p >= created_pools + MAX_POOLS) {
+        pthread_mutex_unlock(&lock);
+        return CUDA_ERROR_INVALID_VALUE;
+    }
+    /* Outstanding allocations keep their memory until freed; the rest of
+     * the reservation goes now. */
+    size_t keep = (p->used + POOL_STEP - 1) / POOL_STEP * POOL_STEP;
+    if (keep != p->reserved)
+        pool_level("cuMemPoolDestroy", p, keep);
+    if (p->used == 0)
+        p->in_use = 0;
+    pthread_mutex_unlock(&lock);
+    return CUDA_SUCCESS;
+}
+
+IMPL CUresult impl_cuMemPoolTrimTo(CUmemoryPool pool, size_t keep) {
+    struct pool *p = pool;
+    pthread_mutex_lock(&lock);
+    if (!pool_valid(p)) {
+        pthread_mutex_unlock(&lock);
+        return CUDA_ERROR_INVALID_VALUE;
+    }
+    size_t floor = (p->used + POOL_STEP - 1) / POOL_STEP * POOL_STEP;
+    size_t target = keep > floor ? keep : floor;
+    if (target < p->reserved)
+        pool_level("cuMemPoolTrimTo", p, target);
+    pthread_mutex_unlock(&lock);
+    return CUDA_SUCCESS;
+}
+
+/* CUmemPool_attribute: 5 RESERVED_MEM_CURRENT, 6 RESERVED_MEM_HIGH,
+ * 7 USED_MEM_CURRENT, 8 USED_MEM_HIGH (cuuint64_t values). */
+IMPL CUresult impl_cuMemPoolGetAttribute(CUmemoryPool pool, int attr, void *value) {
+    struct pool *p = pool;
+    if (!value)
+        return CUDA_ERROR_INVALID_VALUE;
+    pthread_mutex_lock(&lock);
+    if (!pool_valid(p)) {
+        pthread_mutex_unlock(&lock);
+        return CUDA_ERROR_INVALID_VALUE;
+    }
+    CUresult rc = CUDA_SUCCESS;
+    switch (attr) {
+    case 5: *(cuuint64_t *)value = p->reserved; break;
+    case 6: *(cuuint64_t *)value = p->reserved_high; break;
+    case 7: *(cuuint64_t *)value = p->used; break;
+    default: rc = CUDA_ERROR_INVALID_VALUE;
+    }
+    pthread_mutex_unlock(&lock);
+    return rc;
+}
+
+IMPL CUresult impl_cuDeviceGetMemPool(CUmemoryPool *out, CUdevice device) {
+    if (!initialized)
+        return CUDA_ERROR_NOT_INITIALIZED;
+    if (!out || device < 0 || device >= FAKE_DEVICE_COUNT)
+        return CUDA_ERROR_INVALID_VALUE;
+    *out = &default_pools[device];
+    return CUDA_SUCCESS;
+}
+
+/* ------------------------------------------------------------------ */
+/* Virtual memory management                                           */
+/*                                                                     */
+/* Physical allocations are memfd files; a reservation is a PROT_NONE    */
+/* mapping; cuMemMap maps the file over part of a reservation, so the    */
+/* memory is really usable at the mapped address, and cuMemUnmap puts    */
+/* PROT_NONE back. A physical allocation is freed (ledger "physfree")    */
+/* when its handle is released and no mapping of it is left, as CUDA     */
+/* does it; cuMemRetainAllocationHandle adds a reference. Ledger lines:  */
+/* reserve/unreserve (address space), create/release/physfree (ptr =     */
+/* the handle), map/unmap (ptr = the range).                             */
+
+#define MAX_PHYS 256
+#define MAX_MAPS 256
+
+struct phys {
+    int fd; /* -1: free slot */
+    size_t size;
+    int device;
+    int refs;
+};
+
+struct map {
+    uintptr_t va; /* 0: free slot */
+    size_t size;
+    int phys;
+};
+
+static struct phys phys[MAX_PHYS];
+static struct map maps[MAX_MAPS];
+static pthread_once_t vmm_once = PTHREAD_ONCE_INIT;
+
+static void vmm_setup(void) {
+    for (int i = 0; i < MAX_PHYS; i++)
+        phys[i].fd = -1;
+}
+
+#define HANDLE_BASE 0x7a0000ull
+
+static int phys_of(unsigned long long handle) {
+    if (handle < HANDLE_BASE || handle >= HANDLE_BASE + MAX_PHYS)
+        return -1;
+    int i = (int)(handle - HANDLE_BASE);
+    return phys[i].fd >= 0 ? i : -1;
+}
+
+/* Call with `lock` held. */
+static void phys_unref(const char *fn, int i) {
+    if (--phys[i].refs == 0) {
+        ledger("physfree", fn, HANDLE_BASE + (unsigned)i, phys[i].size, phys[i].device);
+        close(phys[i].fd);
+        phys[i].fd = -1;
+    }
+}
+
+IMPL CUresult impl_cuMemAddressReserve(CUdeviceptr *ptr, size_t size, size_t alignment,
+                                       CUdeviceptr addr, unsigned long long flags) {
+    (void)alignment;
+    (void)flags;
+    if (!initialized)
+        return CUDA_ERROR_NOT_INITIALIZED;
+    if (!ptr || !size)
+        return CUDA_ERROR_INVALID_VALUE;
+    void *m = mmap((void *)(uintptr_t)addr, size, PROT_NONE,
+                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (m == MAP_FAILED)
+        return fail("cuMemAddressReserve", size, current_device(), CUDA_ERROR_OUT_OF_MEMORY);
+    pthread_mutex_lock(&lock);
+    ledger("reserve", "cuMemAddressReserve", (uintptr_t)m, size, current_device());
+    pthread_mutex_unlock(&lock);
+    *ptr = (uintptr_t)m;
+    return CUDA_SUCCESS;
+}
+
+IMPL CUresult impl_cuMemAddressFree(CUdeviceptr ptr, size_t size) {
+    if (!ptr || !size)
+        return CUDA_ERROR_INVALID_VALUE;
+    pthread_mutex_lock(&lock);
+    ledger("unreserve", "cuMemAddressFree", (uintptr_t)ptr, size, current_device());
+    pthread_mutex_unlock(&lock);
+    munmap((void *)(uintptr_t)ptr, size);
+    return CUDA_SUCCESS;
+}
+
+IMPL CUresult impl_cuMemCreate(unsigned long long *handle, size_t size, const void *prop,
+                               unsigned long long flags) {
+    const struct location_head *h = prop;
+    (void)flags;
+    pthread_once(&vmm_once, vmm_setup);
+    if (!initialized)
+        return CUDA_ERROR_NOT_INITIALIZED;
+    if (!handle || !h || !size || (h->location_type == 1 &&
+                                   (h->location_id < 0 || h->location_id >= FAKE_DEVICE_COUNT)))
+        return fail("cuMemCreate", size, current_device(), CUDA_ERROR_INVALID_VALUE);
+    int device = h->location_type == 1 ? h->location_id : -1;
+    if ((unsigned long long)size > cfg_mem_limit)
+        return fail("cuMemCreate", size, device, CUDA_ERROR_OUT_OF_MEMORY);
+    int fd = memfd_create("fake-cuda-vmm", MFD_CLOEXEC);
+    if (fd < 0 || ftruncate(fd, (off_t)size) != 0) {
+        if (fd >= 0)
+            close(fd);
+        return fail("cuMemCreate", size, device, CUDA_ERROR_OUT_OF_MEMORY);
+    }
+    pthread_mutex_lock(&lock);
+    for (int i = 0; i < MAX_PHYS; i++) {
+        if (phys[i].fd < 0) {
+            phys[i] = (struct phys){fd, size, device, 1};
+            ledger("create", "cuMemCreate", HANDLE_BASE + (unsigned)i, size, device);
+            pthread_mutex_unlock(&lock);
+            *handle = HANDLE_BASE + (unsigned)i;
+            return CUDA_SUCCESS;
+        }
+    }
+    ledger("fail", "cuMemCreate", 0, size, device);
+    pthread_mutex_unlock(&lock);
+    close(fd);
+    return CUDA_ERROR_OUT_OF_MEMORY;
+}
+
+IMPL CUresult impl_cuMemRelease(unsigned long long handle) {
+    pthread_once(&vmm_once, vmm_setup);
+    pthread_mutex_lock(&lock);
+    int i = phys_of(handle);
+    if (i < 0) {
+        pthread_mutex_unlock(&lock);
+        return CUDA_ERROR_INVALID_VALUE;
+    }
+    ledger("release", "cuMemRelease", handle, phys[i].size, phys[i].device);
+    phys_unref("cuMemRelease", i);
+    pthread_mutex_unlock(&lock);
+    return CUDA_SUCCESS;
+}
+
+IMPL CUresult impl_cuMemMap(CUdeviceptr ptr, size_t size, size_t offset,
+                            unsigned long long handle, unsigned long long flags) {
+    (void)flags;
+    pthread_once(&vmm_once, vmm_setup);
+    pthread_mutex_lock(&lock);
+    int i = phys_of(handle);
+    if (i < 0 || !ptr || !size || offset + size > phys[i].size) {
+        pthread_mutex_unlock(&lock);
+        return CUDA_ERROR_INVALID_VALUE;
+    }
+    int slot = -1;
+    for (int m = 0; m < MAX_MAPS && slot < 0; m++)
+        if (!maps[m].va)
+            slot = m;
+    void *at = slot < 0 ? MAP_FAILED
+                        : mmap((void *)(uintptr_t)ptr, size, PROT_READ | PROT_WRITE,
+                               MAP_SHARED | MAP_FIXED, phys[i].fd, (off_t)offset);
+    if (at == MAP_FAILED) {
+        pthread_mutex_unlock(&lock);
+        return CUDA_ERROR_OUT_OF_MEMORY;
+    }
+    maps[slot] = (struct map){(uintptr_t)ptr, size, i};
+    phys[i].refs++;
+    ledger("map", "cuMemMap", (uintptr_t)ptr, size, phys[i].device);
+    pthread_mutex_unlock(&lock);
+    return CUDA_SUCCESS;
+}
+
+IMPL CUresult impl_cuMemUnmap(CUdeviceptr ptr, size_t size) {
+    pthread_once(&vmm_once, vmm_setup);
+    if (!ptr || !size)
+        return CUDA_ERROR_INVALID_VALUE;
+    pthread_mutex_lock(&lock);
+    ledger("unmap", "cuMemUnmap", (uintptr_t)ptr, size, current_device());
+    for (int m = 0; m < MAX_MAPS; m++) {
+        if (maps[m].va && maps[m].va >= ptr && maps[m].va < ptr + size) {
+            mmap((void *)maps[m].va, maps[m].size, PROT_NONE,
+                 MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED, -1, 0);
+            int i = maps[m].phys;
+            maps[m].va = 0;
+            phys_unref("cuMemUnmap", i);
+        }
+    }
+    pthread_mutex_unlock(&lock);
+    return CUDA_SUCCESS;
+}
+
+IMPL CUresult impl_cuMemRetainAllocationHandle(unsigned long long *handle, void *addr) {
+    pthread_once(&vmm_once, vmm_setup);
+    if (!handle)
+        return CUDA_ERROR_INVALID_VALUE;
+    pthread_mutex_lock(&lock);
+    for (int m = 0; m < MAX_MAPS; m++) {
+        if (maps[m].va && (uintptr_t)addr >= maps[m].va &&
+            (uintptr_t)addr < maps[m].va + maps[m].size) {
+            int i = maps[m].phys;
+            phys[i].refs++;
+            ledger("retain", "cuMemRetainAllocationHandle", HANDLE_BASE + (unsigned)i,
+                   phys[i].size, phys[i].device);
+            pthread_mutex_unlock(&lock);
+            *handle = HANDLE_BASE + (unsigned)i;
+            return CUDA_SUCCESS;
+        }
+    }
+    pthread_mutex_unlock(&lock);
+    return CUDA_ERROR_INVALID_VALUE;
 }
 
 IMPL CUresult impl_cuGetExportTable(const void **table_out, const void *uuid) {
@@ -528,6 +889,18 @@ static const struct proc procs[] = {
     {"cuMemAllocFromPoolAsync", 11020, 0, (void *)impl_cuMemAllocFromPoolAsync},
     {"cuMemFreeAsync", 11020, 1, (void *)impl_cuMemFreeAsync_ptsz},
     {"cuMemFreeAsync", 11020, 0, (void *)impl_cuMemFreeAsync},
+    {"cuMemPoolCreate", 11020, -1, (void *)impl_cuMemPoolCreate},
+    {"cuMemPoolDestroy", 11020, -1, (void *)impl_cuMemPoolDestroy},
+    {"cuMemPoolTrimTo", 11020, -1, (void *)impl_cuMemPoolTrimTo},
+    {"cuMemPoolGetAttribute", 11020, -1, (void *)impl_cuMemPoolGetAttribute},
+    {"cuDeviceGetMemPool", 11020, -1, (void *)impl_cuDeviceGetMemPool},
+    {"cuMemAddressReserve", 10020, -1, (void *)impl_cuMemAddressReserve},
+    {"cuMemAddressFree", 10020, -1, (void *)impl_cuMemAddressFree},
+    {"cuMemCreate", 10020, -1, (void *)impl_cuMemCreate},
+    {"cuMemRelease", 10020, -1, (void *)impl_cuMemRelease},
+    {"cuMemMap", 10020, -1, (void *)impl_cuMemMap},
+    {"cuMemUnmap", 10020, -1, (void *)impl_cuMemUnmap},
+    {"cuMemRetainAllocationHandle", 11000, -1, (void *)impl_cuMemRetainAllocationHandle},
     {"cuGetProcAddress", 12000, -1, (void *)impl_cuGetProcAddress_v2},
     {"cuGetProcAddress", 11030, -1, (void *)impl_cuGetProcAddress},
 };
@@ -637,6 +1010,38 @@ EXPORT CUresult cuGetProcAddress_v2(const char *symbol, void **pfn, int cuda_ver
 EXPORT CUresult cuGetProcAddress(const char *symbol, void **pfn, int cuda_version,
                                  cuuint64_t flags) {
     return impl_cuGetProcAddress(symbol, pfn, cuda_version, flags);
+}
+
+EXPORT CUresult cuMemPoolCreate(CUmemoryPool *p, const void *props) {
+    return impl_cuMemPoolCreate(p, props);
+}
+EXPORT CUresult cuMemPoolDestroy(CUmemoryPool p) { return impl_cuMemPoolDestroy(p); }
+EXPORT CUresult cuMemPoolTrimTo(CUmemoryPool p, size_t keep) { return impl_cuMemPoolTrimTo(p, keep); }
+EXPORT CUresult cuMemPoolGetAttribute(CUmemoryPool p, int attr, void *value) {
+    return impl_cuMemPoolGetAttribute(p, attr, value);
+}
+EXPORT CUresult cuDeviceGetMemPool(CUmemoryPool *p, CUdevice d) {
+    return impl_cuDeviceGetMemPool(p, d);
+}
+EXPORT CUresult cuMemAddressReserve(CUdeviceptr *ptr, size_t size, size_t alignment,
+                                    CUdeviceptr addr, unsigned long long flags) {
+    return impl_cuMemAddressReserve(ptr, size, alignment, addr, flags);
+}
+EXPORT CUresult cuMemAddressFree(CUdeviceptr ptr, size_t size) {
+    return impl_cuMemAddressFree(ptr, size);
+}
+EXPORT CUresult cuMemCreate(unsigned long long *h, size_t size, const void *prop,
+                            unsigned long long flags) {
+    return impl_cuMemCreate(h, size, prop, flags);
+}
+EXPORT CUresult cuMemRelease(unsigned long long h) { return impl_cuMemRelease(h); }
+EXPORT CUresult cuMemMap(CUdeviceptr ptr, size_t size, size_t offset, unsigned long long h,
+                         unsigned long long flags) {
+    return impl_cuMemMap(ptr, size, offset, h, flags);
+}
+EXPORT CUresult cuMemUnmap(CUdeviceptr ptr, size_t size) { return impl_cuMemUnmap(ptr, size); }
+EXPORT CUresult cuMemRetainAllocationHandle(unsigned long long *h, void *addr) {
+    return impl_cuMemRetainAllocationHandle(h, addr);
 }
 
 /* ------------------------------------------------------------------ */
