@@ -96,6 +96,19 @@ pub fn next_symbol(name: &core::ffi::CStr) -> usize {
     unsafe { real_dlsym()(libc::RTLD_NEXT, name.as_ptr()) as usize }
 }
 
+/// The definition of `name` at symbol version `version` after
+/// `libmemtally.so` in the lookup order, or 0.
+pub fn next_versioned(name: &core::ffi::CStr, version: &[u8]) -> usize {
+    let mut v = [0u8; 64];
+    if version.len() >= v.len() {
+        return 0;
+    }
+    v[..version.len()].copy_from_slice(version);
+    // SAFETY: glibc's dlvsym with RTLD_NEXT and NUL-terminated name and
+    // version; called from this library, so "next" means after us.
+    unsafe { real_dlvsym()(libc::RTLD_NEXT, name.as_ptr(), v.as_ptr().cast()) as usize }
+}
+
 /// `name` in the object `handle` (glibc's lookup, no wrapping), or 0.
 pub fn symbol_in(handle: *mut c_void, name: &core::ffi::CStr) -> usize {
     // SAFETY: glibc's dlsym with a handle from dlopen and a NUL-terminated
@@ -106,7 +119,7 @@ pub fn symbol_in(handle: *mut c_void, name: &core::ffi::CStr) -> usize {
 unsafe extern "C" fn dlsym_hook(handle: *mut c_void, symbol: *const c_char) -> *mut c_void {
     // SAFETY: the caller's arguments, passed on.
     let p = unsafe { real_dlsym()(handle, symbol) };
-    wrap(symbol, p)
+    wrap(symbol, core::ptr::null(), p)
 }
 
 unsafe extern "C" fn dlvsym_hook(
@@ -116,16 +129,27 @@ unsafe extern "C" fn dlvsym_hook(
 ) -> *mut c_void {
     // SAFETY: the caller's arguments, passed on.
     let p = unsafe { real_dlvsym()(handle, symbol, version) };
-    wrap(symbol, p)
+    wrap(symbol, version, p)
 }
 
-fn wrap(symbol: *const c_char, p: *mut c_void) -> *mut c_void {
+/// What to hand out for the definition `p` found for `symbol` (at
+/// `version`, null for `dlsym`).
+fn wrap(symbol: *const c_char, version: *const c_char, p: *mut c_void) -> *mut c_void {
     if symbol.is_null() || p.is_null() {
         return p;
     }
-    // SAFETY: dlsym's contract: a NUL-terminated name.
-    let name = unsafe { core::ffi::CStr::from_ptr(symbol) };
-    let w = crate::cuda::wrap_symbol(name, p as usize);
+    // SAFETY: dlsym's contract: a NUL-terminated name (and version).
+    let (name, version) = unsafe {
+        (
+            core::ffi::CStr::from_ptr(symbol),
+            if version.is_null() {
+                &b""[..]
+            } else {
+                core::ffi::CStr::from_ptr(version).to_bytes()
+            },
+        )
+    };
+    let w = crate::slot::wrap_symbol(name, version, p as usize);
     if w != p as usize {
         WRAPPED.fetch_add(1, Ordering::Relaxed);
     }

@@ -31,5 +31,8 @@ mod call;
 mod cuda;
 mod dl;
 mod elf;
+mod nccl;
+mod rdma;
+mod slot;
 
 pub use dl::wrapped_lookups;

@@ -470,6 +470,56 @@ fn virtual_memory_pools_and_failures_match_the_driver_ledger() {
 }
 
 #[test]
+fn nccl_mem_alloc_is_one_physical_allocation_named_after_nccl_at_the_callers_stack() {
+    let Some((dir, lib)) = setup("gpu-nccl") else {
+        return;
+    };
+    // T12: the stand-in NCCL builds ncclMemAlloc on the driver's virtual
+    // memory calls, found through cuGetProcAddress_v2.
+    let nccl = gpu_source("fake_nccl.c");
+    cc(
+        &dir,
+        &[
+            "-O1",
+            "-g",
+            "-shared",
+            "-fPIC",
+            "-fvisibility=hidden",
+            "-Wl,-Bsymbolic",
+            "-Wl,-soname,libnccl.so.2",
+            "-o",
+            "libnccl.so.2",
+            nccl.to_str().unwrap(),
+            "-ldl",
+            "-pthread",
+        ],
+    );
+    std::os::unix::fs::symlink("libnccl.so.2", dir.join("libnccl.so")).unwrap();
+    program(
+        &dir,
+        "nccl_user.c",
+        "nccl_user",
+        &["-L.", "-lnccl", "-lcuda"],
+    );
+    let (doc, ledger) = record(&dir, &lib, "nccl_user");
+    let d = &doc["device"];
+    let physical = ledger_live(&ledger, "create", "physfree");
+    assert_eq!(physical[&0], 8 << 20);
+    let dev0 = &d["devices"][0];
+    let vmm = by_kind(dev0, "virtual memory (physical)");
+    assert_eq!(vmm["live_bytes"], physical[&0], "{d}");
+    assert_eq!(vmm["allocations"], count(&ledger, "create"), "{d}");
+    assert_eq!(dev0["live_bytes"], 8 << 20, "{d}");
+    let top = &d["sites"][0];
+    assert_eq!(top["api"], "ncclMemAlloc", "{top}");
+    let frames = top["site"]["frames"].to_string();
+    assert!(frames.contains("nccl_kept"), "{top}");
+    // The shim's own wrapper between the program and NCCL is not shown.
+    assert!(!frames.contains("nccl.rs"), "{top}");
+    assert_eq!(d["unknown_frees"], 0, "{d}");
+}
+
+#[test]
 fn dlsym_and_dlvsym_with_rtld_next_still_find_the_next_definition() {
     let Some(lib) = built_library() else {
         eprintln!("skipped: libmemtally.so not built (run cargo test --workspace)");
@@ -530,4 +580,107 @@ fn dlsym_and_dlvsym_with_rtld_next_still_find_the_next_definition() {
         "next=2 nextv=2",
         "{out:?}"
     );
+}
+
+#[test]
+fn rdma_registrations_are_seen_through_the_plt_and_through_dlvsym_of_each_version() {
+    let Some(lib) = built_library() else {
+        eprintln!("skipped: libmemtally.so not built (run cargo test --workspace)");
+        return;
+    };
+    // T13: the stand-in libibverbs, with rdma-core's symbol versions.
+    let dir = scratch("rdma");
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/c/rdma");
+    let s = |f: &str| src.join(f).to_str().unwrap().to_owned();
+    let map = format!("-Wl,--version-script={}", s("libibverbs.map"));
+    cc(
+        &dir,
+        &[
+            "-O1",
+            "-g",
+            "-shared",
+            "-fPIC",
+            "-fvisibility=hidden",
+            "-Wl,-Bsymbolic",
+            &map,
+            "-Wl,-soname,libibverbs.so.1",
+            "-o",
+            "libibverbs.so.1",
+            &s("fake_ibverbs.c"),
+            "-pthread",
+        ],
+    );
+    std::os::unix::fs::symlink("libibverbs.so.1", dir.join("libibverbs.so")).unwrap();
+    cc(
+        &dir,
+        &[
+            "-O1",
+            "-g",
+            "-fno-omit-frame-pointer",
+            &s("rdma_user.c"),
+            "-o",
+            "rdma_user",
+            "-L.",
+            "-libverbs",
+            "-ldl",
+            "-Wl,-rpath,$ORIGIN",
+        ],
+    );
+    let trace = dir.join("rdma.mtt");
+    let ledger = dir.join("ibv.ledger");
+    let out = Command::new(env!("CARGO_BIN_EXE_memtally"))
+        .current_dir(&dir)
+        .env("FAKE_IBV_LEDGER", &ledger)
+        .env("MEMTALLY_LIB", &lib)
+        .args(["run", "-o", trace.to_str().unwrap(), "--", "./rdma_user"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let ledger: Vec<serde_json::Value> = std::fs::read_to_string(&ledger)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let out = memtally(&["report", "--json", "--top", "20", trace.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let d = &doc["device"];
+    let host = d["devices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["device"].is_null())
+        .expect("host memory");
+    let registered = by_kind(host, "registered (pinned for a NIC)");
+    let sum = |op: &str| -> u64 {
+        ledger
+            .iter()
+            .filter(|l| l["op"] == op)
+            .map(|l| l["length"].as_u64().unwrap())
+            .sum()
+    };
+    assert_eq!(registered["allocations"], count(&ledger, "reg"), "{d}");
+    assert_eq!(registered["live_bytes"], sum("reg") - sum("dereg"), "{d}");
+    assert_eq!(sum("reg") - sum("dereg"), 192 << 10);
+    // Registrations are pinned memory allocated elsewhere: not new bytes.
+    assert_eq!(host["live_bytes"], 0, "{host}");
+    let sites = d["sites"].as_array().unwrap();
+    let live_at = |f: &str| {
+        sites
+            .iter()
+            .filter(|s| s["site"]["frames"].to_string().contains(f))
+            .map(|s| s["live_bytes"].as_u64().unwrap())
+            .sum::<u64>()
+    };
+    assert_eq!(live_at("nccl_style"), 128 << 10, "{d}");
+    assert_eq!(live_at("rdma_reg_kept"), 64 << 10, "{d}");
+    // The legacy ABI, found with dlvsym at IBVERBS_1.0, is seen too.
+    assert!(
+        sites
+            .iter()
+            .any(|s| s["site"]["frames"].to_string().contains("legacy_abi")),
+        "{d}"
+    );
+    assert_eq!(d["unknown_frees"], 0, "{d}");
+    assert_eq!(d["reused_while_live"], 0, "{d}");
 }

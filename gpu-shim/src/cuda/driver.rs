@@ -13,7 +13,7 @@ use core::sync::atomic::{AtomicUsize, Ordering};
 
 use memtally_alloc::device::{DeviceEvent, HOST, memory, op};
 
-use super::{CUDA_ERROR_NOT_INITIALIZED, Id, next_or, pools};
+use super::{CUDA_ERROR_NOT_INITIALIZED, Id, SLOTS, next_or, pools};
 use crate::call::DriverCall;
 
 pub(super) type CUresult = c_int;

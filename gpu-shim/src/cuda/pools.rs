@@ -27,7 +27,7 @@ use memtally_alloc::device::{DeviceEvent, memory, op};
 
 use super::driver::{CUresult, current_device, driver_function, out};
 use super::vmm::location_device;
-use super::{CUDA_ERROR_NOT_INITIALIZED, Id, next_or};
+use super::{CUDA_ERROR_NOT_INITIALIZED, Id, SLOTS, next_or};
 use crate::call::DriverCall;
 
 /// Pools followed at most.

@@ -11,7 +11,7 @@
 
 use core::ffi::{c_int, c_uint, c_void};
 
-use super::{CUDA_ERROR_INSUFFICIENT_DRIVER, Id, next_or};
+use super::{CUDA_ERROR_INSUFFICIENT_DRIVER, Id, SLOTS, next_or};
 use crate::call::Label;
 
 /// Defines a runtime wrapper: enter the label, call the runtime.

@@ -22,7 +22,7 @@ use core::ffi::{c_ulonglong, c_void};
 use memtally_alloc::device::{DeviceEvent, HOST, memory, op};
 
 use super::driver::{CUdeviceptr, CUresult, allocated, allocated_on, current_device, freed, out};
-use super::{CUDA_ERROR_NOT_INITIALIZED, Id, next_or};
+use super::{CUDA_ERROR_NOT_INITIALIZED, Id, SLOTS, next_or};
 use crate::call::DriverCall;
 
 /// `CUmemGenericAllocationHandle`.

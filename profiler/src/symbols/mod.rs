@@ -197,6 +197,15 @@ impl Symbolizer {
             0
         };
         frames.drain(..trimmed);
+        if trimmed > 0 {
+            // The gpu-shim's wrappers call out into the library they wrap,
+            // which may come back into another wrapper (NCCL's
+            // ncclMemAlloc into the driver's cuMemCreate): the outer
+            // wrapper's frames are memtally's too, in the middle of the
+            // stack. (A stack of nothing but memtally's frames is left
+            // whole, as above.)
+            frames.retain(|l| !trim::in_memtally_library(l));
+        }
         let library = inner_library_frames(&frames);
         SymbolizedStack {
             frames,

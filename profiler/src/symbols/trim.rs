@@ -56,13 +56,17 @@ const PREFIXES: &[&str] = &[
     "operator delete",
 ];
 
-/// True when `loc` is a frame of the allocator or recorder.
-pub fn is_allocator_frame(loc: &Location) -> bool {
-    if loc
-        .module
+/// True when `loc` lies in `libmemtally.so` (the preloaded allocator,
+/// recorder and gpu-shim).
+pub fn in_memtally_library(loc: &Location) -> bool {
+    loc.module
         .as_deref()
         .is_some_and(|m| m.rsplit('/').next() == Some("libmemtally.so"))
-    {
+}
+
+/// True when `loc` is a frame of the allocator or recorder.
+pub fn is_allocator_frame(loc: &Location) -> bool {
+    if in_memtally_library(loc) {
         return true;
     }
     let Some(f) = loc.function.as_deref() else {

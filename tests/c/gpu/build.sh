@@ -40,6 +40,10 @@ $CC $PROG "$src/cuda_procaddr.c" -o cuda_procaddr -ldl
 $CC $PROG "$src/cudart_user.c" -o cudart_user_dyn -L. -lcudart_mini -Wl,-rpath,'$ORIGIN'
 $CC $PROG "$src/cudart_user.c" -o cudart_user_static libcudart_mini.a -ldl -pthread
 $CC $PROG "$src/cuda_vmm.c" -o cuda_vmm -L. -lcuda -ldl -Wl,-rpath,'$ORIGIN'
+$CC -O1 -g -shared -fPIC -fvisibility=hidden -Wl,-Bsymbolic -Wl,-soname,libnccl.so.2 \
+    -o libnccl.so.2 "$src/fake_nccl.c" -ldl -pthread
+ln -sf libnccl.so.2 libnccl.so
+$CC $PROG "$src/nccl_user.c" -o nccl_user -L. -lnccl -lcuda -Wl,-rpath,'$ORIGIN'
 $CC $PROG "$src/cuda_threads.c" -o cuda_threads -L. -lcuda -ldl -pthread -Wl,-rpath,'$ORIGIN'
 
 # RTLD_NEXT / dlvsym fixture.
