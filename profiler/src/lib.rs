@@ -68,6 +68,9 @@ pub use error::{Error, ErrorKind};
 pub use group::{Group, GroupBy, SiteFrames, group_sites, group_sites_with};
 pub use live::{Live, LiveState, LiveStatus, WriterWatch};
 pub use memtally_alloc::trace::Header;
+/// What a device-memory event says (`EventKind::Device`: operations,
+/// memory kinds, the host's device number).
+pub use memtally_alloc::trace::device as trace_device;
 /// What a memory error says was wrong (`MemoryError::error`).
 pub use memtally_alloc::trace::error as trace_error;
 /// How complete a leak scan was (`LeakScan::status`).

@@ -273,6 +273,32 @@ pub fn scope(time: u64, string: u64, instance: u64) -> RawEvent {
     }
 }
 
+/// A device-memory event (`trace::device::op::*`, `memory::*`), as the
+/// gpu-shim makes them.
+#[allow(clippy::too_many_arguments)]
+pub fn device(
+    time: u64,
+    op: u8,
+    memory: u8,
+    device: u32,
+    api: u64,
+    address: u64,
+    size: u64,
+    stack: u64,
+) -> RawEvent {
+    RawEvent::Device {
+        time,
+        op,
+        memory,
+        device,
+        api,
+        address,
+        size,
+        stack,
+        handle: 0,
+    }
+}
+
 /// A scope-end event.
 pub fn scope_end(time: u64, instance: u64) -> RawEvent {
     RawEvent::ScopeEnd { time, instance }

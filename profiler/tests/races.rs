@@ -165,8 +165,17 @@ fn main() {
     assert_eq!(r.groups.len(), 1, "racy: {err} {:?}", r.groups);
     let g = &r.groups[0];
     assert_eq!(g.kind, "data race");
-    assert_eq!(g.call, "write");
     let other = g.race.as_ref().expect("the other side");
+    // At least one side is known to have written (the value changed). The
+    // other may read as an `access`: when the second store lands between
+    // the first's trap and its read of the word, both see one value (the
+    // design says so, races.rs); CI saw it once in some hundred runs.
+    assert!(
+        g.call == "write" || other.call == "write",
+        "{} / {}",
+        g.call,
+        other.call
+    );
     assert!(
         functions(&g.site).iter().any(|f| f.ends_with("racy_store")),
         "{:?}",

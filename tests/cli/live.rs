@@ -142,7 +142,7 @@ fn run_live_shows_the_program_sorts_shows_its_exit_and_restores_the_terminal() {
     let (churn, _) = line_of(&s, "churn").unwrap();
     assert!(churn < grow, "sorted by bytes allocated:\n{s}");
     // Its output is in the output tab.
-    tmux.keys("7");
+    tmux.keys("8");
     tmux.wait_for("the program's output", |s| s.contains("tick 10"));
     tmux.keys("1");
 

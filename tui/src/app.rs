@@ -20,19 +20,22 @@ pub enum Tab {
     Alerts,
     /// Memory by scope (request, task, span).
     Scopes,
+    /// Device and network memory (the gpu-shim's).
+    Devices,
     /// The program's own output (`memtally run --live`).
     Output,
 }
 
 impl Tab {
     /// Every tab, in the order shown.
-    pub const ALL: [Tab; 7] = [
+    pub const ALL: [Tab; 8] = [
         Tab::Sites,
         Tab::Threads,
         Tab::Sizes,
         Tab::Latency,
         Tab::Alerts,
         Tab::Scopes,
+        Tab::Devices,
         Tab::Output,
     ];
 
@@ -45,6 +48,7 @@ impl Tab {
             Tab::Latency => "latency",
             Tab::Alerts => "alerts",
             Tab::Scopes => "scopes",
+            Tab::Devices => "devices",
             Tab::Output => "output",
         }
     }

@@ -200,6 +200,45 @@ pub struct ScopeRow {
     pub p99: u64,
 }
 
+/// One device's memory, for the devices tab.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeviceRow {
+    /// `device 0`, or `host` (pinned host memory, RDMA registrations).
+    pub name: String,
+    /// Bytes live now (new memory: not address space or registrations).
+    pub live_bytes: u64,
+    /// The most bytes live at once.
+    pub peak_bytes: u64,
+    /// Allocations made.
+    pub allocations: u64,
+    /// Allocations that failed.
+    pub failures: u64,
+    /// What its stream-ordered pools hold now (sampled).
+    pub pool_reserved: u64,
+    /// Live bytes of the other kinds: `registered 192.0 KiB`, ...
+    pub others: Vec<(String, u64)>,
+}
+
+/// One host stack's memory on one device, for the devices tab.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeviceSiteRow {
+    /// The device (`device 0`, `host`).
+    pub device: String,
+    /// The API it called (`cudaMalloc`, `ibv_reg_mr`).
+    pub api: String,
+    /// Bytes live now.
+    pub live_bytes: u64,
+    /// Bytes allocated since the start.
+    pub bytes_allocated: u64,
+    /// Allocations.
+    pub allocations: u64,
+    /// The site, named by its innermost frame.
+    pub site: String,
+}
+
+/// Device sites the devices tab lists at most.
+pub const DEVICE_SITES_SHOWN: usize = 200;
+
 /// Where the time cursor stands.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Cursor {
@@ -264,6 +303,12 @@ pub struct Snapshot {
     pub cursor: Option<Cursor>,
     /// Memory by scope, by live bytes, largest first.
     pub scopes: Vec<ScopeRow>,
+    /// Device and network memory, per device (empty when the program made
+    /// no call the gpu-shim intercepts).
+    pub devices: Vec<DeviceRow>,
+    /// Their sites, by live bytes then allocated, the first
+    /// [`DEVICE_SITES_SHOWN`].
+    pub device_sites: Vec<DeviceSiteRow>,
 }
 
 impl Snapshot {
@@ -375,8 +420,67 @@ impl Snapshot {
                 .collect(),
             cursor: None,
             scopes: scope_rows(model),
+            devices: device_rows(model),
+            device_sites: device_site_rows(model, symbolizer, frames),
         }
     }
+}
+
+fn device_name(device: u32) -> String {
+    if device == memtally_profiler::trace_device::HOST {
+        "host".into()
+    } else {
+        format!("device {device}")
+    }
+}
+
+fn device_rows(model: &Model) -> Vec<DeviceRow> {
+    use memtally_profiler::trace_device::{counts_in_total, memory, memory_name};
+    model
+        .device()
+        .devices()
+        .map(|(d, t)| DeviceRow {
+            name: device_name(d),
+            live_bytes: t.all.live_bytes,
+            peak_bytes: t.all.peak_bytes,
+            allocations: t.all.allocations,
+            failures: t.failures,
+            pool_reserved: t.pool_reserved,
+            others: t
+                .by_memory
+                .iter()
+                .enumerate()
+                .take(memory::COUNT)
+                .filter(|(i, k)| !counts_in_total(*i as u8) && k.live_bytes > 0)
+                .map(|(i, k)| (memory_name(i as u8).to_owned(), k.live_bytes))
+                .collect(),
+        })
+        .collect()
+}
+
+fn device_site_rows(
+    model: &Model,
+    symbolizer: &mut Symbolizer,
+    frames: &mut SiteFrames,
+) -> Vec<DeviceSiteRow> {
+    let mut sites: Vec<_> = model.device().sites().collect();
+    sites.sort_by(|(ka, a), (kb, b)| {
+        (b.live_bytes, b.bytes_allocated, ka).cmp(&(a.live_bytes, a.bytes_allocated, kb))
+    });
+    sites
+        .into_iter()
+        .take(DEVICE_SITES_SHOWN)
+        .map(|((d, stack), s)| DeviceSiteRow {
+            device: device_name(d),
+            api: model.strings().get(s.api).unwrap_or("?").to_owned(),
+            live_bytes: s.live_bytes,
+            bytes_allocated: s.bytes_allocated,
+            allocations: s.allocations,
+            site: frames
+                .get(model, symbolizer, stack)
+                .map_or_else(|| "<no stack>".to_owned(), |l| l.to_string()),
+        })
+        .collect()
 }
 
 fn scope_rows(model: &Model) -> Vec<ScopeRow> {

@@ -361,6 +361,70 @@ fn the_scopes_tab_shows_memory_by_scope() {
 }
 
 #[test]
+fn the_devices_tab_shows_device_memory_by_device_and_host_stack() {
+    use memtally_profiler::synth::device;
+    use memtally_profiler::trace_device::{HOST, memory, op};
+    let dir = tempfile::tempdir().unwrap();
+    let mut t = TraceBuilder::new();
+    t.full_header().clock(0, 0).clock(1_000_000, 1_000_000);
+    t.string(1, "cudaMalloc").string(2, "ibv_reg_mr");
+    t.frame(1, 0, 0x401000)
+        .frame(2, 0, 0x402000)
+        .frame(3, 0, 0x403000);
+    let mb = 1 << 20;
+    let events = [
+        // 3 MiB kept on device 0 by one site, 1 MiB allocated and freed
+        // on device 1 by another; a failure; a registration on the host.
+        device(10, op::ALLOC, memory::DEVICE, 0, 1, 0x7000_0000, 3 * mb, 1),
+        device(20, op::ALLOC, memory::DEVICE, 1, 1, 0x7100_0000, mb, 2),
+        device(30, op::FREE, memory::DEVICE, 0, 1, 0x7100_0000, 0, 0),
+        device(40, op::FAILED, memory::DEVICE, 0, 1, 0, 64 * mb, 1),
+        device(
+            50,
+            op::ALLOC,
+            memory::REGISTERED,
+            HOST,
+            2,
+            0x5000,
+            64 << 10,
+            3,
+        ),
+        device(60, op::GAUGE, memory::POOL, 0, 1, 0x99, 2 * mb, 0),
+    ];
+    t.events(0, &events).footer(1_000_000);
+    let path = dir.path().join("d.mtt");
+    std::fs::write(&path, t.bytes()).unwrap();
+    let target = Target {
+        live: LiveSlot::new(Live::follow(&path, model_options(), WriterWatch::HeaderPid)),
+        process: None,
+    };
+    while !target.live.get().status().state.is_final() {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let mut app = App::default();
+    press(&mut app, KeyCode::Char('7'));
+    let s = screen(&target, &mut app, 100, 24);
+    let (_, d0) = line_of(&s, "device 0 ");
+    assert!(
+        d0.contains("3.0 MiB") && d0.contains("pools reserve 2.0 MiB"),
+        "{s}"
+    );
+    assert!(d0.split_whitespace().any(|w| w == "1"), "one failure: {d0}");
+    let (_, d1) = line_of(&s, "device 1 ");
+    assert!(d1.contains("0 B") && d1.contains("1.0 MiB"), "{d1}");
+    let (_, host) = line_of(&s, "host ");
+    assert!(host.contains("64.0 KiB"), "registered: {host}");
+    // The sites: the kept one first, with its API.
+    let (kept, row) = line_of(&s, "0x401000");
+    assert!(
+        row.contains("cudaMalloc") && row.contains("3.0 MiB"),
+        "{row}"
+    );
+    assert!(kept < line_of(&s, "0x402000").0, "{s}");
+    assert!(line_of(&s, "0x403000").1.contains("ibv_reg_mr"), "{s}");
+}
+
+#[test]
 fn memory_errors_are_alerts() {
     let dir = tempfile::tempdir().unwrap();
     let mut t = TraceBuilder::new();

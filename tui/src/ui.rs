@@ -90,6 +90,7 @@ pub fn draw(f: &mut Frame<'_>, app: &mut App, snap: &Snapshot, status: &Status, 
         Tab::Latency => draw_latency(f, body, snap, theme),
         Tab::Alerts => draw_alerts(f, body, app, snap, theme),
         Tab::Scopes => draw_scopes(f, body, app, snap, theme),
+        Tab::Devices => draw_devices(f, body, app, snap, theme),
         Tab::Output => draw_output(f, body, status),
     }
     draw_footer(f, footer, app, theme);
@@ -598,6 +599,93 @@ fn draw_scopes(f: &mut Frame<'_>, area: Rect, app: &mut App, snap: &Snapshot, th
     f.render_stateful_widget(table, area, &mut state);
 }
 
+fn draw_devices(f: &mut Frame<'_>, area: Rect, app: &mut App, snap: &Snapshot, theme: Theme) {
+    if snap.devices.is_empty() {
+        f.render_widget(
+            Paragraph::new(
+                "no device or network memory: the program made no call the gpu-shim intercepts (CUDA driver and runtime, NCCL, RDMA registration)",
+            )
+            .wrap(Wrap { trim: true }),
+            area,
+        );
+        app.rows = 0;
+        return;
+    }
+    let right = |t: String| Cell::from(Line::from(t).alignment(Alignment::Right));
+    let n = (snap.devices.len() as u16 + 1).min(area.height / 2).max(2);
+    let [top, rest] = Layout::vertical([Constraint::Length(n), Constraint::Min(1)]).areas(area);
+    let devices: Vec<TableRow> = snap
+        .devices
+        .iter()
+        .map(|d| {
+            let mut other: Vec<String> = d
+                .others
+                .iter()
+                .map(|(kind, bytes)| format!("{kind} {}", text_bytes(*bytes)))
+                .collect();
+            if d.pool_reserved > 0 {
+                other.insert(0, format!("pools reserve {}", text_bytes(d.pool_reserved)));
+            }
+            TableRow::new(vec![
+                Cell::from(d.name.clone()),
+                right(text_bytes(d.live_bytes)),
+                right(text_bytes(d.peak_bytes)),
+                right(text_count(d.allocations)),
+                right(text_count(d.failures)),
+                Cell::from(other.join(", ")),
+            ])
+        })
+        .collect();
+    let table = Table::new(
+        devices,
+        [
+            Constraint::Length(9),
+            Constraint::Length(10),
+            Constraint::Length(10),
+            Constraint::Length(8),
+            Constraint::Length(7),
+            Constraint::Min(10),
+        ],
+    )
+    .header(
+        TableRow::new(vec!["", "live", "peak", "allocs", "failed", "also"]).style(theme.title()),
+    );
+    f.render_widget(table, top);
+    let rows: Vec<TableRow> = snap
+        .device_sites
+        .iter()
+        .map(|s| {
+            TableRow::new(vec![
+                Cell::from(s.device.clone()),
+                right(text_bytes(s.live_bytes)),
+                right(text_bytes(s.bytes_allocated)),
+                right(text_count(s.allocations)),
+                Cell::from(s.api.clone()),
+                Cell::from(s.site.clone()),
+            ])
+        })
+        .collect();
+    app.rows = rows.len();
+    app.selected = app.selected.min(app.rows.saturating_sub(1));
+    let table = Table::new(
+        rows,
+        [
+            Constraint::Length(9),
+            Constraint::Length(10),
+            Constraint::Length(10),
+            Constraint::Length(8),
+            Constraint::Length(14),
+            Constraint::Min(10),
+        ],
+    )
+    .header(
+        TableRow::new(vec!["", "live", "allocated", "allocs", "api", "site"]).style(theme.title()),
+    )
+    .row_highlight_style(theme.selected());
+    let mut state = TableState::default().with_selected(Some(app.selected));
+    f.render_stateful_widget(table, rest, &mut state);
+}
+
 fn draw_alerts(f: &mut Frame<'_>, area: Rect, app: &mut App, snap: &Snapshot, theme: Theme) {
     let area = if snap.errors.is_empty() {
         area
@@ -835,8 +923,8 @@ const HELP: &[(&str, &str)] = &[
     ("?", "this help"),
     ("p, Space", "pause or resume drawing"),
     (
-        "Tab, 1-7",
-        "switch tabs (1 sites ... 5 alerts, 6 scopes, 7 output)",
+        "Tab, 1-8",
+        "switch tabs (1 sites ... 5 alerts, 6 scopes, 7 devices, 8 output)",
     ),
     ("Up, Down, PgUp, PgDn", "move the selection"),
     ("s / r", "sort by the next column / reverse the order"),
