@@ -373,7 +373,7 @@ fn flame_of_device(dir: &Path) {
 /// per device (-1: none).
 fn ledger_live(ledger: &[serde_json::Value], up: &str, down: &str) -> HashMap<i64, u64> {
     let mut live = HashMap::new();
-    for l in ledger {
+    for l in ledger.iter().filter(|l| l["op"] == up || l["op"] == down) {
         let size = l["size"].as_u64().unwrap();
         let device = l["device"].as_i64().unwrap();
         if l["op"] == up {
@@ -517,6 +517,191 @@ fn nccl_mem_alloc_is_one_physical_allocation_named_after_nccl_at_the_callers_sta
     // The shim's own wrapper between the program and NCCL is not shown.
     assert!(!frames.contains("nccl.rs"), "{top}");
     assert_eq!(d["unknown_frees"], 0, "{d}");
+}
+
+/// The CUDA runtime wheel `package==version` from PyPI, unpacked under
+/// the target directory (kept between runs); its `lib` directory, or None
+/// when pip cannot fetch it (no network: the test says it is skipped).
+fn cuda_runtime_wheel(package: &str, lib: &str) -> Option<PathBuf> {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(package.replace(['=', '*'], "_"));
+    let libdir = dir.join(lib);
+    if libdir.is_dir() {
+        return Some(libdir);
+    }
+    std::fs::create_dir_all(&dir).unwrap();
+    let got = Command::new("python3")
+        .args(["-m", "pip", "download", "--no-deps", "-q", package, "-d"])
+        .arg(&dir)
+        .status()
+        .is_ok_and(|s| s.success());
+    if !got {
+        return None;
+    }
+    let unpacked = Command::new("python3")
+        .current_dir(&dir)
+        .args([
+            "-c",
+            "import zipfile, glob; [zipfile.ZipFile(w).extractall('.') for w in glob.glob('*.whl')]",
+        ])
+        .status()
+        .is_ok_and(|s| s.success());
+    (unpacked && libdir.is_dir()).then_some(libdir)
+}
+
+/// Runs `exe` bare and with `libmemtally.so` recording; both outputs (the
+/// same, or the test fails) and the lookups each made (the stand-in's
+/// ledger: name, version, flags, found; and through whom).
+fn bare_and_preloaded(
+    dir: &Path,
+    lib: &Path,
+    exe: &str,
+    libpath: &str,
+    version: &str,
+) -> (String, Vec<serde_json::Value>, Vec<serde_json::Value>) {
+    let mut ledgers = Vec::new();
+    let mut outputs = Vec::new();
+    for preload in [false, true] {
+        let ledger = dir.join(format!("{exe}.{preload}.ledger"));
+        let _ = std::fs::remove_file(&ledger);
+        let mut c = Command::new(dir.join(exe));
+        c.env("LD_LIBRARY_PATH", libpath)
+            .env("FAKE_CUDA_LEDGER", &ledger)
+            .env("FAKE_CUDA_VERSION", version);
+        if preload {
+            c.env("LD_PRELOAD", lib).env(
+                "MEMTALLY",
+                format!("mode=full,out={}", dir.join(format!("{exe}.mtt")).display()),
+            );
+        }
+        let out = c.output().unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{exe} (preload {preload}): {out:?}"
+        );
+        outputs.push(String::from_utf8_lossy(&out.stdout).into_owned());
+        ledgers.push(
+            std::fs::read_to_string(&ledger)
+                .unwrap()
+                .lines()
+                .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+                .filter(|l| l["op"] == "lookup")
+                .collect::<Vec<_>>(),
+        );
+    }
+    assert_eq!(
+        outputs[0], outputs[1],
+        "{exe}: the runtime's results differ"
+    );
+    let preloaded = ledgers.pop().unwrap();
+    let bare = ledgers.pop().unwrap();
+    (outputs.pop().unwrap(), bare, preloaded)
+}
+
+#[test]
+fn the_real_cuda_runtime_gets_every_driver_function_through_our_wrappers_and_its_results_unchanged()
+{
+    let Some((dir, lib)) = setup("gpu-cudart-real") else {
+        return;
+    };
+    // T6: NVIDIA's runtime, dynamic and static, CUDA 12 and 13.
+    let Some(lib12) = cuda_runtime_wheel(
+        "nvidia-cuda-runtime-cu12==12.9.79",
+        "nvidia/cuda_runtime/lib",
+    ) else {
+        eprintln!("skipped: pip could not fetch nvidia-cuda-runtime-cu12 (no network?)");
+        return;
+    };
+    let src = gpu_source("cudart_real.c");
+    let src = src.to_str().unwrap();
+    let flags = ["-O1", "-g"];
+    let mut a = flags.to_vec();
+    a.extend([
+        "-DCUDART=\"libcudart.so.12\"",
+        src,
+        "-o",
+        "cudart_real12",
+        "-ldl",
+    ]);
+    cc(&dir, &a);
+    let stat = lib12.join("libcudart_static.a");
+    let mut a = flags.to_vec();
+    a.extend([
+        "-DSTATIC_CUDART",
+        src,
+        "-o",
+        "cudart_real_static",
+        stat.to_str().unwrap(),
+        "-ldl",
+        "-lrt",
+        "-pthread",
+    ]);
+    cc(&dir, &a);
+    let mut runs = vec![(
+        "cudart_real12",
+        format!("{}:{}", dir.display(), lib12.display()),
+        "12090",
+    )];
+    runs.push(("cudart_real_static", dir.display().to_string(), "12090"));
+    match cuda_runtime_wheel("nvidia-cuda-runtime==13.5.37", "nvidia/cu13/lib") {
+        Some(lib13) => {
+            let mut a = flags.to_vec();
+            a.extend([
+                "-DCUDART=\"libcudart.so.13\"",
+                src,
+                "-o",
+                "cudart_real13",
+                "-ldl",
+            ]);
+            cc(&dir, &a);
+            runs.push((
+                "cudart_real13",
+                format!("{}:{}", dir.display(), lib13.display()),
+                "13050",
+            ));
+        }
+        None => eprintln!("skipped CUDA 13: pip could not fetch nvidia-cuda-runtime"),
+    }
+    let key = |l: &serde_json::Value| {
+        (
+            l["fn"].as_str().unwrap().to_owned(),
+            l["version"].as_i64().unwrap(),
+            l["flags"].as_i64().unwrap(),
+            l["found"].as_i64().unwrap(),
+        )
+    };
+    for (exe, libpath, version) in runs {
+        let (output, bare, preloaded) = bare_and_preloaded(&dir, &lib, exe, &libpath, version);
+        assert!(output.starts_with(&format!("driver {version} (rc 0) cudaMalloc rc ")));
+        // The runtime asked for the same functions with us in between...
+        assert!(bare.len() > 100, "{exe}: {} lookups", bare.len());
+        assert_eq!(
+            bare.iter().map(key).collect::<Vec<_>>(),
+            preloaded.iter().map(key).collect::<Vec<_>>(),
+            "{exe}"
+        );
+        // ...and every one of its lookups reached the driver through our
+        // cuGetProcAddress wrappers, so each allocation entry point it was
+        // handed is ours.
+        assert!(
+            bare.iter().all(|l| l["via"] != "libmemtally.so"),
+            "{exe}: {bare:?}"
+        );
+        for l in &preloaded {
+            assert_eq!(l["via"], "libmemtally.so", "{exe}: {l}");
+        }
+        let asked = |name: &str, v: i64, flags: i64| {
+            preloaded.iter().any(|l| {
+                l["fn"] == name && l["version"] == v && l["flags"] == flags && l["found"] == 1
+            })
+        };
+        assert!(asked("cuGetProcAddress", 11030, 0), "{exe}");
+        assert!(asked("cuGetProcAddress", 12000, 0), "{exe}");
+        assert!(asked("cuMemAlloc", 3020, 0), "{exe}");
+        assert!(asked("cuMemAllocAsync", 11020, 0), "{exe}");
+        assert!(asked("cuMemAllocAsync", 11020, 2), "{exe}");
+        assert!(asked("cuMemHostAlloc", 2020, 0), "{exe}");
+    }
 }
 
 #[test]

@@ -16,8 +16,10 @@
 //! ```
 //!
 //! The stand-in allocates with `mmap` and frees with `munmap` (a few
-//! microseconds), as a real driver's `cuMemAlloc` is a system call and more;
-//! the shim's cost is what it adds to that.
+//! microseconds, as a real driver's `cuMemAlloc` is a system call and
+//! more); the rows marked "no mmap" run it with `FAKE_CUDA_NO_MEMORY=1`
+//! (addresses with nothing behind them, no system call), where what the
+//! shim adds is not lost in `mmap`'s noise.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -44,10 +46,11 @@ fn library() -> PathBuf {
 }
 
 /// One run of the loop: nanoseconds per iteration.
-fn run(dir: &Path, lib: Option<&Path>, mode: &str, what: &str, n: u64) -> f64 {
+fn run(dir: &Path, lib: Option<&Path>, mode: &str, what: &str, n: u64, memory: bool) -> f64 {
     let mut c = Command::new(dir.join("device_loop"));
     c.current_dir(dir)
         .env("LD_LIBRARY_PATH", dir)
+        .env("FAKE_CUDA_NO_MEMORY", if memory { "0" } else { "1" })
         .args([what, &n.to_string()]);
     if let Some(lib) = lib {
         let out = dir.join("bench.mtt");
@@ -116,17 +119,19 @@ fn main() {
         "{:<44} {:>10} {:>16} {:>16} {:>10} {:>10}",
         "loop", "bare", "preloaded, off", "preloaded, full", "off/bare", "full/bare"
     );
-    for (what, label, iterations) in [
-        ("alloc", "cuMemAlloc_v2 + cuMemFree_v2 (PLT)", n),
-        ("proc", "the same through cuGetProcAddress_v2", n),
-        ("dlsym", "dlsym(libm, \"cos\")", n * 10),
+    for (what, label, iterations, memory) in [
+        ("alloc", "cuMemAlloc_v2 + cuMemFree_v2 (PLT), mmap", n, true),
+        ("proc", "the same via cuGetProcAddress_v2, mmap", n, true),
+        ("alloc", "the PLT pair, no mmap", n * 10, false),
+        ("proc", "the cuGetProcAddress pair, no mmap", n * 10, false),
+        ("dlsym", "dlsym(libm, \"cos\")", n * 10, true),
     ] {
         let mut times: Vec<Vec<f64>> = vec![Vec::new(); configs.len()];
         for rep in 0..reps {
             for k in 0..configs.len() {
                 let i = (k + rep) % configs.len();
                 let (_, lib, mode) = configs[i];
-                times[i].push(run(&dir, lib, mode, what, iterations));
+                times[i].push(run(&dir, lib, mode, what, iterations, memory));
             }
         }
         let m: Vec<f64> = times.into_iter().map(median).collect();

@@ -17,7 +17,8 @@
  *
  * plus the pool and virtual-memory lines described with those calls
  * below ("pool", "reserve", "unreserve", "create", "release", "physfree",
- * "map", "unmap", "retain").
+ * "map", "unmap", "retain"), and a "lookup" line per cuGetProcAddress
+ * call, naming the object that called it (see log_lookup).
  *
  * "fn" is the ABI name of the entry point that ran (cuMemAllocAsync_ptsz
  * and cuMemAllocAsync are told apart). A free line carries the size and
@@ -45,11 +46,15 @@
  *                        until the thread calls fakeCudaSetDevice()
  *   FAKE_CUDA_MEM_LIMIT  any single allocation larger than this many bytes
  *                        fails with CUDA_ERROR_OUT_OF_MEMORY (default 1 GiB)
+ *   FAKE_CUDA_NO_MEMORY  1: device allocations get addresses with no memory
+ *                        behind them, without a system call (benchmarks of
+ *                        what an interposer adds, without mmap's noise)
  *
  * As with the real driver, allocation, free and device queries return
  * CUDA_ERROR_NOT_INITIALIZED until cuInit(0) has been called;
  * cuDriverGetVersion and cuGetProcAddress work before it. */
 #define _GNU_SOURCE
+#include <dlfcn.h>
 #include <fcntl.h>
 #include <pthread.h>
 #include <stdint.h>
@@ -93,6 +98,8 @@ static pthread_once_t setup_once = PTHREAD_ONCE_INIT;
 static int cfg_version = 12090;
 static int cfg_device = 0;
 static unsigned long long cfg_mem_limit = 1ULL << 30;
+static int cfg_no_memory; /* FAKE_CUDA_NO_MEMORY: addresses only */
+static uintptr_t next_fake_address = 0x7e0000000000ull;
 static int ledger_fd = -1;
 static volatile int initialized; /* set by cuInit */
 
@@ -113,6 +120,8 @@ static void setup(void) {
     }
     if ((s = getenv("FAKE_CUDA_MEM_LIMIT")) && *s)
         cfg_mem_limit = strtoull(s, NULL, 0);
+    if ((s = getenv("FAKE_CUDA_NO_MEMORY")) && *s == '1')
+        cfg_no_memory = 1;
     if ((s = getenv("FAKE_CUDA_LEDGER")) && *s)
         ledger_fd = open(s, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
 }
@@ -284,7 +293,14 @@ static CUresult do_alloc_in(const char *fn, int kind, size_t size, int low32, st
     if (low32)
         mflags |= MAP_32BIT;
 #endif
-    void *m = mmap(NULL, maplen, PROT_READ | PROT_WRITE, mflags, -1, 0);
+    void *m;
+    if (cfg_no_memory && kind != KIND_HOST) {
+        /* Benchmarks: an address with nothing behind it, no system call. */
+        m = (void *)__atomic_fetch_add(&next_fake_address, maplen, __ATOMIC_RELAXED);
+        mflags = 0;
+    } else {
+        m = mmap(NULL, maplen, PROT_READ | PROT_WRITE, mflags, -1, 0);
+    }
     if (m == MAP_FAILED)
         return fail(fn, size, device, CUDA_ERROR_OUT_OF_MEMORY);
     if (low32 && (uintptr_t)m + maplen > 0xFFFFFFFFu) {
@@ -340,7 +356,8 @@ static CUresult do_free(const char *fn, int kind, uintptr_t p) {
     pthread_mutex_unlock(&lock);
     /* Unmapped after it left the table and the ledger: if mmap hands the
      * address out again at once, its alloc line comes after this free. */
-    munmap((void *)gone.ptr, gone.maplen);
+    if (!(cfg_no_memory && kind != KIND_HOST))
+        munmap((void *)gone.ptr, gone.maplen);
     return CUDA_SUCCESS;
 }
 
@@ -905,6 +922,35 @@ static const struct proc procs[] = {
     {"cuGetProcAddress", 11030, -1, (void *)impl_cuGetProcAddress},
 };
 
+/* Logs a lookup: {"op":"lookup","fn":NAME,"version":V,"flags":F,
+ * "found":0|1,"via":FILE}, FILE the base name of the object that called
+ * cuGetProcAddress (the program, the runtime, or an interposer in between:
+ * a test reads from it whose wrapper the caller was handed). */
+static void log_lookup(const char *symbol, int version, cuuint64_t flags, int found,
+                       void *caller) {
+    ensure_setup();
+    if (ledger_fd < 0 || !symbol)
+        return;
+    Dl_info info;
+    const char *via = "?";
+    if (dladdr(caller, &info) && info.dli_fname) {
+        const char *slash = strrchr(info.dli_fname, '/');
+        via = slash ? slash + 1 : info.dli_fname;
+    }
+    char line[384];
+    int n = snprintf(line, sizeof line,
+                     "{\"op\":\"lookup\",\"fn\":\"%.100s\",\"version\":%d,\"flags\":%llu,"
+                     "\"found\":%d,\"via\":\"%.100s\"}\n",
+                     symbol, version, (unsigned long long)flags, found, via);
+    pthread_mutex_lock(&lock);
+    if (n > 0 && (size_t)n < sizeof line && write(ledger_fd, line, (size_t)n) != n)
+        ledger_fd = -1;
+    pthread_mutex_unlock(&lock);
+}
+
+static CUresult lookup_from(void *caller, const char *symbol, void **pfn, int cuda_version,
+                            cuuint64_t flags, int *status);
+
 static CUresult lookup(const char *symbol, void **pfn, int cuda_version, cuuint64_t flags,
                        int *status) {
     int st = CU_GET_PROC_ADDRESS_SYMBOL_NOT_FOUND;
@@ -941,14 +987,21 @@ out:
     return rc;
 }
 
+static CUresult lookup_from(void *caller, const char *symbol, void **pfn, int cuda_version,
+                            cuuint64_t flags, int *status) {
+    CUresult rc = lookup(symbol, pfn, cuda_version, flags, status);
+    log_lookup(symbol, cuda_version, flags, rc == CUDA_SUCCESS, caller);
+    return rc;
+}
+
 IMPL CUresult impl_cuGetProcAddress_v2(const char *symbol, void **pfn, int cuda_version,
                                        cuuint64_t flags, int *status) {
-    return lookup(symbol, pfn, cuda_version, flags, status);
+    return lookup_from(__builtin_return_address(0), symbol, pfn, cuda_version, flags, status);
 }
 
 IMPL CUresult impl_cuGetProcAddress(const char *symbol, void **pfn, int cuda_version,
                                     cuuint64_t flags) {
-    return lookup(symbol, pfn, cuda_version, flags, NULL);
+    return lookup_from(__builtin_return_address(0), symbol, pfn, cuda_version, flags, NULL);
 }
 
 /* ------------------------------------------------------------------ */
@@ -1005,11 +1058,11 @@ EXPORT CUresult cuMemFreeAsync_ptsz(CUdeviceptr dptr, CUstream s) {
 
 EXPORT CUresult cuGetProcAddress_v2(const char *symbol, void **pfn, int cuda_version,
                                     cuuint64_t flags, int *status) {
-    return impl_cuGetProcAddress_v2(symbol, pfn, cuda_version, flags, status);
+    return lookup_from(__builtin_return_address(0), symbol, pfn, cuda_version, flags, status);
 }
 EXPORT CUresult cuGetProcAddress(const char *symbol, void **pfn, int cuda_version,
                                  cuuint64_t flags) {
-    return impl_cuGetProcAddress(symbol, pfn, cuda_version, flags);
+    return lookup_from(__builtin_return_address(0), symbol, pfn, cuda_version, flags, NULL);
 }
 
 EXPORT CUresult cuMemPoolCreate(CUmemoryPool *p, const void *props) {
