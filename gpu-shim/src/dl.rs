@@ -109,6 +109,24 @@ pub fn next_versioned(name: &core::ffi::CStr, version: &[u8]) -> usize {
     unsafe { real_dlvsym()(libc::RTLD_NEXT, name.as_ptr(), v.as_ptr().cast()) as usize }
 }
 
+/// `name` in the object that defines the function at `p` (glibc's lookup,
+/// no wrapping), or 0.
+pub fn symbol_beside(p: usize, name: &core::ffi::CStr) -> usize {
+    // SAFETY: a zeroed Dl_info (pointers and integers) is valid.
+    let mut info: libc::Dl_info = unsafe { core::mem::zeroed() };
+    // SAFETY: dladdr only reads the loader's tables and fills `info`.
+    if unsafe { libc::dladdr(p as *const c_void, &mut info) } == 0 || info.dli_fname.is_null() {
+        return 0;
+    }
+    // SAFETY: RTLD_NOLOAD only returns a handle of an object already
+    // loaded (the one `p` lies in), under the name dladdr gave.
+    let h = unsafe { libc::dlopen(info.dli_fname, libc::RTLD_LAZY | libc::RTLD_NOLOAD) };
+    if h.is_null() {
+        return 0;
+    }
+    symbol_in(h, name)
+}
+
 /// `name` in the object `handle` (glibc's lookup, no wrapping), or 0.
 pub fn symbol_in(handle: *mut c_void, name: &core::ffi::CStr) -> usize {
     // SAFETY: glibc's dlsym with a handle from dlopen and a NUL-terminated

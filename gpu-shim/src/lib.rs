@@ -32,6 +32,7 @@ mod cuda;
 mod dl;
 mod elf;
 mod nccl;
+mod opencl;
 mod rdma;
 mod slot;
 

@@ -163,6 +163,8 @@ pub fn wrap_symbol(name: &CStr, version: &[u8], real: usize) -> usize {
         &crate::rdma::SLOTS
     } else if bytes.starts_with(b"nccl") {
         &crate::nccl::SLOTS
+    } else if bytes.starts_with(b"cl") {
+        &crate::opencl::SLOTS
     } else {
         return real;
     };

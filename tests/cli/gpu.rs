@@ -869,3 +869,99 @@ fn rdma_registrations_are_seen_through_the_plt_and_through_dlvsym_of_each_versio
     assert_eq!(d["unknown_frees"], 0, "{d}");
     assert_eq!(d["reused_while_live"], 0, "{d}");
 }
+
+#[test]
+fn opencl_buffers_are_freed_once_at_their_final_release_and_svm_at_its_free() {
+    let Some(lib) = built_library() else {
+        eprintln!("skipped: libmemtally.so not built (run cargo test --workspace)");
+        return;
+    };
+    // T17: the stand-in ICD loader, reference counting as the spec says.
+    let dir = scratch("opencl");
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/c/opencl");
+    let s = |f: &str| src.join(f).to_str().unwrap().to_owned();
+    cc(
+        &dir,
+        &[
+            "-O1",
+            "-g",
+            "-shared",
+            "-fPIC",
+            "-fvisibility=hidden",
+            "-Wl,-Bsymbolic",
+            "-Wl,-soname,libOpenCL.so.1",
+            "-o",
+            "libOpenCL.so.1",
+            &s("fake_opencl.c"),
+            "-pthread",
+        ],
+    );
+    std::os::unix::fs::symlink("libOpenCL.so.1", dir.join("libOpenCL.so")).unwrap();
+    cc(
+        &dir,
+        &[
+            "-O1",
+            "-g",
+            "-fno-omit-frame-pointer",
+            &s("cl_user.c"),
+            "-o",
+            "cl_user",
+            "-L.",
+            "-lOpenCL",
+            "-ldl",
+            "-Wl,-rpath,$ORIGIN",
+        ],
+    );
+    let trace = dir.join("cl.mtt");
+    let ledger = dir.join("cl.ledger");
+    let out = Command::new(env!("CARGO_BIN_EXE_memtally"))
+        .current_dir(&dir)
+        .env("FAKE_CL_LEDGER", &ledger)
+        .env("MEMTALLY_LIB", &lib)
+        .args(["run", "-o", trace.to_str().unwrap(), "--", "./cl_user"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let ledger: Vec<serde_json::Value> = std::fs::read_to_string(&ledger)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let out = memtally(&["report", "--json", "--top", "20", trace.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let d = &doc["device"];
+    let cl = by_kind(&d["devices"][0], "opencl");
+    let made = count(&ledger, "create") + count(&ledger, "svm_alloc");
+    let gone = count(&ledger, "destroy") + count(&ledger, "svm_free");
+    assert_eq!(cl["allocations"], made, "{d}");
+    assert_eq!(d["devices"][0]["frees"], gone, "one free per object: {d}");
+    // What the ledger holds at the end: the kept buffer and SVM block (a
+    // sub-buffer has no bytes of its own; it shares its parent's).
+    assert_eq!(cl["live_bytes"], (1 << 20) + (64 << 10), "{d}");
+    // The retained buffer was destroyed once, at its second release.
+    let retained = d["sites"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["site"]["frames"].to_string().contains("cl_retained"))
+        .expect("cl_retained's site");
+    assert_eq!(
+        (
+            retained["allocations"].as_u64(),
+            retained["live_blocks"].as_u64()
+        ),
+        (Some(1), Some(0)),
+        "{retained}"
+    );
+    for kept in ["cl_kept", "svm_kept"] {
+        assert!(
+            d["sites"].as_array().unwrap().iter().any(|s| {
+                s["live_bytes"].as_u64() > Some(0) && s["site"]["frames"].to_string().contains(kept)
+            }),
+            "{kept}: {d}"
+        );
+    }
+    assert_eq!(d["unknown_frees"], 0, "{d}");
+    assert_eq!(d["reused_while_live"], 0, "{d}");
+}

@@ -131,8 +131,11 @@ pub mod device {
         /// regions), keyed by the region's handle: pinned, and already
         /// counted where it was allocated, so never in a device's total.
         pub const REGISTERED: u8 = 6;
+        /// OpenCL buffers (keyed by their `cl_mem`) and shared virtual
+        /// memory (by its pointer).
+        pub const OPENCL: u8 = 7;
         /// The most kinds a reader counts apart.
-        pub const COUNT: usize = 7;
+        pub const COUNT: usize = 8;
     }
 
     /// The `device` of host memory.
@@ -148,6 +151,7 @@ pub mod device {
             memory::VMM => "virtual memory (physical)",
             memory::VIRTUAL => "reserved address space",
             memory::REGISTERED => "registered (pinned for a NIC)",
+            memory::OPENCL => "opencl",
             _ => "other",
         }
     }
@@ -169,6 +173,7 @@ pub mod device {
             memory::VMM => 2,
             memory::VIRTUAL => 3,
             memory::REGISTERED => 4,
+            memory::OPENCL => 5,
             _ => 0,
         }
     }
