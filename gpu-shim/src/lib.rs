@@ -35,5 +35,6 @@ mod nccl;
 mod opencl;
 mod rdma;
 mod slot;
+mod vulkan;
 
 pub use dl::wrapped_lookups;

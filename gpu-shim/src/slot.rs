@@ -165,6 +165,8 @@ pub fn wrap_symbol(name: &CStr, version: &[u8], real: usize) -> usize {
         &crate::nccl::SLOTS
     } else if bytes.starts_with(b"cl") {
         &crate::opencl::SLOTS
+    } else if bytes.starts_with(b"vk") {
+        &crate::vulkan::SLOTS
     } else {
         return real;
     };

@@ -767,6 +767,92 @@ fn dlsym_and_dlvsym_with_rtld_next_still_find_the_next_definition() {
     );
 }
 
+/// Builds the stand-in `source` (in `tests/c/DIR/`) as the shared library
+/// `soname` in `dir`, hidden and `-Bsymbolic` as the real ones behave,
+/// with its link-time name (`libX.so`) beside it.
+fn stand_in(dir: &Path, source: &str, soname: &str, extra: &[&str]) {
+    let source = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/c")
+        .join(source);
+    let so = format!("-Wl,-soname,{soname}");
+    let mut a = vec![
+        "-O1",
+        "-g",
+        "-shared",
+        "-fPIC",
+        "-fvisibility=hidden",
+        "-Wl,-Bsymbolic",
+        &so,
+        "-o",
+        soname,
+        source.to_str().unwrap(),
+        "-pthread",
+    ];
+    a.extend(extra);
+    cc(dir, &a);
+    let link = soname.rsplit_once(".so").unwrap().0.to_owned() + ".so";
+    std::os::unix::fs::symlink(soname, dir.join(link)).unwrap();
+}
+
+/// Builds the test program `source` (in `tests/c/`) as `dir/out`.
+fn test_program(dir: &Path, source: &str, out: &str, libs: &[&str]) {
+    let source = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/c")
+        .join(source);
+    let mut a = vec![
+        "-O1",
+        "-g",
+        "-fno-omit-frame-pointer",
+        source.to_str().unwrap(),
+        "-o",
+        out,
+        "-L.",
+    ];
+    a.extend(libs);
+    a.push("-Wl,-rpath,$ORIGIN");
+    cc(dir, &a);
+}
+
+/// Runs `./exe` under `memtally run` with the stand-in's ledger in the
+/// file `ledger_var` names; the report's device section (top 20 sites)
+/// and the ledger's lines.
+fn run_with_ledger(
+    dir: &Path,
+    lib: &Path,
+    exe: &str,
+    ledger_var: &str,
+) -> (serde_json::Value, Vec<serde_json::Value>) {
+    let trace = dir.join(format!("{exe}.mtt"));
+    let ledger = dir.join(format!("{exe}.ledger"));
+    let out = Command::new(env!("CARGO_BIN_EXE_memtally"))
+        .current_dir(dir)
+        .env(ledger_var, &ledger)
+        .env("MEMTALLY_LIB", lib)
+        .args(["run", "-o", trace.to_str().unwrap(), "--"])
+        .arg(format!("./{exe}"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let lines = std::fs::read_to_string(&ledger)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let out = memtally(&["report", "--json", "--top", "20", trace.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    (doc["device"].clone(), lines)
+}
+
+/// Is there a site whose stack names `function` holding `live` bytes?
+fn site_holds(d: &serde_json::Value, function: &str, live: u64) -> bool {
+    d["sites"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|s| s["live_bytes"] == live && s["site"]["frames"].to_string().contains(function))
+}
+
 #[test]
 fn rdma_registrations_are_seen_through_the_plt_and_through_dlvsym_of_each_version() {
     let Some(lib) = built_library() else {
@@ -775,61 +861,19 @@ fn rdma_registrations_are_seen_through_the_plt_and_through_dlvsym_of_each_versio
     };
     // T13: the stand-in libibverbs, with rdma-core's symbol versions.
     let dir = scratch("rdma");
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/c/rdma");
-    let s = |f: &str| src.join(f).to_str().unwrap().to_owned();
-    let map = format!("-Wl,--version-script={}", s("libibverbs.map"));
-    cc(
-        &dir,
-        &[
-            "-O1",
-            "-g",
-            "-shared",
-            "-fPIC",
-            "-fvisibility=hidden",
-            "-Wl,-Bsymbolic",
-            &map,
-            "-Wl,-soname,libibverbs.so.1",
-            "-o",
-            "libibverbs.so.1",
-            &s("fake_ibverbs.c"),
-            "-pthread",
-        ],
+    let map = format!(
+        "-Wl,--version-script={}/tests/c/rdma/libibverbs.map",
+        env!("CARGO_MANIFEST_DIR")
     );
-    std::os::unix::fs::symlink("libibverbs.so.1", dir.join("libibverbs.so")).unwrap();
-    cc(
+    stand_in(&dir, "rdma/fake_ibverbs.c", "libibverbs.so.1", &[&map]);
+    test_program(
         &dir,
-        &[
-            "-O1",
-            "-g",
-            "-fno-omit-frame-pointer",
-            &s("rdma_user.c"),
-            "-o",
-            "rdma_user",
-            "-L.",
-            "-libverbs",
-            "-ldl",
-            "-Wl,-rpath,$ORIGIN",
-        ],
+        "rdma/rdma_user.c",
+        "rdma_user",
+        &["-libverbs", "-ldl"],
     );
-    let trace = dir.join("rdma.mtt");
-    let ledger = dir.join("ibv.ledger");
-    let out = Command::new(env!("CARGO_BIN_EXE_memtally"))
-        .current_dir(&dir)
-        .env("FAKE_IBV_LEDGER", &ledger)
-        .env("MEMTALLY_LIB", &lib)
-        .args(["run", "-o", trace.to_str().unwrap(), "--", "./rdma_user"])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(0), "{out:?}");
-    let ledger: Vec<serde_json::Value> = std::fs::read_to_string(&ledger)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
-    let out = memtally(&["report", "--json", "--top", "20", trace.to_str().unwrap()]);
-    assert_eq!(out.status.code(), Some(0), "{out:?}");
-    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let d = &doc["device"];
+    let (d, ledger) = run_with_ledger(&dir, &lib, "rdma_user", "FAKE_IBV_LEDGER");
+    let d = &d;
     let host = d["devices"]
         .as_array()
         .unwrap()
@@ -878,59 +922,10 @@ fn opencl_buffers_are_freed_once_at_their_final_release_and_svm_at_its_free() {
     };
     // T17: the stand-in ICD loader, reference counting as the spec says.
     let dir = scratch("opencl");
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/c/opencl");
-    let s = |f: &str| src.join(f).to_str().unwrap().to_owned();
-    cc(
-        &dir,
-        &[
-            "-O1",
-            "-g",
-            "-shared",
-            "-fPIC",
-            "-fvisibility=hidden",
-            "-Wl,-Bsymbolic",
-            "-Wl,-soname,libOpenCL.so.1",
-            "-o",
-            "libOpenCL.so.1",
-            &s("fake_opencl.c"),
-            "-pthread",
-        ],
-    );
-    std::os::unix::fs::symlink("libOpenCL.so.1", dir.join("libOpenCL.so")).unwrap();
-    cc(
-        &dir,
-        &[
-            "-O1",
-            "-g",
-            "-fno-omit-frame-pointer",
-            &s("cl_user.c"),
-            "-o",
-            "cl_user",
-            "-L.",
-            "-lOpenCL",
-            "-ldl",
-            "-Wl,-rpath,$ORIGIN",
-        ],
-    );
-    let trace = dir.join("cl.mtt");
-    let ledger = dir.join("cl.ledger");
-    let out = Command::new(env!("CARGO_BIN_EXE_memtally"))
-        .current_dir(&dir)
-        .env("FAKE_CL_LEDGER", &ledger)
-        .env("MEMTALLY_LIB", &lib)
-        .args(["run", "-o", trace.to_str().unwrap(), "--", "./cl_user"])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(0), "{out:?}");
-    let ledger: Vec<serde_json::Value> = std::fs::read_to_string(&ledger)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
-    let out = memtally(&["report", "--json", "--top", "20", trace.to_str().unwrap()]);
-    assert_eq!(out.status.code(), Some(0), "{out:?}");
-    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let d = &doc["device"];
+    stand_in(&dir, "opencl/fake_opencl.c", "libOpenCL.so.1", &[]);
+    test_program(&dir, "opencl/cl_user.c", "cl_user", &["-lOpenCL", "-ldl"]);
+    let (d, ledger) = run_with_ledger(&dir, &lib, "cl_user", "FAKE_CL_LEDGER");
+    let d = &d;
     let cl = by_kind(&d["devices"][0], "opencl");
     let made = count(&ledger, "create") + count(&ledger, "svm_alloc");
     let gone = count(&ledger, "destroy") + count(&ledger, "svm_free");
@@ -964,4 +959,37 @@ fn opencl_buffers_are_freed_once_at_their_final_release_and_svm_at_its_free() {
     }
     assert_eq!(d["unknown_frees"], 0, "{d}");
     assert_eq!(d["reused_while_live"], 0, "{d}");
+}
+
+#[test]
+fn vulkan_memory_is_seen_through_the_export_and_through_both_get_proc_addrs() {
+    let Some(lib) = built_library() else {
+        eprintln!("skipped: libmemtally.so not built (run cargo test --workspace)");
+        return;
+    };
+    // T18: the stand-in loader hands out the driver's own functions from
+    // vkGetDeviceProcAddr, which a hook of the exported names never sees.
+    let dir = scratch("vulkan");
+    stand_in(&dir, "vulkan/fake_vulkan.c", "libvulkan.so.1", &[]);
+    test_program(&dir, "vulkan/vk_user.c", "vk_user", &["-lvulkan"]);
+    let (d, ledger) = run_with_ledger(&dir, &lib, "vk_user", "FAKE_VK_LEDGER");
+    let vk = by_kind(&d["devices"][0], "vulkan");
+    assert_eq!(vk["allocations"], count(&ledger, "alloc"), "{d}");
+    assert_eq!(d["devices"][0]["frees"], count(&ledger, "free"), "{d}");
+    assert_eq!(d["devices"][0]["failures"], count(&ledger, "fail"), "{d}");
+    assert_eq!(count(&ledger, "alloc"), 4);
+    assert_eq!(vk["live_bytes"], 3 << 20, "{d}");
+    assert!(site_holds(&d, "vk_exported", 1 << 20), "{d}");
+    assert!(site_holds(&d, "vk_device_proc", 2 << 20), "{d}");
+    // The allocation made through vkGetInstanceProcAddr's
+    // vkGetDeviceProcAddr, freed.
+    assert!(
+        d["sites"].as_array().unwrap().iter().any(|s| {
+            s["bytes_allocated"] == 512 << 10
+                && s["site"]["frames"].to_string().contains("vk_instance_proc")
+        }),
+        "{d}"
+    );
+    assert_eq!(d["failures"][0]["size"], 8u64 << 30, "{d}");
+    assert_eq!(d["unknown_frees"], 0, "{d}");
 }

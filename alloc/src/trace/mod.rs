@@ -134,8 +134,11 @@ pub mod device {
         /// OpenCL buffers (keyed by their `cl_mem`) and shared virtual
         /// memory (by its pointer).
         pub const OPENCL: u8 = 7;
+        /// Vulkan device memory (`vkAllocateMemory`), keyed by its
+        /// `VkDeviceMemory`.
+        pub const VULKAN: u8 = 8;
         /// The most kinds a reader counts apart.
-        pub const COUNT: usize = 8;
+        pub const COUNT: usize = 9;
     }
 
     /// The `device` of host memory.
@@ -152,6 +155,7 @@ pub mod device {
             memory::VIRTUAL => "reserved address space",
             memory::REGISTERED => "registered (pinned for a NIC)",
             memory::OPENCL => "opencl",
+            memory::VULKAN => "vulkan",
             _ => "other",
         }
     }
@@ -174,6 +178,7 @@ pub mod device {
             memory::VIRTUAL => 3,
             memory::REGISTERED => 4,
             memory::OPENCL => 5,
+            memory::VULKAN => 6,
             _ => 0,
         }
     }

@@ -47,11 +47,15 @@ $CC $PROG "$src/nccl_user.c" -o nccl_user -L. -lnccl -lcuda -Wl,-rpath,'$ORIGIN'
 $CC $PROG "$src/cuda_threads.c" -o cuda_threads -L. -lcuda -ldl -pthread -Wl,-rpath,'$ORIGIN'
 
 # RTLD_NEXT / dlvsym fixture.
-# OpenCL and RDMA stand-ins.
+# OpenCL, Vulkan and RDMA stand-ins.
 $CC -O1 -g -shared -fPIC -fvisibility=hidden -Wl,-Bsymbolic -Wl,-soname,libOpenCL.so.1 \
     -o libOpenCL.so.1 "$src/../opencl/fake_opencl.c" -pthread
 ln -sf libOpenCL.so.1 libOpenCL.so
 $CC $PROG "$src/../opencl/cl_user.c" -o cl_user -L. -lOpenCL -ldl -Wl,-rpath,'$ORIGIN'
+$CC -O1 -g -shared -fPIC -fvisibility=hidden -Wl,-Bsymbolic -Wl,-soname,libvulkan.so.1 \
+    -o libvulkan.so.1 "$src/../vulkan/fake_vulkan.c" -pthread
+ln -sf libvulkan.so.1 libvulkan.so
+$CC $PROG "$src/../vulkan/vk_user.c" -o vk_user -L. -lvulkan -Wl,-rpath,'$ORIGIN'
 $CC -O1 -g -shared -fPIC -fvisibility=hidden -Wl,-Bsymbolic -Wl,--version-script="$src/../rdma/libibverbs.map" \
     -Wl,-soname,libibverbs.so.1 -o libibverbs.so.1 "$src/../rdma/fake_ibverbs.c"
 ln -sf libibverbs.so.1 libibverbs.so
