@@ -993,3 +993,59 @@ fn vulkan_memory_is_seen_through_the_export_and_through_both_get_proc_addrs() {
     assert_eq!(d["failures"][0]["size"], 8u64 << 30, "{d}");
     assert_eq!(d["unknown_frees"], 0, "{d}");
 }
+
+#[test]
+fn socket_buffers_and_io_uring_registered_buffers_are_sampled_from_the_kernel() {
+    let Some(lib) = built_library() else {
+        eprintln!("skipped: libmemtally.so not built (run cargo test --workspace)");
+        return;
+    };
+    // T14, T15 on the real kernel: no call allocates this memory, so it
+    // is sampled (every 0.5 s) while the program holds it for 1.2 s.
+    let dir = scratch("net");
+    test_program(&dir, "net/net_user.c", "net_user", &[]);
+    let trace = dir.join("net.mtt");
+    let out = Command::new(env!("CARGO_BIN_EXE_memtally"))
+        .current_dir(&dir)
+        .env("MEMTALLY_LIB", &lib)
+        .args(["run", "-o", trace.to_str().unwrap(), "--", "./net_user"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let out = memtally(&["report", "--json", trace.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let d = &doc["device"];
+    let host = d["devices"]
+        .as_array()
+        .expect("a device section")
+        .iter()
+        .find(|t| t["device"].is_null())
+        .expect("host");
+    let level = |kind: &str| {
+        host["levels"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|l| l["memory"] == kind)
+            .cloned()
+    };
+    // 300 KB written and not read: queued at the sender, received at the
+    // receiver, in the kernel's accounting (buffers, a little more).
+    let socket = level("socket buffers").expect("socket buffers sampled");
+    assert!(
+        socket["peak_bytes"].as_u64().unwrap() >= 250_000,
+        "{socket}"
+    );
+    assert_eq!(socket["bytes"], 0, "closed before the end: {socket}");
+    if stdout.contains("io_uring unavailable") {
+        eprintln!("skipped io_uring: {stdout}");
+    } else {
+        let ring = level("io_uring registered buffers").expect("io_uring sampled");
+        assert_eq!(ring["peak_bytes"], 2 * 65536, "{ring}");
+        assert_eq!(ring["bytes"], 0, "unregistered: {ring}");
+    }
+    // Kernel-held memory is a gauge, never new memory of the host.
+    assert_eq!(host["live_bytes"], 0);
+}

@@ -215,7 +215,8 @@ pub struct DeviceRow {
     pub failures: u64,
     /// What its stream-ordered pools hold now (sampled).
     pub pool_reserved: u64,
-    /// Live bytes of the other kinds: `registered 192.0 KiB`, ...
+    /// Live bytes of the other kinds and the sampled levels (registered
+    /// memory, address space, socket buffers...).
     pub others: Vec<(String, u64)>,
 }
 
@@ -453,6 +454,14 @@ fn device_rows(model: &Model) -> Vec<DeviceRow> {
                 .take(memory::COUNT)
                 .filter(|(i, k)| !counts_in_total(*i as u8) && k.live_bytes > 0)
                 .map(|(i, k)| (memory_name(i as u8).to_owned(), k.live_bytes))
+                .chain(
+                    t.levels
+                        .iter()
+                        .enumerate()
+                        .take(memory::COUNT)
+                        .filter(|(_, l)| l.bytes > 0)
+                        .map(|(i, l)| (memory_name(i as u8).to_owned(), l.bytes)),
+                )
                 .collect(),
         })
         .collect()

@@ -20,6 +20,7 @@
 
 pub mod clock;
 pub(crate) mod intern;
+pub mod kernel;
 mod modules;
 pub(crate) mod ring;
 pub mod scope;

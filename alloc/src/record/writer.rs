@@ -175,6 +175,9 @@ struct WriterState {
     events: u64,
     /// The last `WATERMARK` written (watermarks only move forward).
     last_watermark: u64,
+    /// Kernel-held memory levels written last, and when they were sampled.
+    kernel: super::kernel::Sampler,
+    last_kernel_ns: u64,
 }
 
 static mut WS: WriterState = WriterState {
@@ -192,6 +195,8 @@ static mut WS: WriterState = WriterState {
     last_clock_ns: 0,
     events: 0,
     last_watermark: 0,
+    kernel: super::kernel::Sampler::new(),
+    last_kernel_ns: 0,
 };
 
 /// The writer-private state.
@@ -345,6 +350,9 @@ fn spawn_on(fd: i32, path: &[u8], settings: &crate::options::Settings, mode: u8)
         last_clock_ns: 0,
         events: 0,
         last_watermark: 0,
+        // A new trace starts with every level unwritten.
+        kernel: super::kernel::Sampler::new(),
+        last_kernel_ns: 0,
     };
     FD.store(fd, Ordering::Relaxed);
     // SAFETY: getpid has no preconditions.
@@ -519,6 +527,20 @@ fn memory_record(ws: &mut WriterState) {
     });
 }
 
+/// A `GAUGE` record per kernel-held memory level that changed.
+fn kernel_records(ws: &mut WriterState) {
+    let ticks = super::clock::ticks();
+    let out = &mut ws.out;
+    ws.kernel.sample(|level| {
+        out.record(kind::GAUGE, |c| {
+            put_uvar(c, ticks);
+            put_u8(c, level.memory);
+            put_uvar(c, u64::from(level.fd));
+            put_uvar(c, level.bytes);
+        });
+    });
+}
+
 fn write_strings(ws: &mut WriterState) {
     let count = intern::string_count();
     while ws.strings_written < count {
@@ -663,6 +685,10 @@ fn round(ws: &mut WriterState, final_round: bool) {
     if final_round || now >= ws.last_clock_ns + CLOCK_EVERY_NS {
         clock_record(ws);
         memory_record(ws);
+    }
+    if final_round || now >= ws.last_kernel_ns + super::kernel::SAMPLE_EVERY_NS {
+        ws.last_kernel_ns = now;
+        kernel_records(ws);
     }
     ws.out.flush();
     if ws.out.failed {

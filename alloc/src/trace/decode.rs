@@ -330,6 +330,17 @@ pub enum Record {
     },
     /// A memory sample.
     Memory(Memory),
+    /// A sampled level of kernel-held memory (`kind::GAUGE`).
+    Gauge {
+        /// Ticks.
+        ticks: u64,
+        /// `trace::device::memory::*` (`SOCKET`, `IO_URING`).
+        memory: u8,
+        /// The object (a file descriptor).
+        key: u64,
+        /// Bytes it holds now (0: gone).
+        bytes: u64,
+    },
     /// The end of a complete trace.
     Footer {
         /// Ticks.
@@ -923,6 +934,12 @@ fn parse(
             rss_bytes: p.uvar("rss")?,
             mapped_bytes: p.uvar("mapped bytes")?,
         }),
+        kind::GAUGE => Record::Gauge {
+            ticks: p.uvar("ticks")?,
+            memory: p.u8("memory kind")?,
+            key: p.uvar("key")?,
+            bytes: p.uvar("bytes")?,
+        },
         kind::FOOTER => Record::Footer {
             ticks: p.uvar("ticks")?,
             events: p.uvar("event count")?,

@@ -137,8 +137,14 @@ pub mod device {
         /// Vulkan device memory (`vkAllocateMemory`), keyed by its
         /// `VkDeviceMemory`.
         pub const VULKAN: u8 = 8;
+        /// A socket's kernel buffers (received and not read, queued and not
+        /// sent), sampled by file descriptor (`kind::GAUGE`).
+        pub const SOCKET: u8 = 9;
+        /// An io_uring's registered buffers (pinned user pages), sampled by
+        /// file descriptor (`kind::GAUGE`).
+        pub const IO_URING: u8 = 10;
         /// The most kinds a reader counts apart.
-        pub const COUNT: usize = 9;
+        pub const COUNT: usize = 11;
     }
 
     /// The `device` of host memory.
@@ -156,6 +162,8 @@ pub mod device {
             memory::REGISTERED => "registered (pinned for a NIC)",
             memory::OPENCL => "opencl",
             memory::VULKAN => "vulkan",
+            memory::SOCKET => "socket buffers",
+            memory::IO_URING => "io_uring registered buffers",
             _ => "other",
         }
     }
@@ -186,7 +194,10 @@ pub mod device {
     /// Do blocks of this kind count in their device's total (new memory,
     /// not address space or a registration of memory counted elsewhere)?
     pub fn counts_in_total(memory: u8) -> bool {
-        memory != memory::VIRTUAL && memory != memory::REGISTERED
+        !matches!(
+            memory,
+            memory::VIRTUAL | memory::REGISTERED | memory::SOCKET | memory::IO_URING
+        )
     }
 }
 
@@ -229,6 +240,10 @@ pub mod kind {
     pub const MEMORY: u8 = 11;
     /// The end of a complete trace.
     pub const FOOTER: u8 = 12;
+    /// A sampled level of memory the kernel holds for the process (a
+    /// socket's buffers, an io_uring's registered buffers): one per
+    /// object whose level changed.
+    pub const GAUGE: u8 = 13;
 }
 
 /// Recording modes as written in the header.

@@ -102,6 +102,18 @@ pub struct DeviceTotals {
     pub pool_reserved: u64,
     /// The most bytes its pools held at once.
     pub pool_reserved_peak: u64,
+    /// Sampled levels of kernel-held memory, per memory kind (`SOCKET`,
+    /// `IO_URING`; on the host).
+    pub levels: [Level; memory::COUNT + 1],
+}
+
+/// A sampled level: all objects of one kind together.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Level {
+    /// Bytes now.
+    pub bytes: u64,
+    /// The most at once.
+    pub peak_bytes: u64,
 }
 
 /// What one site allocated on one device.
@@ -150,6 +162,8 @@ pub struct DeviceMemory {
     mappings: BTreeMap<u64, (u64, u64)>,
     /// Pools' last levels: pool -> (device, reserved bytes).
     pools: HashMap<u64, (u32, u64)>,
+    /// Kernel-held levels: (memory kind, descriptor) -> bytes.
+    gauges: HashMap<(u8, u64), u64>,
     devices: BTreeMap<u32, DeviceTotals>,
     sites: HashMap<(u32, StackId), DeviceSite>,
     failures: Vec<DeviceFailure>,
@@ -334,6 +348,26 @@ impl DeviceMemory {
         if e.size == 0 {
             self.pools.remove(&e.address);
         }
+    }
+
+    /// A sampled level of kernel-held memory (`kind::GAUGE` records):
+    /// `key`'s bytes of kind `memory` are now `bytes`, on the host.
+    pub fn gauge(&mut self, memory: u8, key: u64, bytes: u64) {
+        let old = if bytes == 0 {
+            self.gauges.remove(&(memory, key))
+        } else {
+            self.gauges.insert((memory, key), bytes)
+        };
+        if old.is_none() && bytes == 0 {
+            return;
+        }
+        self.events += 1;
+        let l = &mut self.devices.entry(device::HOST).or_default().levels[kind_index(memory)];
+        l.bytes = l
+            .bytes
+            .saturating_sub(old.unwrap_or(0))
+            .saturating_add(bytes);
+        l.peak_bytes = l.peak_bytes.max(l.bytes);
     }
 
     /// Takes the block at `key` out of every live count.

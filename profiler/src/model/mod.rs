@@ -501,6 +501,15 @@ impl Model {
                 self.mapped.push(m.ticks, m.mapped_bytes);
                 self.saw_time(m.ticks);
             }
+            Record::Gauge {
+                ticks,
+                memory,
+                key,
+                bytes,
+            } => {
+                self.device.gauge(*memory, *key, *bytes);
+                self.saw_time(*ticks);
+            }
             Record::Footer {
                 ticks,
                 events,

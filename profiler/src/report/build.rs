@@ -175,6 +175,17 @@ fn device_report(model: &Model, b: &mut SiteBuilder<'_>, top: usize) -> Option<D
             failed_bytes: t.failed_bytes,
             pool_reserved_bytes: t.pool_reserved,
             peak_pool_reserved_bytes: t.pool_reserved_peak,
+            levels: t
+                .levels
+                .iter()
+                .enumerate()
+                .filter(|(_, l)| l.peak_bytes > 0)
+                .map(|(i, l)| LevelReport {
+                    memory: device::memory_name(i.min(memory::COUNT) as u8).into(),
+                    bytes: l.bytes,
+                    peak_bytes: l.peak_bytes,
+                })
+                .collect(),
             by_memory: t
                 .by_memory
                 .iter()

@@ -459,11 +459,26 @@ pub struct DeviceTotalsReport {
     pub pool_reserved_bytes: u64,
     /// The most bytes they held at once.
     pub peak_pool_reserved_bytes: u64,
+    /// Sampled levels of memory the kernel holds for the process (on the
+    /// host: `socket buffers`, `io_uring registered buffers`), per kind
+    /// that held any.
+    pub levels: Vec<LevelReport>,
     /// Per memory kind that was used (virtual-memory physical memory,
     /// reserved address space and RDMA registrations included; the
     /// totals above count new memory only: not address space, not
     /// registrations of memory allocated elsewhere).
     pub by_memory: Vec<MemoryKindReport>,
+}
+
+/// A sampled level of one kind.
+#[derive(Clone, Debug, Serialize)]
+pub struct LevelReport {
+    /// `socket buffers`, `io_uring registered buffers`.
+    pub memory: String,
+    /// Bytes at the last sample.
+    pub bytes: u64,
+    /// The most at once.
+    pub peak_bytes: u64,
 }
 
 /// One memory kind on one device.

@@ -184,7 +184,7 @@ fn device(o: &mut String, r: &Report, f: &Fmt) {
     };
     let name =
         |device: Option<u32>| device.map_or_else(|| "host".to_owned(), |n| format!("device {n}"));
-    o.push_str("\nDEVICE MEMORY (seen by the gpu-shim)\n");
+    o.push_str("\nDEVICE AND NETWORK MEMORY (seen by the gpu-shim, and sampled from the kernel)\n");
     let rows: Vec<Vec<String>> = d
         .devices
         .iter()
@@ -194,6 +194,14 @@ fn device(o: &mut String, r: &Report, f: &Fmt) {
                 .iter()
                 .map(|k| format!("{} {}", k.memory, f.bytes(k.peak_bytes)))
                 .collect();
+            for l in &t.levels {
+                kinds.push(format!(
+                    "{} {} (at end {})",
+                    l.memory,
+                    f.bytes(l.peak_bytes),
+                    f.bytes(l.bytes)
+                ));
+            }
             if t.peak_pool_reserved_bytes > 0 {
                 kinds.push(format!(
                     "pools reserved {} (at end {})",

@@ -1,0 +1,301 @@
+//! Memory the kernel holds for the process on behalf of its file
+//! descriptors, sampled by the writer (no hook: liburing makes raw system
+//! calls, and socket buffers are never allocated by a call at all).
+//!
+//! Every [`SAMPLE_EVERY_NS`], the writer lists `/proc/self/fd` and looks at
+//! each descriptor's link:
+//! - `socket:[...]`: `getsockopt(SO_MEMINFO)` gives the socket's memory;
+//!   its level is what was received and not yet read (`rmem_alloc`) plus
+//!   what is queued and not yet sent (`wmem_queued`), in the kernel's
+//!   accounting (buffer sizes, not payload bytes);
+//! - `anon_inode:[io_uring]`: `/proc/self/fdinfo/N` lists the ring's
+//!   registered buffers (`UserBufs:` then `index: 0xADDR/LENGTH` lines):
+//!   pinned user pages, their lengths summed.
+//!
+//! A level that changed since the last sample (0 for a descriptor gone) is
+//! written as a `GAUGE` record. No allocation: fixed buffers on the stack
+//! and in the writer's state; at most [`MAX_FDS`] descriptors looked at
+//! and [`MAX_FOLLOWED`] levels followed per sample (a process with more
+//! shows the first ones).
+
+use core::ffi::c_int;
+
+use crate::trace::device::memory;
+
+/// How often the writer samples.
+pub const SAMPLE_EVERY_NS: u64 = 500_000_000;
+/// Levels followed at most.
+pub const MAX_FOLLOWED: usize = 512;
+/// Descriptors looked at per sample at most.
+const MAX_FDS: usize = 4096;
+
+/// `SO_MEMINFO` and the indices of its `u32` array (`SK_MEMINFO_*`).
+const SO_MEMINFO: c_int = 55;
+const MEMINFO_RMEM_ALLOC: usize = 0;
+const MEMINFO_WMEM_QUEUED: usize = 5;
+const MEMINFO_VARS: usize = 9;
+
+/// One level: a descriptor's memory of one kind.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Level {
+    /// `trace::device::memory::*`.
+    pub memory: u8,
+    /// The file descriptor.
+    pub fd: u32,
+    /// Bytes.
+    pub bytes: u64,
+}
+
+const NO_LEVEL: Level = Level {
+    memory: 0,
+    fd: 0,
+    bytes: 0,
+};
+
+/// The levels written last.
+pub struct Sampler {
+    followed: [Level; MAX_FOLLOWED],
+    count: usize,
+}
+
+impl Sampler {
+    /// No level written yet.
+    pub const fn new() -> Sampler {
+        Sampler {
+            followed: [NO_LEVEL; MAX_FOLLOWED],
+            count: 0,
+        }
+    }
+
+    /// Samples every descriptor; calls `changed` with each level that
+    /// differs from the last written (0 for one gone).
+    pub fn sample(&mut self, mut changed: impl FnMut(Level)) {
+        let mut now = [NO_LEVEL; MAX_FOLLOWED];
+        let n = current_levels(&mut now);
+        for level in &now[..n] {
+            let same = self.followed[..self.count]
+                .iter()
+                .any(|l| l.memory == level.memory && l.fd == level.fd && l.bytes == level.bytes);
+            if !same {
+                changed(*level);
+            }
+        }
+        for old in &self.followed[..self.count] {
+            if !now[..n]
+                .iter()
+                .any(|l| l.memory == old.memory && l.fd == old.fd)
+            {
+                changed(Level { bytes: 0, ..*old });
+            }
+        }
+        self.followed = now;
+        self.count = n;
+    }
+}
+
+/// Fills `out` with the non-zero levels of the process's descriptors.
+fn current_levels(out: &mut [Level]) -> usize {
+    // SAFETY: a NUL-terminated path; the descriptor is closed below.
+    let dir = unsafe {
+        libc::open(
+            c"/proc/self/fd".as_ptr(),
+            libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC,
+        )
+    };
+    if dir < 0 {
+        return 0;
+    }
+    let mut n = 0;
+    let mut seen = 0;
+    let mut buf = [0u8; 4096];
+    'listing: loop {
+        // SAFETY: getdents64 writes at most `buf.len()` bytes into `buf`.
+        let got = unsafe { libc::syscall(libc::SYS_getdents64, dir, buf.as_mut_ptr(), buf.len()) };
+        if got <= 0 {
+            break;
+        }
+        let mut at = 0;
+        while at + 19 < got as usize {
+            // struct linux_dirent64: ino u64, off i64, reclen u16, type u8,
+            // then the NUL-terminated name.
+            let reclen = u16::from_ne_bytes([buf[at + 16], buf[at + 17]]) as usize;
+            if reclen == 0 || at + reclen > got as usize {
+                break;
+            }
+            let name = &buf[at + 19..at + reclen];
+            let name = &name[..name.iter().position(|&b| b == 0).unwrap_or(name.len())];
+            at += reclen;
+            let Some(fd) = parse_u32(name) else {
+                continue;
+            };
+            if fd as c_int == dir {
+                continue;
+            }
+            seen += 1;
+            if seen > MAX_FDS || n == out.len() {
+                break 'listing;
+            }
+            if let Some(level) = level_of(dir, name, fd) {
+                out[n] = level;
+                n += 1;
+            }
+        }
+    }
+    // SAFETY: our descriptor.
+    unsafe { libc::close(dir) };
+    n
+}
+
+/// The level of descriptor `fd` (named `name` in the directory `dir`), if
+/// it is a socket or an io_uring holding memory.
+fn level_of(dir: c_int, name: &[u8], fd: u32) -> Option<Level> {
+    let mut path = [0u8; 16];
+    if name.len() >= path.len() {
+        return None;
+    }
+    path[..name.len()].copy_from_slice(name);
+    let mut link = [0u8; 64];
+    // SAFETY: NUL-terminated name relative to `dir`; at most `link.len()`
+    // bytes written.
+    let len = unsafe {
+        libc::readlinkat(
+            dir,
+            path.as_ptr().cast(),
+            link.as_mut_ptr().cast(),
+            link.len(),
+        )
+    };
+    if len <= 0 {
+        return None;
+    }
+    let link = &link[..len as usize];
+    let (kind, bytes) = if link.starts_with(b"socket:") {
+        (memory::SOCKET, socket_bytes(fd)?)
+    } else if link == b"anon_inode:[io_uring]" {
+        (memory::IO_URING, io_uring_bytes(name)?)
+    } else {
+        return None;
+    };
+    (bytes > 0).then_some(Level {
+        memory: kind,
+        fd,
+        bytes,
+    })
+}
+
+/// A socket's received-unread and queued-unsent bytes.
+fn socket_bytes(fd: u32) -> Option<u64> {
+    let mut info = [0u32; MEMINFO_VARS];
+    let mut len = core::mem::size_of_val(&info) as libc::socklen_t;
+    // SAFETY: getsockopt writes at most `len` bytes into `info`.
+    let r = unsafe {
+        libc::getsockopt(
+            fd as c_int,
+            libc::SOL_SOCKET,
+            SO_MEMINFO,
+            info.as_mut_ptr().cast(),
+            &mut len,
+        )
+    };
+    (r == 0).then(|| u64::from(info[MEMINFO_RMEM_ALLOC]) + u64::from(info[MEMINFO_WMEM_QUEUED]))
+}
+
+/// An io_uring's registered buffers, from its fdinfo.
+fn io_uring_bytes(name: &[u8]) -> Option<u64> {
+    let mut path = [0u8; 40];
+    let prefix = b"/proc/self/fdinfo/";
+    if prefix.len() + name.len() >= path.len() {
+        return None;
+    }
+    path[..prefix.len()].copy_from_slice(prefix);
+    path[prefix.len()..prefix.len() + name.len()].copy_from_slice(name);
+    let mut text = [0u8; 16384];
+    // SAFETY: a NUL-terminated path.
+    let fd = unsafe { libc::open(path.as_ptr().cast(), libc::O_RDONLY | libc::O_CLOEXEC) };
+    if fd < 0 {
+        return None;
+    }
+    let mut n = 0;
+    while n < text.len() {
+        // SAFETY: reads stay inside `text`.
+        let r = unsafe { libc::read(fd, text.as_mut_ptr().add(n).cast(), text.len() - n) };
+        if r <= 0 {
+            break;
+        }
+        n += r as usize;
+    }
+    // SAFETY: our descriptor.
+    unsafe { libc::close(fd) };
+    Some(registered_buffers(&text[..n]))
+}
+
+/// The lengths of the buffers an io_uring fdinfo lists after `UserBufs:`
+/// (lines `index: 0xADDRESS/LENGTH`), summed.
+pub fn registered_buffers(fdinfo: &[u8]) -> u64 {
+    let mut lines = fdinfo.split(|&b| b == b'\n');
+    if !lines.any(|l| l.starts_with(b"UserBufs:")) {
+        return 0;
+    }
+    let mut total = 0u64;
+    for line in lines {
+        let trimmed = line.trim_ascii_start();
+        let Some(colon) = trimmed.iter().position(|&b| b == b':') else {
+            break;
+        };
+        if parse_u32(&trimmed[..colon]).is_none() {
+            break; // the next section
+        }
+        let Some(slash) = trimmed.iter().rposition(|&b| b == b'/') else {
+            continue;
+        };
+        if let Some(len) = parse_u64(trimmed[slash + 1..].trim_ascii()) {
+            total = total.saturating_add(len);
+        }
+    }
+    total
+}
+
+fn parse_u32(s: &[u8]) -> Option<u32> {
+    u32::try_from(parse_u64(s)?).ok()
+}
+
+fn parse_u64(s: &[u8]) -> Option<u64> {
+    if s.is_empty() || s.len() > 19 {
+        return None;
+    }
+    s.iter().try_fold(0u64, |v, &b| {
+        b.is_ascii_digit().then(|| v * 10 + u64::from(b - b'0'))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn io_uring_fdinfo_buffers_are_summed() {
+        let text = b"SqThreadCpu:\t-1\nUserFiles:\t0\nUserBufs:\t2\n    0: 0x7f427cb5a000/65536\n    1: 0x7f427cb4a000/65536\nPollList:\nCqOverflowList:\n";
+        assert_eq!(registered_buffers(text), 131072);
+        assert_eq!(registered_buffers(b"UserBufs:\t0\nPollList:\n"), 0);
+        assert_eq!(registered_buffers(b"pos:\t0\n"), 0);
+    }
+
+    #[test]
+    fn a_level_is_written_when_it_changes_and_zero_when_gone() {
+        let mut s = Sampler::new();
+        s.followed[0] = Level {
+            memory: memory::SOCKET,
+            fd: 9999,
+            bytes: 5,
+        };
+        s.count = 1;
+        let mut seen = Vec::new();
+        // No descriptor 9999 in this process: it is gone.
+        s.sample(|l| seen.push(l));
+        assert!(seen.contains(&Level {
+            memory: memory::SOCKET,
+            fd: 9999,
+            bytes: 0
+        }));
+    }
+}
