@@ -995,12 +995,12 @@ fn vulkan_memory_is_seen_through_the_export_and_through_both_get_proc_addrs() {
 }
 
 #[test]
-fn socket_buffers_and_io_uring_registered_buffers_are_sampled_from_the_kernel() {
+fn socket_buffers_io_uring_buffers_and_packet_rings_are_sampled_from_the_kernel() {
     let Some(lib) = built_library() else {
         eprintln!("skipped: libmemtally.so not built (run cargo test --workspace)");
         return;
     };
-    // T14, T15 on the real kernel: no call allocates this memory, so it
+    // T14-T16 on the real kernel: no call allocates this memory, so it
     // is sampled (every 0.5 s) while the program holds it for 1.2 s.
     let dir = scratch("net");
     test_program(&dir, "net/net_user.c", "net_user", &[]);
@@ -1045,6 +1045,13 @@ fn socket_buffers_and_io_uring_registered_buffers_are_sampled_from_the_kernel() 
         let ring = level("io_uring registered buffers").expect("io_uring sampled");
         assert_eq!(ring["peak_bytes"], 2 * 65536, "{ring}");
         assert_eq!(ring["bytes"], 0, "unregistered: {ring}");
+    }
+    if stdout.contains("packet sockets unavailable") {
+        eprintln!("skipped packet rings: {stdout}");
+    } else {
+        let rings = level("packet rings").expect("packet rings sampled");
+        assert_eq!(rings["peak_bytes"], 4 * 65536, "{rings}");
+        assert_eq!(rings["bytes"], 0, "closed: {rings}");
     }
     // Kernel-held memory is a gauge, never new memory of the host.
     assert_eq!(host["live_bytes"], 0);

@@ -10,7 +10,11 @@
 //!   accounting (buffer sizes, not payload bytes);
 //! - `anon_inode:[io_uring]`: `/proc/self/fdinfo/N` lists the ring's
 //!   registered buffers (`UserBufs:` then `index: 0xADDR/LENGTH` lines):
-//!   pinned user pages, their lengths summed.
+//!   pinned user pages, their lengths summed;
+//! - a packet socket (`AF_PACKET`, `AF_XDP`: `SO_DOMAIN`) may have rings
+//!   (`PACKET_RX_RING`/`TX_RING`), kernel memory the program maps: when
+//!   there is one, `/proc/self/maps` is read for mappings of
+//!   `socket:[INODE]`, their sizes summed per socket.
 //!
 //! A level that changed since the last sample (0 for a descriptor gone) is
 //! written as a `GAUGE` record. No allocation: fixed buffers on the stack
@@ -28,6 +32,13 @@ pub const SAMPLE_EVERY_NS: u64 = 500_000_000;
 pub const MAX_FOLLOWED: usize = 512;
 /// Descriptors looked at per sample at most.
 const MAX_FDS: usize = 4096;
+
+/// `SO_DOMAIN`, and the families whose sockets have mapped rings.
+const SO_DOMAIN: c_int = 39;
+const AF_PACKET: c_int = 17;
+const AF_XDP: c_int = 44;
+/// Packet sockets whose rings are looked for at most.
+const MAX_RING_SOCKETS: usize = 64;
 
 /// `SO_MEMINFO` and the indices of its `u32` array (`SK_MEMINFO_*`).
 const SO_MEMINFO: c_int = 55;
@@ -107,6 +118,9 @@ fn current_levels(out: &mut [Level]) -> usize {
     }
     let mut n = 0;
     let mut seen = 0;
+    // Packet sockets: (inode, descriptor).
+    let mut ring_sockets = [(0u64, 0u32); MAX_RING_SOCKETS];
+    let mut rings = 0;
     let mut buf = [0u8; 4096];
     'listing: loop {
         // SAFETY: getdents64 writes at most `buf.len()` bytes into `buf`.
@@ -135,23 +149,112 @@ fn current_levels(out: &mut [Level]) -> usize {
             if seen > MAX_FDS || n == out.len() {
                 break 'listing;
             }
-            if let Some(level) = level_of(dir, name, fd) {
+            let (level, packet_inode) = level_of(dir, name, fd);
+            if let Some(level) = level {
                 out[n] = level;
                 n += 1;
+            }
+            if let Some(inode) = packet_inode
+                && rings < MAX_RING_SOCKETS
+            {
+                ring_sockets[rings] = (inode, fd);
+                rings += 1;
             }
         }
     }
     // SAFETY: our descriptor.
     unsafe { libc::close(dir) };
+    if rings > 0 {
+        let mut sizes = [0u64; MAX_RING_SOCKETS];
+        mapped_sockets(&ring_sockets[..rings], &mut sizes);
+        for (&(_, fd), &bytes) in ring_sockets[..rings].iter().zip(&sizes) {
+            if bytes > 0 && n < out.len() {
+                out[n] = Level {
+                    memory: memory::PACKET_RING,
+                    fd,
+                    bytes,
+                };
+                n += 1;
+            }
+        }
+    }
     n
 }
 
+/// Sums, per socket of `sockets` (inode, descriptor), the sizes of its
+/// mappings in `/proc/self/maps` (lines ending `socket:[INODE]`).
+fn mapped_sockets(sockets: &[(u64, u32)], sizes: &mut [u64]) {
+    // SAFETY: a NUL-terminated path; the descriptor is closed below.
+    let fd = unsafe {
+        libc::open(
+            c"/proc/self/maps".as_ptr(),
+            libc::O_RDONLY | libc::O_CLOEXEC,
+        )
+    };
+    if fd < 0 {
+        return;
+    }
+    let mut buf = [0u8; 16384];
+    let mut kept = 0;
+    loop {
+        // SAFETY: reads stay inside `buf`, after the kept partial line.
+        let r = unsafe { libc::read(fd, buf.as_mut_ptr().add(kept).cast(), buf.len() - kept) };
+        if r <= 0 {
+            break;
+        }
+        let end = kept + r as usize;
+        let mut start = 0;
+        while let Some(nl) = buf[start..end].iter().position(|&b| b == b'\n') {
+            let line = &buf[start..start + nl];
+            if let Some((inode, size)) = socket_mapping(line)
+                && let Some(k) = sockets.iter().position(|s| s.0 == inode)
+            {
+                sizes[k] = sizes[k].saturating_add(size);
+            }
+            start += nl + 1;
+        }
+        // A partial line moves to the front; one too long for the buffer
+        // (not a socket's: those are short) is dropped.
+        kept = end - start;
+        if kept == buf.len() {
+            kept = 0;
+        } else {
+            buf.copy_within(start..end, 0);
+        }
+    }
+    // SAFETY: our descriptor.
+    unsafe { libc::close(fd) };
+}
+
+/// A maps line of a socket's mapping: its inode and size.
+fn socket_mapping(line: &[u8]) -> Option<(u64, u64)> {
+    let tail = line.strip_suffix(b"]")?;
+    let at = tail.windows(8).rposition(|w| w == b"socket:[")?;
+    let inode = parse_u64(&tail[at + 8..])?;
+    let dash = line.iter().position(|&b| b == b'-')?;
+    let space = line.iter().position(|&b| b == b' ')?;
+    let start = parse_hex(&line[..dash])?;
+    let end = parse_hex(&line[dash + 1..space])?;
+    Some((inode, end.checked_sub(start)?))
+}
+
+fn parse_hex(s: &[u8]) -> Option<u64> {
+    if s.is_empty() || s.len() > 16 {
+        return None;
+    }
+    s.iter().try_fold(0u64, |v, &b| {
+        let d = (b as char).to_digit(16)?;
+        Some(v << 4 | u64::from(d))
+    })
+}
+
 /// The level of descriptor `fd` (named `name` in the directory `dir`), if
-/// it is a socket or an io_uring holding memory.
-fn level_of(dir: c_int, name: &[u8], fd: u32) -> Option<Level> {
+/// it is a socket or an io_uring holding memory; and its inode if it is a
+/// packet socket (whose rings are looked for in the maps).
+fn level_of(dir: c_int, name: &[u8], fd: u32) -> (Option<Level>, Option<u64>) {
     let mut path = [0u8; 16];
     if name.len() >= path.len() {
-        return None;
+        return (None, None);
     }
     path[..name.len()].copy_from_slice(name);
     let mut link = [0u8; 64];
@@ -166,9 +269,36 @@ fn level_of(dir: c_int, name: &[u8], fd: u32) -> Option<Level> {
         )
     };
     if len <= 0 {
-        return None;
+        return (None, None);
     }
     let link = &link[..len as usize];
+    let packet = link
+        .strip_prefix(b"socket:[")
+        .and_then(|l| l.strip_suffix(b"]"))
+        .and_then(parse_u64)
+        .filter(|_| matches!(socket_domain(fd), Some(AF_PACKET | AF_XDP)));
+    (level_from_link(link, name, fd), packet)
+}
+
+/// A socket's address family.
+fn socket_domain(fd: u32) -> Option<c_int> {
+    let mut domain: c_int = 0;
+    let mut len = core::mem::size_of::<c_int>() as libc::socklen_t;
+    // SAFETY: getsockopt writes at most `len` bytes into `domain`.
+    let r = unsafe {
+        libc::getsockopt(
+            fd as c_int,
+            libc::SOL_SOCKET,
+            SO_DOMAIN,
+            (&mut domain as *mut c_int).cast(),
+            &mut len,
+        )
+    };
+    (r == 0).then_some(domain)
+}
+
+/// The level a descriptor with `link` holds.
+fn level_from_link(link: &[u8], name: &[u8], fd: u32) -> Option<Level> {
     let (kind, bytes) = if link.starts_with(b"socket:") {
         (memory::SOCKET, socket_bytes(fd)?)
     } else if link == b"anon_inode:[io_uring]" {
@@ -278,6 +408,14 @@ mod tests {
         assert_eq!(registered_buffers(text), 131072);
         assert_eq!(registered_buffers(b"UserBufs:\t0\nPollList:\n"), 0);
         assert_eq!(registered_buffers(b"pos:\t0\n"), 0);
+    }
+
+    #[test]
+    fn socket_mappings_are_read_from_maps_lines() {
+        let line = b"7f14b8d89000-7f14b8dc9000 rw-s 00000000 00:09 423299                     socket:[423299]";
+        assert_eq!(socket_mapping(line), Some((423299, 0x40000)));
+        let other = b"7f14b8d89000-7f14b8dc9000 r--p 00000000 08:01 1234  /usr/lib/libc.so.6";
+        assert_eq!(socket_mapping(other), None);
     }
 
     #[test]

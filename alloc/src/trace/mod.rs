@@ -143,8 +143,12 @@ pub mod device {
         /// An io_uring's registered buffers (pinned user pages), sampled by
         /// file descriptor (`kind::GAUGE`).
         pub const IO_URING: u8 = 10;
+        /// A packet socket's rings (`PACKET_RX_RING`/`TX_RING`, AF_XDP),
+        /// kernel memory mapped into the process, sampled by file
+        /// descriptor (`kind::GAUGE`).
+        pub const PACKET_RING: u8 = 11;
         /// The most kinds a reader counts apart.
-        pub const COUNT: usize = 11;
+        pub const COUNT: usize = 12;
     }
 
     /// The `device` of host memory.
@@ -164,6 +168,7 @@ pub mod device {
             memory::VULKAN => "vulkan",
             memory::SOCKET => "socket buffers",
             memory::IO_URING => "io_uring registered buffers",
+            memory::PACKET_RING => "packet rings",
             _ => "other",
         }
     }
@@ -196,7 +201,11 @@ pub mod device {
     pub fn counts_in_total(memory: u8) -> bool {
         !matches!(
             memory,
-            memory::VIRTUAL | memory::REGISTERED | memory::SOCKET | memory::IO_URING
+            memory::VIRTUAL
+                | memory::REGISTERED
+                | memory::SOCKET
+                | memory::IO_URING
+                | memory::PACKET_RING
         )
     }
 }

@@ -1,17 +1,23 @@
-/* net_user.c (T14, T15): kernel-held memory that no library call
- * allocates, which memtally samples: an io_uring's registered buffers and
- * a TCP connection's socket buffers, on the real kernel.
+/* net_user.c (T14, T15, T16): kernel-held memory that no library call
+ * allocates, which memtally samples: an io_uring's registered buffers, a
+ * TCP connection's socket buffers and a packet socket's ring, on the real
+ * kernel.
  *   cc -O1 -g net_user.c -o net_user
  * - ring: io_uring_setup, IORING_REGISTER_BUFFERS of 2 x 64 KiB (raw
  *   system calls, as liburing makes them), held 1.2 s, unregistered, 1.2 s;
  *   prints "io_uring unavailable" and goes on where the kernel refuses;
  * - tcp: a loopback connection; 300 KB written and never read, held
- *   1.2 s, then both ends closed, 0.8 s.
+ *   1.2 s, then both ends closed, 0.8 s;
+ * - packet_ring: an AF_PACKET socket with a TPACKET_V3 receive ring of
+ *   4 x 64 KiB, mapped, held 1.2 s, unmapped and closed, 0.8 s; prints
+ *   "packet sockets unavailable" and goes on without CAP_NET_RAW.
  * Prints "done". */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/if_ether.h>
+#include <linux/if_packet.h>
 #include <linux/io_uring.h>
 #include <netinet/in.h>
 #include <stdio.h>
@@ -92,6 +98,30 @@ __attribute__((noinline)) static void tcp(void) {
     pause_ms(800);
 }
 
+__attribute__((noinline)) static void packet_ring(void) {
+    int fd = socket(AF_PACKET, SOCK_RAW, htons(ETH_P_ALL));
+    if (fd < 0) {
+        printf("packet sockets unavailable: %s\n", strerror(errno));
+        return;
+    }
+    int v = TPACKET_V3;
+    check(setsockopt(fd, SOL_PACKET, PACKET_VERSION, &v, sizeof v) == 0, "PACKET_VERSION");
+    struct tpacket_req3 req;
+    memset(&req, 0, sizeof req);
+    req.tp_block_size = 65536;
+    req.tp_block_nr = 4;
+    req.tp_frame_size = 2048;
+    req.tp_frame_nr = 4 * 65536 / 2048;
+    req.tp_retire_blk_tov = 60;
+    check(setsockopt(fd, SOL_PACKET, PACKET_RX_RING, &req, sizeof req) == 0, "PACKET_RX_RING");
+    void *ring = mmap(NULL, 4 * 65536, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    check(ring != MAP_FAILED, "mmap ring");
+    pause_ms(1200);
+    munmap(ring, 4 * 65536);
+    close(fd);
+    pause_ms(800);
+}
+
 int main(void) {
     /* The recording (and the sampling) starts at the first allocation. */
     printf("start\n");
@@ -99,6 +129,7 @@ int main(void) {
     pause_ms(300);
     ring();
     tcp();
+    packet_ring();
     printf("done\n");
     return 0;
 }
