@@ -48,7 +48,7 @@ pub fn run(args: &LeaksArgs) -> Result<ExitCode> {
     let failing = match &r.classes {
         Some(c) => c.direct.blocks,
         None => r.leaked_blocks,
-    };
+    } + r.device_leaked_blocks;
     Ok(if args.fail && failing > 0 {
         ExitCode::from(1)
     } else {

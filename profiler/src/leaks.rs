@@ -12,8 +12,10 @@
 //! here is a block never freed, and the report says so.
 
 use crate::read::{Analysis, Ending};
-use crate::report::{SiteBuilder, TextFmt, command_line, notes, site_table, trace_info};
-use crate::report::{SiteReport, TraceInfo};
+use crate::report::{DeviceSiteReport, SiteReport, TraceInfo};
+use crate::report::{
+    SiteBuilder, TextFmt, command_line, device_sites, notes, site_table, trace_info,
+};
 use crate::suppress::Suppressions;
 use crate::symbols::Symbolizer;
 use serde::Serialize;
@@ -70,6 +72,12 @@ pub struct LeakReport {
     /// With `--by scope`: by scope name, the blocks live at the end whose
     /// scope instance had ended (`null` when not asked for).
     pub outlived: Option<Vec<OutlivedScope>>,
+    /// Device and network memory never freed (CUDA, OpenCL, Vulkan, RDMA
+    /// registrations... seen by the gpu-shim), by device and host stack:
+    /// memory kinds first, then address space and registrations.
+    pub device: Vec<DeviceSiteReport>,
+    /// Their blocks.
+    pub device_leaked_blocks: u64,
     /// Caveats.
     pub notes: Vec<String>,
 }
@@ -175,6 +183,8 @@ pub fn build(
         suppressed: Vec::new(),
         growing: None,
         outlived: None,
+        device: Vec::new(),
+        device_leaked_blocks: 0,
         notes: notes(analysis),
     };
     let suppressed_by = |builder: &mut SiteBuilder<'_>, stack| {
@@ -235,6 +245,8 @@ pub fn build(
     if options.by_scope {
         report.outlived = Some(outlived_by_scope(model, &mut builder));
     }
+    report.device = device_sites(model, &mut builder, usize::MAX, |s| s.live_blocks > 0);
+    report.device_leaked_blocks = report.device.iter().map(|s| s.live_blocks).sum();
     match &report.classes {
         None => report.notes.push(
             "blocks never freed; without a leak scan (memtally run --leak-scan) they are not classified as direct, indirect or still reachable"
@@ -422,6 +434,39 @@ pub fn render_text(r: &LeakReport) -> String {
                 f.count(blocks)
             );
         }
+    }
+    if !r.device.is_empty() {
+        let what = if r.at_exit {
+            "DEVICE AND NETWORK MEMORY NEVER FREED"
+        } else {
+            "DEVICE AND NETWORK MEMORY LIVE WHEN THE TRACE ENDS"
+        };
+        let _ = writeln!(
+            o,
+            "\n{what}: {} blocks, by device and allocation stack",
+            f.count(r.device_leaked_blocks)
+        );
+        let list: Vec<SiteReport> = r.device.iter().map(|s| s.site.clone()).collect();
+        site_table(
+            &mut o,
+            &list,
+            &["where", "api", "memory", "bytes", "blocks"],
+            |s| {
+                let i = list
+                    .iter()
+                    .position(|x| std::ptr::eq(x, s))
+                    .expect("a listed site");
+                let d = &r.device[i];
+                vec![
+                    d.device
+                        .map_or_else(|| "host".to_owned(), |n| format!("device {n}")),
+                    d.api.clone(),
+                    d.memory.clone(),
+                    f.bytes(d.live_bytes),
+                    f.count(d.live_blocks),
+                ]
+            },
+        );
     }
     o
 }

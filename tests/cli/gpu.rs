@@ -467,6 +467,30 @@ fn virtual_memory_pools_and_failures_match_the_driver_ledger() {
     );
     assert_eq!(d["unknown_frees"], 0, "{d}");
     assert_eq!(d["reused_while_live"], 0, "{d}");
+
+    // memtally leaks lists the device memory never freed, memory first
+    // (the physical allocation, the pool allocation), then the address
+    // space; --fail fails on it.
+    let trace = dir.join("cuda_vmm.mtt");
+    let out = memtally(&["leaks", "--json", trace.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let leaks: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let device = leaks["device"].as_array().unwrap();
+    let apis: Vec<&str> = device.iter().map(|s| s["api"].as_str().unwrap()).collect();
+    assert_eq!(
+        apis,
+        ["cuMemCreate", "cuMemAllocAsync", "cuMemAddressReserve"],
+        "{leaks}"
+    );
+    assert_eq!(leaks["device_leaked_blocks"], 3);
+    assert!(
+        device[0]["site"]["frames"]
+            .to_string()
+            .contains("vmm_leaked")
+    );
+    let out = memtally(&["leaks", "--fail", trace.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("DEVICE AND NETWORK MEMORY NEVER FREED"));
 }
 
 #[test]

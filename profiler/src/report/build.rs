@@ -201,35 +201,7 @@ fn device_report(model: &Model, b: &mut SiteBuilder<'_>, top: usize) -> Option<D
                 .collect(),
         })
         .collect();
-    // Memory before address space and registrations (whose bytes are
-    // not new memory), then by bytes live, then allocated.
-    let mut sites: Vec<_> = dm.sites().collect();
-    let rank = |s: &DeviceSite| {
-        (
-            device::counts_in_total(s.memory),
-            s.live_bytes,
-            s.bytes_allocated,
-        )
-    };
-    sites.sort_by(|(ka, a), (kb, b)| (rank(b), ka).cmp(&(rank(a), kb)));
-    let sites = sites
-        .into_iter()
-        .take(top)
-        .map(|((d, stack), s)| DeviceSiteReport {
-            device: ordinal(d),
-            api: string(s.api),
-            memory: device::memory_name(s.memory).into(),
-            allocations: s.allocations,
-            bytes_allocated: s.bytes_allocated,
-            live_blocks: s.live_blocks,
-            live_bytes: s.live_bytes,
-            max_live_bytes: s.max_live_bytes,
-            site: b.site(&Site {
-                stack,
-                counters: Counters::default(),
-            }),
-        })
-        .collect();
+    let sites = device_sites(model, b, top, |_| true);
     let failures = dm
         .failures()
         .iter()
@@ -253,6 +225,46 @@ fn device_report(model: &Model, b: &mut SiteBuilder<'_>, top: usize) -> Option<D
         unknown_frees: dm.unknown_frees(),
         reused_while_live: dm.reused_while_live(),
     })
+}
+
+/// The device sites `keep` keeps, memory before address space and
+/// registrations (whose bytes are not new memory), then by bytes live,
+/// then allocated; the first `top`.
+pub(crate) fn device_sites(
+    model: &Model,
+    b: &mut SiteBuilder<'_>,
+    top: usize,
+    keep: impl Fn(&DeviceSite) -> bool,
+) -> Vec<DeviceSiteReport> {
+    use memtally_alloc::trace::device;
+    let ordinal = |d: u32| (d != device::HOST).then_some(d);
+    let mut sites: Vec<_> = model.device().sites().filter(|(_, s)| keep(s)).collect();
+    let rank = |s: &DeviceSite| {
+        (
+            device::counts_in_total(s.memory),
+            s.live_bytes,
+            s.bytes_allocated,
+        )
+    };
+    sites.sort_by(|(ka, a), (kb, b)| (rank(b), ka).cmp(&(rank(a), kb)));
+    sites
+        .into_iter()
+        .take(top)
+        .map(|((d, stack), s)| DeviceSiteReport {
+            device: ordinal(d),
+            api: model.strings().get(s.api).unwrap_or("?").to_owned(),
+            memory: device::memory_name(s.memory).into(),
+            allocations: s.allocations,
+            bytes_allocated: s.bytes_allocated,
+            live_blocks: s.live_blocks,
+            live_bytes: s.live_bytes,
+            max_live_bytes: s.max_live_bytes,
+            site: b.site(&Site {
+                stack,
+                counters: Counters::default(),
+            }),
+        })
+        .collect()
 }
 
 /// Whole-process totals (the `summary` section of every view's JSON).

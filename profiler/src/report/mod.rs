@@ -10,7 +10,9 @@ mod schema;
 mod text;
 
 pub use build::build;
-pub(crate) use build::{SiteBuilder, notes, summary, thread_reports, timeline, trace_info};
+pub(crate) use build::{
+    SiteBuilder, device_sites, notes, summary, thread_reports, timeline, trace_info,
+};
 pub use schema::*;
 pub(crate) use text::{Fmt as TextFmt, frame as frame_text, site_table};
 pub use text::{
