@@ -494,6 +494,38 @@ fn virtual_memory_pools_and_failures_match_the_driver_ledger() {
 }
 
 #[test]
+fn arrays_are_sized_from_their_descriptors_and_ipc_imports_are_not_new_memory() {
+    let Some((dir, lib)) = setup("gpu-arrays") else {
+        return;
+    };
+    program(&dir, "cuda_arrays.c", "cuda_arrays", &["-L.", "-lcuda"]);
+    let (doc, ledger) = record(&dir, &lib, "cuda_arrays");
+    let d = &doc["device"];
+    let dev0 = &d["devices"][0];
+    let made_by = |prefix: &str| {
+        ledger
+            .iter()
+            .filter(|l| l["op"] == "alloc" && l["fn"].as_str().unwrap().starts_with(prefix))
+            .count()
+    };
+    let array = by_kind(dev0, "array");
+    assert_eq!(array["allocations"], made_by("cuArray"), "{d}");
+    assert_eq!(array["live_bytes"], 8 << 20, "1024 x 512 float4: {d}");
+    assert_eq!(array["peak_bytes"], (8 << 20) + (256 << 10), "{d}");
+    let imported = ledger_live(&ledger, "import", "unimport");
+    assert_eq!(
+        by_kind(dev0, "imported (IPC)")["live_bytes"],
+        imported[&0],
+        "{d}"
+    );
+    assert_eq!(imported[&0], 1 << 20);
+    // Another process's memory is not this one's: arrays and the exported
+    // allocation only.
+    assert_eq!(dev0["live_bytes"], (8 << 20) + (1 << 20), "{d}");
+    assert_eq!(d["unknown_frees"], 0, "{d}");
+}
+
+#[test]
 fn nccl_mem_alloc_is_one_physical_allocation_named_after_nccl_at_the_callers_stack() {
     let Some((dir, lib)) = setup("gpu-nccl") else {
         return;

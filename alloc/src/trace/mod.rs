@@ -147,8 +147,15 @@ pub mod device {
         /// kernel memory mapped into the process, sampled by file
         /// descriptor (`kind::GAUGE`).
         pub const PACKET_RING: u8 = 11;
+        /// CUDA arrays (`cuArrayCreate`, `cuArray3DCreate`), keyed by
+        /// their handle; the size is estimated from the descriptor.
+        pub const ARRAY: u8 = 12;
+        /// Memory of another process opened through CUDA IPC
+        /// (`cuIpcOpenMemHandle`): mapped here, not allocated, so never in
+        /// a total.
+        pub const IMPORTED: u8 = 13;
         /// The most kinds a reader counts apart.
-        pub const COUNT: usize = 12;
+        pub const COUNT: usize = 14;
     }
 
     /// The `device` of host memory.
@@ -169,6 +176,8 @@ pub mod device {
             memory::SOCKET => "socket buffers",
             memory::IO_URING => "io_uring registered buffers",
             memory::PACKET_RING => "packet rings",
+            memory::ARRAY => "array",
+            memory::IMPORTED => "imported (IPC)",
             _ => "other",
         }
     }
@@ -192,6 +201,7 @@ pub mod device {
             memory::REGISTERED => 4,
             memory::OPENCL => 5,
             memory::VULKAN => 6,
+            memory::ARRAY => 7,
             _ => 0,
         }
     }
@@ -206,6 +216,7 @@ pub mod device {
                 | memory::SOCKET
                 | memory::IO_URING
                 | memory::PACKET_RING
+                | memory::IMPORTED
         )
     }
 }

@@ -1,6 +1,7 @@
 //! CUDA: the wrapped entry points of the driver and the runtime, one slot
 //! each (`slot.rs`: the wrapper, and the real function it calls).
 
+mod arrays;
 mod driver;
 mod pools;
 mod procaddr;
@@ -39,6 +40,11 @@ slots! {
     MemMap = c"cuMemMap" in b"libcuda.so" => vmm::cuMemMap;
     MemUnmap = c"cuMemUnmap" in b"libcuda.so" => vmm::cuMemUnmap;
     MemRetainAllocationHandle = c"cuMemRetainAllocationHandle" in b"libcuda.so" => vmm::cuMemRetainAllocationHandle;
+    ArrayCreate_v2 = c"cuArrayCreate_v2" in b"libcuda.so" => arrays::cuArrayCreate_v2;
+    Array3DCreate_v2 = c"cuArray3DCreate_v2" in b"libcuda.so" => arrays::cuArray3DCreate_v2;
+    ArrayDestroy = c"cuArrayDestroy" in b"libcuda.so" => arrays::cuArrayDestroy;
+    IpcOpenMemHandle_v2 = c"cuIpcOpenMemHandle_v2" in b"libcuda.so" => arrays::cuIpcOpenMemHandle_v2;
+    IpcCloseMemHandle = c"cuIpcCloseMemHandle" in b"libcuda.so" => arrays::cuIpcCloseMemHandle;
     GetProcAddress = c"cuGetProcAddress" in b"libcuda.so" => procaddr::cuGetProcAddress;
     GetProcAddress_v2 = c"cuGetProcAddress_v2" in b"libcuda.so" => procaddr::cuGetProcAddress_v2;
     cudaMalloc = c"cudaMalloc" in b"libcudart" => runtime::cudaMalloc;

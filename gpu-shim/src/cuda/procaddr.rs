@@ -86,6 +86,11 @@ static ABIS: &[Abi] = &[
         None,
         Id::MemRetainAllocationHandle,
     ),
+    abi(b"cuArrayCreate", 3020, None, Id::ArrayCreate_v2),
+    abi(b"cuArray3DCreate", 3020, None, Id::Array3DCreate_v2),
+    abi(b"cuArrayDestroy", 2000, None, Id::ArrayDestroy),
+    abi(b"cuIpcOpenMemHandle", 11000, None, Id::IpcOpenMemHandle_v2),
+    abi(b"cuIpcCloseMemHandle", 4010, None, Id::IpcCloseMemHandle),
     abi(b"cuGetProcAddress", 12000, None, Id::GetProcAddress_v2),
     abi(b"cuGetProcAddress", 11030, None, Id::GetProcAddress),
 ];

@@ -17,7 +17,8 @@
  *
  * plus the pool and virtual-memory lines described with those calls
  * below ("pool", "reserve", "unreserve", "create", "release", "physfree",
- * "map", "unmap", "retain"), and a "lookup" line per cuGetProcAddress
+ * "map", "unmap", "retain"), "import"/"unimport" lines for IPC handles
+ * opened and closed (see below), and a "lookup" line per cuGetProcAddress
  * call, naming the object that called it (see log_lookup).
  *
  * "fn" is the ABI name of the entry point that ran (cuMemAllocAsync_ptsz
@@ -139,7 +140,7 @@ static int current_device(void) {
 /* full. Storage comes from mmap. Guarded by `lock`, which also orders   */
 /* the ledger lines.                                                     */
 
-enum kind { KIND_DEVICE, KIND_HOST };
+enum kind { KIND_DEVICE, KIND_HOST, KIND_ARRAY, KIND_IMPORT };
 
 struct pool;
 
@@ -319,7 +320,7 @@ static CUresult do_alloc_in(const char *fn, int kind, size_t size, int low32, st
     table_put(table, table_cap, &e);
     table_len++;
     live_count++;
-    ledger("alloc", fn, e.ptr, size, device);
+    ledger(kind == KIND_IMPORT ? "import" : "alloc", fn, e.ptr, size, device);
     if (pool) {
         pool->used += size;
         size_t need = (pool->used + POOL_STEP - 1) / POOL_STEP * POOL_STEP;
@@ -350,7 +351,7 @@ static CUresult do_free(const char *fn, int kind, uintptr_t p) {
     struct entry gone = *e;
     table_remove(e);
     live_count--;
-    ledger("free", fn, gone.ptr, gone.size, gone.device);
+    ledger(kind == KIND_IMPORT ? "unimport" : "free", fn, gone.ptr, gone.size, gone.device);
     if (gone.pool)
         gone.pool->used -= gone.size;
     pthread_mutex_unlock(&lock);
@@ -859,6 +860,119 @@ IMPL CUresult impl_cuMemRetainAllocationHandle(unsigned long long *handle, void 
     return CUDA_ERROR_INVALID_VALUE;
 }
 
+
+/* ------------------------------------------------------------------ */
+/* Arrays and IPC imports                                              */
+/*                                                                     */
+/* An array is memory of Width x Height x Depth elements of NumChannels  */
+/* channels of its format (the handle is the memory's address here).    */
+/* cuIpcGetMemHandle writes a handle naming an allocation's size; an     */
+/* "open" of it maps a fresh region of that size, as if another process  */
+/* had exported it (ledger "import", closed by "unimport").              */
+
+typedef struct {
+    size_t width, height;
+    int format;
+    unsigned channels;
+} ArrayDescriptor;
+
+typedef struct {
+    size_t width, height, depth;
+    int format;
+    unsigned channels;
+    unsigned flags;
+} Array3DDescriptor;
+
+static size_t format_bytes(int format) {
+    switch (format) {
+    case 0x02: case 0x09: case 0x10: return 2; /* 16-bit integers, half */
+    case 0x03: case 0x0a: case 0x20: return 4; /* 32-bit integers, float */
+    default: return 1;
+    }
+}
+
+static CUresult array_create(const char *fn, void **out, size_t w, size_t h, size_t d, int format,
+                             unsigned channels) {
+    if (!out || !w || !channels)
+        return fail(fn, 0, current_device(), CUDA_ERROR_INVALID_VALUE);
+    size_t size = w * (h ? h : 1) * (d ? d : 1) * channels * format_bytes(format);
+    uintptr_t p;
+    CUresult rc = do_alloc(fn, KIND_ARRAY, size, 0, &p);
+    if (rc == CUDA_SUCCESS)
+        *out = (void *)p;
+    return rc;
+}
+
+IMPL CUresult impl_cuArrayCreate_v2(void **out, const ArrayDescriptor *a) {
+    if (!a)
+        return CUDA_ERROR_INVALID_VALUE;
+    return array_create("cuArrayCreate_v2", out, a->width, a->height, 1, a->format, a->channels);
+}
+
+IMPL CUresult impl_cuArray3DCreate_v2(void **out, const Array3DDescriptor *a) {
+    if (!a)
+        return CUDA_ERROR_INVALID_VALUE;
+    return array_create("cuArray3DCreate_v2", out, a->width, a->height, a->depth, a->format,
+                        a->channels);
+}
+
+IMPL CUresult impl_cuArrayDestroy(void *array) {
+    return do_free("cuArrayDestroy", KIND_ARRAY, (uintptr_t)array);
+}
+
+typedef struct {
+    unsigned long long magic;
+    unsigned long long size;
+    char reserved[48];
+} IpcMemHandle;
+
+#define IPC_MAGIC 0x1bcface0ull
+
+IMPL CUresult impl_cuIpcGetMemHandle(IpcMemHandle *h, CUdeviceptr dptr) {
+    if (!h)
+        return CUDA_ERROR_INVALID_VALUE;
+    pthread_mutex_lock(&lock);
+    struct entry *e = table_find((uintptr_t)dptr);
+    size_t size = e && e->kind == KIND_DEVICE ? e->size : 0;
+    pthread_mutex_unlock(&lock);
+    if (!size)
+        return CUDA_ERROR_INVALID_VALUE;
+    memset(h, 0, sizeof *h);
+    h->magic = IPC_MAGIC;
+    h->size = size;
+    return CUDA_SUCCESS;
+}
+
+IMPL CUresult impl_cuIpcOpenMemHandle_v2(CUdeviceptr *out, IpcMemHandle h, unsigned flags) {
+    (void)flags;
+    if (!out || h.magic != IPC_MAGIC || !h.size)
+        return CUDA_ERROR_INVALID_VALUE;
+    uintptr_t p;
+    CUresult rc = do_alloc("cuIpcOpenMemHandle_v2", KIND_IMPORT, h.size, 0, &p);
+    if (rc == CUDA_SUCCESS)
+        *out = p;
+    return rc;
+}
+
+IMPL CUresult impl_cuIpcCloseMemHandle(CUdeviceptr p) {
+    return do_free("cuIpcCloseMemHandle", KIND_IMPORT, (uintptr_t)p);
+}
+
+IMPL CUresult impl_cuMemGetAddressRange_v2(CUdeviceptr *base, size_t *size, CUdeviceptr dptr) {
+    pthread_mutex_lock(&lock);
+    struct entry *e = table_find((uintptr_t)dptr);
+    if (!e) {
+        pthread_mutex_unlock(&lock);
+        return CUDA_ERROR_NOT_FOUND;
+    }
+    if (base)
+        *base = e->ptr;
+    if (size)
+        *size = e->size;
+    pthread_mutex_unlock(&lock);
+    return CUDA_SUCCESS;
+}
+
 IMPL CUresult impl_cuGetExportTable(const void **table_out, const void *uuid) {
     (void)uuid;
     if (table_out)
@@ -918,6 +1032,13 @@ static const struct proc procs[] = {
     {"cuMemMap", 10020, -1, (void *)impl_cuMemMap},
     {"cuMemUnmap", 10020, -1, (void *)impl_cuMemUnmap},
     {"cuMemRetainAllocationHandle", 11000, -1, (void *)impl_cuMemRetainAllocationHandle},
+    {"cuArrayCreate", 3020, -1, (void *)impl_cuArrayCreate_v2},
+    {"cuArray3DCreate", 3020, -1, (void *)impl_cuArray3DCreate_v2},
+    {"cuArrayDestroy", 2000, -1, (void *)impl_cuArrayDestroy},
+    {"cuIpcGetMemHandle", 4010, -1, (void *)impl_cuIpcGetMemHandle},
+    {"cuIpcOpenMemHandle", 11000, -1, (void *)impl_cuIpcOpenMemHandle_v2},
+    {"cuIpcCloseMemHandle", 4010, -1, (void *)impl_cuIpcCloseMemHandle},
+    {"cuMemGetAddressRange", 3020, -1, (void *)impl_cuMemGetAddressRange_v2},
     {"cuGetProcAddress", 12000, -1, (void *)impl_cuGetProcAddress_v2},
     {"cuGetProcAddress", 11030, -1, (void *)impl_cuGetProcAddress},
 };
@@ -1063,6 +1184,24 @@ EXPORT CUresult cuGetProcAddress_v2(const char *symbol, void **pfn, int cuda_ver
 EXPORT CUresult cuGetProcAddress(const char *symbol, void **pfn, int cuda_version,
                                  cuuint64_t flags) {
     return lookup_from(__builtin_return_address(0), symbol, pfn, cuda_version, flags, NULL);
+}
+
+EXPORT CUresult cuArrayCreate_v2(void **out, const ArrayDescriptor *a) {
+    return impl_cuArrayCreate_v2(out, a);
+}
+EXPORT CUresult cuArray3DCreate_v2(void **out, const Array3DDescriptor *a) {
+    return impl_cuArray3DCreate_v2(out, a);
+}
+EXPORT CUresult cuArrayDestroy(void *a) { return impl_cuArrayDestroy(a); }
+EXPORT CUresult cuIpcGetMemHandle(IpcMemHandle *h, CUdeviceptr d) {
+    return impl_cuIpcGetMemHandle(h, d);
+}
+EXPORT CUresult cuIpcOpenMemHandle_v2(CUdeviceptr *out, IpcMemHandle h, unsigned flags) {
+    return impl_cuIpcOpenMemHandle_v2(out, h, flags);
+}
+EXPORT CUresult cuIpcCloseMemHandle(CUdeviceptr p) { return impl_cuIpcCloseMemHandle(p); }
+EXPORT CUresult cuMemGetAddressRange_v2(CUdeviceptr *base, size_t *size, CUdeviceptr d) {
+    return impl_cuMemGetAddressRange_v2(base, size, d);
 }
 
 EXPORT CUresult cuMemPoolCreate(CUmemoryPool *p, const void *props) {
