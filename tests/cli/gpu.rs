@@ -529,6 +529,31 @@ fn arrays_are_sized_from_their_descriptors_and_ipc_imports_are_not_new_memory() 
     // Another process's memory is not this one's: arrays and the exported
     // allocation only.
     assert_eq!(dev0["live_bytes"], (8 << 20) + (1 << 20), "{d}");
+    // Registered host memory, apart from the host's pinned allocations.
+    let registered = ledger_live(&ledger, "hostreg", "hostunreg");
+    let host = d["devices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["device"].is_null())
+        .expect("host");
+    let pinned = by_kind(host, "host registered (pinned for a GPU)");
+    assert_eq!(pinned["live_bytes"], registered[&-1], "{d}");
+    assert_eq!(registered[&-1], 1 << 20);
+    assert_eq!(host["live_bytes"], 0, "not new memory: {d}");
+    // What the driver says is in use, sampled after the first allocation:
+    // its 256 MiB context reserve and the 8 MiB array.
+    let used = dev0["levels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["memory"] == "in use (driver)")
+        .expect("the driver's figure")
+        .clone();
+    assert!(
+        used["peak_bytes"].as_u64().unwrap() >= (256 << 20) + (8 << 20),
+        "{used}"
+    );
     assert_eq!(d["unknown_frees"], 0, "{d}");
 }
 

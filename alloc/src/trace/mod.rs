@@ -154,8 +154,16 @@ pub mod device {
         /// (`cuIpcOpenMemHandle`): mapped here, not allocated, so never in
         /// a total.
         pub const IMPORTED: u8 = 13;
+        /// Host memory the program allocated and registered with CUDA
+        /// (`cuMemHostRegister`): pinned, already counted where it was
+        /// allocated, so never in a total.
+        pub const HOST_REGISTERED: u8 = 14;
+        /// What the driver reports in use on a device (`cuMemGetInfo`:
+        /// total less free), a level sampled by the shim: beside the
+        /// tracked memory, what the context and everything untracked hold.
+        pub const DRIVER_USED: u8 = 15;
         /// The most kinds a reader counts apart.
-        pub const COUNT: usize = 14;
+        pub const COUNT: usize = 16;
     }
 
     /// The `device` of host memory.
@@ -178,6 +186,8 @@ pub mod device {
             memory::PACKET_RING => "packet rings",
             memory::ARRAY => "array",
             memory::IMPORTED => "imported (IPC)",
+            memory::HOST_REGISTERED => "host registered (pinned for a GPU)",
+            memory::DRIVER_USED => "in use (driver)",
             _ => "other",
         }
     }
@@ -185,7 +195,10 @@ pub mod device {
     /// Is memory of this kind on the host side (recorded with device
     /// [`HOST`])?
     pub fn host_side(memory: u8) -> bool {
-        memory == memory::HOST_PINNED || memory == memory::REGISTERED
+        matches!(
+            memory,
+            memory::HOST_PINNED | memory::REGISTERED | memory::HOST_REGISTERED
+        )
     }
 
     /// The key space a block of this kind is found in by its address: a
@@ -202,6 +215,7 @@ pub mod device {
             memory::OPENCL => 5,
             memory::VULKAN => 6,
             memory::ARRAY => 7,
+            memory::HOST_REGISTERED => 8,
             _ => 0,
         }
     }
@@ -217,6 +231,8 @@ pub mod device {
                 | memory::IO_URING
                 | memory::PACKET_RING
                 | memory::IMPORTED
+                | memory::HOST_REGISTERED
+                | memory::DRIVER_USED
         )
     }
 }

@@ -59,6 +59,7 @@ pub(super) fn allocated_on(
         size,
         handle: 0,
     });
+    sample_driver_used(call);
 }
 
 /// Records the free of `address`.
@@ -393,3 +394,104 @@ stream_ordered!(
     /// `cuMemFreeAsync_ptsz`.
     free cuMemFreeAsync_ptsz, MemFreeAsync_ptsz
 );
+
+/// `cuMemHostRegister_v2`: memory the program allocated, pinned for the
+/// device (recorded apart: it is already counted where it was allocated).
+///
+/// # Safety
+/// As the driver's.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cuMemHostRegister_v2(
+    p: *mut c_void,
+    size: usize,
+    flags: c_uint,
+) -> CUresult {
+    let next = next_or!(
+        Id::MemHostRegister_v2,
+        unsafe extern "C" fn(*mut c_void, usize, c_uint) -> CUresult,
+        CUDA_ERROR_NOT_INITIALIZED
+    );
+    let call = DriverCall::enter("cuMemHostRegister_v2");
+    // SAFETY: the caller's arguments, passed on.
+    let r = unsafe { next(p, size, flags) };
+    allocated(&call, r, memory::HOST_REGISTERED, p as u64, size as u64);
+    r
+}
+
+/// `cuMemHostUnregister`.
+///
+/// # Safety
+/// As the driver's.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cuMemHostUnregister(p: *mut c_void) -> CUresult {
+    let next = next_or!(
+        Id::MemHostUnregister,
+        unsafe extern "C" fn(*mut c_void) -> CUresult,
+        CUDA_ERROR_NOT_INITIALIZED
+    );
+    let call = DriverCall::enter_release("cuMemHostUnregister");
+    // SAFETY: the caller's argument, passed on.
+    let r = unsafe { next(p) };
+    freed(&call, r, memory::HOST_REGISTERED, p as u64);
+    r
+}
+
+/// The driver's `cuMemGetInfo_v2`.
+static GET_INFO: AtomicUsize = AtomicUsize::new(0);
+/// When the driver's figures were last sampled (monotonic ns).
+static LAST_INFO_NS: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+/// The least time between two samples.
+const INFO_EVERY_NS: u64 = 100_000_000;
+
+/// After a recorded call: at most every 100 ms, what the driver says is
+/// in use on the calling thread's device (`cuMemGetInfo_v2`, total less
+/// free), as a level (`memory::DRIVER_USED`), asked from the caller's
+/// thread where its context is current.
+pub(super) fn sample_driver_used(call: &DriverCall) {
+    if !call.records() {
+        return;
+    }
+    let now = monotonic_ns();
+    let last = LAST_INFO_NS.load(Ordering::Relaxed);
+    if last != 0 && now < last + INFO_EVERY_NS {
+        return;
+    }
+    if LAST_INFO_NS
+        .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+        .is_err()
+    {
+        return; // another thread samples
+    }
+    let Some(f) = driver_function(&GET_INFO, c"cuMemGetInfo_v2") else {
+        return;
+    };
+    // SAFETY: the driver's cuMemGetInfo_v2(size_t *free, size_t *total).
+    let info = unsafe {
+        core::mem::transmute::<usize, unsafe extern "C" fn(*mut usize, *mut usize) -> CUresult>(f)
+    };
+    let (mut free, mut total) = (0usize, 0usize);
+    // SAFETY: valid out pointers.
+    if unsafe { info(&mut free, &mut total) } != 0 {
+        return;
+    }
+    let device = current_device();
+    memtally_alloc::device::record(&DeviceEvent {
+        op: op::GAUGE,
+        memory: memory::DRIVER_USED,
+        device,
+        api: call.api(),
+        address: u64::from(device),
+        size: total.saturating_sub(free) as u64,
+        handle: 0,
+    });
+}
+
+fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: a valid timespec out pointer.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}

@@ -24,6 +24,8 @@ slots! {
     MemAllocHost_v2 = c"cuMemAllocHost_v2" in b"libcuda.so" => driver::cuMemAllocHost_v2;
     MemHostAlloc = c"cuMemHostAlloc" in b"libcuda.so" => driver::cuMemHostAlloc;
     MemFreeHost = c"cuMemFreeHost" in b"libcuda.so" => driver::cuMemFreeHost;
+    MemHostRegister_v2 = c"cuMemHostRegister_v2" in b"libcuda.so" => driver::cuMemHostRegister_v2;
+    MemHostUnregister = c"cuMemHostUnregister" in b"libcuda.so" => driver::cuMemHostUnregister;
     MemAllocAsync = c"cuMemAllocAsync" in b"libcuda.so" => driver::cuMemAllocAsync;
     MemAllocAsync_ptsz = c"cuMemAllocAsync_ptsz" in b"libcuda.so" => driver::cuMemAllocAsync_ptsz;
     MemAllocFromPoolAsync = c"cuMemAllocFromPoolAsync" in b"libcuda.so" => driver::cuMemAllocFromPoolAsync;

@@ -86,6 +86,8 @@ static ABIS: &[Abi] = &[
         None,
         Id::MemRetainAllocationHandle,
     ),
+    abi(b"cuMemHostRegister", 6050, None, Id::MemHostRegister_v2),
+    abi(b"cuMemHostUnregister", 4000, None, Id::MemHostUnregister),
     abi(b"cuArrayCreate", 3020, None, Id::ArrayCreate_v2),
     abi(b"cuArray3DCreate", 3020, None, Id::Array3DCreate_v2),
     abi(b"cuArrayDestroy", 2000, None, Id::ArrayDestroy),

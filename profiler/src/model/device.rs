@@ -162,8 +162,9 @@ pub struct DeviceMemory {
     mappings: BTreeMap<u64, (u64, u64)>,
     /// Pools' last levels: pool -> (device, reserved bytes).
     pools: HashMap<u64, (u32, u64)>,
-    /// Kernel-held levels: (memory kind, descriptor) -> bytes.
-    gauges: HashMap<(u8, u64), u64>,
+    /// Sampled levels other than pools': (device, memory kind, key) ->
+    /// bytes.
+    gauges: HashMap<(u32, u8, u64), u64>,
     devices: BTreeMap<u32, DeviceTotals>,
     sites: HashMap<(u32, StackId), DeviceSite>,
     failures: Vec<DeviceFailure>,
@@ -331,9 +332,11 @@ impl DeviceMemory {
         }
     }
 
-    /// A sampled level (a pool's reserved bytes).
+    /// A sampled level (a pool's reserved bytes, what the driver says is
+    /// in use on a device).
     fn level(&mut self, e: &DeviceEvent) {
         if e.memory != memory::POOL {
+            self.gauge_on(e.device, e.memory, e.address, e.size);
             return;
         }
         let old = self.pools.insert(e.address, (e.device, e.size));
@@ -353,16 +356,21 @@ impl DeviceMemory {
     /// A sampled level of kernel-held memory (`kind::GAUGE` records):
     /// `key`'s bytes of kind `memory` are now `bytes`, on the host.
     pub fn gauge(&mut self, memory: u8, key: u64, bytes: u64) {
+        self.gauge_on(device::HOST, memory, key, bytes);
+    }
+
+    /// `key`'s bytes of kind `memory` on `device` are now `bytes`.
+    fn gauge_on(&mut self, device: u32, memory: u8, key: u64, bytes: u64) {
         let old = if bytes == 0 {
-            self.gauges.remove(&(memory, key))
+            self.gauges.remove(&(device, memory, key))
         } else {
-            self.gauges.insert((memory, key), bytes)
+            self.gauges.insert((device, memory, key), bytes)
         };
         if old.is_none() && bytes == 0 {
             return;
         }
         self.events += 1;
-        let l = &mut self.devices.entry(device::HOST).or_default().levels[kind_index(memory)];
+        let l = &mut self.devices.entry(device).or_default().levels[kind_index(memory)];
         l.bytes = l
             .bytes
             .saturating_sub(old.unwrap_or(0))

@@ -4,9 +4,13 @@
  * - array_freed: a 3D array of 64^3 bytes (256 KiB), destroyed;
  * - ipc: 1 MiB allocated and exported; the handle opened (an import of
  *   1 MiB, as another process would) and closed, then opened again and
- *   kept.
+ *   kept;
+ * - host_registered: 1 MiB of the program's memory registered (pinned)
+ *   and kept so, 64 KiB registered and unregistered.
+ * The stand-in's cuMemGetInfo counts a 256 MiB context reserve.
  * Prints "done". */
 #include <stdlib.h>
+#include <sys/mman.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -34,6 +38,8 @@ CUresult cuArrayDestroy(void *);
 CUresult cuIpcGetMemHandle(IpcMemHandle *, CUdeviceptr);
 CUresult cuIpcOpenMemHandle_v2(CUdeviceptr *, IpcMemHandle, unsigned);
 CUresult cuIpcCloseMemHandle(CUdeviceptr);
+CUresult cuMemHostRegister_v2(void *, size_t, unsigned);
+CUresult cuMemHostUnregister(void *);
 
 static void *volatile sink;
 static volatile CUdeviceptr dsink;
@@ -72,11 +78,22 @@ __attribute__((noinline)) static void ipc(void) {
     dsink = theirs;
 }
 
+__attribute__((noinline)) static void host_registered(void) {
+    void *kept = mmap(NULL, 1 << 20, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    void *brief = mmap(NULL, 64 << 10, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    check(kept != MAP_FAILED && brief != MAP_FAILED, "mmap\n");
+    check(cuMemHostRegister_v2(kept, 1 << 20, 0) == 0, "register 1 MiB\n");
+    check(cuMemHostRegister_v2(brief, 64 << 10, 0) == 0, "register 64 KiB\n");
+    check(cuMemHostUnregister(brief) == 0, "unregister\n");
+    sink = kept;
+}
+
 int main(void) {
     check(cuInit(0) == 0, "cuInit\n");
     array_kept();
     array_freed();
     ipc();
+    host_registered();
     check(write(1, "done\n", 5) == 5, "write\n");
     return 0;
 }

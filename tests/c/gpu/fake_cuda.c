@@ -17,7 +17,8 @@
  *
  * plus the pool and virtual-memory lines described with those calls
  * below ("pool", "reserve", "unreserve", "create", "release", "physfree",
- * "map", "unmap", "retain"), "import"/"unimport" lines for IPC handles
+ * "map", "unmap", "retain"), "hostreg"/"hostunreg" lines for host memory
+ * registered and unregistered, "import"/"unimport" lines for IPC handles
  * opened and closed (see below), and a "lookup" line per cuGetProcAddress
  * call, naming the object that called it (see log_lookup).
  *
@@ -973,6 +974,74 @@ IMPL CUresult impl_cuMemGetAddressRange_v2(CUdeviceptr *base, size_t *size, CUde
     return CUDA_SUCCESS;
 }
 
+
+/* ------------------------------------------------------------------ */
+/* Host registration and the driver's memory figures                   */
+/*                                                                     */
+/* cuMemHostRegister pins memory the program allocated (ledger          */
+/* "hostreg"/"hostunreg" with the range's size). cuMemGetInfo reports a */
+/* device of FAKE_TOTAL bytes of which the live device-side allocations */
+/* on it and a context reserve of FAKE_CONTEXT bytes are in use.        */
+
+#define MAX_HOST_REGS 64
+#define FAKE_TOTAL (16ULL << 30)
+#define FAKE_CONTEXT (256ULL << 20)
+static struct {
+    uintptr_t p;
+    size_t size;
+} host_regs[MAX_HOST_REGS];
+
+IMPL CUresult impl_cuMemHostRegister_v2(void *p, size_t size, unsigned flags) {
+    (void)flags;
+    if (!initialized)
+        return CUDA_ERROR_NOT_INITIALIZED;
+    if (!p || !size)
+        return CUDA_ERROR_INVALID_VALUE;
+    pthread_mutex_lock(&lock);
+    for (int i = 0; i < MAX_HOST_REGS; i++) {
+        if (!host_regs[i].p) {
+            host_regs[i].p = (uintptr_t)p;
+            host_regs[i].size = size;
+            ledger("hostreg", "cuMemHostRegister_v2", (uintptr_t)p, size, -1);
+            pthread_mutex_unlock(&lock);
+            return CUDA_SUCCESS;
+        }
+    }
+    pthread_mutex_unlock(&lock);
+    return CUDA_ERROR_OUT_OF_MEMORY;
+}
+
+IMPL CUresult impl_cuMemHostUnregister(void *p) {
+    pthread_mutex_lock(&lock);
+    for (int i = 0; i < MAX_HOST_REGS; i++) {
+        if (host_regs[i].p && host_regs[i].p == (uintptr_t)p) {
+            ledger("hostunreg", "cuMemHostUnregister", host_regs[i].p, host_regs[i].size, -1);
+            host_regs[i].p = 0;
+            pthread_mutex_unlock(&lock);
+            return CUDA_SUCCESS;
+        }
+    }
+    pthread_mutex_unlock(&lock);
+    return CUDA_ERROR_INVALID_VALUE;
+}
+
+IMPL CUresult impl_cuMemGetInfo_v2(size_t *free_bytes, size_t *total) {
+    if (!initialized)
+        return CUDA_ERROR_NOT_INITIALIZED;
+    int device = current_device();
+    unsigned long long used = FAKE_CONTEXT;
+    pthread_mutex_lock(&lock);
+    for (size_t i = 0; i < table_cap; i++)
+        if (table[i].ptr && table[i].kind != KIND_HOST && table[i].device == device)
+            used += table[i].size;
+    pthread_mutex_unlock(&lock);
+    if (free_bytes)
+        *free_bytes = used > FAKE_TOTAL ? 0 : FAKE_TOTAL - used;
+    if (total)
+        *total = FAKE_TOTAL;
+    return CUDA_SUCCESS;
+}
+
 IMPL CUresult impl_cuGetExportTable(const void **table_out, const void *uuid) {
     (void)uuid;
     if (table_out)
@@ -1039,6 +1108,9 @@ static const struct proc procs[] = {
     {"cuIpcOpenMemHandle", 11000, -1, (void *)impl_cuIpcOpenMemHandle_v2},
     {"cuIpcCloseMemHandle", 4010, -1, (void *)impl_cuIpcCloseMemHandle},
     {"cuMemGetAddressRange", 3020, -1, (void *)impl_cuMemGetAddressRange_v2},
+    {"cuMemHostRegister", 6050, -1, (void *)impl_cuMemHostRegister_v2},
+    {"cuMemHostUnregister", 4000, -1, (void *)impl_cuMemHostUnregister},
+    {"cuMemGetInfo", 3020, -1, (void *)impl_cuMemGetInfo_v2},
     {"cuGetProcAddress", 12000, -1, (void *)impl_cuGetProcAddress_v2},
     {"cuGetProcAddress", 11030, -1, (void *)impl_cuGetProcAddress},
 };
@@ -1202,6 +1274,14 @@ EXPORT CUresult cuIpcOpenMemHandle_v2(CUdeviceptr *out, IpcMemHandle h, unsigned
 EXPORT CUresult cuIpcCloseMemHandle(CUdeviceptr p) { return impl_cuIpcCloseMemHandle(p); }
 EXPORT CUresult cuMemGetAddressRange_v2(CUdeviceptr *base, size_t *size, CUdeviceptr d) {
     return impl_cuMemGetAddressRange_v2(base, size, d);
+}
+
+EXPORT CUresult cuMemHostRegister_v2(void *p, size_t size, unsigned flags) {
+    return impl_cuMemHostRegister_v2(p, size, flags);
+}
+EXPORT CUresult cuMemHostUnregister(void *p) { return impl_cuMemHostUnregister(p); }
+EXPORT CUresult cuMemGetInfo_v2(size_t *free_bytes, size_t *total) {
+    return impl_cuMemGetInfo_v2(free_bytes, total);
 }
 
 EXPORT CUresult cuMemPoolCreate(CUmemoryPool *p, const void *props) {
