@@ -1133,3 +1133,84 @@ fn socket_buffers_io_uring_buffers_and_packet_rings_are_sampled_from_the_kernel(
     // Kernel-held memory is a gauge, never new memory of the host.
     assert_eq!(host["live_bytes"], 0);
 }
+
+#[test]
+fn vulkan_memory_is_seen_on_a_real_loader_and_driver() {
+    let Some(lib) = library() else {
+        return;
+    };
+    // T18 on Mesa's lavapipe through the real loader (.ci/run installs
+    // them): the driver's own functions from vkGetDeviceProcAddr.
+    let icd = Path::new("/usr/share/vulkan/icd.d/lvp_icd.x86_64.json");
+    if !icd.exists() {
+        eprintln!("skipped: lavapipe is not installed (.ci/run installs mesa-vulkan-drivers)");
+        return;
+    }
+    let dir = scratch("vulkan-real");
+    test_program(&dir, "vulkan/vk_real.c", "vk_real", &["-ldl"]);
+    let trace = dir.join("vk_real.mtt");
+    let out = Command::new(env!("CARGO_BIN_EXE_memtally"))
+        .current_dir(&dir)
+        .env("VK_ICD_FILENAMES", icd)
+        .env("MEMTALLY_LIB", &lib)
+        .args(["run", "-o", trace.to_str().unwrap(), "--", "./vk_real"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    if stdout.starts_with("skip:") {
+        eprintln!("skipped: {stdout}");
+        return;
+    }
+    assert!(stdout.contains("done"), "{out:?}");
+    let out = memtally(&["report", "--json", trace.to_str().unwrap()]);
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let d = &doc["device"];
+    let vk = by_kind(&d["devices"][0], "vulkan");
+    assert_eq!(vk["allocations"], 3, "{d}");
+    assert_eq!(vk["live_bytes"], 3 << 20, "{d}");
+    assert_eq!(vk["peak_bytes"], 5 << 20, "{d}");
+    assert!(site_holds(d, "real_device_proc", 2 << 20), "{d}");
+    assert!(site_holds(d, "real_exported", 1 << 20), "{d}");
+    assert_eq!(d["unknown_frees"], 0, "{d}");
+}
+
+#[test]
+fn opencl_memory_is_seen_on_a_real_implementation() {
+    let Some(lib) = library() else {
+        return;
+    };
+    // T17 on pocl through the ICD loader (.ci/run installs them): the
+    // destructor callback is the implementation's own.
+    if !Path::new("/etc/OpenCL/vendors/pocl.icd").exists() {
+        eprintln!("skipped: pocl is not installed (.ci/run installs pocl-opencl-icd)");
+        return;
+    }
+    let dir = scratch("opencl-real");
+    test_program(&dir, "opencl/cl_real.c", "cl_real", &["-ldl"]);
+    let trace = dir.join("cl_real.mtt");
+    let out = Command::new(env!("CARGO_BIN_EXE_memtally"))
+        .current_dir(&dir)
+        .env("MEMTALLY_LIB", &lib)
+        .args(["run", "-o", trace.to_str().unwrap(), "--", "./cl_real"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    if stdout.starts_with("skip:") {
+        eprintln!("skipped: {stdout}");
+        return;
+    }
+    assert!(stdout.contains("done"), "{out:?}");
+    let svm = stdout.contains("svm");
+    let out = memtally(&["report", "--json", trace.to_str().unwrap()]);
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let d = &doc["device"];
+    let cl = by_kind(&d["devices"][0], "opencl");
+    // The retained buffer freed once, at its last release.
+    assert_eq!(d["devices"][0]["frees"], if svm { 2 } else { 1 }, "{d}");
+    assert!(site_holds(d, "real_kept", 1 << 20), "{d}");
+    let kept = (1 << 20) + if svm { 64 << 10 } else { 0 };
+    assert_eq!(cl["live_bytes"], kept, "{d}");
+    assert_eq!(d["unknown_frees"], 0, "{d}");
+}
