@@ -22,7 +22,7 @@
 #![allow(non_snake_case)]
 
 use core::ffi::{CStr, c_char, c_void};
-use std::sync::Mutex;
+use core::sync::atomic::{AtomicUsize, Ordering};
 
 use memtally_alloc::device::{DeviceEvent, memory, op};
 
@@ -45,33 +45,46 @@ slots! {
     GetInstanceProcAddr = c"vkGetInstanceProcAddr" in b"libvulkan.so" => vkGetInstanceProcAddr;
 }
 
-/// Devices whose driver functions were handed out: (device, allocate,
-/// free).
+/// Devices whose driver functions were handed out: the device, and its
+/// allocate and free functions. Lock-free (a slot is claimed by a
+/// compare-and-swap of its device), so that a call can never wait here,
+/// not even in a child forked while another thread was inside.
 const MAX_DEVICES: usize = 16;
-static DEVICES: Mutex<[(usize, usize, usize); MAX_DEVICES]> = Mutex::new([(0, 0, 0); MAX_DEVICES]);
+struct DeviceFunctions {
+    device: AtomicUsize,
+    allocate: AtomicUsize,
+    free: AtomicUsize,
+}
+static DEVICES: [DeviceFunctions; MAX_DEVICES] = [const {
+    DeviceFunctions {
+        device: AtomicUsize::new(0),
+        allocate: AtomicUsize::new(0),
+        free: AtomicUsize::new(0),
+    }
+}; MAX_DEVICES];
 
 /// Remembers `device`'s driver function (`free`: which one); false when
 /// the table is full (the caller then hands out the driver's function
 /// itself, unrecorded).
 fn remember(device: *mut c_void, real: usize, free: bool) -> bool {
-    let Ok(mut devices) = DEVICES.lock() else {
+    let d = device as usize;
+    let slot = DEVICES
+        .iter()
+        .find(|e| e.device.load(Ordering::Acquire) == d)
+        .or_else(|| {
+            DEVICES.iter().find(|e| {
+                e.device
+                    .compare_exchange(0, d, Ordering::AcqRel, Ordering::Acquire)
+                    .is_ok()
+            })
+        });
+    let Some(slot) = slot else {
         return false;
     };
-    let d = device as usize;
-    let slot = match devices.iter().position(|e| e.0 == d) {
-        Some(i) => i,
-        None => match devices.iter().position(|e| e.0 == 0) {
-            Some(i) => {
-                devices[i] = (d, 0, 0);
-                i
-            }
-            None => return false,
-        },
-    };
     if free {
-        devices[slot].2 = real;
+        slot.free.store(real, Ordering::Release);
     } else {
-        devices[slot].1 = real;
+        slot.allocate.store(real, Ordering::Release);
     }
     true
 }
@@ -80,13 +93,17 @@ fn remember(device: *mut c_void, real: usize, free: bool) -> bool {
 /// dispatches on the device), else 0.
 fn driver_function(device: *mut c_void, free: bool) -> usize {
     let d = device as usize;
-    let found = DEVICES.lock().ok().and_then(|devices| {
-        devices
-            .iter()
-            .find(|e| e.0 == d)
-            .map(|e| if free { e.2 } else { e.1 })
-            .filter(|&f| f != 0)
-    });
+    let found = DEVICES
+        .iter()
+        .find(|e| e.device.load(Ordering::Acquire) == d)
+        .map(|e| {
+            if free {
+                e.free.load(Ordering::Acquire)
+            } else {
+                e.allocate.load(Ordering::Acquire)
+            }
+        })
+        .filter(|&f| f != 0);
     found.unwrap_or_else(|| {
         let id = if free {
             Id::FreeMemory

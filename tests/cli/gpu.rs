@@ -558,6 +558,65 @@ fn arrays_are_sized_from_their_descriptors_and_ipc_imports_are_not_new_memory() 
 }
 
 #[test]
+fn forked_children_record_their_own_device_memory_and_never_hang_on_the_shims_state() {
+    let Some((dir, lib)) = setup("gpu-fork") else {
+        return;
+    };
+    // 20 forks while another thread allocates from a pool (the shim
+    // samples the pool under a lock, which it only ever tries, so a child
+    // forked while the lock was held cannot wait on it; the race is too
+    // narrow for this test to hit, as 200 forks with a blocking lock
+    // showed): each child records its own device memory.
+    program(
+        &dir,
+        "cuda_fork.c",
+        "cuda_fork",
+        &["-L.", "-lcuda", "-pthread"],
+    );
+    let pattern = dir.join("fork.%p.mtt");
+    let out = Command::new(env!("CARGO_BIN_EXE_memtally"))
+        .current_dir(&dir)
+        .env("LD_LIBRARY_PATH", &dir)
+        .env("MEMTALLY_LIB", &lib)
+        .args([
+            "run",
+            "--follow-children",
+            "-o",
+            pattern.to_str().unwrap(),
+            "--",
+            "./cuda_fork",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("done"));
+    let traces: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("fork.")
+        })
+        .collect();
+    assert_eq!(traces.len(), 21, "{traces:?}");
+    let mut children = 0;
+    for t in &traces {
+        let out = memtally(&["report", "--json", t.to_str().unwrap()]);
+        assert_eq!(out.status.code(), Some(0), "{out:?}");
+        let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let d = &doc["device"];
+        if site_holds(d, "child_kept", 2 << 20) {
+            children += 1;
+        } else {
+            assert!(site_holds(d, "parent_kept", 1 << 20), "{d}");
+        }
+    }
+    assert_eq!(children, 20);
+}
+
+#[test]
 fn nccl_mem_alloc_is_one_physical_allocation_named_after_nccl_at_the_callers_stack() {
     let Some((dir, lib)) = setup("gpu-nccl") else {
         return;

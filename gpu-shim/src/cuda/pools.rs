@@ -52,7 +52,10 @@ const NONE: Followed = Followed {
 
 /// The pools followed (pool 0: a free entry). A lock, not atomics: two
 /// threads sampling at once must record their levels in the order they
-/// read them.
+/// read them. Only ever tried, never waited for: a thread that finds it
+/// held skips its sample (the holder is sampling the same pools), and a
+/// child forked while another thread held it never blocks on it (it then
+/// records no pool levels).
 static FOLLOWED: Mutex<[Followed; MAX_POOLS]> = Mutex::new([NONE; MAX_POOLS]);
 
 static GET_ATTRIBUTE: AtomicUsize = AtomicUsize::new(0);
@@ -63,7 +66,7 @@ pub(super) fn follow(pool: usize, device: u32) {
     if pool == 0 {
         return;
     }
-    let Ok(mut pools) = FOLLOWED.lock() else {
+    let Ok(mut pools) = FOLLOWED.try_lock() else {
         return;
     };
     if pools.iter().any(|p| p.pool == pool) {
@@ -111,7 +114,7 @@ pub(super) fn sample(call: &DriverCall) {
             unsafe extern "C" fn(*mut c_void, c_int, *mut c_void) -> CUresult,
         >(f)
     };
-    let Ok(mut pools) = FOLLOWED.lock() else {
+    let Ok(mut pools) = FOLLOWED.try_lock() else {
         return;
     };
     for p in pools.iter_mut().filter(|p| p.pool != 0) {
