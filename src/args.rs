@@ -198,6 +198,8 @@ pub enum ExportFormat {
     Json,
     /// A RAPIDS RMM logging_resource_adaptor CSV log.
     RmmCsv,
+    /// A PyTorch memory snapshot (pickle) of one device.
+    TorchSnapshot,
 }
 
 impl ExportFormat {
@@ -208,6 +210,7 @@ impl ExportFormat {
             ExportFormat::Folded => "folded",
             ExportFormat::Json => "json",
             ExportFormat::RmmCsv => "rmm.csv",
+            ExportFormat::TorchSnapshot => "pickle",
         }
     }
 }
@@ -490,7 +493,10 @@ Options:
                     rmm-csv: every allocation and free as a RAPIDS RMM
                     log (Thread,Time,Action,Pointer,Size,Stream), which
                     RMM's REPLAY_BENCH and memtally replay read
-  --device N        for rmm-csv: device N's memory seen by the gpu-shim
+                    torch-snapshot: a device's memory as a PyTorch memory
+                    snapshot (pickle), for pytorch.org/memory_viz
+  --device N        for rmm-csv and torch-snapshot (default 0 for the
+                    latter): device N's memory seen by the gpu-shim
                     (allocations, frees and failed allocations) instead
                     of the heap, as RMM logs one device per file (default
                     name: the trace's name with .devN.rmm.csv)
@@ -1229,8 +1235,11 @@ fn parse_export(p: &mut lexopt::Parser) -> Result<Command> {
                     "folded" => ExportFormat::Folded,
                     "json" => ExportFormat::Json,
                     "rmm-csv" => ExportFormat::RmmCsv,
+                    "torch-snapshot" => ExportFormat::TorchSnapshot,
                     other => {
-                        bail!("unknown format {other:?} (expected pprof, folded, json or rmm-csv)")
+                        bail!(
+                            "unknown format {other:?} (expected pprof, folded, json, rmm-csv or torch-snapshot)"
+                        )
                     }
                 });
             }
@@ -1251,8 +1260,12 @@ fn parse_export(p: &mut lexopt::Parser) -> Result<Command> {
     if metric.is_some() && format != ExportFormat::Folded {
         bail!("--metric applies to --format folded only (pprof and json carry every metric)");
     }
-    if device.is_some() && format != ExportFormat::RmmCsv {
-        bail!("--device applies to --format rmm-csv only (RMM logs one device per file)");
+    if device.is_some() && !matches!(format, ExportFormat::RmmCsv | ExportFormat::TorchSnapshot) {
+        bail!("--device applies to --format rmm-csv and torch-snapshot only (one device per file)");
+    }
+    if format == ExportFormat::TorchSnapshot && device == Some(memtally_alloc::trace::device::HOST)
+    {
+        bail!("--format torch-snapshot is of a device (--device N), not of host memory");
     }
     Ok(Command::Export(ExportArgs {
         file,

@@ -17,6 +17,11 @@ pub fn run(args: &ExportArgs) -> Result<()> {
         flame::write_folded(&lines, &mut out.writer)?;
         return finish(out, &format!("{} folded stacks", lines.len()));
     }
+    if args.format == ExportFormat::TorchSnapshot {
+        let device = args.device.unwrap_or(0);
+        let default = output::beside_cwd(&args.file, &format!("dev{device}.pickle"));
+        return torch_snapshot(args, device, default);
+    }
     if args.format == ExportFormat::RmmCsv {
         let default = match args.device {
             Some(memtally_alloc::trace::device::HOST) => {
@@ -39,7 +44,9 @@ pub fn run(args: &ExportArgs) -> Result<()> {
         ExportFormat::Json => {
             json::write(&json::build(&analysis, &mut symbolizer), &mut out.writer)?
         }
-        ExportFormat::Folded | ExportFormat::RmmCsv => unreachable!("written above"),
+        ExportFormat::Folded | ExportFormat::RmmCsv | ExportFormat::TorchSnapshot => {
+            unreachable!("written above")
+        }
     }
     let what = match args.format {
         ExportFormat::Pprof => "pprof profile",
@@ -75,6 +82,32 @@ fn rmm_csv(args: &ExportArgs, default: std::path::PathBuf) -> Result<()> {
     finish(
         out,
         &format!("RMM log of {} operations", recorded.ops.len()),
+    )
+}
+
+/// A device's memory as a PyTorch memory snapshot.
+fn torch_snapshot(args: &ExportArgs, device: u32, default: std::path::PathBuf) -> Result<()> {
+    let recorded = memtally_profiler::replay::read_device(&args.file, device)
+        .map_err(crate::output::named(&args.file))?;
+    let analysis = recorded
+        .analysis
+        .ok_or_else(|| anyhow!("{} is not a memtally trace", args.file.display()))?;
+    crate::output::warn_ending(&args.file, &analysis.ending, true);
+    let mut symbolizer = Symbolizer::default();
+    let snapshot = memtally_profiler::export::torch::snapshot(
+        &analysis.model,
+        &mut symbolizer,
+        &recorded.ops,
+        device,
+    );
+    let mut out = output::open(args.output.as_deref(), Some(default))?;
+    memtally_profiler::export::pickle::write(&snapshot, &mut out.writer)?;
+    finish(
+        out,
+        &format!(
+            "PyTorch memory snapshot of device {device} ({} operations)",
+            recorded.ops.len()
+        ),
     )
 }
 

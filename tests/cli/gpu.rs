@@ -206,6 +206,7 @@ fn device_memory_is_seen_through_the_plt_and_through_a_runtime_that_uses_cu_get_
     );
     rmm_round_trip(&dir, &ledger);
     flame_of_device(&dir);
+    torch_snapshot(&dir, &ledger);
 
     // The runtime reaches the driver only through cuGetProcAddress_v2
     // (dynamic and static alike): one event per call, named after the
@@ -349,6 +350,49 @@ fn rmm_round_trip(dir: &Path, ledger: &[serde_json::Value]) {
         1,
         "{doc}"
     );
+}
+
+/// T19's other export: device 0 as a PyTorch memory snapshot, read back by
+/// Python's own pickle: an entry per ledger allocation, free and failure,
+/// and the kept allocation as the one live segment, with its frames.
+fn torch_snapshot(dir: &Path, ledger: &[serde_json::Value]) {
+    let trace = dir.join("cuda_direct.mtt");
+    let out = memtally(&[
+        "export",
+        "--format",
+        "torch-snapshot",
+        trace.to_str().unwrap(),
+        "-o",
+        dir.join("snapshot.pickle").to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let script = "import pickle, json, sys\n\
+        d = pickle.load(open(sys.argv[1], 'rb'))\n\
+        t = d['device_traces'][0]\n\
+        n = lambda a: sum(1 for e in t if e['action'] == a)\n\
+        s = d['segments']\n\
+        print(json.dumps({'alloc': n('alloc'), 'free': n('free_completed'), 'oom': n('oom'),\n\
+            'segments': len(s), 'kept': s[0]['total_size'],\n\
+            'where': s[0]['blocks'][0]['frames'][0]['name']}))\n";
+    let out = Command::new("python3")
+        .args(["-c", script])
+        .arg(dir.join("snapshot.pickle"))
+        .output()
+        .expect("python3 is installed (.ci/run installs it)");
+    assert!(out.status.success(), "{out:?}");
+    let got: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let on0 = |op: &str| {
+        ledger
+            .iter()
+            .filter(|l| l["op"] == op && l["device"] == 0)
+            .count()
+    };
+    assert_eq!(got["alloc"], on0("alloc"), "{got}");
+    assert_eq!(got["free"], on0("free"), "{got}");
+    assert_eq!(got["oom"], on0("fail"), "{got}");
+    assert_eq!(got["segments"], 1, "{got}");
+    assert_eq!(got["kept"], 1 << 20, "{got}");
+    assert_eq!(got["where"], "device_alloc_kept", "{got}");
 }
 
 /// `flame --device 0 --folded`: the kept allocation's stack under the API

@@ -11,8 +11,10 @@
 //! Like every view, the exports only read the analysis model.
 
 pub mod json;
+pub mod pickle;
 pub mod pprof;
 mod protobuf;
+pub mod torch;
 
 #[cfg(test)]
 mod tests;
