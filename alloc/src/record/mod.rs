@@ -547,36 +547,36 @@ fn write_event(ring: &Ring, codec: &mut ThreadCodec, event: &RawEvent) -> bool {
         ring.count_event();
         return true;
     }
-    let mut buf = [0u8; MAX_EVENT_BYTES];
-    let mut c = Cursor::new(&mut buf);
-    codec.encode(&mut c, event);
-    let len = c.len();
-    // A failed push means the writer stopped for good: no later event of
-    // this thread reaches the trace, so the codec running ahead is harmless.
-    if ring.push(&buf[..len]) {
-        ring.count_event();
-        true
-    } else {
-        DROPPED.fetch_add(1, Ordering::Relaxed);
-        false
-    }
+    push_events(ring, codec, &[event])
 }
 
 /// Encodes `first` and `second` into the calling thread's `ring` and
 /// publishes them together (rare: a scope change before an event); false
 /// when the writer has stopped for good.
 fn write_pair(ring: &Ring, codec: &mut ThreadCodec, first: &RawEvent, second: &RawEvent) -> bool {
+    push_events(ring, codec, &[first, second])
+}
+
+/// Encodes `events` (at most two) off the ring and pushes them as one
+/// piece: the path of an event that does not fit at the ring's head, and
+/// of a pair that must be published together. False when the writer has
+/// stopped for good (the events are counted as dropped): no later event of
+/// this thread reaches the trace, so the codec running ahead is harmless.
+fn push_events(ring: &Ring, codec: &mut ThreadCodec, events: &[&RawEvent]) -> bool {
+    debug_assert!(events.len() <= 2);
     let mut buf = [0u8; 2 * MAX_EVENT_BYTES];
     let mut c = Cursor::new(&mut buf);
-    codec.encode(&mut c, first);
-    codec.encode(&mut c, second);
+    for e in events {
+        codec.encode(&mut c, e);
+    }
     let len = c.len();
     if ring.push(&buf[..len]) {
-        ring.count_event();
-        ring.count_event();
+        for _ in events {
+            ring.count_event();
+        }
         true
     } else {
-        DROPPED.fetch_add(2, Ordering::Relaxed);
+        DROPPED.fetch_add(events.len() as u64, Ordering::Relaxed);
         false
     }
 }
