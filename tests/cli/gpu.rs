@@ -661,6 +661,43 @@ fn forked_children_record_their_own_device_memory_and_never_hang_on_the_shims_st
 }
 
 #[test]
+fn device_calls_in_constructors_and_inside_dlopen_are_recorded() {
+    let Some((dir, lib)) = setup("gpu-early") else {
+        return;
+    };
+    // A constructor of the program (before main) and one of a library
+    // the program dlopens (inside the dynamic loader) allocate.
+    let src = gpu_source("cuda_early.c");
+    let src = src.to_str().unwrap();
+    cc(
+        &dir,
+        &[
+            "-O1",
+            "-g",
+            "-shared",
+            "-fPIC",
+            "-DEARLY_LIBRARY",
+            src,
+            "-o",
+            "libearly.so",
+            "-L.",
+            "-lcuda",
+        ],
+    );
+    program(
+        &dir,
+        "cuda_early.c",
+        "cuda_early",
+        &["-L.", "-lcuda", "-ldl"],
+    );
+    let (doc, ledger) = record(&dir, &lib, "cuda_early");
+    let d = &doc["device"];
+    assert_eq!(count(&ledger, "alloc"), 2);
+    assert!(site_holds(d, "before_main", 1 << 20), "{d}");
+    assert!(site_holds(d, "in_dlopen", 2 << 20), "{d}");
+}
+
+#[test]
 fn nccl_mem_alloc_is_one_physical_allocation_named_after_nccl_at_the_callers_stack() {
     let Some((dir, lib)) = setup("gpu-nccl") else {
         return;

@@ -87,6 +87,22 @@ extern "C" fn visit(info: *mut libc::dl_phdr_info, _size: usize, data: *mut c_vo
         } else {
             CStr::from_ptr(info.dlpi_name).to_bytes()
         };
+        // A library opened by a relative path (`dlopen("./plugin.so")`)
+        // is named relative to the process's directory: made absolute, so
+        // that a report run elsewhere finds the file to symbolise. (Where
+        // the process changed directory since, the file is not found and
+        // the name stays as it was.)
+        let mut full = [0u8; 4096];
+        let name: &[u8] = if name.first().is_some_and(|&b| b != b'/') && !info.dlpi_name.is_null() {
+            let resolved = libc::realpath(info.dlpi_name, full.as_mut_ptr().cast());
+            if resolved.is_null() {
+                name
+            } else {
+                CStr::from_ptr(full.as_ptr().cast()).to_bytes()
+            }
+        } else {
+            name
+        };
         let mut segments = [(0u64, 0u64, 0u64); MAX_SEGMENTS];
         let mut nseg = 0;
         let mut build_id: &[u8] = &[];

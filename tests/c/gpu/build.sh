@@ -46,6 +46,8 @@ $CC -O1 -g -shared -fPIC -fvisibility=hidden -Wl,-Bsymbolic -Wl,-soname,libnccl.
 ln -sf libnccl.so.2 libnccl.so
 $CC $PROG "$src/nccl_user.c" -o nccl_user -L. -lnccl -lcuda -Wl,-rpath,'$ORIGIN'
 $CC $PROG "$src/cuda_fork.c" -o cuda_fork -L. -lcuda -pthread -Wl,-rpath,'$ORIGIN'
+$CC -O1 -g -shared -fPIC -DEARLY_LIBRARY "$src/cuda_early.c" -o libearly.so -L. -lcuda
+$CC $PROG "$src/cuda_early.c" -o cuda_early -L. -lcuda -ldl -Wl,-rpath,'$ORIGIN'
 $CC $PROG "$src/cuda_threads.c" -o cuda_threads -L. -lcuda -ldl -pthread -Wl,-rpath,'$ORIGIN'
 
 # RTLD_NEXT / dlvsym fixture.
