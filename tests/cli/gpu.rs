@@ -610,7 +610,8 @@ fn forked_children_record_their_own_device_memory_and_never_hang_on_the_shims_st
     // samples the pool under a lock, which it only ever tries, so a child
     // forked while the lock was held cannot wait on it; the race is too
     // narrow for this test to hit, as 200 forks with a blocking lock
-    // showed): each child records its own device memory.
+    // showed; the stand-in's own lock has fork handlers, as CI once found
+    // a child stuck on it): each child records its own device memory.
     program(
         &dir,
         "cuda_fork.c",
@@ -618,7 +619,7 @@ fn forked_children_record_their_own_device_memory_and_never_hang_on_the_shims_st
         &["-L.", "-lcuda", "-pthread"],
     );
     let pattern = dir.join("fork.%p.mtt");
-    let out = Command::new(env!("CARGO_BIN_EXE_memtally"))
+    let mut run = Command::new(env!("CARGO_BIN_EXE_memtally"))
         .current_dir(&dir)
         .env("LD_LIBRARY_PATH", &dir)
         .env("MEMTALLY_LIB", &lib)
@@ -630,10 +631,26 @@ fn forked_children_record_their_own_device_memory_and_never_hang_on_the_shims_st
             "--",
             "./cuda_fork",
         ])
-        .output()
+        .stdout(std::process::Stdio::piped())
+        .spawn()
         .unwrap();
-    assert_eq!(out.status.code(), Some(0), "{out:?}");
-    assert!(String::from_utf8_lossy(&out.stdout).contains("done"));
+    // A hang is the failure this test looks for: it must not hang CI.
+    let start = std::time::Instant::now();
+    let status = loop {
+        if let Some(status) = run.try_wait().unwrap() {
+            break status;
+        }
+        if start.elapsed() > std::time::Duration::from_secs(120) {
+            let _ = run.kill();
+            let _ = Command::new("pkill").args(["-f", "cuda_fork"]).status();
+            panic!("cuda_fork hung (a child forked with a lock held?)");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    assert_eq!(status.code(), Some(0), "{status:?}");
+    let mut stdout = String::new();
+    std::io::Read::read_to_string(&mut run.stdout.take().unwrap(), &mut stdout).unwrap();
+    assert!(stdout.contains("done"), "{stdout}");
     let traces: Vec<PathBuf> = std::fs::read_dir(&dir)
         .unwrap()
         .map(|e| e.unwrap().path())

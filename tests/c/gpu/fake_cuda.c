@@ -130,6 +130,17 @@ static void setup(void) {
 
 static void ensure_setup(void) { pthread_once(&setup_once, setup); }
 
+/* Fork: the table's lock is taken around fork, so that a child never
+ * starts with it held by a thread that does not exist there (the real
+ * driver does not support use after fork at all; the stand-in lets the
+ * tests fork while another thread allocates). */
+static pthread_mutex_t lock;
+static void before_fork(void) { pthread_mutex_lock(&lock); }
+static void after_fork(void) { pthread_mutex_unlock(&lock); }
+__attribute__((constructor)) static void register_fork_handlers(void) {
+    pthread_atfork(before_fork, after_fork, after_fork);
+}
+
 static int current_device(void) {
     ensure_setup();
     return tls_device >= 0 ? tls_device : cfg_device;
