@@ -446,7 +446,7 @@ fn device_rows(model: &Model) -> Vec<DeviceRow> {
             peak_bytes: t.all.peak_bytes,
             allocations: t.all.allocations,
             failures: t.failures,
-            pool_reserved: t.pool_reserved,
+            pool_reserved: t.levels[memory::POOL as usize].bytes,
             others: t
                 .by_memory
                 .iter()
@@ -459,7 +459,8 @@ fn device_rows(model: &Model) -> Vec<DeviceRow> {
                         .iter()
                         .enumerate()
                         .take(memory::COUNT)
-                        .filter(|(_, l)| l.bytes > 0)
+                        // Pools' reserves have their own column.
+                        .filter(|&(i, l)| i != usize::from(memory::POOL) && l.bytes > 0)
                         .map(|(i, l)| (memory_name(i as u8).to_owned(), l.bytes)),
                 )
                 .collect(),

@@ -98,12 +98,11 @@ pub struct DeviceTotals {
     pub failures: u64,
     /// Bytes the failed allocations asked for.
     pub failed_bytes: u64,
-    /// Bytes its stream-ordered pools hold from it now (sampled).
-    pub pool_reserved: u64,
-    /// The most bytes its pools held at once.
-    pub pool_reserved_peak: u64,
-    /// Sampled levels of kernel-held memory, per memory kind (`SOCKET`,
-    /// `IO_URING`; on the host).
+    /// Sampled levels, per memory kind, all objects together: the
+    /// reserved bytes of its stream-ordered pools (`POOL`, beside the
+    /// pools' logical bytes in `by_memory`), what the driver says is in
+    /// use (`DRIVER_USED`), kernel-held memory on the host (`SOCKET`,
+    /// `IO_URING`, `PACKET_RING`).
     pub levels: [Level; memory::COUNT + 1],
 }
 
@@ -160,10 +159,7 @@ pub struct DeviceMemory {
     live: HashMap<(u8, u64), DeviceBlock>,
     /// Mapped virtual ranges by start: (length, physical handle).
     mappings: BTreeMap<u64, (u64, u64)>,
-    /// Pools' last levels: pool -> (device, reserved bytes).
-    pools: HashMap<u64, (u32, u64)>,
-    /// Sampled levels other than pools': (device, memory kind, key) ->
-    /// bytes.
+    /// Sampled levels: (device, memory kind, key) -> bytes.
     gauges: HashMap<(u32, u8, u64), u64>,
     devices: BTreeMap<u32, DeviceTotals>,
     sites: HashMap<(u32, StackId), DeviceSite>,
@@ -335,22 +331,7 @@ impl DeviceMemory {
     /// A sampled level (a pool's reserved bytes, what the driver says is
     /// in use on a device).
     fn level(&mut self, e: &DeviceEvent) {
-        if e.memory != memory::POOL {
-            self.gauge_on(e.device, e.memory, e.address, e.size);
-            return;
-        }
-        let old = self.pools.insert(e.address, (e.device, e.size));
-        if let Some((device, bytes)) = old
-            && let Some(d) = self.devices.get_mut(&device)
-        {
-            d.pool_reserved = d.pool_reserved.saturating_sub(bytes);
-        }
-        let d = self.devices.entry(e.device).or_default();
-        d.pool_reserved = d.pool_reserved.saturating_add(e.size);
-        d.pool_reserved_peak = d.pool_reserved_peak.max(d.pool_reserved);
-        if e.size == 0 {
-            self.pools.remove(&e.address);
-        }
+        self.gauge_on(e.device, e.memory, e.address, e.size);
     }
 
     /// A sampled level of kernel-held memory (`kind::GAUGE` records):
@@ -536,11 +517,12 @@ mod tests {
         m.apply(&event(op::GAUGE, memory::POOL, 0x20, 2 << 20, 0));
         m.apply(&event(op::GAUGE, memory::POOL, 0x10, 2 << 20, 0));
         let (_, t) = m.devices().next().unwrap();
-        assert_eq!((t.pool_reserved, t.pool_reserved_peak), (4 << 20, 6 << 20));
+        let pools = t.levels[memory::POOL as usize];
+        assert_eq!((pools.bytes, pools.peak_bytes), (4 << 20, 6 << 20));
         m.apply(&event(op::GAUGE, memory::POOL, 0x10, 0, 0));
         m.apply(&event(op::GAUGE, memory::POOL, 0x20, 0, 0));
         let (_, t) = m.devices().next().unwrap();
-        assert_eq!(t.pool_reserved, 0);
+        assert_eq!(t.levels[memory::POOL as usize].bytes, 0);
         assert_eq!(live(&m), 0, "levels are not allocations");
     }
 

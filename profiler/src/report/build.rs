@@ -173,13 +173,13 @@ fn device_report(model: &Model, b: &mut SiteBuilder<'_>, top: usize) -> Option<D
             frees: t.frees,
             failures: t.failures,
             failed_bytes: t.failed_bytes,
-            pool_reserved_bytes: t.pool_reserved,
-            peak_pool_reserved_bytes: t.pool_reserved_peak,
+            pool_reserved_bytes: t.levels[memory::POOL as usize].bytes,
+            peak_pool_reserved_bytes: t.levels[memory::POOL as usize].peak_bytes,
             levels: t
                 .levels
                 .iter()
                 .enumerate()
-                .filter(|(_, l)| l.peak_bytes > 0)
+                .filter(|&(i, l)| i != usize::from(memory::POOL) && l.peak_bytes > 0)
                 .map(|(i, l)| LevelReport {
                     memory: device::memory_name(i.min(memory::COUNT) as u8).into(),
                     bytes: l.bytes,
