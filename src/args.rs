@@ -296,6 +296,8 @@ Usage:
   memtally view FILE                            the dashboard over a finished
                                                 trace, with a time cursor
   memtally replay FILE --embedded MODELS        would it fit an embedded heap?
+  memtally replay FILE --against ALLOCATORS     which allocator suits it?
+  memtally replay FILE --distributed nodes=N    how would it spread over nodes?
   memtally export --format FMT [OPTIONS] FILE   pprof, folded stacks or JSON
 
 Options:
@@ -941,7 +943,14 @@ fn parse_replay(p: &mut lexopt::Parser) -> Result<Command> {
                 };
                 models = Some(list);
             }
-            Long("arena") => config.arena = Some(parse_bytes(&p.value()?.string()?)?),
+            Long("arena") => {
+                let text = p.value()?.string()?;
+                let arena = parse_bytes(&text)?;
+                if arena > memtally_profiler::replay::MAX_ARENA {
+                    bail!("--arena {text} is larger than the 1T a model can replay over");
+                }
+                config.arena = Some(arena);
+            }
             Long("align") => {
                 let v = p.value()?.string()?;
                 let n = number("--align", &v)?;

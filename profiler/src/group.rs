@@ -42,14 +42,19 @@ impl GroupBy {
     }
 }
 
-/// Each site's naming frame (see [`crate::SymbolizedStack::site_frame`]),
-/// remembered: one model's stacks never change once defined, so a view
-/// that groups the same model many times symbolises each site once. Use
-/// one per model.
+/// Each site's naming frame (see [`crate::SymbolizedStack::site_frame`])
+/// and the frames outward from it, remembered: one model's stacks never
+/// change once defined, so a view that groups the same model many times
+/// symbolises each site once (again only when a deeper path is asked for
+/// than was kept). Use one per model.
 #[derive(Default)]
 pub struct SiteFrames {
     frames: IdMap<StackId, Option<Rc<Location>>>,
+    paths: IdMap<StackId, Rc<[Location]>>,
 }
+
+/// Deepest path a grouping takes.
+pub const MAX_GROUP_DEPTH: usize = 16;
 
 impl SiteFrames {
     /// The frame that names site `stack`.
@@ -69,6 +74,36 @@ impl SiteFrames {
                     .map(Rc::new)
             })
             .clone()
+    }
+
+    /// Up to `depth` frames of site `stack`, from its naming frame outward.
+    pub fn path(
+        &mut self,
+        model: &Model,
+        symbolizer: &mut Symbolizer,
+        stack: StackId,
+        depth: usize,
+    ) -> Rc<[Location]> {
+        if let Some(p) = self.paths.get(&stack)
+            && p.len() >= depth
+        {
+            return p.clone();
+        }
+        let symbolized = symbolizer.stack(model, stack);
+        let start = if symbolized.frames.get(symbolized.library).is_some() {
+            symbolized.library
+        } else {
+            0
+        };
+        let path: Rc<[Location]> = symbolized
+            .frames
+            .iter()
+            .skip(start)
+            .take(depth.max(1))
+            .cloned()
+            .collect();
+        self.paths.insert(stack, path.clone());
+        path
     }
 }
 
@@ -105,6 +140,23 @@ pub struct Group {
     pub sites: Vec<StackId>,
 }
 
+/// The key of a site whose path (naming frame first) is `path`: each
+/// frame's key, joined callee to caller with ` <- `; a frame that repeats
+/// the previous one's key (a function's lines, by function) once.
+fn path_key(by: GroupBy, path: &[Location]) -> String {
+    let mut keys: Vec<String> = Vec::with_capacity(path.len());
+    for l in path {
+        let k = key(by, Some(l));
+        if keys.last() != Some(&k) || by == GroupBy::InnermostFrame {
+            keys.push(k);
+        }
+    }
+    if keys.is_empty() {
+        return key(by, None);
+    }
+    keys.join(" <- ")
+}
+
 /// Groups every site of `model` by `by`. The result is sorted by bytes
 /// allocated, largest first.
 pub fn group_sites(model: &Model, symbolizer: &mut Symbolizer, by: GroupBy) -> Vec<Group> {
@@ -114,25 +166,34 @@ pub fn group_sites(model: &Model, symbolizer: &mut Symbolizer, by: GroupBy) -> V
         symbolizer,
         &mut SiteFrames::default(),
         by,
+        1,
     )
 }
 
 /// As [`group_sites`] for `sites` of `model` (all of them, or those of one
 /// thread: [`Model::thread_sites`]), with the sites' frames remembered in
-/// `frames` (which must be used with this model only).
+/// `frames` (which must be used with this model only). `depth` frames
+/// from each site's naming frame outward make its key (1: the naming
+/// frame alone; at most [`MAX_GROUP_DEPTH`]).
 pub fn group_sites_with(
     model: &Model,
     sites: impl Iterator<Item = Site>,
     symbolizer: &mut Symbolizer,
     frames: &mut SiteFrames,
     by: GroupBy,
+    depth: usize,
 ) -> Vec<Group> {
+    let depth = depth.clamp(1, MAX_GROUP_DEPTH);
     let mut sites: Vec<Site> = sites.collect();
     sites.sort_by_key(|s| s.stack);
     let mut groups: HashMap<String, Group> = HashMap::new();
     for site in sites {
         let first = frames.get(model, symbolizer, site.stack);
-        let key = key(by, first.as_deref());
+        let key = if depth == 1 {
+            key(by, first.as_deref())
+        } else {
+            path_key(by, &frames.path(model, symbolizer, site.stack, depth))
+        };
         let g = groups.entry(key).or_insert_with_key(|key| Group {
             key: key.clone(),
             location: first.as_deref().cloned(),

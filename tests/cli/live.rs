@@ -227,6 +227,107 @@ fn top_shows_a_finished_trace_and_says_what_is_wrong() {
     tmux.wait_for("the shell after memtally", |s| s.contains("DONE"));
 }
 
+/// CPU ticks (user + system) `pid` has used.
+fn cpu_ticks(pid: &str) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let after = &stat[stat.rfind(')').unwrap() + 2..];
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+}
+
+#[test]
+fn a_resized_dashboard_redraws_takes_the_next_key_at_once_and_stays_idle() {
+    let dir = scratch("top-resize");
+    let trace = sample_trace(&dir);
+    let command = format!(
+        "NO_COLOR=1 '{}' top '{}'; echo DONE; sleep 60",
+        env!("CARGO_BIN_EXE_memtally"),
+        trace.display()
+    );
+    let tmux = Tmux::start("resize", &command, 80, 24);
+    tmux.wait_for("the finished trace", |s| s.contains("exited"));
+    let pane = tmux
+        .tmux()
+        .args(["list-panes", "-t", "t", "-F", "#{pane_pid}"])
+        .output()
+        .unwrap();
+    let shell = String::from_utf8_lossy(&pane.stdout).trim().to_string();
+    let children = Command::new("pgrep").args(["-P", &shell]).output().unwrap();
+    let pid = String::from_utf8_lossy(&children.stdout)
+        .lines()
+        .next()
+        .expect("memtally runs under the pane's shell")
+        .to_string();
+    for (width, height) in [(120, 40), (80, 24)] {
+        // A key right behind the resize: it used to be lost until the
+        // next key came, while the dashboard spun a core.
+        let ok = tmux
+            .tmux()
+            .args(["resize-window", "-t", "t", "-x"])
+            .arg(width.to_string())
+            .arg("-y")
+            .arg(height.to_string())
+            .status()
+            .unwrap();
+        assert!(ok.success());
+        tmux.keys("?");
+        let start = Instant::now();
+        loop {
+            let s = tmux.screen();
+            if s.contains("any key closes this help") {
+                // Drawn at the new size: the frame's border reaches the
+                // last column.
+                assert!(
+                    s.lines().any(|l| l.chars().count() == width),
+                    "not redrawn at {width} columns:\n{s}"
+                );
+                break;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "the key after a resize was not taken:\n{s}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        tmux.keys("Escape");
+        tmux.wait_for("the help closed", |s| {
+            !s.contains("any key closes this help")
+        });
+    }
+    // Idle, it sleeps: a spinning dashboard takes about 100 ticks a second.
+    let before = cpu_ticks(&pid);
+    std::thread::sleep(Duration::from_secs(2));
+    let used = cpu_ticks(&pid) - before;
+    assert!(used < 60, "{used} CPU ticks in 2 s while idle");
+    // NO_COLOR: attributes (bold, reverse) but no colours.
+    let coloured = tmux
+        .tmux()
+        .args(["capture-pane", "-p", "-e", "-t", "t"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&coloured.stdout);
+    let mut attributes = 0;
+    for sequence in text.split('\x1b').skip(1) {
+        let Some(params) = sequence.strip_prefix('[') else {
+            continue;
+        };
+        let Some(end) = params.find('m') else {
+            continue;
+        };
+        attributes += 1;
+        for p in params[..end].split(';') {
+            let n: u32 = p.parse().unwrap_or(0);
+            assert!(
+                !matches!(n, 30..=38 | 40..=48 | 90..=97 | 100..=107),
+                "a colour (SGR {n}) under NO_COLOR:\n{text}"
+            );
+        }
+    }
+    assert!(attributes > 0, "no attributes at all:\n{text}");
+    tmux.keys("q");
+    tmux.wait_for("the shell after memtally", |s| s.contains("DONE"));
+}
+
 #[test]
 fn closing_the_terminal_ends_run_live_and_its_program() {
     let Some(lib) = built_library() else {

@@ -3,7 +3,7 @@
 
 use crate::snapshot::{Column, TableSpec};
 use crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
-use memtally_profiler::GroupBy;
+use memtally_profiler::{GroupBy, MAX_GROUP_DEPTH};
 
 /// The tabs, in the order shown.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -106,6 +106,7 @@ impl Default for App {
             tab: Tab::Sites,
             spec: TableSpec {
                 group: GroupBy::InnermostFrame,
+                depth: 1,
                 thread: None,
                 filter: String::new(),
                 sort: Column::Live,
@@ -232,6 +233,19 @@ impl App {
                 self.spec.group = GROUPINGS[(i.unwrap_or(0) + 1) % GROUPINGS.len()];
                 self.spec.detail = None;
                 self.selected = 0;
+            }
+            KeyCode::Char('+') | KeyCode::Char('=') | KeyCode::Char('-') => {
+                let deeper = key.code != KeyCode::Char('-');
+                let depth = if deeper {
+                    (self.spec.depth + 1).min(MAX_GROUP_DEPTH)
+                } else {
+                    self.spec.depth.saturating_sub(1).max(1)
+                };
+                if depth != self.spec.depth {
+                    self.spec.depth = depth;
+                    self.spec.detail = None;
+                    self.selected = 0;
+                }
             }
             KeyCode::Char('t') => {
                 // All threads, then each thread in turn.

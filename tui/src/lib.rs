@@ -14,12 +14,14 @@
 //! The terminal is restored on every way out ([`terminal`]).
 //!
 //! Files: `app.rs` (state and keys), `snapshot.rs` (model to frame),
-//! `ui.rs` (drawing), `terminal.rs` (raw mode, panics, signals).
+//! `ui.rs` (drawing), `terminal.rs` (raw mode, panics, signals),
+//! `keys.rs` (the terminal's bytes decoded into keys).
 
 #![deny(missing_docs)]
 
 pub mod app;
 pub mod history;
+pub mod keys;
 pub mod snapshot;
 pub mod terminal;
 pub mod ui;
@@ -28,7 +30,6 @@ pub use app::{App, Tab};
 pub use snapshot::{Column, Snapshot, TableSpec};
 pub use ui::{Status, Theme};
 
-use crossterm::event::{self, Event};
 use memtally_profiler::{Live, LiveState, ModelOptions, SiteFrames, Symbolizer};
 use std::collections::VecDeque;
 use std::io;
@@ -126,12 +127,10 @@ pub fn run(target: &Target) -> io::Result<Outcome> {
             .draw(|f| ui::draw(f, &mut app, &snap, &status, theme))?;
         match terminal::wait_for_input(REFRESH) {
             terminal::Input::Ready => {
-                // Everything crossterm has (a paste or a burst of keys
-                // arrives as several events from one read).
-                while event::poll(Duration::ZERO)? {
-                    if let Event::Key(key) = event::read()? {
-                        app.key(key);
-                    }
+                // Everything the terminal sent (a paste or a burst of
+                // keys arrives in one read).
+                for key in keys::read()? {
+                    app.key(key);
                 }
             }
             terminal::Input::None => {}

@@ -71,6 +71,9 @@ impl Column {
 pub struct TableSpec {
     /// What sites are grouped by.
     pub group: GroupBy,
+    /// How many frames, from the one that names a site outward, make a
+    /// row's key (1: that frame alone).
+    pub depth: usize,
     /// One thread's allocations (by thread number), or all.
     pub thread: Option<u64>,
     /// Rows whose name contains this (case-insensitive) are kept.
@@ -341,9 +344,13 @@ impl Snapshot {
 
         let mut groups = match spec.thread {
             Some(t) => {
-                group_sites_with(model, model.thread_sites(t), symbolizer, frames, spec.group)
+                let sites = model.thread_sites(t);
+                group_sites_with(model, sites, symbolizer, frames, spec.group, spec.depth)
             }
-            None => group_sites_with(model, model.sites(), symbolizer, frames, spec.group),
+            None => {
+                let sites = model.sites();
+                group_sites_with(model, sites, symbolizer, frames, spec.group, spec.depth)
+            }
         };
         let rows_live = groups.iter().map(|g| g.counters.live_bytes).sum();
         let detail = spec.detail.as_ref().and_then(|key| {

@@ -42,6 +42,16 @@ pub fn enter() -> io::Result<Guard> {
                 libc::sigaction(sig, &action, std::ptr::null_mut());
             }
         }
+        // A resize interrupts the wait for a key, so the next frame is
+        // drawn at the new size at once (SIGWINCH is otherwise ignored,
+        // and an ignored signal interrupts nothing).
+        // SAFETY: as above; the handler does nothing.
+        unsafe {
+            let mut action: libc::sigaction = std::mem::zeroed();
+            action.sa_sigaction = on_resize as *const () as usize;
+            libc::sigemptyset(&mut action.sa_mask);
+            libc::sigaction(libc::SIGWINCH, &action, std::ptr::null_mut());
+        }
     });
     terminal::enable_raw_mode()?;
     ACTIVE.store(true, Ordering::SeqCst);
@@ -62,6 +72,8 @@ pub fn enter() -> io::Result<Guard> {
 extern "C" fn on_signal(sig: libc::c_int) {
     SIGNAL.store(sig, Ordering::SeqCst);
 }
+
+extern "C" fn on_resize(_: libc::c_int) {}
 
 /// The terminating signal received since the dashboard started, if any.
 pub fn signalled() -> Option<i32> {
@@ -85,8 +97,9 @@ pub enum Input {
 ///
 /// This is polled here rather than with crossterm's `event::poll`, which
 /// on a terminal that has hung up spins at full speed inside the call
-/// and never returns: a dashboard whose window closed must end, not burn
-/// a core.
+/// and never returns (a dashboard whose window closed must end, not burn
+/// a core), and which can lose a key that arrives with a resize (see
+/// `keys.rs`, which reads what this poll finds).
 pub fn wait_for_input(timeout: std::time::Duration) -> Input {
     let mut fd = libc::pollfd {
         fd: 0,

@@ -461,3 +461,33 @@ fn memory_errors_are_alerts() {
         "{s}"
     );
 }
+
+#[test]
+fn grouping_by_library_and_by_callers_changes_the_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let target = trace(dir.path());
+    let mut app = App::default();
+    // Two callers deep: the site at 0x402000 is named with its caller.
+    press(&mut app, KeyCode::Char('+'));
+    let s = screen(&target, &mut app, 100, 24);
+    assert!(s.contains("line <- 1 callers"), "{s}");
+    assert!(s.contains("by line +1"), "{s}");
+    let (_, row) = line_of(&s, "0x402000 <- 0x403000");
+    assert!(row.contains("4.9 KiB"), "{row}");
+    // The sites with no caller keep their one frame.
+    line_of(&s, "0x401000");
+    press(&mut app, KeyCode::Char('-'));
+    press(&mut app, KeyCode::Char('-'));
+    let s = screen(&target, &mut app, 100, 24);
+    assert!(!s.contains("<- 0x403000") && !s.contains("callers"), "{s}");
+    // By library: the synthetic trace has no modules, so every site is in
+    // one row holding the whole heap.
+    for _ in 0..3 {
+        press(&mut app, KeyCode::Char('g'));
+    }
+    let s = screen(&target, &mut app, 100, 24);
+    assert!(s.contains("by library"), "{s}");
+    let (_, row) = line_of(&s, "<unknown module>");
+    assert!(row.contains("5.9 KiB") && row.contains("100.0"), "{row}");
+    assert!(!s.contains("0x401000"), "{s}");
+}

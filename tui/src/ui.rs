@@ -236,8 +236,12 @@ fn draw_tabs(f: &mut Frame<'_>, area: Rect, app: &App, snap: &Snapshot, theme: T
         // How the table is asked for, on the right when it fits (the
         // table's headings say it too).
         let arrow = if app.spec.descending { "v" } else { "^" };
+        let depth = match app.spec.depth {
+            1 => String::new(),
+            d => format!(" +{}", d - 1),
+        };
         let text = format!(
-            "by {} | {} | sort {} {arrow}",
+            "by {}{depth} | {} | sort {} {arrow}",
             app.spec.group.name(),
             thread_name(app, snap),
             app.spec.sort.heading(false)
@@ -326,8 +330,12 @@ fn draw_sites(
         Some(_) => format!("  [{}]", thread_name(app, snap)),
         None => String::new(),
     };
+    let depth = match app.spec.depth {
+        1 => String::new(),
+        d => format!(" <- {} callers", d - 1),
+    };
     heading.push(Cell::from(format!(
-        "{}{}{thread}",
+        "{}{depth}{}{thread}",
         app.spec.group.name(),
         sort_mark(Column::Name)
     )));
@@ -929,6 +937,10 @@ const HELP: &[(&str, &str)] = &[
     ("Up, Down, PgUp, PgDn", "move the selection"),
     ("s / r", "sort by the next column / reverse the order"),
     ("g", "group sites by line, function, file, library"),
+    (
+        "+ / -",
+        "group by more / fewer callers of each site's frame",
+    ),
     ("t", "all threads, or one thread at a time"),
     ("/", "filter sites by name (Enter keeps, Esc clears)"),
     ("Enter", "the selected site's stack and counters"),
