@@ -266,3 +266,172 @@ fn access_annotations_give_coherence_counts() {
             .contains("coherence (MSI directory, 40 reads and 40 writes annotated)")
     );
 }
+
+#[test]
+fn churn_times_are_nanoseconds_whatever_a_tick_is() {
+    let dir = scratch("replay-churn-ticks");
+    let mut t = TraceBuilder::new();
+    // Ten ticks a nanosecond (a 10 GHz time-stamp counter).
+    t.full_header().clock(0, 0).clock(10_000_000, 1_000_000);
+    t.frame(1, 0, 0x1000);
+    // A 100-byte block every 100 ns: 0 to 3.9 us.
+    let events: Vec<_> = (0..40u64)
+        .map(|i| alloc(i * 1000, 0x10_0000 + i * 0x100, 100, 1))
+        .collect();
+    t.events(0, &events).footer(400_000);
+    let path = dir.join("fast-clock.mtt");
+    std::fs::write(&path, t.bytes()).unwrap();
+    let p = path.to_str().unwrap();
+    let doc = json_of(&[
+        "replay",
+        p,
+        "--distributed",
+        "nodes=3,placement=jump,key=address",
+        "--churn",
+        "add@2050ns",
+        "--json",
+    ]);
+    let moves = doc["distributed"]["moves"].as_array().unwrap();
+    assert_eq!(moves.len(), 1, "{doc}");
+    // At 2.05 us, 21 blocks (0 to 2.0 us) were live.
+    assert_eq!(moves[0]["live_bytes"], 2100, "{}", moves[0]);
+    // A change after the trace's end (1 ms) is not applied, and says so.
+    let out = memtally(&[
+        "replay",
+        p,
+        "--distributed",
+        "nodes=3",
+        "--churn",
+        "add@5ms",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("falls after the trace's end"), "{err}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        !text.lines().any(|l| l.trim_start().starts_with("at ")),
+        "{text}"
+    );
+}
+
+#[test]
+fn skipped_frees_failures_and_absurd_sizes_are_reported_in_every_mode() {
+    let dir = scratch("replay-skipped");
+    let csv = dir.join("odd.rmm.csv");
+    std::fs::write(
+        &csv,
+        "Thread,Time,Action,Pointer,Size,Stream\n\
+         1,00:00:00.000001,allocate,0x1000,4096,0\n\
+         1,00:00:00.000002,allocate,0x2000,18446744073709551615,0\n\
+         1,00:00:00.000003,free,0x9000,64,0\n\
+         1,00:00:00.000004,allocate failure,(nil),1048576,0\n\
+         1,00:00:00.000005,free,0x1000,4096,0\n",
+    )
+    .unwrap();
+    let c = csv.to_str().unwrap();
+    // No model panics on a size near 2^64: it fails, and is counted.
+    let doc = json_of(&["replay", c, "--embedded", "all", "--arena", "1M", "--json"]);
+    assert_eq!(doc["skipped"]["unknown_frees"], 1, "{doc}");
+    assert_eq!(doc["skipped"]["recorded_failures"], 1, "{doc}");
+    for m in doc["models"].as_array().unwrap() {
+        assert_eq!(m["outcome"]["failed"], 1, "{m}");
+        assert_eq!(m["outcome"]["failure"]["size"], u64::MAX, "{m}");
+    }
+    let out = memtally(&["replay", c, "--embedded", "tlsf,buddy"]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    // The notes come whatever is replayed against.
+    for mode in [
+        &["--embedded", "first-fit"][..],
+        &["--distributed", "nodes=2"][..],
+    ] {
+        let mut args = vec!["replay", c];
+        args.extend_from_slice(mode);
+        let out = memtally(&args);
+        assert_eq!(out.status.code(), Some(0), "{mode:?}: {out:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("1 frees of addresses not allocated in the trace are skipped")
+                && err.contains("1 allocations that failed when recorded are not replayed"),
+            "{mode:?}: {err}"
+        );
+    }
+    fails_with(
+        &memtally(&["replay", c, "--embedded", "tlsf", "--arena", "2048G"]),
+        "--arena 2048G is larger than the 1T",
+    );
+}
+
+#[test]
+fn against_real_allocators_replays_in_worker_processes() {
+    let exe = std::path::Path::new(env!("CARGO_BIN_EXE_memtally"));
+    if !exe.with_file_name("replay-worker-system").is_file() {
+        eprintln!("skipped: the replay workers are not built (run cargo test --workspace)");
+        return;
+    }
+    let dir = scratch("replay-against");
+    let path = trace(&dir);
+    let p = path.to_str().unwrap();
+    let doc = json_of(&[
+        "replay",
+        p,
+        "--against",
+        "memtally,system,mimalloc,jemalloc",
+        "--runs",
+        "1",
+        "--json",
+    ]);
+    let runs = doc["allocators"].as_array().unwrap();
+    let names: Vec<&str> = runs
+        .iter()
+        .map(|r| r["allocator"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        ["memtally", "system", "mimalloc", "jemalloc"],
+        "{doc}"
+    );
+    for r in runs {
+        // Every allocation served; the 30 blocks the trace never frees
+        // are left at the end.
+        assert_eq!(r["failed"], 0, "{r}");
+        assert_eq!(r["leaked"], 30, "{r}");
+        assert!(r["replay_ns"].as_u64().unwrap() > 0, "{r}");
+        assert!(r["peak_rss_kib"].as_u64().unwrap() > 0, "{r}");
+        assert!(r["time_ratio"].as_f64().is_some(), "{r}");
+    }
+    assert_eq!(runs[0]["time_ratio"], 1.0);
+    fails_with(
+        &memtally(&["replay", p, "--against", "tcmalloc"]),
+        "tcmalloc",
+    );
+}
+
+#[test]
+fn a_c_programs_access_annotations_reach_the_coherence_model() {
+    let Some(trace) =
+        super::record_c_program("replay-annotated", "shared_counter", &["-pthread"], &[])
+    else {
+        eprintln!("skipped: libmemtally.so not built (run cargo test --workspace)");
+        return;
+    };
+    let doc = json_of(&[
+        "replay",
+        trace.to_str().unwrap(),
+        "--distributed",
+        "nodes=64,placement=rendezvous,key=thread",
+        "--json",
+    ]);
+    let c = &doc["distributed"]["coherence"];
+    // The program's own counts: 200 reads, 200 writes, 4 markers.
+    assert_eq!(
+        (c["reads"].as_u64(), c["writes"].as_u64()),
+        (Some(200), Some(200)),
+        "{c}"
+    );
+    assert_eq!(c["unresolved"], 0, "{c}");
+    assert_eq!(c["sync_points"], 4, "{c}");
+    assert!(
+        c["rc_messages"].as_u64() <= c["sc_messages"].as_u64(),
+        "{c}"
+    );
+}

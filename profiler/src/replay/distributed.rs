@@ -252,12 +252,14 @@ impl Cluster {
 /// A membership change's effect.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Move {
-    /// When, nanoseconds since the first operation.
+    /// When, nanoseconds since the recording began.
     pub at_ns: u64,
     /// Nodes after it.
     pub nodes: u32,
     /// Live bytes that changed node.
     pub bytes: u64,
+    /// Live bytes then, on every node.
+    pub live_bytes: u64,
     /// Their share of the live bytes.
     pub share: f64,
 }
@@ -273,7 +275,7 @@ pub struct Spread {
 
 fn spread(values: &[u64]) -> Spread {
     let n = values.len().max(1) as f64;
-    let mean = values.iter().sum::<u64>() as f64 / n;
+    let mean = values.iter().map(|&v| v as f64).sum::<f64>() / n;
     if mean == 0.0 {
         return Spread {
             max_over_mean: 0.0,
@@ -320,16 +322,57 @@ pub struct Coherence {
 }
 
 /// A block's directory entry.
-#[derive(Clone, Copy, Default)]
+#[derive(Clone, Default)]
 struct Dir {
     /// The node holding it modified.
     owner: Option<u32>,
-    /// Nodes holding it shared (bit per node).
-    sharers: u128,
+    /// Nodes holding it shared.
+    sharers: NodeSet,
 }
 
-fn bit(n: u32) -> u128 {
-    1u128 << (n & 127)
+/// A set of nodes, of any number (a bit per node, in 64-bit words).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+struct NodeSet(Vec<u64>);
+
+impl NodeSet {
+    fn one(n: u32) -> NodeSet {
+        let mut s = NodeSet::default();
+        s.insert(n);
+        s
+    }
+
+    fn contains(&self, n: u32) -> bool {
+        self.0
+            .get(n as usize / 64)
+            .is_some_and(|w| w & (1 << (n % 64)) != 0)
+    }
+
+    fn insert(&mut self, n: u32) {
+        let i = n as usize / 64;
+        if self.0.len() <= i {
+            self.0.resize(i + 1, 0);
+        }
+        self.0[i] |= 1 << (n % 64);
+    }
+
+    fn remove(&mut self, n: u32) {
+        if let Some(w) = self.0.get_mut(n as usize / 64) {
+            *w &= !(1 << (n % 64));
+        }
+    }
+
+    fn union_with(&mut self, other: &NodeSet) {
+        if self.0.len() < other.0.len() {
+            self.0.resize(other.0.len(), 0);
+        }
+        for (a, b) in self.0.iter_mut().zip(&other.0) {
+            *a |= b;
+        }
+    }
+
+    fn len(&self) -> u64 {
+        self.0.iter().map(|w| u64::from(w.count_ones())).sum()
+    }
 }
 
 /// What a distributed replay found.
@@ -353,8 +396,10 @@ pub struct Outcome {
     pub moves: Vec<Move>,
 }
 
-/// Replays `ops` over the cluster `setup` describes.
-pub fn run(setup: &Setup, ops: &[Timed]) -> Outcome {
+/// Replays `ops` over the cluster `setup` describes; `since_start_ns`
+/// turns an operation's ticks into nanoseconds since the recording began
+/// (what `--churn` times are given in).
+pub fn run(setup: &Setup, ops: &[Timed], since_start_ns: impl Fn(u64) -> u64) -> Outcome {
     let mut cluster = Cluster::new(setup.placement, setup.nodes);
     let capacity = (setup.nodes as usize + setup.churn.iter().filter(|c| c.add).count()).max(1);
     let mut live = vec![0u64; capacity];
@@ -371,7 +416,7 @@ pub fn run(setup: &Setup, ops: &[Timed]) -> Outcome {
     let mut dir: IdMap<u64, Dir> = IdMap::default();
     // Release consistency: per block, the nodes to invalidate at the next
     // synchronisation point.
-    let mut pending: IdMap<u64, u128> = IdMap::default();
+    let mut pending: IdMap<u64, NodeSet> = IdMap::default();
     let mut co = Coherence::default();
     let mut out = Outcome {
         coherence: None,
@@ -383,7 +428,6 @@ pub fn run(setup: &Setup, ops: &[Timed]) -> Outcome {
         frees: 0,
         moves: Vec::new(),
     };
-    let start = ops.first().map_or(0, |t| t.ticks);
     let mut churn = setup.churn.iter().peekable();
     let mut most_nodes = cluster.nodes();
     let free = |addr: u64,
@@ -393,7 +437,7 @@ pub fn run(setup: &Setup, ops: &[Timed]) -> Outcome {
                 cluster: &Cluster,
                 out: &mut Outcome| {
         if let Some((_, size, node)) = blocks.remove(&addr) {
-            live[node as usize] -= size;
+            live[node as usize] = live[node as usize].saturating_sub(size);
             out.frees += 1;
             if home(cluster, thread) != node {
                 out.remote_frees += 1;
@@ -401,28 +445,30 @@ pub fn run(setup: &Setup, ops: &[Timed]) -> Outcome {
         }
     };
     for t in ops {
-        while let Some(c) = churn.next_if(|c| c.at_ns <= t.ticks.saturating_sub(start)) {
+        let now_ns = since_start_ns(t.ticks);
+        while let Some(c) = churn.next_if(|c| c.at_ns <= now_ns) {
             if c.add {
                 cluster.add();
             } else {
                 cluster.remove();
             }
             most_nodes = most_nodes.max(cluster.nodes());
-            let mut moved = 0;
+            let mut moved = 0u64;
             for (key, size, node) in blocks.values_mut() {
                 let n = cluster.node(*key);
                 if n != *node {
-                    live[*node as usize] -= *size;
-                    live[n as usize] += *size;
-                    moved += *size;
+                    live[*node as usize] = live[*node as usize].saturating_sub(*size);
+                    live[n as usize] = live[n as usize].saturating_add(*size);
+                    moved = moved.saturating_add(*size);
                     *node = n;
                 }
             }
-            let total: u64 = live.iter().sum();
+            let total = live.iter().fold(0u64, |a, l| a.saturating_add(*l));
             out.moves.push(Move {
                 at_ns: c.at_ns,
                 nodes: cluster.nodes(),
                 bytes: moved,
+                live_bytes: total,
                 share: if total == 0 {
                     0.0
                 } else {
@@ -438,11 +484,11 @@ pub fn run(setup: &Setup, ops: &[Timed]) -> Outcome {
                 let key = key_of(t, addr);
                 let node = cluster.node(key);
                 if let Some((_, s, n)) = blocks.insert(addr, (key, size, node)) {
-                    live[n as usize] -= s;
+                    live[n as usize] = live[n as usize].saturating_sub(s);
                 }
                 starts.insert(addr, size);
                 dir.remove(&addr);
-                live[node as usize] += size;
+                live[node as usize] = live[node as usize].saturating_add(size);
                 peak[node as usize] = peak[node as usize].max(live[node as usize]);
             }
             Op::Free { addr } => {
@@ -462,7 +508,7 @@ pub fn run(setup: &Setup, ops: &[Timed]) -> Outcome {
                 let node = cluster.node(key);
                 blocks.insert(addr, (key, size, node));
                 starts.insert(addr, size);
-                live[node as usize] += size;
+                live[node as usize] = live[node as usize].saturating_add(size);
                 peak[node as usize] = peak[node as usize].max(live[node as usize]);
             }
             Op::Access { addr, write } => {
@@ -483,14 +529,18 @@ pub fn run(setup: &Setup, ops: &[Timed]) -> Outcome {
                     match d.owner {
                         Some(m) if m == n => {}
                         Some(_) => co.data_messages += 2,
-                        None if d.sharers & bit(n) == 0 && block_home != n => co.data_messages += 2,
+                        None if !d.sharers.contains(n) && block_home != n => co.data_messages += 2,
                         None => {}
                     }
-                    let others = (d.sharers | d.owner.map_or(0, bit)) & !bit(n);
-                    co.sc_invalidations += u64::from(others.count_ones());
-                    *pending.entry(start).or_default() |= others;
+                    let mut others = std::mem::take(&mut d.sharers);
+                    if let Some(m) = d.owner {
+                        others.insert(m);
+                    }
+                    others.remove(n);
+                    co.sc_invalidations += others.len();
+                    pending.entry(start).or_default().union_with(&others);
                     d.owner = Some(n);
-                    d.sharers = bit(n);
+                    d.sharers = NodeSet::one(n);
                 } else {
                     co.reads += 1;
                     match d.owner {
@@ -498,13 +548,14 @@ pub fn run(setup: &Setup, ops: &[Timed]) -> Outcome {
                         Some(m) => {
                             co.data_messages += 2;
                             d.owner = None;
-                            d.sharers = bit(m) | bit(n);
+                            d.sharers = NodeSet::one(m);
+                            d.sharers.insert(n);
                         }
-                        None if d.sharers & bit(n) == 0 => {
+                        None if !d.sharers.contains(n) => {
                             if block_home != n {
                                 co.data_messages += 2;
                             }
-                            d.sharers |= bit(n);
+                            d.sharers.insert(n);
                         }
                         None => {}
                     }
@@ -513,14 +564,14 @@ pub fn run(setup: &Setup, ops: &[Timed]) -> Outcome {
             Op::Sync => {
                 co.sync_points += 1;
                 for (_, nodes) in pending.drain() {
-                    co.rc_invalidations += u64::from(nodes.count_ones());
+                    co.rc_invalidations += nodes.len();
                 }
             }
             Op::Failed { .. } => {}
         }
     }
     for (_, nodes) in pending.drain() {
-        co.rc_invalidations += u64::from(nodes.count_ones());
+        co.rc_invalidations += nodes.len();
     }
     if out.coherence.is_some() {
         co.sc_messages = co.data_messages + 2 * co.sc_invalidations;
@@ -571,7 +622,7 @@ mod tests {
             let mut c = Cluster::new(p, 10);
             let before: Vec<u32> = (0..keys).map(|k| c.node(k)).collect();
             c.add();
-            let mut moved = 0;
+            let mut moved = 0u64;
             for (k, &b) in (0..keys).zip(&before) {
                 let a = c.node(k);
                 if a != b {
@@ -666,7 +717,7 @@ mod tests {
                 6,
             ), // no block: left out
         ];
-        let c = run(&setup, &ops).coherence.unwrap();
+        let c = run(&setup, &ops, |t| t).coherence.unwrap();
         assert_eq!((c.reads, c.writes, c.unresolved), (2, 2, 1));
         assert_eq!(c.data_messages, 4);
         assert_eq!(c.sc_invalidations, 2);
@@ -674,6 +725,59 @@ mod tests {
         assert_eq!(c.rc_invalidations, 1);
         assert_eq!((c.sc_messages, c.rc_messages), (8, 6));
         assert_eq!(c.sync_points, 1);
+    }
+
+    #[test]
+    fn a_write_invalidates_every_sharer_of_hundreds_of_nodes() {
+        let nodes = 300;
+        let setup = Setup {
+            nodes,
+            placement: Placement::Rendezvous,
+            key: Key::Thread,
+            churn: Vec::new(),
+        };
+        let cluster = Cluster::new(Placement::Rendezvous, nodes);
+        let mut ops = vec![Timed {
+            op: Op::Alloc {
+                addr: 0x1000,
+                size: 64,
+                align: 16,
+            },
+            ticks: 0,
+            stack: 1,
+            thread: 0,
+        }];
+        let readers = 1..=400u64;
+        for t in readers.clone() {
+            ops.push(Timed {
+                op: Op::Access {
+                    addr: 0x1000,
+                    write: false,
+                },
+                ticks: t,
+                stack: 0,
+                thread: t,
+            });
+        }
+        ops.push(Timed {
+            op: Op::Access {
+                addr: 0x1000,
+                write: true,
+            },
+            ticks: 1000,
+            stack: 0,
+            thread: 0,
+        });
+        let writer = cluster.node(0x5eed);
+        let sharers: std::collections::BTreeSet<u32> = readers
+            .map(|t| cluster.node(t ^ 0x5eed))
+            .filter(|&n| n != writer)
+            .collect();
+        // Well over 128 distinct nodes, which a 128-bit set would alias.
+        assert!(sharers.len() > 150, "{}", sharers.len());
+        let c = run(&setup, &ops, |t| t).coherence.unwrap();
+        assert_eq!(c.sc_invalidations, sharers.len() as u64);
+        assert_eq!(c.rc_invalidations, sharers.len() as u64);
     }
 
     #[test]
@@ -710,7 +814,12 @@ mod tests {
                 add: true,
             }],
         };
-        let out = run(&setup, &ops);
+        // At ten ticks a nanosecond the trace ends at 300 ns, before the
+        // change at 1500 ns.
+        let out = run(&setup, &ops, |t| t / 10);
+        assert!(out.moves.is_empty(), "{:?}", out.moves);
+        // At a nanosecond a tick it falls between them.
+        let out = run(&setup, &ops, |t| t);
         assert_eq!(out.frees, 1000);
         // Thread 2 lives on one node of five: about four frees in five
         // cross nodes.

@@ -620,6 +620,18 @@ pub fn run(
         let clock = (i % 16 == 0).then(Instant::now);
         let mut failed_here = None;
         match t.op {
+            // A request larger than the arena fails without asking the
+            // model (whose arithmetic need not survive sizes near 2^64, as
+            // a foreign log may hold).
+            Op::Alloc { size, .. } | Op::Realloc { size, .. } if size > arena.min(MAX_ARENA) => {
+                if let Op::Realloc { old, .. } = t.op
+                    && old != 0
+                    && !map.contains_key(&old)
+                {
+                    out.unknown_frees += 1;
+                }
+                failed_here = Some(size);
+            }
             Op::Alloc { addr, size, align } => match heap.alloc(size, model_align(align, cfg)) {
                 Some(at) => {
                     if let Some((old, old_size)) = map.insert(addr, (at, size)) {
@@ -724,6 +736,45 @@ pub fn run(
     out
 }
 
+/// What a replay skips of a trace, whatever it replays against.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Skipped {
+    /// Frees (and reallocations) of addresses not allocated in the trace
+    /// (allocated before recording began, or a foreign log's damage).
+    pub unknown_frees: u64,
+    /// Allocations that failed when they were recorded (an RMM log's
+    /// `allocate failure` rows, device allocations that failed): not
+    /// replayed.
+    pub recorded_failures: u64,
+}
+
+/// Counts what every replay of `ops` skips.
+pub fn skipped(ops: &[Timed]) -> Skipped {
+    let mut live: IdMap<u64, ()> = IdMap::default();
+    let mut s = Skipped::default();
+    for t in ops {
+        match t.op {
+            Op::Alloc { addr, .. } => {
+                live.insert(addr, ());
+            }
+            Op::Free { addr } => {
+                if live.remove(&addr).is_none() {
+                    s.unknown_frees += 1;
+                }
+            }
+            Op::Realloc { old, addr, .. } => {
+                if old != 0 && live.remove(&old).is_none() {
+                    s.unknown_frees += 1;
+                }
+                live.insert(addr, ());
+            }
+            Op::Failed { .. } => s.recorded_failures += 1,
+            Op::Access { .. } | Op::Sync => {}
+        }
+    }
+    s
+}
+
 /// An arena every model fits (unless a request is larger than any block it
 /// has, as a slab's): twice everything ever allocated, headers and
 /// alignment included, as a power of two (for buddy); None past 1 TiB.
@@ -731,17 +782,22 @@ fn ceiling(cfg: &Config, ops: &[Timed]) -> Option<u64> {
     let total: u64 = ops
         .iter()
         .map(|t| match t.op {
-            Op::Alloc { size, align, .. } => size + cfg.header + align.max(cfg.align),
-            Op::Realloc { size, .. } => size + cfg.header + cfg.align,
+            Op::Alloc { size, align, .. } => size
+                .saturating_add(cfg.header)
+                .saturating_add(align.max(cfg.align)),
+            Op::Realloc { size, .. } => size.saturating_add(cfg.header + cfg.align),
             Op::Free { .. } | Op::Access { .. } | Op::Sync | Op::Failed { .. } => 0,
         })
-        .sum();
+        .fold(0u64, u64::saturating_add);
     let c = total
         .saturating_mul(2)
         .max(4096)
         .checked_next_power_of_two()?;
-    (c <= 1 << 40).then_some(c)
+    (c <= MAX_ARENA).then_some(c)
 }
+
+/// The largest arena a model replays over (1 TiB).
+pub const MAX_ARENA: u64 = 1 << 40;
 
 /// The smallest arena through which `ops` replay with no failed
 /// allocation, to within 0.1% (or one alignment unit), or None if none up

@@ -201,7 +201,7 @@ proptest! {
         for (is_alloc, size, pick) in steps {
             if is_alloc || live.is_empty() {
                 if let Some(at) = heap.alloc(size, 8) {
-                    prop_assert!(at + size <= arena.max(heap.stats().high_water), "{at}+{size} past the arena");
+                    prop_assert!(at + size <= arena, "{}: {at}+{size} past the {arena}-byte arena", kind.name());
                     for &(o, s) in &live {
                         prop_assert!(at + size <= o || o + s <= at, "{at}+{size} overlaps {o}+{s}");
                     }
