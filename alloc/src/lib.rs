@@ -504,10 +504,19 @@ pub mod raw {
         crate::leak_check_report("on request")
     }
 
-    /// Ends the trace before `_exit`, which skips the destructors that
-    /// normally end it (called by the preloaded library's `_exit` hook).
-    pub fn finish_before_exit() {
+    /// Ends the trace before `_exit(status)`, which skips the exit
+    /// handlers and destructors that normally end it (called by the
+    /// preloaded library's `_exit` hook).
+    pub fn finish_before_exit(status: i32) {
+        crate::record::set_exit_status(status);
         crate::record::finish_at_exit();
+    }
+
+    /// Ends the trace in an `on_exit` handler that knows the exit status
+    /// (the preloaded library's constructor calls this; see
+    /// `record::install_exit_handler`).
+    pub fn install_exit_handler() {
+        crate::record::install_exit_handler();
     }
 
     /// Decides what processes started by this one inherit of the

@@ -35,6 +35,7 @@ const MALLOC_ALIGN: usize = 16;
 extern "C" fn on_load() {
     raw::init();
     raw::hand_on_settings();
+    raw::install_exit_handler();
 }
 
 #[used]
@@ -389,7 +390,7 @@ fn exit_through(
     name: &core::ffi::CStr,
     status: c_int,
 ) -> ! {
-    raw::finish_before_exit();
+    raw::finish_before_exit(status);
     let f = next_symbol(slot, name);
     if !f.is_null() {
         // SAFETY: `f` is libc's `_exit`/`_Exit`, with this signature.

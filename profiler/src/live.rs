@@ -55,6 +55,8 @@ pub enum LiveState {
         /// The client that attached to the running process detached; the
         /// process ran on.
         detached: bool,
+        /// The status it exited with, when the trace says.
+        exit_status: Option<u8>,
     },
     /// The writer went away without a footer; the trace was analysed up
     /// to byte `at`.
@@ -316,6 +318,7 @@ fn ingest(path: &Path, shared: &Shared, watch: WriterWatch) {
                 clean_exit: f.clean_exit(),
                 exec: f.exec(),
                 detached: f.detached(),
+                exit_status: f.exit_status,
             };
             drop(model);
             set_state(shared, state, bytes);

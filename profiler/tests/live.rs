@@ -101,7 +101,8 @@ fn the_footer_ends_following_and_damage_keeps_what_came_before() {
         LiveState::Complete {
             clean_exit: true,
             exec: false,
-            detached: false
+            detached: false,
+            exit_status: None
         }
     );
     assert_eq!(model.totals().counters.live_bytes, 64);

@@ -502,3 +502,53 @@ fn top_attaches_to_a_running_process_detaches_on_quit_and_shows_its_exit() {
     tmux.wait_for("the shell after memtally", |s| s.contains("DONE"));
     assert!(!socket.exists());
 }
+
+#[test]
+fn the_exit_status_is_in_the_trace_report_and_dashboard() {
+    let Some(lib) = built_library() else {
+        eprintln!("skipped: libmemtally.so not built (run cargo test --workspace)");
+        return;
+    };
+    let dir = scratch("exit-status");
+    let exe = build_c(&dir, "exit_status", &[]);
+    for (args, status) in [(&["7"][..], 7), (&["5", "_exit"][..], 5)] {
+        let trace = dir.join(format!("s{status}.mtt"));
+        let mut run = vec![
+            "run",
+            "-o",
+            trace.to_str().unwrap(),
+            "--",
+            exe.to_str().unwrap(),
+        ];
+        run.extend_from_slice(args);
+        let out = Command::new(env!("CARGO_BIN_EXE_memtally"))
+            .args(&run)
+            .env("MEMTALLY_LIB", &lib)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(status), "{out:?}");
+        let t = trace.to_str().unwrap();
+        let report = memtally(&["report", t]);
+        let text = String::from_utf8_lossy(&report.stdout);
+        assert!(
+            text.contains(&format!("exited with status {status}")),
+            "{text}"
+        );
+        let doc = super::json_of(&["report", "--json", t]);
+        assert_eq!(doc["trace"]["exit_status"], status, "{}", doc["trace"]);
+        // Through exit, the exit handler's free comes before the trace's
+        // end; _exit runs no handler.
+        let live = doc["live_at_exit"]["bytes"].as_u64();
+        let expected = if args.len() == 1 { 0 } else { 4096 };
+        assert_eq!(live, Some(expected), "{}", doc["live_at_exit"]);
+    }
+    let command = format!(
+        "'{}' top '{}'; echo DONE; sleep 60",
+        env!("CARGO_BIN_EXE_memtally"),
+        dir.join("s7.mtt").display()
+    );
+    let tmux = Tmux::start("exit-status", &command, 80, 24);
+    tmux.wait_for("the exit status", |s| s.contains("exited with status 7"));
+    tmux.keys("q");
+    tmux.wait_for("the shell after memtally", |s| s.contains("DONE"));
+}

@@ -361,6 +361,13 @@ pub fn state_text(state: &LiveState, exit: Option<&str>) -> String {
         (LiveState::Complete { .. }, Some(e)) => e.into(),
         (
             LiveState::Complete {
+                exit_status: Some(status),
+                ..
+            },
+            None,
+        ) => format!("exited with status {status}"),
+        (
+            LiveState::Complete {
                 clean_exit: true, ..
             },
             None,

@@ -960,9 +960,53 @@ pub extern "C" fn finish_at_exit() {
     writer::finish(trace::FOOTER_CLEAN_EXIT);
 }
 
+/// The process's exit status plus one, once `exit` or `_exit` has been
+/// called with it (0: not known), for the footer.
+static EXIT_STATUS: AtomicU64 = AtomicU64::new(0);
+/// An `on_exit` handler registered before the C library's own (see
+/// [`install_exit_handler`]) ends the trace instead of the destructor.
+static EXIT_HANDLER: AtomicBool = AtomicBool::new(false);
+
+/// Notes the status the process exits with (the `_exit` hook's, or
+/// `exit`'s through the `on_exit` handler).
+pub fn set_exit_status(status: i32) {
+    EXIT_STATUS.store(u64::from(status as u32 & 0xff) + 1, Ordering::Release);
+}
+
+/// The exit status for the footer (see [`EXIT_STATUS`]).
+pub(crate) fn exit_status() -> u64 {
+    EXIT_STATUS.load(Ordering::Acquire)
+}
+
+/// Registers an `on_exit` handler that ends the trace with the status
+/// `exit` was given. Called by the preloaded library's constructor, which
+/// runs before the C library registers the dynamic linker's destructor
+/// pass (`__libc_start_main`): handlers run in reverse order, so this one
+/// runs last, after the program's exit handlers and every destructor, and
+/// so the trace's end still sees what they free. Without it (memtally as
+/// a Rust program's global allocator) the trace ends in memtally's
+/// destructor, with the status unknown.
+pub fn install_exit_handler() {
+    extern "C" fn on_exit_handler(status: libc::c_int, _: *mut libc::c_void) {
+        set_exit_status(status);
+        end_at_exit();
+    }
+    unsafe extern "C" {
+        fn on_exit(
+            f: extern "C" fn(libc::c_int, *mut libc::c_void),
+            arg: *mut libc::c_void,
+        ) -> libc::c_int;
+    }
+    // SAFETY: glibc's on_exit(3) with a handler that lives as long as the
+    // process (this library is never unloaded once preloaded).
+    if unsafe { on_exit(on_exit_handler, core::ptr::null_mut()) } == 0 {
+        EXIT_HANDLER.store(true, Ordering::Release);
+    }
+}
+
 /// At exit, after the program's own exit handlers and destructors: the
 /// leak scan when asked for, then the trace's end.
-extern "C" fn at_exit() {
+fn end_at_exit() {
     if leak_scan_at_exit() {
         crate::leak_check_report("at exit");
     }
@@ -973,6 +1017,13 @@ extern "C" fn at_exit() {
         ));
     }
     finish_at_exit();
+}
+
+/// memtally's destructor: ends the trace unless the exit handler will.
+extern "C" fn at_exit() {
+    if !EXIT_HANDLER.load(Ordering::Acquire) {
+        end_at_exit();
+    }
 }
 
 #[used]

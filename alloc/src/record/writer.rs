@@ -744,6 +744,7 @@ fn finish_trace(ws: &mut WriterState) {
         put_uvar(c, events);
         put_uvar(c, super::dropped());
         put_uvar(c, flags);
+        put_uvar(c, super::exit_status());
     });
     ws.out.flush();
     // SAFETY: closing our own descriptor.

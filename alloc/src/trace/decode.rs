@@ -351,6 +351,10 @@ pub enum Record {
         dropped: u64,
         /// Flags (`FOOTER_CLEAN_EXIT`).
         flags: u64,
+        /// The status the process exited with, when it exited through
+        /// `exit` or `_exit` and the recorder saw it (traces before this
+        /// field have none).
+        exit_status: Option<u8>,
     },
     /// A record of a kind this version does not know.
     Unknown {
@@ -945,6 +949,15 @@ fn parse(
             events: p.uvar("event count")?,
             dropped: p.uvar("dropped count")?,
             flags: p.uvar("flags")?,
+            // Added later at the payload's end: absent in older traces.
+            exit_status: if p.pos < p.bytes.len() {
+                match p.uvar("exit status")? {
+                    0 => None,
+                    s => Some(((s - 1) & 0xff) as u8),
+                }
+            } else {
+                None
+            },
         },
         other => return Ok(Record::Unknown { kind: other }),
     };

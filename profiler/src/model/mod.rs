@@ -162,6 +162,8 @@ pub struct Footer {
     pub dropped: u64,
     /// Flags (`FOOTER_CLEAN_EXIT`).
     pub flags: u64,
+    /// The status the process exited with, when known.
+    pub exit_status: Option<u8>,
 }
 
 impl Footer {
@@ -515,12 +517,14 @@ impl Model {
                 events,
                 dropped,
                 flags,
+                exit_status,
             } => {
                 self.footer = Some(Footer {
                     ticks: *ticks,
                     events: *events,
                     dropped: *dropped,
                     flags: *flags,
+                    exit_status: *exit_status,
                 });
                 self.release_held_frees(u64::MAX);
                 self.saw_time(*ticks);

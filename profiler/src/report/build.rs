@@ -478,6 +478,7 @@ pub(crate) fn trace_info(analysis: &Analysis) -> TraceInfo {
         complete,
         clean_exit,
         exec,
+        exit_status: model.footer().and_then(|f| f.exit_status),
         cut_at,
         damage,
         clock_calibrated: model.clock().is_calibrated(),

@@ -96,6 +96,10 @@ pub struct TraceInfo {
     /// True when the trace ended because the process executed another
     /// program.
     pub exec: bool,
+    /// The status the process exited with (null when not known: an older
+    /// trace, an exec, a crash, or memtally as a Rust program's global
+    /// allocator, whose trace ends in a destructor).
+    pub exit_status: Option<u8>,
     /// Where the trace was cut short (null when complete).
     pub cut_at: Option<u64>,
     /// What damaged record reading stopped at, if any: its offset and

@@ -317,9 +317,13 @@ fn header(o: &mut String, r: &Report, f: &Fmt) {
         "full mode".to_owned()
     };
     let s = &r.summary;
+    let status = match t.exit_status {
+        Some(code) => format!("; exited with status {code}"),
+        None => String::new(),
+    };
     let _ = writeln!(
         o,
-        "recorded  {mode}; {}; {}; {}{}",
+        "recorded  {mode}; {}; {}; {}{status}{}",
         ns(s.duration_ns),
         plural(s.threads, "thread", "threads"),
         plural(s.events, "event", "events"),
