@@ -51,6 +51,10 @@ impl GroupBy {
 pub struct SiteFrames {
     frames: IdMap<StackId, Option<Rc<Location>>>,
     paths: IdMap<StackId, Rc<[Location]>>,
+    /// Each site's key under `keyed_by` (formatting ten thousand keys
+    /// took a third of a dashboard frame).
+    keys: IdMap<StackId, Rc<str>>,
+    keyed_by: Option<(GroupBy, usize)>,
 }
 
 /// Deepest path a grouping takes.
@@ -105,6 +109,31 @@ impl SiteFrames {
         self.paths.insert(stack, path.clone());
         path
     }
+
+    /// Site `stack`'s key when grouped `by` at `depth`.
+    fn key(
+        &mut self,
+        model: &Model,
+        symbolizer: &mut Symbolizer,
+        stack: StackId,
+        by: GroupBy,
+        depth: usize,
+    ) -> Rc<str> {
+        if self.keyed_by != Some((by, depth)) {
+            self.keys.clear();
+            self.keyed_by = Some((by, depth));
+        }
+        if let Some(k) = self.keys.get(&stack) {
+            return k.clone();
+        }
+        let k: Rc<str> = if depth == 1 {
+            key(by, self.get(model, symbolizer, stack).as_deref()).into()
+        } else {
+            path_key(by, &self.path(model, symbolizer, stack, depth)).into()
+        };
+        self.keys.insert(stack, k.clone());
+        k
+    }
 }
 
 /// The key of a site whose naming frame is `frame`.
@@ -132,7 +161,7 @@ pub struct Group {
     /// The shared frame or function, as shown to people.
     pub key: String,
     /// The innermost frame of the group's first site (by stack id).
-    pub location: Option<Location>,
+    pub location: Option<Rc<Location>>,
     /// The sum of the sites' counters (`max_live_bytes` is then an upper
     /// bound: the sites' own maxima may fall at different times).
     pub counters: Counters,
@@ -184,26 +213,27 @@ pub fn group_sites_with(
     depth: usize,
 ) -> Vec<Group> {
     let depth = depth.clamp(1, MAX_GROUP_DEPTH);
-    let mut sites: Vec<Site> = sites.collect();
-    sites.sort_by_key(|s| s.stack);
-    let mut groups: HashMap<String, Group> = HashMap::new();
+    let mut index: HashMap<Rc<str>, usize> = HashMap::new();
+    let mut out: Vec<Group> = Vec::new();
     for site in sites {
-        let first = frames.get(model, symbolizer, site.stack);
-        let key = if depth == 1 {
-            key(by, first.as_deref())
-        } else {
-            path_key(by, &frames.path(model, symbolizer, site.stack, depth))
-        };
-        let g = groups.entry(key).or_insert_with_key(|key| Group {
-            key: key.clone(),
-            location: first.as_deref().cloned(),
-            counters: Counters::default(),
-            sites: Vec::new(),
+        let key = frames.key(model, symbolizer, site.stack, by, depth);
+        let i = *index.entry(key).or_insert_with_key(|key| {
+            out.push(Group {
+                key: key.to_string(),
+                location: None,
+                counters: Counters::default(),
+                sites: Vec::new(),
+            });
+            out.len() - 1
         });
+        let g = &mut out[i];
         g.counters.add(&site.counters);
         g.sites.push(site.stack);
     }
-    let mut out: Vec<Group> = groups.into_values().collect();
+    for g in &mut out {
+        g.sites.sort_unstable();
+        g.location = frames.get(model, symbolizer, g.sites[0]);
+    }
     out.sort_by(|a, b| {
         b.counters
             .bytes_allocated

@@ -251,15 +251,25 @@ fn bench(load: Load, keep: Option<PathBuf>) -> ExitCode {
     let mut app = App::default();
     let mut term = Terminal::new(TestBackend::new(120, 40)).expect("test terminal");
     let mut frames = Vec::new();
+    let mut takes: Vec<Duration> = Vec::new();
     let mut lags: Vec<u64> = Vec::new();
+    // How old the newest event drawn is when its frame is drawn: the
+    // generator's clock starts after `wall0` (it is spawned then), so
+    // this overestimates by its start-up time.
+    let mut stale: Vec<Duration> = Vec::new();
     let mut generator_done = None;
     loop {
         let t0 = Instant::now();
         let (snap, status) = view.take(&target, &app);
+        takes.push(t0.elapsed());
         term.draw(|f| ui::draw(f, &mut app, &snap, &status, Theme { color: true }))
             .expect("draw");
         frames.push(t0.elapsed());
         if generator_done.is_none() {
+            if snap.duration_ns > 0 {
+                let since = t0.duration_since(wall0).as_nanos() as u64;
+                stale.push(Duration::from_nanos(since.saturating_sub(snap.duration_ns)));
+            }
             let written = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
             lags.push(written.saturating_sub(live.status().bytes));
             if let Ok(Some(_)) = generator.try_wait() {
@@ -284,8 +294,12 @@ fn bench(load: Load, keep: Option<PathBuf>) -> ExitCode {
     drop(target);
     let bytes = status.bytes;
 
+    let mut slowest: Vec<(usize, Duration)> = frames.iter().copied().enumerate().collect();
+    slowest.sort_by_key(|f| std::cmp::Reverse(f.1));
     frames.sort();
+    takes.sort();
     lags.sort();
+    stale.sort();
     let model_rss: u64 = Command::new(&me)
         .arg("model")
         .arg(&path)
@@ -308,10 +322,29 @@ fn bench(load: Load, keep: Option<PathBuf>) -> ExitCode {
         frames.last().copied().unwrap_or_default().as_secs_f64() * 1e3
     );
     println!(
+        "frames: the snapshot alone p50 {:.1} ms, max {:.1} ms",
+        percentile(&takes, 0.5).as_secs_f64() * 1e3,
+        takes.last().copied().unwrap_or_default().as_secs_f64() * 1e3
+    );
+    println!(
+        "frames: the five slowest (frame number, ms): {:?}",
+        slowest
+            .iter()
+            .take(5)
+            .map(|(i, f)| (*i, (f.as_secs_f64() * 1e3).round() as u64))
+            .collect::<Vec<_>>()
+    );
+    println!(
         "ingest: trailing the file by p50 {:.1} MiB, max {:.1} MiB while it grew; done {:.2} s after the generator stopped",
         lags.get(lags.len() / 2).copied().unwrap_or(0) as f64 / (1 << 20) as f64,
         lags.last().copied().unwrap_or(0) as f64 / (1 << 20) as f64,
         catch_up.as_secs_f64()
+    );
+    println!(
+        "freshness: the newest event drawn was p50 {:.0} ms, max {:.0} ms old when drawn; with a frame every 250 ms, an event is on screen within {:.0} ms (target: 1 s)",
+        percentile(&stale, 0.5).as_secs_f64() * 1e3,
+        stale.last().copied().unwrap_or_default().as_secs_f64() * 1e3,
+        stale.last().copied().unwrap_or_default().as_secs_f64() * 1e3 + 250.0
     );
     println!(
         "cpu: {:.2} cores over {:.1} s (target <= 1)",
