@@ -24,6 +24,7 @@ mod cxx;
 
 // The device-memory hooks (CUDA entry points, dlsym, dlvsym) are exported
 // from this library too; nothing here calls them.
+#[cfg(feature = "gpu")]
 extern crate memtally_gpu_shim;
 
 /// glibc's `malloc` alignment on 64-bit targets (`alignof(max_align_t)`).

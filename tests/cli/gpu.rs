@@ -602,6 +602,64 @@ fn arrays_are_sized_from_their_descriptors_and_ipc_imports_are_not_new_memory() 
 }
 
 #[test]
+fn mipmapped_arrays_pool_imports_and_external_memory_are_sized_and_kept_apart() {
+    let Some((dir, lib)) = setup("gpu-imports") else {
+        return;
+    };
+    program(&dir, "cuda_imports.c", "cuda_imports", &["-L.", "-lcuda"]);
+    let (doc, ledger) = record(&dir, &lib, "cuda_imports");
+    let d = &doc["device"];
+    let dev0 = &d["devices"][0];
+    let array = by_kind(dev0, "array");
+    // Two mipmapped arrays of the driver's and two mapped from external
+    // memory (no bytes of their own).
+    let count = |op: &str| ledger.iter().filter(|l| l["op"] == op).count();
+    let mipmaps = ledger
+        .iter()
+        .filter(|l| l["op"] == "alloc" && l["fn"] == "cuMipmappedArrayCreate")
+        .count();
+    assert_eq!(mipmaps, 2);
+    assert_eq!(array["allocations"], mipmaps + count("extarray"), "{d}");
+    assert_eq!(
+        array["live_bytes"], 349_524,
+        "256 x 256 RGBA8, 9 levels: {d}"
+    );
+    assert_eq!(array["peak_bytes"], 349_524 + 86_016, "{d}");
+    // Pool pointers and external buffers are imports: the ledger's, and
+    // never in the device's total.
+    let imported = ledger_live(&ledger, "import", "unimport");
+    assert_eq!(imported[&0], (1 << 20) + (2 << 20));
+    let imports = by_kind(dev0, "imported (IPC)");
+    assert_eq!(imports["live_bytes"], imported[&0], "{d}");
+    assert_eq!(imports["allocations"], count("import"), "{d}");
+    let pool = ledger_live(&ledger, "alloc", "free");
+    assert_eq!(
+        dev0["live_bytes"], pool[&0],
+        "arrays and the pool allocation only: {d}"
+    );
+    // The pool import came through cuGetProcAddress: the caller was given
+    // our wrapper.
+    assert!(
+        ledger
+            .iter()
+            .any(|l| l["op"] == "lookup" && l["fn"] == "cuMemPoolImportPointer"),
+        "no lookup in the ledger"
+    );
+    assert_eq!(d["unknown_frees"], 0, "{d}");
+    // Each kept import is named by the function that made it.
+    let sites = d["sites"].as_array().unwrap();
+    for f in ["pool_import", "external"] {
+        assert!(
+            sites
+                .iter()
+                .any(|s| s["function"].as_str().is_some_and(|n| n.contains(f))
+                    || s.to_string().contains(f)),
+            "{f} not among the sites: {d}"
+        );
+    }
+}
+
+#[test]
 fn forked_children_record_their_own_device_memory_and_never_hang_on_the_shims_state() {
     let Some((dir, lib)) = setup("gpu-fork") else {
         return;

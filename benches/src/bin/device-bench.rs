@@ -15,6 +15,14 @@
 //! cargo run --release -p memtally-benches --bin device-bench [-- REPS [N]]
 //! ```
 //!
+//! `device-bench heap [REPS]` answers the other half of the benchmark: what
+//! the shim costs the heap of a program that uses no device API. It builds
+//! `libmemtally.so` without the shim (`--no-default-features`, into
+//! `target/no-gpu`), compares the machine code of the allocation entry
+//! points of both libraries (with `objdump`), and times the recording
+//! benchmark's workload (`benches/profiler/workload.c`, 2 threads x 2
+//! million operations) under each, recording off, alternating.
+//!
 //! The stand-in allocates with `mmap` and frees with `munmap` (a few
 //! microseconds, as a real driver's `cuMemAlloc` is a system call and
 //! more); the rows marked "no mmap" run it with `FAKE_CUDA_NO_MEMORY=1`
@@ -70,8 +78,152 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
+/// The allocation entry points whose code `heap` compares.
+const ENTRY_POINTS: &[&str] = &[
+    "malloc",
+    "free",
+    "calloc",
+    "realloc",
+    "posix_memalign",
+    "aligned_alloc",
+    "malloc_usable_size",
+    "_Znwm",
+    "_ZdlPv",
+    "_ZdlPvm",
+    "_Znam",
+    "_ZdaPv",
+];
+
+/// The instructions of `symbol` in `lib`, addresses taken out (the same
+/// code at another place reads the same).
+fn code_of(lib: &Path, symbol: &str) -> Option<Vec<String>> {
+    let table = Command::new("readelf").arg("-sW").arg(lib).output().ok()?;
+    let table = String::from_utf8_lossy(&table.stdout);
+    let (start, size) = table.lines().find_map(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        (f.len() >= 8 && f[7] == symbol && f[3] == "FUNC").then(|| {
+            (
+                u64::from_str_radix(f[1], 16).unwrap_or(0),
+                f[2].parse::<u64>().unwrap_or(0),
+            )
+        })
+    })?;
+    let out = Command::new("objdump")
+        .args(["-d", "--no-show-raw-insn"])
+        .arg(format!("--start-address={start}"))
+        .arg(format!("--stop-address={}", start + size))
+        .arg(lib)
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    Some(
+        text.lines()
+            .filter_map(|l| l.split_once(":\t").map(|(_, i)| i))
+            .map(|i| {
+                // Drop absolute targets and comments: they move with the
+                // code around.
+                i.split(['<', '#'])
+                    .next()
+                    .unwrap_or("")
+                    .split(|c: char| c.is_whitespace() || c == ',')
+                    .filter(|w| !(w.len() >= 4 && w.chars().all(|c| c.is_ascii_hexdigit())))
+                    .map(|w| if w.contains("(%rip)") { "RIP" } else { w })
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            })
+            .collect(),
+    )
+}
+
+/// `device-bench heap [REPS]`.
+fn heap(reps: usize) {
+    let with = library();
+    let target = with.parent().and_then(Path::parent).expect("target dir");
+    let no_gpu_dir = target.join("no-gpu");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let ok = Command::new(cargo)
+        .args([
+            "build",
+            "--release",
+            "-p",
+            "memtally-preload",
+            "--no-default-features",
+        ])
+        .env("CARGO_TARGET_DIR", &no_gpu_dir)
+        .status()
+        .expect("cargo")
+        .success();
+    assert!(ok, "building libmemtally.so without the shim failed");
+    let without = no_gpu_dir.join("release/libmemtally.so");
+    println!(
+        "device-bench heap: {} against {}",
+        with.display(),
+        without.display()
+    );
+    for symbol in ENTRY_POINTS {
+        match (code_of(&with, symbol), code_of(&without, symbol)) {
+            (Some(a), Some(b)) => println!(
+                "  {symbol}: {} instructions, {}",
+                a.len(),
+                if a == b { "identical" } else { "DIFFERENT" }
+            ),
+            _ => println!("  {symbol}: not compared (objdump or the symbol missing)"),
+        }
+    }
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let dir = std::env::temp_dir().join(format!("memtally-heap-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let source = root.join("benches/profiler/workload.c");
+    cc(
+        &dir,
+        &[
+            "-O2",
+            "-pthread",
+            source.to_str().unwrap(),
+            "-o",
+            "workload",
+        ],
+    );
+    let libs = [("with the shim", &with), ("without", &without)];
+    let mut times: Vec<Vec<f64>> = vec![Vec::new(); 2];
+    for rep in 0..reps {
+        for k in 0..2 {
+            let i = (k + rep) % 2;
+            let t0 = std::time::Instant::now();
+            let ok = Command::new(dir.join("workload"))
+                .args(["2000000", "2"])
+                .env("LD_PRELOAD", libs[i].1)
+                .env("MEMTALLY", "mode=off")
+                .stdout(std::process::Stdio::null())
+                .status()
+                .expect("workload")
+                .success();
+            assert!(ok, "the workload failed");
+            times[i].push(t0.elapsed().as_secs_f64() * 1e3);
+        }
+    }
+    let m: Vec<f64> = times.iter().cloned().map(median).collect();
+    for (i, (label, _)) in libs.iter().enumerate() {
+        let mut sorted = times[i].clone();
+        sorted.sort_by(f64::total_cmp);
+        println!(
+            "  workload, {label}: median {:.1} ms (min {:.1}, max {:.1}) over {reps} runs",
+            m[i],
+            sorted[0],
+            sorted[sorted.len() - 1]
+        );
+    }
+    println!("  with / without: {:.3}", m[0] / m[1]);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 fn main() {
-    let mut args = std::env::args().skip(1);
+    let mut args = std::env::args().skip(1).peekable();
+    if args.peek().map(String::as_str) == Some("heap") {
+        args.next();
+        heap(args.next().map_or(9, |a| a.parse().expect("REPS")));
+        return;
+    }
     let reps: usize = args.next().map_or(7, |a| a.parse().expect("REPS"));
     let n: u64 = args.next().map_or(100_000, |a| a.parse().expect("N"));
     let lib = library();

@@ -1,11 +1,14 @@
 //! CUDA arrays (texture memory: `cuArrayCreate_v2`, `cuArray3DCreate_v2`,
-//! `cuArrayDestroy`) and memory opened from another process through IPC
-//! (`cuIpcOpenMemHandle_v2`, `cuIpcCloseMemHandle`).
+//! `cuArrayDestroy`, and mipmapped arrays: `cuMipmappedArrayCreate`,
+//! `cuMipmappedArrayDestroy`) and memory opened from another process
+//! through IPC (`cuIpcOpenMemHandle_v2`, `cuIpcCloseMemHandle`).
 //!
 //! The driver does not say how big an array is; its size is estimated
 //! from the descriptor: width x height x depth elements of `NumChannels`
 //! channels of the format's size (1, 2 or 4 bytes; block-compressed and
-//! video formats counted at a byte a channel). An IPC import is memory
+//! video formats counted at a byte a channel); a mipmapped array as the
+//! sum of its levels, each half the last in every dimension (at least one
+//! element; a layered array's layers do not halve). An IPC import is memory
 //! another process allocated, mapped here: recorded with the size the
 //! driver gives for the range (`cuMemGetAddressRange_v2`), as memory kind
 //! `IMPORTED`, never in a device's total.
@@ -32,7 +35,7 @@ pub struct ArrayDescriptor {
 
 /// `CUDA_ARRAY3D_DESCRIPTOR`.
 #[repr(C)]
-pub struct Array3DDescriptor {
+pub(super) struct Array3DDescriptor {
     width: usize,
     height: usize,
     depth: usize,
@@ -134,8 +137,98 @@ pub unsafe extern "C" fn cuArrayDestroy(array: *mut c_void) -> CUresult {
     r
 }
 
+/// `CUDA_ARRAY3D_LAYERED`: the depth is a count of layers.
+const ARRAY3D_LAYERED: c_uint = 1;
+
+/// A mipmapped array's estimated bytes: its `levels` levels.
+fn mipmapped_bytes(d: &Array3DDescriptor, levels: c_uint) -> u64 {
+    let halve = |n: usize, l: u32| if n == 0 { 0 } else { (n >> l.min(63)).max(1) };
+    (0..levels.min(64))
+        .map(|l| {
+            let depth = if d.flags & ARRAY3D_LAYERED != 0 {
+                d.depth
+            } else {
+                halve(d.depth, l)
+            };
+            array_bytes(
+                halve(d.width, l),
+                halve(d.height, l),
+                depth,
+                d.format,
+                d.channels,
+            )
+        })
+        .fold(0u64, u64::saturating_add)
+}
+
+/// `cuMipmappedArrayCreate`.
+///
+/// # Safety
+/// As the driver's.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cuMipmappedArrayCreate(
+    array: *mut *mut c_void,
+    descriptor: *const Array3DDescriptor,
+    levels: c_uint,
+) -> CUresult {
+    let next = next_or!(
+        Id::MipmappedArrayCreate,
+        unsafe extern "C" fn(*mut *mut c_void, *const Array3DDescriptor, c_uint) -> CUresult,
+        CUDA_ERROR_NOT_INITIALIZED
+    );
+    let call = DriverCall::enter("cuMipmappedArrayCreate");
+    // SAFETY: the caller's arguments, passed on.
+    let r = unsafe { next(array, descriptor, levels) };
+    if call.records() && !descriptor.is_null() {
+        // SAFETY: the descriptor the driver was given.
+        let size = mipmapped_bytes(unsafe { &*descriptor }, levels);
+        allocated(&call, r, memory::ARRAY, out(array, r) as u64, size);
+    }
+    r
+}
+
+/// `cuMipmappedArrayDestroy`.
+///
+/// # Safety
+/// As the driver's.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cuMipmappedArrayDestroy(array: *mut c_void) -> CUresult {
+    let next = next_or!(
+        Id::MipmappedArrayDestroy,
+        unsafe extern "C" fn(*mut c_void) -> CUresult,
+        CUDA_ERROR_NOT_INITIALIZED
+    );
+    let call = DriverCall::enter_release("cuMipmappedArrayDestroy");
+    // SAFETY: the caller's argument, passed on.
+    let r = unsafe { next(array) };
+    freed(&call, r, memory::ARRAY, array as u64);
+    r
+}
+
 /// The driver's `cuMemGetAddressRange_v2`.
 static ADDRESS_RANGE: AtomicUsize = AtomicUsize::new(0);
+
+/// The size of the allocation at `p`, as the driver gives it (0 if it
+/// cannot say).
+pub(super) fn range_size(p: CUdeviceptr) -> u64 {
+    let Some(f) = driver_function(&ADDRESS_RANGE, c"cuMemGetAddressRange_v2") else {
+        return 0;
+    };
+    // SAFETY: the driver's cuMemGetAddressRange_v2(CUdeviceptr *, size_t *,
+    // CUdeviceptr).
+    let range = unsafe {
+        core::mem::transmute::<
+            usize,
+            unsafe extern "C" fn(*mut CUdeviceptr, *mut usize, CUdeviceptr) -> CUresult,
+        >(f)
+    };
+    let mut size = 0usize;
+    // SAFETY: valid out pointers (the base is not wanted).
+    if unsafe { range(core::ptr::null_mut(), &mut size, p) } != 0 {
+        return 0;
+    }
+    size as u64
+}
 
 /// `cuIpcOpenMemHandle_v2`: another process's memory, mapped here.
 ///
@@ -157,24 +250,8 @@ pub unsafe extern "C" fn cuIpcOpenMemHandle_v2(
     let r = unsafe { next(dptr, handle, flags) };
     if call.records() {
         let p = out(dptr, r);
-        let mut size = 0usize;
-        if r == 0
-            && let Some(f) = driver_function(&ADDRESS_RANGE, c"cuMemGetAddressRange_v2")
-        {
-            // SAFETY: the driver's cuMemGetAddressRange_v2(CUdeviceptr *,
-            // size_t *, CUdeviceptr).
-            let range = unsafe {
-                core::mem::transmute::<
-                    usize,
-                    unsafe extern "C" fn(*mut CUdeviceptr, *mut usize, CUdeviceptr) -> CUresult,
-                >(f)
-            };
-            // SAFETY: valid out pointers (the base is not wanted).
-            if unsafe { range(core::ptr::null_mut(), &mut size, p) } != 0 {
-                size = 0;
-            }
-        }
-        allocated(&call, r, memory::IMPORTED, p, size as u64);
+        let size = if r == 0 { range_size(p) } else { 0 };
+        allocated(&call, r, memory::IMPORTED, p, size);
     }
     r
 }

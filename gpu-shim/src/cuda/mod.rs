@@ -3,6 +3,7 @@
 
 mod arrays;
 mod driver;
+mod imports;
 mod pools;
 mod procaddr;
 mod runtime;
@@ -47,6 +48,11 @@ slots! {
     ArrayDestroy = c"cuArrayDestroy" in b"libcuda.so" => arrays::cuArrayDestroy;
     IpcOpenMemHandle_v2 = c"cuIpcOpenMemHandle_v2" in b"libcuda.so" => arrays::cuIpcOpenMemHandle_v2;
     IpcCloseMemHandle = c"cuIpcCloseMemHandle" in b"libcuda.so" => arrays::cuIpcCloseMemHandle;
+    MipmappedArrayCreate = c"cuMipmappedArrayCreate" in b"libcuda.so" => arrays::cuMipmappedArrayCreate;
+    MipmappedArrayDestroy = c"cuMipmappedArrayDestroy" in b"libcuda.so" => arrays::cuMipmappedArrayDestroy;
+    MemPoolImportPointer = c"cuMemPoolImportPointer" in b"libcuda.so" => imports::cuMemPoolImportPointer;
+    ExternalMemoryGetMappedBuffer = c"cuExternalMemoryGetMappedBuffer" in b"libcuda.so" => imports::cuExternalMemoryGetMappedBuffer;
+    ExternalMemoryGetMappedMipmappedArray = c"cuExternalMemoryGetMappedMipmappedArray" in b"libcuda.so" => imports::cuExternalMemoryGetMappedMipmappedArray;
     GetProcAddress = c"cuGetProcAddress" in b"libcuda.so" => procaddr::cuGetProcAddress;
     GetProcAddress_v2 = c"cuGetProcAddress_v2" in b"libcuda.so" => procaddr::cuGetProcAddress_v2;
     cudaMalloc = c"cudaMalloc" in b"libcudart" => runtime::cudaMalloc;

@@ -93,6 +93,36 @@ static ABIS: &[Abi] = &[
     abi(b"cuArrayDestroy", 2000, None, Id::ArrayDestroy),
     abi(b"cuIpcOpenMemHandle", 11000, None, Id::IpcOpenMemHandle_v2),
     abi(b"cuIpcCloseMemHandle", 4010, None, Id::IpcCloseMemHandle),
+    abi(
+        b"cuMipmappedArrayCreate",
+        5000,
+        None,
+        Id::MipmappedArrayCreate,
+    ),
+    abi(
+        b"cuMipmappedArrayDestroy",
+        5000,
+        None,
+        Id::MipmappedArrayDestroy,
+    ),
+    abi(
+        b"cuMemPoolImportPointer",
+        11020,
+        None,
+        Id::MemPoolImportPointer,
+    ),
+    abi(
+        b"cuExternalMemoryGetMappedBuffer",
+        10000,
+        None,
+        Id::ExternalMemoryGetMappedBuffer,
+    ),
+    abi(
+        b"cuExternalMemoryGetMappedMipmappedArray",
+        10000,
+        None,
+        Id::ExternalMemoryGetMappedMipmappedArray,
+    ),
     abi(b"cuGetProcAddress", 12000, None, Id::GetProcAddress_v2),
     abi(b"cuGetProcAddress", 11030, None, Id::GetProcAddress),
 ];

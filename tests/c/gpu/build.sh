@@ -40,6 +40,7 @@ $CC $PROG "$src/cuda_procaddr.c" -o cuda_procaddr -ldl
 $CC $PROG "$src/cudart_user.c" -o cudart_user_dyn -L. -lcudart_mini -Wl,-rpath,'$ORIGIN'
 $CC $PROG "$src/cudart_user.c" -o cudart_user_static libcudart_mini.a -ldl -pthread
 $CC $PROG "$src/cuda_arrays.c" -o cuda_arrays -L. -lcuda -Wl,-rpath,'$ORIGIN'
+$CC $PROG "$src/cuda_imports.c" -o cuda_imports -L. -lcuda -Wl,-rpath,'$ORIGIN'
 $CC $PROG "$src/cuda_vmm.c" -o cuda_vmm -L. -lcuda -ldl -Wl,-rpath,'$ORIGIN'
 $CC -O1 -g -shared -fPIC -fvisibility=hidden -Wl,-Bsymbolic -Wl,-soname,libnccl.so.2 \
     -o libnccl.so.2 "$src/fake_nccl.c" -ldl -pthread

@@ -152,7 +152,9 @@ static int current_device(void) {
 /* full. Storage comes from mmap. Guarded by `lock`, which also orders   */
 /* the ledger lines.                                                     */
 
-enum kind { KIND_DEVICE, KIND_HOST, KIND_ARRAY, KIND_IMPORT };
+/* KIND_MAPPED: memory of another process or API mapped here, freed with
+ * cuMemFree (pool imports, external memory's buffers). */
+enum kind { KIND_DEVICE, KIND_HOST, KIND_ARRAY, KIND_IMPORT, KIND_MAPPED };
 
 struct pool;
 
@@ -332,7 +334,8 @@ static CUresult do_alloc_in(const char *fn, int kind, size_t size, int low32, st
     table_put(table, table_cap, &e);
     table_len++;
     live_count++;
-    ledger(kind == KIND_IMPORT ? "import" : "alloc", fn, e.ptr, size, device);
+    ledger(kind == KIND_IMPORT || kind == KIND_MAPPED ? "import" : "alloc", fn, e.ptr, size,
+           device);
     if (pool) {
         pool->used += size;
         size_t need = (pool->used + POOL_STEP - 1) / POOL_STEP * POOL_STEP;
@@ -355,6 +358,9 @@ static CUresult do_free(const char *fn, int kind, uintptr_t p) {
         return CUDA_ERROR_NOT_INITIALIZED;
     pthread_mutex_lock(&lock);
     struct entry *e = table_find(p);
+    /* cuMemFree frees mapped imports too. */
+    if (e && e->kind == KIND_MAPPED && kind == KIND_DEVICE)
+        kind = KIND_MAPPED;
     if (!e || e->kind != kind) {
         ledger("badfree", fn, p, 0, kind == KIND_HOST ? -1 : current_device());
         pthread_mutex_unlock(&lock);
@@ -363,7 +369,8 @@ static CUresult do_free(const char *fn, int kind, uintptr_t p) {
     struct entry gone = *e;
     table_remove(e);
     live_count--;
-    ledger(kind == KIND_IMPORT ? "unimport" : "free", fn, gone.ptr, gone.size, gone.device);
+    ledger(kind == KIND_IMPORT || kind == KIND_MAPPED ? "unimport" : "free", fn, gone.ptr,
+           gone.size, gone.device);
     if (gone.pool)
         gone.pool->used -= gone.size;
     pthread_mutex_unlock(&lock);
@@ -986,6 +993,173 @@ IMPL CUresult impl_cuMemGetAddressRange_v2(CUdeviceptr *base, size_t *size, CUde
 }
 
 
+/* Mipmapped arrays: the sum of the levels' sizes, each level half the
+ * last in every dimension (at least 1; the depth of a layered array is
+ * its layer count and never halves). */
+IMPL CUresult impl_cuMipmappedArrayCreate(void **out, const Array3DDescriptor *a,
+                                          unsigned levels) {
+    if (!out || !a || !a->width || !a->channels || !levels)
+        return fail("cuMipmappedArrayCreate", 0, current_device(), CUDA_ERROR_INVALID_VALUE);
+    size_t total = 0;
+    for (unsigned l = 0; l < levels; l++) {
+        size_t w = a->width >> l, h = a->height >> l;
+        size_t d = (a->flags & 1) ? a->depth : a->depth >> l;
+        total += (w ? w : 1) * (a->height ? (h ? h : 1) : 1) * (a->depth ? (d ? d : 1) : 1);
+    }
+    total *= a->channels * format_bytes(a->format);
+    uintptr_t p;
+    CUresult rc = do_alloc("cuMipmappedArrayCreate", KIND_ARRAY, total, 0, &p);
+    if (rc == CUDA_SUCCESS)
+        *out = (void *)p;
+    return rc;
+}
+
+IMPL CUresult impl_cuMipmappedArrayDestroy(void *array) {
+    return do_free("cuMipmappedArrayDestroy", KIND_ARRAY, (uintptr_t)array);
+}
+
+/* Pool pointers shared between processes: the export names the
+ * allocation's size; an import maps a fresh region of that size (ledger
+ * "import"), freed with cuMemFree or cuMemFreeAsync ("unimport"). */
+typedef struct {
+    unsigned long long magic;
+    unsigned long long size;
+    char reserved[48];
+} PoolPtrExportData;
+
+#define POOL_EXPORT_MAGIC 0x9001cafeull
+
+IMPL CUresult impl_cuMemPoolExportPointer(PoolPtrExportData *out, CUdeviceptr dptr) {
+    if (!out)
+        return CUDA_ERROR_INVALID_VALUE;
+    pthread_mutex_lock(&lock);
+    struct entry *e = table_find((uintptr_t)dptr);
+    size_t size = e && e->pool ? e->size : 0;
+    pthread_mutex_unlock(&lock);
+    if (!size)
+        return CUDA_ERROR_INVALID_VALUE;
+    memset(out, 0, sizeof *out);
+    out->magic = POOL_EXPORT_MAGIC;
+    out->size = size;
+    return CUDA_SUCCESS;
+}
+
+IMPL CUresult impl_cuMemPoolImportPointer(CUdeviceptr *out, CUmemoryPool pool,
+                                          PoolPtrExportData *data) {
+    (void)pool;
+    if (!out || !data || data->magic != POOL_EXPORT_MAGIC || !data->size)
+        return CUDA_ERROR_INVALID_VALUE;
+    uintptr_t p;
+    CUresult rc = do_alloc("cuMemPoolImportPointer", KIND_MAPPED, data->size, 0, &p);
+    if (rc == CUDA_SUCCESS)
+        *out = p;
+    return rc;
+}
+
+/* External memory (Vulkan, dma-buf...): importing it makes an object of
+ * the size the descriptor gives, no memory of the driver's (no ledger
+ * line); a buffer mapped from it is an import (ledger "import", freed
+ * with cuMemFree: "unimport"); a mipmapped array mapped from it is an
+ * array handle with no memory of its own (ledger "extarray", destroyed
+ * with cuMipmappedArrayDestroy: "extarrayfree"). */
+typedef struct {
+    int type;
+    union {
+        int fd;
+        struct {
+            void *handle;
+            const void *name;
+        } win32;
+        const void *nvSciBufObject;
+    } handle;
+    unsigned long long size;
+    unsigned flags;
+    unsigned reserved[16];
+} ExternalMemoryHandleDesc;
+
+typedef struct {
+    unsigned long long offset;
+    unsigned long long size;
+    unsigned flags;
+    unsigned reserved[16];
+} ExternalMemoryBufferDesc;
+
+typedef struct {
+    unsigned long long offset;
+    Array3DDescriptor desc;
+    unsigned levels;
+    unsigned reserved[16];
+} ExternalMemoryMipmappedArrayDesc;
+
+struct external {
+    unsigned long long magic;
+    unsigned long long size;
+};
+
+#define EXTERNAL_MAGIC 0xe97e4a1ull
+
+IMPL CUresult impl_cuImportExternalMemory(void **out, const ExternalMemoryHandleDesc *d) {
+    if (!initialized)
+        return CUDA_ERROR_NOT_INITIALIZED;
+    if (!out || !d || !d->size)
+        return CUDA_ERROR_INVALID_VALUE;
+    struct external *x = mmap(NULL, sizeof *x, PROT_READ | PROT_WRITE,
+                              MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (x == MAP_FAILED)
+        return CUDA_ERROR_OUT_OF_MEMORY;
+    x->magic = EXTERNAL_MAGIC;
+    x->size = d->size;
+    *out = x;
+    return CUDA_SUCCESS;
+}
+
+IMPL CUresult impl_cuExternalMemoryGetMappedBuffer(CUdeviceptr *out, void *ext,
+                                                   const ExternalMemoryBufferDesc *d) {
+    struct external *x = ext;
+    if (!out || !x || x->magic != EXTERNAL_MAGIC || !d || !d->size ||
+        d->offset + d->size > x->size)
+        return CUDA_ERROR_INVALID_VALUE;
+    uintptr_t p;
+    CUresult rc = do_alloc("cuExternalMemoryGetMappedBuffer", KIND_MAPPED, d->size, 0, &p);
+    if (rc == CUDA_SUCCESS)
+        *out = p;
+    return rc;
+}
+
+IMPL CUresult impl_cuExternalMemoryGetMappedMipmappedArray(
+    void **out, void *ext, const ExternalMemoryMipmappedArrayDesc *d) {
+    struct external *x = ext;
+    if (!out || !x || x->magic != EXTERNAL_MAGIC || !d)
+        return CUDA_ERROR_INVALID_VALUE;
+    /* A handle with nothing behind it but the external memory. */
+    void *h = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (h == MAP_FAILED)
+        return CUDA_ERROR_OUT_OF_MEMORY;
+    struct entry e = {(uintptr_t)h, 0, 4096, current_device(), KIND_ARRAY, NULL};
+    pthread_mutex_lock(&lock);
+    if (!table_reserve()) {
+        pthread_mutex_unlock(&lock);
+        munmap(h, 4096);
+        return CUDA_ERROR_OUT_OF_MEMORY;
+    }
+    table_put(table, table_cap, &e);
+    table_len++;
+    live_count++;
+    ledger("extarray", "cuExternalMemoryGetMappedMipmappedArray", e.ptr, 0, e.device);
+    pthread_mutex_unlock(&lock);
+    *out = h;
+    return CUDA_SUCCESS;
+}
+
+IMPL CUresult impl_cuDestroyExternalMemory(void *ext) {
+    struct external *x = ext;
+    if (!x || x->magic != EXTERNAL_MAGIC)
+        return CUDA_ERROR_INVALID_VALUE;
+    x->magic = 0;
+    munmap(x, sizeof *x);
+    return CUDA_SUCCESS;
+}
+
 /* ------------------------------------------------------------------ */
 /* Host registration and the driver's memory figures                   */
 /*                                                                     */
@@ -1116,6 +1290,15 @@ static const struct proc procs[] = {
     {"cuArray3DCreate", 3020, -1, (void *)impl_cuArray3DCreate_v2},
     {"cuArrayDestroy", 2000, -1, (void *)impl_cuArrayDestroy},
     {"cuIpcGetMemHandle", 4010, -1, (void *)impl_cuIpcGetMemHandle},
+    {"cuMipmappedArrayCreate", 5000, -1, (void *)impl_cuMipmappedArrayCreate},
+    {"cuMipmappedArrayDestroy", 5000, -1, (void *)impl_cuMipmappedArrayDestroy},
+    {"cuMemPoolExportPointer", 11020, -1, (void *)impl_cuMemPoolExportPointer},
+    {"cuMemPoolImportPointer", 11020, -1, (void *)impl_cuMemPoolImportPointer},
+    {"cuImportExternalMemory", 10000, -1, (void *)impl_cuImportExternalMemory},
+    {"cuExternalMemoryGetMappedBuffer", 10000, -1, (void *)impl_cuExternalMemoryGetMappedBuffer},
+    {"cuExternalMemoryGetMappedMipmappedArray", 10000, -1,
+     (void *)impl_cuExternalMemoryGetMappedMipmappedArray},
+    {"cuDestroyExternalMemory", 10000, -1, (void *)impl_cuDestroyExternalMemory},
     {"cuIpcOpenMemHandle", 11000, -1, (void *)impl_cuIpcOpenMemHandle_v2},
     {"cuIpcCloseMemHandle", 4010, -1, (void *)impl_cuIpcCloseMemHandle},
     {"cuMemGetAddressRange", 3020, -1, (void *)impl_cuMemGetAddressRange_v2},
@@ -1286,6 +1469,29 @@ EXPORT CUresult cuIpcCloseMemHandle(CUdeviceptr p) { return impl_cuIpcCloseMemHa
 EXPORT CUresult cuMemGetAddressRange_v2(CUdeviceptr *base, size_t *size, CUdeviceptr d) {
     return impl_cuMemGetAddressRange_v2(base, size, d);
 }
+EXPORT CUresult cuMipmappedArrayCreate(void **out, const Array3DDescriptor *a, unsigned levels) {
+    return impl_cuMipmappedArrayCreate(out, a, levels);
+}
+EXPORT CUresult cuMipmappedArrayDestroy(void *a) { return impl_cuMipmappedArrayDestroy(a); }
+EXPORT CUresult cuMemPoolExportPointer(PoolPtrExportData *out, CUdeviceptr p) {
+    return impl_cuMemPoolExportPointer(out, p);
+}
+EXPORT CUresult cuMemPoolImportPointer(CUdeviceptr *out, CUmemoryPool pool,
+                                       PoolPtrExportData *data) {
+    return impl_cuMemPoolImportPointer(out, pool, data);
+}
+EXPORT CUresult cuImportExternalMemory(void **out, const ExternalMemoryHandleDesc *d) {
+    return impl_cuImportExternalMemory(out, d);
+}
+EXPORT CUresult cuExternalMemoryGetMappedBuffer(CUdeviceptr *out, void *ext,
+                                                const ExternalMemoryBufferDesc *d) {
+    return impl_cuExternalMemoryGetMappedBuffer(out, ext, d);
+}
+EXPORT CUresult cuExternalMemoryGetMappedMipmappedArray(void **out, void *ext,
+                                                        const ExternalMemoryMipmappedArrayDesc *d) {
+    return impl_cuExternalMemoryGetMappedMipmappedArray(out, ext, d);
+}
+EXPORT CUresult cuDestroyExternalMemory(void *ext) { return impl_cuDestroyExternalMemory(ext); }
 
 EXPORT CUresult cuMemHostRegister_v2(void *p, size_t size, unsigned flags) {
     return impl_cuMemHostRegister_v2(p, size, flags);
