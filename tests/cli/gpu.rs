@@ -633,10 +633,24 @@ fn mipmapped_arrays_pool_imports_and_external_memory_are_sized_and_kept_apart() 
     assert_eq!(imports["live_bytes"], imported[&0], "{d}");
     assert_eq!(imports["allocations"], count("import"), "{d}");
     let pool = ledger_live(&ledger, "alloc", "free");
+    // The physical memory created here (an imported handle's physfree
+    // line is not of it: handles are reused).
+    let created: Vec<&serde_json::Value> = ledger.iter().filter(|l| l["op"] == "create").collect();
+    assert_eq!(created.len(), 1);
+    let physical = created[0]["size"].as_u64().unwrap();
+    assert_eq!(physical, 2 << 20);
     assert_eq!(
-        dev0["live_bytes"], pool[&0],
-        "arrays and the pool allocation only: {d}"
+        dev0["live_bytes"],
+        pool[&0] + physical,
+        "arrays, the pool allocation and the exported physical memory only: {d}"
     );
+    // Physical memory imported by a shareable handle: two imports, one
+    // released after its unmap, the other mapped and kept (sized at its
+    // mapping).
+    let by_handle = by_kind(dev0, "imported (shareable handle)");
+    assert_eq!(by_handle["allocations"], count("importphys"), "{d}");
+    assert_eq!(by_handle["live_bytes"], 2 << 20, "{d}");
+    assert_eq!(by_handle["bytes_allocated"], 4 << 20, "{d}");
     // The pool import came through cuGetProcAddress: the caller was given
     // our wrapper.
     assert!(

@@ -162,8 +162,14 @@ pub mod device {
         /// total less free), a level sampled by the shim: beside the
         /// tracked memory, what the context and everything untracked hold.
         pub const DRIVER_USED: u8 = 15;
+        /// Physical memory of another process's virtual memory allocation,
+        /// imported by a shareable handle (`cuMemImportFromShareableHandle`)
+        /// and keyed by the handle, as `VMM`'s are: live until released
+        /// and unmapped, sized at its first mapping (the driver does not
+        /// say at the import), never in a total.
+        pub const IMPORTED_HANDLE: u8 = 16;
         /// The most kinds a reader counts apart.
-        pub const COUNT: usize = 16;
+        pub const COUNT: usize = 17;
     }
 
     /// The `device` of host memory.
@@ -188,6 +194,7 @@ pub mod device {
             memory::IMPORTED => "imported (IPC)",
             memory::HOST_REGISTERED => "host registered (pinned for a GPU)",
             memory::DRIVER_USED => "in use (driver)",
+            memory::IMPORTED_HANDLE => "imported (shareable handle)",
             _ => "other",
         }
     }
@@ -209,7 +216,7 @@ pub mod device {
     pub fn key_space(memory: u8) -> u8 {
         match memory {
             memory::HOST_PINNED => 1,
-            memory::VMM => 2,
+            memory::VMM | memory::IMPORTED_HANDLE => 2,
             memory::VIRTUAL => 3,
             memory::REGISTERED => 4,
             memory::OPENCL => 5,
@@ -233,6 +240,7 @@ pub mod device {
                 | memory::IMPORTED
                 | memory::HOST_REGISTERED
                 | memory::DRIVER_USED
+                | memory::IMPORTED_HANDLE
         )
     }
 }

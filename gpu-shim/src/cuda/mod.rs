@@ -43,6 +43,7 @@ slots! {
     MemMap = c"cuMemMap" in b"libcuda.so" => vmm::cuMemMap;
     MemUnmap = c"cuMemUnmap" in b"libcuda.so" => vmm::cuMemUnmap;
     MemRetainAllocationHandle = c"cuMemRetainAllocationHandle" in b"libcuda.so" => vmm::cuMemRetainAllocationHandle;
+    MemImportFromShareableHandle = c"cuMemImportFromShareableHandle" in b"libcuda.so" => vmm::cuMemImportFromShareableHandle;
     ArrayCreate_v2 = c"cuArrayCreate_v2" in b"libcuda.so" => arrays::cuArrayCreate_v2;
     Array3DCreate_v2 = c"cuArray3DCreate_v2" in b"libcuda.so" => arrays::cuArray3DCreate_v2;
     ArrayDestroy = c"cuArrayDestroy" in b"libcuda.so" => arrays::cuArrayDestroy;

@@ -86,6 +86,12 @@ static ABIS: &[Abi] = &[
         None,
         Id::MemRetainAllocationHandle,
     ),
+    abi(
+        b"cuMemImportFromShareableHandle",
+        10020,
+        None,
+        Id::MemImportFromShareableHandle,
+    ),
     abi(b"cuMemHostRegister", 6050, None, Id::MemHostRegister_v2),
     abi(b"cuMemHostUnregister", 4000, None, Id::MemHostUnregister),
     abi(b"cuArrayCreate", 3020, None, Id::ArrayCreate_v2),

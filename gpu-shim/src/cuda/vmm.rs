@@ -14,6 +14,13 @@
 //! The driver frees physical memory when the handle is released and no
 //! mapping of it is left; the analysis model counts references the same
 //! way, so the shim only reports what each call did.
+//!
+//! Physical memory another process exported and this one imports by a
+//! shareable handle (`cuMemImportFromShareableHandle`: PyTorch's and
+//! NCCL's inter-process paths) is kind `IMPORTED_HANDLE`, keyed by its
+//! handle like `VMM`'s and released the same way, never in a total; the
+//! driver says nothing of its size at the import, so the model sizes it
+//! at its first mapping.
 
 #![allow(non_snake_case)]
 
@@ -21,7 +28,11 @@ use core::ffi::{c_ulonglong, c_void};
 
 use memtally_alloc::device::{DeviceEvent, HOST, memory, op};
 
-use super::driver::{CUdeviceptr, CUresult, allocated, allocated_on, current_device, freed, out};
+use core::sync::atomic::AtomicUsize;
+
+use super::driver::{
+    CUdeviceptr, CUresult, allocated, allocated_on, current_device, driver_function, freed, out,
+};
 use super::{CUDA_ERROR_NOT_INITIALIZED, Id, SLOTS, next_or};
 use crate::call::DriverCall;
 
@@ -229,6 +240,60 @@ pub unsafe extern "C" fn cuMemRetainAllocationHandle(
     let r = unsafe { next(handle, addr) };
     if r == 0 {
         reference(&call, op::RETAIN, addr as u64, 0, out(handle, r));
+    }
+    r
+}
+
+/// The driver's `cuMemGetAllocationPropertiesFromHandle`.
+static PROPERTIES: AtomicUsize = AtomicUsize::new(0);
+
+/// The device of the physical allocation `handle` (the current one if the
+/// driver cannot say).
+fn device_of_handle(handle: Handle) -> u32 {
+    let Some(f) = driver_function(&PROPERTIES, c"cuMemGetAllocationPropertiesFromHandle") else {
+        return current_device();
+    };
+    // SAFETY: the driver's cuMemGetAllocationPropertiesFromHandle(
+    // CUmemAllocationProp *, CUmemGenericAllocationHandle).
+    let get = unsafe {
+        core::mem::transmute::<usize, unsafe extern "C" fn(*mut c_void, Handle) -> CUresult>(f)
+    };
+    // CUmemAllocationProp is 32 bytes in CUDA 12 (its layout begins as
+    // `LocationHead`); room to spare for a later, larger one.
+    let mut prop = [0u64; 16];
+    // SAFETY: a buffer larger than the structure the driver fills.
+    if unsafe { get(prop.as_mut_ptr().cast(), handle) } != 0 {
+        return current_device();
+    }
+    location_device(prop.as_ptr().cast())
+}
+
+/// `cuMemImportFromShareableHandle`: another process's physical memory.
+///
+/// # Safety
+/// As the driver's.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cuMemImportFromShareableHandle(
+    handle: *mut Handle,
+    os_handle: *mut c_void,
+    handle_type: i32,
+) -> CUresult {
+    let next = next_or!(
+        Id::MemImportFromShareableHandle,
+        unsafe extern "C" fn(*mut Handle, *mut c_void, i32) -> CUresult,
+        CUDA_ERROR_NOT_INITIALIZED
+    );
+    let call = DriverCall::enter("cuMemImportFromShareableHandle");
+    // SAFETY: the caller's arguments, passed on.
+    let r = unsafe { next(handle, os_handle, handle_type) };
+    if call.records() {
+        let h = out(handle, r);
+        let device = if r == 0 {
+            device_of_handle(h)
+        } else {
+            current_device()
+        };
+        allocated_on(&call, r, memory::IMPORTED_HANDLE, device, h, 0);
     }
     r
 }

@@ -304,6 +304,23 @@ impl DeviceMemory {
         if b.mapped_at == 0 {
             b.mapped_at = e.address;
         }
+        // An imported handle's size is first known here.
+        let sized = (b.memory == memory::IMPORTED_HANDLE && b.size == 0).then(|| {
+            b.size = e.size;
+            (b.device, b.stack, b.memory)
+        });
+        if let Some((device, stack, kind)) = sized {
+            let d = self.devices.entry(device).or_default();
+            let t = &mut d.by_memory[kind_index(kind)];
+            t.live_bytes = t.live_bytes.saturating_add(e.size);
+            t.peak_bytes = t.peak_bytes.max(t.live_bytes);
+            t.bytes_allocated = t.bytes_allocated.saturating_add(e.size);
+            if let Some(s) = self.sites.get_mut(&(device, stack)) {
+                s.bytes_allocated = s.bytes_allocated.saturating_add(e.size);
+                s.live_bytes += e.size;
+                s.max_live_bytes = s.max_live_bytes.max(s.live_bytes);
+            }
+        }
         self.mappings.insert(e.address, (e.size, e.handle));
     }
 

@@ -10,7 +10,10 @@
  *   with cuMemFree, imported again and kept;
  * - external: 4 MiB of external memory imported; a 2 MiB buffer mapped
  *   and kept, a 1 MiB buffer mapped and freed, a mipmapped array mapped
- *   and destroyed, another mapped and kept.
+ *   and destroyed, another mapped and kept;
+ * - shareable: 2 MiB of physical memory created (kept) and exported as a
+ *   file descriptor; imported (as another process would), mapped,
+ *   unmapped and released; imported again, mapped and kept.
  * Prints "done". */
 #include <stdlib.h>
 #include <string.h>
@@ -60,6 +63,13 @@ CUresult cuMipmappedArrayDestroy(void *);
 CUresult cuMemPoolExportPointer(PoolPtrExportData *, CUdeviceptr);
 CUresult cuGetProcAddress_v2(const char *, void **, int, unsigned long long, int *);
 CUresult cuImportExternalMemory(void **, const ExternalMemoryHandleDesc *);
+CUresult cuMemCreate(unsigned long long *, size_t, const void *, unsigned long long);
+CUresult cuMemRelease(unsigned long long);
+CUresult cuMemExportToShareableHandle(void *, unsigned long long, int, unsigned long long);
+CUresult cuMemImportFromShareableHandle(unsigned long long *, void *, int);
+CUresult cuMemAddressReserve(CUdeviceptr *, size_t, size_t, CUdeviceptr, unsigned long long);
+CUresult cuMemMap(CUdeviceptr, size_t, size_t, unsigned long long, unsigned long long);
+CUresult cuMemUnmap(CUdeviceptr, size_t);
 CUresult cuExternalMemoryGetMappedBuffer(CUdeviceptr *, void *, const ExternalMemoryBufferDesc *);
 CUresult cuExternalMemoryGetMappedMipmappedArray(void **, void *,
                                                  const ExternalMemoryMipmappedArrayDesc *);
@@ -136,12 +146,34 @@ __attribute__((noinline)) static void external(void) {
     sink = y;
 }
 
+__attribute__((noinline)) static void shareable(void) {
+    /* CUmemAllocationProp: pinned, POSIX fd handles, on device 0. */
+    int prop[8] = {1, 1, 1, 0, 0, 0, 0, 0};
+    unsigned long long mine = 0, theirs = 0;
+    size_t size = 2 << 20;
+    check(cuMemCreate(&mine, size, prop, 0) == 0, "create\n");
+    int fd = -1;
+    check(cuMemExportToShareableHandle(&fd, mine, 1, 0) == 0 && fd >= 0, "export\n");
+    CUdeviceptr va = 0;
+    check(cuMemAddressReserve(&va, 2 * size, 0, 0, 0) == 0, "reserve\n");
+    check(cuMemImportFromShareableHandle(&theirs, (void *)(long)fd, 1) == 0, "import\n");
+    check(cuMemMap(va, size, 0, theirs, 0) == 0, "map\n");
+    ((volatile char *)va)[0] = 1;
+    check(cuMemUnmap(va, size) == 0, "unmap\n");
+    check(cuMemRelease(theirs) == 0, "release\n");
+    check(cuMemImportFromShareableHandle(&theirs, (void *)(long)fd, 1) == 0, "import again\n");
+    check(cuMemMap(va + size, size, 0, theirs, 0) == 0, "map again\n");
+    dsink = va;
+    close(fd);
+}
+
 int main(void) {
     check(cuInit(0) == 0, "cuInit\n");
     mipmap_kept();
     mipmap_freed();
     pool_import();
     external();
+    shareable();
     check(write(1, "done\n", 5) == 5, "write\n");
     return 0;
 }

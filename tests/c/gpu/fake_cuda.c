@@ -64,6 +64,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #define EXPORT __attribute__((visibility("default")))
@@ -858,6 +859,77 @@ IMPL CUresult impl_cuMemUnmap(CUdeviceptr ptr, size_t size) {
     return CUDA_SUCCESS;
 }
 
+/* Shareable handles: an export hands out a duplicate of the memfd; an
+ * import (as another process would) makes a new handle of the file
+ * (ledger "importphys" with its size), released and freed like any. */
+IMPL CUresult impl_cuMemExportToShareableHandle(void *out, unsigned long long handle, int type,
+                                                unsigned long long flags) {
+    (void)flags;
+    pthread_once(&vmm_once, vmm_setup);
+    if (!out || type != 1 /* POSIX file descriptor */)
+        return CUDA_ERROR_INVALID_VALUE;
+    pthread_mutex_lock(&lock);
+    int i = phys_of(handle);
+    int fd = i < 0 ? -1 : dup(phys[i].fd);
+    pthread_mutex_unlock(&lock);
+    if (fd < 0)
+        return CUDA_ERROR_INVALID_VALUE;
+    *(int *)out = fd;
+    return CUDA_SUCCESS;
+}
+
+IMPL CUresult impl_cuMemImportFromShareableHandle(unsigned long long *handle, void *os_handle,
+                                                  int type) {
+    pthread_once(&vmm_once, vmm_setup);
+    if (!initialized)
+        return CUDA_ERROR_NOT_INITIALIZED;
+    if (!handle || type != 1)
+        return CUDA_ERROR_INVALID_VALUE;
+    int fd = dup((int)(intptr_t)os_handle);
+    struct stat st;
+    if (fd < 0 || fstat(fd, &st) != 0 || st.st_size <= 0) {
+        if (fd >= 0)
+            close(fd);
+        return CUDA_ERROR_INVALID_VALUE;
+    }
+    int device = current_device();
+    pthread_mutex_lock(&lock);
+    for (int i = 0; i < MAX_PHYS; i++) {
+        if (phys[i].fd < 0) {
+            phys[i] = (struct phys){fd, (size_t)st.st_size, device, 1};
+            ledger("importphys", "cuMemImportFromShareableHandle", HANDLE_BASE + (unsigned)i,
+                   (size_t)st.st_size, device);
+            pthread_mutex_unlock(&lock);
+            *handle = HANDLE_BASE + (unsigned)i;
+            return CUDA_SUCCESS;
+        }
+    }
+    pthread_mutex_unlock(&lock);
+    close(fd);
+    return CUDA_ERROR_OUT_OF_MEMORY;
+}
+
+/* The start of CUmemAllocationProp: type, handle types, location. */
+IMPL CUresult impl_cuMemGetAllocationPropertiesFromHandle(void *prop,
+                                                          unsigned long long handle) {
+    pthread_once(&vmm_once, vmm_setup);
+    if (!prop)
+        return CUDA_ERROR_INVALID_VALUE;
+    pthread_mutex_lock(&lock);
+    int i = phys_of(handle);
+    int device = i < 0 ? 0 : phys[i].device;
+    pthread_mutex_unlock(&lock);
+    if (i < 0)
+        return CUDA_ERROR_INVALID_VALUE;
+    int *p = prop;
+    memset(prop, 0, 32);
+    p[0] = 1;                       /* CU_MEM_ALLOCATION_TYPE_PINNED */
+    p[1] = 1;                       /* POSIX file descriptor */
+    p[2] = device >= 0 ? 1 : 2;     /* device, or host */
+    p[3] = device >= 0 ? device : 0;
+    return CUDA_SUCCESS;
+}
+
 IMPL CUresult impl_cuMemRetainAllocationHandle(unsigned long long *handle, void *addr) {
     pthread_once(&vmm_once, vmm_setup);
     if (!handle)
@@ -1286,6 +1358,10 @@ static const struct proc procs[] = {
     {"cuMemMap", 10020, -1, (void *)impl_cuMemMap},
     {"cuMemUnmap", 10020, -1, (void *)impl_cuMemUnmap},
     {"cuMemRetainAllocationHandle", 11000, -1, (void *)impl_cuMemRetainAllocationHandle},
+    {"cuMemExportToShareableHandle", 10020, -1, (void *)impl_cuMemExportToShareableHandle},
+    {"cuMemImportFromShareableHandle", 10020, -1, (void *)impl_cuMemImportFromShareableHandle},
+    {"cuMemGetAllocationPropertiesFromHandle", 10020, -1,
+     (void *)impl_cuMemGetAllocationPropertiesFromHandle},
     {"cuArrayCreate", 3020, -1, (void *)impl_cuArrayCreate_v2},
     {"cuArray3DCreate", 3020, -1, (void *)impl_cuArray3DCreate_v2},
     {"cuArrayDestroy", 2000, -1, (void *)impl_cuArrayDestroy},
@@ -1531,6 +1607,16 @@ EXPORT CUresult cuMemMap(CUdeviceptr ptr, size_t size, size_t offset, unsigned l
 EXPORT CUresult cuMemUnmap(CUdeviceptr ptr, size_t size) { return impl_cuMemUnmap(ptr, size); }
 EXPORT CUresult cuMemRetainAllocationHandle(unsigned long long *h, void *addr) {
     return impl_cuMemRetainAllocationHandle(h, addr);
+}
+EXPORT CUresult cuMemExportToShareableHandle(void *out, unsigned long long h, int type,
+                                             unsigned long long flags) {
+    return impl_cuMemExportToShareableHandle(out, h, type, flags);
+}
+EXPORT CUresult cuMemImportFromShareableHandle(unsigned long long *h, void *os, int type) {
+    return impl_cuMemImportFromShareableHandle(h, os, type);
+}
+EXPORT CUresult cuMemGetAllocationPropertiesFromHandle(void *prop, unsigned long long h) {
+    return impl_cuMemGetAllocationPropertiesFromHandle(prop, h);
 }
 
 /* ------------------------------------------------------------------ */
