@@ -17,6 +17,21 @@ thread_local! {
     /// The outermost API the thread's current call came through ("" for
     /// none).
     static LABEL: Cell<&'static str> = const { Cell::new("") };
+    /// Physical bytes created by driver calls inside the thread's current
+    /// outermost call (a library call such as `ncclMemAlloc` records them
+    /// as its one event).
+    static INNER_BYTES: Cell<u64> = const { Cell::new(0) };
+}
+
+/// Notes `bytes` of physical memory created by a driver call that is not
+/// the thread's outermost (it records nothing itself).
+pub fn add_inner_bytes(bytes: u64) {
+    INNER_BYTES.with(|b| b.set(b.get().saturating_add(bytes)));
+}
+
+/// Physical bytes the calls inside the current outermost call created.
+pub fn inner_bytes() -> u64 {
+    INNER_BYTES.with(Cell::get)
 }
 
 /// A runtime- or library-level call in progress: names the event the
@@ -61,6 +76,9 @@ impl DriverCall {
             d.set(n + 1);
             n == 0
         });
+        if outermost {
+            INNER_BYTES.with(|b| b.set(0));
+        }
         let label = LABEL.with(Cell::get);
         DriverCall {
             outermost,

@@ -1,16 +1,21 @@
 //! NCCL's own device allocations: `ncclMemAlloc` and `ncclMemFree`
 //! (NCCL 2.19+), which NCCL builds on the CUDA driver's virtual memory
-//! management calls, reached through `cuGetProcAddress`. Those calls are
-//! recorded by their wrappers (`cuda/vmm.rs`); these wrappers only name
-//! the events after the call the program made (`call::Label`), so that a
-//! buffer NCCL allocated for the program reads `ncclMemAlloc` at the
-//! program's stack, its physical memory the one event that counts.
+//! management calls, reached through `cuGetProcAddress`. One user call is
+//! one event: these wrappers are the thread's outermost driver-level call
+//! (`call::DriverCall`), so the address reservation, physical allocation
+//! and mapping inside record nothing themselves; `ncclMemAlloc` records
+//! one allocation of the physical bytes the driver created for it (the
+//! granularity's rounding included: the innermost backing), of memory
+//! kind `VMM` at the returned address, and `ncclMemFree` its free.
 
 #![allow(non_snake_case)]
 
 use core::ffi::c_void;
 
-use crate::call::Label;
+use memtally_alloc::device::memory;
+
+use crate::call::{DriverCall, inner_bytes};
+use crate::cuda::driver::{allocated_on, current_device, freed};
 use crate::slot::{next_or, slots};
 
 /// `ncclSystemError`: returned when there is no NCCL to call.
@@ -32,9 +37,23 @@ pub unsafe extern "C" fn ncclMemAlloc(ptr: *mut *mut c_void, size: usize) -> i32
         unsafe extern "C" fn(*mut *mut c_void, usize) -> i32,
         NCCL_SYSTEM_ERROR
     );
-    let _label = Label::enter("ncclMemAlloc");
+    let call = DriverCall::enter("ncclMemAlloc");
     // SAFETY: the caller's arguments, passed on.
-    unsafe { next(ptr, size) }
+    let r = unsafe { next(ptr, size) };
+    if call.records() {
+        let physical = match inner_bytes() {
+            0 => size as u64,
+            bytes => bytes,
+        };
+        let address = if r == 0 && !ptr.is_null() {
+            // SAFETY: NCCL wrote the out parameter on success.
+            unsafe { *ptr as u64 }
+        } else {
+            0
+        };
+        allocated_on(&call, r, memory::VMM, current_device(), address, physical);
+    }
+    r
 }
 
 /// `ncclMemFree`.
@@ -48,7 +67,9 @@ pub unsafe extern "C" fn ncclMemFree(ptr: *mut c_void) -> i32 {
         unsafe extern "C" fn(*mut c_void) -> i32,
         NCCL_SYSTEM_ERROR
     );
-    let _label = Label::enter("ncclMemFree");
+    let call = DriverCall::enter_release("ncclMemFree");
     // SAFETY: the caller's argument, passed on.
-    unsafe { next(ptr) }
+    let r = unsafe { next(ptr) };
+    freed(&call, r, memory::VMM, ptr as u64);
+    r
 }

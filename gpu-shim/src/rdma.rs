@@ -8,10 +8,10 @@
 //! total.
 //!
 //! rdma-core versions its exports: `ibv_reg_mr@IBVERBS_1.0` (a legacy ABI)
-//! and `ibv_reg_mr@@IBVERBS_1.1`, `ibv_reg_mr_iova2@@IBVERBS_1.8`,
-//! `ibv_reg_dmabuf_mr@@IBVERBS_1.12`; `verbs.h`'s `ibv_reg_mr` is a macro
-//! that calls `ibv_reg_mr` or `ibv_reg_mr_iova2` depending on the access
-//! flags. A program linked against the library binds to the default
+//! and `ibv_reg_mr@@IBVERBS_1.1`, `ibv_reg_mr_iova@@IBVERBS_1.7`,
+//! `ibv_reg_mr_iova2@@IBVERBS_1.8`, `ibv_reg_dmabuf_mr@@IBVERBS_1.12`;
+//! `verbs.h`'s `ibv_reg_mr` is a macro that calls `ibv_reg_mr`,
+//! `ibv_reg_mr_iova` or `ibv_reg_mr_iova2` depending on the access flags. A program linked against the library binds to the default
 //! versions, which our unversioned exports interpose; NCCL finds them with
 //! `dlvsym(handle, "ibv_reg_mr", "IBVERBS_1.1")`, which the `dlvsym` hook
 //! answers from the slot of that version, the legacy 1.0 ABI included
@@ -49,6 +49,7 @@ const MISSING: c_int = libc::ENOSYS;
 slots! {
     RegMr = c"ibv_reg_mr" in b"libibverbs.so" [b"", b"IBVERBS_1.1"] => ibv_reg_mr;
     RegMr_1_0 = c"ibv_reg_mr" in b"libibverbs.so" [b"IBVERBS_1.0"] => ibv_reg_mr_1_0;
+    RegMrIova = c"ibv_reg_mr_iova" in b"libibverbs.so" [b"", b"IBVERBS_1.7"] => ibv_reg_mr_iova;
     RegMrIova2 = c"ibv_reg_mr_iova2" in b"libibverbs.so" [b"", b"IBVERBS_1.8"] => ibv_reg_mr_iova2;
     RegDmabufMr = c"ibv_reg_dmabuf_mr" in b"libibverbs.so" [b"", b"IBVERBS_1.12"] => ibv_reg_dmabuf_mr;
     ReregMr = c"ibv_rereg_mr" in b"libibverbs.so" [b"", b"IBVERBS_1.1"] => ibv_rereg_mr;
@@ -148,6 +149,32 @@ pub unsafe extern "C" fn ibv_reg_mr_iova2(
         core::ptr::null_mut()
     );
     let call = DriverCall::enter("ibv_reg_mr_iova2");
+    // SAFETY: the caller's arguments, passed on.
+    let mr = unsafe { next(pd, addr, length, iova, access) };
+    registered(&call, mr, length);
+    mr.cast()
+}
+
+/// `ibv_reg_mr_iova` (`IBVERBS_1.7`): a region at an I/O virtual address
+/// of the caller's choosing, the export `verbs.h`'s macro calls when the
+/// access flags are a constant without the optional-range bit.
+///
+/// # Safety
+/// As libibverbs'.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn ibv_reg_mr_iova(
+    pd: *mut c_void,
+    addr: *mut c_void,
+    length: usize,
+    iova: u64,
+    access: c_int,
+) -> *mut c_void {
+    let next = next_or!(
+        Id::RegMrIova,
+        unsafe extern "C" fn(*mut c_void, *mut c_void, usize, u64, c_int) -> *mut IbvMr,
+        core::ptr::null_mut()
+    );
+    let call = DriverCall::enter("ibv_reg_mr_iova");
     // SAFETY: the caller's arguments, passed on.
     let mr = unsafe { next(pd, addr, length, iova, access) };
     registered(&call, mr, length);

@@ -197,6 +197,17 @@ fn device_memory_is_seen_through_the_plt_and_through_a_runtime_that_uses_cu_get_
             .cloned()
     };
     assert_eq!(on(1).unwrap()["live_bytes"], 256 * 1024, "{d}");
+    // What the driver says is in use is sampled per device (each device's
+    // first recorded call finds its figure due).
+    for n in [0, 1] {
+        let levels = on(n).unwrap()["levels"].clone();
+        assert!(
+            levels
+                .as_array()
+                .is_some_and(|l| l.iter().any(|l| l["memory"] == "in use (driver)")),
+            "device {n}: {levels}"
+        );
+    }
     assert_eq!(d["failures"][0]["size"], 4u64 << 30, "{d}");
     assert!(
         d["failures"][0]["site"]["frames"]
@@ -825,7 +836,24 @@ fn nccl_mem_alloc_is_one_physical_allocation_named_after_nccl_at_the_callers_sta
     let dev0 = &d["devices"][0];
     let vmm = by_kind(dev0, "virtual memory (physical)");
     assert_eq!(vmm["live_bytes"], physical[&0], "{d}");
-    assert_eq!(vmm["allocations"], count(&ledger, "create"), "{d}");
+    // One user call, one event: four ncclMemAlloc calls, four
+    // allocations of the physical bytes the driver created for them (the
+    // 1 MiB calls got 2 MiB with the granularity), and none of the
+    // reservations, creations and mappings inside.
+    assert_eq!(count(&ledger, "create"), 4);
+    assert_eq!(vmm["allocations"], 4, "{d}");
+    let created: u64 = ledger
+        .iter()
+        .filter(|l| l["op"] == "create")
+        .map(|l| l["size"].as_u64().unwrap())
+        .sum();
+    assert_eq!(vmm["bytes_allocated"], created, "{d}");
+    assert_eq!(
+        by_kind(dev0, "reserved address space")["allocations"],
+        serde_json::Value::Null,
+        "the reservation inside ncclMemAlloc is not an event of its own: {d}"
+    );
+    assert_eq!(dev0["allocations"], 4, "{d}");
     assert_eq!(dev0["live_bytes"], 8 << 20, "{d}");
     let top = &d["sites"][0];
     assert_eq!(top["api"], "ncclMemAlloc", "{top}");
@@ -1225,6 +1253,19 @@ fn rdma_registrations_are_seen_through_the_plt_and_through_dlvsym_of_each_versio
             .any(|s| s["site"]["frames"].to_string().contains("legacy_abi")),
         "{d}"
     );
+    // Every exported variant was called (the ledger names the function),
+    // and each registration was seen: the counts above include them.
+    for f in [
+        "ibv_reg_mr",
+        "ibv_reg_mr_iova",
+        "ibv_reg_mr_iova2",
+        "ibv_reg_dmabuf_mr",
+    ] {
+        assert!(
+            ledger.iter().any(|l| l["op"] == "reg" && l["fn"] == f),
+            "{f} not in the ledger"
+        );
+    }
     assert_eq!(d["unknown_frees"], 0, "{d}");
     assert_eq!(d["reused_while_live"], 0, "{d}");
 }
@@ -1361,6 +1402,29 @@ fn socket_buffers_io_uring_buffers_and_packet_rings_are_sampled_from_the_kernel(
     }
     // Kernel-held memory is a gauge, never new memory of the host.
     assert_eq!(host["live_bytes"], 0);
+    // Per descriptor: the connection's two ends (the sender's queue and
+    // the receiver's buffers), each a socket of its own, their sum the
+    // level's peak or more (sampled at different moments).
+    let sockets: Vec<&serde_json::Value> = d["descriptors"]
+        .as_array()
+        .expect("descriptors")
+        .iter()
+        .filter(|x| x["memory"] == "socket buffers")
+        .collect();
+    assert!(sockets.len() >= 2, "{}", d["descriptors"]);
+    let fds: std::collections::HashSet<u64> =
+        sockets.iter().map(|x| x["fd"].as_u64().unwrap()).collect();
+    assert_eq!(fds.len(), sockets.len(), "one row a socket");
+    let busiest = sockets[0]["peak_bytes"].as_u64().unwrap();
+    assert!(busiest >= 100_000, "{}", d["descriptors"]);
+    assert!(
+        sockets.iter().all(|x| x["bytes"] == 0),
+        "closed: {}",
+        d["descriptors"]
+    );
+    let text = memtally(&["report", trace.to_str().unwrap()]);
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(text.contains("KERNEL-HELD MEMORY BY DESCRIPTOR"), "{text}");
 }
 
 #[test]

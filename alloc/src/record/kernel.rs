@@ -313,8 +313,30 @@ fn level_from_link(link: &[u8], name: &[u8], fd: u32) -> Option<Level> {
     })
 }
 
-/// A socket's received-unread and queued-unsent bytes.
+/// A socket's received-unread and queued-unsent bytes: the kernel's
+/// accounting of its buffers (`SO_MEMINFO`: what the data costs the
+/// kernel, headers and slack included), at least the payload waiting to
+/// be read (`SIOCINQ`: a Unix socket's data is charged to its sender's
+/// allocation, which `SO_MEMINFO` does not count as queued, so it reads 0
+/// there); where `SO_MEMINFO` is refused, the payload waiting in each
+/// direction (`SIOCINQ` + `SIOCOUTQ`).
 fn socket_bytes(fd: u32) -> Option<u64> {
+    match meminfo_bytes(fd) {
+        Some(accounted) => Some(accounted.max(unread_bytes(fd).unwrap_or(0))),
+        None => queued_bytes(fd),
+    }
+}
+
+/// `SIOCINQ`: bytes received and not read.
+fn unread_bytes(fd: u32) -> Option<u64> {
+    let mut inq: c_int = 0;
+    // SAFETY: the ioctl writes one int through the pointer.
+    let ok = unsafe { libc::ioctl(fd as c_int, libc::FIONREAD, &mut inq) == 0 };
+    ok.then(|| inq.max(0) as u64)
+}
+
+/// `SO_MEMINFO`'s receive-allocated and write-queued bytes.
+fn meminfo_bytes(fd: u32) -> Option<u64> {
     let mut info = [0u32; MEMINFO_VARS];
     let mut len = core::mem::size_of_val(&info) as libc::socklen_t;
     // SAFETY: getsockopt writes at most `len` bytes into `info`.
@@ -328,6 +350,15 @@ fn socket_bytes(fd: u32) -> Option<u64> {
         )
     };
     (r == 0).then(|| u64::from(info[MEMINFO_RMEM_ALLOC]) + u64::from(info[MEMINFO_WMEM_QUEUED]))
+}
+
+/// `SIOCINQ` + `SIOCOUTQ`: bytes received and not read, sent and not
+/// acknowledged (or not yet sent).
+fn queued_bytes(fd: u32) -> Option<u64> {
+    let mut outq: c_int = 0;
+    // SAFETY: the ioctl writes one int through the pointer.
+    let ok = unsafe { libc::ioctl(fd as c_int, libc::TIOCOUTQ, &mut outq) == 0 };
+    Some(unread_bytes(fd)? + if ok { outq.max(0) as u64 } else { 0 })
 }
 
 /// An io_uring's registered buffers, from its fdinfo.
@@ -435,5 +466,30 @@ mod tests {
             fd: 9999,
             bytes: 0
         }));
+    }
+
+    #[test]
+    fn a_socket_s_unread_bytes_are_seen_both_ways() {
+        let mut fds = [0 as c_int; 2];
+        // SAFETY: socketpair writes two descriptors into `fds`.
+        let made =
+            unsafe { libc::socketpair(libc::AF_UNIX, libc::SOCK_STREAM, 0, fds.as_mut_ptr()) };
+        assert_eq!(made, 0);
+        let data = [7u8; 1000];
+        // SAFETY: writes from a live buffer of that length.
+        let n = unsafe { libc::write(fds[0], data.as_ptr().cast(), data.len()) };
+        assert_eq!(n, 1000);
+        // Unread at the receiving end: its payload bytes exactly (a Unix
+        // socket's data is charged to the sender, so SO_MEMINFO's queue
+        // counts say nothing of it), once, at the reader.
+        assert_eq!(unread_bytes(fds[1] as u32), Some(1000));
+        assert_eq!(socket_bytes(fds[1] as u32), Some(1000));
+        assert_eq!(socket_bytes(fds[0] as u32), Some(0));
+        assert!(queued_bytes(fds[1] as u32).is_some_and(|b| b >= 1000));
+        // SAFETY: closing our own descriptors.
+        unsafe {
+            libc::close(fds[0]);
+            libc::close(fds[1]);
+        }
     }
 }

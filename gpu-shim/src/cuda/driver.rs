@@ -16,7 +16,7 @@ use memtally_alloc::device::{DeviceEvent, HOST, memory, op};
 use super::{CUDA_ERROR_NOT_INITIALIZED, Id, SLOTS, next_or, pools};
 use crate::call::DriverCall;
 
-pub(super) type CUresult = c_int;
+pub(crate) type CUresult = c_int;
 pub(super) type CUdeviceptr = u64;
 
 /// Records an allocation of `size` bytes at `address` (a failure when
@@ -34,7 +34,7 @@ pub(super) fn allocated(call: &DriverCall, result: CUresult, kind: u8, address: 
 }
 
 /// Records an allocation (or failure) on `device`.
-pub(super) fn allocated_on(
+pub(crate) fn allocated_on(
     call: &DriverCall,
     result: CUresult,
     kind: u8,
@@ -63,7 +63,7 @@ pub(super) fn allocated_on(
 }
 
 /// Records the free of `address`.
-pub(super) fn freed(call: &DriverCall, result: CUresult, kind: u8, address: u64) {
+pub(crate) fn freed(call: &DriverCall, result: CUresult, kind: u8, address: u64) {
     if result != 0 || address == 0 || !call.records() {
         return;
     }
@@ -77,6 +77,9 @@ pub(super) fn freed(call: &DriverCall, result: CUresult, kind: u8, address: u64)
         handle: 0,
     };
     memtally_alloc::device::record_at(&event, call.released());
+    if !memory_on_host(kind) {
+        sample_driver_used(call);
+    }
 }
 
 fn memory_on_host(kind: u8) -> bool {
@@ -112,7 +115,7 @@ static CTX_GET_DEVICE: AtomicUsize = AtomicUsize::new(0);
 
 /// The device of the calling thread's current context (0 if the driver
 /// cannot say).
-pub(super) fn current_device() -> u32 {
+pub(crate) fn current_device() -> u32 {
     let Some(f) = driver_function(&CTX_GET_DEVICE, c"cuCtxGetDevice") else {
         return 0;
     };
@@ -121,11 +124,20 @@ pub(super) fn current_device() -> u32 {
         unsafe { core::mem::transmute::<usize, unsafe extern "C" fn(*mut c_int) -> CUresult>(f) };
     let mut device: c_int = 0;
     // SAFETY: a valid out pointer.
-    if unsafe { get(&mut device) } == 0 && device >= 0 {
+    let device = if unsafe { get(&mut device) } == 0 && device >= 0 {
         device as u32
     } else {
         0
-    }
+    };
+    LAST_DEVICE.with(|d| d.set(device));
+    device
+}
+
+thread_local! {
+    /// The device `current_device` last found on this thread: where a
+    /// free (which does not ask) most likely is, for deciding whether the
+    /// driver's figure is due.
+    static LAST_DEVICE: core::cell::Cell<u32> = const { core::cell::Cell::new(0) };
 }
 
 /// Reads the pointer a successful allocation wrote.
@@ -438,25 +450,33 @@ pub unsafe extern "C" fn cuMemHostUnregister(p: *mut c_void) -> CUresult {
 
 /// The driver's `cuMemGetInfo_v2`.
 static GET_INFO: AtomicUsize = AtomicUsize::new(0);
-/// When the driver's figures were last sampled (monotonic ns).
-static LAST_INFO_NS: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
-/// The least time between two samples.
+/// Devices whose samples are timed apart (beyond: they share the last).
+const INFO_DEVICES: usize = 16;
+/// When each device's figure was last sampled (monotonic ns).
+static LAST_INFO_NS: [core::sync::atomic::AtomicU64; INFO_DEVICES] =
+    [const { core::sync::atomic::AtomicU64::new(0) }; INFO_DEVICES];
+/// The least time between two samples of a device.
 const INFO_EVERY_NS: u64 = 100_000_000;
 
-/// After a recorded call: at most every 100 ms, what the driver says is
-/// in use on the calling thread's device (`cuMemGetInfo_v2`, total less
-/// free), as a level (`memory::DRIVER_USED`), asked from the caller's
-/// thread where its context is current.
+/// After a recorded allocation or free: at most every 100 ms per device,
+/// what the driver says is in use on the calling thread's device
+/// (`cuMemGetInfo_v2`, total less free: the context's own memory with
+/// everything allocated), as a level (`memory::DRIVER_USED`), asked from
+/// the caller's thread where its context is current.
 pub(super) fn sample_driver_used(call: &DriverCall) {
     if !call.records() {
         return;
     }
+    // The device this thread last allocated on (an allocation just asked;
+    // a free did not): most calls pay a clock read and a load.
+    let likely = LAST_DEVICE.with(core::cell::Cell::get);
+    let slot = &LAST_INFO_NS[(likely as usize).min(INFO_DEVICES - 1)];
     let now = monotonic_ns();
-    let last = LAST_INFO_NS.load(Ordering::Relaxed);
+    let last = slot.load(Ordering::Relaxed);
     if last != 0 && now < last + INFO_EVERY_NS {
         return;
     }
-    if LAST_INFO_NS
+    if slot
         .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
         .is_err()
     {
@@ -474,6 +494,7 @@ pub(super) fn sample_driver_used(call: &DriverCall) {
     if unsafe { info(&mut free, &mut total) } != 0 {
         return;
     }
+    // The figure is of the current context's device, whichever it is now.
     let device = current_device();
     memtally_alloc::device::record(&DeviceEvent {
         op: op::GAUGE,

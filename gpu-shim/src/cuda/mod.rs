@@ -2,7 +2,7 @@
 //! each (`slot.rs`: the wrapper, and the real function it calls).
 
 mod arrays;
-mod driver;
+pub(crate) mod driver;
 mod imports;
 mod pools;
 mod procaddr;

@@ -151,6 +151,9 @@ pub unsafe extern "C" fn cuMemCreate(
     if call.records() {
         let device = location_device(prop);
         allocated_on(&call, r, memory::VMM, device, out(handle, r), size as u64);
+    } else if r == 0 {
+        // Inside a library call that records one event for all it did.
+        crate::call::add_inner_bytes(size as u64);
     }
     r
 }

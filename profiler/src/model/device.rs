@@ -83,6 +83,15 @@ pub struct KindTotals {
     pub bytes_allocated: u64,
 }
 
+/// One key's sampled level (a socket's buffers, a pool's reserve).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KeyedLevel {
+    /// At the last sample.
+    pub bytes: u64,
+    /// The most at once.
+    pub peak_bytes: u64,
+}
+
 /// One device's totals.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct DeviceTotals {
@@ -160,7 +169,9 @@ pub struct DeviceMemory {
     /// Mapped virtual ranges by start: (length, physical handle).
     mappings: BTreeMap<u64, (u64, u64)>,
     /// Sampled levels: (device, memory kind, key) -> bytes.
-    gauges: HashMap<(u32, u8, u64), u64>,
+    /// Each sampled level now, by (device, kind, key: a descriptor, a
+    /// pool, a device), with the most it held.
+    gauges: HashMap<(u32, u8, u64), KeyedLevel>,
     devices: BTreeMap<u32, DeviceTotals>,
     sites: HashMap<(u32, StackId), DeviceSite>,
     failures: Vec<DeviceFailure>,
@@ -359,21 +370,28 @@ impl DeviceMemory {
 
     /// `key`'s bytes of kind `memory` on `device` are now `bytes`.
     fn gauge_on(&mut self, device: u32, memory: u8, key: u64, bytes: u64) {
-        let old = if bytes == 0 {
-            self.gauges.remove(&(device, memory, key))
-        } else {
-            self.gauges.insert((device, memory, key), bytes)
-        };
-        if old.is_none() && bytes == 0 {
+        let old = self
+            .gauges
+            .get(&(device, memory, key))
+            .map_or(0, |k| k.bytes);
+        if old == 0 && bytes == 0 {
             return;
         }
+        // Kept at 0 too: the busiest descriptors of a run are reported
+        // with their peaks.
+        let k = self.gauges.entry((device, memory, key)).or_default();
+        k.bytes = bytes;
+        k.peak_bytes = k.peak_bytes.max(bytes);
         self.events += 1;
         let l = &mut self.devices.entry(device).or_default().levels[kind_index(memory)];
-        l.bytes = l
-            .bytes
-            .saturating_sub(old.unwrap_or(0))
-            .saturating_add(bytes);
+        l.bytes = l.bytes.saturating_sub(old).saturating_add(bytes);
         l.peak_bytes = l.peak_bytes.max(l.bytes);
+    }
+
+    /// Every sampled level by its key (a descriptor for kernel-held
+    /// memory, a pool, a device): (device, kind, key, its level).
+    pub fn keyed_levels(&self) -> impl Iterator<Item = (u32, u8, u64, KeyedLevel)> + '_ {
+        self.gauges.iter().map(|(&(d, m, k), &l)| (d, m, k, l))
     }
 
     /// Takes the block at `key` out of every live count.

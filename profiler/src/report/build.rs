@@ -218,12 +218,33 @@ fn device_report(model: &Model, b: &mut SiteBuilder<'_>, top: usize) -> Option<D
             }),
         })
         .collect();
+    let mut descriptors: Vec<DescriptorReport> = dm
+        .keyed_levels()
+        .filter(|&(d, m, _, _)| {
+            d == device::HOST
+                && matches!(m, memory::SOCKET | memory::IO_URING | memory::PACKET_RING)
+        })
+        .map(|(_, m, fd, l)| DescriptorReport {
+            fd,
+            memory: device::memory_name(m).into(),
+            bytes: l.bytes,
+            peak_bytes: l.peak_bytes,
+        })
+        .collect();
+    descriptors.sort_by(|a, b| {
+        b.peak_bytes
+            .cmp(&a.peak_bytes)
+            .then(a.fd.cmp(&b.fd))
+            .then(a.memory.cmp(&b.memory))
+    });
+    descriptors.truncate(top);
     Some(DeviceReport {
         devices,
         sites,
         failures,
         unknown_frees: dm.unknown_frees(),
         reused_while_live: dm.reused_while_live(),
+        descriptors,
     })
 }
 

@@ -433,6 +433,22 @@ pub struct DeviceReport {
     /// Allocations at an address that was still live (its free was never
     /// seen: a call the shim does not intercept freed it).
     pub reused_while_live: u64,
+    /// Kernel-held memory by file descriptor (sockets, io_uring
+    /// registered buffers, packet rings), the busiest first (by peak).
+    pub descriptors: Vec<DescriptorReport>,
+}
+
+/// One file descriptor's kernel-held memory, sampled.
+#[derive(Clone, Debug, Serialize)]
+pub struct DescriptorReport {
+    /// The descriptor (a number the process may have reused).
+    pub fd: u64,
+    /// `socket buffers`, `io_uring registered buffers`, `packet rings`.
+    pub memory: String,
+    /// Bytes at the last sample.
+    pub bytes: u64,
+    /// The most at once.
+    pub peak_bytes: u64,
 }
 
 /// One device's totals.

@@ -236,6 +236,22 @@ fn device(o: &mut String, r: &Report, f: &Fmt) {
         &[0, 7],
         &rows,
     );
+    if !d.descriptors.is_empty() {
+        o.push_str("\nKERNEL-HELD MEMORY BY DESCRIPTOR (sampled every 0.5 s), the busiest first\n");
+        let rows: Vec<Vec<String>> = d
+            .descriptors
+            .iter()
+            .map(|x| {
+                vec![
+                    format!("fd {}", x.fd),
+                    x.memory.clone(),
+                    f.bytes(x.peak_bytes),
+                    f.bytes(x.bytes),
+                ]
+            })
+            .collect();
+        plain_table(o, &["", "memory", "peak", "at end"], &[0, 1], &rows);
+    }
     let when = if r.trace.clean_exit {
         "LIVE AT EXIT (device leaks)"
     } else {

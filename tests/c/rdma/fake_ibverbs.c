@@ -11,7 +11,7 @@
  * Exports, with rdma-core's versions: ibv_reg_mr@IBVERBS_1.0 (the legacy
  * ABI, which here calls the 1.1 one, as rdma-core's compat layer does) and
  * ibv_reg_mr@@IBVERBS_1.1, ibv_dereg_mr likewise, ibv_rereg_mr@@1.1,
- * ibv_reg_mr_iova2@@1.8, ibv_reg_dmabuf_mr@@1.12, and one fake device to
+ * ibv_reg_mr_iova@@1.7, ibv_reg_mr_iova2@@1.8, ibv_reg_dmabuf_mr@@1.12, and one fake device to
  * open and allocate a protection domain on.
  *
  * Every registration and deregistration appends a JSON line to the file
@@ -144,6 +144,13 @@ struct ibv_mr *ibv_reg_mr_1_0(struct ibv_pd *pd, void *addr, size_t length, int 
 __asm__(".symver ibv_reg_mr_1_0, ibv_reg_mr@IBVERBS_1.0");
 struct ibv_mr *ibv_reg_mr_1_0(struct ibv_pd *pd, void *addr, size_t length, int access) {
     return ibv_reg_mr_1_1(pd, addr, length, access);
+}
+
+EXPORT struct ibv_mr *ibv_reg_mr_iova(struct ibv_pd *pd, void *addr, size_t length,
+                                      uint64_t iova, int access) {
+    (void)iova;
+    (void)access;
+    return reg("ibv_reg_mr_iova", pd, addr, length);
 }
 
 EXPORT struct ibv_mr *ibv_reg_mr_iova2(struct ibv_pd *pd, void *addr, size_t length,

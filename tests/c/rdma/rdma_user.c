@@ -4,12 +4,14 @@
  *      -L. -libverbs -ldl -Wl,-rpath,'$ORIGIN'
  * - rdma_reg_kept: ibv_reg_mr (linked, the default IBVERBS_1.1) of 64 KiB,
  *   never deregistered;
- * - rdma_reg_freed: 3 x ibv_reg_mr_iova2 of 4 KiB, deregistered, and a
- *   dma-buf region of 2 MiB, deregistered;
+ * - rdma_reg_freed: 3 x ibv_reg_mr_iova2 and 2 x ibv_reg_mr_iova of 4 KiB,
+ *   deregistered, and a dma-buf region of 2 MiB, deregistered;
  * - rdma_rereg: 4 KiB registered, moved to 8 KiB (ibv_rereg_mr with
  *   IBV_REREG_MR_CHANGE_TRANSLATION), deregistered;
  * - nccl_style: dlopen + dlvsym(h, "ibv_reg_mr", "IBVERBS_1.1") and
- *   "ibv_dereg_mr": 1 MiB registered and deregistered, 128 KiB kept;
+ *   "ibv_dereg_mr": 1 MiB registered and deregistered, 128 KiB kept; then,
+ *   as NCCL does for its newer paths, ibv_reg_mr_iova2 at IBVERBS_1.8 and
+ *   ibv_reg_dmabuf_mr at IBVERBS_1.12: 32 KiB each, deregistered;
  * - legacy_abi: dlvsym(h, "ibv_reg_mr", "IBVERBS_1.0") and its dereg:
  *   16 KiB registered and deregistered.
  * Registered at exit: 64 KiB + 128 KiB. Prints "done". */
@@ -30,6 +32,8 @@ struct ibv_device **ibv_get_device_list(int *n);
 struct ibv_context *ibv_open_device(struct ibv_device *d);
 struct ibv_pd *ibv_alloc_pd(struct ibv_context *c);
 struct ibv_mr *ibv_reg_mr(struct ibv_pd *pd, void *addr, size_t length, int access);
+struct ibv_mr *ibv_reg_mr_iova(struct ibv_pd *pd, void *addr, size_t length, uint64_t iova,
+                               int access);
 struct ibv_mr *ibv_reg_mr_iova2(struct ibv_pd *pd, void *addr, size_t length, uint64_t iova,
                                 unsigned access);
 struct ibv_mr *ibv_reg_dmabuf_mr(struct ibv_pd *pd, uint64_t offset, size_t length,
@@ -76,6 +80,11 @@ __attribute__((noinline)) static void rdma_reg_freed(struct ibv_pd *pd) {
         check(mr != NULL, "reg iova2");
         check(ibv_dereg_mr(mr) == 0, "dereg iova2");
     }
+    for (int i = 0; i < 2; i++) {
+        struct ibv_mr *mr = ibv_reg_mr_iova(pd, b, 4096, (uintptr_t)b, 7);
+        check(mr != NULL, "reg iova");
+        check(ibv_dereg_mr(mr) == 0, "dereg iova");
+    }
     struct ibv_mr *dm = ibv_reg_dmabuf_mr(pd, 0, 2 << 20, 0, 42, 7);
     check(dm != NULL, "reg dmabuf");
     check(ibv_dereg_mr(dm) == 0, "dereg dmabuf");
@@ -100,6 +109,16 @@ __attribute__((noinline)) static void nccl_style(struct ibv_pd *pd) {
     mr = reg(pd, buffer(128 << 10), 128 << 10, 7);
     check(mr != NULL, "dlvsym reg 128 KiB");
     sink = mr; /* kept */
+    typedef struct ibv_mr *(*iova2_fn)(struct ibv_pd *, void *, size_t, uint64_t, unsigned);
+    typedef struct ibv_mr *(*dmabuf_fn)(struct ibv_pd *, uint64_t, size_t, uint64_t, int, int);
+    iova2_fn iova2 = (iova2_fn)dlvsym(h, "ibv_reg_mr_iova2", "IBVERBS_1.8");
+    dmabuf_fn dmabuf = (dmabuf_fn)dlvsym(h, "ibv_reg_dmabuf_mr", "IBVERBS_1.12");
+    check(iova2 && dmabuf, "dlvsym IBVERBS_1.8 and 1.12");
+    void *b = buffer(32 << 10);
+    struct ibv_mr *a = iova2(pd, b, 32 << 10, (uintptr_t)b, 7);
+    struct ibv_mr *c = dmabuf(pd, 0, 32 << 10, 0, 42, 7);
+    check(a && c, "dlvsym reg iova2 and dmabuf");
+    check(dereg(a) == 0 && dereg(c) == 0, "dlvsym dereg iova2 and dmabuf");
 }
 
 __attribute__((noinline)) static void legacy_abi(struct ibv_pd *pd) {
