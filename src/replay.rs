@@ -163,6 +163,15 @@ fn against(args: &ReplayArgs, ops: &[replay::Timed]) -> Result<Vec<RealRun>> {
     Ok(runs)
 }
 
+/// Values from 0 to 1 as block characters, eight levels (a space for 0).
+fn sparkline(values: &[f64]) -> String {
+    const LEVELS: [char; 9] = [' ', '▁', '▂', '▃', '▄', '▅', '▆', '▇', '█'];
+    values
+        .iter()
+        .map(|v| LEVELS[((v.clamp(0.0, 1.0) * 8.0).ceil() as usize).min(8)])
+        .collect()
+}
+
 /// Runs `memtally replay`.
 pub fn run(args: &ReplayArgs) -> Result<()> {
     let recorded = replay::read(&args.file).map_err(crate::output::named(&args.file))?;
@@ -456,6 +465,26 @@ pub fn run(args: &ReplayArgs) -> Result<()> {
     let mut table = String::new();
     memtally_profiler::report::text_table(&mut table, &heads, &[0, 1], &rows);
     out.write_all(table.as_bytes())?;
+    let duration = model.map_or(0, |m| m.duration_ns());
+    writeln!(
+        out,
+        "fragmentation over time ({} stretches of {} each; each the largest in it, 0 to 100%):",
+        replay::FRAG_POINTS,
+        text_ns(duration / replay::FRAG_POINTS as u64)
+    )?;
+    let width = reports
+        .iter()
+        .map(|r| r.outcome.model.len())
+        .max()
+        .unwrap_or(0);
+    for r in &reports {
+        writeln!(
+            out,
+            "  {:<width$}  {}",
+            r.outcome.model,
+            sparkline(&r.outcome.frag_series)
+        )?;
+    }
     for (r, f) in reports.iter().zip(&failures) {
         if let Some(f) = f {
             writeln!(out, "{}: first failure by {f}", r.outcome.model)?;

@@ -55,6 +55,20 @@ fn replay_finds_the_failure_and_the_smallest_arena() {
     assert_eq!(failure["largest_free"], 112);
     // It fits when the ten 160-byte blocks go after the 40: 4480 + 1600.
     assert_eq!(first_fit["smallest_arena"], 6080);
+    // Fragmentation over time: 48 stretches, none while the blocks are
+    // only allocated (the arena's free space one block), its maximum
+    // once every other block is freed.
+    let series: Vec<f64> = first_fit["outcome"]["frag_series"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap())
+        .collect();
+    assert_eq!(series.len(), 48);
+    assert_eq!(series[0], 0.0);
+    let most = series.iter().copied().fold(0.0, f64::max);
+    assert_eq!(most, first_fit["outcome"]["frag_max"].as_f64().unwrap());
+    assert!(most > 0.5, "{series:?}");
     assert_eq!(first_fit["outcome"]["failed"], 10);
     let failures = doc["failures"].as_array().unwrap();
     assert!(

@@ -547,6 +547,10 @@ pub struct Outcome {
     pub frag_max: f64,
     /// Its mean over time.
     pub frag_mean: f64,
+    /// Fragmentation over time: its largest value in each of
+    /// [`FRAG_POINTS`] equal stretches of the recording (the first
+    /// operation to the last; empty for a replay stopped at a failure).
+    pub frag_series: Vec<f64>,
     /// Steps per operation.
     pub steps_mean: f64,
     /// See `steps_mean`.
@@ -562,6 +566,9 @@ pub struct Outcome {
     /// Operations replayed.
     pub ops: u64,
 }
+
+/// Stretches of the recording `Outcome::frag_series` has a value for.
+pub const FRAG_POINTS: usize = 48;
 
 /// The alignment a model gives a recorded request: the trace says 16 for
 /// every request that asked for no more than malloc's natural alignment,
@@ -594,6 +601,7 @@ pub fn run(
         jw4: 0.0,
         frag_max: 0.0,
         frag_mean: 0.0,
+        frag_series: Vec::new(),
         steps_mean: 0.0,
         steps_p99: 0,
         steps_max: 0,
@@ -610,6 +618,19 @@ pub fn run(
     let first_ticks = ops.first().map_or(0, |o| o.ticks);
     let mut last_ticks = first_ticks;
     let mut last_frag = 0.0f64;
+    let span = ops
+        .last()
+        .map_or(0, |o| o.ticks.saturating_sub(first_ticks));
+    let mut series = vec![f64::NAN; FRAG_POINTS];
+    let stretch = |ticks: u64| {
+        if span == 0 {
+            0
+        } else {
+            ((u128::from(ticks.saturating_sub(first_ticks)) * FRAG_POINTS as u128
+                / (u128::from(span) + 1)) as usize)
+                .min(FRAG_POINTS - 1)
+        }
+    };
     let started = Instant::now();
     let mut counted = 0u64;
     for (i, t) in ops.iter().enumerate() {
@@ -693,6 +714,12 @@ pub fn run(
             1.0 - st.largest_free as f64 / st.free_total as f64
         };
         out.frag_max = out.frag_max.max(last_frag);
+        let k = stretch(t.ticks);
+        series[k] = if series[k].is_nan() {
+            last_frag
+        } else {
+            series[k].max(last_frag)
+        };
         if let Some(size) = failed_here {
             out.failed += 1;
             if out.failure.is_none() {
@@ -727,6 +754,15 @@ pub fn run(
     } else {
         frag_area / span as f64
     };
+    // A stretch with no operation kept the fragmentation of the last.
+    let mut carried = 0.0;
+    for v in &mut series {
+        if v.is_nan() {
+            *v = carried;
+        }
+        carried = *v;
+    }
+    out.frag_series = series;
     out.steps_mean = steps_total as f64 / out.ops.max(1) as f64;
     out.steps_p99 = steps.quantile(0.99);
     out.steps_max = steps.max();
