@@ -465,6 +465,9 @@ fn top_attaches_to_a_running_process_detaches_on_quit_and_shows_its_exit() {
         Tmux::start(name, &command, 100, 30)
     };
 
+    // It has run a while when the dashboard attaches: the header says how
+    // long, beside what was recorded.
+    std::thread::sleep(Duration::from_millis(1500));
     // First session: the program's allocations from the attach on.
     let tmux = top("pid-1", "first.mtt");
     let s = tmux.wait_for("grow_cache holding 20 KiB or more", |s| {
@@ -472,6 +475,7 @@ fn top_attaches_to_a_running_process_detaches_on_quit_and_shows_its_exit() {
             && line_of(s, "grow_cache").is_some_and(|(_, l)| first_bytes(l) >= 20 << 10)
     });
     assert!(s.contains(&format!("pid {pid}")), "{s}");
+    assert!(s.contains("recorded, process up"), "{s}");
     let (_, row) = line_of(&s, "grow_cache").unwrap();
     assert!(first_bytes(row) <= 12 * 100 * 4096, "{s}");
     tmux.keys("q");

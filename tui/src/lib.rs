@@ -236,9 +236,13 @@ impl View {
                 .collect()
         });
         let ended = live_status.state.is_final();
+        let uptime_ns = (live_status.state == LiveState::Following && snap.pid != 0)
+            .then(|| process_uptime_ns(snap.pid))
+            .flatten();
         let status = Status {
             state: state_text(&live_status.state, exit.as_deref()),
             ended,
+            uptime_ns,
             rates: if snap.cursor.is_some() {
                 None
             } else {
@@ -348,6 +352,25 @@ impl View {
             )
         })
     }
+}
+
+/// How long process `pid` of this machine has run: its start in
+/// `/proc/PID/stat` (clock ticks after boot) against `/proc/uptime`.
+fn process_uptime_ns(pid: u64) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command's closing parenthesis: state is the 3rd
+    // field of the line, starttime the 22nd.
+    let after = stat.get(stat.rfind(')')? + 2..)?;
+    let start_ticks: u64 = after.split_whitespace().nth(19)?.parse().ok()?;
+    let uptime = std::fs::read_to_string("/proc/uptime").ok()?;
+    let since_boot_s: f64 = uptime.split_whitespace().next()?.parse().ok()?;
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if hz <= 0 {
+        return None;
+    }
+    let started_s = start_ticks as f64 / hz as f64;
+    Some(((since_boot_s - started_s).max(0.0) * 1e9) as u64)
 }
 
 /// The header's state word.

@@ -491,3 +491,17 @@ fn grouping_by_library_and_by_callers_changes_the_rows() {
     assert!(row.contains("5.9 KiB") && row.contains("100.0"), "{row}");
     assert!(!s.contains("0x401000"), "{s}");
 }
+
+#[test]
+fn a_running_process_uptime_is_read_from_proc() {
+    // This test process started before the test did, and not long ago.
+    let me = std::process::id() as u64;
+    let before = std::time::Instant::now();
+    let up = process_uptime_ns(me).expect("/proc says");
+    assert!(up > 0 && up < 24 * 3600 * 1_000_000_000, "{up}");
+    std::thread::sleep(Duration::from_millis(50));
+    let later = process_uptime_ns(me).unwrap();
+    // /proc's clock ticks are 10 ms: allow for their rounding.
+    assert!(later + 20_000_000 >= up + before.elapsed().as_nanos() as u64 - 20_000_000);
+    assert_eq!(process_uptime_ns(u64::from(u32::MAX)), None);
+}

@@ -26,6 +26,10 @@ pub struct Status {
     pub rates: Option<(f64, f64)>,
     /// The program's latest output lines (`memtally run --live`).
     pub output: Vec<String>,
+    /// How long the process has run, while it runs and this machine can
+    /// say (`/proc`): more than the recording's length when recording
+    /// began after the start (`top --pid`).
+    pub uptime_ns: Option<u64>,
 }
 
 /// Colours, or none at all when `NO_COLOR` is set.
@@ -132,9 +136,16 @@ fn draw_header(
             (None, false, _) => format!("at {} (time cursor; e: back to now)", text_ns(c.at_ns)),
         };
     }
+    let uptime = match status.uptime_ns {
+        // Said only when it tells more than the recording's length.
+        Some(up) if up > snap.duration_ns + 1_000_000_000 => {
+            format!(" recorded, process up {}", text_ns(up))
+        }
+        _ => String::new(),
+    };
     let mut second = vec![
         Span::styled(
-            format!("{state}  {}", text_ns(snap.duration_ns)),
+            format!("{state}  {}{uptime}", text_ns(snap.duration_ns)),
             theme.fg(if status.ended {
                 Color::Yellow
             } else {
