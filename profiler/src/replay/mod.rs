@@ -622,14 +622,11 @@ pub fn run(
         .last()
         .map_or(0, |o| o.ticks.saturating_sub(first_ticks));
     let mut series = vec![f64::NAN; FRAG_POINTS];
+    // A multiplication per operation (a 128-bit division cost more than
+    // some models' whole operation).
+    let scale = FRAG_POINTS as f64 / (span as f64 + 1.0);
     let stretch = |ticks: u64| {
-        if span == 0 {
-            0
-        } else {
-            ((u128::from(ticks.saturating_sub(first_ticks)) * FRAG_POINTS as u128
-                / (u128::from(span) + 1)) as usize)
-                .min(FRAG_POINTS - 1)
-        }
+        ((ticks.saturating_sub(first_ticks) as f64 * scale) as usize).min(FRAG_POINTS - 1)
     };
     let started = Instant::now();
     let mut counted = 0u64;
