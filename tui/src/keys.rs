@@ -108,8 +108,9 @@ fn escape(b: &[u8]) -> (Option<KeyEvent>, usize) {
     }
 }
 
-/// `ESC O x`: application-mode cursor keys and F1-F4.
-fn ss3(c: u8) -> Option<KeyEvent> {
+/// The cursor key a final byte names (the same in `ESC O x` and
+/// `ESC [ x`).
+fn cursor(c: u8) -> Option<KeyEvent> {
     match c {
         b'A' => plain(KeyCode::Up),
         b'B' => plain(KeyCode::Down),
@@ -117,8 +118,15 @@ fn ss3(c: u8) -> Option<KeyEvent> {
         b'D' => plain(KeyCode::Left),
         b'H' => plain(KeyCode::Home),
         b'F' => plain(KeyCode::End),
-        b'P'..=b'S' => plain(KeyCode::F(c - b'P' + 1)),
         _ => None,
+    }
+}
+
+/// `ESC O x`: application-mode cursor keys and F1-F4.
+fn ss3(c: u8) -> Option<KeyEvent> {
+    match c {
+        b'P'..=b'S' => plain(KeyCode::F(c - b'P' + 1)),
+        _ => cursor(c),
     }
 }
 
@@ -136,12 +144,6 @@ fn csi(b: &[u8]) -> (Option<KeyEvent>, usize) {
         .and_then(|p| std::str::from_utf8(p).ok())
         .and_then(|p| p.parse().ok());
     let key = match b[2 + end] {
-        b'A' => plain(KeyCode::Up),
-        b'B' => plain(KeyCode::Down),
-        b'C' => plain(KeyCode::Right),
-        b'D' => plain(KeyCode::Left),
-        b'H' => plain(KeyCode::Home),
-        b'F' => plain(KeyCode::End),
         b'Z' => Some(KeyEvent::new(KeyCode::BackTab, KeyModifiers::SHIFT)),
         b'~' => match first {
             Some(1 | 7) => plain(KeyCode::Home),
@@ -151,8 +153,7 @@ fn csi(b: &[u8]) -> (Option<KeyEvent>, usize) {
             Some(n @ 11..=14) => plain(KeyCode::F((n - 10) as u8)),
             _ => None,
         },
-        // The Linux console's F1-F5: ESC [ [ A..E.
-        _ => None,
+        c => cursor(c),
     };
     (key, used)
 }
