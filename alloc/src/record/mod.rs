@@ -985,23 +985,44 @@ pub(crate) fn exit_status() -> u64 {
 /// runs last, after the program's exit handlers and every destructor, and
 /// so the trace's end still sees what they free. Without it (memtally as
 /// a Rust program's global allocator) the trace ends in memtally's
-/// destructor, with the status unknown.
+/// destructor, with the status [`note_exit_status_at_exit`] noted.
 pub fn install_exit_handler() {
     extern "C" fn on_exit_handler(status: libc::c_int, _: *mut libc::c_void) {
         set_exit_status(status);
         end_at_exit();
-    }
-    unsafe extern "C" {
-        fn on_exit(
-            f: extern "C" fn(libc::c_int, *mut libc::c_void),
-            arg: *mut libc::c_void,
-        ) -> libc::c_int;
     }
     // SAFETY: glibc's on_exit(3) with a handler that lives as long as the
     // process (this library is never unloaded once preloaded).
     if unsafe { on_exit(on_exit_handler, core::ptr::null_mut()) } == 0 {
         EXIT_HANDLER.store(true, Ordering::Release);
     }
+}
+
+/// When recording starts in a program without the preloaded library's
+/// handler (memtally as a Rust program's global allocator): an `on_exit`
+/// handler that only notes the status. Registered after the C library's
+/// destructor pass was (recording starts in `main`, or later), it runs
+/// before it, so memtally's destructor, which ends the trace, knows the
+/// status.
+pub(crate) fn note_exit_status_at_exit() {
+    static REGISTERED: AtomicBool = AtomicBool::new(false);
+    extern "C" fn note(status: libc::c_int, _: *mut libc::c_void) {
+        set_exit_status(status);
+    }
+    if EXIT_HANDLER.load(Ordering::Acquire) || REGISTERED.swap(true, Ordering::AcqRel) {
+        return;
+    }
+    // SAFETY: glibc's on_exit(3) with a handler in this image, which is
+    // never unloaded.
+    unsafe { on_exit(note, core::ptr::null_mut()) };
+}
+
+unsafe extern "C" {
+    /// glibc's `on_exit(3)`: `f(status, arg)` runs at `exit`.
+    fn on_exit(
+        f: extern "C" fn(libc::c_int, *mut libc::c_void),
+        arg: *mut libc::c_void,
+    ) -> libc::c_int;
 }
 
 /// At exit, after the program's own exit handlers and destructors: the

@@ -232,7 +232,9 @@ pub fn start(settings: &crate::options::Settings, mode: u8) -> bool {
         return running();
     }
     let ok = open_and_spawn(settings, mode);
-    if !ok {
+    if ok {
+        super::note_exit_status_at_exit();
+    } else {
         STATE.store(STOPPED, Ordering::Release);
         super::disable();
     }
