@@ -447,6 +447,17 @@ fn ledger_live(ledger: &[serde_json::Value], up: &str, down: &str) -> HashMap<i6
     live
 }
 
+/// The host's row of a report's device section (`device` null).
+fn host_of(d: &serde_json::Value) -> serde_json::Value {
+    d["devices"]
+        .as_array()
+        .expect("a device section")
+        .iter()
+        .find(|t| t["device"].is_null())
+        .expect("host memory")
+        .clone()
+}
+
 fn by_kind(device: &serde_json::Value, kind: &str) -> serde_json::Value {
     device["by_memory"]
         .as_array()
@@ -586,12 +597,7 @@ fn arrays_are_sized_from_their_descriptors_and_ipc_imports_are_not_new_memory() 
     assert_eq!(dev0["live_bytes"], (8 << 20) + (1 << 20), "{d}");
     // Registered host memory, apart from the host's pinned allocations.
     let registered = ledger_live(&ledger, "hostreg", "hostunreg");
-    let host = d["devices"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|t| t["device"].is_null())
-        .expect("host");
+    let host = &host_of(d);
     let pinned = by_kind(host, "host registered (pinned for a GPU)");
     assert_eq!(pinned["live_bytes"], registered[&-1], "{d}");
     assert_eq!(registered[&-1], 1 << 20);
@@ -1217,12 +1223,7 @@ fn rdma_registrations_are_seen_through_the_plt_and_through_dlvsym_of_each_versio
     );
     let (d, ledger) = run_with_ledger(&dir, &lib, "rdma_user", "FAKE_IBV_LEDGER");
     let d = &d;
-    let host = d["devices"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|t| t["device"].is_null())
-        .expect("host memory");
+    let host = &host_of(d);
     let registered = by_kind(host, "registered (pinned for a NIC)");
     let sum = |op: &str| -> u64 {
         ledger
@@ -1364,12 +1365,7 @@ fn socket_buffers_io_uring_buffers_and_packet_rings_are_sampled_from_the_kernel(
     assert_eq!(out.status.code(), Some(0), "{out:?}");
     let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let d = &doc["device"];
-    let host = d["devices"]
-        .as_array()
-        .expect("a device section")
-        .iter()
-        .find(|t| t["device"].is_null())
-        .expect("host");
+    let host = &host_of(d);
     let level = |kind: &str| {
         host["levels"]
             .as_array()

@@ -16,11 +16,10 @@
 #![allow(non_snake_case)]
 
 use core::ffi::{c_uint, c_void};
-use core::sync::atomic::AtomicUsize;
 
 use memtally_alloc::device::memory;
 
-use super::driver::{CUdeviceptr, CUresult, allocated, driver_function, freed, out};
+use super::driver::{CUdeviceptr, CUresult, allocated, driver_fn, freed, out};
 use super::{CUDA_ERROR_NOT_INITIALIZED, Id, SLOTS, next_or};
 use crate::call::DriverCall;
 
@@ -205,22 +204,14 @@ pub unsafe extern "C" fn cuMipmappedArrayDestroy(array: *mut c_void) -> CUresult
     r
 }
 
-/// The driver's `cuMemGetAddressRange_v2`.
-static ADDRESS_RANGE: AtomicUsize = AtomicUsize::new(0);
-
 /// The size of the allocation at `p`, as the driver gives it (0 if it
 /// cannot say).
 pub(super) fn range_size(p: CUdeviceptr) -> u64 {
-    let Some(f) = driver_function(&ADDRESS_RANGE, c"cuMemGetAddressRange_v2") else {
+    let Some(range) = driver_fn!(
+        c"cuMemGetAddressRange_v2",
+        unsafe extern "C" fn(*mut CUdeviceptr, *mut usize, CUdeviceptr) -> CUresult
+    ) else {
         return 0;
-    };
-    // SAFETY: the driver's cuMemGetAddressRange_v2(CUdeviceptr *, size_t *,
-    // CUdeviceptr).
-    let range = unsafe {
-        core::mem::transmute::<
-            usize,
-            unsafe extern "C" fn(*mut CUdeviceptr, *mut usize, CUdeviceptr) -> CUresult,
-        >(f)
     };
     let mut size = 0usize;
     // SAFETY: valid out pointers (the base is not wanted).

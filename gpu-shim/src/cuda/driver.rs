@@ -110,18 +110,31 @@ pub(super) fn driver_function(cache: &AtomicUsize, name: &core::ffi::CStr) -> Op
     (f != 1).then_some(f)
 }
 
-/// The driver's `cuCtxGetDevice`.
-static CTX_GET_DEVICE: AtomicUsize = AtomicUsize::new(0);
+/// `driver_fn!(c"cuName", unsafe extern "C" fn(...) -> CUresult)`: the
+/// loaded driver's own `cuName` as a function of that type, found once
+/// (a static per call site, through [`driver_function`]); None when the
+/// driver has none. The type must be the driver's signature for the name
+/// (`cuda.h`): that is what makes the conversion sound.
+macro_rules! driver_fn {
+    ($name:literal, $ty:ty) => {{
+        static CACHE: core::sync::atomic::AtomicUsize = core::sync::atomic::AtomicUsize::new(0);
+        $crate::cuda::driver::driver_function(&CACHE, $name)
+            // SAFETY: a function of the loaded driver, of the signature the
+            // macro's caller gives for it (see above).
+            .map(|f| unsafe { core::mem::transmute::<usize, $ty>(f) })
+    }};
+}
+pub(crate) use driver_fn;
 
 /// The device of the calling thread's current context (0 if the driver
 /// cannot say).
 pub(crate) fn current_device() -> u32 {
-    let Some(f) = driver_function(&CTX_GET_DEVICE, c"cuCtxGetDevice") else {
+    let Some(get) = driver_fn!(
+        c"cuCtxGetDevice",
+        unsafe extern "C" fn(*mut c_int) -> CUresult
+    ) else {
         return 0;
     };
-    // SAFETY: the driver's cuCtxGetDevice(CUdevice *).
-    let get =
-        unsafe { core::mem::transmute::<usize, unsafe extern "C" fn(*mut c_int) -> CUresult>(f) };
     let mut device: c_int = 0;
     // SAFETY: a valid out pointer.
     let device = if unsafe { get(&mut device) } == 0 && device >= 0 {
@@ -448,8 +461,6 @@ pub unsafe extern "C" fn cuMemHostUnregister(p: *mut c_void) -> CUresult {
     r
 }
 
-/// The driver's `cuMemGetInfo_v2`.
-static GET_INFO: AtomicUsize = AtomicUsize::new(0);
 /// Devices whose samples are timed apart (beyond: they share the last).
 const INFO_DEVICES: usize = 16;
 /// When each device's figure was last sampled (monotonic ns).
@@ -482,12 +493,11 @@ pub(super) fn sample_driver_used(call: &DriverCall) {
     {
         return; // another thread samples
     }
-    let Some(f) = driver_function(&GET_INFO, c"cuMemGetInfo_v2") else {
+    let Some(info) = driver_fn!(
+        c"cuMemGetInfo_v2",
+        unsafe extern "C" fn(*mut usize, *mut usize) -> CUresult
+    ) else {
         return;
-    };
-    // SAFETY: the driver's cuMemGetInfo_v2(size_t *free, size_t *total).
-    let info = unsafe {
-        core::mem::transmute::<usize, unsafe extern "C" fn(*mut usize, *mut usize) -> CUresult>(f)
     };
     let (mut free, mut total) = (0usize, 0usize);
     // SAFETY: valid out pointers.

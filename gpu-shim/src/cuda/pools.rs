@@ -20,12 +20,11 @@
 #![allow(non_snake_case)]
 
 use core::ffi::{c_int, c_void};
-use core::sync::atomic::AtomicUsize;
 use std::sync::Mutex;
 
 use memtally_alloc::device::{DeviceEvent, memory, op};
 
-use super::driver::{CUresult, current_device, driver_function, out};
+use super::driver::{CUresult, current_device, driver_fn, out};
 use super::vmm::location_device;
 use super::{CUDA_ERROR_NOT_INITIALIZED, Id, SLOTS, next_or};
 use crate::call::DriverCall;
@@ -58,9 +57,6 @@ const NONE: Followed = Followed {
 /// records no pool levels).
 static FOLLOWED: Mutex<[Followed; MAX_POOLS]> = Mutex::new([NONE; MAX_POOLS]);
 
-static GET_ATTRIBUTE: AtomicUsize = AtomicUsize::new(0);
-static DEVICE_GET_MEM_POOL: AtomicUsize = AtomicUsize::new(0);
-
 /// Follows `pool` (of `device`) from now on.
 pub(super) fn follow(pool: usize, device: u32) {
     if pool == 0 {
@@ -84,12 +80,11 @@ pub(super) fn follow(pool: usize, device: u32) {
 /// The current device's current pool (what `cuMemAllocAsync` takes from).
 pub(super) fn current_pool() -> (usize, u32) {
     let device = current_device();
-    let Some(f) = driver_function(&DEVICE_GET_MEM_POOL, c"cuDeviceGetMemPool") else {
+    let Some(get) = driver_fn!(
+        c"cuDeviceGetMemPool",
+        unsafe extern "C" fn(*mut *mut c_void, c_int) -> CUresult
+    ) else {
         return (0, device);
-    };
-    // SAFETY: the driver's cuDeviceGetMemPool(CUmemoryPool *, CUdevice).
-    let get = unsafe {
-        core::mem::transmute::<usize, unsafe extern "C" fn(*mut *mut c_void, c_int) -> CUresult>(f)
     };
     let mut pool: *mut c_void = core::ptr::null_mut();
     // SAFETY: a valid out pointer and a device the driver named.
@@ -103,16 +98,11 @@ pub(super) fn sample(call: &DriverCall) {
     if !call.records() {
         return;
     }
-    let Some(f) = driver_function(&GET_ATTRIBUTE, c"cuMemPoolGetAttribute") else {
+    let Some(get) = driver_fn!(
+        c"cuMemPoolGetAttribute",
+        unsafe extern "C" fn(*mut c_void, c_int, *mut c_void) -> CUresult
+    ) else {
         return;
-    };
-    // SAFETY: the driver's cuMemPoolGetAttribute(CUmemoryPool,
-    // CUmemPool_attribute, void *).
-    let get = unsafe {
-        core::mem::transmute::<
-            usize,
-            unsafe extern "C" fn(*mut c_void, c_int, *mut c_void) -> CUresult,
-        >(f)
     };
     let Ok(mut pools) = FOLLOWED.try_lock() else {
         return;

@@ -28,10 +28,8 @@ use core::ffi::{c_ulonglong, c_void};
 
 use memtally_alloc::device::{DeviceEvent, HOST, memory, op};
 
-use core::sync::atomic::AtomicUsize;
-
 use super::driver::{
-    CUdeviceptr, CUresult, allocated, allocated_on, current_device, driver_function, freed, out,
+    CUdeviceptr, CUresult, allocated, allocated_on, current_device, driver_fn, freed, out,
 };
 use super::{CUDA_ERROR_NOT_INITIALIZED, Id, SLOTS, next_or};
 use crate::call::DriverCall;
@@ -247,19 +245,14 @@ pub unsafe extern "C" fn cuMemRetainAllocationHandle(
     r
 }
 
-/// The driver's `cuMemGetAllocationPropertiesFromHandle`.
-static PROPERTIES: AtomicUsize = AtomicUsize::new(0);
-
 /// The device of the physical allocation `handle` (the current one if the
 /// driver cannot say).
 fn device_of_handle(handle: Handle) -> u32 {
-    let Some(f) = driver_function(&PROPERTIES, c"cuMemGetAllocationPropertiesFromHandle") else {
+    let Some(get) = driver_fn!(
+        c"cuMemGetAllocationPropertiesFromHandle",
+        unsafe extern "C" fn(*mut c_void, Handle) -> CUresult
+    ) else {
         return current_device();
-    };
-    // SAFETY: the driver's cuMemGetAllocationPropertiesFromHandle(
-    // CUmemAllocationProp *, CUmemGenericAllocationHandle).
-    let get = unsafe {
-        core::mem::transmute::<usize, unsafe extern "C" fn(*mut c_void, Handle) -> CUresult>(f)
     };
     // CUmemAllocationProp is 32 bytes in CUDA 12 (its layout begins as
     // `LocationHead`); room to spare for a later, larger one.

@@ -143,6 +143,15 @@ pub struct DeviceSite {
     pub memory: u8,
 }
 
+impl DeviceSite {
+    /// `size` more bytes live at the site (and allocated there).
+    fn add_bytes(&mut self, size: u64) {
+        self.bytes_allocated = self.bytes_allocated.saturating_add(size);
+        self.live_bytes = self.live_bytes.saturating_add(size);
+        self.max_live_bytes = self.max_live_bytes.max(self.live_bytes);
+    }
+}
+
 /// A failed allocation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct DeviceFailure {
@@ -277,10 +286,8 @@ impl DeviceMemory {
             ..DeviceSite::default()
         });
         s.allocations += 1;
-        s.bytes_allocated = s.bytes_allocated.saturating_add(e.size);
         s.live_blocks += 1;
-        s.live_bytes += e.size;
-        s.max_live_bytes = s.max_live_bytes.max(s.live_bytes);
+        s.add_bytes(e.size);
     }
 
     fn freed(&mut self, e: &DeviceEvent) {
@@ -322,14 +329,9 @@ impl DeviceMemory {
         });
         if let Some((device, stack, kind)) = sized {
             let d = self.devices.entry(device).or_default();
-            let t = &mut d.by_memory[kind_index(kind)];
-            t.live_bytes = t.live_bytes.saturating_add(e.size);
-            t.peak_bytes = t.peak_bytes.max(t.live_bytes);
-            t.bytes_allocated = t.bytes_allocated.saturating_add(e.size);
+            add_bytes(&mut d.by_memory[kind_index(kind)], e.size);
             if let Some(s) = self.sites.get_mut(&(device, stack)) {
-                s.bytes_allocated = s.bytes_allocated.saturating_add(e.size);
-                s.live_bytes += e.size;
-                s.max_live_bytes = s.max_live_bytes.max(s.live_bytes);
+                s.add_bytes(e.size);
             }
         }
         self.mappings.insert(e.address, (e.size, e.handle));
@@ -453,8 +455,14 @@ fn kind_index(memory: u8) -> usize {
 
 fn grow(t: &mut KindTotals, size: u64) {
     t.allocations += 1;
-    t.bytes_allocated = t.bytes_allocated.saturating_add(size);
     t.live_blocks += 1;
+    add_bytes(t, size);
+}
+
+/// `size` more bytes of blocks already counted (an imported handle sized
+/// at its first mapping), or of a new one (`grow`).
+fn add_bytes(t: &mut KindTotals, size: u64) {
+    t.bytes_allocated = t.bytes_allocated.saturating_add(size);
     t.live_bytes = t.live_bytes.saturating_add(size);
     t.peak_bytes = t.peak_bytes.max(t.live_bytes);
 }
