@@ -153,6 +153,7 @@ impl Rule {
             | (1 << 57)
     }
 
+    #[inline(always)]
     fn unpack(v: u64) -> Rule {
         let rbp = ((v >> 32) & 0xffff) as u16;
         Rule {
@@ -180,7 +181,15 @@ impl Rule {
 #[repr(C)]
 pub struct RuleCache {
     entries: [(AtomicU64, AtomicU64); RULE_ENTRIES],
+    /// The address looked up at each depth of the thread's latest walk and
+    /// its rule: consecutive stacks share their inner frames (the
+    /// allocator's own, the allocating function's), and this small table
+    /// stays in L1 where the big one may not.
+    recent: [(AtomicU64, AtomicU64); RECENT_ENTRIES],
 }
+
+/// Depths remembered from the latest walk.
+const RECENT_ENTRIES: usize = 64;
 
 /// Entries in a thread's rule cache.
 pub const RULE_ENTRIES: usize = 1024;
@@ -192,29 +201,67 @@ impl RuleCache {
     pub const fn new() -> Self {
         RuleCache {
             entries: [const { (AtomicU64::new(0), AtomicU64::new(0)) }; RULE_ENTRIES],
+            recent: [const { (AtomicU64::new(0), AtomicU64::new(0)) }; RECENT_ENTRIES],
         }
     }
 
-    fn rule(&self, pc: u64) -> Option<Rule> {
-        let e = &self.entries[((pc ^ (pc >> 12)) as usize) % RULE_ENTRIES];
+    /// The rule for `pc`, looked up at `depth` of a walk: from the latest
+    /// walk's rule at that depth when its address matches, else from the
+    /// cache (and remembered for the next walk).
+    #[inline(always)]
+    fn rule_at(&self, depth: usize, pc: u64) -> Option<Rule> {
+        let r = &self.recent[depth % RECENT_ENTRIES];
+        if r.0.load(Ordering::Relaxed) == pc {
+            return unpack_or_none(r.1.load(Ordering::Relaxed));
+        }
+        let e = &self.entries[Self::slot(pc)];
         if e.0.load(Ordering::Relaxed) == pc {
             let v = e.1.load(Ordering::Relaxed);
-            return if v == NO_RULE {
-                None
-            } else {
-                Some(Rule::unpack(v))
-            };
+            store_entry(r, pc, v);
+            return unpack_or_none(v);
         }
+        self.miss(pc)
+    }
+
+    #[inline(always)]
+    fn slot(pc: u64) -> usize {
+        ((pc ^ (pc >> 12)) as usize) % RULE_ENTRIES
+    }
+
+    /// Computes the rule for `pc` from its module's CFI and caches it
+    /// (rules that do not pack are computed again each time: none of the
+    /// compilers we know emits them).
+    #[cold]
+    #[inline(never)]
+    fn miss(&self, pc: u64) -> Option<Rule> {
         let rule = find_rule(pc);
         let v = match rule {
             Some(r) if r.packable() => r.pack(),
             Some(_) => return rule,
             None => NO_RULE,
         };
-        e.0.store(pc, Ordering::Relaxed);
-        e.1.store(v, Ordering::Relaxed);
+        store_entry(&self.entries[Self::slot(pc)], pc, v);
         rule
     }
+}
+
+#[inline(always)]
+fn unpack_or_none(v: u64) -> Option<Rule> {
+    if v == NO_RULE {
+        None
+    } else {
+        Some(Rule::unpack(v))
+    }
+}
+
+/// Stores a (tag, packed rule) entry. The tag is cleared while the value
+/// changes, so that a cache shared by threads (the signal handlers') never
+/// pairs a tag with another address's rule.
+#[inline(always)]
+fn store_entry(e: &(AtomicU64, AtomicU64), pc: u64, v: u64) {
+    e.0.store(0, Ordering::Relaxed);
+    e.1.store(v, Ordering::Release);
+    e.0.store(pc, Ordering::Release);
 }
 
 /// Registers at the point of capture.
@@ -242,7 +289,7 @@ pub fn unwind(
     // return address - 1, which lies inside the call instruction.
     let mut lookup = regs.rip;
     while n < out.len() {
-        let rule = cache.rule(lookup).or_else(|| {
+        let rule = cache.rule_at(n, lookup).or_else(|| {
             // No CFI: try the frame-pointer convention if rbp looks sane.
             (regs.rbp > regs.rsp && read(regs.rbp).is_some()).then_some(Rule::FRAME_POINTER)
         });
