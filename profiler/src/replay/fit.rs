@@ -29,7 +29,8 @@ impl Largest {
         self.heap.push((size, at));
     }
 
-    /// `free` no longer holds the block (`at`, `size`).
+    /// `free` (blocks by end offset) no longer holds the block (`at`,
+    /// `size`).
     fn remove(&mut self, at: u64, size: u64, free: &BTreeMap<u64, u64>) {
         if self.heap.peek() == Some(&(size, at)) {
             self.heap.pop();
@@ -37,7 +38,7 @@ impl Largest {
         }
         // Stale entries pile up below the top: rebuild now and then.
         if self.heap.len() > 2 * free.len() + 64 {
-            self.heap = free.iter().map(|(&a, &s)| (s, a)).collect();
+            self.heap = free.iter().map(|(&end, &s)| (s, end - s)).collect();
             self.dirty = false;
         }
     }
@@ -46,7 +47,7 @@ impl Largest {
     fn get(&mut self, free: &BTreeMap<u64, u64>) -> Option<(u64, u64)> {
         while self.dirty {
             match self.heap.peek() {
-                Some(&(size, at)) if free.get(&at) != Some(&size) => {
+                Some(&(size, at)) if free.get(&(at + size)) != Some(&size) => {
                     self.heap.pop();
                 }
                 _ => self.dirty = false,
@@ -134,6 +135,9 @@ pub struct FitHeap {
     min_split: u64,
     /// The regions: (start, end).
     regions: Vec<(u64, u64)>,
+    /// Free blocks by their end offset, to their size (a block starts at
+    /// end - size): a split takes the front of a block, which keeps its
+    /// end, so a split changes a size in place instead of moving a key.
     free: BTreeMap<u64, u64>,
     /// Free blocks by (size, offset), for best fit and heap_2 (which
     /// search by size); kept only for them.
@@ -203,7 +207,7 @@ impl FitHeap {
     }
 
     fn insert_free(&mut self, at: u64, size: u64) {
-        self.free.insert(at, size);
+        self.free.insert(at + size, size);
         if self.sized {
             self.by_size.insert((size, at));
         } else {
@@ -217,8 +221,9 @@ impl FitHeap {
         }
     }
 
-    fn remove_free(&mut self, at: u64) -> u64 {
-        let size = self.free.remove(&at).expect("a free block");
+    fn remove_free(&mut self, at: u64, size: u64) {
+        let removed = self.free.remove(&(at + size));
+        debug_assert_eq!(removed, Some(size), "a free block");
         if self.sized {
             self.by_size.remove(&(size, at));
         } else {
@@ -230,7 +235,33 @@ impl FitHeap {
             Flavour::FreeRtosBySize => self.by_size_rank.add(size / self.align, -1),
             Flavour::Tagged => {}
         }
-        size
+    }
+
+    /// Takes `need` bytes from the front of the free block (`at`, `size`),
+    /// leaving (`at + need`, `size - need`) free: as removing the block and
+    /// inserting the rest, with no change to the map's keys.
+    fn shrink_front(&mut self, at: u64, size: u64, need: u64) {
+        let rest = size - need;
+        *self.free.get_mut(&(at + size)).expect("a free block") = rest;
+        if self.sized {
+            self.by_size.remove(&(size, at));
+            self.by_size.insert((rest, at + need));
+        } else {
+            self.largest.remove(at, size, &self.free);
+            self.largest.insert(at + need, rest);
+        }
+        self.free_total -= need;
+        match self.flavour {
+            Flavour::FreeRtosOrdered => {
+                self.by_address.add(at / self.align, -1);
+                self.by_address.add((at + need) / self.align, 1);
+            }
+            Flavour::FreeRtosBySize => {
+                self.by_size_rank.add(size / self.align, -1);
+                self.by_size_rank.add(rest / self.align, 1);
+            }
+            Flavour::Tagged => {}
+        }
     }
 
     /// The block size a request needs: header, size and alignment padding,
@@ -251,24 +282,32 @@ impl FitHeap {
                 found.map(|(size, at)| (at, size))
             }
             (Policy::First, _) => {
-                for (&at, &size) in &self.free {
+                for (&end, &size) in &self.free {
                     self.steps += 1;
                     if size >= need {
-                        return Some((at, size));
+                        return Some((end - size, size));
                     }
                 }
                 None
             }
             (Policy::Next, _) => {
+                // The blocks that begin at the rover or after it, then those
+                // before it. A free block that spans the rover (merged
+                // across it since) begins before it: it comes last.
+                let rover = self.rover;
+                let mut from_rover = self.free.range(rover + 1..).peekable();
+                let spanning = from_rover
+                    .next_if(|&(&end, &size)| end - size < rover)
+                    .map(|(&end, &size)| (end, size));
                 let mut found = None;
-                for (&at, &size) in self
-                    .free
-                    .range(self.rover..)
-                    .chain(self.free.range(..self.rover))
+                for (end, size) in from_rover
+                    .map(|(&e, &s)| (e, s))
+                    .chain(self.free.range(..=rover).map(|(&e, &s)| (e, s)))
+                    .chain(spanning)
                 {
                     self.steps += 1;
                     if size >= need {
-                        found = Some((at, size));
+                        found = Some((end - size, size));
                         break;
                     }
                 }
@@ -297,12 +336,12 @@ impl Heap for FitHeap {
     fn alloc(&mut self, size: u64, align: u64) -> Option<u64> {
         let need = self.need(size, align);
         let (at, block) = self.search(need)?;
-        self.remove_free(at);
         let taken = if block - need >= self.min_split {
             self.steps += 1;
-            self.insert_free(at + need, block - need);
+            self.shrink_front(at, block, need);
             need
         } else {
+            self.remove_free(at, block);
             block
         };
         let pad = align.saturating_sub(self.align);
@@ -330,16 +369,21 @@ impl Heap for FitHeap {
                 } else {
                     1
                 };
-                if let Some((&prev, &psize)) = self.free.range(..at).next_back()
-                    && prev + psize == at
-                {
-                    self.remove_free(prev);
-                    at = prev;
+                // The free block that ends here, and the one that begins
+                // where this one ends.
+                if let Some(&psize) = self.free.get(&at) {
+                    self.remove_free(at - psize, psize);
+                    at -= psize;
                     size += psize;
                     self.steps += 1;
                 }
-                if let Some(&nsize) = self.free.get(&(at + size)) {
-                    self.remove_free(at + size);
+                if let Some((_, &nsize)) = self
+                    .free
+                    .range(at + size + 1..)
+                    .next()
+                    .filter(|&(&end, &nsize)| end - nsize == at + size)
+                {
+                    self.remove_free(at + size, nsize);
                     size += nsize;
                     self.steps += 1;
                 }
@@ -367,8 +411,11 @@ impl Heap for FitHeap {
 
     fn check(&self) -> Result<(), String> {
         // Free and used blocks tile the regions exactly, without overlap.
-        let mut blocks: Vec<(u64, u64, bool)> =
-            self.free.iter().map(|(&a, &s)| (a, s, true)).collect();
+        let mut blocks: Vec<(u64, u64, bool)> = self
+            .free
+            .iter()
+            .map(|(&end, &s)| (end - s, s, true))
+            .collect();
         blocks.extend(self.used.values().map(|&(a, s)| (a, s, false)));
         blocks.sort();
         let mut total = 0;
@@ -384,10 +431,27 @@ impl Heap for FitHeap {
             total += s;
             if free && self.flavour != Flavour::FreeRtosBySize {
                 // Coalescing: no two free blocks touch.
-                if self.free.contains_key(&(a + s)) {
+                if self
+                    .free
+                    .range(a + s + 1..)
+                    .next()
+                    .is_some_and(|(&end, &ns)| end - ns == a + s)
+                {
                     return Err(format!("free blocks at {a} and {} not merged", a + s));
                 }
             }
+        }
+        let largest = self.free.values().max().copied();
+        let known = if self.sized {
+            self.by_size.last().map(|b| b.0)
+        } else {
+            let valid = |&&(size, at): &&(u64, u64)| self.free.get(&(at + size)) == Some(&size);
+            self.largest.heap.iter().filter(valid).map(|e| e.0).max()
+        };
+        if largest != known {
+            return Err(format!(
+                "largest free block {largest:?}, the index knows {known:?}"
+            ));
         }
         let arena: u64 = self.regions.iter().map(|(lo, hi)| hi - lo).sum();
         if total != arena || self.free_total + self.used_total != arena {

@@ -8,16 +8,36 @@
 //!
 //! Steps are the constant work of each operation: the mapping, each bitmap
 //! search, each list removal and insertion, each split and each merge.
+//!
+//! Blocks live in a vector and link to their physical neighbours by index,
+//! as the real TLSF's headers do by pointer, so that a merge finds its
+//! neighbours without a lookup; only the user's offset is looked up, once
+//! per free.
 
 use super::{Heap, HeapStats};
 use crate::hash::IdMap;
-use std::collections::BTreeMap;
+use std::collections::BinaryHeap;
 
 /// Second-level subdivisions: 2^SLI lists per power of two.
 const SLI: u32 = 4;
 const SL: usize = 1 << SLI;
 /// The smallest block.
 const MIN_BLOCK: u64 = 16;
+/// No block (the end of the physical chain).
+const NONE: u32 = u32::MAX;
+
+/// A block of the arena, free or used.
+#[derive(Clone, Copy, Debug)]
+struct Block {
+    at: u64,
+    size: u64,
+    free: bool,
+    /// The physical neighbours, by index (NONE at the arena's ends).
+    prev: u32,
+    next: u32,
+    /// A free block's place in its list.
+    slot: u32,
+}
 
 /// The TLSF heap.
 pub struct TlsfHeap {
@@ -27,18 +47,17 @@ pub struct TlsfHeap {
     fl_bitmap: u64,
     sl_bitmap: [u32; 64],
     /// The free lists (unordered, as TLSF's linked lists: O(1) insertion
-    /// and removal by the position kept in `at`).
-    lists: Vec<Vec<u64>>,
-    /// A free block's place in its list.
-    at: IdMap<u64, usize>,
-    /// Every block by offset: (size, free); and by end, the offset (the
-    /// boundary tags that find the physical neighbours).
-    phys: IdMap<u64, (u64, bool)>,
-    ends: IdMap<u64, u64>,
-    /// User offset -> block offset.
-    used: IdMap<u64, u64>,
-    /// Free block sizes, for statistics only.
-    sizes: BTreeMap<u64, u32>,
+    /// and removal by the position kept in the block), of block indices.
+    lists: Vec<Vec<u32>>,
+    blocks: Vec<Block>,
+    /// Indices of `blocks` no longer in the arena, for reuse.
+    spare: Vec<u32>,
+    /// User offset -> block index.
+    used: IdMap<u64, u32>,
+    /// Free blocks as (size, offset, index), for the largest free block
+    /// (statistics only): stale entries are dropped when they reach the top.
+    largest: BinaryHeap<(u64, u64, u32)>,
+    free_blocks: usize,
     free_total: u64,
     high_water: u64,
     steps: u64,
@@ -63,52 +82,80 @@ impl TlsfHeap {
             fl_bitmap: 0,
             sl_bitmap: [0; 64],
             lists: (0..64 * SL).map(|_| Vec::new()).collect(),
-            at: IdMap::default(),
-            phys: IdMap::default(),
-            ends: IdMap::default(),
+            blocks: Vec::new(),
+            spare: Vec::new(),
             used: IdMap::default(),
-            sizes: BTreeMap::new(),
+            largest: BinaryHeap::new(),
+            free_blocks: 0,
             free_total: 0,
             high_water: 0,
             steps: 0,
         };
         if h.arena >= MIN_BLOCK {
-            h.set_block(0, h.arena, true);
-            h.insert(0, h.arena);
+            let b = h.new_block(0, h.arena, NONE, NONE);
+            h.insert(b);
         }
         h
     }
 
-    fn set_block(&mut self, at: u64, size: u64, free: bool) {
-        self.phys.insert(at, (size, free));
-        self.ends.insert(at + size, at);
+    fn new_block(&mut self, at: u64, size: u64, prev: u32, next: u32) -> u32 {
+        let block = Block {
+            at,
+            size,
+            free: false,
+            prev,
+            next,
+            slot: 0,
+        };
+        match self.spare.pop() {
+            Some(i) => {
+                self.blocks[i as usize] = block;
+                i
+            }
+            None => {
+                self.blocks.push(block);
+                (self.blocks.len() - 1) as u32
+            }
+        }
     }
 
-    fn drop_block(&mut self, at: u64) -> u64 {
-        let (size, _) = self.phys.remove(&at).expect("a block");
-        self.ends.remove(&(at + size));
-        size
+    /// Takes block `b` out of the arena (merged into a neighbour).
+    fn drop_block(&mut self, b: u32) {
+        let Block { prev, next, .. } = self.blocks[b as usize];
+        if prev != NONE {
+            self.blocks[prev as usize].next = next;
+        }
+        if next != NONE {
+            self.blocks[next as usize].prev = prev;
+        }
+        self.spare.push(b);
     }
 
-    fn insert(&mut self, at: u64, size: u64) {
+    /// Lists free block `b`.
+    fn insert(&mut self, b: u32) {
+        let Block { at, size, .. } = self.blocks[b as usize];
         let (fl, sl) = mapping(size);
         let list = &mut self.lists[fl * SL + sl];
-        self.at.insert(at, list.len());
-        list.push(at);
+        let block = &mut self.blocks[b as usize];
+        block.free = true;
+        block.slot = list.len() as u32;
+        list.push(b);
         self.fl_bitmap |= 1 << fl;
         self.sl_bitmap[fl] |= 1 << sl;
-        *self.sizes.entry(size).or_default() += 1;
+        self.largest.push((size, at, b));
+        self.free_blocks += 1;
         self.free_total += size;
         self.steps += 1;
     }
 
-    fn remove(&mut self, at: u64, size: u64) {
+    /// Unlists free block `b`.
+    fn remove(&mut self, b: u32) {
+        let Block { size, slot, .. } = self.blocks[b as usize];
         let (fl, sl) = mapping(size);
         let list = &mut self.lists[fl * SL + sl];
-        let i = self.at.remove(&at).expect("a listed block");
-        list.swap_remove(i);
-        if let Some(&moved) = list.get(i) {
-            self.at.insert(moved, i);
+        list.swap_remove(slot as usize);
+        if let Some(&moved) = list.get(slot as usize) {
+            self.blocks[moved as usize].slot = slot;
         }
         if list.is_empty() {
             self.sl_bitmap[fl] &= !(1 << sl);
@@ -116,14 +163,26 @@ impl TlsfHeap {
                 self.fl_bitmap &= !(1 << fl);
             }
         }
-        if let Some(n) = self.sizes.get_mut(&size) {
-            *n -= 1;
-            if *n == 0 {
-                self.sizes.remove(&size);
-            }
-        }
+        self.blocks[b as usize].free = false;
+        self.free_blocks -= 1;
         self.free_total -= size;
         self.steps += 1;
+        // Stale entries pile up in the max-heap: rebuild it now and then.
+        if self.largest.len() > 2 * self.free_blocks + 64 {
+            let blocks = &self.blocks;
+            self.largest = self
+                .lists
+                .iter()
+                .flatten()
+                .map(|&i| (blocks[i as usize].size, blocks[i as usize].at, i))
+                .collect();
+        }
+    }
+
+    /// Is the max-heap entry (size, at, index) a free block now?
+    fn current(&self, &(size, at, b): &(u64, u64, u32)) -> bool {
+        let block = &self.blocks[b as usize];
+        block.free && block.at == at && block.size == size
     }
 
     /// A non-empty list whose every block holds `size`: the good-fit
@@ -158,48 +217,54 @@ impl Heap for TlsfHeap {
         let need =
             ((size.max(1) + self.header + pad).div_ceil(self.align) * self.align).max(MIN_BLOCK);
         let (fl, sl) = self.find(need)?;
-        let at = *self.lists[fl * SL + sl].last().expect("a non-empty list");
-        let (block, _) = self.phys[&at];
-        self.remove(at, block);
-        self.drop_block(at);
+        let b = *self.lists[fl * SL + sl].last().expect("a non-empty list");
+        self.remove(b);
+        let Block {
+            at, size: block, ..
+        } = self.blocks[b as usize];
         let taken = if block - need >= MIN_BLOCK {
             self.steps += 1;
-            self.set_block(at + need, block - need, true);
-            self.insert(at + need, block - need);
+            let next = self.blocks[b as usize].next;
+            let rest = self.new_block(at + need, block - need, b, next);
+            if next != NONE {
+                self.blocks[next as usize].prev = rest;
+            }
+            let used = &mut self.blocks[b as usize];
+            used.next = rest;
+            used.size = need;
+            self.insert(rest);
             need
         } else {
             block
         };
-        self.set_block(at, taken, false);
         let user = (at + self.header + pad) / align.max(1) * align.max(1);
         let user = user.max(at + self.header);
-        self.used.insert(user, at);
+        self.used.insert(user, b);
         self.high_water = self.high_water.max(at + taken);
         Some(user)
     }
 
     fn free(&mut self, user: u64) {
-        let Some(mut at) = self.used.remove(&user) else {
+        let Some(b) = self.used.remove(&user) else {
             return;
         };
-        let mut size = self.drop_block(at);
-        if let Some(&prev) = self.ends.get(&at)
-            && let Some(&(psize, true)) = self.phys.get(&prev)
-        {
-            self.remove(prev, psize);
-            self.drop_block(prev);
-            at = prev;
-            size += psize;
+        let Block { prev, next, .. } = self.blocks[b as usize];
+        let mut merged = b;
+        if prev != NONE && self.blocks[prev as usize].free {
+            self.remove(prev);
+            let size = self.blocks[b as usize].size;
+            self.blocks[prev as usize].size += size;
+            self.drop_block(b);
+            merged = prev;
             self.steps += 1;
         }
-        if let Some(&(nsize, true)) = self.phys.get(&(at + size)) {
-            self.remove(at + size, nsize);
-            self.drop_block(at + size);
-            size += nsize;
+        if next != NONE && self.blocks[next as usize].free {
+            self.remove(next);
+            self.blocks[merged as usize].size += self.blocks[next as usize].size;
+            self.drop_block(next);
             self.steps += 1;
         }
-        self.set_block(at, size, true);
-        self.insert(at, size);
+        self.insert(merged);
     }
 
     fn take_steps(&mut self) -> u64 {
@@ -207,57 +272,112 @@ impl Heap for TlsfHeap {
     }
 
     fn stats(&mut self) -> HeapStats {
+        while let Some(top) = self.largest.peek() {
+            if self.current(top) {
+                break;
+            }
+            self.largest.pop();
+        }
         HeapStats {
             free_total: self.free_total,
-            largest_free: self.sizes.keys().next_back().copied().unwrap_or(0),
+            largest_free: self.largest.peek().map_or(0, |t| t.0),
             high_water: self.high_water,
         }
     }
 
     fn check(&self) -> Result<(), String> {
-        let mut end = 0;
-        let mut prev_free = false;
-        let ordered: BTreeMap<u64, (u64, bool)> = self.phys.iter().map(|(&a, &b)| (a, b)).collect();
-        for (&at, &(size, free)) in &ordered {
-            if at != end {
+        // Walk the physical chain from the block at offset 0.
+        let live: Vec<u32> = {
+            let mut spare = vec![false; self.blocks.len()];
+            for &i in &self.spare {
+                spare[i as usize] = true;
+            }
+            (0..self.blocks.len() as u32)
+                .filter(|&i| !spare[i as usize])
+                .collect()
+        };
+        let Some(&first) = live.iter().find(|&&i| self.blocks[i as usize].at == 0) else {
+            return if live.is_empty() {
+                Ok(())
+            } else {
+                Err("no block at offset 0".into())
+            };
+        };
+        let (mut b, mut end, mut prev, mut prev_free, mut seen, mut free_seen) =
+            (first, 0u64, NONE, false, 0usize, 0usize);
+        while b != NONE {
+            let block = self.blocks[b as usize];
+            if block.at != end {
                 return Err(format!(
-                    "gap or overlap at {at} (previous block ends at {end})"
+                    "gap or overlap at {} (previous block ends at {end})",
+                    block.at
                 ));
             }
-            if free && prev_free {
-                return Err(format!("free block at {at} not merged with the one before"));
+            if block.prev != prev {
+                return Err(format!("block at {} links back wrongly", block.at));
             }
-            if free {
-                let (fl, sl) = mapping(size);
-                if !self.lists[fl * SL + sl].contains(&at)
-                    || self
-                        .at
-                        .get(&at)
-                        .is_none_or(|&i| self.lists[fl * SL + sl][i] != at)
-                {
-                    return Err(format!("free block at {at} of {size} not in its list"));
+            if block.free && prev_free {
+                return Err(format!(
+                    "free block at {} not merged with the one before",
+                    block.at
+                ));
+            }
+            if block.free {
+                let (fl, sl) = mapping(block.size);
+                if self.lists[fl * SL + sl].get(block.slot as usize) != Some(&b) {
+                    return Err(format!(
+                        "free block at {} of {} not in its list",
+                        block.at, block.size
+                    ));
                 }
                 if self.sl_bitmap[fl] & (1 << sl) == 0 || self.fl_bitmap & (1 << fl) == 0 {
-                    return Err(format!("bitmaps miss the list of the block at {at}"));
+                    return Err(format!(
+                        "bitmaps miss the list of the block at {}",
+                        block.at
+                    ));
                 }
+                free_seen += 1;
             }
-            prev_free = free;
-            end = at + size;
+            prev_free = block.free;
+            end = block.at + block.size;
+            prev = b;
+            b = block.next;
+            seen += 1;
         }
-        if self.ends.len() != self.phys.len() {
+        if seen != live.len() {
             return Err(format!(
-                "{} boundary tags for {} blocks",
-                self.ends.len(),
-                self.phys.len()
+                "{seen} blocks chained, {} in the arena",
+                live.len()
             ));
         }
-        if !self.phys.is_empty() && end != self.arena {
+        if end != self.arena {
             return Err(format!("blocks end at {end}, the arena at {}", self.arena));
         }
         let listed: usize = self.lists.iter().map(|l| l.len()).sum();
-        let free_blocks = self.phys.values().filter(|b| b.1).count();
-        if listed != free_blocks {
-            return Err(format!("{listed} listed, {free_blocks} free blocks"));
+        if listed != free_seen || free_seen != self.free_blocks {
+            return Err(format!("{listed} listed, {free_seen} free blocks"));
+        }
+        let largest = self
+            .lists
+            .iter()
+            .flatten()
+            .map(|&i| self.blocks[i as usize].size)
+            .max();
+        let known = self
+            .largest
+            .iter()
+            .filter(|e| self.current(e))
+            .map(|e| e.0)
+            .max();
+        if largest != known {
+            return Err(format!(
+                "largest free block {largest:?}, the max-heap knows {known:?}"
+            ));
+        }
+        if self.used.len() + free_seen != seen
+            || self.used.values().any(|&i| self.blocks[i as usize].free)
+        {
+            return Err("used blocks and the user map disagree".into());
         }
         Ok(())
     }
