@@ -395,11 +395,57 @@ unsafe fn free_impl<const SIZED: bool>(
             // SAFETY: the token matched, so the heap is ours and live.
             return free_owned_slow(unsafe { &*token }, page, p, call, family);
         }
+        // An instrumented heap has no token (so that its frees leave the
+        // fast path), but a free into one of its own pages needs neither
+        // the general path's search for the block nor its checks for other
+        // threads' heaps.
+        let heap = thread::heap();
+        if token.is_null() && s.heap.load(Ordering::Relaxed) == heap {
+            if SIZED && !layout_fits_slow(p, size, align) {
+                return;
+            }
+            // SAFETY: the segment is owned by this thread's heap, which is
+            // live; `p` lies inside the segment.
+            return free_instrumented(unsafe { &*heap }, s.page_of(p), p, call, family);
+        }
     }
     if SIZED && !layout_fits_slow(p, size, align) {
         return;
     }
     free_slow(p, call, family);
+}
+
+/// A free into a page of this thread's instrumented heap: counted, and
+/// recorded in full mode (or when the page holds samples), as the general
+/// path would; anything unusual (an interior pointer, a family mismatch, a
+/// block not in use) goes to that path, which reports it.
+#[inline(never)]
+fn free_instrumented(heap: &Heap, page: &Page, p: *mut u8, call: &'static str, family: Family) {
+    let off = (p as usize).wrapping_sub(page.block_start.get() as usize);
+    let carved = (off < page.limit(family) as usize) & is_multiple(off as u64, page.magic.get());
+    // SAFETY: below the limit and a multiple of the block size: a carved
+    // block start, whose tag word is readable.
+    if !carved || unsafe { page::is_freed(p as *const page::Block) } {
+        return free_slow(p, call, family);
+    }
+    let recording = record::active();
+    let recorded = recording && (record::full() || page.has(page::SAMPLED));
+    let t0 = if recorded {
+        record::call_start(heap as *const Heap as *mut Heap)
+    } else {
+        0
+    };
+    let release = || {
+        if !heap.free_local(page, p) {
+            invalid_pointer(call, p, BadPointer::NotLive);
+            return false;
+        }
+        if crate::stats::enabled() {
+            heap.stats.on_free(page.block_size.get());
+        }
+        true
+    };
+    record::free_event(recorded.then_some(heap), p, t0, release);
 }
 
 /// Does a free by `family` fit a block of `lane`? Sampled blocks (of any
