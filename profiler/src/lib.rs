@@ -65,7 +65,10 @@ pub mod synth;
 
 pub use clock::{Clock, ClockPoint};
 pub use error::{Error, ErrorKind};
-pub use group::{Group, GroupBy, MAX_GROUP_DEPTH, SiteFrames, group_sites, group_sites_with};
+pub use group::{
+    Group, GroupBy, MAX_GROUP_DEPTH, SiteFrames, group_sites, group_sites_with, permuted,
+    sorted_order,
+};
 pub use live::{Live, LiveState, LiveStatus, WriterWatch};
 pub use memtally_alloc::trace::Header;
 /// What a device-memory event says (`EventKind::Device`: operations,

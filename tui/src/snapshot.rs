@@ -527,8 +527,8 @@ fn scope_rows(model: &Model) -> Vec<ScopeRow> {
 
 /// Sorts rows by `column`; ties by name, so the order is stable from one
 /// frame to the next.
-pub fn sort_rows(rows: &mut [Row], column: Column, descending: bool) {
-    rows.sort_by(|a, b| {
+pub fn sort_rows(rows: &mut Vec<Row>, column: Column, descending: bool) {
+    let order = memtally_profiler::sorted_order(rows, |a, b| {
         let by_value = column.value(&a.counters).cmp(&column.value(&b.counters));
         let order = if column == Column::Name {
             a.key.cmp(&b.key)
@@ -537,6 +537,7 @@ pub fn sort_rows(rows: &mut [Row], column: Column, descending: bool) {
         };
         if descending { order.reverse() } else { order }
     });
+    *rows = memtally_profiler::permuted(std::mem::take(rows), &order);
 }
 
 fn detail(

@@ -55,6 +55,7 @@ fn main() -> ExitCode {
     match args.first().map(String::as_str) {
         Some("gen") => generate(&args[1..]),
         Some("model") => model_only(Path::new(&args[1])),
+        Some("snap") => snapshots_only(Path::new(&args[1]), &args[2..]),
         _ => match parse(&args) {
             Ok(Some((load, keep))) => bench(load, keep),
             Ok(None) => {
@@ -212,6 +213,48 @@ fn model_only(path: &Path) -> ExitCode {
     let a = Analysis::open_with(path, options()).expect("read the trace");
     std::hint::black_box(&a);
     println!("{}", usage().0);
+    ExitCode::SUCCESS
+}
+
+/// `tui-bench snap FILE [N]`: reads a finished trace (one kept with
+/// `--keep`) into the dashboard's model, then times N snapshots of it (30
+/// by default) with nothing else running: the snapshot's own cost, for
+/// profiling.
+fn snapshots_only(path: &Path, rest: &[String]) -> ExitCode {
+    let n: usize = rest.first().and_then(|a| a.parse().ok()).unwrap_or(30);
+    let slot = memtally_tui::LiveSlot::new(Live::follow(path, options(), WriterWatch::Told));
+    let live = slot.get();
+    live.writer_gone();
+    while !live.status().state.is_final() {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let target = Target {
+        live: slot,
+        process: None,
+    };
+    let mut view = View::default();
+    let app = App::default();
+    let mut takes: Vec<Duration> = (0..n)
+        .map(|_| {
+            let t0 = Instant::now();
+            std::hint::black_box(view.take(&target, &app));
+            t0.elapsed()
+        })
+        .collect();
+    let first = takes.first().copied().unwrap_or_default();
+    let slowest: Vec<(usize, u128)> = {
+        let mut v: Vec<(usize, u128)> = takes.iter().map(|d| d.as_millis()).enumerate().collect();
+        v.sort_by_key(|x| std::cmp::Reverse(x.1));
+        v.truncate(5);
+        v
+    };
+    takes.sort();
+    println!(
+        "snapshots: {n}, the first {:.1} ms, p50 {:.1} ms, max {:.1} ms; the five slowest (number, ms): {slowest:?}",
+        first.as_secs_f64() * 1e3,
+        percentile(&takes, 0.5).as_secs_f64() * 1e3,
+        takes.last().copied().unwrap_or_default().as_secs_f64() * 1e3
+    );
     ExitCode::SUCCESS
 }
 
