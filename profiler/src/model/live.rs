@@ -42,41 +42,100 @@ pub enum LeakClass {
     Direct,
 }
 
-/// Live blocks by address.
-#[derive(Clone, Debug, Default)]
+/// Live blocks by address, in [`SHARDS`] hash maps chosen by address:
+/// a map of a million blocks that grows rehashes all of them at once, and
+/// the live dashboard's ingest does that under the lock a frame waits for
+/// (a 50 ms frame in `tui-bench`); a shard rehashes a sixteenth.
+#[derive(Clone, Debug)]
 pub struct LiveMap {
-    blocks: IdMap<u64, LiveBlock>,
+    shards: Vec<IdMap<u64, LiveBlock>>,
+}
+
+/// Maps in a [`LiveMap`].
+const SHARDS: usize = 16;
+
+impl Default for LiveMap {
+    fn default() -> Self {
+        LiveMap {
+            shards: (0..SHARDS).map(|_| IdMap::default()).collect(),
+        }
+    }
 }
 
 impl LiveMap {
+    /// The shard of `address`: bits above the 16-byte alignment, mixed so
+    /// that blocks of one size class (a stride) spread over every shard.
+    fn shard(address: u64) -> usize {
+        let x = (address >> 4).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        (x >> 60) as usize % SHARDS
+    }
+
     /// Adds a block; returns the block that was live at the same address,
     /// if any (its free was never recorded).
     pub(crate) fn insert(&mut self, address: u64, block: LiveBlock) -> Option<LiveBlock> {
-        self.blocks.insert(address, block)
+        self.shards[Self::shard(address)].insert(address, block)
     }
 
     /// Removes and returns the block at `address`.
     pub(crate) fn remove(&mut self, address: u64) -> Option<LiveBlock> {
-        self.blocks.remove(&address)
+        self.shards[Self::shard(address)].remove(&address)
     }
 
     /// The block at `address`.
     pub fn get(&self, address: u64) -> Option<&LiveBlock> {
-        self.blocks.get(&address)
+        self.shards[Self::shard(address)].get(&address)
     }
 
     /// How many blocks are live (recorded blocks, not weighted).
     pub fn len(&self) -> usize {
-        self.blocks.len()
+        self.shards.iter().map(|s| s.len()).sum()
     }
 
     /// True when nothing is live.
     pub fn is_empty(&self) -> bool {
-        self.blocks.is_empty()
+        self.shards.iter().all(|s| s.is_empty())
     }
 
     /// Every live block with its address, in no particular order.
     pub fn iter(&self) -> impl Iterator<Item = (u64, &LiveBlock)> + '_ {
-        self.blocks.iter().map(|(&a, b)| (a, b))
+        self.shards
+            .iter()
+            .flat_map(|s| s.iter().map(|(&a, b)| (a, b)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn block(size: u64) -> LiveBlock {
+        LiveBlock {
+            size,
+            stack: 1,
+            ticks: 0,
+            thread: 1,
+            weight: Weight::default(),
+            serial: 0,
+            instance: 0,
+        }
+    }
+
+    #[test]
+    fn blocks_of_one_size_class_spread_over_every_shard() {
+        let mut live = LiveMap::default();
+        for i in 0..4096u64 {
+            assert!(live.insert(0x7f00_0000_0000 + i * 64, block(64)).is_none());
+        }
+        assert_eq!(live.len(), 4096);
+        for s in &live.shards {
+            assert!(s.len() > 4096 / SHARDS / 2, "a shard holds {}", s.len());
+        }
+        assert_eq!(
+            live.insert(0x7f00_0000_0040, block(8)).map(|b| b.size),
+            Some(64)
+        );
+        assert_eq!(live.remove(0x7f00_0000_0040).map(|b| b.size), Some(8));
+        assert!(live.get(0x7f00_0000_0040).is_none());
+        assert_eq!(live.iter().count(), 4095);
     }
 }
