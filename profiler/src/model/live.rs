@@ -45,10 +45,17 @@ pub enum LeakClass {
 /// Live blocks by address, in [`SHARDS`] hash maps chosen by address:
 /// a map of a million blocks that grows rehashes all of them at once, and
 /// the live dashboard's ingest does that under the lock a frame waits for
-/// (a 50 ms frame in `tui-bench`); a shard rehashes a sixteenth.
+/// (a 58 ms frame in `tui-bench`); a shard rehashes about a sixteenth.
+/// Shards of equal shares would all reach their next capacity together
+/// and rehash in the same moment, so shard i takes a share proportional to
+/// 2^(i/16): as blocks accumulate, the shards cross their thresholds one
+/// after another, a sixteenth of a doubling apart.
 #[derive(Clone, Debug)]
 pub struct LiveMap {
     shards: Vec<IdMap<u64, LiveBlock>>,
+    /// Shard i takes the addresses whose mixed bits fall below `bounds[i]`
+    /// (and at or above `bounds[i - 1]`).
+    bounds: [u64; SHARDS],
 }
 
 /// Maps in a [`LiveMap`].
@@ -56,34 +63,47 @@ const SHARDS: usize = 16;
 
 impl Default for LiveMap {
     fn default() -> Self {
+        let shares: Vec<f64> = (0..SHARDS)
+            .map(|i| (i as f64 / SHARDS as f64).exp2())
+            .collect();
+        let total: f64 = shares.iter().sum();
+        let mut bounds = [u64::MAX; SHARDS];
+        let mut below = 0.0;
+        for (i, share) in shares.iter().enumerate().take(SHARDS - 1) {
+            below += share / total;
+            bounds[i] = (below * u64::MAX as f64) as u64;
+        }
         LiveMap {
             shards: (0..SHARDS).map(|_| IdMap::default()).collect(),
+            bounds,
         }
     }
 }
 
 impl LiveMap {
-    /// The shard of `address`: bits above the 16-byte alignment, mixed so
-    /// that blocks of one size class (a stride) spread over every shard.
-    fn shard(address: u64) -> usize {
+    /// The shard of `address`: its bits above the 16-byte alignment, mixed
+    /// so that blocks of one size class (a stride) spread over the shards.
+    fn shard(&self, address: u64) -> usize {
         let x = (address >> 4).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-        (x >> 60) as usize % SHARDS
+        self.bounds.partition_point(|&b| b <= x).min(SHARDS - 1)
     }
 
     /// Adds a block; returns the block that was live at the same address,
     /// if any (its free was never recorded).
     pub(crate) fn insert(&mut self, address: u64, block: LiveBlock) -> Option<LiveBlock> {
-        self.shards[Self::shard(address)].insert(address, block)
+        let i = self.shard(address);
+        self.shards[i].insert(address, block)
     }
 
     /// Removes and returns the block at `address`.
     pub(crate) fn remove(&mut self, address: u64) -> Option<LiveBlock> {
-        self.shards[Self::shard(address)].remove(&address)
+        let i = self.shard(address);
+        self.shards[i].remove(&address)
     }
 
     /// The block at `address`.
     pub fn get(&self, address: u64) -> Option<&LiveBlock> {
-        self.shards[Self::shard(address)].get(&address)
+        self.shards[self.shard(address)].get(&address)
     }
 
     /// How many blocks are live (recorded blocks, not weighted).
@@ -121,15 +141,19 @@ mod tests {
     }
 
     #[test]
-    fn blocks_of_one_size_class_spread_over_every_shard() {
+    fn blocks_of_one_size_class_spread_over_the_shards_by_their_shares() {
         let mut live = LiveMap::default();
         for i in 0..4096u64 {
             assert!(live.insert(0x7f00_0000_0000 + i * 64, block(64)).is_none());
         }
         assert_eq!(live.len(), 4096);
-        for s in &live.shards {
-            assert!(s.len() > 4096 / SHARDS / 2, "a shard holds {}", s.len());
-        }
+        // Shares grow from the first shard to the last, within 2x.
+        let (first, last) = (live.shards[0].len(), live.shards[SHARDS - 1].len());
+        assert!(first > 4096 / SHARDS / 2, "the first shard holds {first}");
+        assert!(
+            last > first && last < 3 * first,
+            "shards hold {first} and {last}"
+        );
         assert_eq!(
             live.insert(0x7f00_0000_0040, block(8)).map(|b| b.size),
             Some(64)
