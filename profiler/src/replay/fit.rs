@@ -264,6 +264,26 @@ impl FitHeap {
         }
     }
 
+    /// The free block (`end - size`, `size`) has grown backwards to `at`,
+    /// taking in the `added` bytes before it (its size in `free` already
+    /// updated): the other indexes follow.
+    fn absorbed(&mut self, at: u64, added: u64, end: u64, size: u64) {
+        let old_start = end - size;
+        let grown = end - at;
+        if self.sized {
+            self.by_size.remove(&(size, old_start));
+            self.by_size.insert((grown, at));
+        } else {
+            self.largest.remove(old_start, size, &self.free);
+            self.largest.insert(at, grown);
+        }
+        self.free_total += added;
+        if self.flavour == Flavour::FreeRtosOrdered {
+            self.by_address.add(old_start / self.align, -1);
+            self.by_address.add(at / self.align, 1);
+        }
+    }
+
     /// The block size a request needs: header, size and alignment padding,
     /// rounded to the unit.
     fn need(&self, size: u64, align: u64) -> u64 {
@@ -369,24 +389,33 @@ impl Heap for FitHeap {
                 } else {
                     1
                 };
-                // The free block that ends here, and the one that begins
-                // where this one ends.
-                if let Some(&psize) = self.free.get(&at) {
-                    self.remove_free(at - psize, psize);
-                    at -= psize;
+                // One search finds both neighbours: the first free block
+                // that ends at or after `at` is the one before if it ends
+                // exactly there; the next (or that one, if not) is the one
+                // after if it begins where this block ends. The one after
+                // takes in what is freed before it without changing its
+                // key (its end): its size is updated where it lies.
+                let end = at + size;
+                let mut from = self.free.range_mut(at..);
+                let (prev, next) = match from.next() {
+                    Some((&e, &mut s)) if e == at => (Some(s), from.next()),
+                    other => (None, other),
+                };
+                let start = at - prev.unwrap_or(0);
+                let grown = next
+                    .filter(|(e, s)| **e - **s == end)
+                    .map(|(&e, s)| (e, std::mem::replace(s, e - start)));
+                if let Some(psize) = prev {
+                    self.remove_free(start, psize);
                     size += psize;
                     self.steps += 1;
                 }
-                if let Some((_, &nsize)) = self
-                    .free
-                    .range(at + size + 1..)
-                    .next()
-                    .filter(|&(&end, &nsize)| end - nsize == at + size)
-                {
-                    self.remove_free(at + size, nsize);
-                    size += nsize;
+                if let Some((nend, nsize)) = grown {
+                    self.absorbed(start, size, nend, nsize);
                     self.steps += 1;
+                    return;
                 }
+                at = start;
             }
         }
         self.insert_free(at, size);
@@ -438,6 +467,29 @@ impl Heap for FitHeap {
                     .is_some_and(|(&end, &ns)| end - ns == a + s)
                 {
                     return Err(format!("free blocks at {a} and {} not merged", a + s));
+                }
+            }
+        }
+        // The Fenwick trees that count list ranks agree with the lists.
+        if self.flavour == Flavour::FreeRtosOrdered {
+            for (i, (&end, &size)) in self.free.iter().enumerate() {
+                let rank = self.by_address.below((end - size) / self.align);
+                if rank != i as u64 {
+                    return Err(format!(
+                        "the free block at {} ranks {rank} by address, its place is {i}",
+                        end - size
+                    ));
+                }
+            }
+        }
+        if self.flavour == Flavour::FreeRtosBySize {
+            for &(size, at) in &self.by_size {
+                let smaller = self.by_size.range(..(size, 0)).count() as u64;
+                let rank = self.by_size_rank.below(size / self.align);
+                if rank != smaller {
+                    return Err(format!(
+                        "the free block at {at} ranks {rank} by size, {smaller} are smaller"
+                    ));
                 }
             }
         }
