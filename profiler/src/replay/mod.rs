@@ -587,8 +587,89 @@ pub fn run(
     ops: &[Timed],
     stop_at_failure: bool,
 ) -> Outcome {
+    run_with(kind, cfg, arena, ops, &Handles::of(ops), stop_at_failure)
+}
+
+/// No handle (an operation that creates, ends or displaces none).
+const NO_HANDLE: u32 = u32::MAX;
+
+/// Which replayed block each recorded address stands for, worked out once
+/// for a trace on the assumption that every allocation succeeds, as it
+/// does in a replay until its first failure: each allocation creates a
+/// handle, and a free, a reallocation or an address reused while live
+/// names the handle it ends. A replay looks its blocks up by handle, in a
+/// vector, instead of by address in a hash map (an insertion and a removal
+/// per block, about a tenth of a replay), and turns to the address map at
+/// its first failure, from which the assumption no longer holds.
+pub struct Handles {
+    /// Per operation: the handle it creates, the one it ends (a free, a
+    /// reallocation's old block), the one it displaces (its address was
+    /// live: an allocation frees that block, a reallocation drops it).
+    per_op: Vec<[u32; 3]>,
+    /// Per handle: the recorded address.
+    address: Vec<u64>,
+}
+
+impl Handles {
+    /// The handles of `ops` (none when they create more than 2^32 - 1
+    /// blocks: such a replay uses the address map throughout).
+    pub fn of(ops: &[Timed]) -> Handles {
+        let mut live: IdMap<u64, u32> = IdMap::default();
+        let mut address: Vec<u64> = Vec::new();
+        let mut per_op = Vec::with_capacity(ops.len());
+        for t in ops {
+            let mut create = |addr: u64, live: &mut IdMap<u64, u32>| {
+                let h = address.len() as u32;
+                address.push(addr);
+                (h, live.insert(addr, h).unwrap_or(NO_HANDLE))
+            };
+            per_op.push(match t.op {
+                Op::Alloc { addr, .. } => {
+                    let (h, displaced) = create(addr, &mut live);
+                    [h, NO_HANDLE, displaced]
+                }
+                Op::Free { addr } => [
+                    NO_HANDLE,
+                    live.remove(&addr).unwrap_or(NO_HANDLE),
+                    NO_HANDLE,
+                ],
+                Op::Realloc { old, addr, .. } => {
+                    let ended = if old != 0 { live.remove(&old) } else { None };
+                    let (h, displaced) = create(addr, &mut live);
+                    [h, ended.unwrap_or(NO_HANDLE), displaced]
+                }
+                Op::Access { .. } | Op::Sync | Op::Failed { .. } => [NO_HANDLE; 3],
+            });
+            if address.len() >= NO_HANDLE as usize {
+                return Handles {
+                    per_op: Vec::new(),
+                    address: Vec::new(),
+                };
+            }
+        }
+        Handles { per_op, address }
+    }
+}
+
+/// [`run`] with the handles of `ops` (from [`Handles::of`]), for callers
+/// that replay the same operations many times.
+pub fn run_with(
+    kind: &ModelKind,
+    cfg: &Config,
+    arena: u64,
+    ops: &[Timed],
+    handles: &Handles,
+    stop_at_failure: bool,
+) -> Outcome {
     let mut heap = kind.build(arena, cfg);
     let mut map: IdMap<u64, (u64, u64)> = IdMap::default();
+    // Until the first failure, blocks by handle; then by address in `map`.
+    let mut by_handle = handles.per_op.len() == ops.len();
+    let mut slots: Vec<Option<(u64, u64)>> = if by_handle {
+        vec![None; handles.address.len()]
+    } else {
+        Vec::new()
+    };
     let mut out = Outcome {
         model: kind.name(),
         arena,
@@ -637,63 +718,139 @@ pub fn run(
         counted += 1;
         let clock = (i % 16 == 0).then(Instant::now);
         let mut failed_here = None;
-        match t.op {
-            // A request larger than the arena fails without asking the
-            // model (whose arithmetic need not survive sizes near 2^64, as
-            // a foreign log may hold).
-            Op::Alloc { size, .. } | Op::Realloc { size, .. } if size > arena.min(MAX_ARENA) => {
-                if let Op::Realloc { old, .. } = t.op
-                    && old != 0
-                    && !map.contains_key(&old)
+        if by_handle {
+            let [created, ended, displaced] = handles.per_op[i];
+            let slot = |h: u32| (h != NO_HANDLE).then_some(h as usize);
+            let result = match t.op {
+                Op::Alloc { size, .. } | Op::Realloc { size, .. }
+                    if size > arena.min(MAX_ARENA) =>
                 {
-                    out.unknown_frees += 1;
+                    None
                 }
-                failed_here = Some(size);
-            }
-            Op::Alloc { addr, size, align } => match heap.alloc(size, model_align(align, cfg)) {
-                Some(at) => {
-                    if let Some((old, old_size)) = map.insert(addr, (at, size)) {
+                Op::Alloc { size, align, .. } => heap.alloc(size, model_align(align, cfg)),
+                Op::Realloc { size, .. } => heap.alloc(size, cfg.align),
+                Op::Free { .. } => Some(0),
+                Op::Access { .. } | Op::Sync | Op::Failed { .. } => unreachable!("skipped above"),
+            };
+            match (t.op, result) {
+                (Op::Free { .. }, _) => match slot(ended).and_then(|h| slots[h].take()) {
+                    Some((at, size)) => {
+                        heap.free(at);
+                        live -= size;
+                    }
+                    None => out.unknown_frees += 1,
+                },
+                (Op::Alloc { size, .. }, Some(at)) => {
+                    if let Some((old, old_size)) = slot(displaced).and_then(|h| slots[h].take()) {
                         // The trace reused a live address: its free was lost.
                         heap.free(old);
                         live -= old_size;
                     }
+                    slots[created as usize] = Some((at, size));
                     live += size;
                 }
-                None => failed_here = Some(size),
-            },
-            Op::Free { addr } => match map.remove(&addr) {
-                Some((at, size)) => {
-                    heap.free(at);
-                    live -= size;
-                }
-                None => out.unknown_frees += 1,
-            },
-            Op::Realloc { old, addr, size } => {
-                let previous = if old != 0 { map.remove(&old) } else { None };
-                if old != 0 && previous.is_none() {
-                    out.unknown_frees += 1;
-                }
-                match heap.alloc(size, cfg.align) {
-                    Some(at) => {
-                        if let Some((pat, psize)) = previous {
-                            // The copy: one step per word.
-                            steps_total += psize.min(size).div_ceil(8);
-                            heap.free(pat);
-                            live -= psize;
-                        }
-                        map.insert(addr, (at, size));
-                        live += size;
+                (Op::Realloc { old, size, .. }, Some(at)) => {
+                    let previous = slot(ended).and_then(|h| slots[h].take());
+                    if old != 0 && previous.is_none() {
+                        out.unknown_frees += 1;
                     }
-                    None => {
-                        // The old block stays (realloc failed).
-                        if let Some(p) = previous {
-                            map.insert(old, p);
-                        }
-                        failed_here = Some(size);
+                    if let Some((pat, psize)) = previous {
+                        // The copy: one step per word.
+                        steps_total += psize.min(size).div_ceil(8);
+                        heap.free(pat);
+                        live -= psize;
                     }
+                    if let Some(h) = slot(displaced) {
+                        // As the address map's insertion overwrites it.
+                        slots[h] = None;
+                    }
+                    slots[created as usize] = Some((at, size));
+                    live += size;
+                }
+                (Op::Alloc { size, .. } | Op::Realloc { size, .. }, None) => {
+                    // The first failure: from here on, by address (the
+                    // failed operation changed no block).
+                    if let Op::Realloc { old, .. } = t.op
+                        && old != 0
+                        && slot(ended).is_none_or(|h| slots[h].is_none())
+                    {
+                        out.unknown_frees += 1;
+                    }
+                    failed_here = Some(size);
+                    by_handle = false;
+                    for (h, block) in slots.drain(..).enumerate() {
+                        if let Some(block) = block {
+                            map.insert(handles.address[h], block);
+                        }
+                    }
+                }
+                (Op::Access { .. } | Op::Sync | Op::Failed { .. }, _) => {
+                    unreachable!("skipped above")
                 }
             }
-            Op::Access { .. } | Op::Sync | Op::Failed { .. } => unreachable!("skipped above"),
+        } else {
+            match t.op {
+                // A request larger than the arena fails without asking the
+                // model (whose arithmetic need not survive sizes near 2^64, as
+                // a foreign log may hold).
+                Op::Alloc { size, .. } | Op::Realloc { size, .. }
+                    if size > arena.min(MAX_ARENA) =>
+                {
+                    if let Op::Realloc { old, .. } = t.op
+                        && old != 0
+                        && !map.contains_key(&old)
+                    {
+                        out.unknown_frees += 1;
+                    }
+                    failed_here = Some(size);
+                }
+                Op::Alloc { addr, size, align } => {
+                    match heap.alloc(size, model_align(align, cfg)) {
+                        Some(at) => {
+                            if let Some((old, old_size)) = map.insert(addr, (at, size)) {
+                                // The trace reused a live address: its free was lost.
+                                heap.free(old);
+                                live -= old_size;
+                            }
+                            live += size;
+                        }
+                        None => failed_here = Some(size),
+                    }
+                }
+                Op::Free { addr } => match map.remove(&addr) {
+                    Some((at, size)) => {
+                        heap.free(at);
+                        live -= size;
+                    }
+                    None => out.unknown_frees += 1,
+                },
+                Op::Realloc { old, addr, size } => {
+                    let previous = if old != 0 { map.remove(&old) } else { None };
+                    if old != 0 && previous.is_none() {
+                        out.unknown_frees += 1;
+                    }
+                    match heap.alloc(size, cfg.align) {
+                        Some(at) => {
+                            if let Some((pat, psize)) = previous {
+                                // The copy: one step per word.
+                                steps_total += psize.min(size).div_ceil(8);
+                                heap.free(pat);
+                                live -= psize;
+                            }
+                            map.insert(addr, (at, size));
+                            live += size;
+                        }
+                        None => {
+                            // The old block stays (realloc failed).
+                            if let Some(p) = previous {
+                                map.insert(old, p);
+                            }
+                            failed_here = Some(size);
+                        }
+                    }
+                }
+                Op::Access { .. } | Op::Sync | Op::Failed { .. } => unreachable!("skipped above"),
+            }
         }
         let s = heap.take_steps();
         if let Some(c) = clock {
@@ -739,7 +896,7 @@ pub fn run(
     out.ops = counted;
     let st = heap.stats();
     out.peak_footprint = st.high_water;
-    out.leaked_blocks = map.len() as u64;
+    out.leaked_blocks = (map.len() + slots.iter().filter(|b| b.is_some()).count()) as u64;
     out.jw4 = if out.max_live == 0 {
         0.0
     } else {
@@ -837,10 +994,24 @@ pub const MAX_ARENA: u64 = 1 << 40;
 /// to 1 TiB does. The search starts from what an unbounded replay used:
 /// the peak live bytes below, the peak footprint above.
 pub fn smallest_arena(kind: &ModelKind, cfg: &Config, ops: &[Timed]) -> Option<u64> {
+    smallest_arena_with(kind, cfg, ops, &Handles::of(ops))
+}
+
+/// [`smallest_arena`] with the handles of `ops`.
+fn smallest_arena_with(
+    kind: &ModelKind,
+    cfg: &Config,
+    ops: &[Timed],
+    handles: &Handles,
+) -> Option<u64> {
     let unit = cfg.align.max(8);
-    let fits = |arena: u64| run(kind, cfg, arena, ops, true).failure.is_none();
+    let fits = |arena: u64| {
+        run_with(kind, cfg, arena, ops, handles, true)
+            .failure
+            .is_none()
+    };
     let ceiling = ceiling(cfg, ops)?;
-    let unbounded = run(kind, cfg, ceiling, ops, true);
+    let unbounded = run_with(kind, cfg, ceiling, ops, handles, true);
     if unbounded.failure.is_some() {
         return None;
     }
@@ -881,10 +1052,11 @@ pub struct ModelReport {
 /// Replays `ops` through each of `kinds`, best first (the smallest arena
 /// that fits, then the fewest steps at the worst).
 pub fn compare(kinds: &[ModelKind], cfg: &Config, ops: &[Timed]) -> Vec<ModelReport> {
+    let handles = Handles::of(ops);
     let mut reports: Vec<ModelReport> = kinds
         .iter()
         .map(|k| {
-            let smallest = smallest_arena(k, cfg, ops);
+            let smallest = smallest_arena_with(k, cfg, ops, &handles);
             let arena = cfg
                 .arena
                 .or(smallest)
@@ -892,7 +1064,7 @@ pub fn compare(kinds: &[ModelKind], cfg: &Config, ops: &[Timed]) -> Vec<ModelRep
                 .unwrap_or(1 << 30);
             ModelReport {
                 smallest_arena: smallest,
-                outcome: run(k, cfg, arena, ops, false),
+                outcome: run_with(k, cfg, arena, ops, &handles, false),
             }
         })
         .collect();

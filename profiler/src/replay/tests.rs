@@ -327,3 +327,54 @@ fn a_free_a_little_before_another_threads_allocation_of_its_block_follows_it() {
         ]
     );
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(96))]
+
+    /// A replay by handles (until its first failure) ends exactly as one
+    /// by address throughout: the same failures, unknown frees, leaks,
+    /// steps and fragmentation, whatever the trace does (frees of unknown
+    /// addresses, addresses reused while live, reallocations that move,
+    /// stay or fail) and however small the arena.
+    #[test]
+    fn replay_by_handle_matches_replay_by_address(
+        kind in model_strategy(),
+        arena in 64u64..4096,
+        steps in proptest::collection::vec((0u8..4, 0u64..12, 0u64..12, 1u64..600), 1..150),
+    ) {
+        let ops: Vec<Timed> = steps
+            .iter()
+            .enumerate()
+            .map(|(i, &(what, a, b, size))| Timed {
+                op: match what {
+                    0 | 1 => Op::Alloc { addr: 16 * (a + 1), size, align: 8 },
+                    2 => Op::Free { addr: 16 * (a + 1) },
+                    _ => Op::Realloc { old: 16 * a, addr: 16 * (b + 1), size },
+                },
+                ticks: i as u64 * 10,
+                stack: 3,
+                thread: 0,
+            })
+            .collect();
+        let by_address = Handles { per_op: Vec::new(), address: Vec::new() };
+        let summary = |o: &Outcome| {
+            (
+                o.failure,
+                o.failed,
+                o.unknown_frees,
+                o.leaked_blocks,
+                o.peak_footprint,
+                o.max_live,
+                o.steps_mean.to_bits(),
+                o.steps_max,
+                o.frag_max.to_bits(),
+                o.frag_mean.to_bits(),
+            )
+        };
+        for stop in [false, true] {
+            let a = run_with(&kind, &cfg(8), arena, &ops, &Handles::of(&ops), stop);
+            let b = run_with(&kind, &cfg(8), arena, &ops, &by_address, stop);
+            prop_assert_eq!(summary(&a), summary(&b), "{}", kind.name());
+        }
+    }
+}
