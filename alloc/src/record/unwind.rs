@@ -177,9 +177,15 @@ impl Rule {
     }
 }
 
-/// A per-thread cache from code address to its rule.
+/// A cache from code address to its rule: a thread's own (in its ring),
+/// or one shared by threads (the signal handlers' static one).
 #[repr(C)]
 pub struct RuleCache {
+    /// Shared by threads: entries are read as a seqlock (the tag checked
+    /// again after the value), and the table of the latest walk, which
+    /// every walk rewrites, is not used. Rings' caches are zeroed
+    /// mappings: not shared.
+    shared: bool,
     entries: [(AtomicU64, AtomicU64); RULE_ENTRIES],
     /// The address looked up at each depth of the thread's latest walk and
     /// its rule: consecutive stacks share their inner frames (the
@@ -197,9 +203,11 @@ pub const RULE_ENTRIES: usize = 1024;
 const NO_RULE: u64 = 1 << 58;
 
 impl RuleCache {
-    /// An empty cache (for statics; rings get theirs zeroed by the mapping).
+    /// An empty cache shared by threads (for statics; rings get theirs,
+    /// per thread, zeroed by the mapping).
     pub const fn new() -> Self {
         RuleCache {
+            shared: true,
             entries: [const { (AtomicU64::new(0), AtomicU64::new(0)) }; RULE_ENTRIES],
             recent: [const { (AtomicU64::new(0), AtomicU64::new(0)) }; RECENT_ENTRIES],
         }
@@ -210,6 +218,9 @@ impl RuleCache {
     /// cache (and remembered for the next walk).
     #[inline(always)]
     fn rule_at(&self, depth: usize, pc: u64) -> Option<Rule> {
+        if self.shared {
+            return self.shared_rule(pc);
+        }
         let r = &self.recent[depth % RECENT_ENTRIES];
         if r.0.load(Ordering::Relaxed) == pc {
             return unpack_or_none(r.1.load(Ordering::Relaxed));
@@ -219,6 +230,21 @@ impl RuleCache {
             let v = e.1.load(Ordering::Relaxed);
             store_entry(r, pc, v);
             return unpack_or_none(v);
+        }
+        self.miss(pc)
+    }
+
+    /// The rule for `pc` from a cache that other threads may be writing:
+    /// a value counts only if its entry's tag still names `pc` after the
+    /// value was read (a writer clears the tag first: `store_entry`).
+    #[inline(never)]
+    fn shared_rule(&self, pc: u64) -> Option<Rule> {
+        let e = &self.entries[Self::slot(pc)];
+        if e.0.load(Ordering::Acquire) == pc {
+            let v = e.1.load(Ordering::Acquire);
+            if e.0.load(Ordering::Acquire) == pc {
+                return unpack_or_none(v);
+            }
         }
         self.miss(pc)
     }
@@ -255,8 +281,10 @@ fn unpack_or_none(v: u64) -> Option<Rule> {
 }
 
 /// Stores a (tag, packed rule) entry. The tag is cleared while the value
-/// changes, so that a cache shared by threads (the signal handlers') never
-/// pairs a tag with another address's rule.
+/// changes, so that a reader of a cache shared by threads (the signal
+/// handlers'), which checks the tag again after the value
+/// ([`RuleCache::shared_rule`]), never pairs a tag with another address's
+/// rule.
 #[inline(always)]
 fn store_entry(e: &(AtomicU64, AtomicU64), pc: u64, v: u64) {
     e.0.store(0, Ordering::Relaxed);
