@@ -470,8 +470,13 @@ impl Heap for FitHeap {
                 }
             }
         }
-        // The Fenwick trees that count list ranks agree with the lists.
-        if self.flavour == Flavour::FreeRtosOrdered {
+        // The Fenwick trees that count list ranks agree with the lists
+        // (exact while the arena has at most MAX_SLOTS units).
+        let exact = self
+            .regions
+            .last()
+            .is_none_or(|r| r.1 / self.align < MAX_SLOTS as u64);
+        if exact && self.flavour == Flavour::FreeRtosOrdered {
             for (i, (&end, &size)) in self.free.iter().enumerate() {
                 let rank = self.by_address.below((end - size) / self.align);
                 if rank != i as u64 {
@@ -482,9 +487,15 @@ impl Heap for FitHeap {
                 }
             }
         }
-        if self.flavour == Flavour::FreeRtosBySize {
-            for &(size, at) in &self.by_size {
-                let smaller = self.by_size.range(..(size, 0)).count() as u64;
+        if exact && self.flavour == Flavour::FreeRtosBySize {
+            // In size order: the blocks smaller than one are those before
+            // the first of its size.
+            let (mut smaller, mut last) = (0u64, None);
+            for (i, &(size, at)) in self.by_size.iter().enumerate() {
+                if last != Some(size) {
+                    smaller = i as u64;
+                    last = Some(size);
+                }
                 let rank = self.by_size_rank.below(size / self.align);
                 if rank != smaller {
                     return Err(format!(

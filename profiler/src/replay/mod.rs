@@ -595,59 +595,73 @@ const NO_HANDLE: u32 = u32::MAX;
 
 /// Which replayed block each recorded address stands for, worked out once
 /// for a trace on the assumption that every allocation succeeds, as it
-/// does in a replay until its first failure: each allocation creates a
-/// handle, and a free, a reallocation or an address reused while live
-/// names the handle it ends. A replay looks its blocks up by handle, in a
-/// vector, instead of by address in a hash map (an insertion and a removal
-/// per block, about a tenth of a replay), and turns to the address map at
+/// does in a replay until its first failure: each allocation takes a
+/// handle (a number freed handles are reused for, so that there are no
+/// more of them than blocks live at once), and a free, a reallocation or
+/// an address reused while live names the handle it ends. A replay finds
+/// its blocks by handle, in a vector, instead of by address in a hash map
+/// (an insertion and a removal per block), and turns to the address map at
 /// its first failure, from which the assumption no longer holds.
 pub struct Handles {
     /// Per operation: the handle it creates, the one it ends (a free, a
     /// reallocation's old block), the one it displaces (its address was
     /// live: an allocation frees that block, a reallocation drops it).
     per_op: Vec<[u32; 3]>,
-    /// Per handle: the recorded address.
-    address: Vec<u64>,
+    /// How many handles there are.
+    count: usize,
 }
 
 impl Handles {
-    /// The handles of `ops` (none when they create more than 2^32 - 1
-    /// blocks: such a replay uses the address map throughout).
+    /// The handles of `ops` (none when more than 2^32 - 1 blocks are live
+    /// at once: such a replay uses the address map throughout).
     pub fn of(ops: &[Timed]) -> Handles {
         let mut live: IdMap<u64, u32> = IdMap::default();
-        let mut address: Vec<u64> = Vec::new();
+        let mut spare: Vec<u32> = Vec::new();
+        let mut count = 0u32;
         let mut per_op = Vec::with_capacity(ops.len());
         for t in ops {
-            let mut create = |addr: u64, live: &mut IdMap<u64, u32>| {
-                let h = address.len() as u32;
-                address.push(addr);
-                (h, live.insert(addr, h).unwrap_or(NO_HANDLE))
+            // A new block at `addr`: its handle, and the one it displaces
+            // (taken before that one is given back, so never the same).
+            let mut create = |addr: u64, live: &mut IdMap<u64, u32>, spare: &mut Vec<u32>| {
+                let h = spare.pop().unwrap_or_else(|| {
+                    count += 1;
+                    count - 1
+                });
+                let displaced = live.insert(addr, h);
+                spare.extend(displaced);
+                (h, displaced.unwrap_or(NO_HANDLE))
             };
             per_op.push(match t.op {
                 Op::Alloc { addr, .. } => {
-                    let (h, displaced) = create(addr, &mut live);
+                    let (h, displaced) = create(addr, &mut live, &mut spare);
                     [h, NO_HANDLE, displaced]
                 }
-                Op::Free { addr } => [
-                    NO_HANDLE,
-                    live.remove(&addr).unwrap_or(NO_HANDLE),
-                    NO_HANDLE,
-                ],
+                Op::Free { addr } => {
+                    let ended = live.remove(&addr);
+                    spare.extend(ended);
+                    [NO_HANDLE, ended.unwrap_or(NO_HANDLE), NO_HANDLE]
+                }
                 Op::Realloc { old, addr, .. } => {
+                    // The old block's handle may be the new one's: a replay
+                    // takes the old block out before it puts the new in.
                     let ended = if old != 0 { live.remove(&old) } else { None };
-                    let (h, displaced) = create(addr, &mut live);
+                    spare.extend(ended);
+                    let (h, displaced) = create(addr, &mut live, &mut spare);
                     [h, ended.unwrap_or(NO_HANDLE), displaced]
                 }
                 Op::Access { .. } | Op::Sync | Op::Failed { .. } => [NO_HANDLE; 3],
             });
-            if address.len() >= NO_HANDLE as usize {
+            if count == NO_HANDLE {
                 return Handles {
                     per_op: Vec::new(),
-                    address: Vec::new(),
+                    count: 0,
                 };
             }
         }
-        Handles { per_op, address }
+        Handles {
+            per_op,
+            count: count as usize,
+        }
     }
 }
 
@@ -665,8 +679,9 @@ pub fn run_with(
     let mut map: IdMap<u64, (u64, u64)> = IdMap::default();
     // Until the first failure, blocks by handle; then by address in `map`.
     let mut by_handle = handles.per_op.len() == ops.len();
-    let mut slots: Vec<Option<(u64, u64)>> = if by_handle {
-        vec![None; handles.address.len()]
+    // Per handle: the replayed block (offset, size) and its recorded address.
+    let mut slots: Vec<Option<(u64, u64, u64)>> = if by_handle {
+        vec![None; handles.count]
     } else {
         Vec::new()
     };
@@ -734,27 +749,28 @@ pub fn run_with(
             };
             match (t.op, result) {
                 (Op::Free { .. }, _) => match slot(ended).and_then(|h| slots[h].take()) {
-                    Some((at, size)) => {
+                    Some((at, size, _)) => {
                         heap.free(at);
                         live -= size;
                     }
                     None => out.unknown_frees += 1,
                 },
-                (Op::Alloc { size, .. }, Some(at)) => {
-                    if let Some((old, old_size)) = slot(displaced).and_then(|h| slots[h].take()) {
+                (Op::Alloc { addr, size, .. }, Some(at)) => {
+                    if let Some((old, old_size, _)) = slot(displaced).and_then(|h| slots[h].take())
+                    {
                         // The trace reused a live address: its free was lost.
                         heap.free(old);
                         live -= old_size;
                     }
-                    slots[created as usize] = Some((at, size));
+                    slots[created as usize] = Some((at, size, addr));
                     live += size;
                 }
-                (Op::Realloc { old, size, .. }, Some(at)) => {
+                (Op::Realloc { old, addr, size }, Some(at)) => {
                     let previous = slot(ended).and_then(|h| slots[h].take());
                     if old != 0 && previous.is_none() {
                         out.unknown_frees += 1;
                     }
-                    if let Some((pat, psize)) = previous {
+                    if let Some((pat, psize, _)) = previous {
                         // The copy: one step per word.
                         steps_total += psize.min(size).div_ceil(8);
                         heap.free(pat);
@@ -764,7 +780,7 @@ pub fn run_with(
                         // As the address map's insertion overwrites it.
                         slots[h] = None;
                     }
-                    slots[created as usize] = Some((at, size));
+                    slots[created as usize] = Some((at, size, addr));
                     live += size;
                 }
                 (Op::Alloc { size, .. } | Op::Realloc { size, .. }, None) => {
@@ -778,10 +794,8 @@ pub fn run_with(
                     }
                     failed_here = Some(size);
                     by_handle = false;
-                    for (h, block) in slots.drain(..).enumerate() {
-                        if let Some(block) = block {
-                            map.insert(handles.address[h], block);
-                        }
+                    for (at, size, addr) in slots.drain(..).flatten() {
+                        map.insert(addr, (at, size));
                     }
                 }
                 (Op::Access { .. } | Op::Sync | Op::Failed { .. }, _) => {

@@ -356,7 +356,7 @@ proptest! {
                 thread: 0,
             })
             .collect();
-        let by_address = Handles { per_op: Vec::new(), address: Vec::new() };
+        let by_address = Handles { per_op: Vec::new(), count: 0 };
         let summary = |o: &Outcome| {
             (
                 o.failure,
