@@ -399,14 +399,14 @@ unsafe fn free_impl<const SIZED: bool>(
         // fast path), but a free into one of its own pages needs neither
         // the general path's search for the block nor its checks for other
         // threads' heaps.
-        let heap = thread::heap();
-        if token.is_null() && s.heap.load(Ordering::Relaxed) == heap {
-            if SIZED && !layout_fits_slow(p, size, align) {
-                return;
+        if token.is_null() {
+            let heap = thread::heap();
+            if s.heap.load(Ordering::Relaxed) == heap {
+                if SIZED && !layout_fits_slow(p, size, align) {
+                    return;
+                }
+                return free_instrumented(heap, s.page_of(p), p, call, family);
             }
-            // SAFETY: the segment is owned by this thread's heap, which is
-            // live; `p` lies inside the segment.
-            return free_instrumented(unsafe { &*heap }, s.page_of(p), p, call, family);
         }
     }
     if SIZED && !layout_fits_slow(p, size, align) {
@@ -415,12 +415,13 @@ unsafe fn free_impl<const SIZED: bool>(
     free_slow(p, call, family);
 }
 
-/// A free into a page of this thread's instrumented heap: counted, and
-/// recorded in full mode (or when the page holds samples), as the general
-/// path would; anything unusual (an interior pointer, a family mismatch, a
-/// block not in use) goes to that path, which reports it.
+/// A free into a page of this thread's instrumented heap, as the general
+/// path would make it (counted, recorded in full mode) without its search
+/// for the block; anything unusual (an interior pointer, a family
+/// mismatch, a block not in use, a full or sampled page, whose fast-free
+/// bounds are 0) goes to that path, which reports it.
 #[inline(never)]
-fn free_instrumented(heap: &Heap, page: &Page, p: *mut u8, call: &'static str, family: Family) {
+fn free_instrumented(heap: *mut Heap, page: &Page, p: *mut u8, call: &'static str, family: Family) {
     let off = (p as usize).wrapping_sub(page.block_start.get() as usize);
     let carved = (off < page.limit(family) as usize) & is_multiple(off as u64, page.magic.get());
     // SAFETY: below the limit and a multiple of the block size: a carved
@@ -428,24 +429,24 @@ fn free_instrumented(heap: &Heap, page: &Page, p: *mut u8, call: &'static str, f
     if !carved || unsafe { page::is_freed(p as *const page::Block) } {
         return free_slow(p, call, family);
     }
-    let recording = record::active();
-    let recorded = recording && (record::full() || page.has(page::SAMPLED));
+    let recorded = record::active() && record::full();
+    recorded_free(heap, p, recorded, || {
+        release_block(heap, heap, page, p, p, call)
+    });
+}
+
+/// Frees `p` through `release` on behalf of the thread whose heap is
+/// `heap` (possibly the empty heap), as an event when `recorded`: the
+/// call's start is read before the block is released.
+fn recorded_free(heap: *mut Heap, p: *mut u8, recorded: bool, release: impl FnOnce() -> bool) {
     let t0 = if recorded {
-        record::call_start(heap as *const Heap as *mut Heap)
+        record::call_start(heap)
     } else {
         0
     };
-    let release = || {
-        if !heap.free_local(page, p) {
-            invalid_pointer(call, p, BadPointer::NotLive);
-            return false;
-        }
-        if crate::stats::enabled() {
-            heap.stats.on_free(page.block_size.get());
-        }
-        true
-    };
-    record::free_event(recorded.then_some(heap), p, t0, release);
+    // SAFETY: a non-empty thread heap is live and ours.
+    let h = (recorded && heap != thread::empty_heap()).then(|| unsafe { &*heap });
+    record::free_event(h, p, t0, release);
 }
 
 /// Does a free by `family` fit a block of `lane`? Sampled blocks (of any
@@ -644,14 +645,9 @@ fn free_slow(p: *mut u8, call: &'static str, family: Family) {
     // In sampled mode only the frees of sampled blocks are events.
     let sampled = recording && located_is_sampled(&loc);
     let recorded = sampled || (recording && record::full());
-    let t0 = if recorded {
-        record::call_start(heap)
-    } else {
-        0
-    };
-    // SAFETY: a non-empty thread heap is live and ours.
-    let h = (recorded && heap != thread::empty_heap()).then(|| unsafe { &*heap });
-    record::free_event(h, p, t0, || free_block(&loc, heap, p, call, family));
+    recorded_free(heap, p, recorded, || {
+        free_block(&loc, heap, p, call, family)
+    });
 }
 
 /// Frees the located block at `loc` on behalf of the thread whose heap
@@ -686,20 +682,33 @@ fn free_block(
     }
     // SAFETY: `locate` returned a live segment and one of its in-use pages.
     let s = unsafe { &*loc.segment };
-    let page = s.page_of(loc.block);
     let owner = s.heap.load(Ordering::Relaxed);
+    release_block(heap, owner, s.page_of(loc.block), loc.block, p, call)
+}
+
+/// Releases `block` of `page`, whose heap is `owner`, on behalf of the
+/// thread whose heap is `heap`, and counts it; false (reported) when it
+/// was not in use. `p` is the pointer the program passed.
+fn release_block(
+    heap: *mut Heap,
+    owner: *mut Heap,
+    page: &Page,
+    block: *mut u8,
+    p: *mut u8,
+    call: &'static str,
+) -> bool {
     let freed = if owner == heap {
         // Our own heap, instrumented (else the fast path would have taken it).
         // SAFETY: the heap is ours and live.
-        unsafe { (*heap).free_local(page, loc.block) }
+        unsafe { (*heap).free_local(page, block) }
     } else {
-        free_remote(owner, page, loc.block)
+        free_remote(owner, page, block)
     };
     if !freed {
         invalid_pointer(call, p, BadPointer::NotLive);
         return false;
     }
-    if counting {
+    if crate::stats::enabled() {
         count_free(heap, page.block_size.get());
     }
     true

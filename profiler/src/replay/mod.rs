@@ -665,6 +665,102 @@ impl Handles {
     }
 }
 
+/// The replayed blocks (offset, size) of a replay's live recorded
+/// blocks: by handle until its first failure, by recorded address after.
+/// Operation `i` names its blocks by both: its handles, and the recorded
+/// address.
+struct Blocks<'a> {
+    handles: &'a Handles,
+    /// Per handle: the block and its recorded address (empty once by
+    /// address).
+    slots: Vec<Option<(u64, u64, u64)>>,
+    by_handle: bool,
+    map: IdMap<u64, (u64, u64)>,
+}
+
+impl<'a> Blocks<'a> {
+    fn new(handles: &'a Handles, ops: usize) -> Self {
+        let by_handle = handles.per_op.len() == ops;
+        Blocks {
+            handles,
+            slots: if by_handle {
+                vec![None; handles.count]
+            } else {
+                Vec::new()
+            },
+            by_handle,
+            map: IdMap::default(),
+        }
+    }
+
+    /// Operation `i`'s handle of the given kind (0 created, 1 ended, 2
+    /// displaced).
+    fn handle(&self, i: usize, kind: usize) -> Option<usize> {
+        let h = self.handles.per_op[i][kind];
+        (h != NO_HANDLE).then_some(h as usize)
+    }
+
+    /// Is the block that operation `i` ends (at `addr`) live?
+    fn holds_ended(&self, i: usize, addr: u64) -> bool {
+        if self.by_handle {
+            self.handle(i, 1).is_some_and(|h| self.slots[h].is_some())
+        } else {
+            self.map.contains_key(&addr)
+        }
+    }
+
+    /// Takes out the block that operation `i` ends (at `addr`).
+    fn take_ended(&mut self, i: usize, addr: u64) -> Option<(u64, u64)> {
+        if self.by_handle {
+            let h = self.handle(i, 1)?;
+            self.slots[h].take().map(|(at, size, _)| (at, size))
+        } else {
+            self.map.remove(&addr)
+        }
+    }
+
+    /// Puts back the block that operation `i` took out (its reallocation
+    /// failed).
+    fn restore_ended(&mut self, i: usize, addr: u64, block: (u64, u64)) {
+        if self.by_handle {
+            let h = self.handle(i, 1).expect("a block taken out by handle");
+            self.slots[h] = Some((block.0, block.1, addr));
+        } else {
+            self.map.insert(addr, block);
+        }
+    }
+
+    /// Puts the block that operation `i` creates at `addr`; returns the
+    /// block it displaces (one live at the same address).
+    fn put(&mut self, i: usize, addr: u64, block: (u64, u64)) -> Option<(u64, u64)> {
+        if !self.by_handle {
+            return self.map.insert(addr, block);
+        }
+        let displaced = self
+            .handle(i, 2)
+            .and_then(|h| self.slots[h].take())
+            .map(|(at, size, _)| (at, size));
+        let h = self.handle(i, 0).expect("an allocation creates a handle");
+        self.slots[h] = Some((block.0, block.1, addr));
+        displaced
+    }
+
+    /// From now on, by recorded address.
+    fn by_address(&mut self) {
+        if self.by_handle {
+            self.by_handle = false;
+            for (at, size, addr) in self.slots.drain(..).flatten() {
+                self.map.insert(addr, (at, size));
+            }
+        }
+    }
+
+    /// Live blocks.
+    fn len(&self) -> usize {
+        self.map.len() + self.slots.iter().filter(|b| b.is_some()).count()
+    }
+}
+
 /// [`run`] with the handles of `ops` (from [`Handles::of`]), for callers
 /// that replay the same operations many times.
 pub fn run_with(
@@ -676,15 +772,7 @@ pub fn run_with(
     stop_at_failure: bool,
 ) -> Outcome {
     let mut heap = kind.build(arena, cfg);
-    let mut map: IdMap<u64, (u64, u64)> = IdMap::default();
-    // Until the first failure, blocks by handle; then by address in `map`.
-    let mut by_handle = handles.per_op.len() == ops.len();
-    // Per handle: the replayed block (offset, size) and its recorded address.
-    let mut slots: Vec<Option<(u64, u64, u64)>> = if by_handle {
-        vec![None; handles.count]
-    } else {
-        Vec::new()
-    };
+    let mut blocks = Blocks::new(handles, ops.len());
     let mut out = Outcome {
         model: kind.name(),
         arena,
@@ -733,138 +821,72 @@ pub fn run_with(
         counted += 1;
         let clock = (i % 16 == 0).then(Instant::now);
         let mut failed_here = None;
-        if by_handle {
-            let [created, ended, displaced] = handles.per_op[i];
-            let slot = |h: u32| (h != NO_HANDLE).then_some(h as usize);
-            let result = match t.op {
-                Op::Alloc { size, .. } | Op::Realloc { size, .. }
-                    if size > arena.min(MAX_ARENA) =>
+        match t.op {
+            // A request larger than the arena fails without asking the
+            // model (whose arithmetic need not survive sizes near 2^64, as
+            // a foreign log may hold).
+            Op::Alloc { size, .. } | Op::Realloc { size, .. } if size > arena.min(MAX_ARENA) => {
+                if let Op::Realloc { old, .. } = t.op
+                    && old != 0
+                    && !blocks.holds_ended(i, old)
                 {
-                    None
+                    out.unknown_frees += 1;
                 }
-                Op::Alloc { size, align, .. } => heap.alloc(size, model_align(align, cfg)),
-                Op::Realloc { size, .. } => heap.alloc(size, cfg.align),
-                Op::Free { .. } => Some(0),
-                Op::Access { .. } | Op::Sync | Op::Failed { .. } => unreachable!("skipped above"),
-            };
-            match (t.op, result) {
-                (Op::Free { .. }, _) => match slot(ended).and_then(|h| slots[h].take()) {
-                    Some((at, size, _)) => {
-                        heap.free(at);
-                        live -= size;
-                    }
-                    None => out.unknown_frees += 1,
-                },
-                (Op::Alloc { addr, size, .. }, Some(at)) => {
-                    if let Some((old, old_size, _)) = slot(displaced).and_then(|h| slots[h].take())
-                    {
+                failed_here = Some(size);
+            }
+            Op::Alloc { addr, size, align } => match heap.alloc(size, model_align(align, cfg)) {
+                Some(at) => {
+                    if let Some((old, old_size)) = blocks.put(i, addr, (at, size)) {
                         // The trace reused a live address: its free was lost.
                         heap.free(old);
                         live -= old_size;
                     }
-                    slots[created as usize] = Some((at, size, addr));
                     live += size;
                 }
-                (Op::Realloc { old, addr, size }, Some(at)) => {
-                    let previous = slot(ended).and_then(|h| slots[h].take());
-                    if old != 0 && previous.is_none() {
-                        out.unknown_frees += 1;
-                    }
-                    if let Some((pat, psize, _)) = previous {
-                        // The copy: one step per word.
-                        steps_total += psize.min(size).div_ceil(8);
-                        heap.free(pat);
-                        live -= psize;
-                    }
-                    if let Some(h) = slot(displaced) {
-                        // As the address map's insertion overwrites it.
-                        slots[h] = None;
-                    }
-                    slots[created as usize] = Some((at, size, addr));
-                    live += size;
+                None => failed_here = Some(size),
+            },
+            Op::Free { addr } => match blocks.take_ended(i, addr) {
+                Some((at, size)) => {
+                    heap.free(at);
+                    live -= size;
                 }
-                (Op::Alloc { size, .. } | Op::Realloc { size, .. }, None) => {
-                    // The first failure: from here on, by address (the
-                    // failed operation changed no block).
-                    if let Op::Realloc { old, .. } = t.op
-                        && old != 0
-                        && slot(ended).is_none_or(|h| slots[h].is_none())
-                    {
-                        out.unknown_frees += 1;
-                    }
-                    failed_here = Some(size);
-                    by_handle = false;
-                    for (at, size, addr) in slots.drain(..).flatten() {
-                        map.insert(addr, (at, size));
-                    }
+                None => out.unknown_frees += 1,
+            },
+            Op::Realloc { old, addr, size } => {
+                let previous = if old != 0 {
+                    blocks.take_ended(i, old)
+                } else {
+                    None
+                };
+                if old != 0 && previous.is_none() {
+                    out.unknown_frees += 1;
                 }
-                (Op::Access { .. } | Op::Sync | Op::Failed { .. }, _) => {
-                    unreachable!("skipped above")
+                match heap.alloc(size, cfg.align) {
+                    Some(at) => {
+                        if let Some((pat, psize)) = previous {
+                            // The copy: one step per word.
+                            steps_total += psize.min(size).div_ceil(8);
+                            heap.free(pat);
+                            live -= psize;
+                        }
+                        // A block live at `addr` is dropped, not freed.
+                        blocks.put(i, addr, (at, size));
+                        live += size;
+                    }
+                    None => {
+                        // The old block stays (realloc failed).
+                        if let Some(p) = previous {
+                            blocks.restore_ended(i, old, p);
+                        }
+                        failed_here = Some(size);
+                    }
                 }
             }
-        } else {
-            match t.op {
-                // A request larger than the arena fails without asking the
-                // model (whose arithmetic need not survive sizes near 2^64, as
-                // a foreign log may hold).
-                Op::Alloc { size, .. } | Op::Realloc { size, .. }
-                    if size > arena.min(MAX_ARENA) =>
-                {
-                    if let Op::Realloc { old, .. } = t.op
-                        && old != 0
-                        && !map.contains_key(&old)
-                    {
-                        out.unknown_frees += 1;
-                    }
-                    failed_here = Some(size);
-                }
-                Op::Alloc { addr, size, align } => {
-                    match heap.alloc(size, model_align(align, cfg)) {
-                        Some(at) => {
-                            if let Some((old, old_size)) = map.insert(addr, (at, size)) {
-                                // The trace reused a live address: its free was lost.
-                                heap.free(old);
-                                live -= old_size;
-                            }
-                            live += size;
-                        }
-                        None => failed_here = Some(size),
-                    }
-                }
-                Op::Free { addr } => match map.remove(&addr) {
-                    Some((at, size)) => {
-                        heap.free(at);
-                        live -= size;
-                    }
-                    None => out.unknown_frees += 1,
-                },
-                Op::Realloc { old, addr, size } => {
-                    let previous = if old != 0 { map.remove(&old) } else { None };
-                    if old != 0 && previous.is_none() {
-                        out.unknown_frees += 1;
-                    }
-                    match heap.alloc(size, cfg.align) {
-                        Some(at) => {
-                            if let Some((pat, psize)) = previous {
-                                // The copy: one step per word.
-                                steps_total += psize.min(size).div_ceil(8);
-                                heap.free(pat);
-                                live -= psize;
-                            }
-                            map.insert(addr, (at, size));
-                            live += size;
-                        }
-                        None => {
-                            // The old block stays (realloc failed).
-                            if let Some(p) = previous {
-                                map.insert(old, p);
-                            }
-                            failed_here = Some(size);
-                        }
-                    }
-                }
-                Op::Access { .. } | Op::Sync | Op::Failed { .. } => unreachable!("skipped above"),
-            }
+            Op::Access { .. } | Op::Sync | Op::Failed { .. } => unreachable!("skipped above"),
+        }
+        if failed_here.is_some() {
+            // Handles assume that every allocation succeeds.
+            blocks.by_address();
         }
         let s = heap.take_steps();
         if let Some(c) = clock {
@@ -910,7 +932,7 @@ pub fn run_with(
     out.ops = counted;
     let st = heap.stats();
     out.peak_footprint = st.high_water;
-    out.leaked_blocks = (map.len() + slots.iter().filter(|b| b.is_some()).count()) as u64;
+    out.leaked_blocks = blocks.len() as u64;
     out.jw4 = if out.max_live == 0 {
         0.0
     } else {
