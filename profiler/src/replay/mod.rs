@@ -30,6 +30,7 @@
 pub mod buddy;
 pub mod distributed;
 pub mod fit;
+mod ordered;
 pub mod program;
 pub mod rmm;
 pub mod slab;

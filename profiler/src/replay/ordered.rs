@@ -1,0 +1,629 @@
+//! The fit models' free blocks in order (by address, or by size and
+//! address), kept in chunks of at most `CHUNK` sorted entries, each
+//! chunk's largest block a leaf of a max tree.
+//!
+//! The policies ask questions a plain ordered map answers by walking it:
+//! the first block (from some place) that is at least so large, and how
+//! many blocks the walk passed (the model's steps); the largest block
+//! (worst fit, and the fragmentation figure after every operation); how
+//! many blocks lie below an address or a size (the FreeRTOS heaps' sorted
+//! insertion). A chunk whose largest block is too small is passed whole,
+//! so a walk costs the number of chunks plus one chunk's entries instead
+//! of the number of blocks, and the rank of a block is a sum of chunk
+//! lengths. Entries sit in flat arrays, where a B-tree's walk chased a
+//! pointer every few.
+//!
+//! By address, blocks are keyed by their end offset, with their size (a
+//! block starts at `end - size`): a split takes the front of a block and
+//! a freed block merges into the front of the next, which keep the end,
+//! so both change a size in place.
+
+use std::cell::Cell;
+
+/// Most entries in a chunk; a full chunk is split in two halves.
+const CHUNK: usize = 64;
+/// A chunk this small merges with its neighbour when both fit in one.
+const SMALL: usize = CHUNK / 4;
+
+/// One chunk: entries sorted by key.
+#[derive(Clone)]
+struct Chunk<K> {
+    ends: Vec<K>,
+    sizes: Vec<u64>,
+}
+
+impl<K> Chunk<K> {
+    fn largest(&self) -> u64 {
+        self.sizes.iter().copied().max().unwrap_or(0)
+    }
+}
+
+/// The chunks' largest sizes as the leaves of a max tree (a segment
+/// tree), so that the largest block is found in O(log chunks) whichever
+/// chunk it is in (worst fit shrinks it on every allocation). A change
+/// climbs only while it changes a parent; inserting or removing a chunk,
+/// once per many blocks, rebuilds the tree.
+#[derive(Clone, Default)]
+struct MaxTree {
+    /// Leaves: a power of two, at least `len`.
+    cap: usize,
+    len: usize,
+    /// `node[1]` is the root; node `i` has children `2i` and `2i + 1`;
+    /// the leaves are `node[cap..cap + len]` (0 past `len`).
+    node: Vec<u64>,
+}
+
+impl MaxTree {
+    fn get(&self, k: usize) -> u64 {
+        self.node[self.cap + k]
+    }
+
+    fn set(&mut self, k: usize, v: u64) {
+        let mut i = self.cap + k;
+        self.node[i] = v;
+        while i > 1 {
+            i /= 2;
+            let m = self.node[2 * i].max(self.node[2 * i + 1]);
+            if self.node[i] == m {
+                break;
+            }
+            self.node[i] = m;
+        }
+    }
+
+    /// The leaves, in order.
+    fn leaves(&self) -> &[u64] {
+        &self.node[self.cap..self.cap + self.len]
+    }
+
+    /// Rebuilds the tree over `leaves`.
+    fn rebuild(&mut self, leaves: &[u64]) {
+        self.len = leaves.len();
+        self.cap = leaves.len().next_power_of_two();
+        self.node.clear();
+        self.node.resize(2 * self.cap, 0);
+        self.node[self.cap..self.cap + self.len].copy_from_slice(leaves);
+        for i in (1..self.cap).rev() {
+            self.node[i] = self.node[2 * i].max(self.node[2 * i + 1]);
+        }
+    }
+
+    fn insert(&mut self, k: usize, v: u64) {
+        let mut leaves = self.leaves().to_vec();
+        leaves.insert(k, v);
+        self.rebuild(&leaves);
+    }
+
+    fn remove(&mut self, k: usize) -> u64 {
+        let mut leaves = self.leaves().to_vec();
+        let v = leaves.remove(k);
+        self.rebuild(&leaves);
+        v
+    }
+
+    /// The last leaf of the largest value, and the value.
+    fn last_largest(&self) -> (usize, u64) {
+        let m = self.node[1];
+        let mut i = 1;
+        while i < self.cap {
+            i = if self.node[2 * i + 1] == m {
+                2 * i + 1
+            } else {
+                2 * i
+            };
+        }
+        (i - self.cap, m)
+    }
+}
+
+/// The place of an entry: its chunk and its index there.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Pos {
+    chunk: usize,
+    i: usize,
+}
+
+/// Free blocks by a key (their end offset, or their size and offset),
+/// with their sizes.
+#[derive(Clone)]
+pub struct Chunked<K> {
+    chunks: Vec<Chunk<K>>,
+    /// Per chunk, its last key (the chunks' order: a binary search finds
+    /// the chunk of a key).
+    last: Vec<K>,
+    /// Per chunk, its largest size (side by side, for the walks that pass
+    /// whole chunks).
+    max: MaxTree,
+    len: usize,
+    /// The largest block as (size, key), the highest key among equal
+    /// sizes; `None` when it must be found again (the one known shrank or
+    /// went).
+    largest: Option<(u64, K)>,
+    /// Where the last search found a block: the model changes or removes
+    /// the block it found next, which then needs no search.
+    found: Cell<Pos>,
+}
+
+/// Free blocks in address order, keyed by their end.
+pub type FreeBlocks = Chunked<u64>;
+
+/// Free blocks in size order, keyed by (size, offset).
+pub type BySize = Chunked<(u64, u64)>;
+
+impl<K> Default for Chunked<K> {
+    fn default() -> Self {
+        Chunked {
+            chunks: Vec::new(),
+            last: Vec::new(),
+            max: MaxTree::default(),
+            len: 0,
+            largest: None,
+            found: Cell::default(),
+        }
+    }
+}
+
+impl<K: Ord + Copy + std::fmt::Debug> Chunked<K> {
+    /// How many free blocks.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// The first entry whose end is at least `key` (or the end).
+    fn lower_bound(&self, key: K) -> Pos {
+        let chunk = self.last.partition_point(|&l| l < key);
+        if chunk == self.chunks.len() {
+            return self.end_pos();
+        }
+        let i = self.chunks[chunk].ends.partition_point(|&e| e < key);
+        Pos { chunk, i }
+    }
+
+    /// The place of the block ending at `end` (or where it would be).
+    fn find(&self, end: K) -> Pos {
+        let p = self.found.get();
+        match self.chunks.get(p.chunk) {
+            Some(c) if c.ends.get(p.i) == Some(&end) => p,
+            _ => self.lower_bound(end),
+        }
+    }
+
+    /// The entry at `p`, remembered as found.
+    fn found_at(&self, p: Pos) -> Option<(K, u64)> {
+        self.found.set(p);
+        self.entry(p)
+    }
+
+    /// The place past the last entry.
+    fn end_pos(&self) -> Pos {
+        Pos {
+            chunk: self.chunks.len(),
+            i: 0,
+        }
+    }
+
+    fn entry(&self, p: Pos) -> Option<(K, u64)> {
+        let c = self.chunks.get(p.chunk)?;
+        Some((c.ends[p.i], c.sizes[p.i]))
+    }
+
+    /// The place after `p`.
+    fn next_pos(&self, p: Pos) -> Pos {
+        if p.i + 1 < self.chunks[p.chunk].ends.len() {
+            Pos {
+                chunk: p.chunk,
+                i: p.i + 1,
+            }
+        } else {
+            Pos {
+                chunk: p.chunk + 1,
+                i: 0,
+            }
+        }
+    }
+
+    /// Adds the block (`end`, `size`); no block ends at `end`.
+    pub fn insert(&mut self, end: K, size: u64) {
+        self.len += 1;
+        if let Some(l) = self.largest
+            && (size, end) > l
+        {
+            self.largest = Some((size, end));
+        }
+        if self.chunks.is_empty() {
+            self.chunks.push(Chunk {
+                ends: vec![end],
+                sizes: vec![size],
+            });
+            self.last.push(end);
+            self.max.insert(0, size);
+            if self.len == 1 {
+                self.largest = Some((size, end));
+            }
+            return;
+        }
+        // Past every chunk's last end: the last chunk takes it.
+        let chunk = self
+            .last
+            .partition_point(|&l| l < end)
+            .min(self.chunks.len() - 1);
+        let c = &mut self.chunks[chunk];
+        let i = c.ends.partition_point(|&e| e < end);
+        debug_assert!(c.ends.get(i) != Some(&end), "a block at {end:?}");
+        c.ends.insert(i, end);
+        c.sizes.insert(i, size);
+        if size > self.max.get(chunk) {
+            self.max.set(chunk, size);
+        }
+        self.last[chunk] = *c.ends.last().expect("not empty");
+        if c.ends.len() >= CHUNK {
+            let half = c.ends.len() / 2;
+            let upper = Chunk {
+                ends: c.ends.split_off(half),
+                sizes: c.sizes.split_off(half),
+            };
+            self.max.set(chunk, c.largest());
+            self.last[chunk] = *c.ends.last().expect("half");
+            self.last
+                .insert(chunk + 1, *upper.ends.last().expect("half"));
+            self.max.insert(chunk + 1, upper.largest());
+            self.chunks.insert(chunk + 1, upper);
+        }
+    }
+
+    /// Removes the block ending at `end`; its size.
+    pub fn remove(&mut self, end: K) -> Option<u64> {
+        let p = self.find(end);
+        if self.entry(p)?.0 != end {
+            return None;
+        }
+        self.len -= 1;
+        let c = &mut self.chunks[p.chunk];
+        c.ends.remove(p.i);
+        let size = c.sizes.remove(p.i);
+        // The block after it, which a merge changes next, is where it was.
+        self.found.set(p);
+        if self.largest == Some((size, end)) {
+            self.largest = None;
+        }
+        if size == self.max.get(p.chunk) {
+            self.max.set(p.chunk, c.largest());
+        }
+        if c.ends.is_empty() {
+            self.chunks.remove(p.chunk);
+            self.last.remove(p.chunk);
+            self.max.remove(p.chunk);
+            return Some(size);
+        }
+        self.last[p.chunk] = *c.ends.last().expect("not empty");
+        if c.ends.len() < SMALL {
+            self.merge_small(p.chunk);
+        }
+        Some(size)
+    }
+
+    /// Joins the small chunk `k` with a neighbour when both fit in half a
+    /// chunk and more, so that chunks stay at least a quarter full on
+    /// average and a walk over them stays short.
+    fn merge_small(&mut self, k: usize) {
+        let len = |c: &Chunk<K>| c.ends.len();
+        let other = if k + 1 < self.chunks.len()
+            && len(&self.chunks[k]) + len(&self.chunks[k + 1]) <= CHUNK * 3 / 4
+        {
+            k + 1
+        } else if k > 0 && len(&self.chunks[k - 1]) + len(&self.chunks[k]) <= CHUNK * 3 / 4 {
+            k - 1
+        } else {
+            return;
+        };
+        let (lo, hi) = (k.min(other), k.max(other));
+        let upper = self.chunks.remove(hi);
+        self.last.remove(hi);
+        let upper_max = self.max.remove(hi);
+        if upper_max > self.max.get(lo) {
+            self.max.set(lo, upper_max);
+        }
+        let c = &mut self.chunks[lo];
+        c.ends.extend_from_slice(&upper.ends);
+        c.sizes.extend_from_slice(&upper.sizes);
+        self.last[lo] = *c.ends.last().expect("not empty");
+    }
+
+    /// Changes the size of the block ending at `end` (a split took its
+    /// front, or it grew backwards over a freed neighbour); returns the
+    /// old size.
+    pub fn set_size(&mut self, end: K, size: u64) -> u64 {
+        let p = self.find(end);
+        let c = &mut self.chunks[p.chunk];
+        debug_assert_eq!(c.ends[p.i], end, "a free block");
+        let old = std::mem::replace(&mut c.sizes[p.i], size);
+        let max = self.max.get(p.chunk);
+        if size > max {
+            self.max.set(p.chunk, size);
+        } else if old == max && size < old {
+            self.max.set(p.chunk, c.largest());
+        }
+        match self.largest {
+            Some(l) if (size, end) >= l => self.largest = Some((size, end)),
+            Some(l) if l == (old, end) => self.largest = None,
+            _ => {}
+        }
+        old
+    }
+
+    /// The largest block as (size, end): the highest address among equal
+    /// sizes.
+    pub fn largest(&mut self) -> Option<(u64, K)> {
+        if self.largest.is_none() && self.len > 0 {
+            let (k, max) = self.max.last_largest();
+            let c = &self.chunks[k];
+            let i = c.sizes.iter().rposition(|&s| s == max).expect("its max");
+            self.found.set(Pos { chunk: k, i });
+            self.largest = Some((max, c.ends[i]));
+        }
+        self.largest
+    }
+
+    /// How many entries come before `p`.
+    fn rank(&self, p: Pos) -> u64 {
+        let before: usize = self.chunks[..p.chunk].iter().map(|c| c.ends.len()).sum();
+        (before + p.i) as u64
+    }
+
+    /// The first block in `[from, to)` of at least `need` bytes, as
+    /// (end, size), and how many blocks come before it in the range (all
+    /// of the range's when there is none).
+    fn first_in(&self, from: Pos, to: Pos, need: u64) -> (Option<(K, u64)>, u64) {
+        let mut passed = 0u64;
+        let mut p = from;
+        while p.chunk < to.chunk || (p.chunk == to.chunk && p.i < to.i) {
+            let c = &self.chunks[p.chunk];
+            let stop = if p.chunk == to.chunk {
+                to.i
+            } else {
+                c.ends.len()
+            };
+            // A chunk with nothing large enough is passed at once.
+            if self.max.get(p.chunk) >= need
+                && let Some(k) = c.sizes[p.i..stop].iter().position(|&s| s >= need)
+            {
+                let i = p.i + k;
+                self.found.set(Pos { chunk: p.chunk, i });
+                return (Some((c.ends[i], c.sizes[i])), passed + k as u64);
+            }
+            passed += (stop - p.i) as u64;
+            p = Pos {
+                chunk: p.chunk + 1,
+                i: 0,
+            };
+        }
+        (None, passed)
+    }
+
+    /// Every block as (key, size), in order.
+    pub fn iter(&self) -> impl Iterator<Item = (K, u64)> + '_ {
+        self.chunks
+            .iter()
+            .flat_map(|c| c.ends.iter().copied().zip(c.sizes.iter().copied()))
+    }
+
+    /// Checks the chunks against their summaries; for tests.
+    pub fn check(&self) -> Result<(), String> {
+        let mut prev = None;
+        let mut n = 0;
+        for (k, c) in self.chunks.iter().enumerate() {
+            if c.ends.is_empty() || c.ends.len() >= CHUNK || c.ends.len() != c.sizes.len() {
+                return Err(format!("chunk {k} holds {} entries", c.ends.len()));
+            }
+            if self.last[k] != *c.ends.last().expect("not empty") {
+                return Err(format!("chunk {k}'s last key is not {:?}", self.last[k]));
+            }
+            if self.max.get(k) != c.largest() {
+                return Err(format!(
+                    "chunk {k}'s largest size is not {}",
+                    self.max.get(k)
+                ));
+            }
+            for &e in &c.ends {
+                if prev.is_some_and(|p| p >= e) {
+                    return Err(format!("keys out of order at {e:?}"));
+                }
+                prev = Some(e);
+            }
+            n += c.ends.len();
+        }
+        if n != self.len
+            || self.last.len() != self.chunks.len()
+            || self.max.len != self.chunks.len()
+        {
+            return Err(format!("{n} entries counted, {} known", self.len));
+        }
+        let mut tree = MaxTree::default();
+        tree.rebuild(self.max.leaves());
+        if self.max.len > 0 && tree.node != self.max.node {
+            return Err("the chunks' max tree is stale".into());
+        }
+        let truth = self.iter().map(|(e, s)| (s, e)).max();
+        if self.largest.is_some() && self.largest != truth {
+            return Err(format!("largest known {:?}, it is {truth:?}", self.largest));
+        }
+        Ok(())
+    }
+}
+
+impl Chunked<u64> {
+    /// The first block ending at or after `key`, and the one after it:
+    /// (end, size) each.
+    pub fn at_or_after(&self, key: u64) -> [Option<(u64, u64)>; 2] {
+        let p = self.lower_bound(key);
+        match self.entry(p) {
+            None => [None, None],
+            Some(_) => [self.found_at(p), self.entry(self.next_pos(p))],
+        }
+    }
+
+    /// How many blocks end at or below `key`.
+    pub fn count_to(&self, key: u64) -> u64 {
+        let p = self.lower_bound(key + 1);
+        self.rank(p)
+    }
+
+    /// First fit from the lowest address: the block, and the blocks
+    /// passed before it (all of them when none fits).
+    pub fn first_fit(&self, need: u64) -> (Option<(u64, u64)>, u64) {
+        self.first_in(Pos { chunk: 0, i: 0 }, self.end_pos(), need)
+    }
+
+    /// Next fit from `rover`: the blocks beginning at or after it, then
+    /// those ending at or before it, then a block spanning it (one merged
+    /// across it since); the block, and the blocks looked at before it.
+    pub fn next_fit(&self, rover: u64, need: u64) -> (Option<(u64, u64)>, u64) {
+        let split = self.lower_bound(rover + 1);
+        let spanning = self.entry(split).filter(|&(e, s)| e - s < rover);
+        let after = if spanning.is_some() {
+            self.next_pos(split)
+        } else {
+            split
+        };
+        let (found, a) = self.first_in(after, self.end_pos(), need);
+        if found.is_some() {
+            return (found, a);
+        }
+        let (found, b) = self.first_in(Pos { chunk: 0, i: 0 }, split, need);
+        if found.is_some() {
+            return (found, a + b);
+        }
+        match spanning {
+            Some(e) if e.1 >= need => (Some(e), a + b),
+            Some(_) => (None, a + b + 1),
+            None => (None, a + b),
+        }
+    }
+}
+
+impl Chunked<(u64, u64)> {
+    /// The first block of at least `need` bytes (the smallest, the
+    /// lowest offset among equal sizes) as (size, offset), and how many
+    /// blocks are smaller.
+    pub fn at_least(&self, need: u64) -> (Option<(u64, u64)>, u64) {
+        let p = self.lower_bound((need, 0));
+        (self.found_at(p).map(|e| e.0), self.rank(p))
+    }
+
+    /// How many blocks are smaller than `size`.
+    pub fn smaller(&self, size: u64) -> u64 {
+        self.rank(self.lower_bound((size, 0)))
+    }
+
+    /// The largest block as (size, offset): the last.
+    pub fn last(&self) -> Option<(u64, u64)> {
+        self.chunks.last().and_then(|c| c.ends.last()).copied()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use std::collections::{BTreeMap, BTreeSet};
+
+    /// What the walks must give, from a plain ordered map.
+    fn first_fit(map: &BTreeMap<u64, u64>, need: u64) -> (Option<(u64, u64)>, u64) {
+        let mut passed = 0;
+        for (&e, &s) in map {
+            if s >= need {
+                return (Some((e, s)), passed);
+            }
+            passed += 1;
+        }
+        (None, passed)
+    }
+
+    fn next_fit(map: &BTreeMap<u64, u64>, rover: u64, need: u64) -> (Option<(u64, u64)>, u64) {
+        let mut from_rover = map.range(rover + 1..).peekable();
+        let spanning = from_rover
+            .next_if(|&(&end, &size)| end - size < rover)
+            .map(|(&e, &s)| (e, s));
+        let mut looked = 0;
+        for (e, s) in from_rover
+            .map(|(&e, &s)| (e, s))
+            .chain(map.range(..=rover).map(|(&e, &s)| (e, s)))
+            .chain(spanning)
+        {
+            if s >= need {
+                return (Some((e, s)), looked);
+            }
+            looked += 1;
+        }
+        (None, looked)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        /// Random inserts, removals and size changes of disjoint blocks
+        /// (many, so that chunks split and merge): every question gets the
+        /// answer a walk of an ordered map gives.
+        #[test]
+        fn answers_as_a_walk_of_an_ordered_map(
+            ops in proptest::collection::vec((0u8..4, 0u64..2000, 1u64..8, 1u64..16), 1..1500),
+        ) {
+            let mut ours = FreeBlocks::default();
+            let mut map: BTreeMap<u64, u64> = BTreeMap::new();
+            for (op, slot, size, need) in ops {
+                // Slot k holds a block ending at 8k + 8 of at most 8 bytes:
+                // blocks never overlap.
+                let end = slot * 8 + 8;
+                match op {
+                    0 | 1 => {
+                        if let std::collections::btree_map::Entry::Vacant(v) = map.entry(end) {
+                            v.insert(size);
+                            ours.insert(end, size);
+                        }
+                    }
+                    2 => prop_assert_eq!(ours.remove(end), map.remove(&end)),
+                    _ => {
+                        if let Some(s) = map.get_mut(&end) {
+                            prop_assert_eq!(ours.set_size(end, size), *s);
+                            *s = size;
+                        }
+                    }
+                }
+                prop_assert!(ours.check().is_ok(), "{:?}", ours.check());
+                prop_assert_eq!(ours.len(), map.len());
+                prop_assert_eq!(ours.first_fit(need), first_fit(&map, need));
+                let rover = slot * 8 + need % 9;
+                prop_assert_eq!(ours.next_fit(rover, need), next_fit(&map, rover, need));
+                prop_assert_eq!(ours.count_to(end), map.range(..=end).count() as u64);
+                let mut after = map.range(end..).map(|(&e, &s)| (e, s));
+                prop_assert_eq!(ours.at_or_after(end), [after.next(), after.next()]);
+                prop_assert_eq!(ours.largest(), map.iter().map(|(&e, &s)| (s, e)).max());
+            }
+            prop_assert!(ours.iter().eq(map.iter().map(|(&e, &s)| (e, s))));
+        }
+
+        /// The size order gives the smallest block that fits, the number
+        /// smaller, and the largest, as an ordered set does.
+        #[test]
+        fn orders_by_size_as_an_ordered_set(
+            ops in proptest::collection::vec((any::<bool>(), 1u64..40, 0u64..300, 1u64..45), 1..1500),
+        ) {
+            let mut ours = BySize::default();
+            let mut set: BTreeSet<(u64, u64)> = BTreeSet::new();
+            for (add, size, at, need) in ops {
+                if add {
+                    if set.insert((size, at)) {
+                        ours.insert((size, at), size);
+                    }
+                } else {
+                    prop_assert_eq!(ours.remove((size, at)).is_some(), set.remove(&(size, at)));
+                }
+                prop_assert!(ours.check().is_ok(), "{:?}", ours.check());
+                let smaller = set.range(..(need, 0)).count() as u64;
+                prop_assert_eq!(ours.at_least(need), (set.range((need, 0)..).next().copied(), smaller));
+                prop_assert_eq!(ours.smaller(need), smaller);
+                prop_assert_eq!(ours.last(), set.last().copied());
+            }
+        }
+    }
+}
