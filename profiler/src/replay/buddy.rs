@@ -4,8 +4,7 @@
 //! halves; a freed block merges with its buddy (at `offset ^ size`) while
 //! the buddy is free. Steps: orders looked at, splits, merges.
 
-use super::{Heap, HeapStats};
-use crate::hash::IdMap;
+use super::{Allocation, Heap, HeapStats};
 use std::collections::BTreeSet;
 
 /// The buddy heap.
@@ -15,8 +14,6 @@ pub struct BuddyHeap {
     header: u64,
     /// Free blocks by order.
     free: Vec<BTreeSet<u64>>,
-    /// User offset -> (block offset, order).
-    used: IdMap<u64, (u64, u32)>,
     free_total: u64,
     high_water: u64,
     steps: u64,
@@ -39,7 +36,6 @@ impl BuddyHeap {
             free: (0..=max_order.max(min_order))
                 .map(|_| BTreeSet::new())
                 .collect(),
-            used: IdMap::default(),
             free_total: 0,
             high_water: 0,
             steps: 0,
@@ -53,7 +49,7 @@ impl BuddyHeap {
 }
 
 impl Heap for BuddyHeap {
-    fn alloc(&mut self, size: u64, align: u64) -> Option<u64> {
+    fn alloc(&mut self, size: u64, align: u64) -> Option<Allocation> {
         let need = (size.max(1) + self.header).max(align).next_power_of_two();
         let order = need.trailing_zeros().max(self.min_order);
         if order > self.max_order {
@@ -82,14 +78,15 @@ impl Heap for BuddyHeap {
         // Blocks are aligned to their size, so the user's bytes are aligned
         // to the header's alignment at least.
         let user = at + self.header;
-        self.used.insert(user, (at, order));
-        Some(user)
+        Some(Allocation {
+            user,
+            inner: (at, u64::from(order)),
+        })
     }
 
-    fn free(&mut self, user: u64) {
-        let Some((mut at, mut k)) = self.used.remove(&user) else {
-            return;
-        };
+    fn free(&mut self, block: Allocation) {
+        let (mut at, k) = block.inner;
+        let mut k = k as u32;
         self.free_total += 1 << k;
         self.steps += 1;
         while k < self.max_order {
@@ -120,7 +117,7 @@ impl Heap for BuddyHeap {
         }
     }
 
-    fn check(&self) -> Result<(), String> {
+    fn check(&self, live: &[Allocation]) -> Result<(), String> {
         let mut blocks: Vec<(u64, u64)> = Vec::new();
         for (k, set) in self.free.iter().enumerate() {
             for &at in set {
@@ -136,7 +133,7 @@ impl Heap for BuddyHeap {
                 blocks.push((at, 1 << k));
             }
         }
-        blocks.extend(self.used.values().map(|&(a, k)| (a, 1u64 << k)));
+        blocks.extend(live.iter().map(|b| (b.inner.0, 1u64 << b.inner.1)));
         blocks.sort();
         for w in blocks.windows(2) {
             if w[0].0 + w[0].1 > w[1].0 {

@@ -10,8 +10,7 @@
 //! inserting a freed block into the ordered list), splits and merges.
 
 use super::ordered::{BySize, FreeBlocks};
-use super::{Heap, HeapStats};
-use crate::hash::IdMap;
+use super::{Allocation, Heap, HeapStats};
 
 /// Which block a search takes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -61,8 +60,7 @@ pub struct FitHeap {
     /// Keep `by_size`.
     sized: bool,
     free_total: u64,
-    /// User offset -> (block offset, block size).
-    used: IdMap<u64, (u64, u64)>,
+    /// Bytes in used blocks.
     used_total: u64,
     rover: u64,
     high_water: u64,
@@ -90,7 +88,6 @@ impl FitHeap {
             by_size: BySize::default(),
             sized: policy == Policy::Best || flavour == Flavour::FreeRtosBySize,
             free_total: 0,
-            used: IdMap::default(),
             used_total: 0,
             rover: 0,
             high_water: 0,
@@ -207,7 +204,7 @@ impl FitHeap {
 }
 
 impl Heap for FitHeap {
-    fn alloc(&mut self, size: u64, align: u64) -> Option<u64> {
+    fn alloc(&mut self, size: u64, align: u64) -> Option<Allocation> {
         let need = self.need(size, align);
         let (at, block) = self.search(need)?;
         let taken = if block - need >= self.min_split {
@@ -221,16 +218,16 @@ impl Heap for FitHeap {
         let pad = align.saturating_sub(self.align);
         let user = (at + self.header + pad) / align.max(1) * align.max(1);
         let user = user.max(at + self.header);
-        self.used.insert(user, (at, taken));
         self.used_total += taken;
         self.high_water = self.high_water.max(at + taken);
-        Some(user)
+        Some(Allocation {
+            user,
+            inner: (at, taken),
+        })
     }
 
-    fn free(&mut self, user: u64) {
-        let Some((mut at, mut size)) = self.used.remove(&user) else {
-            return;
-        };
+    fn free(&mut self, block: Allocation) {
+        let (mut at, mut size) = block.inner;
         self.used_total -= size;
         match self.flavour {
             Flavour::FreeRtosBySize => {
@@ -290,7 +287,7 @@ impl Heap for FitHeap {
         }
     }
 
-    fn check(&self) -> Result<(), String> {
+    fn check(&self, live: &[Allocation]) -> Result<(), String> {
         // Free and used blocks tile the regions exactly, without overlap.
         let free: Vec<(u64, u64)> = if self.addressed {
             self.free.check()?;
@@ -299,7 +296,7 @@ impl Heap for FitHeap {
             self.by_size.iter().map(|((s, at), _)| (at, s)).collect()
         };
         let mut blocks: Vec<(u64, u64, bool)> = free.iter().map(|&(at, s)| (at, s, true)).collect();
-        blocks.extend(self.used.values().map(|&(a, s)| (a, s, false)));
+        blocks.extend(live.iter().map(|b| (b.inner.0, b.inner.1, false)));
         blocks.sort();
         let mut total = 0;
         for w in blocks.windows(2) {

@@ -28,6 +28,7 @@
 //! heap_4, heap_5), `buddy.rs`, `tlsf.rs`, `slab.rs`.
 
 pub mod buddy;
+mod counts;
 pub mod distributed;
 pub mod fit;
 mod ordered;
@@ -56,21 +57,33 @@ pub struct HeapStats {
     pub high_water: u64,
 }
 
+/// A block a model handed out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Allocation {
+    /// The user's offset.
+    pub user: u64,
+    /// The model's own record of the block (its offset and size, its
+    /// index...), given back to [`Heap::free`]: a model needs no map of
+    /// its own from user offsets to blocks.
+    pub(crate) inner: (u64, u64),
+}
+
 /// An allocator model over a fixed arena. Offsets are bytes from the
 /// arena's start.
 pub trait Heap {
-    /// Allocates `size` bytes aligned to `align`; the user's offset, or
-    /// None when nothing fits.
-    fn alloc(&mut self, size: u64, align: u64) -> Option<u64>;
-    /// Frees the block at user offset `at` (from `alloc`).
-    fn free(&mut self, at: u64);
+    /// Allocates `size` bytes aligned to `align`; the block, or None when
+    /// nothing fits.
+    fn alloc(&mut self, size: u64, align: u64) -> Option<Allocation>;
+    /// Frees a live block from `alloc`.
+    fn free(&mut self, block: Allocation);
     /// The steps taken since the last call.
     fn take_steps(&mut self) -> u64;
     /// Free memory now, and the high-water mark.
     fn stats(&mut self) -> HeapStats;
-    /// Checks the model's invariants (blocks tile the arena, never
-    /// overlap, are merged where the model merges); for tests.
-    fn check(&self) -> Result<(), String>;
+    /// Checks the model's invariants (its free blocks and the `live`
+    /// ones tile the arena, never overlap, are merged where the model
+    /// merges); for tests.
+    fn check(&self, live: &[Allocation]) -> Result<(), String>;
 }
 
 /// The models `--embedded` names.
@@ -666,7 +679,7 @@ impl Handles {
     }
 }
 
-/// The replayed blocks (offset, size) of a replay's live recorded
+/// The replayed blocks (the model's block, the size asked for) of a replay's live recorded
 /// blocks: by handle until its first failure, by recorded address after.
 /// Operation `i` names its blocks by both: its handles, and the recorded
 /// address.
@@ -674,9 +687,9 @@ struct Blocks<'a> {
     handles: &'a Handles,
     /// Per handle: the block and its recorded address (empty once by
     /// address).
-    slots: Vec<Option<(u64, u64, u64)>>,
+    slots: Vec<Option<(Allocation, u64, u64)>>,
     by_handle: bool,
-    map: IdMap<u64, (u64, u64)>,
+    map: IdMap<u64, (Allocation, u64)>,
 }
 
 impl<'a> Blocks<'a> {
@@ -711,10 +724,10 @@ impl<'a> Blocks<'a> {
     }
 
     /// Takes out the block that operation `i` ends (at `addr`).
-    fn take_ended(&mut self, i: usize, addr: u64) -> Option<(u64, u64)> {
+    fn take_ended(&mut self, i: usize, addr: u64) -> Option<(Allocation, u64)> {
         if self.by_handle {
             let h = self.handle(i, 1)?;
-            self.slots[h].take().map(|(at, size, _)| (at, size))
+            self.slots[h].take().map(|(block, size, _)| (block, size))
         } else {
             self.map.remove(&addr)
         }
@@ -722,7 +735,7 @@ impl<'a> Blocks<'a> {
 
     /// Puts back the block that operation `i` took out (its reallocation
     /// failed).
-    fn restore_ended(&mut self, i: usize, addr: u64, block: (u64, u64)) {
+    fn restore_ended(&mut self, i: usize, addr: u64, block: (Allocation, u64)) {
         if self.by_handle {
             let h = self.handle(i, 1).expect("a block taken out by handle");
             self.slots[h] = Some((block.0, block.1, addr));
@@ -733,14 +746,14 @@ impl<'a> Blocks<'a> {
 
     /// Puts the block that operation `i` creates at `addr`; returns the
     /// block it displaces (one live at the same address).
-    fn put(&mut self, i: usize, addr: u64, block: (u64, u64)) -> Option<(u64, u64)> {
+    fn put(&mut self, i: usize, addr: u64, block: (Allocation, u64)) -> Option<(Allocation, u64)> {
         if !self.by_handle {
             return self.map.insert(addr, block);
         }
         let displaced = self
             .handle(i, 2)
             .and_then(|h| self.slots[h].take())
-            .map(|(at, size, _)| (at, size));
+            .map(|(block, size, _)| (block, size));
         let h = self.handle(i, 0).expect("an allocation creates a handle");
         self.slots[h] = Some((block.0, block.1, addr));
         displaced
@@ -750,8 +763,8 @@ impl<'a> Blocks<'a> {
     fn by_address(&mut self) {
         if self.by_handle {
             self.by_handle = false;
-            for (at, size, addr) in self.slots.drain(..).flatten() {
-                self.map.insert(addr, (at, size));
+            for (block, size, addr) in self.slots.drain(..).flatten() {
+                self.map.insert(addr, (block, size));
             }
         }
     }
@@ -795,7 +808,7 @@ pub fn run_with(
         ns_max: 0,
         ops: 0,
     };
-    let mut steps = Durations::default();
+    let mut steps = counts::Counts::default();
     let mut timed = Durations::default();
     let mut steps_total = 0u64;
     let mut live = 0u64;
@@ -836,8 +849,8 @@ pub fn run_with(
                 failed_here = Some(size);
             }
             Op::Alloc { addr, size, align } => match heap.alloc(size, model_align(align, cfg)) {
-                Some(at) => {
-                    if let Some((old, old_size)) = blocks.put(i, addr, (at, size)) {
+                Some(block) => {
+                    if let Some((old, old_size)) = blocks.put(i, addr, (block, size)) {
                         // The trace reused a live address: its free was lost.
                         heap.free(old);
                         live -= old_size;
@@ -847,8 +860,8 @@ pub fn run_with(
                 None => failed_here = Some(size),
             },
             Op::Free { addr } => match blocks.take_ended(i, addr) {
-                Some((at, size)) => {
-                    heap.free(at);
+                Some((block, size)) => {
+                    heap.free(block);
                     live -= size;
                 }
                 None => out.unknown_frees += 1,
@@ -863,7 +876,7 @@ pub fn run_with(
                     out.unknown_frees += 1;
                 }
                 match heap.alloc(size, cfg.align) {
-                    Some(at) => {
+                    Some(block) => {
                         if let Some((pat, psize)) = previous {
                             // The copy: one step per word.
                             steps_total += psize.min(size).div_ceil(8);
@@ -871,7 +884,7 @@ pub fn run_with(
                             live -= psize;
                         }
                         // A block live at `addr` is dropped, not freed.
-                        blocks.put(i, addr, (at, size));
+                        blocks.put(i, addr, (block, size));
                         live += size;
                     }
                     None => {
@@ -893,7 +906,7 @@ pub fn run_with(
         if let Some(c) = clock {
             timed.record(c.elapsed().as_nanos() as u64, 1);
         }
-        steps.record(s, 1);
+        steps.record(s);
         steps_total += s;
         out.max_live = out.max_live.max(live);
         let st = heap.stats();

@@ -3,8 +3,7 @@
 //! smallest size that holds it, and fails when that pool is empty (a slab
 //! does not borrow from another). Allocation and free are O(1): one step.
 
-use super::{Heap, HeapStats};
-use crate::hash::IdMap;
+use super::{Allocation, Heap, HeapStats};
 
 struct Pool {
     block: u64,
@@ -20,8 +19,6 @@ struct Pool {
 /// The slab heap.
 pub struct SlabHeap {
     pools: Vec<Pool>,
-    /// User offset -> pool index.
-    used: IdMap<u64, usize>,
     steps: u64,
 }
 
@@ -57,16 +54,12 @@ impl SlabHeap {
                 p
             })
             .collect();
-        SlabHeap {
-            pools,
-            used: IdMap::default(),
-            steps: 0,
-        }
+        SlabHeap { pools, steps: 0 }
     }
 }
 
 impl Heap for SlabHeap {
-    fn alloc(&mut self, size: u64, align: u64) -> Option<u64> {
+    fn alloc(&mut self, size: u64, align: u64) -> Option<Allocation> {
         self.steps += 1;
         let i = self
             .pools
@@ -83,16 +76,16 @@ impl Heap for SlabHeap {
         };
         p.used_max = p.used_max.max(p.fresh - p.free.len() as u64);
         let at = p.start + k * p.block;
-        self.used.insert(at, i);
-        Some(at)
+        Some(Allocation {
+            user: at,
+            inner: (i as u64, k),
+        })
     }
 
-    fn free(&mut self, at: u64) {
+    fn free(&mut self, block: Allocation) {
         self.steps += 1;
-        if let Some(i) = self.used.remove(&at) {
-            let p = &mut self.pools[i];
-            p.free.push((at - p.start) / p.block);
-        }
+        let (i, k) = block.inner;
+        self.pools[i as usize].free.push(k);
     }
 
     fn take_steps(&mut self) -> u64 {
@@ -118,9 +111,9 @@ impl Heap for SlabHeap {
         }
     }
 
-    fn check(&self) -> Result<(), String> {
+    fn check(&self, live: &[Allocation]) -> Result<(), String> {
         for (i, p) in self.pools.iter().enumerate() {
-            let used = self.used.values().filter(|&&j| j == i).count() as u64;
+            let used = live.iter().filter(|b| b.inner.0 == i as u64).count() as u64;
             if used + p.free.len() as u64 != p.fresh {
                 return Err(format!(
                     "pool of {} B: {used} used + {} freed != {} handed out",

@@ -77,10 +77,11 @@ fn buddy_rounds_to_powers_of_two() {
     let mut b = buddy::BuddyHeap::new(1024, 16, 0);
     let x = b.alloc(100, 8).unwrap();
     let y = b.alloc(100, 8).unwrap();
-    assert_eq!((x, y), (0, 128));
+    assert_eq!((x.user, y.user), (0, 128));
+    b.check(&[x, y]).unwrap();
     b.free(x);
     b.free(y);
-    b.check().unwrap();
+    b.check(&[]).unwrap();
     assert_eq!(b.stats().largest_free, 1024, "buddies merged back");
 }
 
@@ -89,16 +90,16 @@ fn tlsf_rounds_up_to_the_next_list_and_merges_at_once() {
     let mut t = tlsf::TlsfHeap::new(1024, 8, 8);
     // 100 + 8 bytes: a 112-byte block from the start, the rest free.
     let a = t.alloc(100, 8).unwrap();
-    assert_eq!(a, 8);
+    assert_eq!(a.user, 8);
     assert_eq!(t.stats().largest_free, 1024 - 112);
     let b = t.alloc(200, 8).unwrap();
-    assert_eq!(b, 112 + 8);
-    t.check().unwrap();
+    assert_eq!(b.user, 112 + 8);
+    t.check(&[a, b]).unwrap();
     t.free(a);
-    t.check().unwrap();
+    t.check(&[b]).unwrap();
     assert_eq!(t.stats().free_total, 1024 - 208);
     t.free(b);
-    t.check().unwrap();
+    t.check(&[]).unwrap();
     assert_eq!(t.stats().largest_free, 1024, "everything merged");
     // Constant work: a few steps whatever the heap.
     let steps = t.take_steps();
@@ -128,15 +129,17 @@ fn heap2_never_coalesces_and_heap4_does() {
 fn slab_pools_share_the_arena_and_do_not_borrow() {
     let mut s = slab::SlabHeap::new(1024, &[32, 128], 8);
     // 512 bytes each: 16 blocks of 32, 4 of 128.
+    let mut live = Vec::new();
     for _ in 0..16 {
-        assert!(s.alloc(20, 8).is_some());
+        live.push(s.alloc(20, 8).expect("a 32-byte block"));
     }
     assert!(s.alloc(20, 8).is_none(), "the 32-byte pool is empty");
     for _ in 0..4 {
-        assert!(s.alloc(100, 8).is_some());
+        live.push(s.alloc(100, 8).expect("a 128-byte block"));
     }
     assert!(s.alloc(100, 8).is_none());
-    s.check().unwrap();
+    s.check(&live).unwrap();
+    assert!(s.check(&live[1..]).is_err(), "a live block left out");
 }
 
 #[test]
@@ -197,10 +200,11 @@ proptest! {
     ) {
         let config = cfg(8);
         let mut heap = kind.build(arena, &config);
-        let mut live: Vec<(u64, u64)> = Vec::new();
+        let mut live: Vec<(Allocation, u64)> = Vec::new();
         for (is_alloc, size, pick) in steps {
             if is_alloc || live.is_empty() {
-                if let Some(at) = heap.alloc(size, 8) {
+                if let Some(a) = heap.alloc(size, 8) {
+                    let at = a.user;
                     // heap_5 lays its regions out with an alignment unit
                     // between them (blocks of two regions never merge):
                     // its addresses run that much past the arena's bytes;
@@ -208,23 +212,25 @@ proptest! {
                     let gaps = if matches!(kind, ModelKind::FreeRtosHeap5) { 2 * 8 } else { 0 };
                     prop_assert!(at + size <= arena + gaps, "{}: {at}+{size} past the {arena}-byte arena", kind.name());
                     for &(o, s) in &live {
+                        let o = o.user;
                         prop_assert!(at + size <= o || o + s <= at, "{at}+{size} overlaps {o}+{s}");
                     }
-                    live.push((at, size));
+                    live.push((a, size));
                 }
             } else {
-                let (at, _) = live.swap_remove(pick as usize % live.len());
-                heap.free(at);
+                let (a, _) = live.swap_remove(pick as usize % live.len());
+                heap.free(a);
             }
-            let c = heap.check();
+            let allocations: Vec<Allocation> = live.iter().map(|l| l.0).collect();
+            let c = heap.check(&allocations);
             prop_assert!(c.is_ok(), "{}: {:?}", kind.name(), c);
             let st = heap.stats();
             prop_assert!(st.largest_free <= st.free_total, "{}: {:?}", kind.name(), st);
         }
-        for (at, _) in live.drain(..) {
-            heap.free(at);
+        for (a, _) in live.drain(..) {
+            heap.free(a);
         }
-        prop_assert!(heap.check().is_ok());
+        prop_assert!(heap.check(&[]).is_ok());
         let st = heap.stats();
         prop_assert!(st.largest_free <= st.free_total);
     }

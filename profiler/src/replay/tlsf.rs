@@ -11,11 +11,10 @@
 //!
 //! Blocks live in a vector and link to their physical neighbours by index,
 //! as the real TLSF's headers do by pointer, so that a merge finds its
-//! neighbours without a lookup; only the user's offset is looked up, once
-//! per free.
+//! neighbours without a lookup; a freed allocation names its block by
+//! index, as a real free finds the header before the user's pointer.
 
-use super::{Heap, HeapStats};
-use crate::hash::IdMap;
+use super::{Allocation, Heap, HeapStats};
 use std::collections::BinaryHeap;
 
 /// Second-level subdivisions: 2^SLI lists per power of two.
@@ -52,8 +51,6 @@ pub struct TlsfHeap {
     blocks: Vec<Block>,
     /// Indices of `blocks` no longer in the arena, for reuse.
     spare: Vec<u32>,
-    /// User offset -> block index.
-    used: IdMap<u64, u32>,
     /// Free blocks as (size, offset, index), for the largest free block
     /// (statistics only): stale entries are dropped when they reach the top.
     largest: BinaryHeap<(u64, u64, u32)>,
@@ -84,7 +81,6 @@ impl TlsfHeap {
             lists: (0..64 * SL).map(|_| Vec::new()).collect(),
             blocks: Vec::new(),
             spare: Vec::new(),
-            used: IdMap::default(),
             largest: BinaryHeap::new(),
             free_blocks: 0,
             free_total: 0,
@@ -212,7 +208,7 @@ impl TlsfHeap {
 }
 
 impl Heap for TlsfHeap {
-    fn alloc(&mut self, size: u64, align: u64) -> Option<u64> {
+    fn alloc(&mut self, size: u64, align: u64) -> Option<Allocation> {
         let pad = align.saturating_sub(self.align);
         let need =
             ((size.max(1) + self.header + pad).div_ceil(self.align) * self.align).max(MIN_BLOCK);
@@ -239,15 +235,15 @@ impl Heap for TlsfHeap {
         };
         let user = (at + self.header + pad) / align.max(1) * align.max(1);
         let user = user.max(at + self.header);
-        self.used.insert(user, b);
         self.high_water = self.high_water.max(at + taken);
-        Some(user)
+        Some(Allocation {
+            user,
+            inner: (u64::from(b), 0),
+        })
     }
 
-    fn free(&mut self, user: u64) {
-        let Some(b) = self.used.remove(&user) else {
-            return;
-        };
+    fn free(&mut self, allocation: Allocation) {
+        let b = allocation.inner.0 as u32;
         let Block { prev, next, .. } = self.blocks[b as usize];
         let mut merged = b;
         if prev != NONE && self.blocks[prev as usize].free {
@@ -285,7 +281,7 @@ impl Heap for TlsfHeap {
         }
     }
 
-    fn check(&self) -> Result<(), String> {
+    fn check(&self, allocations: &[Allocation]) -> Result<(), String> {
         // Walk the physical chain from the block at offset 0.
         let live: Vec<u32> = {
             let mut spare = vec![false; self.blocks.len()];
@@ -374,10 +370,12 @@ impl Heap for TlsfHeap {
                 "largest free block {largest:?}, the max-heap knows {known:?}"
             ));
         }
-        if self.used.len() + free_seen != seen
-            || self.used.values().any(|&i| self.blocks[i as usize].free)
+        if allocations.len() + free_seen != seen
+            || allocations
+                .iter()
+                .any(|a| self.blocks.get(a.inner.0 as usize).is_none_or(|b| b.free))
         {
-            return Err("used blocks and the user map disagree".into());
+            return Err("the used blocks are not the live allocations".into());
         }
         Ok(())
     }
