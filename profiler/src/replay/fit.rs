@@ -83,9 +83,18 @@ impl FitHeap {
                 Flavour::Tagged => (header + align).max(align),
             },
             regions: Vec::new(),
-            free: FreeBlocks::default(),
+            // heap_4's and heap_2's sorted insertions count ranks.
+            free: if flavour == Flavour::FreeRtosOrdered {
+                FreeBlocks::ranked()
+            } else {
+                FreeBlocks::default()
+            },
             addressed: flavour != Flavour::FreeRtosBySize,
-            by_size: BySize::default(),
+            by_size: if flavour == Flavour::FreeRtosBySize {
+                BySize::ranked()
+            } else {
+                BySize::default()
+            },
             sized: policy == Policy::Best || flavour == Flavour::FreeRtosBySize,
             free_total: 0,
             used_total: 0,
@@ -166,7 +175,7 @@ impl FitHeap {
         match (self.policy, self.flavour) {
             (_, Flavour::FreeRtosBySize) => {
                 // Walk the size-ordered list from the smallest block.
-                let (found, smaller) = self.by_size.at_least(need);
+                let (found, smaller) = self.by_size.at_least_and_smaller(need);
                 self.steps += smaller + 1;
                 found.map(|(size, at)| (at, size))
             }
@@ -190,7 +199,7 @@ impl FitHeap {
             (Policy::Best, _) => {
                 // An address-ordered list is walked to its end.
                 self.steps += self.free.len() as u64;
-                self.by_size.at_least(need).0.map(|(s, a)| (a, s))
+                self.by_size.at_least(need).map(|(s, a)| (a, s))
             }
             (Policy::Worst, _) => {
                 self.steps += self.free.len() as u64;

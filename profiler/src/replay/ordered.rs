@@ -38,75 +38,110 @@ impl<K> Chunk<K> {
     }
 }
 
-/// The chunks' largest sizes as the leaves of a max tree (a segment
-/// tree), so that the largest block is found in O(log chunks) whichever
-/// chunk it is in (worst fit shrinks it on every allocation). A change
-/// climbs only while it changes a parent; inserting or removing a chunk,
-/// once per many blocks, rebuilds the tree.
+/// Per chunk, its largest size and its number of entries, as the leaves
+/// of a segment tree whose nodes hold the largest size and the number of
+/// entries below them: the largest block is found in O(log chunks)
+/// whichever chunk holds it (worst fit shrinks it on every allocation),
+/// and so is the rank of a chunk's first entry (heap_2's walk of a list
+/// that can hold tens of thousands of blocks). A change of a largest size
+/// climbs only while it changes a parent; inserting, removing or
+/// splitting chunks, once per many entries, rebuilds the tree.
 #[derive(Clone, Default)]
-struct MaxTree {
+struct ChunkTree {
     /// Leaves: a power of two, at least `len`.
     cap: usize,
     len: usize,
     /// `node[1]` is the root; node `i` has children `2i` and `2i + 1`;
     /// the leaves are `node[cap..cap + len]` (0 past `len`).
-    node: Vec<u64>,
+    max: Vec<u64>,
+    /// The same layout: entries below each node.
+    count: Vec<u64>,
 }
 
-impl MaxTree {
-    fn get(&self, k: usize) -> u64 {
-        self.node[self.cap + k]
+impl ChunkTree {
+    fn max(&self, k: usize) -> u64 {
+        self.max[self.cap + k]
     }
 
-    fn set(&mut self, k: usize, v: u64) {
+    fn set_max(&mut self, k: usize, v: u64) {
         let mut i = self.cap + k;
-        self.node[i] = v;
+        self.max[i] = v;
         while i > 1 {
             i /= 2;
-            let m = self.node[2 * i].max(self.node[2 * i + 1]);
-            if self.node[i] == m {
+            let m = self.max[2 * i].max(self.max[2 * i + 1]);
+            if self.max[i] == m {
                 break;
             }
-            self.node[i] = m;
+            self.max[i] = m;
         }
     }
 
-    /// The leaves, in order.
-    fn leaves(&self) -> &[u64] {
-        &self.node[self.cap..self.cap + self.len]
+    /// One entry more (`up`) or fewer in chunk `k`.
+    fn count_one(&mut self, k: usize, up: bool) {
+        let mut i = self.cap + k;
+        while i >= 1 {
+            if up {
+                self.count[i] += 1;
+            } else {
+                self.count[i] -= 1;
+            }
+            i /= 2;
+        }
     }
 
-    /// Rebuilds the tree over `leaves`.
-    fn rebuild(&mut self, leaves: &[u64]) {
+    /// How many entries the chunks before `k` hold.
+    fn before(&self, k: usize) -> u64 {
+        let mut i = self.cap + k;
+        let mut n = 0;
+        while i > 1 {
+            if i % 2 == 1 {
+                n += self.count[i - 1];
+            }
+            i /= 2;
+        }
+        n
+    }
+
+    /// The leaves as (largest, entries), in order.
+    fn leaves(&self) -> Vec<(u64, u64)> {
+        let r = self.cap..self.cap + self.len;
+        self.max[r.clone()]
+            .iter()
+            .copied()
+            .zip(self.count[r].iter().copied())
+            .collect()
+    }
+
+    /// Replaces the leaves `k..end` by `with`, and rebuilds.
+    fn splice(&mut self, k: usize, end: usize, with: &[(u64, u64)]) {
+        let mut leaves = self.leaves();
+        leaves.splice(k..end, with.iter().copied());
+        self.rebuild(&leaves);
+    }
+
+    fn rebuild(&mut self, leaves: &[(u64, u64)]) {
         self.len = leaves.len();
         self.cap = leaves.len().next_power_of_two();
-        self.node.clear();
-        self.node.resize(2 * self.cap, 0);
-        self.node[self.cap..self.cap + self.len].copy_from_slice(leaves);
-        for i in (1..self.cap).rev() {
-            self.node[i] = self.node[2 * i].max(self.node[2 * i + 1]);
+        for v in [&mut self.max, &mut self.count] {
+            v.clear();
+            v.resize(2 * self.cap, 0);
         }
-    }
-
-    fn insert(&mut self, k: usize, v: u64) {
-        let mut leaves = self.leaves().to_vec();
-        leaves.insert(k, v);
-        self.rebuild(&leaves);
-    }
-
-    fn remove(&mut self, k: usize) -> u64 {
-        let mut leaves = self.leaves().to_vec();
-        let v = leaves.remove(k);
-        self.rebuild(&leaves);
-        v
+        for (k, &(m, n)) in leaves.iter().enumerate() {
+            self.max[self.cap + k] = m;
+            self.count[self.cap + k] = n;
+        }
+        for i in (1..self.cap).rev() {
+            self.max[i] = self.max[2 * i].max(self.max[2 * i + 1]);
+            self.count[i] = self.count[2 * i] + self.count[2 * i + 1];
+        }
     }
 
     /// The last leaf of the largest value, and the value.
     fn last_largest(&self) -> (usize, u64) {
-        let m = self.node[1];
+        let m = self.max[1];
         let mut i = 1;
         while i < self.cap {
-            i = if self.node[2 * i + 1] == m {
+            i = if self.max[2 * i + 1] == m {
                 2 * i + 1
             } else {
                 2 * i
@@ -131,9 +166,9 @@ pub struct Chunked<K> {
     /// Per chunk, its last key (the chunks' order: a binary search finds
     /// the chunk of a key).
     last: Vec<K>,
-    /// Per chunk, its largest size (side by side, for the walks that pass
-    /// whole chunks).
-    max: MaxTree,
+    /// Per chunk, its largest size (for the walks that pass whole chunks)
+    /// and its number of entries.
+    tree: ChunkTree,
     len: usize,
     /// The largest block as (size, key), the highest key among equal
     /// sizes; `None` when it must be found again (the one known shrank or
@@ -142,6 +177,10 @@ pub struct Chunked<K> {
     /// Where the last search found a block: the model changes or removes
     /// the block it found next, which then needs no search.
     found: Cell<Pos>,
+    /// Keep the tree's counts, for ranks in O(log chunks) (else a rank
+    /// sums the chunks' lengths: the models that ask for none do not pay
+    /// a climb of the tree per entry).
+    ranked: bool,
 }
 
 /// Free blocks in address order, keyed by their end.
@@ -155,15 +194,24 @@ impl<K> Default for Chunked<K> {
         Chunked {
             chunks: Vec::new(),
             last: Vec::new(),
-            max: MaxTree::default(),
+            tree: ChunkTree::default(),
             len: 0,
             largest: None,
             found: Cell::default(),
+            ranked: false,
         }
     }
 }
 
 impl<K: Ord + Copy + std::fmt::Debug> Chunked<K> {
+    /// An empty index that answers ranks in O(log chunks).
+    pub fn ranked() -> Self {
+        Chunked {
+            ranked: true,
+            ..Chunked::default()
+        }
+    }
+
     /// How many free blocks.
     pub fn len(&self) -> usize {
         self.len
@@ -236,7 +284,7 @@ impl<K: Ord + Copy + std::fmt::Debug> Chunked<K> {
                 sizes: vec![size],
             });
             self.last.push(end);
-            self.max.insert(0, size);
+            self.tree.splice(0, 0, &[(size, 1)]);
             if self.len == 1 {
                 self.largest = Some((size, end));
             }
@@ -252,23 +300,30 @@ impl<K: Ord + Copy + std::fmt::Debug> Chunked<K> {
         debug_assert!(c.ends.get(i) != Some(&end), "a block at {end:?}");
         c.ends.insert(i, end);
         c.sizes.insert(i, size);
-        if size > self.max.get(chunk) {
-            self.max.set(chunk, size);
-        }
         self.last[chunk] = *c.ends.last().expect("not empty");
-        if c.ends.len() >= CHUNK {
-            let half = c.ends.len() / 2;
-            let upper = Chunk {
-                ends: c.ends.split_off(half),
-                sizes: c.sizes.split_off(half),
-            };
-            self.max.set(chunk, c.largest());
-            self.last[chunk] = *c.ends.last().expect("half");
-            self.last
-                .insert(chunk + 1, *upper.ends.last().expect("half"));
-            self.max.insert(chunk + 1, upper.largest());
-            self.chunks.insert(chunk + 1, upper);
+        if c.ends.len() < CHUNK {
+            if size > self.tree.max(chunk) {
+                self.tree.set_max(chunk, size);
+            }
+            if self.ranked {
+                self.tree.count_one(chunk, true);
+            }
+            return;
         }
+        let half = c.ends.len() / 2;
+        let upper = Chunk {
+            ends: c.ends.split_off(half),
+            sizes: c.sizes.split_off(half),
+        };
+        let halves = [
+            (c.largest(), c.ends.len() as u64),
+            (upper.largest(), upper.ends.len() as u64),
+        ];
+        self.tree.splice(chunk, chunk + 1, &halves);
+        self.last[chunk] = *c.ends.last().expect("half");
+        self.last
+            .insert(chunk + 1, *upper.ends.last().expect("half"));
+        self.chunks.insert(chunk + 1, upper);
     }
 
     /// Removes the block ending at `end`; its size.
@@ -286,14 +341,17 @@ impl<K: Ord + Copy + std::fmt::Debug> Chunked<K> {
         if self.largest == Some((size, end)) {
             self.largest = None;
         }
-        if size == self.max.get(p.chunk) {
-            self.max.set(p.chunk, c.largest());
-        }
         if c.ends.is_empty() {
             self.chunks.remove(p.chunk);
             self.last.remove(p.chunk);
-            self.max.remove(p.chunk);
+            self.tree.splice(p.chunk, p.chunk + 1, &[]);
             return Some(size);
+        }
+        if size == self.tree.max(p.chunk) {
+            self.tree.set_max(p.chunk, c.largest());
+        }
+        if self.ranked {
+            self.tree.count_one(p.chunk, false);
         }
         self.last[p.chunk] = *c.ends.last().expect("not empty");
         if c.ends.len() < SMALL {
@@ -319,14 +377,15 @@ impl<K: Ord + Copy + std::fmt::Debug> Chunked<K> {
         let (lo, hi) = (k.min(other), k.max(other));
         let upper = self.chunks.remove(hi);
         self.last.remove(hi);
-        let upper_max = self.max.remove(hi);
-        if upper_max > self.max.get(lo) {
-            self.max.set(lo, upper_max);
-        }
         let c = &mut self.chunks[lo];
         c.ends.extend_from_slice(&upper.ends);
         c.sizes.extend_from_slice(&upper.sizes);
         self.last[lo] = *c.ends.last().expect("not empty");
+        let joined = (
+            self.tree.max(lo).max(self.tree.max(hi)),
+            c.ends.len() as u64,
+        );
+        self.tree.splice(lo, hi + 1, &[joined]);
     }
 
     /// Changes the size of the block ending at `end` (a split took its
@@ -337,11 +396,11 @@ impl<K: Ord + Copy + std::fmt::Debug> Chunked<K> {
         let c = &mut self.chunks[p.chunk];
         debug_assert_eq!(c.ends[p.i], end, "a free block");
         let old = std::mem::replace(&mut c.sizes[p.i], size);
-        let max = self.max.get(p.chunk);
+        let max = self.tree.max(p.chunk);
         if size > max {
-            self.max.set(p.chunk, size);
+            self.tree.set_max(p.chunk, size);
         } else if old == max && size < old {
-            self.max.set(p.chunk, c.largest());
+            self.tree.set_max(p.chunk, c.largest());
         }
         match self.largest {
             Some(l) if (size, end) >= l => self.largest = Some((size, end)),
@@ -355,7 +414,7 @@ impl<K: Ord + Copy + std::fmt::Debug> Chunked<K> {
     /// sizes.
     pub fn largest(&mut self) -> Option<(u64, K)> {
         if self.largest.is_none() && self.len > 0 {
-            let (k, max) = self.max.last_largest();
+            let (k, max) = self.tree.last_largest();
             let c = &self.chunks[k];
             let i = c.sizes.iter().rposition(|&s| s == max).expect("its max");
             self.found.set(Pos { chunk: k, i });
@@ -366,8 +425,18 @@ impl<K: Ord + Copy + std::fmt::Debug> Chunked<K> {
 
     /// How many entries come before `p`.
     fn rank(&self, p: Pos) -> u64 {
-        let before: usize = self.chunks[..p.chunk].iter().map(|c| c.ends.len()).sum();
-        (before + p.i) as u64
+        if p.chunk == self.chunks.len() {
+            return self.len as u64;
+        }
+        let before = if self.ranked {
+            self.tree.before(p.chunk)
+        } else {
+            self.chunks[..p.chunk]
+                .iter()
+                .map(|c| c.ends.len() as u64)
+                .sum()
+        };
+        before + p.i as u64
     }
 
     /// The first block in `[from, to)` of at least `need` bytes, as
@@ -384,7 +453,7 @@ impl<K: Ord + Copy + std::fmt::Debug> Chunked<K> {
                 c.ends.len()
             };
             // A chunk with nothing large enough is passed at once.
-            if self.max.get(p.chunk) >= need
+            if self.tree.max(p.chunk) >= need
                 && let Some(k) = c.sizes[p.i..stop].iter().position(|&s| s >= need)
             {
                 let i = p.i + k;
@@ -418,10 +487,12 @@ impl<K: Ord + Copy + std::fmt::Debug> Chunked<K> {
             if self.last[k] != *c.ends.last().expect("not empty") {
                 return Err(format!("chunk {k}'s last key is not {:?}", self.last[k]));
             }
-            if self.max.get(k) != c.largest() {
+            let counted = self.tree.count[self.tree.cap + k];
+            if self.tree.max(k) != c.largest() || (self.ranked && counted != c.ends.len() as u64) {
                 return Err(format!(
-                    "chunk {k}'s largest size is not {}",
-                    self.max.get(k)
+                    "chunk {k}'s largest size is not {} or its length not {}",
+                    self.tree.max(k),
+                    counted
                 ));
             }
             for &e in &c.ends {
@@ -434,14 +505,16 @@ impl<K: Ord + Copy + std::fmt::Debug> Chunked<K> {
         }
         if n != self.len
             || self.last.len() != self.chunks.len()
-            || self.max.len != self.chunks.len()
+            || self.tree.len != self.chunks.len()
         {
             return Err(format!("{n} entries counted, {} known", self.len));
         }
-        let mut tree = MaxTree::default();
-        tree.rebuild(self.max.leaves());
-        if self.max.len > 0 && tree.node != self.max.node {
-            return Err("the chunks' max tree is stale".into());
+        let mut tree = ChunkTree::default();
+        tree.rebuild(&self.tree.leaves());
+        if self.tree.len > 0
+            && (tree.max != self.tree.max || (self.ranked && tree.count != self.tree.count))
+        {
+            return Err("the chunks' tree is stale".into());
         }
         let truth = self.iter().map(|(e, s)| (s, e)).max();
         if self.largest.is_some() && self.largest != truth {
@@ -503,9 +576,13 @@ impl Chunked<u64> {
 
 impl Chunked<(u64, u64)> {
     /// The first block of at least `need` bytes (the smallest, the
-    /// lowest offset among equal sizes) as (size, offset), and how many
-    /// blocks are smaller.
-    pub fn at_least(&self, need: u64) -> (Option<(u64, u64)>, u64) {
+    /// lowest offset among equal sizes) as (size, offset).
+    pub fn at_least(&self, need: u64) -> Option<(u64, u64)> {
+        self.found_at(self.lower_bound((need, 0))).map(|e| e.0)
+    }
+
+    /// [`Self::at_least`], and how many blocks are smaller than `need`.
+    pub fn at_least_and_smaller(&self, need: u64) -> (Option<(u64, u64)>, u64) {
         let p = self.lower_bound((need, 0));
         (self.found_at(p).map(|e| e.0), self.rank(p))
     }
@@ -567,8 +644,9 @@ mod tests {
         #[test]
         fn answers_as_a_walk_of_an_ordered_map(
             ops in proptest::collection::vec((0u8..4, 0u64..2000, 1u64..8, 1u64..16), 1..1500),
+            ranked in any::<bool>(),
         ) {
-            let mut ours = FreeBlocks::default();
+            let mut ours = if ranked { FreeBlocks::ranked() } else { FreeBlocks::default() };
             let mut map: BTreeMap<u64, u64> = BTreeMap::new();
             for (op, slot, size, need) in ops {
                 // Slot k holds a block ending at 8k + 8 of at most 8 bytes:
@@ -607,8 +685,9 @@ mod tests {
         #[test]
         fn orders_by_size_as_an_ordered_set(
             ops in proptest::collection::vec((any::<bool>(), 1u64..40, 0u64..300, 1u64..45), 1..1500),
+            ranked in any::<bool>(),
         ) {
-            let mut ours = BySize::default();
+            let mut ours = if ranked { BySize::ranked() } else { BySize::default() };
             let mut set: BTreeSet<(u64, u64)> = BTreeSet::new();
             for (add, size, at, need) in ops {
                 if add {
@@ -620,8 +699,9 @@ mod tests {
                 }
                 prop_assert!(ours.check().is_ok(), "{:?}", ours.check());
                 let smaller = set.range(..(need, 0)).count() as u64;
-                prop_assert_eq!(ours.at_least(need), (set.range((need, 0)..).next().copied(), smaller));
+                prop_assert_eq!(ours.at_least(need), set.range((need, 0)..).next().copied());
                 prop_assert_eq!(ours.smaller(need), smaller);
+                prop_assert_eq!(ours.at_least_and_smaller(need), (set.range((need, 0)..).next().copied(), smaller));
                 prop_assert_eq!(ours.last(), set.last().copied());
             }
         }
