@@ -32,9 +32,29 @@ struct Chunk<K> {
     sizes: Vec<u64>,
 }
 
-impl<K> Chunk<K> {
+/// What an index is keyed by.
+pub trait Key: Ord + Copy + std::fmt::Debug {
+    /// Keys sort by size first, so a chunk's last entry is its largest.
+    const BY_SIZE: bool;
+}
+
+/// An end offset.
+impl Key for u64 {
+    const BY_SIZE: bool = false;
+}
+
+/// (size, offset).
+impl Key for (u64, u64) {
+    const BY_SIZE: bool = true;
+}
+
+impl<K: Key> Chunk<K> {
     fn largest(&self) -> u64 {
-        self.sizes.iter().copied().max().unwrap_or(0)
+        if K::BY_SIZE {
+            self.sizes.last().copied().unwrap_or(0)
+        } else {
+            self.sizes.iter().copied().max().unwrap_or(0)
+        }
     }
 }
 
@@ -203,7 +223,7 @@ impl<K> Default for Chunked<K> {
     }
 }
 
-impl<K: Ord + Copy + std::fmt::Debug> Chunked<K> {
+impl<K: Key> Chunked<K> {
     /// An empty index that answers ranks in O(log chunks).
     pub fn ranked() -> Self {
         Chunked {
