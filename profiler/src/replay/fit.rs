@@ -154,6 +154,7 @@ impl FitHeap {
     /// The free block (`end - size`, `size`) grows backwards to `at`,
     /// taking in the bytes freed before it, in place.
     fn absorb(&mut self, at: u64, end: u64, size: u64) {
+        debug_assert!(self.addressed, "heap_2 never merges");
         let grown = end - at;
         self.free.set_size(end, grown);
         if self.sized {
@@ -328,6 +329,9 @@ impl Heap for FitHeap {
         }
         if self.sized {
             self.by_size.check()?;
+        }
+        // Both orders hold the same blocks (heap_2 has only the one).
+        if self.sized && self.addressed {
             let mut by_size: Vec<(u64, u64)> = free.iter().map(|&(at, s)| (s, at)).collect();
             by_size.sort();
             if !by_size

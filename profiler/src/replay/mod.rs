@@ -25,7 +25,8 @@
 //! timed on its own).
 //!
 //! Models: `fit.rs` (first, next, best and worst fit, FreeRTOS heap_2,
-//! heap_4, heap_5), `buddy.rs`, `tlsf.rs`, `slab.rs`.
+//! heap_4, heap_5, over the free-block indexes of `ordered.rs`),
+//! `buddy.rs`, `tlsf.rs`, `slab.rs`; `counts.rs` counts steps.
 
 pub mod buddy;
 mod counts;
@@ -74,7 +75,8 @@ pub trait Heap {
     /// Allocates `size` bytes aligned to `align`; the block, or None when
     /// nothing fits.
     fn alloc(&mut self, size: u64, align: u64) -> Option<Allocation>;
-    /// Frees a live block from `alloc`.
+    /// Frees a live block from `alloc` (a model does not detect a second
+    /// free of one: the replay gives each back once).
     fn free(&mut self, block: Allocation);
     /// The steps taken since the last call.
     fn take_steps(&mut self) -> u64;

@@ -20,9 +20,11 @@
 
 use std::cell::Cell;
 
-/// Most entries in a chunk; a full chunk is split in two halves.
+/// A chunk that reaches this many entries is split in two halves (a
+/// chunk holds fewer).
 const CHUNK: usize = 64;
-/// A chunk this small merges with its neighbour when both fit in one.
+/// A chunk this small merges with a neighbour when the two together fill
+/// at most three quarters of a chunk.
 const SMALL: usize = CHUNK / 4;
 
 /// One chunk: entries sorted by key.
@@ -275,6 +277,16 @@ impl<K: Key> Chunked<K> {
         Some((c.ends[p.i], c.sizes[p.i]))
     }
 
+    /// The first entry whose key is above `key` (or the end).
+    fn upper_bound(&self, key: K) -> Pos {
+        let chunk = self.last.partition_point(|&l| l <= key);
+        if chunk == self.chunks.len() {
+            return self.end_pos();
+        }
+        let i = self.chunks[chunk].ends.partition_point(|&e| e <= key);
+        Pos { chunk, i }
+    }
+
     /// The place after `p`.
     fn next_pos(&self, p: Pos) -> Pos {
         if p.i + 1 < self.chunks[p.chunk].ends.len() {
@@ -292,6 +304,8 @@ impl<K: Key> Chunked<K> {
 
     /// Adds the block (`end`, `size`); no block ends at `end`.
     pub fn insert(&mut self, end: K, size: u64) {
+        // A size of 0 would tie with the tree's empty leaves.
+        debug_assert!(size > 0, "an empty block at {end:?}");
         self.len += 1;
         if let Some(l) = self.largest
             && (size, end) > l
@@ -305,9 +319,7 @@ impl<K: Key> Chunked<K> {
             });
             self.last.push(end);
             self.tree.splice(0, 0, &[(size, 1)]);
-            if self.len == 1 {
-                self.largest = Some((size, end));
-            }
+            self.largest = Some((size, end));
             return;
         }
         // Past every chunk's last end: the last chunk takes it.
@@ -380,9 +392,9 @@ impl<K: Key> Chunked<K> {
         Some(size)
     }
 
-    /// Joins the small chunk `k` with a neighbour when both fit in half a
-    /// chunk and more, so that chunks stay at least a quarter full on
-    /// average and a walk over them stays short.
+    /// Joins chunk `k`, grown small, with a neighbour when the two
+    /// together fill at most three quarters of a chunk, so that removals
+    /// do not leave a trail of near-empty chunks for walks to pass.
     fn merge_small(&mut self, k: usize) {
         let len = |c: &Chunk<K>| c.ends.len();
         let other = if k + 1 < self.chunks.len()
@@ -406,28 +418,6 @@ impl<K: Key> Chunked<K> {
             c.ends.len() as u64,
         );
         self.tree.splice(lo, hi + 1, &[joined]);
-    }
-
-    /// Changes the size of the block ending at `end` (a split took its
-    /// front, or it grew backwards over a freed neighbour); returns the
-    /// old size.
-    pub fn set_size(&mut self, end: K, size: u64) -> u64 {
-        let p = self.find(end);
-        let c = &mut self.chunks[p.chunk];
-        debug_assert_eq!(c.ends[p.i], end, "a free block");
-        let old = std::mem::replace(&mut c.sizes[p.i], size);
-        let max = self.tree.max(p.chunk);
-        if size > max {
-            self.tree.set_max(p.chunk, size);
-        } else if old == max && size < old {
-            self.tree.set_max(p.chunk, c.largest());
-        }
-        match self.largest {
-            Some(l) if (size, end) >= l => self.largest = Some((size, end)),
-            Some(l) if l == (old, end) => self.largest = None,
-            _ => {}
-        }
-        old
     }
 
     /// The largest block as (size, end): the highest address among equal
@@ -545,6 +535,30 @@ impl<K: Key> Chunked<K> {
 }
 
 impl Chunked<u64> {
+    /// Changes the size of the block ending at `end` (a split took its
+    /// front, or it grew backwards over a freed neighbour); returns the
+    /// old size. (By address only: in the size order a size is part of
+    /// the key.)
+    pub fn set_size(&mut self, end: u64, size: u64) -> u64 {
+        let p = self.find(end);
+        let found = self.chunks.get(p.chunk).and_then(|c| c.ends.get(p.i));
+        assert_eq!(found, Some(&end), "no free block ends at {end}");
+        let c = &mut self.chunks[p.chunk];
+        let old = std::mem::replace(&mut c.sizes[p.i], size);
+        let max = self.tree.max(p.chunk);
+        if size > max {
+            self.tree.set_max(p.chunk, size);
+        } else if old == max && size < old {
+            self.tree.set_max(p.chunk, c.largest());
+        }
+        match self.largest {
+            Some(l) if (size, end) >= l => self.largest = Some((size, end)),
+            Some(l) if l == (old, end) => self.largest = None,
+            _ => {}
+        }
+        old
+    }
+
     /// The first block ending at or after `key`, and the one after it:
     /// (end, size) each.
     pub fn at_or_after(&self, key: u64) -> [Option<(u64, u64)>; 2] {
@@ -557,8 +571,7 @@ impl Chunked<u64> {
 
     /// How many blocks end at or below `key`.
     pub fn count_to(&self, key: u64) -> u64 {
-        let p = self.lower_bound(key + 1);
-        self.rank(p)
+        self.rank(self.upper_bound(key))
     }
 
     /// First fit from the lowest address: the block, and the blocks
@@ -571,7 +584,7 @@ impl Chunked<u64> {
     /// those ending at or before it, then a block spanning it (one merged
     /// across it since); the block, and the blocks looked at before it.
     pub fn next_fit(&self, rover: u64, need: u64) -> (Option<(u64, u64)>, u64) {
-        let split = self.lower_bound(rover + 1);
+        let split = self.upper_bound(rover);
         let spanning = self.entry(split).filter(|&(e, s)| e - s < rover);
         let after = if spanning.is_some() {
             self.next_pos(split)
@@ -655,6 +668,52 @@ mod tests {
         (None, looked)
     }
 
+    /// Chunks split as blocks come, merge and go as they leave, and the
+    /// answers stay those of an ordered map throughout.
+    #[test]
+    fn chunks_split_merge_and_go() {
+        for ranked in [false, true] {
+            let mut ours = if ranked {
+                FreeBlocks::ranked()
+            } else {
+                FreeBlocks::default()
+            };
+            let mut map = BTreeMap::new();
+            let agree = |ours: &mut FreeBlocks, map: &BTreeMap<u64, u64>| {
+                ours.check().unwrap();
+                assert!(ours.iter().eq(map.iter().map(|(&e, &s)| (e, s))));
+                assert_eq!(ours.first_fit(7), first_fit(map, 7));
+                assert_eq!(ours.largest(), map.iter().map(|(&e, &s)| (s, e)).max());
+            };
+            for k in 1..=1000u64 {
+                ours.insert(16 * k, 1 + k % 8);
+                map.insert(16 * k, 1 + k % 8);
+                agree(&mut ours, &map);
+            }
+            let most = ours.chunks.len();
+            assert!(most >= 1000 / CHUNK, "{most} chunks");
+            // Remove all but every 50th block, from the top down and from
+            // the bottom up: chunks shrink, merge and disappear.
+            let mut fewer = 0;
+            let order: Vec<u64> = (1..=500).rev().chain(501..=1000).collect();
+            for k in order.into_iter().filter(|k| k % 50 != 0) {
+                let before = ours.chunks.len();
+                assert_eq!(ours.remove(16 * k), map.remove(&(16 * k)));
+                fewer += usize::from(ours.chunks.len() < before);
+                agree(&mut ours, &map);
+            }
+            assert!(
+                ours.chunks.len() == 1 && fewer >= most - 1,
+                "{fewer} of {most}"
+            );
+            for k in (50..=1000).step_by(50) {
+                assert_eq!(ours.remove(16 * k), map.remove(&(16 * k)));
+                agree(&mut ours, &map);
+            }
+            assert_eq!((ours.len(), ours.chunks.len()), (0, 0));
+        }
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(64))]
 
@@ -663,12 +722,15 @@ mod tests {
         /// answer a walk of an ordered map gives.
         #[test]
         fn answers_as_a_walk_of_an_ordered_map(
-            ops in proptest::collection::vec((0u8..4, 0u64..2000, 1u64..8, 1u64..16), 1..1500),
+            ops in proptest::collection::vec((0u8..4, 0u64..400, 1u64..8, 1u64..16), 1..1500),
             ranked in any::<bool>(),
         ) {
             let mut ours = if ranked { FreeBlocks::ranked() } else { FreeBlocks::default() };
             let mut map: BTreeMap<u64, u64> = BTreeMap::new();
-            for (op, slot, size, need) in ops {
+            let n = ops.len();
+            for (k, (op, slot, size, need)) in ops.into_iter().enumerate() {
+                // The second half mostly removes: chunks empty and merge.
+                let op = if 2 * k >= n && op < 2 { 2 } else { op };
                 // Slot k holds a block ending at 8k + 8 of at most 8 bytes:
                 // blocks never overlap.
                 let end = slot * 8 + 8;
