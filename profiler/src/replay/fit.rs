@@ -34,8 +34,9 @@ pub enum Flavour {
     /// FreeRTOS heap_4/heap_5: address-ordered, and freeing walks the list
     /// to the block's place, merging there.
     FreeRtosOrdered,
-    /// FreeRTOS heap_2: ordered by size, walked from the smallest; freed
-    /// blocks are never merged.
+    /// FreeRTOS heap_2: ordered by size, walked from the smallest; a block
+    /// goes in before those of its size (the newest of a size first);
+    /// freed blocks are never merged.
     FreeRtosBySize,
 }
 
@@ -45,7 +46,8 @@ pub struct FitHeap {
     flavour: Flavour,
     header: u64,
     align: u64,
-    /// The smallest remainder worth splitting off.
+    /// The smallest remainder worth splitting off (the FreeRTOS heaps
+    /// split only past it: heapMINIMUM_BLOCK_SIZE).
     min_split: u64,
     /// The regions: (start, end).
     regions: Vec<(u64, u64)>,
@@ -59,6 +61,11 @@ pub struct FitHeap {
     by_size: BySize,
     /// Keep `by_size`.
     sized: bool,
+    /// heap_2's insertions so far (the order among blocks of one size).
+    inserted: u64,
+    /// The order key of the block heap_2's latest search found, which the
+    /// allocation then takes out.
+    found_order: u64,
     free_total: u64,
     /// Bytes in used blocks.
     used_total: u64,
@@ -96,6 +103,8 @@ impl FitHeap {
                 BySize::default()
             },
             sized: policy == Policy::Best || flavour == Flavour::FreeRtosBySize,
+            inserted: 0,
+            found_order: 0,
             free_total: 0,
             used_total: 0,
             rover: 0,
@@ -120,7 +129,8 @@ impl FitHeap {
             self.free.insert(at + size, size);
         }
         if self.sized {
-            self.by_size.insert((size, at), size);
+            let order = self.new_order(at);
+            self.by_size.insert((size, order, at), size);
         }
         self.free_total += size;
     }
@@ -131,7 +141,7 @@ impl FitHeap {
             debug_assert_eq!(removed, Some(size), "a free block");
         }
         if self.sized {
-            self.by_size.remove((size, at));
+            self.by_size.remove((size, self.order_of(at), at));
         }
         self.free_total -= size;
     }
@@ -145,8 +155,9 @@ impl FitHeap {
             self.free.set_size(at + size, rest);
         }
         if self.sized {
-            self.by_size.remove((size, at));
-            self.by_size.insert((rest, at + need), rest);
+            self.by_size.remove((size, self.order_of(at), at));
+            let order = self.new_order(at + need);
+            self.by_size.insert((rest, order, at + need), rest);
         }
         self.free_total -= need;
     }
@@ -158,18 +169,57 @@ impl FitHeap {
         let grown = end - at;
         self.free.set_size(end, grown);
         if self.sized {
-            self.by_size.remove((size, end - size));
-            self.by_size.insert((grown, at), grown);
+            self.by_size
+                .remove((size, self.order_of(end - size), end - size));
+            let order = self.new_order(at);
+            self.by_size.insert((grown, order, at), grown);
         }
         self.free_total += grown - size;
     }
 
+    /// The order key among free blocks of one size of a block going in
+    /// at `at`: its offset (best fit takes the lowest), or for heap_2 one
+    /// below every earlier block's (it goes in before them).
+    fn new_order(&mut self, at: u64) -> u64 {
+        if self.flavour == Flavour::FreeRtosBySize {
+            self.inserted += 1;
+            u64::MAX - self.inserted
+        } else {
+            at
+        }
+    }
+
+    /// The order key of the free block at `at` (heap_2 takes out only the
+    /// block its search just found).
+    fn order_of(&self, at: u64) -> u64 {
+        if self.flavour == Flavour::FreeRtosBySize {
+            self.found_order
+        } else {
+            at
+        }
+    }
+
     /// The block size a request needs: header, size and alignment padding,
-    /// rounded to the unit.
+    /// rounded to the unit (and, with boundary tags, at least a block
+    /// that can be split off; the FreeRTOS heaps have no such floor).
     fn need(&self, size: u64, align: u64) -> u64 {
         let pad = align.saturating_sub(self.align);
         let n = (size.max(1) + self.header + pad).div_ceil(self.align) * self.align;
-        n.max(self.min_split)
+        if self.flavour == Flavour::Tagged {
+            n.max(self.min_split)
+        } else {
+            n
+        }
+    }
+
+    /// Whether taking `need` bytes from a free block of `block` splits off
+    /// the rest.
+    fn splits(&self, block: u64, need: u64) -> bool {
+        if self.flavour == Flavour::Tagged {
+            block - need >= self.min_split
+        } else {
+            block - need > self.min_split
+        }
     }
 
     fn search(&mut self, need: u64) -> Option<(u64, u64)> {
@@ -178,7 +228,9 @@ impl FitHeap {
                 // Walk the size-ordered list from the smallest block.
                 let (found, smaller) = self.by_size.at_least_and_smaller(need);
                 self.steps += smaller + 1;
-                found.map(|(size, at)| (at, size))
+                let (size, order, at) = found?;
+                self.found_order = order;
+                Some((at, size))
             }
             (Policy::First, _) => {
                 let (found, passed) = self.free.first_fit(need);
@@ -200,7 +252,7 @@ impl FitHeap {
             (Policy::Best, _) => {
                 // An address-ordered list is walked to its end.
                 self.steps += self.free.len() as u64;
-                self.by_size.at_least(need).map(|(s, a)| (a, s))
+                self.by_size.at_least(need).map(|(s, _, a)| (a, s))
             }
             (Policy::Worst, _) => {
                 self.steps += self.free.len() as u64;
@@ -217,7 +269,7 @@ impl Heap for FitHeap {
     fn alloc(&mut self, size: u64, align: u64) -> Option<Allocation> {
         let need = self.need(size, align);
         let (at, block) = self.search(need)?;
-        let taken = if block - need >= self.min_split {
+        let taken = if self.splits(block, need) {
             self.steps += 1;
             self.shrink_front(at, block, need);
             need
@@ -303,7 +355,7 @@ impl Heap for FitHeap {
             self.free.check()?;
             self.free.iter().map(|(end, s)| (end - s, s)).collect()
         } else {
-            self.by_size.iter().map(|((s, at), _)| (at, s)).collect()
+            self.by_size.iter().map(|((s, _, at), _)| (at, s)).collect()
         };
         let mut blocks: Vec<(u64, u64, bool)> = free.iter().map(|&(at, s)| (at, s, true)).collect();
         blocks.extend(live.iter().map(|b| (b.inner.0, b.inner.1, false)));
@@ -337,7 +389,7 @@ impl Heap for FitHeap {
             if !by_size
                 .iter()
                 .copied()
-                .eq(self.by_size.iter().map(|(k, _)| k))
+                .eq(self.by_size.iter().map(|((s, _, at), _)| (s, at)))
             {
                 return Err("the blocks by size are not the free blocks".into());
             }

@@ -45,8 +45,8 @@ impl Key for u64 {
     const BY_SIZE: bool = false;
 }
 
-/// (size, offset).
-impl Key for (u64, u64) {
+/// (size, order among blocks of that size, offset).
+impl Key for (u64, u64, u64) {
     const BY_SIZE: bool = true;
 }
 
@@ -208,8 +208,10 @@ pub struct Chunked<K> {
 /// Free blocks in address order, keyed by their end.
 pub type FreeBlocks = Chunked<u64>;
 
-/// Free blocks in size order, keyed by (size, offset).
-pub type BySize = Chunked<(u64, u64)>;
+/// Free blocks in size order, keyed by (size, order, offset): the order
+/// among blocks of one size is the model's (best fit's lowest offset
+/// first, heap_2's newest first).
+pub type BySize = Chunked<(u64, u64, u64)>;
 
 impl<K> Default for Chunked<K> {
     fn default() -> Self {
@@ -607,26 +609,26 @@ impl Chunked<u64> {
     }
 }
 
-impl Chunked<(u64, u64)> {
-    /// The first block of at least `need` bytes (the smallest, the
-    /// lowest offset among equal sizes) as (size, offset).
-    pub fn at_least(&self, need: u64) -> Option<(u64, u64)> {
-        self.found_at(self.lower_bound((need, 0))).map(|e| e.0)
+impl Chunked<(u64, u64, u64)> {
+    /// The first block of at least `need` bytes (the smallest, the first
+    /// in order among equal sizes): its key.
+    pub fn at_least(&self, need: u64) -> Option<(u64, u64, u64)> {
+        self.found_at(self.lower_bound((need, 0, 0))).map(|e| e.0)
     }
 
     /// [`Self::at_least`], and how many blocks are smaller than `need`.
-    pub fn at_least_and_smaller(&self, need: u64) -> (Option<(u64, u64)>, u64) {
-        let p = self.lower_bound((need, 0));
+    pub fn at_least_and_smaller(&self, need: u64) -> (Option<(u64, u64, u64)>, u64) {
+        let p = self.lower_bound((need, 0, 0));
         (self.found_at(p).map(|e| e.0), self.rank(p))
     }
 
     /// How many blocks are smaller than `size`.
     pub fn smaller(&self, size: u64) -> u64 {
-        self.rank(self.lower_bound((size, 0)))
+        self.rank(self.lower_bound((size, 0, 0)))
     }
 
-    /// The largest block as (size, offset): the last.
-    pub fn last(&self) -> Option<(u64, u64)> {
+    /// The largest block's key: the last.
+    pub fn last(&self) -> Option<(u64, u64, u64)> {
         self.chunks.last().and_then(|c| c.ends.last()).copied()
     }
 }
@@ -770,20 +772,23 @@ mod tests {
             ranked in any::<bool>(),
         ) {
             let mut ours = if ranked { BySize::ranked() } else { BySize::default() };
-            let mut set: BTreeSet<(u64, u64)> = BTreeSet::new();
+            let mut set: BTreeSet<(u64, u64, u64)> = BTreeSet::new();
             for (add, size, at, need) in ops {
+                // The order among equal sizes: newest first, as heap_2's.
+                let key = (size, u64::MAX - at, at);
                 if add {
-                    if set.insert((size, at)) {
-                        ours.insert((size, at), size);
+                    if set.insert(key) {
+                        ours.insert(key, size);
                     }
                 } else {
-                    prop_assert_eq!(ours.remove((size, at)).is_some(), set.remove(&(size, at)));
+                    prop_assert_eq!(ours.remove(key).is_some(), set.remove(&key));
                 }
                 prop_assert!(ours.check().is_ok(), "{:?}", ours.check());
-                let smaller = set.range(..(need, 0)).count() as u64;
-                prop_assert_eq!(ours.at_least(need), set.range((need, 0)..).next().copied());
+                let smaller = set.range(..(need, 0, 0)).count() as u64;
+                let first = set.range((need, 0, 0)..).next().copied();
+                prop_assert_eq!(ours.at_least(need), first);
                 prop_assert_eq!(ours.smaller(need), smaller);
-                prop_assert_eq!(ours.at_least_and_smaller(need), (set.range((need, 0)..).next().copied(), smaller));
+                prop_assert_eq!(ours.at_least_and_smaller(need), (first, smaller));
                 prop_assert_eq!(ours.last(), set.last().copied());
             }
         }
