@@ -56,8 +56,8 @@ pub struct FitHeap {
     free: FreeBlocks,
     /// Keep `free`.
     addressed: bool,
-    /// Free blocks by (size, offset), for best fit and heap_2 (which
-    /// search by size); kept only for them.
+    /// Free blocks by (size, order, offset), for best fit and heap_2
+    /// (which search by size); kept only for them.
     by_size: BySize,
     /// Keep `by_size`.
     sized: bool,
@@ -79,6 +79,12 @@ impl FitHeap {
     /// gap between them, so that blocks of two regions never merge).
     pub fn new(policy: Policy, flavour: Flavour, regions: &[u64], header: u64, align: u64) -> Self {
         let align = align.max(1);
+        // FreeRTOS rounds its block header (heapSTRUCT_SIZE) up to the
+        // alignment.
+        let header = match flavour {
+            Flavour::Tagged => header,
+            Flavour::FreeRtosOrdered | Flavour::FreeRtosBySize => header.div_ceil(align) * align,
+        };
         let mut h = FitHeap {
             policy,
             flavour,
@@ -86,8 +92,8 @@ impl FitHeap {
             align,
             min_split: match flavour {
                 // heapMINIMUM_BLOCK_SIZE: twice the block header.
-                Flavour::FreeRtosOrdered | Flavour::FreeRtosBySize => (2 * header).max(align),
-                Flavour::Tagged => (header + align).max(align),
+                Flavour::FreeRtosOrdered | Flavour::FreeRtosBySize => 2 * header,
+                Flavour::Tagged => header + align,
             },
             regions: Vec::new(),
             // heap_4's and heap_2's sorted insertions count ranks.
@@ -141,7 +147,8 @@ impl FitHeap {
             debug_assert_eq!(removed, Some(size), "a free block");
         }
         if self.sized {
-            self.by_size.remove((size, self.order_of(at), at));
+            let removed = self.by_size.remove((size, self.order_of(at), at));
+            debug_assert_eq!(removed, Some(size), "a free block by size");
         }
         self.free_total -= size;
     }
@@ -155,7 +162,8 @@ impl FitHeap {
             self.free.set_size(at + size, rest);
         }
         if self.sized {
-            self.by_size.remove((size, self.order_of(at), at));
+            let removed = self.by_size.remove((size, self.order_of(at), at));
+            debug_assert_eq!(removed, Some(size), "a free block by size");
             let order = self.new_order(at + need);
             self.by_size.insert((rest, order, at + need), rest);
         }
@@ -169,8 +177,9 @@ impl FitHeap {
         let grown = end - at;
         self.free.set_size(end, grown);
         if self.sized {
-            self.by_size
-                .remove((size, self.order_of(end - size), end - size));
+            let start = end - size;
+            let removed = self.by_size.remove((size, self.order_of(start), start));
+            debug_assert_eq!(removed, Some(size), "a free block by size");
             let order = self.new_order(at);
             self.by_size.insert((grown, order, at), grown);
         }
@@ -270,7 +279,14 @@ impl Heap for FitHeap {
         let need = self.need(size, align);
         let (at, block) = self.search(need)?;
         let taken = if self.splits(block, need) {
-            self.steps += 1;
+            // heap_2 inserts the rest into its size-ordered list, walking
+            // past the smaller blocks; the address-ordered lists keep it in
+            // the block's place (FreeRTOS V11's heap_4 links it there).
+            self.steps += if self.flavour == Flavour::FreeRtosBySize {
+                self.by_size.smaller(block - need) + 1
+            } else {
+                1
+            };
             self.shrink_front(at, block, need);
             need
         } else {

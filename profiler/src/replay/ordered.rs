@@ -1,6 +1,6 @@
-//! The fit models' free blocks in order (by address, or by size and
-//! address), kept in chunks of at most `CHUNK` sorted entries, each
-//! chunk's largest block a leaf of a max tree.
+//! The fit models' free blocks in order (by address, or by size), kept in
+//! chunks of fewer than `CHUNK` sorted entries, each chunk's largest block
+//! and length a leaf of a segment tree.
 //!
 //! The policies ask questions a plain ordered map answers by walking it:
 //! the first block (from some place) that is at least so large, and how
