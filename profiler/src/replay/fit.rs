@@ -96,8 +96,11 @@ impl FitHeap {
                 Flavour::Tagged => header + align,
             },
             regions: Vec::new(),
-            // heap_4's and heap_2's sorted insertions count ranks.
-            free: if flavour == Flavour::FreeRtosOrdered {
+            // First and next fit count the blocks their searches pass,
+            // heap_4's and heap_2's sorted insertions their ranks.
+            free: if matches!(policy, Policy::First | Policy::Next)
+                || flavour == Flavour::FreeRtosOrdered
+            {
                 FreeBlocks::ranked()
             } else {
                 FreeBlocks::default()

@@ -134,11 +134,36 @@ impl ChunkTree {
             .collect()
     }
 
-    /// Replaces the leaves `k..end` by `with`, and rebuilds.
+    /// Replaces the leaves `k..end` by `with`: in place, the leaves after
+    /// them moved and the nodes above the leaves from `k` on recomputed
+    /// (rebuilt whole when the leaves no longer fit or fill half).
     fn splice(&mut self, k: usize, end: usize, with: &[(u64, u64)]) {
-        let mut leaves = self.leaves();
-        leaves.splice(k..end, with.iter().copied());
-        self.rebuild(&leaves);
+        let (cap, old_len) = (self.cap, self.len);
+        let new_len = old_len - (end - k) + with.len();
+        if cap == 0 || new_len.next_power_of_two() != cap {
+            let mut leaves = self.leaves();
+            leaves.splice(k..end, with.iter().copied());
+            return self.rebuild(&leaves);
+        }
+        for v in [&mut self.max, &mut self.count] {
+            v.copy_within(cap + end..cap + old_len, cap + k + with.len());
+            if new_len < old_len {
+                v[cap + new_len..cap + old_len].fill(0);
+            }
+        }
+        for (j, &(m, n)) in with.iter().enumerate() {
+            self.max[cap + k + j] = m;
+            self.count[cap + k + j] = n;
+        }
+        self.len = new_len;
+        let (mut lo, mut hi) = (cap + k, cap + old_len.max(new_len));
+        while lo > 1 {
+            (lo, hi) = (lo / 2, hi.div_ceil(2));
+            for i in lo..hi {
+                self.max[i] = self.max[2 * i].max(self.max[2 * i + 1]);
+                self.count[i] = self.count[2 * i] + self.count[2 * i + 1];
+            }
+        }
     }
 
     fn rebuild(&mut self, leaves: &[(u64, u64)]) {
@@ -158,6 +183,34 @@ impl ChunkTree {
         }
     }
 
+    /// The first leaf from `lo` on whose value is at least `need` (which
+    /// is above 0: the padding leaves never qualify).
+    fn first_at_least(&self, lo: usize, need: u64) -> Option<usize> {
+        if lo >= self.len {
+            return None;
+        }
+        let mut i = self.cap + lo;
+        // Up and right until a subtree qualifies...
+        while self.max[i] < need {
+            while i % 2 == 1 {
+                i /= 2;
+            }
+            if i == 0 {
+                return None;
+            }
+            i += 1;
+        }
+        // ...then down to its leftmost qualifying leaf.
+        while i < self.cap {
+            i = if self.max[2 * i] >= need {
+                2 * i
+            } else {
+                2 * i + 1
+            };
+        }
+        Some(i - self.cap)
+    }
+
     /// The last leaf of the largest value, and the value.
     fn last_largest(&self) -> (usize, u64) {
         let m = self.max[1];
@@ -173,8 +226,9 @@ impl ChunkTree {
     }
 }
 
-/// The place of an entry: its chunk and its index there.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+/// The place of an entry: its chunk and its index there (ordered as the
+/// entries are).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Pos {
     chunk: usize,
     i: usize,
@@ -453,32 +507,36 @@ impl<K: Key> Chunked<K> {
 
     /// The first block in `[from, to)` of at least `need` bytes, as
     /// (end, size), and how many blocks come before it in the range (all
-    /// of the range's when there is none).
+    /// of the range's when there is none): chunks with nothing large
+    /// enough are skipped by the tree (the ranks are sums of chunk lengths
+    /// where the counts are not kept).
     fn first_in(&self, from: Pos, to: Pos, need: u64) -> (Option<(K, u64)>, u64) {
-        let mut passed = 0u64;
         let mut p = from;
-        while p.chunk < to.chunk || (p.chunk == to.chunk && p.i < to.i) {
+        while p < to {
             let c = &self.chunks[p.chunk];
             let stop = if p.chunk == to.chunk {
                 to.i
             } else {
                 c.ends.len()
             };
-            // A chunk with nothing large enough is passed at once.
             if self.tree.max(p.chunk) >= need
                 && let Some(k) = c.sizes[p.i..stop].iter().position(|&s| s >= need)
             {
-                let i = p.i + k;
-                self.found.set(Pos { chunk: p.chunk, i });
-                return (Some((c.ends[i], c.sizes[i])), passed + k as u64);
+                let at = Pos {
+                    chunk: p.chunk,
+                    i: p.i + k,
+                };
+                self.found.set(at);
+                return (self.entry(at), self.rank(at) - self.rank(from));
             }
-            passed += (stop - p.i) as u64;
-            p = Pos {
-                chunk: p.chunk + 1,
-                i: 0,
+            // The chunks between hold nothing large enough: the tree finds
+            // the next that does, and ranks count what was passed.
+            let Some(next) = self.tree.first_at_least(p.chunk + 1, need) else {
+                break;
             };
+            p = Pos { chunk: next, i: 0 };
         }
-        (None, passed)
+        (None, self.rank(to) - self.rank(from))
     }
 
     /// Every block as (key, size), in order.
