@@ -133,15 +133,18 @@ impl FitHeap {
         h
     }
 
-    fn insert_free(&mut self, at: u64, size: u64) {
+    /// Adds a free block; for heap_2, how many blocks of its size order
+    /// come before it (those its insertion walks past).
+    fn insert_free(&mut self, at: u64, size: u64) -> Option<u64> {
         if self.addressed {
             self.free.insert(at + size, size);
         }
+        self.free_total += size;
         if self.sized {
             let order = self.new_order(at);
-            self.by_size.insert((size, order, at), size);
+            return self.by_size.insert((size, order, at), size);
         }
-        self.free_total += size;
+        None
     }
 
     fn remove_free(&mut self, at: u64, size: u64) {
@@ -158,19 +161,21 @@ impl FitHeap {
 
     /// Takes `need` bytes from the front of the free block (`at`, `size`),
     /// leaving (`at + need`, `size - need`) free: as removing the block and
-    /// inserting the rest, with no change to its place by address.
-    fn shrink_front(&mut self, at: u64, size: u64, need: u64) {
+    /// inserting the rest, with no change to its place by address; for
+    /// heap_2, how many blocks of its size order come before the rest.
+    fn shrink_front(&mut self, at: u64, size: u64, need: u64) -> Option<u64> {
         let rest = size - need;
         if self.addressed {
             self.free.set_size(at + size, rest);
         }
+        self.free_total -= need;
         if self.sized {
             let removed = self.by_size.remove((size, self.order_of(at), at));
             debug_assert_eq!(removed, Some(size), "a free block by size");
             let order = self.new_order(at + need);
-            self.by_size.insert((rest, order, at + need), rest);
+            return self.by_size.insert((rest, order, at + need), rest);
         }
-        self.free_total -= need;
+        None
     }
 
     /// The free block (`end - size`, `size`) grows backwards to `at`,
@@ -283,14 +288,12 @@ impl Heap for FitHeap {
         let (at, block) = self.search(need)?;
         let taken = if self.splits(block, need) {
             // heap_2 inserts the rest into its size-ordered list, walking
-            // past the smaller blocks; the address-ordered lists keep it in
-            // the block's place (FreeRTOS V11's heap_4 links it there).
-            self.steps += if self.flavour == Flavour::FreeRtosBySize {
-                self.by_size.smaller(block - need) + 1
-            } else {
-                1
-            };
-            self.shrink_front(at, block, need);
+            // past the smaller blocks (the newest of a size goes first, so
+            // those are all that come before it); the address-ordered
+            // lists keep it in the block's place (FreeRTOS V11's heap_4
+            // links it there).
+            let before = self.shrink_front(at, block, need);
+            self.steps += before.unwrap_or(0) + 1;
             need
         } else {
             self.remove_free(at, block);
@@ -312,8 +315,8 @@ impl Heap for FitHeap {
         self.used_total -= size;
         match self.flavour {
             Flavour::FreeRtosBySize => {
-                // Inserted at its place by size; never merged.
-                self.steps += self.by_size.smaller(size) + 1;
+                // Inserted at its place by size (walking past the smaller
+                // blocks: below); never merged.
             }
             Flavour::FreeRtosOrdered | Flavour::Tagged => {
                 // heap_4 walks its list to the block's place.
@@ -348,7 +351,9 @@ impl Heap for FitHeap {
                 at = start;
             }
         }
-        self.insert_free(at, size);
+        if let Some(smaller) = self.insert_free(at, size) {
+            self.steps += smaller + 1;
+        }
     }
 
     fn take_steps(&mut self) -> u64 {

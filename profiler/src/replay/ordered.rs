@@ -358,8 +358,9 @@ impl<K: Key> Chunked<K> {
         }
     }
 
-    /// Adds the block (`end`, `size`); no block ends at `end`.
-    pub fn insert(&mut self, end: K, size: u64) {
+    /// Adds the block (`end`, `size`); no block ends at `end`. Where the
+    /// counts are kept, returns how many blocks come before it.
+    pub fn insert(&mut self, end: K, size: u64) -> Option<u64> {
         // A size of 0 would tie with the tree's empty leaves.
         debug_assert!(size > 0, "an empty block at {end:?}");
         self.len += 1;
@@ -376,7 +377,7 @@ impl<K: Key> Chunked<K> {
             self.last.push(end);
             self.tree.splice(0, 0, &[(size, 1)]);
             self.largest = Some((size, end));
-            return;
+            return self.ranked.then_some(0);
         }
         // Past every chunk's last end: the last chunk takes it.
         let chunk = self
@@ -386,6 +387,7 @@ impl<K: Key> Chunked<K> {
         let c = &mut self.chunks[chunk];
         let i = c.ends.partition_point(|&e| e < end);
         debug_assert!(c.ends.get(i) != Some(&end), "a block at {end:?}");
+        let rank = self.ranked.then(|| self.tree.before(chunk) + i as u64);
         c.ends.insert(i, end);
         c.sizes.insert(i, size);
         self.last[chunk] = *c.ends.last().expect("not empty");
@@ -396,7 +398,7 @@ impl<K: Key> Chunked<K> {
             if self.ranked {
                 self.tree.count_one(chunk, true);
             }
-            return;
+            return rank;
         }
         let half = c.ends.len() / 2;
         let upper = Chunk {
@@ -412,6 +414,7 @@ impl<K: Key> Chunked<K> {
         self.last
             .insert(chunk + 1, *upper.ends.last().expect("half"));
         self.chunks.insert(chunk + 1, upper);
+        rank
     }
 
     /// Removes the block ending at `end`; its size.
@@ -680,11 +683,6 @@ impl Chunked<(u64, u64, u64)> {
         (self.found_at(p).map(|e| e.0), self.rank(p))
     }
 
-    /// How many blocks are smaller than `size`.
-    pub fn smaller(&self, size: u64) -> u64 {
-        self.rank(self.lower_bound((size, 0, 0)))
-    }
-
     /// The largest block's key: the last.
     pub fn last(&self) -> Option<(u64, u64, u64)> {
         self.chunks.last().and_then(|c| c.ends.last()).copied()
@@ -798,7 +796,8 @@ mod tests {
                     0 | 1 => {
                         if let std::collections::btree_map::Entry::Vacant(v) = map.entry(end) {
                             v.insert(size);
-                            ours.insert(end, size);
+                            let before = map.range(..end).count() as u64;
+                            prop_assert_eq!(ours.insert(end, size), ranked.then_some(before));
                         }
                     }
                     2 => prop_assert_eq!(ours.remove(end), map.remove(&end)),
@@ -836,7 +835,8 @@ mod tests {
                 let key = (size, u64::MAX - at, at);
                 if add {
                     if set.insert(key) {
-                        ours.insert(key, size);
+                        let before = set.range(..key).count() as u64;
+                        prop_assert_eq!(ours.insert(key, size), ranked.then_some(before));
                     }
                 } else {
                     prop_assert_eq!(ours.remove(key).is_some(), set.remove(&key));
@@ -845,7 +845,6 @@ mod tests {
                 let smaller = set.range(..(need, 0, 0)).count() as u64;
                 let first = set.range((need, 0, 0)..).next().copied();
                 prop_assert_eq!(ours.at_least(need), first);
-                prop_assert_eq!(ours.smaller(need), smaller);
                 prop_assert_eq!(ours.at_least_and_smaller(need), (first, smaller));
                 prop_assert_eq!(ours.last(), set.last().copied());
             }
