@@ -52,20 +52,13 @@ pub struct FitHeap {
     /// The regions: (start, end).
     regions: Vec<(u64, u64)>,
     /// Free blocks in address order (for every flavour but heap_2, which
-    /// neither merges nor searches by address).
+    /// neither merges nor searches by address: `addressed`).
     free: FreeBlocks,
-    /// Keep `free`.
-    addressed: bool,
     /// Free blocks by (size, order, offset), for best fit and heap_2
-    /// (which search by size); kept only for them.
+    /// (which search by size: `sized`); kept only for them.
     by_size: BySize,
-    /// Keep `by_size`.
-    sized: bool,
     /// heap_2's insertions so far (the order among blocks of one size).
     inserted: u64,
-    /// The order key of the block heap_2's latest search found, which the
-    /// allocation then takes out.
-    found_order: u64,
     free_total: u64,
     /// Bytes in used blocks.
     used_total: u64,
@@ -105,15 +98,12 @@ impl FitHeap {
             } else {
                 FreeBlocks::default()
             },
-            addressed: flavour != Flavour::FreeRtosBySize,
             by_size: if flavour == Flavour::FreeRtosBySize {
                 BySize::ranked()
             } else {
                 BySize::default()
             },
-            sized: policy == Policy::Best || flavour == Flavour::FreeRtosBySize,
             inserted: 0,
-            found_order: 0,
             free_total: 0,
             used_total: 0,
             rover: 0,
@@ -136,41 +126,54 @@ impl FitHeap {
     /// Adds a free block; for heap_2, how many blocks of its size order
     /// come before it (those its insertion walks past).
     fn insert_free(&mut self, at: u64, size: u64) -> Option<u64> {
-        if self.addressed {
+        if self.addressed() {
             self.free.insert(at + size, size);
         }
         self.free_total += size;
-        if self.sized {
+        if self.sized() {
             let order = self.new_order(at);
             return self.by_size.insert((size, order, at), size);
         }
         None
     }
 
-    fn remove_free(&mut self, at: u64, size: u64) {
-        if self.addressed {
+    /// Keeps free blocks in address order.
+    fn addressed(&self) -> bool {
+        self.flavour != Flavour::FreeRtosBySize
+    }
+
+    /// Keeps free blocks in size order.
+    fn sized(&self) -> bool {
+        self.policy == Policy::Best || self.flavour == Flavour::FreeRtosBySize
+    }
+
+    /// Takes out the free block (`at`, `size`) whose order key among the
+    /// blocks of its size is `order`.
+    fn remove_free(&mut self, at: u64, size: u64, order: u64) {
+        if self.addressed() {
             let removed = self.free.remove(at + size);
             debug_assert_eq!(removed, Some(size), "a free block");
         }
-        if self.sized {
-            let removed = self.by_size.remove((size, self.order_of(at), at));
+        if self.sized() {
+            let removed = self.by_size.remove((size, order, at));
             debug_assert_eq!(removed, Some(size), "a free block by size");
         }
         self.free_total -= size;
     }
 
-    /// Takes `need` bytes from the front of the free block (`at`, `size`),
-    /// leaving (`at + need`, `size - need`) free: as removing the block and
-    /// inserting the rest, with no change to its place by address; for
-    /// heap_2, how many blocks of its size order come before the rest.
-    fn shrink_front(&mut self, at: u64, size: u64, need: u64) -> Option<u64> {
+    /// Takes `need` bytes from the front of the free block (`at`, `size`,
+    /// `order` among its size), leaving (`at + need`, `size - need`) free:
+    /// as removing the block and inserting the rest, with no change to its
+    /// place by address; for heap_2, how many blocks of its size order come
+    /// before the rest.
+    fn shrink_front(&mut self, at: u64, size: u64, order: u64, need: u64) -> Option<u64> {
         let rest = size - need;
-        if self.addressed {
+        if self.addressed() {
             self.free.set_size(at + size, rest);
         }
         self.free_total -= need;
-        if self.sized {
-            let removed = self.by_size.remove((size, self.order_of(at), at));
+        if self.sized() {
+            let removed = self.by_size.remove((size, order, at));
             debug_assert_eq!(removed, Some(size), "a free block by size");
             let order = self.new_order(at + need);
             return self.by_size.insert((rest, order, at + need), rest);
@@ -179,14 +182,15 @@ impl FitHeap {
     }
 
     /// The free block (`end - size`, `size`) grows backwards to `at`,
-    /// taking in the bytes freed before it, in place.
+    /// taking in the bytes freed before it, in place (heap_2 never merges:
+    /// a block's order key is its offset here).
     fn absorb(&mut self, at: u64, end: u64, size: u64) {
-        debug_assert!(self.addressed, "heap_2 never merges");
+        debug_assert!(self.addressed(), "heap_2 never merges");
         let grown = end - at;
         self.free.set_size(end, grown);
-        if self.sized {
+        if self.sized() {
             let start = end - size;
-            let removed = self.by_size.remove((size, self.order_of(start), start));
+            let removed = self.by_size.remove((size, start, start));
             debug_assert_eq!(removed, Some(size), "a free block by size");
             let order = self.new_order(at);
             self.by_size.insert((grown, order, at), grown);
@@ -201,16 +205,6 @@ impl FitHeap {
         if self.flavour == Flavour::FreeRtosBySize {
             self.inserted += 1;
             u64::MAX - self.inserted
-        } else {
-            at
-        }
-    }
-
-    /// The order key of the free block at `at` (heap_2 takes out only the
-    /// block its search just found).
-    fn order_of(&self, at: u64) -> u64 {
-        if self.flavour == Flavour::FreeRtosBySize {
-            self.found_order
         } else {
             at
         }
@@ -239,20 +233,20 @@ impl FitHeap {
         }
     }
 
-    fn search(&mut self, need: u64) -> Option<(u64, u64)> {
+    /// The free block a request of `need` bytes takes: (offset, size,
+    /// order key among the blocks of its size).
+    fn search(&mut self, need: u64) -> Option<(u64, u64, u64)> {
         match (self.policy, self.flavour) {
             (_, Flavour::FreeRtosBySize) => {
                 // Walk the size-ordered list from the smallest block.
                 let (found, smaller) = self.by_size.at_least_and_smaller(need);
                 self.steps += smaller + 1;
-                let (size, order, at) = found?;
-                self.found_order = order;
-                Some((at, size))
+                found.map(|(size, order, at)| (at, size, order))
             }
             (Policy::First, _) => {
                 let (found, passed) = self.free.first_fit(need);
                 self.steps += passed + u64::from(found.is_some());
-                found.map(|(end, size)| (end - size, size))
+                found.map(|(end, size)| (end - size, size, end - size))
             }
             (Policy::Next, _) => {
                 // The blocks that begin at the rover or after it, then those
@@ -260,8 +254,8 @@ impl FitHeap {
                 // since).
                 let (found, passed) = self.free.next_fit(self.rover, need);
                 self.steps += passed + u64::from(found.is_some());
-                let found = found.map(|(end, size)| (end - size, size));
-                if let Some((at, _)) = found {
+                let found = found.map(|(end, size)| (end - size, size, end - size));
+                if let Some((at, _, _)) = found {
                     self.rover = at;
                 }
                 found
@@ -269,14 +263,14 @@ impl FitHeap {
             (Policy::Best, _) => {
                 // An address-ordered list is walked to its end.
                 self.steps += self.free.len() as u64;
-                self.by_size.at_least(need).map(|(s, _, a)| (a, s))
+                self.by_size.at_least(need).map(|(s, o, a)| (a, s, o))
             }
             (Policy::Worst, _) => {
                 self.steps += self.free.len() as u64;
                 self.free
                     .largest()
                     .filter(|(s, _)| *s >= need)
-                    .map(|(size, end)| (end - size, size))
+                    .map(|(size, end)| (end - size, size, end - size))
             }
         }
     }
@@ -285,18 +279,18 @@ impl FitHeap {
 impl Heap for FitHeap {
     fn alloc(&mut self, size: u64, align: u64) -> Option<Allocation> {
         let need = self.need(size, align);
-        let (at, block) = self.search(need)?;
+        let (at, block, order) = self.search(need)?;
         let taken = if self.splits(block, need) {
             // heap_2 inserts the rest into its size-ordered list, walking
             // past the smaller blocks (the newest of a size goes first, so
             // those are all that come before it); the address-ordered
             // lists keep it in the block's place (FreeRTOS V11's heap_4
             // links it there).
-            let before = self.shrink_front(at, block, need);
+            let before = self.shrink_front(at, block, order, need);
             self.steps += before.unwrap_or(0) + 1;
             need
         } else {
-            self.remove_free(at, block);
+            self.remove_free(at, block, order);
             block
         };
         let pad = align.saturating_sub(self.align);
@@ -339,7 +333,8 @@ impl Heap for FitHeap {
                 };
                 let start = at - prev.unwrap_or(0);
                 if let Some(psize) = prev {
-                    self.remove_free(start, psize);
+                    // An address-ordered block's order key is its offset.
+                    self.remove_free(start, psize, start);
                     self.steps += 1;
                 }
                 if let Some((nend, nsize)) = next.filter(|(e, s)| e - s == end) {
@@ -361,7 +356,7 @@ impl Heap for FitHeap {
     }
 
     fn stats(&mut self) -> HeapStats {
-        let largest = if self.sized {
+        let largest = if self.sized() {
             self.by_size.last().map_or(0, |b| b.0)
         } else {
             self.free.largest().map_or(0, |b| b.0)
@@ -375,7 +370,7 @@ impl Heap for FitHeap {
 
     fn check(&self, live: &[Allocation]) -> Result<(), String> {
         // Free and used blocks tile the regions exactly, without overlap.
-        let free: Vec<(u64, u64)> = if self.addressed {
+        let free: Vec<(u64, u64)> = if self.addressed() {
             self.free.check()?;
             self.free.iter().map(|(end, s)| (end - s, s)).collect()
         } else {
@@ -390,7 +385,7 @@ impl Heap for FitHeap {
                 return Err(format!("blocks {:?} and {:?} overlap", w[0], w[1]));
             }
             // Coalescing: no two free blocks touch.
-            if self.addressed && w[0].2 && w[1].2 && w[0].0 + w[0].1 == w[1].0 {
+            if self.addressed() && w[0].2 && w[1].2 && w[0].0 + w[0].1 == w[1].0 {
                 return Err(format!(
                     "free blocks at {} and {} not merged",
                     w[0].0, w[1].0
@@ -403,11 +398,11 @@ impl Heap for FitHeap {
             }
             total += s;
         }
-        if self.sized {
+        if self.sized() {
             self.by_size.check()?;
         }
         // Both orders hold the same blocks (heap_2 has only the one).
-        if self.sized && self.addressed {
+        if self.sized() && self.addressed() {
             let mut by_size: Vec<(u64, u64)> = free.iter().map(|&(at, s)| (s, at)).collect();
             by_size.sort();
             if !by_size

@@ -681,10 +681,10 @@ impl Handles {
     }
 }
 
-/// The replayed blocks (the model's block, the size asked for) of a replay's live recorded
-/// blocks: by handle until its first failure, by recorded address after.
-/// Operation `i` names its blocks by both: its handles, and the recorded
-/// address.
+/// The replayed blocks (the model's block, the size asked for) of a
+/// replay's live recorded blocks: by handle until its first failure, by
+/// recorded address after. Operation `i` names its blocks by both: its
+/// handles, and the recorded address.
 struct Blocks<'a> {
     handles: &'a Handles,
     /// Per handle: the block and its recorded address (empty once by

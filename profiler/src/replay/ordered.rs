@@ -7,11 +7,10 @@
 //! many blocks the walk passed (the model's steps); the largest block
 //! (worst fit, and the fragmentation figure after every operation); how
 //! many blocks lie below an address or a size (the FreeRTOS heaps' sorted
-//! insertion). A chunk whose largest block is too small is passed whole,
-//! so a walk costs the number of chunks plus one chunk's entries instead
-//! of the number of blocks, and the rank of a block is a sum of chunk
-//! lengths. Entries sit in flat arrays, where a B-tree's walk chased a
-//! pointer every few.
+//! insertion). The tree answers each in O(log chunks) plus one chunk's
+//! scan: a search descends to the first chunk whose largest block is large
+//! enough, and a rank is a sum of the chunk lengths it keeps. Entries sit
+//! in flat arrays, where a B-tree's walk chased a pointer every few.
 //!
 //! By address, blocks are keyed by their end offset, with their size (a
 //! block starts at `end - size`): a split takes the front of a block and
@@ -30,7 +29,7 @@ const SMALL: usize = CHUNK / 4;
 /// One chunk: entries sorted by key.
 #[derive(Clone)]
 struct Chunk<K> {
-    ends: Vec<K>,
+    keys: Vec<K>,
     sizes: Vec<u64>,
 }
 
@@ -67,7 +66,8 @@ impl<K: Key> Chunk<K> {
 /// and so is the rank of a chunk's first entry (heap_2's walk of a list
 /// that can hold tens of thousands of blocks). A change of a largest size
 /// climbs only while it changes a parent; inserting, removing or
-/// splitting chunks, once per many entries, rebuilds the tree.
+/// splitting chunks, once per many entries, recomputes the nodes above
+/// the leaves that moved.
 #[derive(Clone, Default)]
 struct ChunkTree {
     /// Leaves: a power of two, at least `len`.
@@ -96,6 +96,12 @@ impl ChunkTree {
             }
             self.max[i] = m;
         }
+    }
+
+    /// Recomputes node `i` from its children.
+    fn pull(&mut self, i: usize) {
+        self.max[i] = self.max[2 * i].max(self.max[2 * i + 1]);
+        self.count[i] = self.count[2 * i] + self.count[2 * i + 1];
     }
 
     /// One entry more (`up`) or fewer in chunk `k`.
@@ -160,8 +166,7 @@ impl ChunkTree {
         while lo > 1 {
             (lo, hi) = (lo / 2, hi.div_ceil(2));
             for i in lo..hi {
-                self.max[i] = self.max[2 * i].max(self.max[2 * i + 1]);
-                self.count[i] = self.count[2 * i] + self.count[2 * i + 1];
+                self.pull(i);
             }
         }
     }
@@ -178,8 +183,7 @@ impl ChunkTree {
             self.count[self.cap + k] = n;
         }
         for i in (1..self.cap).rev() {
-            self.max[i] = self.max[2 * i].max(self.max[2 * i + 1]);
-            self.count[i] = self.count[2 * i] + self.count[2 * i + 1];
+            self.pull(i);
         }
     }
 
@@ -295,22 +299,33 @@ impl<K: Key> Chunked<K> {
         self.len
     }
 
-    /// The first entry whose end is at least `key` (or the end).
-    fn lower_bound(&self, key: K) -> Pos {
-        let chunk = self.last.partition_point(|&l| l < key);
+    /// The first entry whose key is not `before` the one sought (or the
+    /// end): keys that are `before` it come first in both levels.
+    fn bound(&self, before: impl Fn(&K) -> bool) -> Pos {
+        let chunk = self.last.partition_point(&before);
         if chunk == self.chunks.len() {
             return self.end_pos();
         }
-        let i = self.chunks[chunk].ends.partition_point(|&e| e < key);
+        let i = self.chunks[chunk].keys.partition_point(&before);
         Pos { chunk, i }
     }
 
-    /// The place of the block ending at `end` (or where it would be).
-    fn find(&self, end: K) -> Pos {
+    /// The first entry whose key is at least `key` (or the end).
+    fn lower_bound(&self, key: K) -> Pos {
+        self.bound(|&k| k < key)
+    }
+
+    /// The first entry whose key is above `key` (or the end).
+    fn upper_bound(&self, key: K) -> Pos {
+        self.bound(|&k| k <= key)
+    }
+
+    /// The place of the entry keyed `key` (or where it would be).
+    fn find(&self, key: K) -> Pos {
         let p = self.found.get();
         match self.chunks.get(p.chunk) {
-            Some(c) if c.ends.get(p.i) == Some(&end) => p,
-            _ => self.lower_bound(end),
+            Some(c) if c.keys.get(p.i) == Some(&key) => p,
+            _ => self.lower_bound(key),
         }
     }
 
@@ -330,22 +345,12 @@ impl<K: Key> Chunked<K> {
 
     fn entry(&self, p: Pos) -> Option<(K, u64)> {
         let c = self.chunks.get(p.chunk)?;
-        Some((c.ends[p.i], c.sizes[p.i]))
-    }
-
-    /// The first entry whose key is above `key` (or the end).
-    fn upper_bound(&self, key: K) -> Pos {
-        let chunk = self.last.partition_point(|&l| l <= key);
-        if chunk == self.chunks.len() {
-            return self.end_pos();
-        }
-        let i = self.chunks[chunk].ends.partition_point(|&e| e <= key);
-        Pos { chunk, i }
+        Some((c.keys[p.i], c.sizes[p.i]))
     }
 
     /// The place after `p`.
     fn next_pos(&self, p: Pos) -> Pos {
-        if p.i + 1 < self.chunks[p.chunk].ends.len() {
+        if p.i + 1 < self.chunks[p.chunk].keys.len() {
             Pos {
                 chunk: p.chunk,
                 i: p.i + 1,
@@ -358,40 +363,40 @@ impl<K: Key> Chunked<K> {
         }
     }
 
-    /// Adds the block (`end`, `size`); no block ends at `end`. Where the
+    /// Adds the block (`key`, `size`); no block has that key. Where the
     /// counts are kept, returns how many blocks come before it.
-    pub fn insert(&mut self, end: K, size: u64) -> Option<u64> {
+    pub fn insert(&mut self, key: K, size: u64) -> Option<u64> {
         // A size of 0 would tie with the tree's empty leaves.
-        debug_assert!(size > 0, "an empty block at {end:?}");
+        debug_assert!(size > 0, "an empty block at {key:?}");
         self.len += 1;
         if let Some(l) = self.largest
-            && (size, end) > l
+            && (size, key) > l
         {
-            self.largest = Some((size, end));
+            self.largest = Some((size, key));
         }
         if self.chunks.is_empty() {
             self.chunks.push(Chunk {
-                ends: vec![end],
+                keys: vec![key],
                 sizes: vec![size],
             });
-            self.last.push(end);
+            self.last.push(key);
             self.tree.splice(0, 0, &[(size, 1)]);
-            self.largest = Some((size, end));
+            self.largest = Some((size, key));
             return self.ranked.then_some(0);
         }
-        // Past every chunk's last end: the last chunk takes it.
+        // Past every chunk's last key: the last chunk takes it.
         let chunk = self
             .last
-            .partition_point(|&l| l < end)
+            .partition_point(|&l| l < key)
             .min(self.chunks.len() - 1);
         let c = &mut self.chunks[chunk];
-        let i = c.ends.partition_point(|&e| e < end);
-        debug_assert!(c.ends.get(i) != Some(&end), "a block at {end:?}");
+        let i = c.keys.partition_point(|&e| e < key);
+        debug_assert!(c.keys.get(i) != Some(&key), "a block at {key:?}");
         let rank = self.ranked.then(|| self.tree.before(chunk) + i as u64);
-        c.ends.insert(i, end);
+        c.keys.insert(i, key);
         c.sizes.insert(i, size);
-        self.last[chunk] = *c.ends.last().expect("not empty");
-        if c.ends.len() < CHUNK {
+        self.last[chunk] = *c.keys.last().expect("not empty");
+        if c.keys.len() < CHUNK {
             if size > self.tree.max(chunk) {
                 self.tree.set_max(chunk, size);
             }
@@ -400,39 +405,39 @@ impl<K: Key> Chunked<K> {
             }
             return rank;
         }
-        let half = c.ends.len() / 2;
+        let half = c.keys.len() / 2;
         let upper = Chunk {
-            ends: c.ends.split_off(half),
+            keys: c.keys.split_off(half),
             sizes: c.sizes.split_off(half),
         };
         let halves = [
-            (c.largest(), c.ends.len() as u64),
-            (upper.largest(), upper.ends.len() as u64),
+            (c.largest(), c.keys.len() as u64),
+            (upper.largest(), upper.keys.len() as u64),
         ];
         self.tree.splice(chunk, chunk + 1, &halves);
-        self.last[chunk] = *c.ends.last().expect("half");
+        self.last[chunk] = *c.keys.last().expect("half");
         self.last
-            .insert(chunk + 1, *upper.ends.last().expect("half"));
+            .insert(chunk + 1, *upper.keys.last().expect("half"));
         self.chunks.insert(chunk + 1, upper);
         rank
     }
 
-    /// Removes the block ending at `end`; its size.
-    pub fn remove(&mut self, end: K) -> Option<u64> {
-        let p = self.find(end);
-        if self.entry(p)?.0 != end {
+    /// Removes the block keyed `key`; its size.
+    pub fn remove(&mut self, key: K) -> Option<u64> {
+        let p = self.find(key);
+        if self.entry(p)?.0 != key {
             return None;
         }
         self.len -= 1;
         let c = &mut self.chunks[p.chunk];
-        c.ends.remove(p.i);
+        c.keys.remove(p.i);
         let size = c.sizes.remove(p.i);
         // The block after it, which a merge changes next, is where it was.
         self.found.set(p);
-        if self.largest == Some((size, end)) {
+        if self.largest == Some((size, key)) {
             self.largest = None;
         }
-        if c.ends.is_empty() {
+        if c.keys.is_empty() {
             self.chunks.remove(p.chunk);
             self.last.remove(p.chunk);
             self.tree.splice(p.chunk, p.chunk + 1, &[]);
@@ -444,8 +449,8 @@ impl<K: Key> Chunked<K> {
         if self.ranked {
             self.tree.count_one(p.chunk, false);
         }
-        self.last[p.chunk] = *c.ends.last().expect("not empty");
-        if c.ends.len() < SMALL {
+        self.last[p.chunk] = *c.keys.last().expect("not empty");
+        if c.keys.len() < SMALL {
             self.merge_small(p.chunk);
         }
         Some(size)
@@ -455,7 +460,7 @@ impl<K: Key> Chunked<K> {
     /// together fill at most three quarters of a chunk, so that removals
     /// do not leave a trail of near-empty chunks for walks to pass.
     fn merge_small(&mut self, k: usize) {
-        let len = |c: &Chunk<K>| c.ends.len();
+        let len = |c: &Chunk<K>| c.keys.len();
         let other = if k + 1 < self.chunks.len()
             && len(&self.chunks[k]) + len(&self.chunks[k + 1]) <= CHUNK * 3 / 4
         {
@@ -469,17 +474,17 @@ impl<K: Key> Chunked<K> {
         let upper = self.chunks.remove(hi);
         self.last.remove(hi);
         let c = &mut self.chunks[lo];
-        c.ends.extend_from_slice(&upper.ends);
+        c.keys.extend_from_slice(&upper.keys);
         c.sizes.extend_from_slice(&upper.sizes);
-        self.last[lo] = *c.ends.last().expect("not empty");
+        self.last[lo] = *c.keys.last().expect("not empty");
         let joined = (
             self.tree.max(lo).max(self.tree.max(hi)),
-            c.ends.len() as u64,
+            c.keys.len() as u64,
         );
         self.tree.splice(lo, hi + 1, &[joined]);
     }
 
-    /// The largest block as (size, end): the highest address among equal
+    /// The largest block as (size, key): the highest key among equal
     /// sizes.
     pub fn largest(&mut self) -> Option<(u64, K)> {
         if self.largest.is_none() && self.len > 0 {
@@ -487,7 +492,7 @@ impl<K: Key> Chunked<K> {
             let c = &self.chunks[k];
             let i = c.sizes.iter().rposition(|&s| s == max).expect("its max");
             self.found.set(Pos { chunk: k, i });
-            self.largest = Some((max, c.ends[i]));
+            self.largest = Some((max, c.keys[i]));
         }
         self.largest
     }
@@ -502,14 +507,14 @@ impl<K: Key> Chunked<K> {
         } else {
             self.chunks[..p.chunk]
                 .iter()
-                .map(|c| c.ends.len() as u64)
+                .map(|c| c.keys.len() as u64)
                 .sum()
         };
         before + p.i as u64
     }
 
     /// The first block in `[from, to)` of at least `need` bytes, as
-    /// (end, size), and how many blocks come before it in the range (all
+    /// (key, size), and how many blocks come before it in the range (all
     /// of the range's when there is none): chunks with nothing large
     /// enough are skipped by the tree (the ranks are sums of chunk lengths
     /// where the counts are not kept).
@@ -520,7 +525,7 @@ impl<K: Key> Chunked<K> {
             let stop = if p.chunk == to.chunk {
                 to.i
             } else {
-                c.ends.len()
+                c.keys.len()
             };
             if self.tree.max(p.chunk) >= need
                 && let Some(k) = c.sizes[p.i..stop].iter().position(|&s| s >= need)
@@ -546,7 +551,7 @@ impl<K: Key> Chunked<K> {
     pub fn iter(&self) -> impl Iterator<Item = (K, u64)> + '_ {
         self.chunks
             .iter()
-            .flat_map(|c| c.ends.iter().copied().zip(c.sizes.iter().copied()))
+            .flat_map(|c| c.keys.iter().copied().zip(c.sizes.iter().copied()))
     }
 
     /// Checks the chunks against their summaries; for tests.
@@ -554,27 +559,27 @@ impl<K: Key> Chunked<K> {
         let mut prev = None;
         let mut n = 0;
         for (k, c) in self.chunks.iter().enumerate() {
-            if c.ends.is_empty() || c.ends.len() >= CHUNK || c.ends.len() != c.sizes.len() {
-                return Err(format!("chunk {k} holds {} entries", c.ends.len()));
+            if c.keys.is_empty() || c.keys.len() >= CHUNK || c.keys.len() != c.sizes.len() {
+                return Err(format!("chunk {k} holds {} entries", c.keys.len()));
             }
-            if self.last[k] != *c.ends.last().expect("not empty") {
+            if self.last[k] != *c.keys.last().expect("not empty") {
                 return Err(format!("chunk {k}'s last key is not {:?}", self.last[k]));
             }
             let counted = self.tree.count[self.tree.cap + k];
-            if self.tree.max(k) != c.largest() || (self.ranked && counted != c.ends.len() as u64) {
+            if self.tree.max(k) != c.largest() || (self.ranked && counted != c.keys.len() as u64) {
                 return Err(format!(
                     "chunk {k}'s largest size is not {} or its length not {}",
                     self.tree.max(k),
                     counted
                 ));
             }
-            for &e in &c.ends {
+            for &e in &c.keys {
                 if prev.is_some_and(|p| p >= e) {
                     return Err(format!("keys out of order at {e:?}"));
                 }
                 prev = Some(e);
             }
-            n += c.ends.len();
+            n += c.keys.len();
         }
         if n != self.len
             || self.last.len() != self.chunks.len()
@@ -604,7 +609,7 @@ impl Chunked<u64> {
     /// the key.)
     pub fn set_size(&mut self, end: u64, size: u64) -> u64 {
         let p = self.find(end);
-        let found = self.chunks.get(p.chunk).and_then(|c| c.ends.get(p.i));
+        let found = self.chunks.get(p.chunk).and_then(|c| c.keys.get(p.i));
         assert_eq!(found, Some(&end), "no free block ends at {end}");
         let c = &mut self.chunks[p.chunk];
         let old = std::mem::replace(&mut c.sizes[p.i], size);
@@ -685,7 +690,7 @@ impl Chunked<(u64, u64, u64)> {
 
     /// The largest block's key: the last.
     pub fn last(&self) -> Option<(u64, u64, u64)> {
-        self.chunks.last().and_then(|c| c.ends.last()).copied()
+        self.chunks.last().and_then(|c| c.keys.last()).copied()
     }
 }
 
