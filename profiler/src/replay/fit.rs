@@ -9,7 +9,8 @@
 //! nodes visited while searching (and, for the FreeRTOS heaps, while
 //! inserting a freed block into the ordered list), splits and merges.
 
-use super::ordered::{BySize, FreeBlocks};
+use super::bins::{SizeBins, Within};
+use super::ordered::FreeBlocks;
 use super::{Allocation, Heap, HeapStats};
 
 /// Which block a search takes.
@@ -54,11 +55,9 @@ pub struct FitHeap {
     /// Free blocks in address order (for every flavour but heap_2, which
     /// neither merges nor searches by address: `addressed`).
     free: FreeBlocks,
-    /// Free blocks by (size, order, offset), for best fit and heap_2
-    /// (which search by size: `sized`); kept only for them.
-    by_size: BySize,
-    /// heap_2's insertions so far (the order among blocks of one size).
-    inserted: u64,
+    /// Free blocks by size, for best fit and heap_2 (which search by
+    /// size: `sized`); kept only for them.
+    by_size: SizeBins,
     free_total: u64,
     /// Bytes in used blocks.
     used_total: u64,
@@ -98,12 +97,11 @@ impl FitHeap {
             } else {
                 FreeBlocks::default()
             },
-            by_size: if flavour == Flavour::FreeRtosBySize {
-                BySize::ranked()
+            by_size: SizeBins::new(if flavour == Flavour::FreeRtosBySize {
+                Within::Newest
             } else {
-                BySize::default()
-            },
-            inserted: 0,
+                Within::Lowest
+            }),
             free_total: 0,
             used_total: 0,
             rover: 0,
@@ -131,8 +129,7 @@ impl FitHeap {
         }
         self.free_total += size;
         if self.sized() {
-            let order = self.new_order(at);
-            return self.by_size.insert((size, order, at), size);
+            return self.by_size.insert(size, at);
         }
         None
     }
@@ -147,67 +144,56 @@ impl FitHeap {
         self.policy == Policy::Best || self.flavour == Flavour::FreeRtosBySize
     }
 
-    /// Takes out the free block (`at`, `size`) whose order key among the
-    /// blocks of its size is `order`.
-    fn remove_free(&mut self, at: u64, size: u64, order: u64) {
+    /// Takes out the free block (`at`, `size`).
+    fn remove_free(&mut self, at: u64, size: u64) {
         if self.addressed() {
             let removed = self.free.remove(at + size);
             debug_assert_eq!(removed, Some(size), "a free block");
         }
         if self.sized() {
-            let removed = self.by_size.remove((size, order, at));
-            debug_assert_eq!(removed, Some(size), "a free block by size");
+            self.remove_by_size(at, size);
         }
         self.free_total -= size;
     }
 
-    /// Takes `need` bytes from the front of the free block (`at`, `size`,
-    /// `order` among its size), leaving (`at + need`, `size - need`) free:
-    /// as removing the block and inserting the rest, with no change to its
-    /// place by address; for heap_2, how many blocks of its size order come
-    /// before the rest.
-    fn shrink_front(&mut self, at: u64, size: u64, order: u64, need: u64) -> Option<u64> {
+    /// Takes the block (`at`, `size`) out of the size order, once the
+    /// address order no longer holds it (best fit's bins ask the address
+    /// order which of their entries are still free).
+    fn remove_by_size(&mut self, at: u64, size: u64) {
+        let free = &self.free;
+        let addressed = self.addressed();
+        self.by_size
+            .remove(size, at, |a, s| !addressed || free.get(a + s) == Some(s));
+    }
+
+    /// Takes `need` bytes from the front of the free block (`at`, `size`),
+    /// leaving (`at + need`, `size - need`) free: as removing the block and
+    /// inserting the rest, with no change to its place by address; for
+    /// heap_2, how many smaller blocks the rest's insertion walks past.
+    fn shrink_front(&mut self, at: u64, size: u64, need: u64) -> Option<u64> {
         let rest = size - need;
         if self.addressed() {
             self.free.set_size(at + size, rest);
         }
         self.free_total -= need;
         if self.sized() {
-            let removed = self.by_size.remove((size, order, at));
-            debug_assert_eq!(removed, Some(size), "a free block by size");
-            let order = self.new_order(at + need);
-            return self.by_size.insert((rest, order, at + need), rest);
+            self.remove_by_size(at, size);
+            return self.by_size.insert(rest, at + need);
         }
         None
     }
 
     /// The free block (`end - size`, `size`) grows backwards to `at`,
-    /// taking in the bytes freed before it, in place (heap_2 never merges:
-    /// a block's order key is its offset here).
+    /// taking in the bytes freed before it, in place (heap_2 never merges).
     fn absorb(&mut self, at: u64, end: u64, size: u64) {
         debug_assert!(self.addressed(), "heap_2 never merges");
         let grown = end - at;
         self.free.set_size(end, grown);
         if self.sized() {
-            let start = end - size;
-            let removed = self.by_size.remove((size, start, start));
-            debug_assert_eq!(removed, Some(size), "a free block by size");
-            let order = self.new_order(at);
-            self.by_size.insert((grown, order, at), grown);
+            self.remove_by_size(end - size, size);
+            self.by_size.insert(grown, at);
         }
         self.free_total += grown - size;
-    }
-
-    /// The order key among free blocks of one size of a block going in
-    /// at `at`: its offset (best fit takes the lowest), or for heap_2 one
-    /// below every earlier block's (it goes in before them).
-    fn new_order(&mut self, at: u64) -> u64 {
-        if self.flavour == Flavour::FreeRtosBySize {
-            self.inserted += 1;
-            u64::MAX - self.inserted
-        } else {
-            at
-        }
     }
 
     /// The block size a request needs: header, size and alignment padding,
@@ -233,20 +219,19 @@ impl FitHeap {
         }
     }
 
-    /// The free block a request of `need` bytes takes: (offset, size,
-    /// order key among the blocks of its size).
-    fn search(&mut self, need: u64) -> Option<(u64, u64, u64)> {
+    /// The free block a request of `need` bytes takes: (offset, size).
+    fn search(&mut self, need: u64) -> Option<(u64, u64)> {
         match (self.policy, self.flavour) {
             (_, Flavour::FreeRtosBySize) => {
                 // Walk the size-ordered list from the smallest block.
-                let (found, smaller) = self.by_size.at_least_and_smaller(need);
+                let (found, smaller) = self.by_size.search(need, |_, _| true);
                 self.steps += smaller + 1;
-                found.map(|(size, order, at)| (at, size, order))
+                found
             }
             (Policy::First, _) => {
                 let (found, passed) = self.free.first_fit(need);
                 self.steps += passed + u64::from(found.is_some());
-                found.map(|(end, size)| (end - size, size, end - size))
+                found.map(|(end, size)| (end - size, size))
             }
             (Policy::Next, _) => {
                 // The blocks that begin at the rover or after it, then those
@@ -254,8 +239,8 @@ impl FitHeap {
                 // since).
                 let (found, passed) = self.free.next_fit(self.rover, need);
                 self.steps += passed + u64::from(found.is_some());
-                let found = found.map(|(end, size)| (end - size, size, end - size));
-                if let Some((at, _, _)) = found {
+                let found = found.map(|(end, size)| (end - size, size));
+                if let Some((at, _)) = found {
                     self.rover = at;
                 }
                 found
@@ -263,14 +248,16 @@ impl FitHeap {
             (Policy::Best, _) => {
                 // An address-ordered list is walked to its end.
                 self.steps += self.free.len() as u64;
-                self.by_size.at_least(need).map(|(s, o, a)| (a, s, o))
+                let free = &self.free;
+                let (found, _) = self.by_size.search(need, |a, s| free.get(a + s) == Some(s));
+                found
             }
             (Policy::Worst, _) => {
                 self.steps += self.free.len() as u64;
                 self.free
                     .largest()
                     .filter(|(s, _)| *s >= need)
-                    .map(|(size, end)| (end - size, size, end - size))
+                    .map(|(size, end)| (end - size, size))
             }
         }
     }
@@ -279,18 +266,18 @@ impl FitHeap {
 impl Heap for FitHeap {
     fn alloc(&mut self, size: u64, align: u64) -> Option<Allocation> {
         let need = self.need(size, align);
-        let (at, block, order) = self.search(need)?;
+        let (at, block) = self.search(need)?;
         let taken = if self.splits(block, need) {
             // heap_2 inserts the rest into its size-ordered list, walking
             // past the smaller blocks (the newest of a size goes first, so
             // those are all that come before it); the address-ordered
             // lists keep it in the block's place (FreeRTOS V11's heap_4
             // links it there).
-            let before = self.shrink_front(at, block, order, need);
+            let before = self.shrink_front(at, block, need);
             self.steps += before.unwrap_or(0) + 1;
             need
         } else {
-            self.remove_free(at, block, order);
+            self.remove_free(at, block);
             block
         };
         let pad = align.saturating_sub(self.align);
@@ -333,8 +320,7 @@ impl Heap for FitHeap {
                 };
                 let start = at - prev.unwrap_or(0);
                 if let Some(psize) = prev {
-                    // An address-ordered block's order key is its offset.
-                    self.remove_free(start, psize, start);
+                    self.remove_free(start, psize);
                     self.steps += 1;
                 }
                 if let Some((nend, nsize)) = next.filter(|(e, s)| e - s == end) {
@@ -357,7 +343,7 @@ impl Heap for FitHeap {
 
     fn stats(&mut self) -> HeapStats {
         let largest = if self.sized() {
-            self.by_size.last().map_or(0, |b| b.0)
+            self.by_size.largest().unwrap_or(0)
         } else {
             self.free.largest().map_or(0, |b| b.0)
         };
@@ -370,11 +356,12 @@ impl Heap for FitHeap {
 
     fn check(&self, live: &[Allocation]) -> Result<(), String> {
         // Free and used blocks tile the regions exactly, without overlap.
+        let is_free = |a: u64, s: u64| !self.addressed() || self.free.get(a + s) == Some(s);
         let free: Vec<(u64, u64)> = if self.addressed() {
             self.free.check()?;
             self.free.iter().map(|(end, s)| (end - s, s)).collect()
         } else {
-            self.by_size.iter().map(|((s, _, at), _)| (at, s)).collect()
+            self.by_size.blocks(is_free)
         };
         let mut blocks: Vec<(u64, u64, bool)> = free.iter().map(|&(at, s)| (at, s, true)).collect();
         blocks.extend(live.iter().map(|b| (b.inner.0, b.inner.1, false)));
@@ -399,19 +386,11 @@ impl Heap for FitHeap {
             total += s;
         }
         if self.sized() {
-            self.by_size.check()?;
+            self.by_size.check(is_free)?;
         }
         // Both orders hold the same blocks (heap_2 has only the one).
-        if self.sized() && self.addressed() {
-            let mut by_size: Vec<(u64, u64)> = free.iter().map(|&(at, s)| (s, at)).collect();
-            by_size.sort();
-            if !by_size
-                .iter()
-                .copied()
-                .eq(self.by_size.iter().map(|((s, _, at), _)| (s, at)))
-            {
-                return Err("the blocks by size are not the free blocks".into());
-            }
+        if self.sized() && self.addressed() && self.by_size.blocks(is_free) != free {
+            return Err("the blocks by size are not the free blocks".into());
         }
         let arena: u64 = self.regions.iter().map(|(lo, hi)| hi - lo).sum();
         if total != arena || self.free_total + self.used_total != arena {

@@ -25,9 +25,11 @@
 //! timed on its own).
 //!
 //! Models: `fit.rs` (first, next, best and worst fit, FreeRTOS heap_2,
-//! heap_4, heap_5, over the free-block indexes of `ordered.rs`),
+//! heap_4, heap_5, over the free-block indexes of `ordered.rs` and the
+//! size bins of `bins.rs`),
 //! `buddy.rs`, `tlsf.rs`, `slab.rs`; `counts.rs` counts steps.
 
+mod bins;
 pub mod buddy;
 mod counts;
 pub mod distributed;

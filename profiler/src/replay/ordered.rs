@@ -1,16 +1,19 @@
-//! The fit models' free blocks in order (by address, or by size), kept in
-//! chunks of fewer than `CHUNK` sorted entries, each chunk's largest block
-//! and length a leaf of a segment tree.
+//! Sorted (key, value) entries in chunks of fewer than `CHUNK`, each
+//! chunk's largest value and length (or the sum of its values) a leaf of a
+//! segment tree: the fit models' free blocks in address order (keyed by
+//! end, valued by size), and the distinct sizes of `bins.rs` (valued by
+//! their numbers of blocks).
 //!
 //! The policies ask questions a plain ordered map answers by walking it:
 //! the first block (from some place) that is at least so large, and how
 //! many blocks the walk passed (the model's steps); the largest block
 //! (worst fit, and the fragmentation figure after every operation); how
-//! many blocks lie below an address or a size (the FreeRTOS heaps' sorted
-//! insertion). The tree answers each in O(log chunks) plus one chunk's
-//! scan: a search descends to the first chunk whose largest block is large
-//! enough, and a rank is a sum of the chunk lengths it keeps. Entries sit
-//! in flat arrays, where a B-tree's walk chased a pointer every few.
+//! many blocks lie below an address (heap_4's sorted insertion) or, in a
+//! weighted index of sizes, below a size (heap_2's). The tree answers each
+//! in O(log chunks) plus one chunk's scan: a search descends to the first
+//! chunk whose largest block is large enough, and a rank is a sum of the
+//! chunk lengths (or values) it keeps. Entries sit in flat arrays, where a
+//! B-tree's walk chased a pointer every few.
 //!
 //! By address, blocks are keyed by their end offset, with their size (a
 //! block starts at `end - size`): a split takes the front of a block and
@@ -28,34 +31,14 @@ const SMALL: usize = CHUNK / 4;
 
 /// One chunk: entries sorted by key.
 #[derive(Clone)]
-struct Chunk<K> {
-    keys: Vec<K>,
+struct Chunk {
+    keys: Vec<u64>,
     sizes: Vec<u64>,
 }
 
-/// What an index is keyed by.
-pub trait Key: Ord + Copy + std::fmt::Debug {
-    /// Keys sort by size first, so a chunk's last entry is its largest.
-    const BY_SIZE: bool;
-}
-
-/// An end offset.
-impl Key for u64 {
-    const BY_SIZE: bool = false;
-}
-
-/// (size, order among blocks of that size, offset).
-impl Key for (u64, u64, u64) {
-    const BY_SIZE: bool = true;
-}
-
-impl<K: Key> Chunk<K> {
+impl Chunk {
     fn largest(&self) -> u64 {
-        if K::BY_SIZE {
-            self.sizes.last().copied().unwrap_or(0)
-        } else {
-            self.sizes.iter().copied().max().unwrap_or(0)
-        }
+        self.sizes.iter().copied().max().unwrap_or(0)
     }
 }
 
@@ -104,14 +87,14 @@ impl ChunkTree {
         self.count[i] = self.count[2 * i] + self.count[2 * i + 1];
     }
 
-    /// One entry more (`up`) or fewer in chunk `k`.
-    fn count_one(&mut self, k: usize, up: bool) {
+    /// `n` more (`up`) or fewer counted in chunk `k`.
+    fn add_count(&mut self, k: usize, n: u64, up: bool) {
         let mut i = self.cap + k;
         while i >= 1 {
             if up {
-                self.count[i] += 1;
+                self.count[i] += n;
             } else {
-                self.count[i] -= 1;
+                self.count[i] -= n;
             }
             i /= 2;
         }
@@ -240,12 +223,12 @@ pub struct Pos {
 
 /// Free blocks by a key (their end offset, or their size and offset),
 /// with their sizes.
-#[derive(Clone)]
-pub struct Chunked<K> {
-    chunks: Vec<Chunk<K>>,
+#[derive(Clone, Default)]
+pub struct Chunked {
+    chunks: Vec<Chunk>,
     /// Per chunk, its last key (the chunks' order: a binary search finds
     /// the chunk of a key).
-    last: Vec<K>,
+    last: Vec<u64>,
     /// Per chunk, its largest size (for the walks that pass whole chunks)
     /// and its number of entries.
     tree: ChunkTree,
@@ -253,7 +236,7 @@ pub struct Chunked<K> {
     /// The largest block as (size, key), the highest key among equal
     /// sizes; `None` when it must be found again (the one known shrank or
     /// went).
-    largest: Option<(u64, K)>,
+    largest: Option<(u64, u64)>,
     /// Where the last search found a block: the model changes or removes
     /// the block it found next, which then needs no search.
     found: Cell<Pos>,
@@ -261,31 +244,16 @@ pub struct Chunked<K> {
     /// sums the chunks' lengths: the models that ask for none do not pay
     /// a climb of the tree per entry).
     ranked: bool,
+    /// Ranks sum the entries' values instead of counting the entries
+    /// (where the keys are sizes and the values numbers of blocks, a rank
+    /// is the number of smaller blocks).
+    weighted: bool,
 }
 
 /// Free blocks in address order, keyed by their end.
-pub type FreeBlocks = Chunked<u64>;
+pub type FreeBlocks = Chunked;
 
-/// Free blocks in size order, keyed by (size, order, offset): the order
-/// among blocks of one size is the model's (best fit's lowest offset
-/// first, heap_2's newest first).
-pub type BySize = Chunked<(u64, u64, u64)>;
-
-impl<K> Default for Chunked<K> {
-    fn default() -> Self {
-        Chunked {
-            chunks: Vec::new(),
-            last: Vec::new(),
-            tree: ChunkTree::default(),
-            len: 0,
-            largest: None,
-            found: Cell::default(),
-            ranked: false,
-        }
-    }
-}
-
-impl<K: Key> Chunked<K> {
+impl Chunked {
     /// An empty index that answers ranks in O(log chunks).
     pub fn ranked() -> Self {
         Chunked {
@@ -294,14 +262,43 @@ impl<K: Key> Chunked<K> {
         }
     }
 
-    /// How many free blocks.
+    /// An empty index whose ranks sum the values before a place, in
+    /// O(log chunks).
+    pub fn weighted() -> Self {
+        Chunked {
+            ranked: true,
+            weighted: true,
+            ..Chunked::default()
+        }
+    }
+
+    /// What an entry of value `size` adds to a rank.
+    fn weight(&self, size: u64) -> u64 {
+        if self.weighted { size } else { 1 }
+    }
+
+    /// What the first `i` entries of chunk `c` add to a rank.
+    fn weight_before(&self, c: &Chunk, i: usize) -> u64 {
+        if self.weighted {
+            c.sizes[..i].iter().sum()
+        } else {
+            i as u64
+        }
+    }
+
+    /// What chunk `c` adds to a rank.
+    fn chunk_weight(&self, c: &Chunk) -> u64 {
+        self.weight_before(c, c.keys.len())
+    }
+
+    /// How many entries.
     pub fn len(&self) -> usize {
         self.len
     }
 
     /// The first entry whose key is not `before` the one sought (or the
     /// end): keys that are `before` it come first in both levels.
-    fn bound(&self, before: impl Fn(&K) -> bool) -> Pos {
+    fn bound(&self, before: impl Fn(&u64) -> bool) -> Pos {
         let chunk = self.last.partition_point(&before);
         if chunk == self.chunks.len() {
             return self.end_pos();
@@ -311,17 +308,17 @@ impl<K: Key> Chunked<K> {
     }
 
     /// The first entry whose key is at least `key` (or the end).
-    fn lower_bound(&self, key: K) -> Pos {
+    fn lower_bound(&self, key: u64) -> Pos {
         self.bound(|&k| k < key)
     }
 
     /// The first entry whose key is above `key` (or the end).
-    fn upper_bound(&self, key: K) -> Pos {
+    fn upper_bound(&self, key: u64) -> Pos {
         self.bound(|&k| k <= key)
     }
 
     /// The place of the entry keyed `key` (or where it would be).
-    fn find(&self, key: K) -> Pos {
+    fn find(&self, key: u64) -> Pos {
         let p = self.found.get();
         match self.chunks.get(p.chunk) {
             Some(c) if c.keys.get(p.i) == Some(&key) => p,
@@ -329,8 +326,17 @@ impl<K: Key> Chunked<K> {
         }
     }
 
+    /// The value keyed `key` (remembered as found, for the change or
+    /// removal that follows).
+    pub fn get(&self, key: u64) -> Option<u64> {
+        let p = self.find(key);
+        let (k, v) = self.entry(p)?;
+        self.found.set(p);
+        (k == key).then_some(v)
+    }
+
     /// The entry at `p`, remembered as found.
-    fn found_at(&self, p: Pos) -> Option<(K, u64)> {
+    fn found_at(&self, p: Pos) -> Option<(u64, u64)> {
         self.found.set(p);
         self.entry(p)
     }
@@ -343,7 +349,7 @@ impl<K: Key> Chunked<K> {
         }
     }
 
-    fn entry(&self, p: Pos) -> Option<(K, u64)> {
+    fn entry(&self, p: Pos) -> Option<(u64, u64)> {
         let c = self.chunks.get(p.chunk)?;
         Some((c.keys[p.i], c.sizes[p.i]))
     }
@@ -364,8 +370,8 @@ impl<K: Key> Chunked<K> {
     }
 
     /// Adds the block (`key`, `size`); no block has that key. Where the
-    /// counts are kept, returns how many blocks come before it.
-    pub fn insert(&mut self, key: K, size: u64) -> Option<u64> {
+    /// counts are kept, returns its rank.
+    pub fn insert(&mut self, key: u64, size: u64) -> Option<u64> {
         // A size of 0 would tie with the tree's empty leaves.
         debug_assert!(size > 0, "an empty block at {key:?}");
         self.len += 1;
@@ -380,7 +386,7 @@ impl<K: Key> Chunked<K> {
                 sizes: vec![size],
             });
             self.last.push(key);
-            self.tree.splice(0, 0, &[(size, 1)]);
+            self.tree.splice(0, 0, &[(size, self.weight(size))]);
             self.largest = Some((size, key));
             return self.ranked.then_some(0);
         }
@@ -389,10 +395,14 @@ impl<K: Key> Chunked<K> {
             .last
             .partition_point(|&l| l < key)
             .min(self.chunks.len() - 1);
-        let c = &mut self.chunks[chunk];
+        let c = &self.chunks[chunk];
         let i = c.keys.partition_point(|&e| e < key);
         debug_assert!(c.keys.get(i) != Some(&key), "a block at {key:?}");
-        let rank = self.ranked.then(|| self.tree.before(chunk) + i as u64);
+        let rank = self
+            .ranked
+            .then(|| self.tree.before(chunk) + self.weight_before(c, i));
+        let weight = self.weight(size);
+        let c = &mut self.chunks[chunk];
         c.keys.insert(i, key);
         c.sizes.insert(i, size);
         self.last[chunk] = *c.keys.last().expect("not empty");
@@ -401,7 +411,7 @@ impl<K: Key> Chunked<K> {
                 self.tree.set_max(chunk, size);
             }
             if self.ranked {
-                self.tree.count_one(chunk, true);
+                self.tree.add_count(chunk, weight, true);
             }
             return rank;
         }
@@ -410,12 +420,13 @@ impl<K: Key> Chunked<K> {
             keys: c.keys.split_off(half),
             sizes: c.sizes.split_off(half),
         };
+        let c = &self.chunks[chunk];
         let halves = [
-            (c.largest(), c.keys.len() as u64),
-            (upper.largest(), upper.keys.len() as u64),
+            (c.largest(), self.chunk_weight(c)),
+            (upper.largest(), self.chunk_weight(&upper)),
         ];
         self.tree.splice(chunk, chunk + 1, &halves);
-        self.last[chunk] = *c.keys.last().expect("half");
+        self.last[chunk] = *self.chunks[chunk].keys.last().expect("half");
         self.last
             .insert(chunk + 1, *upper.keys.last().expect("half"));
         self.chunks.insert(chunk + 1, upper);
@@ -423,7 +434,7 @@ impl<K: Key> Chunked<K> {
     }
 
     /// Removes the block keyed `key`; its size.
-    pub fn remove(&mut self, key: K) -> Option<u64> {
+    pub fn remove(&mut self, key: u64) -> Option<u64> {
         let p = self.find(key);
         if self.entry(p)?.0 != key {
             return None;
@@ -447,8 +458,10 @@ impl<K: Key> Chunked<K> {
             self.tree.set_max(p.chunk, c.largest());
         }
         if self.ranked {
-            self.tree.count_one(p.chunk, false);
+            let weight = self.weight(size);
+            self.tree.add_count(p.chunk, weight, false);
         }
+        let c = &self.chunks[p.chunk];
         self.last[p.chunk] = *c.keys.last().expect("not empty");
         if c.keys.len() < SMALL {
             self.merge_small(p.chunk);
@@ -460,7 +473,7 @@ impl<K: Key> Chunked<K> {
     /// together fill at most three quarters of a chunk, so that removals
     /// do not leave a trail of near-empty chunks for walks to pass.
     fn merge_small(&mut self, k: usize) {
-        let len = |c: &Chunk<K>| c.keys.len();
+        let len = |c: &Chunk| c.keys.len();
         let other = if k + 1 < self.chunks.len()
             && len(&self.chunks[k]) + len(&self.chunks[k + 1]) <= CHUNK * 3 / 4
         {
@@ -479,14 +492,14 @@ impl<K: Key> Chunked<K> {
         self.last[lo] = *c.keys.last().expect("not empty");
         let joined = (
             self.tree.max(lo).max(self.tree.max(hi)),
-            c.keys.len() as u64,
+            self.chunk_weight(&self.chunks[lo]),
         );
         self.tree.splice(lo, hi + 1, &[joined]);
     }
 
     /// The largest block as (size, key): the highest key among equal
     /// sizes.
-    pub fn largest(&mut self) -> Option<(u64, K)> {
+    pub fn largest(&mut self) -> Option<(u64, u64)> {
         if self.largest.is_none() && self.len > 0 {
             let (k, max) = self.tree.last_largest();
             let c = &self.chunks[k];
@@ -497,11 +510,19 @@ impl<K: Key> Chunked<K> {
         self.largest
     }
 
-    /// How many entries come before `p`.
+    /// How many entries come before `p` (with `weighted`, the sum of
+    /// their values).
     fn rank(&self, p: Pos) -> u64 {
-        if p.chunk == self.chunks.len() {
-            return self.len as u64;
-        }
+        let Some(c) = self.chunks.get(p.chunk) else {
+            // The end: everything (weighted ranks are always counted).
+            return if !self.weighted {
+                self.len as u64
+            } else if self.len == 0 {
+                0
+            } else {
+                self.tree.count[1]
+            };
+        };
         let before = if self.ranked {
             self.tree.before(p.chunk)
         } else {
@@ -510,7 +531,7 @@ impl<K: Key> Chunked<K> {
                 .map(|c| c.keys.len() as u64)
                 .sum()
         };
-        before + p.i as u64
+        before + self.weight_before(c, p.i)
     }
 
     /// The first block in `[from, to)` of at least `need` bytes, as
@@ -518,7 +539,7 @@ impl<K: Key> Chunked<K> {
     /// of the range's when there is none): chunks with nothing large
     /// enough are skipped by the tree (the ranks are sums of chunk lengths
     /// where the counts are not kept).
-    fn first_in(&self, from: Pos, to: Pos, need: u64) -> (Option<(K, u64)>, u64) {
+    fn first_in(&self, from: Pos, to: Pos, need: u64) -> (Option<(u64, u64)>, u64) {
         let mut p = from;
         while p < to {
             let c = &self.chunks[p.chunk];
@@ -548,7 +569,7 @@ impl<K: Key> Chunked<K> {
     }
 
     /// Every block as (key, size), in order.
-    pub fn iter(&self) -> impl Iterator<Item = (K, u64)> + '_ {
+    pub fn iter(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
         self.chunks
             .iter()
             .flat_map(|c| c.keys.iter().copied().zip(c.sizes.iter().copied()))
@@ -566,7 +587,7 @@ impl<K: Key> Chunked<K> {
                 return Err(format!("chunk {k}'s last key is not {:?}", self.last[k]));
             }
             let counted = self.tree.count[self.tree.cap + k];
-            if self.tree.max(k) != c.largest() || (self.ranked && counted != c.keys.len() as u64) {
+            if self.tree.max(k) != c.largest() || (self.ranked && counted != self.chunk_weight(c)) {
                 return Err(format!(
                     "chunk {k}'s largest size is not {} or its length not {}",
                     self.tree.max(k),
@@ -600,13 +621,10 @@ impl<K: Key> Chunked<K> {
         }
         Ok(())
     }
-}
 
-impl Chunked<u64> {
     /// Changes the size of the block ending at `end` (a split took its
-    /// front, or it grew backwards over a freed neighbour); returns the
-    /// old size. (By address only: in the size order a size is part of
-    /// the key.)
+    /// front, or it grew backwards over a freed neighbour), or the value
+    /// keyed `end`; returns the old one.
     pub fn set_size(&mut self, end: u64, size: u64) -> u64 {
         let p = self.find(end);
         let found = self.chunks.get(p.chunk).and_then(|c| c.keys.get(p.i));
@@ -618,6 +636,9 @@ impl Chunked<u64> {
             self.tree.set_max(p.chunk, size);
         } else if old == max && size < old {
             self.tree.set_max(p.chunk, c.largest());
+        }
+        if self.weighted {
+            self.tree.add_count(p.chunk, size.abs_diff(old), size > old);
         }
         match self.largest {
             Some(l) if (size, end) >= l => self.largest = Some((size, end)),
@@ -673,24 +694,25 @@ impl Chunked<u64> {
             None => (None, a + b),
         }
     }
-}
 
-impl Chunked<(u64, u64, u64)> {
-    /// The first block of at least `need` bytes (the smallest, the first
-    /// in order among equal sizes): its key.
-    pub fn at_least(&self, need: u64) -> Option<(u64, u64, u64)> {
-        self.found_at(self.lower_bound((need, 0, 0))).map(|e| e.0)
+    /// The first entry keyed at least `key`, as (key, value): where the
+    /// keys are sizes, the smallest that fits.
+    pub fn at_least(&self, key: u64) -> Option<(u64, u64)> {
+        self.found_at(self.lower_bound(key))
     }
 
-    /// [`Self::at_least`], and how many blocks are smaller than `need`.
-    pub fn at_least_and_smaller(&self, need: u64) -> (Option<(u64, u64, u64)>, u64) {
-        let p = self.lower_bound((need, 0, 0));
-        (self.found_at(p).map(|e| e.0), self.rank(p))
+    /// [`Self::at_least`], and the rank of its place (that of the end
+    /// when there is none): with sizes for keys and counts for weights,
+    /// how many blocks are smaller.
+    pub fn at_least_ranked(&self, key: u64) -> (Option<(u64, u64)>, u64) {
+        let p = self.lower_bound(key);
+        (self.found_at(p), self.rank(p))
     }
 
-    /// The largest block's key: the last.
-    pub fn last(&self) -> Option<(u64, u64, u64)> {
-        self.chunks.last().and_then(|c| c.keys.last()).copied()
+    /// The last entry, as (key, value).
+    pub fn last(&self) -> Option<(u64, u64)> {
+        let c = self.chunks.last()?;
+        Some((*c.keys.last()?, *c.sizes.last()?))
     }
 }
 
@@ -698,7 +720,7 @@ impl Chunked<(u64, u64, u64)> {
 mod tests {
     use super::*;
     use proptest::prelude::*;
-    use std::collections::{BTreeMap, BTreeSet};
+    use std::collections::BTreeMap;
 
     /// What the walks must give, from a plain ordered map.
     fn first_fit(map: &BTreeMap<u64, u64>, need: u64) -> (Option<(u64, u64)>, u64) {
@@ -826,32 +848,39 @@ mod tests {
             prop_assert!(ours.iter().eq(map.iter().map(|(&e, &s)| (e, s))));
         }
 
-        /// The size order gives the smallest block that fits, the number
-        /// smaller, and the largest, as an ordered set does.
+        /// Keyed by size and valued by counts (the size bins' index), a
+        /// weighted index finds the smallest size that fits and sums the
+        /// counts before it, as an ordered map does.
         #[test]
-        fn orders_by_size_as_an_ordered_set(
-            ops in proptest::collection::vec((any::<bool>(), 1u64..40, 0u64..300, 1u64..45), 1..1500),
-            ranked in any::<bool>(),
+        fn weighted_ranks_sum_the_values(
+            ops in proptest::collection::vec((0u8..3, 1u64..300, 1u64..40, 1u64..310), 1..1500),
         ) {
-            let mut ours = if ranked { BySize::ranked() } else { BySize::default() };
-            let mut set: BTreeSet<(u64, u64, u64)> = BTreeSet::new();
-            for (add, size, at, need) in ops {
-                // The order among equal sizes: newest first, as heap_2's.
-                let key = (size, u64::MAX - at, at);
-                if add {
-                    if set.insert(key) {
-                        let before = set.range(..key).count() as u64;
-                        prop_assert_eq!(ours.insert(key, size), ranked.then_some(before));
+            let mut ours = Chunked::weighted();
+            let mut map: BTreeMap<u64, u64> = BTreeMap::new();
+            for (op, key, value, need) in ops {
+                match op {
+                    0 => {
+                        if let std::collections::btree_map::Entry::Vacant(v) = map.entry(key) {
+                            v.insert(value);
+                            let before = map.range(..key).map(|(_, &v)| v).sum::<u64>();
+                            prop_assert_eq!(ours.insert(key, value), Some(before));
+                        }
                     }
-                } else {
-                    prop_assert_eq!(ours.remove(key).is_some(), set.remove(&key));
+                    1 => prop_assert_eq!(ours.remove(key), map.remove(&key)),
+                    _ => {
+                        if let Some(v) = map.get_mut(&key) {
+                            prop_assert_eq!(ours.set_size(key, value), *v);
+                            *v = value;
+                        }
+                    }
                 }
                 prop_assert!(ours.check().is_ok(), "{:?}", ours.check());
-                let smaller = set.range(..(need, 0, 0)).count() as u64;
-                let first = set.range((need, 0, 0)..).next().copied();
+                let first = map.range(need..).next().map(|(&k, &v)| (k, v));
+                let before = map.range(..need).map(|(_, &v)| v).sum::<u64>();
+                prop_assert_eq!(ours.at_least_ranked(need), (first, before));
                 prop_assert_eq!(ours.at_least(need), first);
-                prop_assert_eq!(ours.at_least_and_smaller(need), (first, smaller));
-                prop_assert_eq!(ours.last(), set.last().copied());
+                prop_assert_eq!(ours.get(need), map.get(&need).copied());
+                prop_assert_eq!(ours.last(), map.iter().next_back().map(|(&k, &v)| (k, v)));
             }
         }
     }
