@@ -1,7 +1,6 @@
 //! The free blocks of the models that search by size (best fit, and
-//! FreeRTOS's heap_2) in one bin per distinct size, the sizes themselves
-//! in a [`Chunked`] index keyed by size whose values are the bins' numbers
-//! of blocks.
+//! FreeRTOS's heap_2) by size: the distinct sizes in a [`Chunked`] index
+//! keyed by size, each size's blocks in a bin.
 //!
 //! Why bins: a fragmented heap holds thousands of free blocks of few
 //! distinct sizes (replaying a python3 trace, heap_2's list held 41,000
@@ -10,18 +9,21 @@
 //! each insertion and removal; the index of sizes is a chunk or two, and a
 //! bin's block is at hand.
 //!
-//! Within a bin:
 //! - heap_2 ([`Within::Newest`]) takes the newest block of a size, and
-//!   never takes out another (it never merges): a stack. Its sorted
-//!   insertion walks past every smaller block, so its index of sizes is
-//!   weighted: a rank there is the number of smaller blocks.
+//!   never takes out another (it never merges): each size's bin is a
+//!   stack. Its sorted insertion walks past every smaller block, so its
+//!   index of sizes is weighted by the numbers of blocks: a rank there is
+//!   the number of smaller blocks.
 //! - Best fit ([`Within::Lowest`]) takes the lowest offset of a size, and a
-//!   merge takes out any block: a min-heap of offsets, whose removals are
-//!   lazy. A block taken out leaves its entry behind; at the top of the
-//!   heap an entry is checked against the address-ordered list (the
-//!   caller's `is_free`) and dropped if its block is no longer free. The
-//!   counts are exact, so a bin with blocks always has a live entry, and a
-//!   bin's heap is rebuilt when its stale entries outnumber the live.
+//!   merge takes out any block. Most sizes have one block (a split leaves a
+//!   remainder of a new size, soon taken or merged), so the index holds a
+//!   size's only block as its value, and only sizes with more have a bin:
+//!   a min-heap of offsets, whose removals are lazy. A block taken out
+//!   leaves its entry behind; at the top of the heap an entry is checked
+//!   against the address order (the caller's `is_free`) and dropped if its
+//!   block is no longer free. The counts are exact, so a bin always has a
+//!   live entry, and a bin's heap is rebuilt when its stale entries
+//!   outnumber the live.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -39,26 +41,30 @@ pub enum Within {
     Lowest,
 }
 
-/// One size's blocks: how many, and their offsets.
-struct Bin {
-    count: u64,
-    offsets: Offsets,
-}
+/// Best fit's index value for a size with more than one block (whose
+/// blocks are in a bin); offsets stay far below it.
+const MANY: u64 = u64::MAX;
 
-enum Offsets {
-    Stack(Vec<u64>),
-    Heap(BinaryHeap<Reverse<u64>>),
+/// A best-fit size's blocks, lowest offset first.
+struct LowestFirst {
+    count: u64,
+    heap: BinaryHeap<Reverse<u64>>,
 }
 
 /// Free blocks by size.
 pub struct SizeBins {
     within: Within,
-    /// The sizes that have free blocks; for heap_2, each valued by how
-    /// many (1 for best fit, which needs no ranks).
+    /// The sizes that have free blocks. heap_2's are valued by how many
+    /// (weighted); best fit's by the offset of their only block, or
+    /// [`MANY`].
     sizes: Chunked,
-    bins: IdMap<u64, Bin>,
-    /// Emptied bins' offsets, kept for their allocations.
-    spare: Vec<Offsets>,
+    /// heap_2's blocks of each size, newest last.
+    stacks: IdMap<u64, Vec<u64>>,
+    /// Best fit's blocks of each size that has more than one.
+    heaps: IdMap<u64, LowestFirst>,
+    /// Bins emptied, kept for their allocations.
+    spare_stacks: Vec<Vec<u64>>,
+    spare_heaps: Vec<BinaryHeap<Reverse<u64>>>,
     len: usize,
 }
 
@@ -68,17 +74,14 @@ impl SizeBins {
             within,
             sizes: match within {
                 Within::Newest => Chunked::weighted(),
-                Within::Lowest => Chunked::default(),
+                Within::Lowest => Chunked::without_max(),
             },
-            bins: IdMap::default(),
-            spare: Vec::new(),
+            stacks: IdMap::default(),
+            heaps: IdMap::default(),
+            spare_stacks: Vec::new(),
+            spare_heaps: Vec::new(),
             len: 0,
         }
-    }
-
-    /// Whether searches count the smaller blocks (heap_2's walk).
-    fn ranked(&self) -> bool {
-        self.within == Within::Newest
     }
 
     /// Adds the free block (`at`, `size`); for heap_2, how many blocks are
@@ -86,34 +89,50 @@ impl SizeBins {
     /// others of its size).
     pub fn insert(&mut self, size: u64, at: u64) -> Option<u64> {
         self.len += 1;
-        let ranked = self.ranked();
-        let (bin, smaller) = match self.bins.get_mut(&size) {
-            Some(bin) => {
-                bin.count += 1;
-                let smaller = if ranked {
-                    let (_, smaller) = self.sizes.at_least_ranked(size);
-                    self.sizes.set_size(size, bin.count);
-                    smaller
-                } else {
-                    0
-                };
-                (bin, smaller)
+        match self.within {
+            Within::Newest => Some(self.insert_newest(size, at)),
+            Within::Lowest => {
+                self.insert_lowest(size, at);
+                None
             }
-            None => {
-                let smaller = self.sizes.insert(size, 1).unwrap_or(0);
-                let offsets = self.spare.pop().unwrap_or(match self.within {
-                    Within::Newest => Offsets::Stack(Vec::new()),
-                    Within::Lowest => Offsets::Heap(BinaryHeap::new()),
-                });
-                let bin = self.bins.entry(size).or_insert(Bin { count: 1, offsets });
-                (bin, smaller)
-            }
-        };
-        match &mut bin.offsets {
-            Offsets::Stack(v) => v.push(at),
-            Offsets::Heap(h) => h.push(Reverse(at)),
         }
-        ranked.then_some(smaller)
+    }
+
+    fn insert_newest(&mut self, size: u64, at: u64) -> u64 {
+        let (found, smaller) = self.sizes.at_least_ranked(size);
+        match found {
+            Some((s, n)) if s == size => {
+                self.sizes.set_size(size, n + 1);
+                self.stacks.get_mut(&size).expect("a stack").push(at);
+            }
+            _ => {
+                self.sizes.insert(size, 1);
+                let mut stack = self.spare_stacks.pop().unwrap_or_default();
+                stack.push(at);
+                self.stacks.insert(size, stack);
+            }
+        }
+        smaller
+    }
+
+    fn insert_lowest(&mut self, size: u64, at: u64) {
+        match self.sizes.get(size) {
+            None => {
+                self.sizes.insert(size, at);
+            }
+            Some(MANY) => {
+                let bin = self.heaps.get_mut(&size).expect("a bin");
+                bin.count += 1;
+                bin.heap.push(Reverse(at));
+            }
+            Some(only) => {
+                self.sizes.set_size(size, MANY);
+                let mut heap = self.spare_heaps.pop().unwrap_or_default();
+                heap.push(Reverse(only));
+                heap.push(Reverse(at));
+                self.heaps.insert(size, LowestFirst { count: 2, heap });
+            }
+        }
     }
 
     /// Takes out the free block (`at`, `size`); `is_free` tells whether a
@@ -121,42 +140,53 @@ impl SizeBins {
     /// removals).
     pub fn remove(&mut self, size: u64, at: u64, is_free: impl Fn(u64, u64) -> bool) {
         self.len -= 1;
-        let ranked = self.ranked();
-        let bin = self.bins.get_mut(&size).expect("a bin of that size");
-        bin.count -= 1;
-        if bin.count == 0 {
-            self.sizes.remove(size);
-            let mut offsets = self.bins.remove(&size).expect("a bin").offsets;
-            match &mut offsets {
-                Offsets::Stack(v) => v.clear(),
-                Offsets::Heap(h) => h.clear(),
-            }
-            self.spare.push(offsets);
-            return;
-        }
-        if ranked {
-            self.sizes.set_size(size, bin.count);
-        }
-        match &mut bin.offsets {
-            Offsets::Stack(v) => {
+        let value = self.sizes.get(size).expect("a free block of that size");
+        match self.within {
+            Within::Newest => {
+                let stack = self.stacks.get_mut(&size).expect("a stack");
                 // heap_2 takes out only the newest, which it found.
-                if v.last() == Some(&at) {
-                    v.pop();
-                } else if let Some(i) = v.iter().rposition(|&b| b == at) {
-                    v.remove(i);
+                if stack.last() == Some(&at) {
+                    stack.pop();
+                } else if let Some(i) = stack.iter().rposition(|&b| b == at) {
+                    stack.remove(i);
+                }
+                if value == 1 {
+                    self.sizes.remove(size);
+                    let stack = self.stacks.remove(&size).expect("a stack");
+                    self.spare_stacks.push(stack);
+                } else {
+                    self.sizes.set_size(size, value - 1);
                 }
             }
-            Offsets::Heap(h) => {
-                if h.peek() == Some(&Reverse(at)) {
-                    h.pop();
-                } else if h.len() as u64 > 2 * bin.count + 16 {
+            Within::Lowest if value != MANY => {
+                debug_assert_eq!(value, at, "the only free block of its size");
+                self.sizes.remove(size);
+            }
+            Within::Lowest => {
+                let bin = self.heaps.get_mut(&size).expect("a bin");
+                bin.count -= 1;
+                if bin.count == 1 {
+                    // One block left: back into the index.
+                    let only = bin
+                        .heap
+                        .iter()
+                        .map(|e| e.0)
+                        .find(|&o| is_free(o, size))
+                        .expect("the block left");
+                    self.sizes.set_size(size, only);
+                    let mut heap = self.heaps.remove(&size).expect("a bin").heap;
+                    heap.clear();
+                    self.spare_heaps.push(heap);
+                } else if bin.heap.peek() == Some(&Reverse(at)) {
+                    bin.heap.pop();
+                } else if bin.heap.len() as u64 > 2 * bin.count + 16 {
                     // More stale entries than live ones: keep the live,
                     // each once.
-                    let mut v = std::mem::take(h).into_vec();
+                    let mut v = std::mem::take(&mut bin.heap).into_vec();
                     v.retain(|e| is_free(e.0, size));
                     v.sort_unstable();
                     v.dedup();
-                    *h = BinaryHeap::from(v);
+                    bin.heap = BinaryHeap::from(v);
                 }
             }
         }
@@ -172,25 +202,28 @@ impl SizeBins {
         need: u64,
         is_free: impl Fn(u64, u64) -> bool,
     ) -> (Option<(u64, u64)>, u64) {
-        let (found, smaller) = if self.ranked() {
-            self.sizes.at_least_ranked(need)
-        } else {
-            (self.sizes.at_least(need), 0)
-        };
-        let Some((size, _)) = found else {
-            return (None, smaller);
-        };
-        let at = match &mut self.bins.get_mut(&size).expect("a bin").offsets {
-            Offsets::Stack(v) => *v.last().expect("a block"),
-            Offsets::Heap(h) => loop {
-                let Reverse(at) = *h.peek().expect("a live entry");
+        if self.within == Within::Newest {
+            let (found, smaller) = self.sizes.at_least_ranked(need);
+            let found = found.map(|(size, _)| {
+                let stack = &self.stacks[&size];
+                (*stack.last().expect("a block"), size)
+            });
+            return (found, smaller);
+        }
+        let found = self.sizes.at_least(need).map(|(size, value)| {
+            if value != MANY {
+                return (value, size);
+            }
+            let heap = &mut self.heaps.get_mut(&size).expect("a bin").heap;
+            loop {
+                let Reverse(at) = *heap.peek().expect("a live entry");
                 if is_free(at, size) {
-                    break at;
+                    break (at, size);
                 }
-                h.pop();
-            },
-        };
-        (Some((at, size)), smaller)
+                heap.pop();
+            }
+        });
+        (found, 0)
     }
 
     /// The largest free block's size.
@@ -202,48 +235,60 @@ impl SizeBins {
     /// bins that `is_free` (for tests).
     pub fn blocks(&self, is_free: impl Fn(u64, u64) -> bool) -> Vec<(u64, u64)> {
         let mut all = Vec::new();
-        for (&size, bin) in &self.bins {
-            let offsets: Vec<u64> = match &bin.offsets {
-                Offsets::Stack(v) => v.clone(),
-                Offsets::Heap(h) => {
-                    let mut live: Vec<u64> = h
-                        .iter()
+        for (size, value) in self.sizes.iter() {
+            match self.within {
+                Within::Newest => {
+                    let stack = self.stacks.get(&size).map_or(&[][..], |v| &v[..]);
+                    all.extend(stack.iter().map(|&at| (at, size)));
+                }
+                Within::Lowest if value != MANY => all.push((value, size)),
+                Within::Lowest => {
+                    let heap = self.heaps.get(&size).map(|b| &b.heap);
+                    let mut live: Vec<u64> = heap
+                        .into_iter()
+                        .flatten()
                         .map(|e| e.0)
                         .filter(|&at| is_free(at, size))
                         .collect();
                     live.sort_unstable();
                     live.dedup();
-                    live
+                    all.extend(live.into_iter().map(|at| (at, size)));
                 }
-            };
-            all.extend(offsets.into_iter().map(|at| (at, size)));
+            }
         }
         all.sort_unstable();
         all
     }
 
-    /// Checks the counts against the bins (for tests).
+    /// Checks the index of sizes against the bins (for tests).
     pub fn check(&self, is_free: impl Fn(u64, u64) -> bool) -> Result<(), String> {
         self.sizes.check()?;
-        let blocks = self.blocks(is_free);
-        let mut counted: IdMap<u64, u64> = IdMap::default();
-        for &(_, size) in &blocks {
-            *counted.entry(size).or_default() += 1;
+        let blocks = self.blocks(&is_free);
+        let count = |size: u64| blocks.iter().filter(|b| b.1 == size).count() as u64;
+        let mut binned = 0;
+        for (size, value) in self.sizes.iter() {
+            let (want, bin) = match self.within {
+                Within::Newest => (value, self.stacks.get(&size).map(|v| v.len() as u64)),
+                Within::Lowest if value != MANY => (1, Some(1)),
+                Within::Lowest => (
+                    self.heaps.get(&size).map_or(0, |b| b.count).max(2),
+                    self.heaps.get(&size).map(|b| b.count),
+                ),
+            };
+            binned += usize::from(self.within == Within::Newest || value == MANY);
+            if bin != Some(want) || count(size) != want {
+                return Err(format!(
+                    "size {size}: {want} blocks counted, {bin:?} in its bin, {} free",
+                    count(size)
+                ));
+            }
         }
-        let mut want: Vec<(u64, u64)> = counted.into_iter().collect();
-        want.sort_unstable();
-        let mut bins: Vec<(u64, u64)> = self.bins.iter().map(|(&s, b)| (s, b.count)).collect();
-        bins.sort_unstable();
-        // heap_2's index of sizes holds their counts, best fit's a 1 each.
-        let sizes: Vec<(u64, u64)> = self.sizes.iter().collect();
-        let indexed = sizes.len() == want.len()
-            && sizes.iter().zip(&want).all(|(&(s, n), &(size, count))| {
-                s == size && n == if self.ranked() { count } else { 1 }
-            });
-        if !indexed || bins != want || blocks.len() != self.len {
+        let bins = self.stacks.len() + self.heaps.len();
+        if blocks.len() != self.len || bins != binned {
             return Err(format!(
-                "sizes counted {sizes:?}, bins hold {want:?}; {} blocks known",
-                self.len
+                "{} blocks known, {} found; {bins} bins, {binned} sizes binned",
+                self.len,
+                blocks.len()
             ));
         }
         Ok(())
@@ -301,6 +346,9 @@ mod tests {
                 let smaller = if newest { list.range(..(need, 0, 0)).count() as u64 } else { 0 };
                 prop_assert_eq!(ours.search(need, is_free), (first, smaller));
                 prop_assert_eq!(ours.largest(), list.last().map(|b| b.0));
+                let mut blocks: Vec<(u64, u64)> = list.iter().map(|&(s, _, a)| (a, s)).collect();
+                blocks.sort_unstable();
+                prop_assert_eq!(ours.blocks(is_free), blocks);
             }
         }
     }

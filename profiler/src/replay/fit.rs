@@ -89,11 +89,15 @@ impl FitHeap {
             },
             regions: Vec::new(),
             // First and next fit count the blocks their searches pass,
-            // heap_4's and heap_2's sorted insertions their ranks.
+            // heap_4's sorted insertion its rank; best fit searches its
+            // size bins, so its address order is asked for neighbours
+            // only.
             free: if matches!(policy, Policy::First | Policy::Next)
                 || flavour == Flavour::FreeRtosOrdered
             {
                 FreeBlocks::ranked()
+            } else if policy == Policy::Best {
+                FreeBlocks::without_max()
             } else {
                 FreeBlocks::default()
             },

@@ -248,6 +248,13 @@ pub struct Chunked {
     /// (where the keys are sizes and the values numbers of blocks, a rank
     /// is the number of smaller blocks).
     weighted: bool,
+    /// No chunk's largest value is kept (the tree holds 1 for each), for
+    /// indexes never asked for the largest value or the first that is
+    /// large enough: an index of sizes (keyed by size, the largest is the
+    /// last), and best fit's address order (searched by size elsewhere).
+    /// Keeping it costs a climb of the tree when a chunk's largest value
+    /// grows, and a scan of the chunk when it shrinks or goes.
+    no_max: bool,
 }
 
 /// Free blocks in address order, keyed by their end.
@@ -262,14 +269,29 @@ impl Chunked {
         }
     }
 
+    /// An empty index that keeps no largest value: `largest`,
+    /// `first_fit` and `next_fit` are not asked of it.
+    pub fn without_max() -> Self {
+        Chunked {
+            no_max: true,
+            ..Chunked::default()
+        }
+    }
+
     /// An empty index whose ranks sum the values before a place, in
-    /// O(log chunks).
+    /// O(log chunks) (keyed by size: it keeps no largest value).
     pub fn weighted() -> Self {
         Chunked {
             ranked: true,
             weighted: true,
+            no_max: true,
             ..Chunked::default()
         }
+    }
+
+    /// What the tree keeps as chunk `c`'s largest value.
+    fn kept_max(&self, c: &Chunk) -> u64 {
+        if self.no_max { 1 } else { c.largest() }
     }
 
     /// What an entry of value `size` adds to a rank.
@@ -372,8 +394,9 @@ impl Chunked {
     /// Adds the block (`key`, `size`); no block has that key. Where the
     /// counts are kept, returns its rank.
     pub fn insert(&mut self, key: u64, size: u64) -> Option<u64> {
-        // A size of 0 would tie with the tree's empty leaves.
-        debug_assert!(size > 0, "an empty block at {key:?}");
+        // A size of 0 would tie with the tree's empty leaves (where they
+        // are compared).
+        debug_assert!(size > 0 || self.no_max, "an empty block at {key:?}");
         self.len += 1;
         if let Some(l) = self.largest
             && (size, key) > l
@@ -386,17 +409,13 @@ impl Chunked {
                 sizes: vec![size],
             });
             self.last.push(key);
-            self.tree.splice(0, 0, &[(size, self.weight(size))]);
+            let max = if self.no_max { 1 } else { size };
+            self.tree.splice(0, 0, &[(max, self.weight(size))]);
             self.largest = Some((size, key));
             return self.ranked.then_some(0);
         }
-        // Past every chunk's last key: the last chunk takes it.
-        let chunk = self
-            .last
-            .partition_point(|&l| l < key)
-            .min(self.chunks.len() - 1);
+        let (chunk, i) = self.insertion_place(key);
         let c = &self.chunks[chunk];
-        let i = c.keys.partition_point(|&e| e < key);
         debug_assert!(c.keys.get(i) != Some(&key), "a block at {key:?}");
         let rank = self
             .ranked
@@ -407,7 +426,7 @@ impl Chunked {
         c.sizes.insert(i, size);
         self.last[chunk] = *c.keys.last().expect("not empty");
         if c.keys.len() < CHUNK {
-            if size > self.tree.max(chunk) {
+            if !self.no_max && size > self.tree.max(chunk) {
                 self.tree.set_max(chunk, size);
             }
             if self.ranked {
@@ -422,8 +441,8 @@ impl Chunked {
         };
         let c = &self.chunks[chunk];
         let halves = [
-            (c.largest(), self.chunk_weight(c)),
-            (upper.largest(), self.chunk_weight(&upper)),
+            (self.kept_max(c), self.chunk_weight(c)),
+            (self.kept_max(&upper), self.chunk_weight(&upper)),
         ];
         self.tree.splice(chunk, chunk + 1, &halves);
         self.last[chunk] = *self.chunks[chunk].keys.last().expect("half");
@@ -431,6 +450,28 @@ impl Chunked {
             .insert(chunk + 1, *upper.keys.last().expect("half"));
         self.chunks.insert(chunk + 1, upper);
         rank
+    }
+
+    /// Where `key` goes in: (chunk, index). The place last found, when the
+    /// key goes right before its entry (a freed block that merges with
+    /// neither neighbour goes in where the search for them ended), else a
+    /// search (past every chunk's last key, the last chunk takes it).
+    fn insertion_place(&self, key: u64) -> (usize, usize) {
+        let p = self.found.get();
+        if let Some(c) = self.chunks.get(p.chunk)
+            && c.keys.get(p.i).is_some_and(|&k| k > key)
+            && match p.i.checked_sub(1) {
+                Some(j) => c.keys[j] < key,
+                None => p.chunk == 0 || self.last[p.chunk - 1] < key,
+            }
+        {
+            return (p.chunk, p.i);
+        }
+        let chunk = self
+            .last
+            .partition_point(|&l| l < key)
+            .min(self.chunks.len() - 1);
+        (chunk, self.chunks[chunk].keys.partition_point(|&e| e < key))
     }
 
     /// Removes the block keyed `key`; its size.
@@ -454,7 +495,7 @@ impl Chunked {
             self.tree.splice(p.chunk, p.chunk + 1, &[]);
             return Some(size);
         }
-        if size == self.tree.max(p.chunk) {
+        if !self.no_max && size == self.tree.max(p.chunk) {
             self.tree.set_max(p.chunk, c.largest());
         }
         if self.ranked {
@@ -500,6 +541,7 @@ impl Chunked {
     /// The largest block as (size, key): the highest key among equal
     /// sizes.
     pub fn largest(&mut self) -> Option<(u64, u64)> {
+        debug_assert!(!self.no_max, "an index without its largest values");
         if self.largest.is_none() && self.len > 0 {
             let (k, max) = self.tree.last_largest();
             let c = &self.chunks[k];
@@ -540,6 +582,7 @@ impl Chunked {
     /// enough are skipped by the tree (the ranks are sums of chunk lengths
     /// where the counts are not kept).
     fn first_in(&self, from: Pos, to: Pos, need: u64) -> (Option<(u64, u64)>, u64) {
+        debug_assert!(!self.no_max, "an index without its largest values");
         let mut p = from;
         while p < to {
             let c = &self.chunks[p.chunk];
@@ -587,7 +630,9 @@ impl Chunked {
                 return Err(format!("chunk {k}'s last key is not {:?}", self.last[k]));
             }
             let counted = self.tree.count[self.tree.cap + k];
-            if self.tree.max(k) != c.largest() || (self.ranked && counted != self.chunk_weight(c)) {
+            if self.tree.max(k) != self.kept_max(c)
+                || (self.ranked && counted != self.chunk_weight(c))
+            {
                 return Err(format!(
                     "chunk {k}'s largest size is not {} or its length not {}",
                     self.tree.max(k),
@@ -632,7 +677,9 @@ impl Chunked {
         let c = &mut self.chunks[p.chunk];
         let old = std::mem::replace(&mut c.sizes[p.i], size);
         let max = self.tree.max(p.chunk);
-        if size > max {
+        if self.no_max {
+            // No largest value kept.
+        } else if size > max {
             self.tree.set_max(p.chunk, size);
         } else if old == max && size < old {
             self.tree.set_max(p.chunk, c.largest());
