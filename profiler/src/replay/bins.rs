@@ -22,8 +22,8 @@
 //!   leaves its entry behind; at the top of the heap an entry is checked
 //!   against the address order (the caller's `is_free`) and dropped if its
 //!   block is no longer free. The counts are exact, so a bin always has a
-//!   live entry, and a bin's heap is rebuilt when its stale entries
-//!   outnumber the live.
+//!   live entry; when a removal leaves more than twice as many entries as
+//!   live blocks (plus 16), the heap is rebuilt from the live ones.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -144,11 +144,13 @@ impl SizeBins {
         match self.within {
             Within::Newest => {
                 let stack = self.stacks.get_mut(&size).expect("a stack");
-                // heap_2 takes out only the newest, which it found.
+                // heap_2 takes out only the newest, which it found (any
+                // other is looked for, for callers that take out others).
                 if stack.last() == Some(&at) {
                     stack.pop();
-                } else if let Some(i) = stack.iter().rposition(|&b| b == at) {
-                    stack.remove(i);
+                } else {
+                    let i = stack.iter().rposition(|&b| b == at);
+                    stack.remove(i.expect("a free block of that size"));
                 }
                 if value == 1 {
                     self.sizes.remove(size);
@@ -300,6 +302,45 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
     use std::collections::{BTreeMap, BTreeSet};
+
+    /// Best fit's bin of one size: removals below the top leave stale
+    /// entries until they outnumber the live (plus 16) and the heap is
+    /// rebuilt; at one block left the bin goes and the block is the
+    /// index's value; a second block brings the bin back.
+    #[test]
+    fn best_fit_bins_rebuild_and_go() {
+        let mut bins = SizeBins::new(Within::Lowest);
+        let mut free: BTreeSet<u64> = (0..40).map(|k| 16 * k).collect();
+        for &at in &free {
+            bins.insert(8, at);
+        }
+        let heap_len = |b: &SizeBins| b.heaps.get(&8).map(|bin| bin.heap.len());
+        assert_eq!(heap_len(&bins), Some(40));
+        // Take out the highest blocks (never the top, the lowest).
+        for k in (1..40).rev() {
+            free.remove(&(16 * k));
+            bins.remove(8, 16 * k, |a, s| s == 8 && free.contains(&a));
+            let live = free.len();
+            let entries = heap_len(&bins);
+            match live {
+                12..=39 => assert_eq!(entries, Some(40)),
+                // 40 entries > 2 * 11 + 16: rebuilt to the 11 live.
+                2..=11 => assert_eq!(entries, Some(11)),
+                _ => assert_eq!(entries, None),
+            }
+            bins.check(|a, s| s == 8 && free.contains(&a)).unwrap();
+            assert_eq!(
+                bins.search(8, |a, s| s == 8 && free.contains(&a)),
+                (Some((0, 8)), 0)
+            );
+        }
+        assert_eq!(bins.sizes.get(8), Some(0), "the only block, in the index");
+        bins.insert(8, 48);
+        free.insert(48);
+        assert_eq!(heap_len(&bins), Some(2));
+        assert_eq!(bins.sizes.get(8), Some(MANY));
+        bins.check(|a, s| s == 8 && free.contains(&a)).unwrap();
+    }
 
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(64))]

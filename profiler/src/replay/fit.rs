@@ -90,8 +90,8 @@ impl FitHeap {
             regions: Vec::new(),
             // First and next fit count the blocks their searches pass,
             // heap_4's sorted insertion its rank; best fit searches its
-            // size bins, so its address order is asked for neighbours
-            // only.
+            // size bins, so its address order is asked for neighbours and
+            // whether a block is still free, never for a large block.
             free: if matches!(policy, Policy::First | Policy::Next)
                 || flavour == Flavour::FreeRtosOrdered
             {

@@ -1,8 +1,8 @@
 //! Sorted (key, value) entries in chunks of fewer than `CHUNK`, each
 //! chunk's largest value and length (or the sum of its values) a leaf of a
 //! segment tree: the fit models' free blocks in address order (keyed by
-//! end, valued by size), and the distinct sizes of `bins.rs` (valued by
-//! their numbers of blocks).
+//! end, valued by size), and the distinct sizes of `bins.rs` (heap_2's
+//! valued by their numbers of blocks, best fit's by a block's offset).
 //!
 //! The policies ask questions a plain ordered map answers by walking it:
 //! the first block (from some place) that is at least so large, and how
@@ -42,15 +42,17 @@ impl Chunk {
     }
 }
 
-/// Per chunk, its largest size and its number of entries, as the leaves
-/// of a segment tree whose nodes hold the largest size and the number of
-/// entries below them: the largest block is found in O(log chunks)
-/// whichever chunk holds it (worst fit shrinks it on every allocation),
-/// and so is the rank of a chunk's first entry (heap_2's walk of a list
-/// that can hold tens of thousands of blocks). A change of a largest size
-/// climbs only while it changes a parent; inserting, removing or
-/// splitting chunks, once per many entries, recomputes the nodes above
-/// the leaves that moved.
+/// Per chunk, its largest value (a size) and its number of entries (or,
+/// weighted, the sum of its values), as the leaves of a segment tree whose
+/// nodes hold the largest value and the count below them: the largest
+/// block is found in O(log chunks) whichever chunk holds it (worst fit
+/// shrinks it on every allocation), and so is the rank of a chunk's first
+/// entry (heap_4's walk of a list that can hold thousands of blocks, the
+/// number of blocks smaller than a size in heap_2's index of sizes). A
+/// change of a largest value climbs only while it changes a parent;
+/// inserting, removing or splitting chunks, once per many entries,
+/// recomputes the nodes above the leaves that moved. (Indexes that keep
+/// no largest value hold 1 per chunk.)
 #[derive(Clone, Default)]
 struct ChunkTree {
     /// Leaves: a power of two, at least `len`.
@@ -59,7 +61,7 @@ struct ChunkTree {
     /// `node[1]` is the root; node `i` has children `2i` and `2i + 1`;
     /// the leaves are `node[cap..cap + len]` (0 past `len`).
     max: Vec<u64>,
-    /// The same layout: entries below each node.
+    /// The same layout: entries (or, weighted, values) below each node.
     count: Vec<u64>,
 }
 
@@ -100,7 +102,8 @@ impl ChunkTree {
         }
     }
 
-    /// How many entries the chunks before `k` hold.
+    /// How many entries (or, weighted, how much value) the chunks before
+    /// `k` hold.
     fn before(&self, k: usize) -> u64 {
         let mut i = self.cap + k;
         let mut n = 0;
@@ -221,16 +224,17 @@ pub struct Pos {
     i: usize,
 }
 
-/// Free blocks by a key (their end offset, or their size and offset),
-/// with their sizes.
+/// Entries (key, value) in key order: free blocks by their end offset,
+/// with their sizes, or sizes with a value of their own.
 #[derive(Clone, Default)]
 pub struct Chunked {
     chunks: Vec<Chunk>,
     /// Per chunk, its last key (the chunks' order: a binary search finds
     /// the chunk of a key).
     last: Vec<u64>,
-    /// Per chunk, its largest size (for the walks that pass whole chunks)
-    /// and its number of entries.
+    /// Per chunk, its largest value (for the walks that pass whole chunks;
+    /// 1 with `no_max`) and its number of entries (or, with `weighted`,
+    /// the sum of its values; kept only with `ranked`).
     tree: ChunkTree,
     len: usize,
     /// The largest block as (size, key), the highest key among equal
@@ -541,7 +545,7 @@ impl Chunked {
     /// The largest block as (size, key): the highest key among equal
     /// sizes.
     pub fn largest(&mut self) -> Option<(u64, u64)> {
-        debug_assert!(!self.no_max, "an index without its largest values");
+        assert!(!self.no_max, "an index without its largest values");
         if self.largest.is_none() && self.len > 0 {
             let (k, max) = self.tree.last_largest();
             let c = &self.chunks[k];
@@ -582,7 +586,7 @@ impl Chunked {
     /// enough are skipped by the tree (the ranks are sums of chunk lengths
     /// where the counts are not kept).
     fn first_in(&self, from: Pos, to: Pos, need: u64) -> (Option<(u64, u64)>, u64) {
-        debug_assert!(!self.no_max, "an index without its largest values");
+        assert!(!self.no_max, "an index without its largest values");
         let mut p = from;
         while p < to {
             let c = &self.chunks[p.chunk];
