@@ -239,7 +239,7 @@ pub struct Chunked {
     len: usize,
     /// The largest block as (size, key), the highest key among equal
     /// sizes; `None` when it must be found again (the one known shrank or
-    /// went).
+    /// went), and always with `no_max`.
     largest: Option<(u64, u64)>,
     /// Where the last search found a block: the model changes or removes
     /// the block it found next, which then needs no search.
@@ -415,7 +415,11 @@ impl Chunked {
             self.last.push(key);
             let max = if self.no_max { 1 } else { size };
             self.tree.splice(0, 0, &[(max, self.weight(size))]);
-            self.largest = Some((size, key));
+            // Without largest values, `largest` stays None (and every
+            // update of it below is a no-op).
+            if !self.no_max {
+                self.largest = Some((size, key));
+            }
             return self.ranked.then_some(0);
         }
         let (chunk, i) = self.insertion_place(key);
