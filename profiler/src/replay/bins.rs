@@ -269,18 +269,19 @@ impl SizeBins {
         let count = |size: u64| blocks.iter().filter(|b| b.1 == size).count() as u64;
         let mut binned = 0;
         for (size, value) in self.sizes.iter() {
-            let (want, bin) = match self.within {
+            // How many blocks the size has by its count, and by its bin.
+            let (counted, in_bin) = match self.within {
                 Within::Newest => (value, self.stacks.get(&size).map(|v| v.len() as u64)),
                 Within::Lowest if value != MANY => (1, Some(1)),
-                Within::Lowest => (
-                    self.heaps.get(&size).map_or(0, |b| b.count).max(2),
-                    self.heaps.get(&size).map(|b| b.count),
-                ),
+                Within::Lowest => {
+                    let count = self.heaps.get(&size).map(|b| b.count);
+                    (count.unwrap_or(0), count.filter(|&n| n >= 2))
+                }
             };
             binned += usize::from(self.within == Within::Newest || value == MANY);
-            if bin != Some(want) || count(size) != want {
+            if in_bin != Some(counted) || count(size) != counted {
                 return Err(format!(
-                    "size {size}: {want} blocks counted, {bin:?} in its bin, {} free",
+                    "size {size}: {counted} blocks counted, {in_bin:?} in its bin, {} free",
                     count(size)
                 ));
             }
@@ -342,6 +343,11 @@ mod tests {
         bins.check(|a, s| s == 8 && free.contains(&a)).unwrap();
     }
 
+    /// Is (`a`, `s`) among the `free` blocks (offset -> (size, order))?
+    fn holds(free: &BTreeMap<u64, (u64, u64)>, a: u64, s: u64) -> bool {
+        free.get(&a).is_some_and(|f| f.0 == s)
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(64))]
 
@@ -376,12 +382,11 @@ mod tests {
                     _ => {
                         if let Some((size, order)) = free.remove(&at) {
                             list.remove(&(size, order, at));
-                            let is_free = |a, s| free.get(&a).is_some_and(|f| f.0 == s);
-                            ours.remove(size, at, is_free);
+                            ours.remove(size, at, |a, s| holds(&free, a, s));
                         }
                     }
                 }
-                let is_free = |a, s| free.get(&a).is_some_and(|f: &(u64, u64)| f.0 == s);
+                let is_free = |a, s| holds(&free, a, s);
                 prop_assert!(ours.check(is_free).is_ok(), "{:?}", ours.check(is_free));
                 let first = list.range((need, 0, 0)..).next().map(|&(s, _, a)| (a, s));
                 let smaller = if newest { list.range(..(need, 0, 0)).count() as u64 } else { 0 };

@@ -162,12 +162,10 @@ impl FitHeap {
 
     /// Takes the block (`at`, `size`) out of the size order, once the
     /// address order no longer holds it (best fit's bins ask the address
-    /// order which of their entries are still free).
+    /// order which of their entries are still free; heap_2's never ask).
     fn remove_by_size(&mut self, at: u64, size: u64) {
         let free = &self.free;
-        let addressed = self.addressed();
-        self.by_size
-            .remove(size, at, |a, s| !addressed || free.get(a + s) == Some(s));
+        self.by_size.remove(size, at, |a, s| free.holds(a, s));
     }
 
     /// Takes `need` bytes from the front of the free block (`at`, `size`),
@@ -253,7 +251,7 @@ impl FitHeap {
                 // An address-ordered list is walked to its end.
                 self.steps += self.free.len() as u64;
                 let free = &self.free;
-                let (found, _) = self.by_size.search(need, |a, s| free.get(a + s) == Some(s));
+                let (found, _) = self.by_size.search(need, |a, s| free.holds(a, s));
                 found
             }
             (Policy::Worst, _) => {
@@ -360,7 +358,7 @@ impl Heap for FitHeap {
 
     fn check(&self, live: &[Allocation]) -> Result<(), String> {
         // Free and used blocks tile the regions exactly, without overlap.
-        let is_free = |a: u64, s: u64| !self.addressed() || self.free.get(a + s) == Some(s);
+        let is_free = |a: u64, s: u64| self.free.holds(a, s);
         let free: Vec<(u64, u64)> = if self.addressed() {
             self.free.check()?;
             self.free.iter().map(|(end, s)| (end - s, s)).collect()

@@ -703,6 +703,12 @@ impl Chunked {
         old
     }
 
+    /// Is (`at`, `size`) a free block? (Best fit's bins ask, for their
+    /// lazily removed entries.)
+    pub fn holds(&self, at: u64, size: u64) -> bool {
+        self.get(at + size) == Some(size)
+    }
+
     /// The first block ending at or after `key`, and the one after it:
     /// (end, size) each.
     pub fn at_or_after(&self, key: u64) -> [Option<(u64, u64)>; 2] {

@@ -391,13 +391,7 @@ proptest! {
 fn heap2_takes_the_newest_block_of_a_size() {
     // FreeRTOS's heap_2 inserts a freed block before those of its size,
     // and its search takes the first that fits: the newest of the size.
-    let mut h = fit::FitHeap::new(
-        fit::Policy::Best,
-        fit::Flavour::FreeRtosBySize,
-        &[1024],
-        8,
-        8,
-    );
+    let mut h = ModelKind::FreeRtosHeap2.build(1024, &cfg(8));
     let a = h.alloc(16, 8).unwrap();
     let b = h.alloc(16, 8).unwrap();
     let c = h.alloc(16, 8).unwrap();
@@ -416,16 +410,10 @@ fn freertos_heaps_split_only_past_the_minimum_block() {
     // the header: 16 bytes) would be left; 40 bytes need a 48-byte block,
     // which leaves exactly 16 of 64: the whole block is handed out. Over
     // boundary tags (first fit) 16 bytes are enough for a free block.
-    let mut h4 = fit::FitHeap::new(
-        fit::Policy::First,
-        fit::Flavour::FreeRtosOrdered,
-        &[64],
-        8,
-        8,
-    );
+    let mut h4 = ModelKind::FreeRtosHeap4.build(64, &cfg(8));
     let a = h4.alloc(40, 8).unwrap();
     assert_eq!((a.inner.1, h4.stats().free_total), (64, 0));
-    let mut ff = fit::FitHeap::new(fit::Policy::First, fit::Flavour::Tagged, &[64], 8, 8);
+    let mut ff = ModelKind::FirstFit.build(64, &cfg(8));
     let b = ff.alloc(40, 8).unwrap();
     assert_eq!((b.inner.1, ff.stats().free_total), (48, 16));
     h4.check(&[a]).unwrap();
