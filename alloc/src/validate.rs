@@ -158,6 +158,22 @@ fn validate_heap(heap: &Heap) -> Result<HeapReport, Violation> {
         if queue.last.get() != prev {
             return fail("queue last pointer", prev as usize, cls);
         }
+        // A kept empty head must be where housekeeping will look for it.
+        let first = queue.first.get();
+        if !first.is_null() {
+            // SAFETY: a queue member, live (walked above).
+            let head = unsafe { &*first };
+            if head.used.get() == 0
+                && head.thread_free.load(Ordering::Relaxed) == 0
+                && !heap.may_hold_retired(cls, lane)
+            {
+                return fail(
+                    "empty queue head outside the retired range",
+                    first as usize,
+                    cls,
+                );
+            }
+        }
     }
 
     let mut prev: *mut Page = core::ptr::null_mut();

@@ -98,13 +98,23 @@ pub fn capture(out: &mut [u64], bounds: Bounds, cache: &super::unwind::RuleCache
                 options(nomem, nostack, preserves_flags),
             );
         }
+        // One comparison per read: `addr - lo` wraps for an address below
+        // the stack, so one unsigned bound covers both ends.
+        let Some(span) = bounds
+            .hi
+            .checked_sub(bounds.lo)
+            .and_then(|len| len.checked_sub(8))
+        else {
+            return 0;
+        };
+        let (lo, span) = (bounds.lo as u64, span as u64);
         let read = |addr: u64| {
-            if addr % 8 == 0 && bounds.contains(addr as usize, 8) {
-                // SAFETY: inside this thread's mapped stack (checked).
-                Some(unsafe { *(addr as *const u64) })
-            } else {
-                None
-            }
+            (addr.wrapping_sub(lo) <= span).then(|| {
+                // SAFETY: [addr, addr + 8) lies inside this thread's mapped
+                // stack (checked); a saved word need not be aligned for an
+                // unaligned read.
+                unsafe { (addr as *const u64).read_unaligned() }
+            })
         };
         super::unwind::unwind(super::unwind::Regs { rip, rsp, rbp }, cache, out, read)
     }
