@@ -255,6 +255,46 @@ pub struct RuleCache {
     /// allocator's own, the allocating function's), and this small table
     /// stays in L1 where the big one may not.
     recent: [(AtomicU64, AtomicU64); RECENT_ENTRIES],
+    /// The latest walk's *rsp prefix*: its first frames while each one's
+    /// CFA was `rsp`-based, as each frame's code address (looked up) and
+    /// `Frame` (where its CFA and the last saved `rbp` lay, from the
+    /// starting `rsp`). A frame's rule, hence these offsets, is a function
+    /// of its address alone; so a walk that meets the same addresses finds
+    /// each next return address at the same offset from its start, and
+    /// steps through them with one read each (see [`walk`]). The
+    /// allocator's and recorder's own frames, four or five at the inner end
+    /// of every stack, are such a prefix.
+    prefix: [(AtomicU64, AtomicU64); RECENT_ENTRIES],
+    /// Frames in `prefix`.
+    prefix_len: AtomicU64,
+}
+
+/// A frame of the rsp prefix, packed: its CFA's offset from the walk's
+/// starting `rsp` (low 32 bits) and, above, 1 + the offset of the last
+/// `rbp` saved up to it (0: none saved, `rbp` is the starting one).
+#[derive(Clone, Copy)]
+struct Frame(u64);
+
+impl Frame {
+    const START: Frame = Frame(0);
+
+    fn cfa(self) -> u64 {
+        self.0 as u32 as u64
+    }
+
+    fn rbp_slot(self) -> Option<u64> {
+        (self.0 >> 32).checked_sub(1)
+    }
+
+    /// The next frame's, from a step by an `rsp`-based rule from this one:
+    /// None when an offset does not fit.
+    fn after(self, cfa: u64, rbp_slot: Option<u64>) -> Option<Frame> {
+        let slot = match rbp_slot {
+            Some(o) => o.checked_add(1)?,
+            None => self.0 >> 32,
+        };
+        (cfa <= u32::MAX as u64 && slot <= u32::MAX as u64).then_some(Frame(cfa | (slot << 32)))
+    }
 }
 
 /// Depths remembered from the latest walk.
@@ -270,6 +310,8 @@ impl RuleCache {
             shared: true,
             entries: [const { (AtomicU64::new(0), AtomicU64::new(0)) }; RULE_ENTRIES],
             recent: [const { (AtomicU64::new(0), AtomicU64::new(0)) }; RECENT_ENTRIES],
+            prefix: [const { (AtomicU64::new(0), AtomicU64::new(0)) }; RECENT_ENTRIES],
+            prefix_len: AtomicU64::new(0),
         }
     }
 
@@ -366,9 +408,15 @@ pub fn unwind(
     // Two copies of the walk, so that the per-frame lookup does not ask
     // which kind of cache it reads.
     if cache.shared {
-        walk(regs, out, &read, |_, pc| cache.shared_rule(pc))
+        walk(regs, out, &read, |_, pc| cache.shared_rule(pc), None)
     } else {
-        walk(regs, out, &read, |depth, pc| cache.own_rule(depth, pc))
+        walk(
+            regs,
+            out,
+            &read,
+            |depth, pc| cache.own_rule(depth, pc),
+            Some(cache),
+        )
     }
 }
 
@@ -376,22 +424,104 @@ pub fn unwind(
 /// loads; anything else (no CFI, a rule that does not pack) goes through
 /// [`slow_step`]. The registers live in locals, not a `Regs` in memory,
 /// so that the loop keeps them in machine registers.
+///
+/// With a thread's own cache (`memo`), the walk first steps along the
+/// previous walk's rsp prefix for as long as the code addresses match,
+/// reading only each return address, then goes on frame by frame,
+/// recording its own rsp prefix for the next walk. Either way it reads
+/// the same stack words as a walk frame by frame would and finds the same
+/// return addresses: a frame's rule depends on its address alone, and
+/// every word it used is read again now, at the same offset.
 #[inline(always)]
 fn walk(
     regs: Regs,
     out: &mut [u64],
     read: &impl Fn(u64) -> Option<u64>,
     rule_at: impl Fn(usize, u64) -> u64,
+    memo: Option<&RuleCache>,
 ) -> usize {
     let Regs {
         rip: mut ip,
         rsp: mut sp,
         rbp: mut bp,
     } = regs;
+    let start = sp;
     let mut n = 0;
     // The first lookup uses the current instruction itself; later ones use
     // return address - 1, which lies inside the call instruction.
     let mut lookup = ip;
+    let mut frame = Frame::START;
+    if let Some(memo) = memo {
+        let known = (memo.prefix_len.load(Ordering::Relaxed) as usize).min(out.len());
+        while n < known && memo.prefix[n].0.load(Ordering::Relaxed) == lookup {
+            let f = Frame(memo.prefix[n].1.load(Ordering::Relaxed));
+            let at = start.wrapping_add(f.cfa()).wrapping_sub(8);
+            let ra = match read(at) {
+                Some(ra) if ra != 0 => ra,
+                // The step by the rule fails the same way: leave it to it.
+                _ => break,
+            };
+            out[n] = ra;
+            n += 1;
+            (frame, ip, lookup) = (f, ra, ra - 1);
+        }
+        if n > 0 {
+            sp = start.wrapping_add(frame.cfa());
+            if let Some(slot) = frame.rbp_slot() {
+                let Some(v) = read(start.wrapping_add(slot)) else {
+                    return n;
+                };
+                bp = v;
+            }
+        }
+    }
+    if let Some(memo) = memo {
+        // Frame by frame while the rsp prefix goes on, recording it for
+        // the next walk (which usually met it all above).
+        let mut len = n;
+        loop {
+            let regs = Regs {
+                rip: ip,
+                rsp: sp,
+                rbp: bp,
+            };
+            let next = if n < out.len() {
+                step_at(&rule_at, n, lookup, regs, read)
+            } else {
+                None
+            };
+            let Some((v, next)) = next else {
+                memo.prefix_len.store(len as u64, Ordering::Relaxed);
+                return n;
+            };
+            let slot = (v & HAS_RBP != 0).then(|| {
+                let off = (v >> 32) as u16 as i16 as i64 as u64;
+                next.rsp.wrapping_add(off).wrapping_sub(start)
+            });
+            let extended = if v & (PACKED | CFA_RBP) == PACKED && len < RECENT_ENTRIES {
+                frame.after(next.rsp.wrapping_sub(start), slot)
+            } else {
+                None
+            };
+            if let Some(f) = extended {
+                memo.prefix[len].0.store(lookup, Ordering::Relaxed);
+                memo.prefix[len].1.store(f.0, Ordering::Relaxed);
+                frame = f;
+                len += 1;
+            }
+            (ip, sp, bp) = (next.rip, next.rsp, next.rbp);
+            out[n] = ip;
+            n += 1;
+            lookup = ip - 1;
+            if extended.is_none() {
+                memo.prefix_len.store(len as u64, Ordering::Relaxed);
+                break;
+            }
+        }
+    }
+    // The rest, frame by frame. `step_at` written out: returning the rule
+    // beside the registers, which only the loop above needs, cost this
+    // loop 2 instructions a frame (callgrind).
     while n < out.len() {
         let v = rule_at(n, lookup);
         let next = if v & PACKED != 0 {
@@ -419,6 +549,34 @@ fn walk(
         lookup = ip - 1;
     }
     n
+}
+
+/// A step by the rule of the frame at depth `n` (looked up at `lookup`):
+/// the rule's packed value and the caller's registers.
+#[inline(always)]
+fn step_at(
+    rule_at: &impl Fn(usize, u64) -> u64,
+    n: usize,
+    lookup: u64,
+    regs: Regs,
+    read: &impl Fn(u64) -> Option<u64>,
+) -> Option<(u64, Regs)> {
+    let v = rule_at(n, lookup);
+    let next = if v & PACKED != 0 {
+        step(
+            regs,
+            v & CFA_RBP != 0,
+            v as u32 as i32 as i64,
+            -8,
+            (v & HAS_RBP != 0).then_some((v >> 32) as u16 as i16 as i64),
+            read,
+        )
+    } else if v == OUTERMOST {
+        None
+    } else {
+        slow_step(v, lookup, regs.rsp, regs.rbp, read)
+    };
+    next.map(|next| (v, next))
 }
 
 /// A frame step without a packed rule: the frame-pointer convention where
@@ -1034,17 +1192,87 @@ mod tests {
         assert!(!odd_ra.packable() && !far_rbp.packable());
     }
 
+    /// A private cache, as rings hold theirs: a fresh zeroed mapping
+    /// (`shared` false, every entry empty). Never unmapped (tests only).
+    fn private_cache() -> &'static RuleCache {
+        let cache = crate::os::map(core::mem::size_of::<RuleCache>()) as *const RuleCache;
+        assert!(!cache.is_null());
+        // SAFETY: zeroed memory is a valid, empty private cache, and the
+        // mapping is never unmapped.
+        unsafe { &*cache }
+    }
+
+    /// The stack from here, walked with `cache`, and the same stack walked
+    /// frame by frame (with a cache whose rsp prefix is forgotten first):
+    /// from one call site, so that the two stacks must be equal.
+    #[inline(never)]
+    fn both_walks(cache: &RuleCache, fresh: &RuleCache) -> (Vec<u64>, Vec<u64>) {
+        let bounds = super::super::stack::Bounds::of_current_thread();
+        let mut walks = Vec::new();
+        for (c, forget) in [(cache, false), (fresh, true)] {
+            if forget {
+                c.prefix_len.store(0, Ordering::Relaxed);
+            }
+            let mut out = [0u64; 64];
+            let n = super::super::stack::capture(&mut out, bounds, c);
+            walks.push(out[..n].to_vec());
+        }
+        let fresh_walk = walks.pop().unwrap();
+        (walks.pop().unwrap(), fresh_walk)
+    }
+
+    #[inline(never)]
+    fn descend_a(path: &[bool], cache: &RuleCache, fresh: &RuleCache) -> (Vec<u64>, Vec<u64>) {
+        let r = match path.split_first() {
+            None => both_walks(cache, fresh),
+            Some((true, rest)) => descend_a(rest, cache, fresh),
+            Some((false, rest)) => descend_b(rest, cache, fresh),
+        };
+        std::hint::black_box(r)
+    }
+
+    #[inline(never)]
+    fn descend_b(path: &[bool], cache: &RuleCache, fresh: &RuleCache) -> (Vec<u64>, Vec<u64>) {
+        // A frame of another size than descend_a's.
+        let pad = std::hint::black_box([path.len() as u64; 9]);
+        let r = match path.split_first() {
+            None => both_walks(cache, fresh),
+            Some((true, rest)) => descend_a(rest, cache, fresh),
+            Some((false, rest)) => descend_b(rest, cache, fresh),
+        };
+        std::hint::black_box(pad);
+        std::hint::black_box(r)
+    }
+
+    #[test]
+    fn a_walk_along_the_last_walks_prefix_finds_what_a_fresh_walk_finds() {
+        let (cache, fresh) = (private_cache(), private_cache());
+        // Random paths of random depths, so that each walk shares a part
+        // of the previous one's frames, from none to all.
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let mut fast = 0;
+        for round in 0..400 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let depth = (x % 12) as usize;
+            let path: Vec<bool> = (0..depth).map(|i| (x >> (i + 8)) & 1 == 1).collect();
+            let (walk, fresh_walk) = descend_a(&path, cache, fresh);
+            assert_eq!(walk, fresh_walk, "round {round}, path {path:?}");
+            assert!(walk.len() > depth, "round {round}: {} frames", walk.len());
+            fast += cache.prefix_len.load(Ordering::Relaxed);
+        }
+        // The prefix was used: the capture's own frame at least, every time.
+        assert!(fast >= 400, "prefix frames {fast}");
+    }
+
     #[test]
     fn a_threads_walk_ends_at_its_outermost_frame() {
         // glibc's clone3 marks the return address undefined: a walk from a
         // spawned thread reaches it, caches it as the end, and stops there
         // rather than trying the frame-pointer step beyond it.
         let walk = std::thread::spawn(|| {
-            let cache = crate::os::map(core::mem::size_of::<RuleCache>()) as *const RuleCache;
-            assert!(!cache.is_null());
-            // SAFETY: a fresh zeroed mapping is a valid private cache
-            // (`shared` false, every entry empty), as rings hold theirs.
-            let cache = unsafe { &*cache };
+            let cache = private_cache();
             let mut out = [0u64; 64];
             let bounds = super::super::stack::Bounds::of_current_thread();
             let n = super::super::stack::capture(&mut out, bounds, cache);
