@@ -185,8 +185,9 @@ pub fn count() -> u64 {
     RACES.load(Ordering::Relaxed)
 }
 
-/// What the detector has done: windows opened, traps taken, and the
-/// microseconds spent in its trap handlers (stalls included).
+/// What the detector has done: windows opened, traps taken, the
+/// microseconds spent in its trap handlers (stalls included), and races
+/// recorded.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct RaceStats {
     /// Watch windows opened.
@@ -195,6 +196,8 @@ pub struct RaceStats {
     pub traps: u64,
     /// Time in the trap handlers, in microseconds.
     pub trap_us: u64,
+    /// Simultaneous conflicting accesses recorded (as `count`).
+    pub races: u64,
 }
 
 /// The detector's counters.
@@ -203,6 +206,7 @@ pub fn stats() -> RaceStats {
         windows: WINDOWS.load(Ordering::Relaxed),
         traps: TRAPS.load(Ordering::Relaxed),
         trap_us: TRAP_US.load(Ordering::Relaxed),
+        races: count(),
     }
 }
 

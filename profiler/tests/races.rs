@@ -20,6 +20,8 @@ static A: MemTally = MemTally::new();
 
 /// How long a scenario's threads keep at it at most.
 const RUN_FOR: Duration = Duration::from_millis(1500);
+/// The longest a scenario that expects a race waits for it.
+const CATCH_WITHIN: Duration = Duration::from_secs(10);
 
 #[inline(never)]
 fn racy_store(p: *mut u64, v: u64) {
@@ -38,8 +40,11 @@ fn atomic_store(a: &AtomicU64, v: u64) {
     a.store(v, Ordering::Relaxed);
 }
 
-/// Runs `work(thread, i)` on two threads until `RUN_FOR` has passed.
-fn two_threads(work: impl Fn(u64, u64) + Send + Sync + 'static) {
+/// Runs `work(thread, i)` on two threads until `RUN_FOR` has passed, or
+/// with `until_caught`, until the detector has recorded a race (at most
+/// `CATCH_WITHIN`): a loaded machine (the whole suite on two cores) may
+/// not run the two threads at once in every window.
+fn two_threads(until_caught: bool, work: impl Fn(u64, u64) + Send + Sync + 'static) {
     let work = Arc::new(work);
     let stop = Arc::new(AtomicBool::new(false));
     let threads: Vec<_> = (0..2u64)
@@ -55,7 +60,14 @@ fn two_threads(work: impl Fn(u64, u64) + Send + Sync + 'static) {
         })
         .collect();
     let start = Instant::now();
-    while start.elapsed() < RUN_FOR {
+    let done = || {
+        if until_caught {
+            memtally_alloc::debug::race_stats().races > 0 || start.elapsed() >= CATCH_WITHIN
+        } else {
+            start.elapsed() >= RUN_FOR
+        }
+    };
+    while !done() {
         std::thread::sleep(Duration::from_millis(20));
     }
     stop.store(true, Ordering::Relaxed);
@@ -70,7 +82,9 @@ fn scenario(name: &str) {
             let word = Box::into_raw(Box::new([0u64; 8])) as *mut u64;
             memtally_alloc::race_watch(word, 8);
             let addr = word as usize;
-            two_threads(move |t, i| racy_store(addr as *mut u64, (t << 40) | i));
+            two_threads(true, move |t, i| {
+                racy_store(addr as *mut u64, (t << 40) | i)
+            });
         }
         "mutex" => {
             let m = Arc::new(Mutex::new(0u64));
@@ -79,12 +93,12 @@ fn scenario(name: &str) {
                 &*guard as *const u64
             };
             memtally_alloc::race_watch(inner, 8);
-            two_threads(move |t, i| locked_store(&m, (t << 40) | i));
+            two_threads(false, move |t, i| locked_store(&m, (t << 40) | i));
         }
         "atomic" => {
             let a = Arc::new(AtomicU64::new(0));
             memtally_alloc::race_watch(Arc::as_ptr(&a), 8);
-            two_threads(move |t, i| atomic_store(&a, (t << 40) | i));
+            two_threads(true, move |t, i| atomic_store(&a, (t << 40) | i));
         }
         "budget" => {
             let word = Box::into_raw(Box::new([0u64; 8])) as *mut u64;
