@@ -345,10 +345,22 @@ fn rounded_request(size: usize, align: usize) -> usize {
 }
 
 /// Does a `size`/`align` layout fit a block of `block_size` bytes at `p`?
+/// (Every Rust `dealloc` asks, on the free fast path.)
 #[inline(always)]
 fn layout_fits(p: *mut u8, block_size: usize, size: usize, align: usize) -> bool {
+    if align <= WORD {
+        // `rounded_request` for the common alignments, in fewer steps:
+        // blocks are word multiples at word-aligned addresses, so the
+        // request fits below when `size` does (and the block holds the
+        // two-word floor), and the floor makes every request of a block of
+        // up to four words large enough.
+        let rounded = size.wrapping_add(WORD - 1) & !(WORD - 1);
+        return (size <= block_size)
+            & (block_size >= 2 * WORD)
+            & (rounded.wrapping_mul(2).max(4 * WORD) >= block_size);
+    }
     let r = rounded_request(size, align);
-    (r <= block_size) & (2 * r >= block_size) & (p as usize & (align - 1) == 0)
+    (r <= block_size) & (r >= block_size.div_ceil(2)) & (p as usize & (align - 1) == 0)
 }
 
 #[inline(always)]
@@ -359,6 +371,8 @@ unsafe fn free_impl<const SIZED: bool>(
     align: usize,
     family: Family,
 ) {
+    // Every way out of the fast path below is a tail call, so that the
+    // fast path saves no registers.
     let seg = segment_of(p);
     if segmap::contains(seg as usize) {
         let token = thread::token();
@@ -389,28 +403,44 @@ unsafe fn free_impl<const SIZED: bool>(
                 // SAFETY: the token matched, so the heap is ours and live.
                 return free_last(unsafe { &*token }, page, p, call);
             }
-            if SIZED && !layout_fits_slow(p, size, align) {
-                return;
-            }
+        }
+    }
+    free_unusual::<SIZED>(p, call, size, align, family);
+}
+
+/// A free that the fast path did not make: not a carved block of this
+/// thread's pages below their bound (an interior pointer, another
+/// family's block, another thread's, a huge block, an instrumented heap's,
+/// not ours at all), Rust's layout checked against the block first.
+#[cold]
+#[inline(never)]
+fn free_unusual<const SIZED: bool>(
+    p: *mut u8,
+    call: &'static str,
+    size: usize,
+    align: usize,
+    family: Family,
+) {
+    if SIZED && !layout_fits_slow(p, size, align) {
+        return;
+    }
+    let seg = segment_of(p);
+    if segmap::contains(seg as usize) {
+        let token = thread::token();
+        // SAFETY: as in `free_impl`.
+        let s = unsafe { &*seg };
+        let owner = s.heap.load(Ordering::Relaxed);
+        if owner == token {
             // SAFETY: the token matched, so the heap is ours and live.
-            return free_owned_slow(unsafe { &*token }, page, p, call, family);
+            return free_owned_slow(unsafe { &*token }, s.page_of(p), p, call, family);
         }
         // An instrumented heap has no token (so that its frees leave the
         // fast path), but a free into one of its own pages needs neither
         // the general path's search for the block nor its checks for other
         // threads' heaps.
-        if token.is_null() {
-            let heap = thread::heap();
-            if s.heap.load(Ordering::Relaxed) == heap {
-                if SIZED && !layout_fits_slow(p, size, align) {
-                    return;
-                }
-                return free_instrumented(heap, s.page_of(p), p, call, family);
-            }
+        if token.is_null() && owner == thread::heap() {
+            return free_instrumented(owner, s.page_of(p), p, call, family);
         }
-    }
-    if SIZED && !layout_fits_slow(p, size, align) {
-        return;
     }
     free_slow(p, call, family);
 }
@@ -1085,4 +1115,37 @@ unsafe fn realloc_block(p: *mut u8, new_size: usize, align: usize, old_size: usi
     // SAFETY: `p` was validated above and is freed once.
     unsafe { free(p, "realloc") };
     q
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The word-aligned shortcut of `layout_fits` answers as the general
+    /// rule does, for every class size and every size up to past twice it.
+    #[test]
+    fn layout_fits_shortcut_agrees_with_the_general_rule() {
+        let general = |p: *mut u8, block: usize, size: usize, align: usize| {
+            let r = rounded_request(size, align);
+            (r <= block) & (2 * r as u128 >= block as u128) & (p as usize & (align - 1) == 0)
+        };
+        let p = 0x1000 as *mut u8;
+        for cls in 0..size_class::CLASS_COUNT {
+            let block = size_class::class_size(cls);
+            if block > 64 * 1024 {
+                break;
+            }
+            assert_eq!(block % WORD, 0, "class {cls}");
+            // (A Rust layout is never larger than isize::MAX.)
+            for size in (0..=2 * block + 1).chain([isize::MAX as usize - 8, isize::MAX as usize]) {
+                for align in [1, 2, 4, 8, 16, 64] {
+                    assert_eq!(
+                        layout_fits(p, block, size, align),
+                        general(p, block, size, align),
+                        "block {block}, size {size}, align {align}"
+                    );
+                }
+            }
+        }
+    }
 }
