@@ -525,18 +525,12 @@ fn walk(
     while n < out.len() {
         let v = rule_at(n, lookup);
         let next = if v & PACKED != 0 {
-            step(
-                Regs {
-                    rip: ip,
-                    rsp: sp,
-                    rbp: bp,
-                },
-                v & CFA_RBP != 0,
-                v as u32 as i32 as i64,
-                -8,
-                (v & HAS_RBP != 0).then_some((v >> 32) as u16 as i16 as i64),
-                read,
-            )
+            let regs = Regs {
+                rip: ip,
+                rsp: sp,
+                rbp: bp,
+            };
+            step_packed(regs, v, read)
         } else if v == OUTERMOST {
             break;
         } else {
@@ -551,6 +545,19 @@ fn walk(
     n
 }
 
+/// A step by the packed rule `v`.
+#[inline(always)]
+fn step_packed(regs: Regs, v: u64, read: &impl Fn(u64) -> Option<u64>) -> Option<Regs> {
+    step(
+        regs,
+        v & CFA_RBP != 0,
+        v as u32 as i32 as i64,
+        -8,
+        (v & HAS_RBP != 0).then_some((v >> 32) as u16 as i16 as i64),
+        read,
+    )
+}
+
 /// A step by the rule of the frame at depth `n` (looked up at `lookup`):
 /// the rule's packed value and the caller's registers.
 #[inline(always)]
@@ -563,14 +570,7 @@ fn step_at(
 ) -> Option<(u64, Regs)> {
     let v = rule_at(n, lookup);
     let next = if v & PACKED != 0 {
-        step(
-            regs,
-            v & CFA_RBP != 0,
-            v as u32 as i32 as i64,
-            -8,
-            (v & HAS_RBP != 0).then_some((v >> 32) as u16 as i16 as i64),
-            read,
-        )
+        step_packed(regs, v, read)
     } else if v == OUTERMOST {
         None
     } else {
