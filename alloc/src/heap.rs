@@ -156,9 +156,10 @@ pub struct Heap {
     epoch: Cell<u32>,
     /// The queues (by [`queue_index`]) whose head page may be a kept empty
     /// page, as a range `lo..=hi` (empty when `lo > hi`): where a round of
-    /// [`Heap::release_retired`] looks, instead of every queue (608 of
-    /// them), which mattered once every allocation of an instrumented heap
-    /// took the slow path and a round came every 128 allocations.
+    /// [`Heap::release_retired`] looks, instead of every queue
+    /// (`CLASS_COUNT * LANES` of them), which mattered once every allocation
+    /// of an instrumented heap took the slow path and a round came every
+    /// 128 allocations.
     retired: Cell<(usize, usize)>,
     /// Number of segments owned.
     pub segment_count: Cell<usize>,
@@ -471,8 +472,9 @@ impl Heap {
 
     /// An empty page: keep it if it is the only page of its class (a loop
     /// that frees its last block will allocate again soon), else release it.
-    /// Nothing is recorded for a kept page: periodic housekeeping releases
-    /// queue heads it finds empty two rounds in a row.
+    /// A kept page's queue is noted in `retired`: periodic housekeeping
+    /// looks there and releases queue heads it finds empty two rounds in a
+    /// row.
     pub fn page_retire(&self, page: &Page) {
         if core::ptr::eq(self.queue_of(page).first.get(), page) && page.next.get().is_null() {
             self.note_retired(queue_index(page.class(), page.lane()));

@@ -99,7 +99,8 @@ pub fn capture(out: &mut [u64], bounds: Bounds, cache: &super::unwind::RuleCache
             );
         }
         // One comparison per read: `addr - lo` wraps for an address below
-        // the stack, so one unsigned bound covers both ends.
+        // the stack, so one unsigned bound covers both ends. (Addresses
+        // from CFI are aligned; the frame-pointer guess checks its own.)
         let Some(span) = bounds
             .hi
             .checked_sub(bounds.lo)

@@ -286,14 +286,22 @@ impl Frame {
         (self.0 >> 32).checked_sub(1)
     }
 
-    /// The next frame's, from a step by an `rsp`-based rule from this one:
-    /// None when an offset does not fit.
+    /// The next frame's, from a step by an `rsp`-based rule from this one
+    /// (offsets from the walk's start): None when an offset does not fit,
+    /// or the saved `rbp` does not lie below the return address (compilers
+    /// save it there; elsewhere the walk goes on frame by frame).
+    #[inline(never)]
     fn after(self, cfa: u64, rbp_slot: Option<u64>) -> Option<Frame> {
+        if cfa > u32::MAX as u64 {
+            return None;
+        }
         let slot = match rbp_slot {
-            Some(o) => o.checked_add(1)?,
+            // Below the return address (at cfa - 8), so below u32::MAX.
+            Some(o) if o < cfa && cfa - o >= 16 => o + 1,
+            Some(_) => return None,
             None => self.0 >> 32,
         };
-        (cfa <= u32::MAX as u64 && slot <= u32::MAX as u64).then_some(Frame(cfa | (slot << 32)))
+        Some(Frame(cfa | (slot << 32)))
     }
 }
 
@@ -428,10 +436,14 @@ pub fn unwind(
 /// With a thread's own cache (`memo`), the walk first steps along the
 /// previous walk's rsp prefix for as long as the code addresses match,
 /// reading only each return address, then goes on frame by frame,
-/// recording its own rsp prefix for the next walk. Either way it reads
-/// the same stack words as a walk frame by frame would and finds the same
-/// return addresses: a frame's rule depends on its address alone, and
-/// every word it used is read again now, at the same offset.
+/// recording its own rsp prefix for the next walk. Either way it finds the
+/// same return addresses and registers: a frame's rule depends on its
+/// address alone, so each return address and the last saved `rbp` lie at
+/// the offsets the previous walk found, and are read again now. The checks
+/// it skips held then and still hold: each CFA lies above the one before
+/// (the rules' offsets are positive), and each saved `rbp` lies between
+/// the start and its frame's return address (`Frame::after`), inside the
+/// stack when that return address is.
 #[inline(always)]
 fn walk(
     regs: Regs,
@@ -592,7 +604,8 @@ fn slow_step(
     read: &impl Fn(u64) -> Option<u64>,
 ) -> Option<Regs> {
     let rule = if v == NO_RULE {
-        (rbp > rsp && read(rbp).is_some()).then_some(Rule::FRAME_POINTER)?
+        // A frame pointer is aligned: anything else is data in `rbp`.
+        (rbp > rsp && rbp % 8 == 0 && read(rbp).is_some()).then_some(Rule::FRAME_POINTER)?
     } else {
         match find_rule(pc)? {
             Found::Rule(rule) => rule,
@@ -1264,6 +1277,20 @@ mod tests {
         }
         // The prefix was used: the capture's own frame at least, every time.
         assert!(fast >= 400, "prefix frames {fast}");
+    }
+
+    #[test]
+    fn the_rsp_prefix_keeps_only_rbp_slots_below_the_return_address() {
+        let f = Frame::START.after(48, Some(32)).expect("push rbp's slot");
+        assert_eq!((f.cfa(), f.rbp_slot()), (48, Some(32)));
+        // No new save: the last one carries on.
+        let g = f.after(96, None).expect("no save");
+        assert_eq!((g.cfa(), g.rbp_slot()), (96, Some(32)));
+        // At or above the return address, or above the CFA: not a prefix.
+        assert!(f.after(96, Some(88)).is_none());
+        assert!(f.after(96, Some(104)).is_none());
+        // Offsets past 32 bits: not a prefix.
+        assert!(Frame::START.after(1 << 32, None).is_none());
     }
 
     #[test]
