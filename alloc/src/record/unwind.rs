@@ -24,9 +24,11 @@
 //! unsigned comparison, about 40 instructions a frame (callgrind).
 //!
 //! The module table is rebuilt from `dl_iterate_phdr` when a return address
-//! falls outside every known module, and when the writer notices that
-//! modules were loaded or unloaded; old tables are kept (never freed), so a
-//! thread that still reads one is safe.
+//! falls outside every known module and the loader's counters show a load
+//! or unload since the table was built, and when the writer notices one;
+//! old tables are kept (never freed), so a thread that still reads one is
+//! safe. (An address outside every module with no change, JIT-compiled code
+//! for one, is cached as having no rule, and costs no table.)
 
 use super::modules;
 use crate::os;
@@ -48,6 +50,8 @@ struct Range {
 struct Table {
     len: usize,
     generation: u64,
+    /// The loader's (adds, removes) counters when the table was built.
+    loader: (u64, u64),
     ranges: [Range; MAX_MODULES],
 }
 
@@ -82,6 +86,7 @@ fn rebuild() -> *mut Table {
     // is published below.
     let table = unsafe { &mut *t };
     table.generation = generation;
+    table.loader = modules::generation();
     modules::scan_unwind(|start, end, hdr| {
         if table.len < MAX_MODULES {
             table.ranges[table.len] = Range { start, end, hdr };
@@ -106,6 +111,7 @@ fn current_table() -> &'static Table {
         static EMPTY: Table = Table {
             len: 0,
             generation: 0,
+            loader: (0, 0),
             ranges: [Range {
                 start: 0,
                 end: 0,
@@ -633,9 +639,12 @@ enum Found {
 /// Finds the rule for `pc` from the CFI of its module; None where the CFI
 /// says nothing this unwinder can use.
 fn find_rule(pc: u64) -> Option<Found> {
-    let mut range = find_range(current_table(), pc);
-    if range.is_none() {
-        // Perhaps a module loaded since the table was built.
+    let table = current_table();
+    let mut range = find_range(table, pc);
+    if range.is_none() && modules::generation() != table.loader {
+        // A module loaded since the table was built. (Not for every
+        // address outside the modules: JIT-compiled code has no module,
+        // and a table is never freed.)
         modules_changed();
         range = find_range(current_table(), pc);
     }
@@ -1313,6 +1322,26 @@ mod tests {
         .unwrap();
         assert!(walk.0 > 2 && walk.0 < 64, "{walk:?}");
         assert!(walk.1, "no outermost frame found: {walk:?}");
+    }
+
+    #[test]
+    fn addresses_outside_every_module_build_no_table() {
+        // Code with no module (a JIT's): each address is looked up once,
+        // and rebuilt no table (a table is never freed). Other tests may
+        // load modules meanwhile: a few rebuilds are theirs.
+        let anon = crate::os::map(1 << 16) as u64;
+        assert_ne!(anon, 0);
+        let mut table = current_table() as *const Table;
+        let mut rebuilt = 0;
+        for i in 0..200 {
+            assert_eq!(find_rule(anon + i * 64), None);
+            let now = current_table() as *const Table;
+            if now != table {
+                rebuilt += 1;
+                table = now;
+            }
+        }
+        assert!(rebuilt < 5, "{rebuilt} tables built for addresses outside every module");
     }
 
     #[test]
