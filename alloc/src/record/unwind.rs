@@ -273,6 +273,11 @@ pub struct RuleCache {
     prefix: [(AtomicU64, AtomicU64); RECENT_ENTRIES],
     /// Frames in `prefix`.
     prefix_len: AtomicU64,
+    /// The module generation (`GENERATION`) the entries were cached in: a
+    /// module unloaded since may have left its addresses to another, whose
+    /// rules differ, so a walk that finds the generation changed forgets
+    /// everything first.
+    generation: AtomicU64,
 }
 
 /// A frame of the rsp prefix, packed: its CFA's offset from the walk's
@@ -326,6 +331,7 @@ impl RuleCache {
             recent: [const { (AtomicU64::new(0), AtomicU64::new(0)) }; RECENT_ENTRIES],
             prefix: [const { (AtomicU64::new(0), AtomicU64::new(0)) }; RECENT_ENTRIES],
             prefix_len: AtomicU64::new(0),
+            generation: AtomicU64::new(0),
         }
     }
 
@@ -363,6 +369,21 @@ impl RuleCache {
             }
         }
         self.miss(pc)
+    }
+
+    /// Forgets every cached rule and the latest walk, as of module
+    /// generation `generation`. Entries of a cache shared by threads are
+    /// cleared tag first, as `store_entry` writes them, so a concurrent
+    /// reader misses rather than reading a stale rule; one that read a rule
+    /// just before is no worse off than before the change.
+    #[cold]
+    #[inline(never)]
+    fn forget(&self, generation: u64) {
+        for e in self.entries.iter().chain(&self.recent) {
+            e.0.store(0, Ordering::Release);
+        }
+        self.prefix_len.store(0, Ordering::Relaxed);
+        self.generation.store(generation, Ordering::Release);
     }
 
     #[inline(always)]
@@ -419,6 +440,10 @@ pub fn unwind(
     out: &mut [u64],
     read: impl Fn(u64) -> Option<u64>,
 ) -> usize {
+    let generation = GENERATION.load(Ordering::Acquire);
+    if cache.generation.load(Ordering::Relaxed) != generation {
+        cache.forget(generation);
+    }
     // Two copies of the walk, so that the per-frame lookup does not ask
     // which kind of cache it reads.
     if cache.shared {
@@ -1325,6 +1350,27 @@ mod tests {
     }
 
     #[test]
+    fn a_module_change_makes_a_cache_forget_its_rules() {
+        let cache = private_cache();
+        let bounds = super::super::stack::Bounds::of_current_thread();
+        let mut out = [0u64; 64];
+        super::super::stack::capture(&mut out, bounds, cache);
+        // A rule cached for an address that an unloaded module may have
+        // left to another.
+        let pc = 0x1234_5678u64;
+        let slot = &cache.entries[RuleCache::slot(pc)];
+        store_entry(slot, pc, Rule::FRAME_POINTER.pack());
+        modules_changed();
+        let n = super::super::stack::capture(&mut out, bounds, cache);
+        assert!(n > 0);
+        assert_ne!(
+            slot.0.load(Ordering::Relaxed),
+            pc,
+            "kept across a module change"
+        );
+    }
+
+    #[test]
     fn addresses_outside_every_module_build_no_table() {
         // Code with no module (a JIT's): each address is looked up once,
         // and rebuilt no table (a table is never freed). Other tests may
@@ -1341,7 +1387,10 @@ mod tests {
                 table = now;
             }
         }
-        assert!(rebuilt < 5, "{rebuilt} tables built for addresses outside every module");
+        assert!(
+            rebuilt < 5,
+            "{rebuilt} tables built for addresses outside every module"
+        );
     }
 
     #[test]
