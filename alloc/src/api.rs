@@ -403,9 +403,35 @@ unsafe fn free_impl<const SIZED: bool>(
                 // SAFETY: the token matched, so the heap is ours and live.
                 return free_last(unsafe { &*token }, page, p, call);
             }
+        } else if token.is_null() {
+            // Every free of an instrumented heap (no token) comes here.
+            return free_tokenless::<SIZED>(p, size, align, s, call, family);
         }
     }
-    free_unusual::<SIZED>(p, call, size, align, family);
+    free_unusual::<SIZED>(p, size, align, call, family);
+}
+
+/// A free by a thread without a token, into segment `s` (live): into a
+/// page of the thread's own instrumented heap (stats and full modes), it
+/// needs neither the general path's search for the block nor its checks
+/// for other threads' heaps.
+#[inline(never)]
+fn free_tokenless<const SIZED: bool>(
+    p: *mut u8,
+    size: usize,
+    align: usize,
+    s: &Segment,
+    call: &'static str,
+    family: Family,
+) {
+    let heap = thread::heap();
+    if s.heap.load(Ordering::Relaxed) != heap {
+        return free_unusual::<SIZED>(p, size, align, call, family);
+    }
+    if SIZED && !layout_fits_slow(p, size, align) {
+        return;
+    }
+    free_instrumented(heap, s.page_of(p), p, call, family)
 }
 
 /// A free that the fast path did not make: not a carved block of this
@@ -416,9 +442,9 @@ unsafe fn free_impl<const SIZED: bool>(
 #[inline(never)]
 fn free_unusual<const SIZED: bool>(
     p: *mut u8,
-    call: &'static str,
     size: usize,
     align: usize,
+    call: &'static str,
     family: Family,
 ) {
     if SIZED && !layout_fits_slow(p, size, align) {
@@ -434,13 +460,7 @@ fn free_unusual<const SIZED: bool>(
             // SAFETY: the token matched, so the heap is ours and live.
             return free_owned_slow(unsafe { &*token }, s.page_of(p), p, call, family);
         }
-        // An instrumented heap has no token (so that its frees leave the
-        // fast path), but a free into one of its own pages needs neither
-        // the general path's search for the block nor its checks for other
-        // threads' heaps.
-        if token.is_null() && owner == thread::heap() {
-            return free_instrumented(owner, s.page_of(p), p, call, family);
-        }
+        // (An instrumented heap's own blocks take `free_tokenless`.)
     }
     free_slow(p, call, family);
 }
