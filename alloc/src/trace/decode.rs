@@ -725,7 +725,11 @@ impl<R: Read> Decoder<R> {
     fn next_released(&mut self) -> Result<Option<ThreadEvent>, DecodeError> {
         let mut best: Option<(u64, usize)> = None;
         for (i, h) in self.ordered.held.iter_mut().enumerate() {
-            if let Err(e) = h.fill_front() {
+            // (Only the thread whose event went last has an empty front,
+            // usually: the call is skipped for the others.)
+            if h.front.is_none()
+                && let Err(e) = h.fill_front()
+            {
                 if !self.salvaging {
                     return Err(e);
                 }
