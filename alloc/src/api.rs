@@ -404,7 +404,8 @@ unsafe fn free_impl<const SIZED: bool>(
                 return free_last(unsafe { &*token }, page, p, call);
             }
         } else if token.is_null() {
-            // Every free of an instrumented heap (no token) comes here.
+            // A thread without a token: its heap is instrumented (or it
+            // has none yet).
             return free_tokenless::<SIZED>(p, size, align, s, call, family);
         }
     }

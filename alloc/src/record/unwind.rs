@@ -1372,8 +1372,8 @@ mod tests {
 
     #[test]
     fn addresses_outside_every_module_build_no_table() {
-        // Code with no module (a JIT's): each address is looked up once,
-        // and rebuilt no table (a table is never freed). Other tests may
+        // Code with no module (a JIT's): each address is looked up once
+        // and builds no table (a table is never freed). Other tests may
         // load modules meanwhile: a few rebuilds are theirs.
         let anon = crate::os::map(1 << 16) as u64;
         assert_ne!(anon, 0);
