@@ -435,10 +435,10 @@ fn free_tokenless<const SIZED: bool>(
     free_instrumented(heap, s.page_of(p), p, call, family)
 }
 
-/// A free that the fast path did not make: not a carved block of this
-/// thread's pages below their bound (an interior pointer, another
-/// family's block, another thread's, a huge block, an instrumented heap's,
-/// not ours at all), Rust's layout checked against the block first.
+/// A free that neither the fast path nor `free_tokenless` made: not a
+/// carved block of this thread's pages below their bound (an interior
+/// pointer, another family's block, another thread's, a huge block, not
+/// ours at all), Rust's layout checked against the block first.
 #[cold]
 #[inline(never)]
 fn free_unusual<const SIZED: bool>(

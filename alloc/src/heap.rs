@@ -643,7 +643,7 @@ impl Heap {
             self.retired.get()
         };
         self.retired.set(NO_RETIRED);
-        for index in lo..=hi.min(QUEUES - 1) {
+        for index in lo..=hi {
             let (cls, lane) = (index % CLASS_COUNT, Lane::ALL[index / CLASS_COUNT]);
             let first = self.queue(cls, lane).first.get();
             if first.is_null() {

@@ -112,8 +112,7 @@ pub fn capture(out: &mut [u64], bounds: Bounds, cache: &super::unwind::RuleCache
         let read = |addr: u64| {
             (addr.wrapping_sub(lo) <= span).then(|| {
                 // SAFETY: [addr, addr + 8) lies inside this thread's mapped
-                // stack (checked); a saved word need not be aligned for an
-                // unaligned read.
+                // stack (checked); the read does not assume alignment.
                 unsafe { (addr as *const u64).read_unaligned() }
             })
         };

@@ -21,7 +21,9 @@
 //! The walk's loop is the hot path of full recording (every allocation,
 //! about 13 frames each on the allocator workload): a cached rule is one
 //! packed word, the registers stay in locals, and a stack read is one
-//! unsigned comparison, about 40 instructions a frame (callgrind).
+//! unsigned comparison: about 55 instructions a frame with the rule
+//! lookups (callgrind, BENCHMARKS), and a few for the frames the previous
+//! walk's rsp prefix covers.
 //!
 //! The module table is rebuilt from `dl_iterate_phdr` when a return address
 //! falls outside every known module and the loader's counters show a load
@@ -197,19 +199,6 @@ impl Rule {
             ra_offset: -8,
             rbp_offset: (v & HAS_RBP != 0).then_some((v >> 32) as u16 as i16 as i32),
         }
-    }
-
-    /// The caller's registers: one frame step from `regs` by this rule.
-    #[inline(always)]
-    fn step(self, regs: Regs, read: &impl Fn(u64) -> Option<u64>) -> Option<Regs> {
-        step(
-            regs,
-            self.cfa_rbp,
-            self.cfa_offset as i64,
-            self.ra_offset as i64,
-            self.rbp_offset.map(|o| o as i64),
-            read,
-        )
     }
 }
 
@@ -517,8 +506,6 @@ fn walk(
                 bp = v;
             }
         }
-    }
-    if let Some(memo) = memo {
         // Frame by frame while the rsp prefix goes on, recording it for
         // the next walk (which usually met it all above).
         let mut len = n;
@@ -644,7 +631,14 @@ fn slow_step(
         }
     };
     let regs = Regs { rip: pc, rsp, rbp };
-    rule.step(regs, read)
+    step(
+        regs,
+        rule.cfa_rbp,
+        rule.cfa_offset as i64,
+        rule.ra_offset as i64,
+        rule.rbp_offset.map(|o| o as i64),
+        read,
+    )
 }
 
 // ----------------------------------------------------------------------
