@@ -47,7 +47,7 @@ use groups::SiteGroups;
 use memtally_alloc::trace::{Event, EventKind, Header, Ordered, Record, ThreadEvent};
 use scopes::Scopes;
 use std::collections::BTreeMap;
-use threads::ThreadEntry;
+use threads::{ThreadEntry, Threads};
 
 /// How the model is built.
 #[derive(Clone, Copy, Debug)]
@@ -228,7 +228,7 @@ pub struct Model {
     strings: Strings,
     stacks: Stacks,
     modules: Modules,
-    threads: BTreeMap<u64, ThreadEntry>,
+    threads: Threads,
     sites: IdMap<StackId, SiteEntry>,
     /// Per (allocating thread, site), if `options.thread_sites`.
     thread_sites: IdMap<(u64, StackId), Tracked>,
@@ -364,7 +364,7 @@ impl Model {
             strings: Strings::default(),
             stacks: Stacks::default(),
             modules: Modules::default(),
-            threads: BTreeMap::new(),
+            threads: Threads::default(),
             sites: IdMap::default(),
             thread_sites: IdMap::default(),
             live: LiveMap::default(),
@@ -471,10 +471,7 @@ impl Model {
                 ticks,
             } => {
                 let generation = self.generation;
-                let t = self
-                    .threads
-                    .entry(*thread)
-                    .or_insert_with(|| ThreadEntry::new(*thread, generation));
+                let t = self.threads.entry(*thread, generation);
                 t.info.os_tid = *os_tid;
                 t.info.name.clone_from(name);
                 t.info.start_ticks = Some(t.info.start_ticks.map_or(*ticks, |s| s.min(*ticks)));
@@ -482,10 +479,7 @@ impl Model {
             }
             Record::ThreadEnd { thread, ticks } => {
                 let generation = self.generation;
-                let t = self
-                    .threads
-                    .entry(*thread)
-                    .or_insert_with(|| ThreadEntry::new(*thread, generation));
+                let t = self.threads.entry(*thread, generation);
                 t.info.end_ticks = Some(*ticks);
                 self.saw_time(*ticks);
             }
@@ -545,10 +539,7 @@ impl Model {
             self.release_held_frees(time);
         }
         let generation = self.generation;
-        let entry = self
-            .threads
-            .entry(thread)
-            .or_insert_with(|| ThreadEntry::new(thread, generation));
+        let entry = self.threads.entry(thread, generation);
         if entry.info.start_ticks.is_none() {
             entry.info.start_ticks = Some(time);
         }
@@ -711,9 +702,7 @@ impl Model {
 
     fn thread_mut(&mut self, thread: u64) -> &mut ThreadEntry {
         let generation = self.generation;
-        self.threads
-            .entry(thread)
-            .or_insert_with(|| ThreadEntry::new(thread, generation))
+        self.threads.entry(thread, generation)
     }
 
     /// Counts the free of the live `block` at `address` by `thread`.
@@ -790,7 +779,7 @@ impl Model {
         let weight = self.sampling.weigh(size, &mut site.carry);
         let serial = self.serial;
         self.serial += 1;
-        let instance = self.threads.get(&thread).map_or(0, |t| t.scope[1]);
+        let instance = self.threads.get(thread).map_or(0, |t| t.scope[1]);
         let block = LiveBlock {
             size,
             stack,
@@ -1186,7 +1175,7 @@ impl Model {
     /// Every thread with its counters, by thread number.
     pub fn threads(&self) -> impl Iterator<Item = ThreadStats> + '_ {
         let generation = self.generation;
-        self.threads.values().map(move |t| ThreadStats {
+        self.threads.by_number().map(move |t| ThreadStats {
             info: t.info.clone(),
             counters: t.tracked.read(generation),
         })
