@@ -33,6 +33,10 @@ pub struct Series {
     width: u64,
     /// The most points kept (at least 2).
     limit: u64,
+    /// Where the last point's bucket ends (ticks, exclusive; 0 with no
+    /// points): a value before it joins that point without a division.
+    /// The heap series takes a value per event, nearly all of them here.
+    last_end: u64,
 }
 
 impl Series {
@@ -43,12 +47,29 @@ impl Series {
             origin: None,
             width: 1,
             limit: limit.max(2) as u64,
+            last_end: 0,
         }
     }
 
     /// Adds `value` at `ticks`. Values should come in time order; an older
     /// one joins the last bucket.
+    #[inline]
     pub fn push(&mut self, ticks: u64, value: u64) {
+        if ticks < self.last_end
+            && let Some((_, last)) = self.points.last_mut()
+        {
+            last.ticks = last.ticks.max(ticks);
+            last.last = value;
+            last.min = last.min.min(value);
+            last.max = last.max.max(value);
+            return;
+        }
+        self.push_past_last(ticks, value);
+    }
+
+    /// [`Series::push`] of a value past the last point's bucket.
+    #[inline(never)]
+    fn push_past_last(&mut self, ticks: u64, value: u64) {
         let origin = *self.origin.get_or_insert(ticks);
         let mut bucket = ticks.saturating_sub(origin) / self.width;
         while bucket >= self.limit {
@@ -65,6 +86,15 @@ impl Series {
             Some((b, last)) if *b >= bucket => merge(last, &p),
             _ => self.points.push((bucket, p)),
         }
+        self.note_last_end();
+    }
+
+    /// Sets `last_end` from the last point's bucket.
+    fn note_last_end(&mut self) {
+        let origin = self.origin.unwrap_or(0);
+        self.last_end = self.points.last().map_or(0, |&(b, _)| {
+            origin.saturating_add((b + 1).saturating_mul(self.width))
+        });
     }
 
     /// Adds a point that stands for several values already folded (their
@@ -95,6 +125,7 @@ impl Series {
             }
         }
         self.points = out;
+        self.note_last_end();
     }
 
     /// The points, oldest first.
@@ -139,6 +170,62 @@ mod tests {
         // Points are in time order.
         let ticks: Vec<u64> = s.points().map(|p| p.ticks).collect();
         assert!(ticks.windows(2).all(|w| w[0] <= w[1]));
+    }
+
+    /// The bucket of every value computed afresh, as `push` did before it
+    /// kept `last_end`.
+    fn pushed_by_division(limit: usize, values: &[(u64, u64)]) -> Vec<Point> {
+        let mut s = Series::new(limit);
+        for &(ticks, value) in values {
+            let origin = *s.origin.get_or_insert(ticks);
+            let mut bucket = ticks.saturating_sub(origin) / s.width;
+            while bucket >= s.limit {
+                s.halve();
+                bucket = ticks.saturating_sub(origin) / s.width;
+            }
+            let p = Point {
+                ticks,
+                last: value,
+                min: value,
+                max: value,
+            };
+            match s.points.last_mut() {
+                Some((b, last)) if *b >= bucket => merge(last, &p),
+                _ => s.points.push((bucket, p)),
+            }
+        }
+        s.points().copied().collect()
+    }
+
+    #[test]
+    fn the_last_bucket_shortcut_changes_no_point() {
+        let mut rng = 0x2545_f491_4f6c_dd1du64;
+        let mut next = move || {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng
+        };
+        for limit in [2, 3, 16, 100] {
+            let mut values = Vec::new();
+            let mut t = next() % 1000;
+            for _ in 0..5_000 {
+                // Mostly forward in small steps, sometimes a jump, sometimes
+                // a value a little in the past (clock skew between threads).
+                match next() % 10 {
+                    0 => t += next() % 100_000,
+                    1 => t = t.saturating_sub(next() % 50),
+                    _ => t += next() % 20,
+                }
+                values.push((t, next() % 1_000_000));
+            }
+            let mut s = Series::new(limit);
+            for &(t, v) in &values {
+                s.push(t, v);
+            }
+            let got: Vec<Point> = s.points().copied().collect();
+            assert_eq!(got, pushed_by_division(limit, &values), "limit {limit}");
+        }
     }
 
     #[test]
