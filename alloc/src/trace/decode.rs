@@ -725,9 +725,11 @@ impl<R: Read> Decoder<R> {
     fn next_released(&mut self) -> Result<Option<ThreadEvent>, DecodeError> {
         let mut best: Option<(u64, usize)> = None;
         for (i, h) in self.ordered.held.iter_mut().enumerate() {
-            // (Only the thread whose event went last has an empty front,
-            // usually: the call is skipped for the others.)
+            // (Only the thread whose event went last has an empty front
+            // and events left, usually: the call is skipped for the others,
+            // and for threads whose events are all out.)
             if h.front.is_none()
+                && !h.chunks.is_empty()
                 && let Err(e) = h.fill_front()
             {
                 if !self.salvaging {
@@ -765,7 +767,22 @@ fn corrupt(kind: u8, offset: u64, what: &'static str) -> DecodeError {
     DecodeError::Corrupt { kind, offset, what }
 }
 
+/// An unsigned varint at `*p`, advancing past it; `None` if it is cut
+/// short or longer than 64 bits. Most fields of an event are a single byte,
+/// read inline; the loop is out of line.
+#[inline(always)]
 fn read_uvar(buf: &[u8], p: &mut usize) -> Option<u64> {
+    if let Some(&b) = buf.get(*p)
+        && b < 0x80
+    {
+        *p += 1;
+        return Some(u64::from(b));
+    }
+    read_long_uvar(buf, p)
+}
+
+#[inline(never)]
+fn read_long_uvar(buf: &[u8], p: &mut usize) -> Option<u64> {
     let mut v: u64 = 0;
     let mut shift = 0u32;
     loop {
