@@ -383,7 +383,14 @@ unsafe fn free_impl<const SIZED: bool>(
             let page = s.page_of(p);
             let off = (p as usize).wrapping_sub(page.block_start.get() as usize);
             if (off < page.limit(family) as usize) & is_multiple(off as u64, page.magic.get()) {
-                if SIZED && !layout_fits(p, page.block_size.get(), size, align) {
+                let fits = if align <= WORD {
+                    // `layout_fits` for the common alignments, precomputed.
+                    (size as u64).wrapping_sub(u64::from(page.dealloc_min.get()))
+                        <= u64::from(page.dealloc_span.get())
+                } else {
+                    layout_fits(p, page.block_size.get(), size, align)
+                };
+                if SIZED && !fits {
                     return layout_mismatch(p, size, align);
                 }
                 let used = page.used.get();
@@ -1142,8 +1149,9 @@ unsafe fn realloc_block(p: *mut u8, new_size: usize, align: usize, old_size: usi
 mod tests {
     use super::*;
 
-    /// The word-aligned shortcut of `layout_fits` answers as the general
-    /// rule does, for every class size and every size up to past twice it.
+    /// The word-aligned shortcut of `layout_fits`, and the interval the
+    /// free fast path checks, answer as the general rule does, for every
+    /// class size and every size up to past twice it.
     #[test]
     fn layout_fits_shortcut_agrees_with_the_general_rule() {
         let general = |p: *mut u8, block: usize, size: usize, align: usize| {
@@ -1157,6 +1165,8 @@ mod tests {
                 break;
             }
             assert_eq!(block % WORD, 0, "class {cls}");
+            let (min, span) = page::word_dealloc_sizes(block);
+            let (min, span) = (min as usize, span as usize);
             // (A Rust layout is never larger than isize::MAX.)
             for size in (0..=2 * block + 1).chain([isize::MAX as usize - 8, isize::MAX as usize]) {
                 for align in [1, 2, 4, 8, 16, 64] {
@@ -1166,6 +1176,12 @@ mod tests {
                         "block {block}, size {size}, align {align}"
                     );
                 }
+                // The fast path's precomputed interval.
+                assert_eq!(
+                    size.wrapping_sub(min) <= span,
+                    general(p, block, size, 8),
+                    "block {block}, size {size}: interval {min}+{span}"
+                );
             }
         }
     }

@@ -92,6 +92,27 @@ pub unsafe fn untag(b: *mut Block) {
     unsafe { (*b).tag = 0 };
 }
 
+/// The sizes a Rust `dealloc` with an alignment up to a word may name for
+/// a block of `block` bytes, as the smallest and how many more: those whose
+/// request, rounded to a word and to the two-word minimum, is at most the
+/// block and at least half of it (the rule of `api::layout_fits`, which a
+/// test checks this against). Blocks under two words or of 4 GiB and more
+/// never take the fast path that asks; they get `(u32::MAX, 0)`.
+pub const fn word_dealloc_sizes(block: usize) -> (u32, u32) {
+    const WORD: usize = crate::size_class::WORD;
+    if block < 2 * WORD || block > u32::MAX as usize {
+        return (u32::MAX, 0);
+    }
+    // Up to four words, the two-word minimum makes every request large
+    // enough; above, the rounded request must reach half the block.
+    let min = if block <= 4 * WORD {
+        0
+    } else {
+        block.div_ceil(2).next_multiple_of(WORD) - (WORD - 1)
+    };
+    (min as u32, (block - min) as u32)
+}
+
 /// `flags`: the page sits in the heap's full list, not in its class queue.
 pub const IN_FULL: u8 = 1;
 /// `flags`: every block in `free` reads as zero apart from its link word.
@@ -220,6 +241,13 @@ pub struct Page {
     /// Size of each block in bytes; for huge pages, the usable size (fixed
     /// while in use).
     pub block_size: Cell<usize>,
+    /// The sizes a Rust `dealloc` of alignment up to a word may name for
+    /// a block of the page: `dealloc_min..=dealloc_min + dealloc_span`
+    /// (see [`word_dealloc_sizes`]; fixed while in use). The free fast path
+    /// checks a layout with one subtraction and one comparison.
+    pub dealloc_min: Cell<u32>,
+    /// See `dealloc_min`.
+    pub dealloc_span: Cell<u32>,
     /// Blocks freed by other threads: a lock-free stack, low bit [`NOTIFY`].
     pub thread_free: AtomicUsize,
     /// Links in the heap's class queue or full list (owner only).
@@ -260,6 +288,8 @@ impl Page {
             magic: Cell::new(0),
             local_free: Cell::new(ptr::null_mut()),
             block_size: Cell::new(0),
+            dealloc_min: Cell::new(u32::MAX),
+            dealloc_span: Cell::new(0),
             thread_free: AtomicUsize::new(0),
             next: Cell::new(ptr::null_mut()),
             prev: Cell::new(ptr::null_mut()),
@@ -286,6 +316,9 @@ impl Page {
         self.magic.set(divisibility_magic(block_size));
         self.local_free.set(ptr::null_mut());
         self.block_size.set(block_size);
+        let (min, span) = word_dealloc_sizes(block_size);
+        self.dealloc_min.set(min);
+        self.dealloc_span.set(span);
         self.thread_free.store(0, Ordering::Relaxed);
         self.next.set(ptr::null_mut());
         self.prev.set(ptr::null_mut());
