@@ -204,6 +204,7 @@ fn alloc_slow_lane(size: usize, align: usize, zero: bool, lane: Lane) -> *mut u8
 
 /// The slow path's allocation proper, counted and recorded (in full mode)
 /// as a call that began at `t0`.
+#[inline(always)]
 fn alloc_fresh(
     h: &Heap,
     size: usize,
