@@ -1307,6 +1307,162 @@ mod tests {
         assert!(fast >= 400, "prefix frames {fast}");
     }
 
+    /// A synthetic thread stack for walks whose rules the test chooses:
+    /// functions at made-up code addresses, frames built into one memory
+    /// that each new stack overwrites only where its frames lie (what a
+    /// previous, deeper stack left beyond stays, as on a real stack).
+    struct FakeStack {
+        words: Vec<u64>,
+        /// (size, kind) of each function: kind 0 keeps a frame pointer
+        /// (CFA = rbp + 16), 1 is rsp-based and leaves rbp alone, 2 is
+        /// rsp-based, saves rbp below its return address and uses rbp as
+        /// a scratch register.
+        functions: Vec<(u64, u8)>,
+    }
+
+    const FAKE_TOP: u64 = 0x7000_0000;
+    const FAKE_WORDS: usize = 4096;
+    const FAKE_CODE: u64 = 0x40_0000;
+
+    impl FakeStack {
+        fn lo() -> u64 {
+            FAKE_TOP - 8 * FAKE_WORDS as u64
+        }
+
+        fn read(&self, a: u64) -> Option<u64> {
+            (a >= Self::lo() && a < FAKE_TOP && a % 8 == 0)
+                .then(|| self.words[((a - Self::lo()) / 8) as usize])
+        }
+
+        fn write(&mut self, a: u64, v: u64) {
+            self.words[((a - Self::lo()) / 8) as usize] = v;
+        }
+
+        /// The return address in function `f` of its call to `child`.
+        fn call_site(f: usize, child: usize) -> u64 {
+            FAKE_CODE + 0x1000 * f as u64 + 0x10 * child as u64 + 5
+        }
+
+        /// The packed rule of the code at `pc`.
+        fn rule(&self, pc: u64) -> u64 {
+            let f = ((pc - FAKE_CODE) / 0x1000) as usize;
+            let (size, kind) = self.functions[f];
+            let rule = match kind {
+                0 => Rule::FRAME_POINTER,
+                1 => Rule {
+                    cfa_rbp: false,
+                    cfa_offset: size as i32,
+                    ra_offset: -8,
+                    rbp_offset: None,
+                },
+                _ => Rule {
+                    cfa_rbp: false,
+                    cfa_offset: size as i32,
+                    ra_offset: -8,
+                    rbp_offset: Some(-16),
+                },
+            };
+            rule.pack()
+        }
+
+        /// Builds the frames of `chain` (outermost first, function 0 its
+        /// root) and returns the registers in its innermost function.
+        fn build(&mut self, chain: &[usize], scratch: u64) -> Regs {
+            let mut cfa = FAKE_TOP - 64;
+            // The root's return address: 0 ends the walk.
+            self.write(cfa - 8, 0);
+            let mut rbp = 0x1234_5670;
+            for (i, &f) in chain.iter().enumerate() {
+                let (size, kind) = self.functions[f];
+                match kind {
+                    0 => {
+                        self.write(cfa - 16, rbp);
+                        rbp = cfa - 16;
+                    }
+                    2 => {
+                        self.write(cfa - 16, rbp);
+                        rbp = scratch ^ (i as u64) << 4;
+                    }
+                    _ => {}
+                }
+                let sp = cfa - size;
+                if let Some(&child) = chain.get(i + 1) {
+                    self.write(sp - 8, Self::call_site(f, child));
+                }
+                cfa = sp;
+            }
+            let leaf = *chain.last().unwrap();
+            Regs {
+                rip: FAKE_CODE + 0x1000 * leaf as u64 + 0x800,
+                rsp: cfa,
+                rbp,
+            }
+        }
+    }
+
+    /// Walks of random call chains over functions of a few frame sizes and
+    /// kinds, into one memory: consecutive stacks share inner functions
+    /// over different outer ones, and stale words of earlier stacks lie
+    /// beyond. A walk with the thread's memory of its last walk (the rsp
+    /// prefix) must find what a walk without it finds.
+    #[test]
+    fn a_walk_with_memory_finds_what_a_walk_without_it_finds() {
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for trial in 0..40 {
+            let cache = private_cache();
+            let mut stack = FakeStack {
+                words: (0..FAKE_WORDS).map(|_| next()).collect(),
+                // Function 1 keeps a frame pointer, function 2 does not:
+                // the rsp prefix (frames of rsp-based rules at the inner
+                // end) is the run of 2s (and 3s) at the chain's end.
+                functions: (0..4)
+                    .map(|f| {
+                        let kind = match f {
+                            1 => 0,
+                            2 => 1 + (next() % 2) as u8,
+                            _ => (next() % 3) as u8,
+                        };
+                        (16 * (2 + next() % 6), kind)
+                    })
+                    .collect(),
+            };
+            let mut prefixed = 0;
+            for round in 0..300 {
+                let depth = 1 + (next() % 24) as usize;
+                // Function 0 is the root; below it, mostly two functions.
+                let chain: Vec<usize> = std::iter::once(0)
+                    .chain(
+                        (1..depth)
+                            .map(|_| 1 + (next() % 100 > 90) as usize + (next() & 1) as usize),
+                    )
+                    .collect();
+                let regs = stack.build(&chain, next());
+                let read = |a: u64| stack.read(a);
+                let rule_at = |_: usize, pc: u64| stack.rule(pc);
+                let mut joined = [0u64; 64];
+                let n = walk(regs, &mut joined, &read, rule_at, Some(cache));
+                let mut plain = [0u64; 64];
+                let m = walk(regs, &mut plain, &read, rule_at, None);
+                assert_eq!(
+                    joined[..n],
+                    plain[..m],
+                    "trial {trial}, round {round}, chain {chain:?}, functions {:?}",
+                    stack.functions
+                );
+                // A return address for every frame but the root's.
+                assert_eq!(m, chain.len() - 1, "chain {chain:?}");
+                prefixed += cache.prefix_len.load(Ordering::Relaxed);
+            }
+            assert!(prefixed > 0, "trial {trial}: the rsp prefix was never used");
+        }
+    }
+
     #[test]
     fn the_rsp_prefix_keeps_only_rbp_slots_below_the_return_address() {
         let f = Frame::START.after(48, Some(32)).expect("push rbp's slot");
