@@ -384,15 +384,18 @@ unsafe fn free_impl<const SIZED: bool>(
             let page = s.page_of(p);
             let off = (p as usize).wrapping_sub(page.block_start.get() as usize);
             if (off < page.limit(family) as usize) & is_multiple(off as u64, page.magic.get()) {
-                let fits = if align <= WORD {
-                    // `layout_fits` for the common alignments, precomputed.
-                    (size as u64).wrapping_sub(u64::from(page.dealloc_min.get()))
-                        <= u64::from(page.dealloc_span.get())
-                } else {
-                    layout_fits(p, page.block_size.get(), size, align)
-                };
-                if SIZED && !fits {
-                    return layout_mismatch(p, size, align);
+                if SIZED {
+                    let fits = if align <= WORD {
+                        // `layout_fits` for the common alignments, its
+                        // interval precomputed per page.
+                        (size as u64).wrapping_sub(u64::from(page.dealloc_min.get()))
+                            <= u64::from(page.dealloc_span.get())
+                    } else {
+                        layout_fits(p, page.block_size.get(), size, align)
+                    };
+                    if !fits {
+                        return layout_mismatch(p, size, align);
+                    }
                 }
                 let used = page.used.get();
                 let b = p as *mut page::Block;
