@@ -37,6 +37,7 @@ pub mod fit;
 mod ordered;
 pub mod program;
 pub mod rmm;
+mod sizemap;
 pub mod slab;
 pub mod tlsf;
 

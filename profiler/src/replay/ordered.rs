@@ -1,8 +1,8 @@
 //! Sorted (key, value) entries in chunks of fewer than `CHUNK`, each
 //! chunk's largest value and length (or the sum of its values) a leaf of a
 //! segment tree: the fit models' free blocks in address order (keyed by
-//! end, valued by size), and the distinct sizes of `bins.rs` (heap_2's
-//! valued by their numbers of blocks, best fit's by a block's offset).
+//! end, valued by size), and heap_2's distinct sizes in `bins.rs` (valued
+//! by their numbers of blocks; best fit's are in `sizemap.rs`).
 //!
 //! The policies ask questions a plain ordered map answers by walking it:
 //! the first block (from some place) that is at least so large, and how
@@ -756,15 +756,10 @@ impl Chunked {
         }
     }
 
-    /// The first entry keyed at least `key`, as (key, value): where the
-    /// keys are sizes, the smallest that fits.
-    pub fn at_least(&self, key: u64) -> Option<(u64, u64)> {
-        self.found_at(self.lower_bound(key))
-    }
-
-    /// [`Self::at_least`], and the rank of its place (that of the end
-    /// when there is none): with sizes for keys and counts for weights,
-    /// how many blocks are smaller.
+    /// The first entry keyed at least `key`, as (key, value) (where the
+    /// keys are sizes, the smallest that fits), and the rank of its place
+    /// (that of the end when there is none): with sizes for keys and
+    /// counts for weights, how many blocks are smaller.
     pub fn at_least_ranked(&self, key: u64) -> (Option<(u64, u64)>, u64) {
         let p = self.lower_bound(key);
         (self.found_at(p), self.rank(p))
@@ -939,7 +934,6 @@ mod tests {
                 let first = map.range(need..).next().map(|(&k, &v)| (k, v));
                 let before = map.range(..need).map(|(_, &v)| v).sum::<u64>();
                 prop_assert_eq!(ours.at_least_ranked(need), (first, before));
-                prop_assert_eq!(ours.at_least(need), first);
                 prop_assert_eq!(ours.get(need), map.get(&need).copied());
                 prop_assert_eq!(ours.last(), map.iter().next_back().map(|(&k, &v)| (k, v)));
             }

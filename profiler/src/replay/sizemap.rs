@@ -1,0 +1,253 @@
+//! Best fit's index of sizes: each distinct free block size with a value
+//! (its only block's offset, or "several", in `bins.rs`), answering "the
+//! smallest size at least this large" and "the largest size".
+//!
+//! Why not [`super::ordered::Chunked`]: best fit changes this index two or
+//! three times per operation (a split takes out a size and puts in the
+//! remainder's; a merge takes out two and puts in one), and a general
+//! ordered structure of chunks under a segment tree spent about 160
+//! instructions on each change, two thirds of the model's time on a
+//! trace of random sizes. Here sizes fall into classes by their top bits
+//! (all sizes below 32 exactly; above, 32 classes per power of two, as
+//! TLSF splits them), a bitmap says which classes hold sizes, and each
+//! class keeps its few sizes sorted in a small vector: a change is a class
+//! computation and an insertion into a vector that rarely holds more than
+//! a few entries, and a search is one class's scan and, past it, the
+//! bitmap's next set bit.
+//!
+//! The worst case is many distinct sizes in one class (thousands of free
+//! blocks whose sizes share their top six bits): insertion then moves the
+//! class's entries, O(n) in the class, where the chunked index was
+//! O(chunk). Free lists of that shape were not seen in any trace here.
+
+/// Sizes below this are classes of their own.
+const EXACT: u64 = 32;
+/// log2 of the classes per power of two above `EXACT`.
+const SUB_BITS: u32 = 5;
+/// Classes: sizes up to 2^64 - 1.
+const CLASSES: usize = ((64 - SUB_BITS as usize) << SUB_BITS) + EXACT as usize;
+/// Words of the class bitmap.
+const WORDS: usize = CLASSES.div_ceil(64);
+
+/// The class of `size`; classes are ordered as their sizes are.
+#[inline]
+fn class_of(size: u64) -> usize {
+    if size < EXACT {
+        return size as usize;
+    }
+    let msb = 63 - size.leading_zeros();
+    let shift = msb - SUB_BITS;
+    (((shift + 1) << SUB_BITS) as u64 + ((size >> shift) & (EXACT - 1))) as usize
+}
+
+/// An ordered map from sizes to values (see the module comment).
+pub struct SizeMap {
+    /// Each class's (size, value) entries, by size.
+    classes: Vec<Vec<(u64, u64)>>,
+    /// Bit `c` set when class `c` holds entries.
+    bits: [u64; WORDS],
+    /// Bit `w` set when `bits[w]` is not 0.
+    summary: u64,
+    len: usize,
+}
+
+impl Default for SizeMap {
+    fn default() -> Self {
+        SizeMap {
+            classes: (0..CLASSES).map(|_| Vec::new()).collect(),
+            bits: [0; WORDS],
+            summary: 0,
+            len: 0,
+        }
+    }
+}
+
+impl SizeMap {
+    /// The value of `size`.
+    #[inline]
+    pub fn get(&self, size: u64) -> Option<u64> {
+        let class = &self.classes[class_of(size)];
+        let i = class.binary_search_by_key(&size, |e| e.0).ok()?;
+        Some(class[i].1)
+    }
+
+    /// Adds `size` (not held) with `value`.
+    #[inline]
+    pub fn insert(&mut self, size: u64, value: u64) {
+        let c = class_of(size);
+        let class = &mut self.classes[c];
+        let i = class.partition_point(|e| e.0 < size);
+        debug_assert!(class.get(i).is_none_or(|e| e.0 != size), "size {size} held");
+        class.insert(i, (size, value));
+        if class.len() == 1 {
+            self.bits[c / 64] |= 1 << (c % 64);
+            self.summary |= 1 << (c / 64);
+        }
+        self.len += 1;
+    }
+
+    /// Changes the value of `size` (held).
+    #[inline]
+    pub fn set(&mut self, size: u64, value: u64) {
+        let class = &mut self.classes[class_of(size)];
+        let i = class
+            .binary_search_by_key(&size, |e| e.0)
+            .expect("a held size");
+        class[i].1 = value;
+    }
+
+    /// Takes out `size`, returning its value.
+    #[inline]
+    pub fn remove(&mut self, size: u64) -> Option<u64> {
+        let c = class_of(size);
+        let class = &mut self.classes[c];
+        let i = class.binary_search_by_key(&size, |e| e.0).ok()?;
+        let (_, value) = class.remove(i);
+        if class.is_empty() {
+            self.bits[c / 64] &= !(1 << (c % 64));
+            if self.bits[c / 64] == 0 {
+                self.summary &= !(1 << (c / 64));
+            }
+        }
+        self.len -= 1;
+        Some(value)
+    }
+
+    /// The smallest size at least `size`, with its value.
+    #[inline]
+    pub fn at_least(&self, size: u64) -> Option<(u64, u64)> {
+        let c = class_of(size);
+        let class = &self.classes[c];
+        if let Some(&e) = class.get(class.partition_point(|e| e.0 < size)) {
+            return Some(e);
+        }
+        let next = self.class_from(c + 1)?;
+        self.classes[next].first().copied()
+    }
+
+    /// The first class at or after `c` that holds entries.
+    fn class_from(&self, c: usize) -> Option<usize> {
+        if c >= CLASSES {
+            return None;
+        }
+        let w = c / 64;
+        let here = self.bits[w] & (u64::MAX << (c % 64));
+        if here != 0 {
+            return Some(w * 64 + here.trailing_zeros() as usize);
+        }
+        let later = self.summary & (u64::MAX.checked_shl(w as u32 + 1).unwrap_or(0));
+        if later == 0 {
+            return None;
+        }
+        let w = later.trailing_zeros() as usize;
+        Some(w * 64 + self.bits[w].trailing_zeros() as usize)
+    }
+
+    /// The largest size, with its value.
+    pub fn last(&self) -> Option<(u64, u64)> {
+        if self.summary == 0 {
+            return None;
+        }
+        let w = 63 - self.summary.leading_zeros() as usize;
+        let c = w * 64 + 63 - self.bits[w].leading_zeros() as usize;
+        self.classes[c].last().copied()
+    }
+
+    /// Every (size, value), by size.
+    pub fn iter(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
+        self.classes.iter().flatten().copied()
+    }
+
+    /// Checks the classes, the bitmap and the count (for tests).
+    pub fn check(&self) -> Result<(), String> {
+        let mut n = 0;
+        let mut last = None;
+        for (c, class) in self.classes.iter().enumerate() {
+            let bit = self.bits[c / 64] >> (c % 64) & 1 == 1;
+            if bit == class.is_empty() {
+                return Err(format!("class {c}: bit {bit}, {} entries", class.len()));
+            }
+            for &(size, _) in class {
+                if class_of(size) != c || last.is_some_and(|l| l >= size) {
+                    return Err(format!("size {size} out of place in class {c}"));
+                }
+                last = Some(size);
+                n += 1;
+            }
+        }
+        for (w, &word) in self.bits.iter().enumerate() {
+            if (self.summary >> w & 1 == 1) != (word != 0) {
+                return Err(format!("summary bit {w} wrong"));
+            }
+        }
+        if n != self.len {
+            return Err(format!("{n} sizes held, {} counted", self.len));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use std::collections::BTreeMap;
+
+    #[test]
+    fn classes_are_ordered_as_sizes_and_cover_every_size() {
+        let mut last = 0;
+        let probe = (0..4096u64).chain((12..64).flat_map(|b| {
+            let p = 1u64 << b;
+            [p - 1, p, p + 1, p + (p >> 6), p | (p - 1)]
+        }));
+        let mut sizes: Vec<u64> = probe.chain([u64::MAX]).collect();
+        sizes.sort_unstable();
+        for s in sizes {
+            let c = class_of(s);
+            assert!(c >= last && c < CLASSES, "size {s}: class {c} after {last}");
+            last = c;
+        }
+        assert_eq!(class_of(u64::MAX), CLASSES - 1);
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        /// Random insertions, changes and removals over sizes of every
+        /// magnitude (and many in one class): every answer is a
+        /// `BTreeMap`'s.
+        #[test]
+        fn answers_as_an_ordered_map(
+            ops in proptest::collection::vec((0u8..4, 0u32..64, 0u64..4096, any::<u64>()), 1..800),
+        ) {
+            let mut ours = SizeMap::default();
+            let mut theirs: BTreeMap<u64, u64> = BTreeMap::new();
+            for (op, bits, low, value) in ops {
+                // Sizes near a power of two, or crowded into one class.
+                let size = if bits < 8 { 1 << 20 | low } else { (1u64 << (bits % 64)) ^ low };
+                match op {
+                    0 | 1 => {
+                        if let std::collections::btree_map::Entry::Vacant(v) = theirs.entry(size) {
+                            v.insert(value);
+                            ours.insert(size, value);
+                        } else {
+                            theirs.insert(size, value);
+                            ours.set(size, value);
+                        }
+                    }
+                    _ => prop_assert_eq!(ours.remove(size), theirs.remove(&size)),
+                }
+                prop_assert!(ours.check().is_ok(), "{:?}", ours.check());
+                prop_assert_eq!(ours.get(size), theirs.get(&size).copied());
+                for probe in [size, size.wrapping_add(1), size / 2, low, 0] {
+                    let want = theirs.range(probe..).next().map(|(&k, &v)| (k, v));
+                    prop_assert_eq!(ours.at_least(probe), want);
+                }
+                prop_assert_eq!(ours.last(), theirs.last_key_value().map(|(&k, &v)| (k, v)));
+                prop_assert_eq!(ours.iter().count(), theirs.len());
+            }
+            let all: Vec<(u64, u64)> = theirs.into_iter().collect();
+            prop_assert_eq!(ours.iter().collect::<Vec<_>>(), all);
+        }
+    }
+}
