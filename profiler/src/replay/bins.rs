@@ -1,8 +1,7 @@
 //! The free blocks of the models that search by size (best fit, and
 //! FreeRTOS's heap_2) by size: the distinct sizes in an index keyed by
-//! size (a [`Chunked`] for heap_2, whose ranks it counts; a [`SizeMap`]
-//! for best fit, which changes it two or three times an operation), each
-//! size's blocks in a bin.
+//! size (a [`SizeMap`], weighted by the numbers of blocks for heap_2,
+//! whose ranks count them), each size's blocks in a bin.
 //!
 //! Why bins: a fragmented heap holds thousands of free blocks of few
 //! distinct sizes (replaying a python3 trace, heap_2's list held 41,000
@@ -30,7 +29,6 @@
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 
-use super::ordered::Chunked;
 use super::sizemap::SizeMap;
 use crate::hash::IdMap;
 
@@ -57,12 +55,10 @@ struct LowestFirst {
 /// Free blocks by size.
 pub struct SizeBins {
     within: Within,
-    /// heap_2's sizes that have free blocks, valued by how many
-    /// (weighted: ranks count blocks).
-    sizes: Chunked,
-    /// Best fit's sizes that have free blocks, valued by the offset of
-    /// their only block, or [`MANY`].
-    lowest: SizeMap,
+    /// The sizes that have free blocks. heap_2's are valued by how many
+    /// (weighted: ranks count blocks); best fit's by the offset of their
+    /// only block, or [`MANY`].
+    sizes: SizeMap,
     /// heap_2's blocks of each size, newest last.
     stacks: IdMap<u64, Vec<u64>>,
     /// Best fit's blocks of each size that has more than one.
@@ -77,8 +73,10 @@ impl SizeBins {
     pub fn new(within: Within) -> Self {
         SizeBins {
             within,
-            sizes: Chunked::weighted(),
-            lowest: SizeMap::default(),
+            sizes: match within {
+                Within::Newest => SizeMap::weighted(),
+                Within::Lowest => SizeMap::default(),
+            },
             stacks: IdMap::default(),
             heaps: IdMap::default(),
             spare_stacks: Vec::new(),
@@ -105,7 +103,7 @@ impl SizeBins {
         let (found, smaller) = self.sizes.at_least_ranked(size);
         match found {
             Some((s, n)) if s == size => {
-                self.sizes.set_size(size, n + 1);
+                self.sizes.set(size, n + 1);
                 self.stacks.get_mut(&size).expect("a stack").push(at);
             }
             _ => {
@@ -119,9 +117,9 @@ impl SizeBins {
     }
 
     fn insert_lowest(&mut self, size: u64, at: u64) {
-        match self.lowest.get(size) {
+        match self.sizes.get(size) {
             None => {
-                self.lowest.insert(size, at);
+                self.sizes.insert(size, at);
             }
             Some(MANY) => {
                 let bin = self.heaps.get_mut(&size).expect("a bin");
@@ -129,7 +127,7 @@ impl SizeBins {
                 bin.heap.push(Reverse(at));
             }
             Some(only) => {
-                self.lowest.set(size, MANY);
+                self.sizes.set(size, MANY);
                 let mut heap = self.spare_heaps.pop().unwrap_or_default();
                 heap.push(Reverse(only));
                 heap.push(Reverse(at));
@@ -160,14 +158,14 @@ impl SizeBins {
                     let stack = self.stacks.remove(&size).expect("a stack");
                     self.spare_stacks.push(stack);
                 } else {
-                    self.sizes.set_size(size, value - 1);
+                    self.sizes.set(size, value - 1);
                 }
             }
             Within::Lowest => {
-                let value = self.lowest.get(size).expect("a free block of that size");
+                let value = self.sizes.get(size).expect("a free block of that size");
                 if value != MANY {
                     debug_assert_eq!(value, at, "the only free block of its size");
-                    self.lowest.remove(size);
+                    self.sizes.remove(size);
                     return;
                 }
                 let bin = self.heaps.get_mut(&size).expect("a bin");
@@ -180,7 +178,7 @@ impl SizeBins {
                         .map(|e| e.0)
                         .find(|&o| is_free(o, size))
                         .expect("the block left");
-                    self.lowest.set(size, only);
+                    self.sizes.set(size, only);
                     let mut heap = self.heaps.remove(&size).expect("a bin").heap;
                     heap.clear();
                     self.spare_heaps.push(heap);
@@ -217,7 +215,7 @@ impl SizeBins {
             });
             return (found, smaller);
         }
-        let found = self.lowest.at_least(need).map(|(size, value)| {
+        let found = self.sizes.at_least(need).map(|(size, value)| {
             if value != MANY {
                 return (value, size);
             }
@@ -235,25 +233,14 @@ impl SizeBins {
 
     /// The largest free block's size.
     pub fn largest(&self) -> Option<u64> {
-        match self.within {
-            Within::Newest => self.sizes.last().map(|(size, _)| size),
-            Within::Lowest => self.lowest.last().map(|(size, _)| size),
-        }
-    }
-
-    /// Every size with its value in the index, by size.
-    fn index(&self) -> Box<dyn Iterator<Item = (u64, u64)> + '_> {
-        match self.within {
-            Within::Newest => Box::new(self.sizes.iter()),
-            Within::Lowest => Box::new(self.lowest.iter()),
-        }
+        self.sizes.last().map(|(size, _)| size)
     }
 
     /// Every free block as (offset, size), each once: those of best fit's
     /// bins that `is_free` (for tests).
     pub fn blocks(&self, is_free: impl Fn(u64, u64) -> bool) -> Vec<(u64, u64)> {
         let mut all = Vec::new();
-        for (size, value) in self.index() {
+        for (size, value) in self.sizes.iter() {
             match self.within {
                 Within::Newest => {
                     let stack = self.stacks.get(&size).map_or(&[][..], |v| &v[..]);
@@ -281,11 +268,10 @@ impl SizeBins {
     /// Checks the index of sizes against the bins (for tests).
     pub fn check(&self, is_free: impl Fn(u64, u64) -> bool) -> Result<(), String> {
         self.sizes.check()?;
-        self.lowest.check()?;
         let blocks = self.blocks(&is_free);
         let count = |size: u64| blocks.iter().filter(|b| b.1 == size).count() as u64;
         let mut binned = 0;
-        for (size, value) in self.index() {
+        for (size, value) in self.sizes.iter() {
             // How many blocks the size has by its count, and by its bin.
             let (counted, in_bin) = match self.within {
                 Within::Newest => (value, self.stacks.get(&size).map(|v| v.len() as u64)),
@@ -352,11 +338,11 @@ mod tests {
                 (Some((0, 8)), 0)
             );
         }
-        assert_eq!(bins.lowest.get(8), Some(0), "the only block, in the index");
+        assert_eq!(bins.sizes.get(8), Some(0), "the only block, in the index");
         bins.insert(8, 48);
         free.insert(48);
         assert_eq!(heap_len(&bins), Some(2));
-        assert_eq!(bins.lowest.get(8), Some(MANY));
+        assert_eq!(bins.sizes.get(8), Some(MANY));
         bins.check(|a, s| s == 8 && free.contains(&a)).unwrap();
     }
 

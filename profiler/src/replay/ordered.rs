@@ -8,11 +8,10 @@
 //! the first block (from some place) that is at least so large, and how
 //! many blocks the walk passed (the model's steps); the largest block
 //! (worst fit, and the fragmentation figure after every operation); how
-//! many blocks lie below an address (heap_4's sorted insertion) or, in a
-//! weighted index of sizes, below a size (heap_2's). The tree answers each
-//! in O(log chunks) plus one chunk's scan: a search descends to the first
-//! chunk whose largest block is large enough, and a rank is a sum of the
-//! chunk lengths (or values) it keeps. Entries sit in flat arrays, where a
+//! many blocks lie below an address (heap_4's sorted insertion). The tree
+//! answers each in O(log chunks) plus one chunk's scan: a search descends
+//! to the first chunk whose largest block is large enough, and a rank is a
+//! sum of the chunk lengths it keeps. Entries sit in flat arrays, where a
 //! B-tree's walk chased a pointer every few.
 //!
 //! By address, blocks are keyed by their end offset, with their size (a
@@ -42,8 +41,8 @@ impl Chunk {
     }
 }
 
-/// Per chunk, its largest value (a size) and its number of entries (or,
-/// weighted, the sum of its values), as the leaves of a segment tree whose
+/// Per chunk, its largest value (a size) and its number of entries, as the
+/// leaves of a segment tree whose
 /// nodes hold the largest value and the count below them: the largest
 /// block is found in O(log chunks) whichever chunk holds it (worst fit
 /// shrinks it on every allocation), and so is the rank of a chunk's first
@@ -61,7 +60,7 @@ struct ChunkTree {
     /// `node[1]` is the root; node `i` has children `2i` and `2i + 1`;
     /// the leaves are `node[cap..cap + len]` (0 past `len`).
     max: Vec<u64>,
-    /// The same layout: entries (or, weighted, values) below each node.
+    /// The same layout: entries below each node.
     count: Vec<u64>,
 }
 
@@ -102,8 +101,7 @@ impl ChunkTree {
         }
     }
 
-    /// How many entries (or, weighted, how much value) the chunks before
-    /// `k` hold.
+    /// How many entries the chunks before `k` hold.
     fn before(&self, k: usize) -> u64 {
         let mut i = self.cap + k;
         let mut n = 0;
@@ -233,8 +231,8 @@ pub struct Chunked {
     /// the chunk of a key).
     last: Vec<u64>,
     /// Per chunk, its largest value (for the walks that pass whole chunks;
-    /// 1 with `no_max`) and its number of entries (or, with `weighted`,
-    /// the sum of its values; kept only with `ranked`).
+    /// 1 with `no_max`) and its number of entries (kept only with
+    /// `ranked`).
     tree: ChunkTree,
     len: usize,
     /// The largest block as (size, key), the highest key among equal
@@ -248,10 +246,6 @@ pub struct Chunked {
     /// sums the chunks' lengths: the models that ask for none do not pay
     /// a climb of the tree per entry).
     ranked: bool,
-    /// Ranks sum the entries' values instead of counting the entries
-    /// (where the keys are sizes and the values numbers of blocks, a rank
-    /// is the number of smaller blocks).
-    weighted: bool,
     /// No chunk's largest value is kept (the tree holds 1 for each), for
     /// indexes never asked for the largest value or the first that is
     /// large enough: an index of sizes (keyed by size, the largest is the
@@ -282,39 +276,9 @@ impl Chunked {
         }
     }
 
-    /// An empty index whose ranks sum the values before a place, in
-    /// O(log chunks) (keyed by size: it keeps no largest value).
-    pub fn weighted() -> Self {
-        Chunked {
-            ranked: true,
-            weighted: true,
-            no_max: true,
-            ..Chunked::default()
-        }
-    }
-
     /// What the tree keeps as chunk `c`'s largest value.
     fn kept_max(&self, c: &Chunk) -> u64 {
         if self.no_max { 1 } else { c.largest() }
-    }
-
-    /// What an entry of value `size` adds to a rank.
-    fn weight(&self, size: u64) -> u64 {
-        if self.weighted { size } else { 1 }
-    }
-
-    /// What the first `i` entries of chunk `c` add to a rank.
-    fn weight_before(&self, c: &Chunk, i: usize) -> u64 {
-        if self.weighted {
-            c.sizes[..i].iter().sum()
-        } else {
-            i as u64
-        }
-    }
-
-    /// What chunk `c` adds to a rank.
-    fn chunk_weight(&self, c: &Chunk) -> u64 {
-        self.weight_before(c, c.keys.len())
     }
 
     /// How many entries.
@@ -414,7 +378,7 @@ impl Chunked {
             });
             self.last.push(key);
             let max = if self.no_max { 1 } else { size };
-            self.tree.splice(0, 0, &[(max, self.weight(size))]);
+            self.tree.splice(0, 0, &[(max, 1)]);
             // Without largest values, `largest` stays None (and every
             // update of it below is a no-op).
             if !self.no_max {
@@ -425,10 +389,7 @@ impl Chunked {
         let (chunk, i) = self.insertion_place(key);
         let c = &self.chunks[chunk];
         debug_assert!(c.keys.get(i) != Some(&key), "a block at {key:?}");
-        let rank = self
-            .ranked
-            .then(|| self.tree.before(chunk) + self.weight_before(c, i));
-        let weight = self.weight(size);
+        let rank = self.ranked.then(|| self.tree.before(chunk) + i as u64);
         let c = &mut self.chunks[chunk];
         c.keys.insert(i, key);
         c.sizes.insert(i, size);
@@ -438,7 +399,7 @@ impl Chunked {
                 self.tree.set_max(chunk, size);
             }
             if self.ranked {
-                self.tree.add_count(chunk, weight, true);
+                self.tree.add_count(chunk, 1, true);
             }
             return rank;
         }
@@ -449,8 +410,8 @@ impl Chunked {
         };
         let c = &self.chunks[chunk];
         let halves = [
-            (self.kept_max(c), self.chunk_weight(c)),
-            (self.kept_max(&upper), self.chunk_weight(&upper)),
+            (self.kept_max(c), c.keys.len() as u64),
+            (self.kept_max(&upper), upper.keys.len() as u64),
         ];
         self.tree.splice(chunk, chunk + 1, &halves);
         self.last[chunk] = *self.chunks[chunk].keys.last().expect("half");
@@ -507,8 +468,7 @@ impl Chunked {
             self.tree.set_max(p.chunk, c.largest());
         }
         if self.ranked {
-            let weight = self.weight(size);
-            self.tree.add_count(p.chunk, weight, false);
+            self.tree.add_count(p.chunk, 1, false);
         }
         let c = &self.chunks[p.chunk];
         self.last[p.chunk] = *c.keys.last().expect("not empty");
@@ -541,7 +501,7 @@ impl Chunked {
         self.last[lo] = *c.keys.last().expect("not empty");
         let joined = (
             self.tree.max(lo).max(self.tree.max(hi)),
-            self.chunk_weight(&self.chunks[lo]),
+            self.chunks[lo].keys.len() as u64,
         );
         self.tree.splice(lo, hi + 1, &[joined]);
     }
@@ -560,19 +520,12 @@ impl Chunked {
         self.largest
     }
 
-    /// How many entries come before `p` (with `weighted`, the sum of
-    /// their values).
+    /// How many entries come before `p`.
     fn rank(&self, p: Pos) -> u64 {
-        let Some(c) = self.chunks.get(p.chunk) else {
-            // The end: everything (weighted ranks are always counted).
-            return if !self.weighted {
-                self.len as u64
-            } else if self.len == 0 {
-                0
-            } else {
-                self.tree.count[1]
-            };
-        };
+        if p.chunk >= self.chunks.len() {
+            // The end: everything.
+            return self.len as u64;
+        }
         let before = if self.ranked {
             self.tree.before(p.chunk)
         } else {
@@ -581,7 +534,7 @@ impl Chunked {
                 .map(|c| c.keys.len() as u64)
                 .sum()
         };
-        before + self.weight_before(c, p.i)
+        before + p.i as u64
     }
 
     /// The first block in `[from, to)` of at least `need` bytes, as
@@ -639,7 +592,7 @@ impl Chunked {
             }
             let counted = self.tree.count[self.tree.cap + k];
             if self.tree.max(k) != self.kept_max(c)
-                || (self.ranked && counted != self.chunk_weight(c))
+                || (self.ranked && counted != c.keys.len() as u64)
             {
                 return Err(format!(
                     "chunk {k}'s largest size is not {} or its length not {}",
@@ -691,9 +644,6 @@ impl Chunked {
             self.tree.set_max(p.chunk, size);
         } else if old == max && size < old {
             self.tree.set_max(p.chunk, c.largest());
-        }
-        if self.weighted {
-            self.tree.add_count(p.chunk, size.abs_diff(old), size > old);
         }
         match self.largest {
             Some(l) if (size, end) >= l => self.largest = Some((size, end)),
@@ -754,21 +704,6 @@ impl Chunked {
             Some(_) => (None, a + b + 1),
             None => (None, a + b),
         }
-    }
-
-    /// The first entry keyed at least `key`, as (key, value) (where the
-    /// keys are sizes, the smallest that fits), and the rank of its place
-    /// (that of the end when there is none): with sizes for keys and
-    /// counts for weights, how many blocks are smaller.
-    pub fn at_least_ranked(&self, key: u64) -> (Option<(u64, u64)>, u64) {
-        let p = self.lower_bound(key);
-        (self.found_at(p), self.rank(p))
-    }
-
-    /// The last entry, as (key, value).
-    pub fn last(&self) -> Option<(u64, u64)> {
-        let c = self.chunks.last()?;
-        Some((*c.keys.last()?, *c.sizes.last()?))
     }
 }
 
@@ -902,41 +837,6 @@ mod tests {
                 prop_assert_eq!(ours.largest(), map.iter().map(|(&e, &s)| (s, e)).max());
             }
             prop_assert!(ours.iter().eq(map.iter().map(|(&e, &s)| (e, s))));
-        }
-
-        /// Keyed by size and valued by counts (the size bins' index), a
-        /// weighted index finds the smallest size that fits and sums the
-        /// counts before it, as an ordered map does.
-        #[test]
-        fn weighted_ranks_sum_the_values(
-            ops in proptest::collection::vec((0u8..3, 1u64..300, 1u64..40, 1u64..310), 1..1500),
-        ) {
-            let mut ours = Chunked::weighted();
-            let mut map: BTreeMap<u64, u64> = BTreeMap::new();
-            for (op, key, value, need) in ops {
-                match op {
-                    0 => {
-                        if let std::collections::btree_map::Entry::Vacant(v) = map.entry(key) {
-                            v.insert(value);
-                            let before = map.range(..key).map(|(_, &v)| v).sum::<u64>();
-                            prop_assert_eq!(ours.insert(key, value), Some(before));
-                        }
-                    }
-                    1 => prop_assert_eq!(ours.remove(key), map.remove(&key)),
-                    _ => {
-                        if let Some(v) = map.get_mut(&key) {
-                            prop_assert_eq!(ours.set_size(key, value), *v);
-                            *v = value;
-                        }
-                    }
-                }
-                prop_assert!(ours.check().is_ok(), "{:?}", ours.check());
-                let first = map.range(need..).next().map(|(&k, &v)| (k, v));
-                let before = map.range(..need).map(|(_, &v)| v).sum::<u64>();
-                prop_assert_eq!(ours.at_least_ranked(need), (first, before));
-                prop_assert_eq!(ours.get(need), map.get(&need).copied());
-                prop_assert_eq!(ours.last(), map.iter().next_back().map(|(&k, &v)| (k, v)));
-            }
         }
     }
 }

@@ -1,19 +1,22 @@
-//! Best fit's index of sizes: each distinct free block size with a value
-//! (its only block's offset, or "several", in `bins.rs`), answering "the
-//! smallest size at least this large" and "the largest size".
+//! The index of sizes of the models that search by size (`bins.rs`):
+//! each distinct free block size with a value (best fit's: its only
+//! block's offset, or "several"; heap_2's: its number of blocks),
+//! answering "the smallest size at least this large", "the largest size"
+//! and, weighted (heap_2), "how many blocks are smaller" (its steps).
 //!
-//! Why not [`super::ordered::Chunked`]: best fit changes this index two or
-//! three times per operation (a split takes out a size and puts in the
-//! remainder's; a merge takes out two and puts in one), and a general
-//! ordered structure of chunks under a segment tree spent about 160
-//! instructions on each change, two thirds of the model's time on a
-//! trace of random sizes. Here sizes fall into classes by their top bits
+//! Why not [`super::ordered::Chunked`] (which held it before): best fit
+//! changes this index two or three times per operation (a split takes
+//! out a size and puts in the remainder's; a merge takes out two and puts
+//! in one), and a general ordered structure of chunks under a segment
+//! tree spent about 160 instructions on each change, two thirds of the
+//! model's time on a trace of random sizes. Here sizes fall into classes by their top bits
 //! (all sizes below 32 exactly; above, 32 classes per power of two, as
 //! TLSF splits them), a bitmap says which classes hold sizes, and each
 //! class keeps its few sizes sorted in a small vector: a change is a class
 //! computation and an insertion into a vector that rarely holds more than
 //! a few entries, and a search is one class's scan and, past it, the
-//! bitmap's next set bit.
+//! bitmap's next set bit. A weighted map keeps each class's sum in a
+//! Fenwick tree: a rank is a prefix of it and a scan of one class.
 //!
 //! The worst case is many distinct sizes in one class (thousands of free
 //! blocks whose sizes share their top six bits): insertion then moves the
@@ -49,6 +52,11 @@ pub struct SizeMap {
     /// Bit `w` set when `bits[w]` is not 0.
     summary: u64,
     len: usize,
+    /// Weighted maps only (else empty): the sum of each class's values, as
+    /// a Fenwick tree (1-based), for ranks: heap_2's index of sizes is
+    /// valued by the number of blocks of each size, and a rank is the
+    /// number of smaller blocks.
+    sums: Vec<u64>,
 }
 
 impl Default for SizeMap {
@@ -58,11 +66,64 @@ impl Default for SizeMap {
             bits: [0; WORDS],
             summary: 0,
             len: 0,
+            sums: Vec::new(),
         }
     }
 }
 
 impl SizeMap {
+    /// A map whose values are weights: [`SizeMap::at_least_ranked`] sums
+    /// those of smaller sizes.
+    pub fn weighted() -> Self {
+        SizeMap {
+            sums: vec![0; CLASSES + 1],
+            ..SizeMap::default()
+        }
+    }
+
+    /// Adds `delta` (wrapping: a decrease is a wrapped subtraction) to
+    /// class `c`'s sum, if weighted.
+    #[inline]
+    fn add_to_class(&mut self, c: usize, delta: u64) {
+        if self.sums.is_empty() {
+            return;
+        }
+        let mut i = c + 1;
+        while i <= CLASSES {
+            self.sums[i] = self.sums[i].wrapping_add(delta);
+            i += i & i.wrapping_neg();
+        }
+    }
+
+    /// The sum of the values of classes below `c`.
+    fn below_class(&self, c: usize) -> u64 {
+        let mut sum = 0u64;
+        let mut i = c;
+        while i > 0 {
+            sum = sum.wrapping_add(self.sums[i]);
+            i &= i - 1;
+        }
+        sum
+    }
+
+    /// [`SizeMap::at_least`], and the sum of the values of every smaller
+    /// size (a weighted map's rank of `size`).
+    pub fn at_least_ranked(&self, size: u64) -> (Option<(u64, u64)>, u64) {
+        debug_assert!(!self.sums.is_empty(), "a weighted map");
+        let c = class_of(size);
+        let class = &self.classes[c];
+        let i = class.partition_point(|e| e.0 < size);
+        let within: u64 = class[..i].iter().map(|e| e.1).sum();
+        let rank = self.below_class(c).wrapping_add(within);
+        if let Some(&e) = class.get(i) {
+            return (Some(e), rank);
+        }
+        let found = self
+            .class_from(c + 1)
+            .and_then(|n| self.classes[n].first().copied());
+        (found, rank)
+    }
+
     /// The value of `size`.
     #[inline]
     pub fn get(&self, size: u64) -> Option<u64> {
@@ -84,16 +145,19 @@ impl SizeMap {
             self.summary |= 1 << (c / 64);
         }
         self.len += 1;
+        self.add_to_class(c, value);
     }
 
     /// Changes the value of `size` (held).
     #[inline]
     pub fn set(&mut self, size: u64, value: u64) {
-        let class = &mut self.classes[class_of(size)];
+        let c = class_of(size);
+        let class = &mut self.classes[c];
         let i = class
             .binary_search_by_key(&size, |e| e.0)
             .expect("a held size");
-        class[i].1 = value;
+        let old = std::mem::replace(&mut class[i].1, value);
+        self.add_to_class(c, value.wrapping_sub(old));
     }
 
     /// Takes out `size`, returning its value.
@@ -110,6 +174,7 @@ impl SizeMap {
             }
         }
         self.len -= 1;
+        self.add_to_class(c, value.wrapping_neg());
         Some(value)
     }
 
@@ -183,6 +248,17 @@ impl SizeMap {
         if n != self.len {
             return Err(format!("{n} sizes held, {} counted", self.len));
         }
+        if !self.sums.is_empty() {
+            let mut want = 0u64;
+            for c in 0..=CLASSES {
+                if self.below_class(c) != want {
+                    return Err(format!("classes below {c}: the tree's sum is not {want}"));
+                }
+                if let Some(class) = self.classes.get(c) {
+                    want += class.iter().map(|e| e.1).sum::<u64>();
+                }
+            }
+        }
         Ok(())
     }
 }
@@ -218,9 +294,10 @@ mod tests {
         /// `BTreeMap`'s.
         #[test]
         fn answers_as_an_ordered_map(
-            ops in proptest::collection::vec((0u8..4, 0u32..64, 0u64..4096, any::<u64>()), 1..800),
+            ops in proptest::collection::vec((0u8..4, 0u32..64, 0u64..4096, 0u64..1000), 1..800),
+            weighted in any::<bool>(),
         ) {
-            let mut ours = SizeMap::default();
+            let mut ours = if weighted { SizeMap::weighted() } else { SizeMap::default() };
             let mut theirs: BTreeMap<u64, u64> = BTreeMap::new();
             for (op, bits, low, value) in ops {
                 // Sizes near a power of two, or crowded into one class.
@@ -242,6 +319,10 @@ mod tests {
                 for probe in [size, size.wrapping_add(1), size / 2, low, 0] {
                     let want = theirs.range(probe..).next().map(|(&k, &v)| (k, v));
                     prop_assert_eq!(ours.at_least(probe), want);
+                    if weighted {
+                        let rank: u64 = theirs.range(..probe).map(|(_, &v)| v).sum();
+                        prop_assert_eq!(ours.at_least_ranked(probe), (want, rank));
+                    }
                 }
                 prop_assert_eq!(ours.last(), theirs.last_key_value().map(|(&k, &v)| (k, v)));
                 prop_assert_eq!(ours.iter().count(), theirs.len());
