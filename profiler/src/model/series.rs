@@ -172,27 +172,12 @@ mod tests {
         assert!(ticks.windows(2).all(|w| w[0] <= w[1]));
     }
 
-    /// The bucket of every value computed afresh, as `push` did before it
-    /// kept `last_end`.
+    /// Every value through the division (`push_past_last`), as `push`
+    /// took them all before it kept `last_end`.
     fn pushed_by_division(limit: usize, values: &[(u64, u64)]) -> Vec<Point> {
         let mut s = Series::new(limit);
         for &(ticks, value) in values {
-            let origin = *s.origin.get_or_insert(ticks);
-            let mut bucket = ticks.saturating_sub(origin) / s.width;
-            while bucket >= s.limit {
-                s.halve();
-                bucket = ticks.saturating_sub(origin) / s.width;
-            }
-            let p = Point {
-                ticks,
-                last: value,
-                min: value,
-                max: value,
-            };
-            match s.points.last_mut() {
-                Some((b, last)) if *b >= bucket => merge(last, &p),
-                _ => s.points.push((bucket, p)),
-            }
+            s.push_past_last(ticks, value);
         }
         s.points().copied().collect()
     }
