@@ -589,6 +589,19 @@ pub struct Outcome {
 /// Stretches of the recording `Outcome::frag_series` has a value for.
 pub const FRAG_POINTS: usize = 48;
 
+/// `v` as an f64, exactly as `v as f64` rounds it, in the one
+/// instruction a signed conversion takes where `v` fits in an i64 (every
+/// byte count and tick difference here): the replay loop converts three
+/// per operation, and the unsigned conversion is a branchy sequence.
+#[inline(always)]
+fn exact_f64(v: u64) -> f64 {
+    if v <= i64::MAX as u64 {
+        v as i64 as f64
+    } else {
+        v as f64
+    }
+}
+
 /// The alignment a model gives a recorded request: the trace says 16 for
 /// every request that asked for no more than malloc's natural alignment,
 /// which an embedded heap serves at its own (`--align`); larger
@@ -829,7 +842,9 @@ pub fn run_with(
     // some models' whole operation).
     let scale = FRAG_POINTS as f64 / (span as f64 + 1.0);
     let stretch = |ticks: u64| {
-        ((ticks.saturating_sub(first_ticks) as f64 * scale) as usize).min(FRAG_POINTS - 1)
+        // (Through i64, which saturates as usize would: the same point.)
+        ((exact_f64(ticks.saturating_sub(first_ticks)) * scale) as i64 as usize)
+            .min(FRAG_POINTS - 1)
     };
     let started = Instant::now();
     let mut counted = 0u64;
@@ -915,12 +930,12 @@ pub fn run_with(
         steps_total += s;
         out.max_live = out.max_live.max(live);
         let st = heap.stats();
-        frag_area += last_frag * t.ticks.saturating_sub(last_ticks) as f64;
+        frag_area += last_frag * exact_f64(t.ticks.saturating_sub(last_ticks));
         last_ticks = t.ticks;
         last_frag = if st.free_total == 0 {
             0.0
         } else {
-            1.0 - st.largest_free as f64 / st.free_total as f64
+            1.0 - exact_f64(st.largest_free) / exact_f64(st.free_total)
         };
         out.frag_max = out.frag_max.max(last_frag);
         let k = stretch(t.ticks);

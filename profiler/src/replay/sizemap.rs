@@ -82,12 +82,17 @@ impl SizeMap {
     }
 
     /// Adds `delta` (wrapping: a decrease is a wrapped subtraction) to
-    /// class `c`'s sum, if weighted.
-    #[inline]
+    /// class `c`'s sum, if weighted. (The tree's climb is out of line, so
+    /// that an unweighted map's changes stay small enough to inline.)
+    #[inline(always)]
     fn add_to_class(&mut self, c: usize, delta: u64) {
-        if self.sums.is_empty() {
-            return;
+        if !self.sums.is_empty() {
+            self.climb(c, delta);
         }
+    }
+
+    #[inline(never)]
+    fn climb(&mut self, c: usize, delta: u64) {
         let mut i = c + 1;
         while i <= CLASSES {
             self.sums[i] = self.sums[i].wrapping_add(delta);
@@ -125,7 +130,7 @@ impl SizeMap {
     }
 
     /// The value of `size`.
-    #[inline]
+    #[inline(always)]
     pub fn get(&self, size: u64) -> Option<u64> {
         let class = &self.classes[class_of(size)];
         let i = class.binary_search_by_key(&size, |e| e.0).ok()?;
@@ -133,7 +138,7 @@ impl SizeMap {
     }
 
     /// Adds `size` (not held) with `value`.
-    #[inline]
+    #[inline(always)]
     pub fn insert(&mut self, size: u64, value: u64) {
         let c = class_of(size);
         let class = &mut self.classes[c];
@@ -149,7 +154,7 @@ impl SizeMap {
     }
 
     /// Changes the value of `size` (held).
-    #[inline]
+    #[inline(always)]
     pub fn set(&mut self, size: u64, value: u64) {
         let c = class_of(size);
         let class = &mut self.classes[c];
@@ -161,7 +166,7 @@ impl SizeMap {
     }
 
     /// Takes out `size`, returning its value.
-    #[inline]
+    #[inline(always)]
     pub fn remove(&mut self, size: u64) -> Option<u64> {
         let c = class_of(size);
         let class = &mut self.classes[c];
