@@ -33,11 +33,32 @@ const SMALL: usize = CHUNK / 4;
 struct Chunk {
     keys: Vec<u64>,
     sizes: Vec<u64>,
+    /// The second largest size (the largest, if two entries hold it; 0
+    /// with one entry), kept where the largest is (not with `no_max`): when
+    /// a split shrinks the chunk's largest block, the new largest is the
+    /// larger of it and this, without a scan of the chunk, unless the
+    /// block falls below it. (Next fit shrinks the block at its rover again
+    /// and again; worst fit the largest.)
+    second: u64,
 }
 
 impl Chunk {
     fn largest(&self) -> u64 {
         self.sizes.iter().copied().max().unwrap_or(0)
+    }
+
+    /// The largest and the second largest size (see `second`).
+    fn top_two(&self) -> (u64, u64) {
+        let (mut a, mut b) = (0, 0);
+        for &s in &self.sizes {
+            if s > a {
+                b = a;
+                a = s;
+            } else if s > b {
+                b = s;
+            }
+        }
+        (a, b)
     }
 }
 
@@ -375,6 +396,7 @@ impl Chunked {
             self.chunks.push(Chunk {
                 keys: vec![key],
                 sizes: vec![size],
+                second: 0,
             });
             self.last.push(key);
             let max = if self.no_max { 1 } else { size };
@@ -395,8 +417,14 @@ impl Chunked {
         c.sizes.insert(i, size);
         self.last[chunk] = *c.keys.last().expect("not empty");
         if c.keys.len() < CHUNK {
-            if !self.no_max && size > self.tree.max(chunk) {
-                self.tree.set_max(chunk, size);
+            if !self.no_max {
+                let max = self.tree.max(chunk);
+                if size > max {
+                    c.second = max;
+                    self.tree.set_max(chunk, size);
+                } else if size > c.second {
+                    c.second = size;
+                }
             }
             if self.ranked {
                 self.tree.add_count(chunk, 1, true);
@@ -404,10 +432,15 @@ impl Chunked {
             return rank;
         }
         let half = c.keys.len() / 2;
-        let upper = Chunk {
+        let mut upper = Chunk {
             keys: c.keys.split_off(half),
             sizes: c.sizes.split_off(half),
+            second: 0,
         };
+        if !self.no_max {
+            c.second = c.top_two().1;
+            upper.second = upper.top_two().1;
+        }
         let c = &self.chunks[chunk];
         let halves = [
             (self.kept_max(c), c.keys.len() as u64),
@@ -464,8 +497,13 @@ impl Chunked {
             self.tree.splice(p.chunk, p.chunk + 1, &[]);
             return Some(size);
         }
-        if !self.no_max && size == self.tree.max(p.chunk) {
-            self.tree.set_max(p.chunk, c.largest());
+        if !self.no_max && size >= c.second {
+            // The largest or the second went: both again.
+            let (max, second) = c.top_two();
+            c.second = second;
+            if max != self.tree.max(p.chunk) {
+                self.tree.set_max(p.chunk, max);
+            }
         }
         if self.ranked {
             self.tree.add_count(p.chunk, 1, false);
@@ -495,9 +533,14 @@ impl Chunked {
         let (lo, hi) = (k.min(other), k.max(other));
         let upper = self.chunks.remove(hi);
         self.last.remove(hi);
+        let (lo_max, hi_max) = (self.tree.max(lo), self.tree.max(hi));
         let c = &mut self.chunks[lo];
         c.keys.extend_from_slice(&upper.keys);
         c.sizes.extend_from_slice(&upper.sizes);
+        // The union's two largest are among the halves' two each.
+        let mut tops = [lo_max, c.second, hi_max, upper.second];
+        tops.sort_unstable();
+        c.second = tops[2];
         self.last[lo] = *c.keys.last().expect("not empty");
         let joined = (
             self.tree.max(lo).max(self.tree.max(hi)),
@@ -590,6 +633,9 @@ impl Chunked {
             if self.last[k] != *c.keys.last().expect("not empty") {
                 return Err(format!("chunk {k}'s last key is not {:?}", self.last[k]));
             }
+            if !self.no_max && c.second != c.top_two().1 {
+                return Err(format!("chunk {k}'s second largest is not {}", c.second));
+            }
             let counted = self.tree.count[self.tree.cap + k];
             if self.tree.max(k) != self.kept_max(c)
                 || (self.ranked && counted != c.keys.len() as u64)
@@ -640,10 +686,26 @@ impl Chunked {
         let max = self.tree.max(p.chunk);
         if self.no_max {
             // No largest value kept.
-        } else if size > max {
-            self.tree.set_max(p.chunk, size);
-        } else if old == max && size < old {
-            self.tree.set_max(p.chunk, c.largest());
+        } else if size > old {
+            // Grown: as an insertion, unless it was the largest already.
+            if size > max {
+                if old != max {
+                    c.second = max;
+                }
+                self.tree.set_max(p.chunk, size);
+            } else if size > c.second {
+                c.second = size;
+            }
+        } else if size < old && old >= c.second {
+            if old == max && size >= c.second {
+                // Still the largest (or tied with the second).
+                self.tree.set_max(p.chunk, size);
+            } else {
+                // It fell below the second, or it was the second: a scan.
+                let (max, second) = c.top_two();
+                c.second = second;
+                self.tree.set_max(p.chunk, max);
+            }
         }
         match self.largest {
             Some(l) if (size, end) >= l => self.largest = Some((size, end)),
