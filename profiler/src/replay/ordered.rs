@@ -1,8 +1,7 @@
 //! Sorted (key, value) entries in chunks of fewer than `CHUNK`, each
-//! chunk's largest value and length (or the sum of its values) a leaf of a
-//! segment tree: the fit models' free blocks in address order (keyed by
-//! end, valued by size), and heap_2's distinct sizes in `bins.rs` (valued
-//! by their numbers of blocks; best fit's are in `sizemap.rs`).
+//! chunk's largest value and length a leaf of a segment tree: the fit
+//! models' free blocks in address order (keyed by end, valued by size).
+//! (The models' indexes of distinct sizes are in `sizemap.rs`.)
 //!
 //! The policies ask questions a plain ordered map answers by walking it:
 //! the first block (from some place) that is at least so large, and how
@@ -43,10 +42,6 @@ struct Chunk {
 }
 
 impl Chunk {
-    fn largest(&self) -> u64 {
-        self.sizes.iter().copied().max().unwrap_or(0)
-    }
-
     /// The largest and the second largest size (see `second`).
     fn top_two(&self) -> (u64, u64) {
         let (mut a, mut b) = (0, 0);
@@ -63,8 +58,7 @@ impl Chunk {
 }
 
 /// Per chunk, its largest value (a size) and its number of entries, as the
-/// leaves of a segment tree whose
-/// nodes hold the largest value and the count below them: the largest
+/// leaves of a segment tree whose nodes hold the largest value and the count below them: the largest
 /// block is found in O(log chunks) whichever chunk holds it (worst fit
 /// shrinks it on every allocation), and so is the rank of a chunk's first
 /// entry (heap_4's walk of a list that can hold thousands of blocks, the
@@ -244,7 +238,7 @@ pub struct Pos {
 }
 
 /// Entries (key, value) in key order: free blocks by their end offset,
-/// with their sizes, or sizes with a value of their own.
+/// with their sizes.
 #[derive(Clone, Default)]
 pub struct Chunked {
     chunks: Vec<Chunk>,
@@ -268,11 +262,11 @@ pub struct Chunked {
     /// a climb of the tree per entry).
     ranked: bool,
     /// No chunk's largest value is kept (the tree holds 1 for each), for
-    /// indexes never asked for the largest value or the first that is
-    /// large enough: an index of sizes (keyed by size, the largest is the
-    /// last), and best fit's address order (searched by size elsewhere).
-    /// Keeping it costs a climb of the tree when a chunk's largest value
-    /// grows, and a scan of the chunk when it shrinks or goes.
+    /// an index never asked for the largest value or the first that is
+    /// large enough: best fit's address order (searched by size in
+    /// `bins.rs`). Keeping it costs a climb of the tree when a chunk's
+    /// largest value changes, and a scan of the chunk when one of its two
+    /// largest goes or the largest falls below the second.
     no_max: bool,
 }
 
@@ -297,9 +291,10 @@ impl Chunked {
         }
     }
 
-    /// What the tree keeps as chunk `c`'s largest value.
-    fn kept_max(&self, c: &Chunk) -> u64 {
-        if self.no_max { 1 } else { c.largest() }
+    /// What the tree keeps as chunk `c`'s largest value, and its second
+    /// largest (see `Chunk::second`; 0 with `no_max`).
+    fn kept_top_two(&self, c: &Chunk) -> (u64, u64) {
+        if self.no_max { (1, 0) } else { c.top_two() }
     }
 
     /// How many entries.
@@ -437,14 +432,13 @@ impl Chunked {
             sizes: c.sizes.split_off(half),
             second: 0,
         };
-        if !self.no_max {
-            c.second = c.top_two().1;
-            upper.second = upper.top_two().1;
-        }
         let c = &self.chunks[chunk];
+        let (lower_top, upper_top) = (self.kept_top_two(c), self.kept_top_two(&upper));
+        self.chunks[chunk].second = lower_top.1;
+        upper.second = upper_top.1;
         let halves = [
-            (self.kept_max(c), c.keys.len() as u64),
-            (self.kept_max(&upper), upper.keys.len() as u64),
+            (lower_top.0, self.chunks[chunk].keys.len() as u64),
+            (upper_top.0, upper.keys.len() as u64),
         ];
         self.tree.splice(chunk, chunk + 1, &halves);
         self.last[chunk] = *self.chunks[chunk].keys.last().expect("half");
@@ -540,12 +534,9 @@ impl Chunked {
         // The union's two largest are among the halves' two each.
         let mut tops = [lo_max, c.second, hi_max, upper.second];
         tops.sort_unstable();
-        c.second = tops[2];
+        c.second = if self.no_max { 0 } else { tops[2] };
         self.last[lo] = *c.keys.last().expect("not empty");
-        let joined = (
-            self.tree.max(lo).max(self.tree.max(hi)),
-            self.chunks[lo].keys.len() as u64,
-        );
+        let joined = (lo_max.max(hi_max), c.keys.len() as u64);
         self.tree.splice(lo, hi + 1, &[joined]);
     }
 
@@ -633,13 +624,12 @@ impl Chunked {
             if self.last[k] != *c.keys.last().expect("not empty") {
                 return Err(format!("chunk {k}'s last key is not {:?}", self.last[k]));
             }
-            if !self.no_max && c.second != c.top_two().1 {
+            let (max, second) = self.kept_top_two(c);
+            if c.second != second {
                 return Err(format!("chunk {k}'s second largest is not {}", c.second));
             }
             let counted = self.tree.count[self.tree.cap + k];
-            if self.tree.max(k) != self.kept_max(c)
-                || (self.ranked && counted != c.keys.len() as u64)
-            {
+            if self.tree.max(k) != max || (self.ranked && counted != c.keys.len() as u64) {
                 return Err(format!(
                     "chunk {k}'s largest size is not {} or its length not {}",
                     self.tree.max(k),
