@@ -13,9 +13,13 @@
 //! as the real TLSF's headers do by pointer, so that a merge finds its
 //! neighbours without a lookup; a freed allocation names its block by
 //! index, as a real free finds the header before the user's pointer.
+//!
+//! The largest free block (for the fragmentation statistics only) is in
+//! the highest non-empty list, which the bitmaps find; each list keeps its
+//! largest size and how many of its blocks have it, and is scanned again
+//! only when the last of those leaves it and it is asked for.
 
 use super::{Allocation, Heap, HeapStats};
-use std::collections::BinaryHeap;
 
 /// Second-level subdivisions: 2^SLI lists per power of two.
 const SLI: u32 = 4;
@@ -51,9 +55,10 @@ pub struct TlsfHeap {
     blocks: Vec<Block>,
     /// Indices of `blocks` no longer in the arena, for reuse.
     spare: Vec<u32>,
-    /// Free blocks as (size, offset, index), for the largest free block
-    /// (statistics only): stale entries are dropped when they reach the top.
-    largest: BinaryHeap<(u64, u64, u32)>,
+    /// Per list: its largest size and how many of its blocks have that
+    /// size (statistics only); a count of 0 in a non-empty list means not
+    /// known (the last of them left).
+    list_max: Vec<(u64, u32)>,
     free_blocks: usize,
     free_total: u64,
     high_water: u64,
@@ -81,7 +86,7 @@ impl TlsfHeap {
             lists: (0..64 * SL).map(|_| Vec::new()).collect(),
             blocks: Vec::new(),
             spare: Vec::new(),
-            largest: BinaryHeap::new(),
+            list_max: vec![(0, 0); 64 * SL],
             free_blocks: 0,
             free_total: 0,
             high_water: 0,
@@ -129,16 +134,25 @@ impl TlsfHeap {
 
     /// Lists free block `b`.
     fn insert(&mut self, b: u32) {
-        let Block { at, size, .. } = self.blocks[b as usize];
+        let size = self.blocks[b as usize].size;
         let (fl, sl) = mapping(size);
         let list = &mut self.lists[fl * SL + sl];
+        let max = &mut self.list_max[fl * SL + sl];
+        if list.is_empty() {
+            *max = (size, 1);
+        } else if max.1 != 0 {
+            if size > max.0 {
+                *max = (size, 1);
+            } else if size == max.0 {
+                max.1 += 1;
+            }
+        }
         let block = &mut self.blocks[b as usize];
         block.free = true;
         block.slot = list.len() as u32;
         list.push(b);
         self.fl_bitmap |= 1 << fl;
         self.sl_bitmap[fl] |= 1 << sl;
-        self.largest.push((size, at, b));
         self.free_blocks += 1;
         self.free_total += size;
         self.steps += 1;
@@ -158,27 +172,38 @@ impl TlsfHeap {
             if self.sl_bitmap[fl] == 0 {
                 self.fl_bitmap &= !(1 << fl);
             }
+        } else {
+            let max = &mut self.list_max[fl * SL + sl];
+            if max.1 != 0 && size == max.0 {
+                max.1 -= 1;
+            }
         }
         self.blocks[b as usize].free = false;
         self.free_blocks -= 1;
         self.free_total -= size;
         self.steps += 1;
-        // Stale entries pile up in the max-heap: rebuild it now and then.
-        if self.largest.len() > 2 * self.free_blocks + 64 {
-            let blocks = &self.blocks;
-            self.largest = self
-                .lists
-                .iter()
-                .flatten()
-                .map(|&i| (blocks[i as usize].size, blocks[i as usize].at, i))
-                .collect();
-        }
     }
 
-    /// Is the max-heap entry (size, at, index) a free block now?
-    fn current(&self, &(size, at, b): &(u64, u64, u32)) -> bool {
-        let block = &self.blocks[b as usize];
-        block.free && block.at == at && block.size == size
+    /// The largest size in list `l` and how many blocks have it, by a scan.
+    fn scan_list(&self, l: usize) -> (u64, u32) {
+        self.lists[l].iter().fold((0, 0), |(max, n), &b| {
+            let size = self.blocks[b as usize].size;
+            match size.cmp(&max) {
+                std::cmp::Ordering::Greater => (size, 1),
+                std::cmp::Ordering::Equal => (max, n + 1),
+                std::cmp::Ordering::Less => (max, n),
+            }
+        })
+    }
+
+    /// The highest non-empty list, which holds the largest free block.
+    fn top_list(&self) -> Option<usize> {
+        if self.fl_bitmap == 0 {
+            return None;
+        }
+        let fl = 63 - self.fl_bitmap.leading_zeros() as usize;
+        let sl = 31 - self.sl_bitmap[fl].leading_zeros() as usize;
+        Some(fl * SL + sl)
     }
 
     /// A non-empty list whose every block holds `size`: the good-fit
@@ -268,15 +293,18 @@ impl Heap for TlsfHeap {
     }
 
     fn stats(&mut self) -> HeapStats {
-        while let Some(top) = self.largest.peek() {
-            if self.current(top) {
-                break;
+        let largest_free = match self.top_list() {
+            None => 0,
+            Some(l) => {
+                if self.list_max[l].1 == 0 {
+                    self.list_max[l] = self.scan_list(l);
+                }
+                self.list_max[l].0
             }
-            self.largest.pop();
-        }
+        };
         HeapStats {
             free_total: self.free_total,
-            largest_free: self.largest.peek().map_or(0, |t| t.0),
+            largest_free,
             high_water: self.high_water,
         }
     }
@@ -359,16 +387,19 @@ impl Heap for TlsfHeap {
             .flatten()
             .map(|&i| self.blocks[i as usize].size)
             .max();
-        let known = self
-            .largest
-            .iter()
-            .filter(|e| self.current(e))
-            .map(|e| e.0)
-            .max();
+        let known = self.top_list().map(|l| self.scan_list(l).0);
         if largest != known {
             return Err(format!(
-                "largest free block {largest:?}, the max-heap knows {known:?}"
+                "largest free block {largest:?}, the top list holds {known:?}"
             ));
+        }
+        for (l, &(max, n)) in self.list_max.iter().enumerate() {
+            if n != 0 && !self.lists[l].is_empty() && self.scan_list(l) != (max, n) {
+                return Err(format!(
+                    "list {l} keeps its largest as {max} x {n}, holds {:?}",
+                    self.scan_list(l)
+                ));
+            }
         }
         if allocations.len() + free_seen != seen
             || allocations
