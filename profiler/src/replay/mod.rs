@@ -764,6 +764,7 @@ impl<'a> Blocks<'a> {
 
     /// Puts the block that operation `i` creates at `addr`; returns the
     /// block it displaces (one live at the same address).
+    #[inline]
     fn put(&mut self, i: usize, addr: u64, block: (Allocation, u64)) -> Option<(Allocation, u64)> {
         if !self.by_handle {
             return self.map.insert(addr, block);
@@ -837,7 +838,10 @@ pub fn run_with(
     let span = ops
         .last()
         .map_or(0, |o| o.ticks.saturating_sub(first_ticks));
-    let mut series = vec![f64::NAN; FRAG_POINTS];
+    // Each stretch's largest fragmentation, below every value (which are
+    // never NaN) until an operation falls in it: one comparison an
+    // operation (`f64::max` also orders NaNs).
+    let mut series = vec![f64::NEG_INFINITY; FRAG_POINTS];
     // A multiplication per operation (a 128-bit division cost more than
     // some models' whole operation).
     let scale = FRAG_POINTS as f64 / (span as f64 + 1.0);
@@ -939,11 +943,9 @@ pub fn run_with(
         };
         out.frag_max = out.frag_max.max(last_frag);
         let k = stretch(t.ticks);
-        series[k] = if series[k].is_nan() {
-            last_frag
-        } else {
-            series[k].max(last_frag)
-        };
+        if last_frag > series[k] {
+            series[k] = last_frag;
+        }
         if let Some(size) = failed_here {
             out.failed += 1;
             if out.failure.is_none() {
@@ -981,7 +983,7 @@ pub fn run_with(
     // A stretch with no operation kept the fragmentation of the last.
     let mut carried = 0.0;
     for v in &mut series {
-        if v.is_nan() {
+        if *v == f64::NEG_INFINITY {
             *v = carried;
         }
         carried = *v;
