@@ -302,20 +302,23 @@ impl Heap for FitHeap {
                 // blocks: below); never merged.
             }
             Flavour::FreeRtosOrdered | Flavour::Tagged => {
-                // heap_4 walks its list to the block's place.
-                self.steps += if self.flavour == Flavour::FreeRtosOrdered {
-                    self.free.count_to(at) + 1
-                } else {
-                    1
-                };
                 // One search finds both neighbours: the first free block
                 // that ends at or after `at` is the one before if it ends
                 // exactly there; the next (or that one, if not) is the one
                 // after if it begins where this block ends. The one after
                 // takes in what is freed before it without changing its
-                // key (its end): its size is updated where it lies.
+                // key (its end): its size is updated where it lies. heap_4
+                // walks its list to the block's place: the same search
+                // counts the blocks it passes.
                 let end = at + size;
-                let [first, second] = self.free.at_or_after(at);
+                let [first, second] = if self.flavour == Flavour::FreeRtosOrdered {
+                    let (neighbours, passed) = self.free.at_or_after_counted(at);
+                    self.steps += passed + 1;
+                    neighbours
+                } else {
+                    self.steps += 1;
+                    self.free.at_or_after(at)
+                };
                 let (prev, next) = match first {
                     Some((e, s)) if e == at => (Some(s), second),
                     other => (None, other),
