@@ -32,28 +32,76 @@ const SMALL: usize = CHUNK / 4;
 struct Chunk {
     keys: Vec<u64>,
     sizes: Vec<u64>,
-    /// The second largest size (the largest, if two entries hold it; 0
-    /// with one entry), kept where the largest is (not with `no_max`): when
-    /// a split shrinks the chunk's largest block, the new largest is the
-    /// larger of it and this, without a scan of the chunk, unless the
-    /// block falls below it. (Next fit shrinks the block at its rover again
-    /// and again; worst fit the largest.)
-    second: u64,
+    /// Its largest sizes (not with `no_max`).
+    tops: Tops,
 }
 
-impl Chunk {
-    /// The largest and the second largest size (see `second`).
-    fn top_two(&self) -> (u64, u64) {
-        let (mut a, mut b) = (0, 0);
-        for &s in &self.sizes {
-            if s > a {
-                b = a;
-                a = s;
-            } else if s > b {
-                b = s;
+/// How many of a chunk's largest sizes it keeps.
+const TOPS: usize = 4;
+
+/// A chunk's `n` largest sizes, largest first (as a multiset: the first
+/// `n` of its sizes sorted from the largest), `n` at most [`TOPS`]. A
+/// change among them keeps the rest known where it can: a size that
+/// leaves takes one off `n`, a size that comes in at or above the
+/// smallest known one joins them. The chunk is scanned again only when
+/// none is left, where keeping the largest and the second alone meant a
+/// scan of up to 63 sizes whenever a split took the largest block below
+/// the second (first fit's and heap_4's split blocks are often their
+/// chunk's largest: a search stops at the first chunk with one large
+/// enough; next fit shrinks the block at its rover again and again, worst
+/// fit the largest).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Tops {
+    v: [u64; TOPS],
+    n: u8,
+}
+
+impl Tops {
+    /// The largest sizes of `sizes`, by a scan.
+    fn of(sizes: &[u64]) -> Tops {
+        let mut t = Tops::default();
+        for (others, &s) in sizes.iter().enumerate() {
+            t.add(s, others);
+        }
+        t
+    }
+
+    /// The largest size (0 when none is known).
+    fn max(&self) -> u64 {
+        if self.n == 0 { 0 } else { self.v[0] }
+    }
+
+    /// A size comes into a chunk that holds `others` more.
+    #[inline]
+    fn add(&mut self, s: u64, others: usize) {
+        let n = usize::from(self.n);
+        // With every other size known, or `s` at least the smallest known,
+        // `s` is among the largest (unless TOPS larger ones are known).
+        if n == others || (n > 0 && s >= self.v[n - 1]) {
+            let at = self.v[..n].iter().take_while(|&&x| x > s).count();
+            if at < TOPS {
+                let last = n.min(TOPS - 1);
+                self.v.copy_within(at..last, at + 1);
+                self.v[at] = s;
+                self.n = (n + 1).min(TOPS) as u8;
             }
         }
-        (a, b)
+    }
+
+    /// A size leaves the chunk.
+    #[inline]
+    fn remove(&mut self, s: u64) {
+        let n = usize::from(self.n);
+        if n > 0 && s >= self.v[n - 1] {
+            // One of the known holds it: a size at or above the smallest
+            // known is either among them or equal to the smallest.
+            let at = self.v[..n]
+                .iter()
+                .position(|&x| x == s)
+                .expect("a known size");
+            self.v.copy_within(at + 1..n, at);
+            self.n -= 1;
+        }
     }
 }
 
@@ -265,8 +313,8 @@ pub struct Chunked {
     /// an index never asked for the largest value or the first that is
     /// large enough: best fit's address order (searched by size in
     /// `bins.rs`). Keeping it costs a climb of the tree when a chunk's
-    /// largest value changes, and a scan of the chunk when one of its two
-    /// largest goes or the largest falls below the second.
+    /// largest value changes, and a scan of the chunk when the last of
+    /// its known largest sizes goes (see [`Tops`]).
     no_max: bool,
 }
 
@@ -291,10 +339,32 @@ impl Chunked {
         }
     }
 
-    /// What the tree keeps as chunk `c`'s largest value, and its second
-    /// largest (see `Chunk::second`; 0 with `no_max`).
-    fn kept_top_two(&self, c: &Chunk) -> (u64, u64) {
-        if self.no_max { (1, 0) } else { c.top_two() }
+    /// Chunk `c`'s largest sizes, by a scan (none with `no_max`).
+    fn scanned_tops(&self, c: &Chunk) -> Tops {
+        if self.no_max {
+            Tops::default()
+        } else {
+            Tops::of(&c.sizes)
+        }
+    }
+
+    /// What the tree keeps as a chunk's largest value, from its `tops`.
+    fn kept_max(&self, tops: &Tops) -> u64 {
+        if self.no_max { 1 } else { tops.max() }
+    }
+
+    /// After a change of chunk `k`'s sizes (`tops` told of it): scans the
+    /// chunk if no largest size is left known, and gives the tree the
+    /// largest.
+    fn settle_tops(&mut self, k: usize) {
+        let c = &mut self.chunks[k];
+        if c.tops.n == 0 {
+            c.tops = Tops::of(&c.sizes);
+        }
+        let max = c.tops.max();
+        if max != self.tree.max(k) {
+            self.tree.set_max(k, max);
+        }
     }
 
     /// How many entries.
@@ -391,7 +461,11 @@ impl Chunked {
             self.chunks.push(Chunk {
                 keys: vec![key],
                 sizes: vec![size],
-                second: 0,
+                tops: if self.no_max {
+                    Tops::default()
+                } else {
+                    Tops::of(&[size])
+                },
             });
             self.last.push(key);
             let max = if self.no_max { 1 } else { size };
@@ -413,13 +487,8 @@ impl Chunked {
         self.last[chunk] = *c.keys.last().expect("not empty");
         if c.keys.len() < CHUNK {
             if !self.no_max {
-                let max = self.tree.max(chunk);
-                if size > max {
-                    c.second = max;
-                    self.tree.set_max(chunk, size);
-                } else if size > c.second {
-                    c.second = size;
-                }
+                c.tops.add(size, c.keys.len() - 1);
+                self.settle_tops(chunk);
             }
             if self.ranked {
                 self.tree.add_count(chunk, 1, true);
@@ -430,15 +499,16 @@ impl Chunked {
         let mut upper = Chunk {
             keys: c.keys.split_off(half),
             sizes: c.sizes.split_off(half),
-            second: 0,
+            tops: Tops::default(),
         };
-        let c = &self.chunks[chunk];
-        let (lower_top, upper_top) = (self.kept_top_two(c), self.kept_top_two(&upper));
-        self.chunks[chunk].second = lower_top.1;
-        upper.second = upper_top.1;
+        upper.tops = self.scanned_tops(&upper);
+        self.chunks[chunk].tops = self.scanned_tops(&self.chunks[chunk]);
         let halves = [
-            (lower_top.0, self.chunks[chunk].keys.len() as u64),
-            (upper_top.0, upper.keys.len() as u64),
+            (
+                self.kept_max(&self.chunks[chunk].tops),
+                self.chunks[chunk].keys.len() as u64,
+            ),
+            (self.kept_max(&upper.tops), upper.keys.len() as u64),
         ];
         self.tree.splice(chunk, chunk + 1, &halves);
         self.last[chunk] = *self.chunks[chunk].keys.last().expect("half");
@@ -491,13 +561,9 @@ impl Chunked {
             self.tree.splice(p.chunk, p.chunk + 1, &[]);
             return Some(size);
         }
-        if !self.no_max && size >= c.second {
-            // The largest or the second went: both again.
-            let (max, second) = c.top_two();
-            c.second = second;
-            if max != self.tree.max(p.chunk) {
-                self.tree.set_max(p.chunk, max);
-            }
+        if !self.no_max {
+            c.tops.remove(size);
+            self.settle_tops(p.chunk);
         }
         if self.ranked {
             self.tree.add_count(p.chunk, 1, false);
@@ -531,10 +597,8 @@ impl Chunked {
         let c = &mut self.chunks[lo];
         c.keys.extend_from_slice(&upper.keys);
         c.sizes.extend_from_slice(&upper.sizes);
-        // The union's two largest are among the halves' two each.
-        let mut tops = [lo_max, c.second, hi_max, upper.second];
-        tops.sort_unstable();
-        c.second = if self.no_max { 0 } else { tops[2] };
+        self.chunks[lo].tops = self.scanned_tops(&self.chunks[lo]);
+        let c = &self.chunks[lo];
         self.last[lo] = *c.keys.last().expect("not empty");
         let joined = (lo_max.max(hi_max), c.keys.len() as u64);
         self.tree.splice(lo, hi + 1, &[joined]);
@@ -624,10 +688,16 @@ impl Chunked {
             if self.last[k] != *c.keys.last().expect("not empty") {
                 return Err(format!("chunk {k}'s last key is not {:?}", self.last[k]));
             }
-            let (max, second) = self.kept_top_two(c);
-            if c.second != second {
-                return Err(format!("chunk {k}'s second largest is not {}", c.second));
+            let mut sorted = c.sizes.clone();
+            sorted.sort_unstable_by(|a, b| b.cmp(a));
+            let known = usize::from(c.tops.n);
+            if !self.no_max && (known == 0 || c.tops.v[..known] != sorted[..known]) {
+                return Err(format!(
+                    "chunk {k}'s largest sizes are not {:?}",
+                    &c.tops.v[..known]
+                ));
             }
+            let max = self.kept_max(&c.tops);
             let counted = self.tree.count[self.tree.cap + k];
             if self.tree.max(k) != max || (self.ranked && counted != c.keys.len() as u64) {
                 return Err(format!(
@@ -673,29 +743,10 @@ impl Chunked {
         assert_eq!(found, Some(&end), "no free block ends at {end}");
         let c = &mut self.chunks[p.chunk];
         let old = std::mem::replace(&mut c.sizes[p.i], size);
-        let max = self.tree.max(p.chunk);
-        if self.no_max {
-            // No largest value kept.
-        } else if size > old {
-            // Grown: as an insertion, unless it was the largest already.
-            if size > max {
-                if old != max {
-                    c.second = max;
-                }
-                self.tree.set_max(p.chunk, size);
-            } else if size > c.second {
-                c.second = size;
-            }
-        } else if size < old && old >= c.second {
-            if old == max && size >= c.second {
-                // Still the largest (or tied with the second).
-                self.tree.set_max(p.chunk, size);
-            } else {
-                // It fell below the second, or it was the second: a scan.
-                let (max, second) = c.top_two();
-                c.second = second;
-                self.tree.set_max(p.chunk, max);
-            }
+        if !self.no_max && size != old {
+            c.tops.remove(old);
+            c.tops.add(size, c.keys.len() - 1);
+            self.settle_tops(p.chunk);
         }
         match self.largest {
             Some(l) if (size, end) >= l => self.largest = Some((size, end)),
