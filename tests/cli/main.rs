@@ -12,11 +12,28 @@ fn memtally(args: &[&str]) -> Output {
         .expect("run memtally")
 }
 
-/// A fresh directory for one test.
+/// A fresh directory for one test, `NAME.PID` under the target's scratch
+/// space: two runs of these tests at once (two `cargo test`s on one
+/// checkout: cargo locks the build, not the tests) must not truncate each
+/// other's traces or remove each other's files. Directories of runs whose
+/// process has gone are removed.
 fn scratch(name: &str) -> PathBuf {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
-        .join("cli")
-        .join(name);
+    let root = Path::new(env!("CARGO_TARGET_TMPDIR")).join("cli");
+    let me = std::process::id();
+    for entry in std::fs::read_dir(&root).into_iter().flatten().flatten() {
+        let file_name = entry.file_name();
+        let owner = file_name
+            .to_str()
+            .and_then(|n| n.rsplit_once('.'))
+            .and_then(|(_, pid)| pid.parse::<u32>().ok());
+        if let Some(pid) = owner
+            && pid != me
+            && !Path::new(&format!("/proc/{pid}")).exists()
+        {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+    let dir = root.join(format!("{name}.{me}"));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     dir
