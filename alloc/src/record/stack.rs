@@ -79,8 +79,10 @@ struct ProcmapQuery {
     build_id_addr: u64,
 }
 
-/// `_IOWR('f', 17, struct procmap_query)`.
+/// `_IOWR('f', 17, struct procmap_query)`: the size, 0x68, is encoded in
+/// the request.
 const PROCMAP_QUERY: libc::c_ulong = 0xC068_6611;
+const _: () = assert!(core::mem::size_of::<ProcmapQuery>() == 0x68);
 
 /// The mapping that covers `addr`, by `PROCMAP_QUERY` on the maps file
 /// `fd`; None where the kernel does not know the ioctl (ENOTTY) or finds
