@@ -446,7 +446,16 @@ fn emit_busy(
         };
         mode
     };
-    if !writer::running() && (mode == OFF || !writer::start(&settings(), mode)) {
+    // A writer is started here only while recording is on: an event begun
+    // before a detach switched it off, on a thread held up past the
+    // detach's wait for events in flight, must not start a writer of its
+    // own after the session's has finished (a stray trace file, and a
+    // running writer that makes the next attach fail).
+    if !writer::running()
+        && (mode == OFF
+            || RECORDING.load(Ordering::Acquire) == OFF
+            || !writer::start(&settings(), mode))
+    {
         ring.abandon_event();
         DROPPED.fetch_add(1, Ordering::Relaxed);
         return;
