@@ -396,10 +396,14 @@ fn threads_that_come_and_go_are_recorded_whole_in_every_session() {
             s["allocations"].as_u64().unwrap() > 10_000,
             "session {i}: {s}"
         );
-        // Only the 32 blocks in the slots at the attach were allocated
-        // before it.
+        // Unknown frees are blocks allocated before a thread switched to
+        // recording, freed after by one that had: the 32 in the slots at
+        // the attach, and those a thread allocated after the attach but
+        // before its next slow path (where it switches), which a loaded
+        // machine stretches (once over 64 in a full suite run). A thread
+        // left unrecorded for the session gives hundreds of thousands.
         assert!(
-            s["unknown_frees"].as_u64().unwrap() <= 64,
+            s["unknown_frees"].as_u64().unwrap() <= 2_000,
             "session {i}: {s}"
         );
         assert_eq!(s["lost_frees"], 0, "session {i}: {s}");
