@@ -106,12 +106,11 @@ impl Tops {
 }
 
 /// Per chunk, its largest value (a size) and its number of entries, as the
-/// leaves of a segment tree whose nodes hold the largest value and the count below them: the largest
-/// block is found in O(log chunks) whichever chunk holds it (worst fit
-/// shrinks it on every allocation), and so is the rank of a chunk's first
-/// entry (heap_4's walk of a list that can hold thousands of blocks, the
-/// number of blocks smaller than a size in heap_2's index of sizes). A
-/// change of a largest value climbs only while it changes a parent;
+/// leaves of a segment tree whose nodes hold the largest value and the
+/// count below them: the largest block is found in O(log chunks) whichever
+/// chunk holds it (worst fit shrinks it on every allocation), and so is
+/// the rank of a chunk's first entry (heap_4's walk of a list that can
+/// hold thousands of blocks). A change of a largest value climbs only while it changes a parent;
 /// inserting, removing or splitting chunks, once per many entries,
 /// recomputes the nodes above the leaves that moved. (Indexes that keep
 /// no largest value hold 1 per chunk.)
@@ -458,17 +457,15 @@ impl Chunked {
             self.largest = Some((size, key));
         }
         if self.chunks.is_empty() {
-            self.chunks.push(Chunk {
+            let mut first = Chunk {
                 keys: vec![key],
                 sizes: vec![size],
-                tops: if self.no_max {
-                    Tops::default()
-                } else {
-                    Tops::of(&[size])
-                },
-            });
+                tops: Tops::default(),
+            };
+            first.tops = self.scanned_tops(&first);
+            let max = self.kept_max(&first.tops);
+            self.chunks.push(first);
             self.last.push(key);
-            let max = if self.no_max { 1 } else { size };
             self.tree.splice(0, 0, &[(max, 1)]);
             // Without largest values, `largest` stays None (and every
             // update of it below is a no-op).
@@ -593,14 +590,13 @@ impl Chunked {
         let (lo, hi) = (k.min(other), k.max(other));
         let upper = self.chunks.remove(hi);
         self.last.remove(hi);
-        let (lo_max, hi_max) = (self.tree.max(lo), self.tree.max(hi));
         let c = &mut self.chunks[lo];
         c.keys.extend_from_slice(&upper.keys);
         c.sizes.extend_from_slice(&upper.sizes);
         self.chunks[lo].tops = self.scanned_tops(&self.chunks[lo]);
         let c = &self.chunks[lo];
         self.last[lo] = *c.keys.last().expect("not empty");
-        let joined = (lo_max.max(hi_max), c.keys.len() as u64);
+        let joined = (self.kept_max(&c.tops), c.keys.len() as u64);
         self.tree.splice(lo, hi + 1, &[joined]);
     }
 

@@ -9,9 +9,9 @@
 //! out a size and puts in the remainder's; a merge takes out two and puts
 //! in one), and a general ordered structure of chunks under a segment
 //! tree spent about 160 instructions on each change, two thirds of the
-//! model's time on a trace of random sizes. Here sizes fall into classes by their top bits
-//! (all sizes below 32 exactly; above, 32 classes per power of two, as
-//! TLSF splits them), a bitmap says which classes hold sizes, and each
+//! model's time on a trace of random sizes. Here sizes fall into classes
+//! by their top bits (all sizes below 32 exactly; above, 32 classes per
+//! power of two, as TLSF splits them), a bitmap says which classes hold sizes, and each
 //! class keeps its few sizes sorted in a small vector: a change is a class
 //! computation and an insertion into a vector that rarely holds more than
 //! a few entries, and a search is one class's scan and, past it, the
