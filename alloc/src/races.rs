@@ -289,7 +289,8 @@ fn retarget(addr: u64) {
     } else {
         addr
     });
-    TARGET.store(addr, Ordering::Release);
+    // SeqCst: pairs with the trap handler's claim of the stall (see `tick`).
+    TARGET.store(addr, Ordering::SeqCst);
     // SAFETY: our descriptor; the ioctl reads `a`.
     unsafe { libc::ioctl(fd, IOC_MODIFY_ATTRIBUTES, &a as *const PerfEventAttr) };
 }
@@ -308,6 +309,15 @@ pub fn tick() {
                 return;
             }
             retarget(0);
+        }
+        // A stall still on (one that took the watch off itself, or a trap
+        // that passed its target check before the retarget above and
+        // claimed the stall since) is charged to this window when it
+        // ends: its handler counts its time before releasing the stall.
+        // A trap claiming the stall after this load sees the retarget and
+        // gives it up (both sides store, then load, in one SeqCst order).
+        if STALLED.load(Ordering::SeqCst) != 0 {
+            return;
         }
         end_window(now);
         return;
@@ -399,17 +409,34 @@ extern "C" fn on_trap(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut li
     TRAPS.fetch_add(1, Ordering::Relaxed);
     let me = tid();
     if STALLED
-        .compare_exchange(0, me, Ordering::AcqRel, Ordering::Acquire)
+        .compare_exchange(0, me, Ordering::SeqCst, Ordering::Acquire)
         .is_ok()
     {
+        if TARGET.load(Ordering::SeqCst) != target {
+            // The writer ended the window meanwhile (see `tick`).
+            STALLED.store(0, Ordering::Release);
+            return;
+        }
         first_access(target, ctx);
-    } else if STALLED.load(Ordering::Acquire) != me {
-        second_access(target, ctx);
+        // The stall's time is counted before the stall is released: the
+        // writer ends the window once it sees no stall, and charges the
+        // window what `TRAP_US` says then. Counted after, a stall that
+        // ended its window would be charged to no window and escape the
+        // budget.
+        TRAP_US.fetch_add(
+            crate::os::now_us().saturating_sub(entered),
+            Ordering::Relaxed,
+        );
+        STALLED.store(0, Ordering::Release);
+    } else {
+        if STALLED.load(Ordering::Acquire) != me {
+            second_access(target, ctx);
+        }
+        TRAP_US.fetch_add(
+            crate::os::now_us().saturating_sub(entered),
+            Ordering::Relaxed,
+        );
     }
-    TRAP_US.fetch_add(
-        crate::os::now_us().saturating_sub(entered),
-        Ordering::Relaxed,
-    );
 }
 
 /// Thread A: record what it did, stall with the watch armed, and if
@@ -447,7 +474,6 @@ fn first_access(target: u64, ctx: *mut libc::c_void) {
             crate::record::on_race(crate::trace::error::RACE_FIRST, target, wrote, &frames[..n]);
         }
     }
-    STALLED.store(0, Ordering::Release);
 }
 
 /// Thread B, during A's stall: the accesses overlapped.
