@@ -2,9 +2,12 @@
  * 4) allocate and free blocks of 16 B to 4 KiB for SECONDS seconds (first
  * argument, default 5), handing some blocks to each other to free (so
  * frees cross threads), while the main thread forks a child every 100 ms
- * that allocates, frees and exits. keep_forever holds one 256-byte block
- * per 1,000 allocations of each thread. Prints "ready" once running and
- * exits 0, early when a file named "stop" appears in its directory. */
+ * that allocates, frees, checks that the pipe its parent opened before the
+ * fork is still open (exit status 3 if not) and exits. keep_forever holds
+ * one 256-byte block per 1,000 allocations of each thread. Prints "ready"
+ * once running and exits 0, early when a file named "stop" appears in its
+ * directory. */
+#include <fcntl.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -79,12 +82,24 @@ int main(int argc, char **argv) {
     fflush(stdout);
     double end = now() + seconds;
     while (now() < end && access("stop", F_OK) != 0) {
+        /* Opened after a session may end: the pipe can take the number
+         * the session's trace had, which the child's memtally must not
+         * close as its parent's trace. */
+        int fds[2];
+        if (pipe(fds) != 0) {
+            perror("pipe");
+            return 1;
+        }
         pid_t child = fork();
         if (child == 0) {
             for (int i = 0; i < 1000; i++)
                 free(malloc(64 + i));
+            if (fcntl(fds[0], F_GETFD) < 0 || fcntl(fds[1], F_GETFD) < 0)
+                _exit(3);
             _exit(0);
         }
+        close(fds[0]);
+        close(fds[1]);
         int status = 0;
         waitpid(child, &status, 0);
         if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {

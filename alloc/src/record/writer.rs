@@ -231,6 +231,13 @@ pub fn start(settings: &crate::options::Settings, mode: u8) -> bool {
         }
         return running();
     }
+    // Another thread may have started it (and let go of `STARTING`)
+    // between the checks above and the claim: a second writer would
+    // overwrite the running one's state.
+    if running() || STATE.load(Ordering::Acquire) == STOPPED {
+        STARTING.store(false, Ordering::Release);
+        return running();
+    }
     let ok = open_and_spawn(settings, mode);
     if ok {
         super::note_exit_status_at_exit();
@@ -749,6 +756,9 @@ fn finish_trace(ws: &mut WriterState) {
         put_uvar(c, super::exit_status());
     });
     ws.out.flush();
+    // Forgotten before it is closed: the number may soon name a file of
+    // the program's, which a forked child must not close as our trace.
+    FD.store(-1, Ordering::Relaxed);
     // SAFETY: closing our own descriptor.
     unsafe { libc::close(ws.out.fd) };
     // After an exec that fails, recording goes on into a new trace; after
@@ -796,6 +806,9 @@ pub fn finish(flags: u64) {
         }
         os::futex_wait(&DONE, 0, Some(10));
     }
+    crate::report::warn(format_args!(
+        "the trace writer did not finish within 5 s; the trace may end without its footer"
+    ));
 }
 
 /// In a forked child: the writer thread does not exist here. Forget it, so
