@@ -163,14 +163,17 @@ impl ChunkTree {
         }
     }
 
-    /// How many entries the chunks before `k` hold.
+    /// How many entries the chunks before `k` hold: the left siblings'
+    /// counts on the way up.
     fn before(&self, k: usize) -> u64 {
         let mut i = self.cap + k;
         let mut n = 0;
         while i > 1 {
-            if i % 2 == 1 {
-                n += self.count[i - 1];
-            }
+            // Without a branch: whether a node is a right child is a coin
+            // toss from level to level, which a branch mispredicts half
+            // the time (`count[i - 1]` is a node either way).
+            let right = 0u64.wrapping_sub((i % 2) as u64);
+            n += self.count[i - 1] & right;
             i /= 2;
         }
         n
@@ -261,6 +264,26 @@ impl ChunkTree {
         Some(i - self.cap)
     }
 
+    /// The first leaf whose value is at least `need` (which is above 0),
+    /// searched down from the root, and the count of the leaves before it
+    /// (the left subtrees passed on the way): first fit's search from the
+    /// lowest address, where a search up from the first leaf climbs as
+    /// far as it then descends, and counting takes no climb of its own.
+    fn first_at_least_from_root(&self, need: u64) -> Option<(usize, u64)> {
+        if self.max[1] < need {
+            return None;
+        }
+        let (mut i, mut before) = (1, 0);
+        while i < self.cap {
+            let left = 2 * i;
+            // Without a branch: which way a search turns is data.
+            let right = self.max[left] < need;
+            before += self.count[left] & 0u64.wrapping_sub(u64::from(right));
+            i = left + usize::from(right);
+        }
+        Some((i - self.cap, before))
+    }
+
     /// The last leaf of the largest value, and the value.
     fn last_largest(&self) -> (usize, u64) {
         let m = self.max[1];
@@ -304,6 +327,10 @@ pub struct Chunked {
     /// Where the last search found a block: the model changes or removes
     /// the block it found next, which then needs no search.
     found: Cell<Pos>,
+    /// Where next fit's last search found its block: the rest of that
+    /// block (keyed by its end) is the entry the next search starts from,
+    /// unless blocks came or went around it since (checked).
+    rover_hint: Cell<Pos>,
     /// Keep the tree's counts, for ranks in O(log chunks) (else a rank
     /// sums the chunks' lengths: the models that ask for none do not pay
     /// a climb of the tree per entry).
@@ -654,7 +681,7 @@ impl Chunked {
                     i: p.i + k,
                 };
                 self.found.set(at);
-                return (self.entry(at), self.rank(at) - self.rank(from));
+                return (self.entry(at), self.rank(at) - self.rank_from(from));
             }
             // The chunks between hold nothing large enough: the tree finds
             // the next that does, and ranks count what was passed.
@@ -663,7 +690,18 @@ impl Chunked {
             };
             p = Pos { chunk: next, i: 0 };
         }
-        (None, self.rank(to) - self.rank(from))
+        (None, self.rank(to) - self.rank_from(from))
+    }
+
+    /// [`Chunked::rank`], with no climb of the tree for the first entry
+    /// (where first fit's searches start).
+    #[inline]
+    fn rank_from(&self, p: Pos) -> u64 {
+        if p == (Pos { chunk: 0, i: 0 }) {
+            0
+        } else {
+            self.rank(p)
+        }
     }
 
     /// Every block as (key, size), in order.
@@ -784,14 +822,60 @@ impl Chunked {
     /// First fit from the lowest address: the block, and the blocks
     /// passed before it (all of them when none fits).
     pub fn first_fit(&self, need: u64) -> (Option<(u64, u64)>, u64) {
-        self.first_in(Pos { chunk: 0, i: 0 }, self.end_pos(), need)
+        assert!(!self.no_max, "an index without its largest values");
+        if !self.ranked || self.len == 0 {
+            return self.first_in(Pos { chunk: 0, i: 0 }, self.end_pos(), need);
+        }
+        // The first chunk often holds one (a heap that is not fragmented):
+        // then the blocks passed are those before it there.
+        let (chunk, passed) = if self.tree.max(0) >= need {
+            (0, 0)
+        } else {
+            match self.tree.first_at_least_from_root(need) {
+                Some(found) => found,
+                None => return (None, self.len as u64),
+            }
+        };
+        let c = &self.chunks[chunk];
+        let i = c
+            .sizes
+            .iter()
+            .position(|&s| s >= need)
+            .expect("the chunk holds one");
+        let at = Pos { chunk, i };
+        self.found.set(at);
+        (self.entry(at), passed + i as u64)
     }
 
     /// Next fit from `rover`: the blocks beginning at or after it, then
     /// those ending at or before it, then a block spanning it (one merged
     /// across it since); the block, and the blocks looked at before it.
     pub fn next_fit(&self, rover: u64, need: u64) -> (Option<(u64, u64)>, u64) {
-        let split = self.upper_bound(rover);
+        let (found, looked) = self.next_fit_from(self.upper_bound_near(rover), rover, need);
+        if found.is_some() {
+            self.rover_hint.set(self.found.get());
+        }
+        (found, looked)
+    }
+
+    /// The first entry whose key is above `key`, when it is at the rover
+    /// hint (no search), or by a search.
+    fn upper_bound_near(&self, key: u64) -> Pos {
+        let p = self.rover_hint.get();
+        if let Some(c) = self.chunks.get(p.chunk)
+            && c.keys.get(p.i).is_some_and(|&k| k > key)
+            && match p.i.checked_sub(1) {
+                Some(j) => c.keys[j] <= key,
+                None => p.chunk == 0 || self.last[p.chunk - 1] <= key,
+            }
+        {
+            return p;
+        }
+        self.upper_bound(key)
+    }
+
+    /// [`Chunked::next_fit`] with `split`, the first entry above `rover`.
+    fn next_fit_from(&self, split: Pos, rover: u64, need: u64) -> (Option<(u64, u64)>, u64) {
         let spanning = self.entry(split).filter(|&(e, s)| e - s < rover);
         let after = if spanning.is_some() {
             self.next_pos(split)
@@ -807,7 +891,10 @@ impl Chunked {
             return (found, a + b);
         }
         match spanning {
-            Some(e) if e.1 >= need => (Some(e), a + b),
+            Some(e) if e.1 >= need => {
+                self.found.set(split);
+                (Some(e), a + b)
+            }
             Some(_) => (None, a + b + 1),
             None => (None, a + b),
         }
