@@ -110,10 +110,10 @@ impl Tops {
 /// count below them: the largest block is found in O(log chunks) whichever
 /// chunk holds it (worst fit shrinks it on every allocation), and so is
 /// the rank of a chunk's first entry (heap_4's walk of a list that can
-/// hold thousands of blocks). A change of a largest value climbs only while it changes a parent;
-/// inserting, removing or splitting chunks, once per many entries,
-/// recomputes the nodes above the leaves that moved. (Indexes that keep
-/// no largest value hold 1 per chunk.)
+/// hold thousands of blocks). A change of a largest value climbs only
+/// while it changes a parent; inserting, removing or splitting chunks,
+/// once per many entries, recomputes the nodes above the leaves that
+/// moved. (Indexes that keep no largest value hold 1 per chunk.)
 #[derive(Clone, Default)]
 struct ChunkTree {
     /// Leaves: a power of two, at least `len`.
@@ -409,6 +409,21 @@ impl Chunked {
         Pos { chunk, i }
     }
 
+    /// Is `p` (a remembered place, perhaps stale) the entry [`Chunked::bound`]
+    /// finds for `before`: an entry not `before`, whose predecessor (in
+    /// its chunk, or the last of the chunk before) is, or the first entry?
+    /// A check of two keys where the search takes two binary searches.
+    fn bound_is_at(&self, p: Pos, before: impl Fn(&u64) -> bool) -> bool {
+        let Some(c) = self.chunks.get(p.chunk) else {
+            return false;
+        };
+        c.keys.get(p.i).is_some_and(|k| !before(k))
+            && match p.i.checked_sub(1) {
+                Some(j) => before(&c.keys[j]),
+                None => p.chunk == 0 || before(&self.last[p.chunk - 1]),
+            }
+    }
+
     /// The first entry whose key is at least `key` (or the end).
     fn lower_bound(&self, key: u64) -> Pos {
         self.bound(|&k| k < key)
@@ -548,13 +563,8 @@ impl Chunked {
     /// search (past every chunk's last key, the last chunk takes it).
     fn insertion_place(&self, key: u64) -> (usize, usize) {
         let p = self.found.get();
-        if let Some(c) = self.chunks.get(p.chunk)
-            && c.keys.get(p.i).is_some_and(|&k| k > key)
-            && match p.i.checked_sub(1) {
-                Some(j) => c.keys[j] < key,
-                None => p.chunk == 0 || self.last[p.chunk - 1] < key,
-            }
-        {
+        // (No entry has the key: the first not below it is above it.)
+        if self.bound_is_at(p, |&k| k < key) {
             return (p.chunk, p.i);
         }
         let chunk = self
@@ -647,7 +657,11 @@ impl Chunked {
             // The end: everything.
             return self.len as u64;
         }
-        let before = if self.ranked {
+        // No chunk before the first (next fit's second search starts
+        // there): no climb of the tree.
+        let before = if p.chunk == 0 {
+            0
+        } else if self.ranked {
             self.tree.before(p.chunk)
         } else {
             self.chunks[..p.chunk]
@@ -681,7 +695,7 @@ impl Chunked {
                     i: p.i + k,
                 };
                 self.found.set(at);
-                return (self.entry(at), self.rank(at) - self.rank_from(from));
+                return (self.entry(at), self.rank(at) - self.rank(from));
             }
             // The chunks between hold nothing large enough: the tree finds
             // the next that does, and ranks count what was passed.
@@ -690,18 +704,7 @@ impl Chunked {
             };
             p = Pos { chunk: next, i: 0 };
         }
-        (None, self.rank(to) - self.rank_from(from))
-    }
-
-    /// [`Chunked::rank`], with no climb of the tree for the first entry
-    /// (where first fit's searches start).
-    #[inline]
-    fn rank_from(&self, p: Pos) -> u64 {
-        if p == (Pos { chunk: 0, i: 0 }) {
-            0
-        } else {
-            self.rank(p)
-        }
+        (None, self.rank(to) - self.rank(from))
     }
 
     /// Every block as (key, size), in order.
@@ -862,13 +865,7 @@ impl Chunked {
     /// hint (no search), or by a search.
     fn upper_bound_near(&self, key: u64) -> Pos {
         let p = self.rover_hint.get();
-        if let Some(c) = self.chunks.get(p.chunk)
-            && c.keys.get(p.i).is_some_and(|&k| k > key)
-            && match p.i.checked_sub(1) {
-                Some(j) => c.keys[j] <= key,
-                None => p.chunk == 0 || self.last[p.chunk - 1] <= key,
-            }
-        {
+        if self.bound_is_at(p, |&k| k <= key) {
             return p;
         }
         self.upper_bound(key)

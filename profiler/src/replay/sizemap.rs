@@ -11,11 +11,11 @@
 //! tree spent about 160 instructions on each change, two thirds of the
 //! model's time on a trace of random sizes. Here sizes fall into classes
 //! by their top bits (all sizes below 32 exactly; above, 32 classes per
-//! power of two, as TLSF splits them), a bitmap says which classes hold sizes, and each
-//! class keeps its few sizes sorted in a small vector: a change is a class
-//! computation and an insertion into a vector that rarely holds more than
-//! a few entries, and a search is one class's scan and, past it, the
-//! bitmap's next set bit. A weighted map keeps each class's sum in a
+//! power of two, as TLSF splits them), a bitmap says which classes hold
+//! sizes, and each class keeps its few sizes sorted in a small vector: a
+//! change is a class computation and an insertion into a vector that
+//! rarely holds more than a few entries, and a search is one class's scan
+//! and, past it, the bitmap's next set bit. A weighted map keeps each class's sum in a
 //! Fenwick tree: a rank is a prefix of it and a scan of one class.
 //!
 //! The worst case is many distinct sizes in one class (thousands of free
