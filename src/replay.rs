@@ -33,6 +33,9 @@ struct RealRun {
     allocator: String,
     runs: usize,
     replay_ns: u64,
+    /// The time inside the allocator's calls and a new block's first
+    /// writes (the replay's time less the harness's turn-taking).
+    alloc_ns: u64,
     peak_rss_kib: u64,
     /// The peak RSS above the worker's RSS before the replay (the program
     /// loaded): what the allocator needed for the workload.
@@ -43,6 +46,8 @@ struct RealRun {
     leaked: u64,
     /// memtally's replay time / this allocator's (below 1: memtally faster).
     time_ratio: Option<f64>,
+    /// memtally's time inside allocator calls / this allocator's.
+    alloc_time_ratio: Option<f64>,
     /// memtally's replay RSS / this allocator's.
     rss_ratio: Option<f64>,
 }
@@ -69,14 +74,21 @@ fn worker(name: &str) -> Result<std::path::PathBuf> {
     )
 }
 
-/// Runs `exe program` and returns (replay ns, peak RSS KiB, RSS before
-/// the replay KiB, failed allocations, blocks left), as the worker
-/// measured them (its `VmHWM`: `wait4`'s `ru_maxrss` would carry this
-/// process's own RSS over the exec).
-fn run_worker(
-    exe: &std::path::Path,
-    program: &std::path::Path,
-) -> Result<(u64, u64, u64, u64, u64)> {
+/// What one run of a worker measured.
+struct WorkerRun {
+    replay_ns: u64,
+    alloc_ns: u64,
+    peak_rss_kib: u64,
+    /// The RSS before the replay (the program loaded).
+    base_rss_kib: u64,
+    failed: u64,
+    leaked: u64,
+}
+
+/// Runs `exe program` and returns what the worker measured (its peak RSS
+/// is its `VmHWM`: `wait4`'s `ru_maxrss` would carry this process's own
+/// RSS over the exec).
+fn run_worker(exe: &std::path::Path, program: &std::path::Path) -> Result<WorkerRun> {
     let out = std::process::Command::new(exe)
         .arg(program)
         .output()
@@ -95,13 +107,14 @@ fn run_worker(
             .and_then(|v| v.parse().ok())
             .ok_or_else(|| anyhow!("{} printed no {name}: {text}", exe.display()))
     };
-    Ok((
-        field("replay_ns=")?,
-        field("peak_rss_kib=")?,
-        field("base_rss_kib=")?,
-        field("failed=")?,
-        field("leaked=")?,
-    ))
+    Ok(WorkerRun {
+        replay_ns: field("replay_ns=")?,
+        alloc_ns: field("alloc_ns=")?,
+        peak_rss_kib: field("peak_rss_kib=")?,
+        base_rss_kib: field("base_rss_kib=")?,
+        failed: field("failed=")?,
+        leaked: field("leaked=")?,
+    })
 }
 
 /// Replays the trace on each real allocator asked for.
@@ -123,26 +136,30 @@ fn against(args: &ReplayArgs, ops: &[replay::Timed]) -> Result<Vec<RealRun>> {
     let result = (|| -> Result<()> {
         for (name, exe) in &workers {
             let mut times = Vec::new();
+            let mut inside = Vec::new();
             let mut rss = Vec::new();
             let mut added = Vec::new();
             let (mut failed, mut leaked) = (0, 0);
             for _ in 0..args.runs {
-                let (t, r, base, f, l) = run_worker(exe, &path)?;
-                failed = f;
-                leaked = l;
-                times.push(t);
-                rss.push(r);
-                added.push(r.saturating_sub(base));
+                let w = run_worker(exe, &path)?;
+                failed = w.failed;
+                leaked = w.leaked;
+                times.push(w.replay_ns);
+                inside.push(w.alloc_ns);
+                rss.push(w.peak_rss_kib);
+                added.push(w.peak_rss_kib.saturating_sub(w.base_rss_kib));
             }
             runs.push(RealRun {
                 allocator: name.clone(),
                 runs: args.runs,
                 replay_ns: median(times),
+                alloc_ns: median(inside),
                 peak_rss_kib: median(rss),
                 replay_rss_kib: median(added),
                 failed,
                 leaked,
                 time_ratio: None,
+                alloc_time_ratio: None,
                 rss_ratio: None,
             });
         }
@@ -150,13 +167,14 @@ fn against(args: &ReplayArgs, ops: &[replay::Timed]) -> Result<Vec<RealRun>> {
     })();
     let _ = std::fs::remove_file(&path);
     result?;
-    if let Some((t, r)) = runs
+    if let Some((t, a, r)) = runs
         .iter()
         .find(|x| x.allocator == "memtally")
-        .map(|m| (m.replay_ns, m.replay_rss_kib))
+        .map(|m| (m.replay_ns, m.alloc_ns, m.replay_rss_kib))
     {
         for x in &mut runs {
             x.time_ratio = Some(t as f64 / x.replay_ns.max(1) as f64);
+            x.alloc_time_ratio = Some(a as f64 / x.alloc_ns.max(1) as f64);
             x.rss_ratio = Some(r as f64 / x.replay_rss_kib.max(1) as f64);
         }
     }
@@ -364,23 +382,26 @@ pub fn run(args: &ReplayArgs) -> Result<()> {
         )?;
         writeln!(
             out,
-            "  allocator  replay time  replay RSS  peak RSS  memtally/this time  memtally/this RSS"
+            "  allocator  replay time  in allocator  replay RSS  peak RSS  memtally/this: time  in allocator    RSS"
         )?;
+        let ratio = |r: Option<f64>| r.map_or("-".into(), |x| format!("{x:.3}"));
         for r in &real {
             writeln!(
                 out,
-                "  {:<9}  {:>11}  {:>10}  {:>8}  {:>18}  {:>17}",
+                "  {:<9}  {:>11}  {:>12}  {:>10}  {:>8}  {:>19}  {:>12}  {:>5}",
                 r.allocator,
                 text_ns(r.replay_ns),
+                text_ns(r.alloc_ns),
                 text_bytes(r.replay_rss_kib * 1024),
                 text_bytes(r.peak_rss_kib * 1024),
-                r.time_ratio.map_or("-".into(), |x| format!("{x:.3}")),
-                r.rss_ratio.map_or("-".into(), |x| format!("{x:.3}"))
+                ratio(r.time_ratio),
+                ratio(r.alloc_time_ratio),
+                ratio(r.rss_ratio)
             )?;
         }
         writeln!(
             out,
-            "  (replay RSS: the peak above the worker's RSS before the replay; ratios below 1: memtally faster or smaller)"
+            "  (in allocator: the time inside its calls and a new block's first writes, without the threads' turn-taking; replay RSS: the peak above the worker's RSS before the replay; ratios below 1: memtally faster or smaller)"
         )?;
         if let Some(r) = real.first() {
             writeln!(

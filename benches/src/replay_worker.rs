@@ -7,7 +7,11 @@
 //! Each block allocated is touched once per 4 KiB page (and its first
 //! byte), as a program writing its data would, so that RSS reflects it.
 //! The worker also prints its RSS before the replay (the program loaded),
-//! so that the RSS the replay added can be told from the harness's.
+//! so that the RSS the replay added can be told from the harness's, and
+//! the time spent inside the allocator's calls and a new block's first
+//! writes, so that the allocator's cost can be told from the harness's
+//! turn-taking (which dominates the wall time of a multi-threaded trace on
+//! a small machine).
 
 use memtally_profiler::replay::program::{self, Step};
 use std::alloc::{Layout, alloc, dealloc, realloc};
@@ -21,6 +25,55 @@ struct Slot {
     ptr: AtomicUsize,
     size: AtomicUsize,
     align: AtomicUsize,
+}
+
+/// A clock for the time inside allocator calls, in ticks: the CPU's
+/// time-stamp counter on x86_64 (a few ns a read; `Instant` costs about 20
+/// on this project's VMs, and two reads per call would be more than a fast
+/// allocator's whole call), converted to ns by the replay's wall time.
+#[inline(always)]
+fn tick() -> u64 {
+    #[cfg(target_arch = "x86_64")]
+    {
+        // SAFETY: rdtsc has no preconditions and no side effects.
+        unsafe { core::arch::x86_64::_rdtsc() }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        static EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+        EPOCH.get_or_init(Instant::now).elapsed().as_nanos() as u64
+    }
+}
+
+/// The ticks an empty timed interval takes (the least of many): what each
+/// measured call's interval holds besides the call.
+fn empty_interval() -> u64 {
+    (0..1000)
+        .map(|_| {
+            let t0 = tick();
+            std::hint::black_box(());
+            tick().saturating_sub(t0)
+        })
+        .min()
+        .unwrap_or(0)
+}
+
+/// One thread's time inside allocator calls (and new blocks' first
+/// writes).
+#[derive(Default)]
+struct Inside {
+    ticks: u64,
+    calls: u64,
+}
+
+/// Runs `call` (an allocator call), counting the ticks it took in `inside`.
+#[inline(always)]
+fn timed<T>(inside: &mut Inside, call: impl FnOnce() -> T) -> T {
+    let t0 = tick();
+    let r = std::hint::black_box(call());
+    inside.ticks += tick().saturating_sub(t0);
+    inside.calls += 1;
+    r
 }
 
 fn touch(p: *mut u8, size: usize) {
@@ -37,7 +90,7 @@ fn layout(size: u64, align: u64) -> Layout {
         .unwrap_or_else(|_| Layout::new::<u8>())
 }
 
-fn release(slot: &Slot) {
+fn release(slot: &Slot, inside: &mut Inside) {
     let p = slot.ptr.swap(0, Ordering::Relaxed);
     if p != 0 {
         let l = layout(
@@ -46,23 +99,34 @@ fn release(slot: &Slot) {
         );
         // SAFETY: `p` came from `alloc`/`realloc` with this layout and is
         // freed once (the slot was emptied first).
-        unsafe { dealloc(p as *mut u8, l) };
+        timed(inside, || unsafe { dealloc(p as *mut u8, l) });
     }
 }
 
 /// Allocations that returned null.
 static FAILED: AtomicU64 = AtomicU64::new(0);
 
-fn step(slots: &[Slot], s: Step) {
+/// `p` (a block of `size` bytes, or null) written as its program would.
+fn touched(p: *mut u8, size: usize) -> *mut u8 {
+    if !p.is_null() {
+        touch(p, size);
+    }
+    p
+}
+
+/// Runs step `s`, counting its allocator call in `inside`. A new block's
+/// first writes are timed with the call: a fresh page's fault is paid by
+/// whoever writes it first, inside the call for an allocator that writes
+/// into its blocks (headers, tags), in the program's first write for one
+/// that keeps its metadata apart.
+fn step(slots: &[Slot], s: Step, inside: &mut Inside) {
     match s {
         Step::Alloc { slot, size, align } => {
             let l = layout(size, align);
             // SAFETY: the layout has a non-zero size.
-            let p = unsafe { alloc(l) };
+            let p = timed(inside, || touched(unsafe { alloc(l) }, l.size()));
             if p.is_null() {
                 FAILED.fetch_add(1, Ordering::Relaxed);
-            } else {
-                touch(p, l.size());
             }
             let slot = &slots[slot as usize];
             // A slot still holding a block (its free was never recorded)
@@ -71,7 +135,7 @@ fn step(slots: &[Slot], s: Step) {
             slot.size.store(l.size(), Ordering::Relaxed);
             slot.align.store(l.align(), Ordering::Relaxed);
         }
-        Step::Free { slot } => release(&slots[slot as usize]),
+        Step::Free { slot } => release(&slots[slot as usize], inside),
         Step::Realloc { old, slot, size } => {
             let new = match old.map(|o| &slots[o as usize]) {
                 Some(o) if o.ptr.load(Ordering::Relaxed) != 0 => {
@@ -80,21 +144,23 @@ fn step(slots: &[Slot], s: Step) {
                         o.size.load(Ordering::Relaxed) as u64,
                         o.align.load(Ordering::Relaxed) as u64,
                     );
-                    // SAFETY: `p` was allocated with `l`; the new size is
-                    // non-zero.
-                    let q = unsafe { realloc(p, l, size.max(1) as usize) };
+                    let n = size.max(1) as usize;
+                    let q = timed(inside, || {
+                        // SAFETY: `p` was allocated with `l`; the new size
+                        // is non-zero.
+                        touched(unsafe { realloc(p, l, n) }, n)
+                    });
                     (q, l.align())
                 }
                 _ => {
                     let l = layout(size, 16);
                     // SAFETY: non-zero size.
-                    (unsafe { alloc(l) }, l.align())
+                    let q = timed(inside, || touched(unsafe { alloc(l) }, l.size()));
+                    (q, l.align())
                 }
             };
             if new.0.is_null() {
                 FAILED.fetch_add(1, Ordering::Relaxed);
-            } else {
-                touch(new.0, size.max(1) as usize);
             }
             let s = &slots[slot as usize];
             s.ptr.store(new.0 as usize, Ordering::Relaxed);
@@ -200,11 +266,18 @@ pub fn replay_worker_main(allocator: &str) -> ExitCode {
     let slots: Vec<Slot> = (0..reader.slots).map(|_| Slot::default()).collect();
     let base_rss_kib = status_kib("VmRSS:");
     let next = AtomicU64::new(0);
+    // Ticks inside allocator calls, and the calls, summed over the threads.
+    let inside_ticks = AtomicU64::new(0);
+    let inside_calls = AtomicU64::new(0);
+    let empty = empty_interval();
     let start = Instant::now();
+    let start_tick = tick();
     std::thread::scope(|scope| {
         for thread in 0..reader.threads {
             let (slots, next, reader) = (&slots, &next, reader.clone());
+            let (inside_ticks, inside_calls) = (&inside_ticks, &inside_calls);
             scope.spawn(move || {
+                let mut inside = Inside::default();
                 for (index, t, s) in reader.flatten() {
                     if t != thread {
                         continue;
@@ -218,19 +291,26 @@ pub fn replay_worker_main(allocator: &str) -> ExitCode {
                             std::hint::spin_loop();
                         }
                     }
-                    step(slots, s);
+                    step(slots, s, &mut inside);
                     next.store(index + 1, Ordering::Release);
                 }
+                inside_ticks.fetch_add(inside.ticks, Ordering::Relaxed);
+                inside_calls.fetch_add(inside.calls, Ordering::Relaxed);
             });
         }
     });
     let elapsed = start.elapsed();
+    let ticks = tick().saturating_sub(start_tick).max(1);
+    let inside = inside_ticks
+        .load(Ordering::Relaxed)
+        .saturating_sub(empty * inside_calls.load(Ordering::Relaxed));
+    let alloc_ns = (inside as f64 * elapsed.as_nanos() as f64 / ticks as f64) as u64;
     let leaked = slots
         .iter()
         .filter(|s| s.ptr.load(Ordering::Relaxed) != 0)
         .count();
     println!(
-        "replay_ns={} steps={} threads={} base_rss_kib={base_rss_kib} peak_rss_kib={} failed={} leaked={leaked}",
+        "replay_ns={} alloc_ns={alloc_ns} steps={} threads={} base_rss_kib={base_rss_kib} peak_rss_kib={} failed={} leaked={leaked}",
         elapsed.as_nanos(),
         reader.count,
         reader.threads,

@@ -67,6 +67,16 @@ fn workers_replay_a_program_and_report_time_and_rss() {
             "{text}"
         );
         assert!(text.contains("peak_rss_kib="), "{text}");
+        let field = |name: &str| -> u64 {
+            text.split_whitespace()
+                .find_map(|w| w.strip_prefix(name))
+                .and_then(|v| v.parse().ok())
+                .unwrap_or_else(|| panic!("no {name} in {text}"))
+        };
+        // The time inside allocator calls is some of the replay's (the
+        // threads take turns: their calls never overlap).
+        let inside = field("alloc_ns=");
+        assert!(inside > 0 && inside <= field("replay_ns="), "{text}");
         // A third of the 2000 reallocated blocks are never freed.
         assert!(text.contains("failed=0 leaked=667"), "{text}");
     }

@@ -409,11 +409,17 @@ fn against_real_allocators_replays_in_worker_processes() {
         // are left at the end.
         assert_eq!(r["failed"], 0, "{r}");
         assert_eq!(r["leaked"], 30, "{r}");
-        assert!(r["replay_ns"].as_u64().unwrap() > 0, "{r}");
+        let replay_ns = r["replay_ns"].as_u64().unwrap();
+        // The threads take turns, so their calls never overlap: the time
+        // inside them is part of the replay's.
+        let alloc_ns = r["alloc_ns"].as_u64().unwrap();
+        assert!(alloc_ns > 0 && alloc_ns <= replay_ns, "{r}");
         assert!(r["peak_rss_kib"].as_u64().unwrap() > 0, "{r}");
         assert!(r["time_ratio"].as_f64().is_some(), "{r}");
+        assert!(r["alloc_time_ratio"].as_f64().is_some(), "{r}");
     }
     assert_eq!(runs[0]["time_ratio"], 1.0);
+    assert_eq!(runs[0]["alloc_time_ratio"], 1.0);
     fails_with(
         &memtally(&["replay", p, "--against", "tcmalloc"]),
         "tcmalloc",
