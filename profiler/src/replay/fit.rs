@@ -350,7 +350,7 @@ impl Heap for FitHeap {
         let largest = if self.sized() {
             self.by_size.largest().unwrap_or(0)
         } else {
-            self.free.largest().map_or(0, |b| b.0)
+            self.free.largest_size()
         };
         HeapStats {
             free_total: self.free_total,
