@@ -419,3 +419,47 @@ fn freertos_heaps_split_only_past_the_minimum_block() {
     h4.check(&[a]).unwrap();
     ff.check(&[b]).unwrap();
 }
+
+#[test]
+fn the_parallel_searches_find_each_models_smallest_arena() {
+    // Blocks of varied sizes, every third kept: each model fragments the
+    // arena in its own way, so the smallest arenas differ.
+    let mut ops = Vec::new();
+    for i in 0..300u64 {
+        ops.push(alloc(0x10000 + i * 0x1000, 16 + (i * 37) % 900));
+        if i % 3 != 0 {
+            ops.push(free(0x10000 + i * 0x1000));
+        }
+    }
+    let kinds: Vec<ModelKind> = [
+        "tlsf",
+        "first-fit",
+        "next-fit",
+        "best-fit",
+        "worst-fit",
+        "buddy",
+        "freertos-heap2",
+        "freertos-heap4",
+    ]
+    .iter()
+    .map(|n| ModelKind::parse(n).unwrap())
+    .collect();
+    let cfg = cfg(8);
+    let reports = compare(&kinds, &cfg, &ops);
+    assert_eq!(reports.len(), kinds.len());
+    for r in &reports {
+        let kind = kinds
+            .iter()
+            .find(|k| k.name() == r.outcome.model)
+            .expect("a model asked for");
+        assert_eq!(
+            r.smallest_arena,
+            smallest_arena(kind, &cfg, &ops),
+            "{}",
+            r.outcome.model
+        );
+        // Replayed at its smallest arena, every model fits.
+        assert!(r.outcome.failure.is_none(), "{}", r.outcome.model);
+        assert_eq!(r.outcome.arena, r.smallest_arena.unwrap());
+    }
+}
