@@ -100,14 +100,15 @@ impl SizeBins {
     }
 
     fn insert_newest(&mut self, size: u64, at: u64) -> u64 {
-        let (found, smaller) = self.sizes.at_least_ranked(size);
-        match found {
-            Some((s, n)) if s == size => {
-                self.sizes.set(size, n + 1);
+        let (place, held) = self.sizes.locate(size);
+        let smaller = self.sizes.rank_at(place);
+        match held {
+            Some(n) => {
+                self.sizes.set_at(place, n + 1);
                 self.stacks.get_mut(&size).expect("a stack").push(at);
             }
-            _ => {
-                self.sizes.insert(size, 1);
+            None => {
+                self.sizes.insert_at(place, size, 1);
                 let mut stack = self.spare_stacks.pop().unwrap_or_default();
                 stack.push(at);
                 self.stacks.insert(size, stack);
@@ -117,9 +118,10 @@ impl SizeBins {
     }
 
     fn insert_lowest(&mut self, size: u64, at: u64) {
-        match self.sizes.get(size) {
+        let (place, held) = self.sizes.locate(size);
+        match held {
             None => {
-                self.sizes.insert(size, at);
+                self.sizes.insert_at(place, size, at);
             }
             Some(MANY) => {
                 let bin = self.heaps.get_mut(&size).expect("a bin");
@@ -127,7 +129,7 @@ impl SizeBins {
                 bin.heap.push(Reverse(at));
             }
             Some(only) => {
-                self.sizes.set(size, MANY);
+                self.sizes.set_at(place, MANY);
                 let mut heap = self.spare_heaps.pop().unwrap_or_default();
                 heap.push(Reverse(only));
                 heap.push(Reverse(at));
@@ -143,7 +145,8 @@ impl SizeBins {
         self.len -= 1;
         match self.within {
             Within::Newest => {
-                let value = self.sizes.get(size).expect("a free block of that size");
+                let (place, value) = self.sizes.locate(size);
+                let value = value.expect("a free block of that size");
                 let stack = self.stacks.get_mut(&size).expect("a stack");
                 // heap_2 takes out only the newest, which it found (any
                 // other is looked for, for callers that take out others).
@@ -154,18 +157,19 @@ impl SizeBins {
                     stack.remove(i.expect("a free block of that size"));
                 }
                 if value == 1 {
-                    self.sizes.remove(size);
+                    self.sizes.remove_at(place);
                     let stack = self.stacks.remove(&size).expect("a stack");
                     self.spare_stacks.push(stack);
                 } else {
-                    self.sizes.set(size, value - 1);
+                    self.sizes.set_at(place, value - 1);
                 }
             }
             Within::Lowest => {
-                let value = self.sizes.get(size).expect("a free block of that size");
+                let (place, value) = self.sizes.locate(size);
+                let value = value.expect("a free block of that size");
                 if value != MANY {
                     debug_assert_eq!(value, at, "the only free block of its size");
-                    self.sizes.remove(size);
+                    self.sizes.remove_at(place);
                     return;
                 }
                 let bin = self.heaps.get_mut(&size).expect("a bin");
@@ -178,7 +182,7 @@ impl SizeBins {
                         .map(|e| e.0)
                         .find(|&o| is_free(o, size))
                         .expect("the block left");
-                    self.sizes.set(size, only);
+                    self.sizes.set_at(place, only);
                     let mut heap = self.heaps.remove(&size).expect("a bin").heap;
                     heap.clear();
                     self.spare_heaps.push(heap);

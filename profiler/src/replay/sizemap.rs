@@ -43,6 +43,16 @@ fn class_of(size: u64) -> usize {
     (((shift + 1) << SUB_BITS) as u64 + ((size >> shift) & (EXACT - 1))) as usize
 }
 
+/// Where a size is, or would go, in a [`SizeMap`]: its class and its index
+/// there, from [`SizeMap::locate`], for the change that follows (valid until
+/// the map changes). A model that reads a size's value and then changes it
+/// finds it once.
+#[derive(Clone, Copy, Debug)]
+pub struct Place {
+    class: usize,
+    index: usize,
+}
+
 /// An ordered map from sizes to values (see the module comment).
 pub struct SizeMap {
     /// Each class's (size, value) entries, by size.
@@ -112,13 +122,19 @@ impl SizeMap {
     /// [`SizeMap::at_least`], and the sum of the values of every smaller
     /// size (a weighted map's rank of `size`).
     pub fn at_least_ranked(&self, size: u64) -> (Option<(u64, u64)>, u64) {
-        debug_assert!(!self.sums.is_empty(), "a weighted map");
         let (c, i) = self.place(size);
-        let within: u64 = self.classes[c][..i].iter().map(|e| e.1).sum();
         (
             self.first_from(c, i),
-            self.below_class(c).wrapping_add(within),
+            self.rank_at(Place { class: c, index: i }),
         )
+    }
+
+    /// The sum of the values of the sizes before place `p` (a weighted
+    /// map's rank of the size there).
+    pub fn rank_at(&self, p: Place) -> u64 {
+        debug_assert!(!self.sums.is_empty(), "a weighted map");
+        let within: u64 = self.classes[p.class][..p.index].iter().map(|e| e.1).sum();
+        self.below_class(p.class).wrapping_add(within)
     }
 
     /// Where `size` is or would go: its class and its index there.
@@ -139,22 +155,43 @@ impl SizeMap {
         self.classes[next].first().copied()
     }
 
-    /// The value of `size`.
+    /// Where `size` is or would go, and its value when it is held.
     #[inline(always)]
+    pub fn locate(&self, size: u64) -> (Place, Option<u64>) {
+        let (class, index) = self.place(size);
+        let value = self.classes[class]
+            .get(index)
+            .filter(|e| e.0 == size)
+            .map(|e| e.1);
+        (Place { class, index }, value)
+    }
+
+    /// The value of `size` (the models go through [`SizeMap::locate`] and
+    /// the changes at a place; these four are the tests' plain map).
+    #[cfg(test)]
     pub fn get(&self, size: u64) -> Option<u64> {
-        let class = &self.classes[class_of(size)];
-        let i = class.binary_search_by_key(&size, |e| e.0).ok()?;
-        Some(class[i].1)
+        self.locate(size).1
     }
 
     /// Adds `size` (not held) with `value`.
-    #[inline(always)]
+    #[cfg(test)]
     pub fn insert(&mut self, size: u64, value: u64) {
-        let c = class_of(size);
+        let (p, held) = self.locate(size);
+        debug_assert!(held.is_none(), "size {size} held");
+        self.insert_at(p, size, value);
+    }
+
+    /// Adds `size` (not held, at `p`, its place) with `value`.
+    #[inline(always)]
+    pub fn insert_at(&mut self, p: Place, size: u64, value: u64) {
+        let c = p.class;
         let class = &mut self.classes[c];
-        let i = class.partition_point(|e| e.0 < size);
-        debug_assert!(class.get(i).is_none_or(|e| e.0 != size), "size {size} held");
-        class.insert(i, (size, value));
+        debug_assert_eq!(
+            p.index,
+            class.partition_point(|e| e.0 < size),
+            "a stale place"
+        );
+        class.insert(p.index, (size, value));
         if class.len() == 1 {
             self.bits[c / 64] |= 1 << (c % 64);
             self.summary |= 1 << (c / 64);
@@ -163,24 +200,33 @@ impl SizeMap {
     }
 
     /// Changes the value of `size` (held).
-    #[inline(always)]
+    #[cfg(test)]
     pub fn set(&mut self, size: u64, value: u64) {
-        let c = class_of(size);
-        let class = &mut self.classes[c];
-        let i = class
-            .binary_search_by_key(&size, |e| e.0)
-            .expect("a held size");
-        let old = std::mem::replace(&mut class[i].1, value);
-        self.add_to_class(c, value.wrapping_sub(old));
+        let (p, held) = self.locate(size);
+        assert!(held.is_some(), "a held size");
+        self.set_at(p, value);
+    }
+
+    /// Changes the value of the size held at `p`.
+    #[inline(always)]
+    pub fn set_at(&mut self, p: Place, value: u64) {
+        let old = std::mem::replace(&mut self.classes[p.class][p.index].1, value);
+        self.add_to_class(p.class, value.wrapping_sub(old));
     }
 
     /// Takes out `size`, returning its value.
-    #[inline(always)]
+    #[cfg(test)]
     pub fn remove(&mut self, size: u64) -> Option<u64> {
-        let c = class_of(size);
+        let (p, held) = self.locate(size);
+        held.map(|_| self.remove_at(p))
+    }
+
+    /// Takes out the size held at `p`, returning its value.
+    #[inline(always)]
+    pub fn remove_at(&mut self, p: Place) -> u64 {
+        let c = p.class;
         let class = &mut self.classes[c];
-        let i = class.binary_search_by_key(&size, |e| e.0).ok()?;
-        let (_, value) = class.remove(i);
+        let (_, value) = class.remove(p.index);
         if class.is_empty() {
             self.bits[c / 64] &= !(1 << (c % 64));
             if self.bits[c / 64] == 0 {
@@ -188,7 +234,7 @@ impl SizeMap {
             }
         }
         self.add_to_class(c, value.wrapping_neg());
-        Some(value)
+        value
     }
 
     /// The smallest size at least `size`, with its value.
