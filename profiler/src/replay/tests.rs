@@ -431,19 +431,7 @@ fn the_parallel_searches_find_each_models_smallest_arena() {
             ops.push(free(0x10000 + i * 0x1000));
         }
     }
-    let kinds: Vec<ModelKind> = [
-        "tlsf",
-        "first-fit",
-        "next-fit",
-        "best-fit",
-        "worst-fit",
-        "buddy",
-        "freertos-heap2",
-        "freertos-heap4",
-    ]
-    .iter()
-    .map(|n| ModelKind::parse(n).unwrap())
-    .collect();
+    let kinds = ModelKind::all();
     let cfg = cfg(8);
     let reports = compare(&kinds, &cfg, &ops);
     assert_eq!(reports.len(), kinds.len());
