@@ -92,10 +92,12 @@ static A_VALUE: AtomicU64 = AtomicU64::new(0);
 static A_PC: AtomicU64 = AtomicU64::new(0);
 /// A has published `A_VALUE`, `A_WROTE` and `A_PC` for this window.
 static A_READY: AtomicBool = AtomicBool::new(false);
-/// B during A's stall: started, finished (its event recorded), wrote.
+/// B during A's stall: started, finished, recorded its side of a race
+/// (A records its own only then: a B that gave up waiting for A's side
+/// finishes without recording).
 static B_STARTED: AtomicBool = AtomicBool::new(false);
 static B_DONE: AtomicBool = AtomicBool::new(false);
-static B_WROTE: AtomicBool = AtomicBool::new(false);
+static B_RECORDED: AtomicBool = AtomicBool::new(false);
 static B_PC: AtomicU64 = AtomicU64::new(0);
 /// Pairs of code addresses reported already.
 static REPORTED_PAIRS: [AtomicU64; 64] = [const { AtomicU64::new(0) }; 64];
@@ -198,6 +200,16 @@ pub struct RaceStats {
     pub trap_us: u64,
     /// Simultaneous conflicting accesses recorded (as `count`).
     pub races: u64,
+}
+
+/// For tests: the next first access waits `us` microseconds before it
+/// publishes its side, once (as a first access held up in its own system
+/// calls on a loaded machine would, past the second's wait for it).
+static HOLD_ONCE_US: AtomicU64 = AtomicU64::new(0);
+
+/// See [`HOLD_ONCE_US`].
+pub fn hold_next_first_access(us: u64) {
+    HOLD_ONCE_US.store(us, Ordering::Relaxed);
 }
 
 /// The detector's counters.
@@ -351,7 +363,7 @@ pub fn tick() {
     A_READY.store(false, Ordering::Relaxed);
     B_STARTED.store(false, Ordering::Relaxed);
     B_DONE.store(false, Ordering::Relaxed);
-    B_WROTE.store(false, Ordering::Relaxed);
+    B_RECORDED.store(false, Ordering::Relaxed);
     STALLED.store(0, Ordering::Release);
     WINDOW_END.store(now + WINDOW_MS.load(Ordering::Relaxed), Ordering::Relaxed);
     WINDOW_TRAP_US.store(TRAP_US.load(Ordering::Relaxed), Ordering::Relaxed);
@@ -448,6 +460,13 @@ fn first_access(target: u64, ctx: *mut libc::c_void) {
     A_VALUE.store(value, Ordering::Relaxed);
     A_WROTE.store(wrote, Ordering::Relaxed);
     A_PC.store(access_pc(ctx), Ordering::Relaxed);
+    if HOLD_ONCE_US.load(Ordering::Relaxed) != 0 {
+        let hold = HOLD_ONCE_US.swap(0, Ordering::Relaxed);
+        let t = crate::os::now_us();
+        while crate::os::now_us() < t + hold {
+            core::hint::spin_loop();
+        }
+    }
     A_READY.store(true, Ordering::Release);
     let mut frames = [0u64; FRAMES];
     let n = trap_stack(ctx, &mut frames);
@@ -467,7 +486,12 @@ fn first_access(target: u64, ctx: *mut libc::c_void) {
     }
     // One stall per window: the watch comes off now.
     retarget(0);
-    if B_DONE.load(Ordering::Acquire) && (wrote || B_WROTE.load(Ordering::Relaxed)) {
+    // Only a race whose other side B recorded (B records it when either
+    // access wrote, and the pair is new): a B that waited in vain for A's
+    // side (A held up past B's wait, in a system call of its own, on a
+    // loaded machine) finishes without one, and a report of A's side alone
+    // would name one function of the two.
+    if B_DONE.load(Ordering::Acquire) && B_RECORDED.load(Ordering::Acquire) {
         let pair = frames[0].rotate_left(17) ^ B_PC.load(Ordering::Relaxed);
         if remember_pair(pair) {
             RACES.fetch_add(1, Ordering::Relaxed);
@@ -494,7 +518,6 @@ fn second_access(target: u64, ctx: *mut libc::c_void) {
     let wrote = value != A_VALUE.load(Ordering::Relaxed);
     let mut frames = [0u64; FRAMES];
     let n = trap_stack(ctx, &mut frames);
-    B_WROTE.store(wrote, Ordering::Relaxed);
     B_PC.store(frames[0], Ordering::Relaxed);
     let pair = A_PC.load(Ordering::Acquire).rotate_left(17) ^ frames[0];
     if (wrote || A_WROTE.load(Ordering::Relaxed)) && !already_reported(pair) {
@@ -504,6 +527,7 @@ fn second_access(target: u64, ctx: *mut libc::c_void) {
             wrote,
             &frames[..n],
         );
+        B_RECORDED.store(true, Ordering::Release);
     }
     B_DONE.store(true, Ordering::Release);
 }

@@ -78,7 +78,12 @@ fn two_threads(until_caught: bool, work: impl Fn(u64, u64) + Send + Sync + 'stat
 
 fn scenario(name: &str) {
     match name {
-        "racy" => {
+        "racy" | "racy_held" => {
+            if name == "racy_held" {
+                // The first access of the first window to trap is held
+                // up past the second's wait for its side (1 ms).
+                memtally_alloc::debug::race_hold_next_first_access(3000);
+            }
             let word = Box::into_raw(Box::new([0u64; 8])) as *mut u64;
             memtally_alloc::race_watch(word, 8);
             let addr = word as usize;
@@ -174,37 +179,46 @@ fn main() {
             .collect()
     };
 
-    // Plain stores from two threads: a race, both sides in racy_store.
-    let r = report(&trace);
-    assert_eq!(r.groups.len(), 1, "racy: {err} {:?}", r.groups);
-    let g = &r.groups[0];
-    assert_eq!(g.kind, "data race");
-    let other = g.race.as_ref().expect("the other side");
-    // At least one side is known to have written (the value changed). The
-    // other may read as an `access`: when the second store lands between
-    // the first's trap and its read of the word, both see one value (the
-    // design says so, races.rs); CI saw it once in some hundred runs.
-    assert!(
-        g.call == "write" || other.call == "write",
-        "{} / {}",
-        g.call,
-        other.call
-    );
-    assert!(
-        functions(&g.site).iter().any(|f| f.ends_with("racy_store")),
-        "{:?}",
-        functions(&g.site)
-    );
-    assert!(
-        functions(&other.site)
-            .iter()
-            .any(|f| f.ends_with("racy_store")),
-        "{:?}",
-        functions(&other.site)
-    );
-    assert_ne!(g.threads[0], other.thread, "two threads");
-    assert!(err.contains("memtally: races: 1 simultaneous"), "{err}");
+    // Plain stores from two threads: a race, both sides in racy_store. Held
+    // up, a first access whose second gave up waiting for it records
+    // nothing (a report of its side alone would name one function), and a
+    // later window reports the race.
+    let racy = |trace: &std::path::Path, err: &str| {
+        let r = report(trace);
+        assert_eq!(r.groups.len(), 1, "racy: {err} {:?}", r.groups);
+        let g = &r.groups[0];
+        assert_eq!(g.kind, "data race");
+        let other = g.race.as_ref().expect("the other side");
+        // At least one side is known to have written (the value changed). The
+        // other may read as an `access`: when the second store lands between
+        // the first's trap and its read of the word, both see one value (the
+        // design says so, races.rs); CI saw it once in some hundred runs.
+        assert!(
+            g.call == "write" || other.call == "write",
+            "{} / {}",
+            g.call,
+            other.call
+        );
+        assert!(
+            functions(&g.site).iter().any(|f| f.ends_with("racy_store")),
+            "{:?}",
+            functions(&g.site)
+        );
+        assert!(
+            functions(&other.site)
+                .iter()
+                .any(|f| f.ends_with("racy_store")),
+            "{:?}",
+            functions(&other.site)
+        );
+        assert_ne!(g.threads[0], other.thread, "two threads");
+        assert!(err.contains("memtally: races: 1 simultaneous"), "{err}");
+    };
+    racy(&trace, &err);
     println!("races racy: reported, both sides in racy_store");
+    let (trace, err) = run("racy_held");
+    racy(&trace, &err);
+    println!("races racy_held: a first access held up, then the race reported whole");
 
     // The same stores under a mutex: nothing.
     let (trace, err) = run("mutex");
