@@ -46,7 +46,9 @@
 //! so once and everything else runs on.
 
 use core::ptr;
-use core::sync::atomic::{AtomicBool, AtomicI32, AtomicPtr, AtomicU64, AtomicUsize, Ordering};
+use core::sync::atomic::{
+    AtomicBool, AtomicI32, AtomicPtr, AtomicU8, AtomicU64, AtomicUsize, Ordering,
+};
 
 /// Settings (`race_period`, `race_window` in ms, `race_stall` in µs, the
 /// budget in parts per million of one core).
@@ -98,6 +100,14 @@ static A_READY: AtomicBool = AtomicBool::new(false);
 static B_STARTED: AtomicBool = AtomicBool::new(false);
 static B_DONE: AtomicBool = AtomicBool::new(false);
 static B_RECORDED: AtomicBool = AtomicBool::new(false);
+/// Who settled the window's pairing first: B, committing to record its
+/// side (A then waits for it), or A, leaving its stall without B's side
+/// (B then records nothing). Either way a race is recorded with both sides
+/// or not at all.
+static PAIRING: AtomicU8 = AtomicU8::new(OPEN);
+const OPEN: u8 = 0;
+const B_COMMITTED: u8 = 1;
+const A_LEFT: u8 = 2;
 static B_PC: AtomicU64 = AtomicU64::new(0);
 /// Pairs of code addresses reported already.
 static REPORTED_PAIRS: [AtomicU64; 64] = [const { AtomicU64::new(0) }; 64];
@@ -202,14 +212,28 @@ pub struct RaceStats {
     pub races: u64,
 }
 
-/// For tests: the next first access waits `us` microseconds before it
-/// publishes its side, once (as a first access held up in its own system
-/// calls on a loaded machine would, past the second's wait for it).
-static HOLD_ONCE_US: AtomicU64 = AtomicU64::new(0);
+/// For tests: the next first access waits this long (µs) before it
+/// publishes its side, and the next second access before it commits to
+/// recording its own, once each (as a thread held up in its own system
+/// calls on a loaded machine would, past the other's wait for it).
+static HOLD_FIRST_US: AtomicU64 = AtomicU64::new(0);
+static HOLD_SECOND_US: AtomicU64 = AtomicU64::new(0);
 
-/// See [`HOLD_ONCE_US`].
-pub fn hold_next_first_access(us: u64) {
-    HOLD_ONCE_US.store(us, Ordering::Relaxed);
+/// See [`HOLD_FIRST_US`].
+pub fn hold_next(first_us: u64, second_us: u64) {
+    HOLD_FIRST_US.store(first_us, Ordering::Relaxed);
+    HOLD_SECOND_US.store(second_us, Ordering::Relaxed);
+}
+
+/// Spins for the hold in `hold` (µs), if any, and clears it.
+fn take_hold(hold: &AtomicU64) {
+    if hold.load(Ordering::Relaxed) != 0 {
+        let us = hold.swap(0, Ordering::Relaxed);
+        let t = crate::os::now_us();
+        while crate::os::now_us() < t + us {
+            core::hint::spin_loop();
+        }
+    }
 }
 
 /// The detector's counters.
@@ -364,6 +388,7 @@ pub fn tick() {
     B_STARTED.store(false, Ordering::Relaxed);
     B_DONE.store(false, Ordering::Relaxed);
     B_RECORDED.store(false, Ordering::Relaxed);
+    PAIRING.store(OPEN, Ordering::Relaxed);
     STALLED.store(0, Ordering::Release);
     WINDOW_END.store(now + WINDOW_MS.load(Ordering::Relaxed), Ordering::Relaxed);
     WINDOW_TRAP_US.store(TRAP_US.load(Ordering::Relaxed), Ordering::Relaxed);
@@ -460,13 +485,7 @@ fn first_access(target: u64, ctx: *mut libc::c_void) {
     A_VALUE.store(value, Ordering::Relaxed);
     A_WROTE.store(wrote, Ordering::Relaxed);
     A_PC.store(access_pc(ctx), Ordering::Relaxed);
-    if HOLD_ONCE_US.load(Ordering::Relaxed) != 0 {
-        let hold = HOLD_ONCE_US.swap(0, Ordering::Relaxed);
-        let t = crate::os::now_us();
-        while crate::os::now_us() < t + hold {
-            core::hint::spin_loop();
-        }
-    }
+    take_hold(&HOLD_FIRST_US);
     A_READY.store(true, Ordering::Release);
     let mut frames = [0u64; FRAMES];
     let n = trap_stack(ctx, &mut frames);
@@ -483,6 +502,19 @@ fn first_access(target: u64, ctx: *mut libc::c_void) {
             break;
         }
         core::hint::spin_loop();
+    }
+    // A B that has not finished either never came, or is held up: it
+    // records its side only if it commits before A leaves (`PAIRING`). One
+    // that committed has only its event to write: it is waited for.
+    if !B_DONE.load(Ordering::Acquire)
+        && PAIRING
+            .compare_exchange(OPEN, A_LEFT, Ordering::AcqRel, Ordering::Acquire)
+            .is_err()
+    {
+        let committed = crate::os::now_us();
+        while !B_DONE.load(Ordering::Acquire) && crate::os::now_us() < committed + 100_000 {
+            core::hint::spin_loop();
+        }
     }
     // One stall per window: the watch comes off now.
     retarget(0);
@@ -520,7 +552,15 @@ fn second_access(target: u64, ctx: *mut libc::c_void) {
     let n = trap_stack(ctx, &mut frames);
     B_PC.store(frames[0], Ordering::Relaxed);
     let pair = A_PC.load(Ordering::Acquire).rotate_left(17) ^ frames[0];
-    if (wrote || A_WROTE.load(Ordering::Relaxed)) && !already_reported(pair) {
+    take_hold(&HOLD_SECOND_US);
+    // Recorded only if A is still there to record its side (see
+    // `PAIRING`): a side alone would name one function of the two.
+    if (wrote || A_WROTE.load(Ordering::Relaxed))
+        && !already_reported(pair)
+        && PAIRING
+            .compare_exchange(OPEN, B_COMMITTED, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+    {
         crate::record::on_race(
             crate::trace::error::RACE_SECOND,
             target,

@@ -80,9 +80,10 @@ fn scenario(name: &str) {
     match name {
         "racy" | "racy_held" => {
             if name == "racy_held" {
-                // The first access of the first window to trap is held
-                // up past the second's wait for its side (1 ms).
-                memtally_alloc::debug::race_hold_next_first_access(3000);
+                // The first window's first access is held up past the
+                // second's wait for its side (1 ms), then the next second
+                // access past the first's wait for it (10 ms).
+                memtally_alloc::debug::race_hold_next(3000, 15_000);
             }
             let word = Box::into_raw(Box::new([0u64; 8])) as *mut u64;
             memtally_alloc::race_watch(word, 8);
@@ -180,9 +181,9 @@ fn main() {
     };
 
     // Plain stores from two threads: a race, both sides in racy_store. Held
-    // up, a first access whose second gave up waiting for it records
-    // nothing (a report of its side alone would name one function), and a
-    // later window reports the race.
+    // up, either side whose other gave up waiting for it records nothing (a
+    // report of one side alone would name one function of the two), and a
+    // later window reports the race whole.
     let racy = |trace: &std::path::Path, err: &str| {
         let r = report(trace);
         assert_eq!(r.groups.len(), 1, "racy: {err} {:?}", r.groups);
@@ -218,7 +219,7 @@ fn main() {
     println!("races racy: reported, both sides in racy_store");
     let (trace, err) = run("racy_held");
     racy(&trace, &err);
-    println!("races racy_held: a first access held up, then the race reported whole");
+    println!("races racy_held: each side held up in turn, then the race reported whole");
 
     // The same stores under a mutex: nothing.
     let (trace, err) = run("mutex");
