@@ -94,16 +94,14 @@ static A_VALUE: AtomicU64 = AtomicU64::new(0);
 static A_PC: AtomicU64 = AtomicU64::new(0);
 /// A has published `A_VALUE`, `A_WROTE` and `A_PC` for this window.
 static A_READY: AtomicBool = AtomicBool::new(false);
-/// B during A's stall: started, finished, recorded its side of a race
-/// (A records its own only then: a B that gave up waiting for A's side
-/// finishes without recording).
+/// B during A's stall: started, finished.
 static B_STARTED: AtomicBool = AtomicBool::new(false);
 static B_DONE: AtomicBool = AtomicBool::new(false);
-static B_RECORDED: AtomicBool = AtomicBool::new(false);
 /// Who settled the window's pairing first: B, committing to record its
-/// side (A then waits for it), or A, leaving its stall without B's side
-/// (B then records nothing). Either way a race is recorded with both sides
-/// or not at all.
+/// side (A then waits for it, and records its own), or A, leaving its
+/// stall without B's side (B then records nothing). Either way a race is
+/// recorded with both sides or not at all; a B that gave up waiting for
+/// A's side settles nothing, and A records nothing either.
 static PAIRING: AtomicU8 = AtomicU8::new(OPEN);
 const OPEN: u8 = 0;
 const B_COMMITTED: u8 = 1;
@@ -387,7 +385,6 @@ pub fn tick() {
     A_READY.store(false, Ordering::Relaxed);
     B_STARTED.store(false, Ordering::Relaxed);
     B_DONE.store(false, Ordering::Relaxed);
-    B_RECORDED.store(false, Ordering::Relaxed);
     PAIRING.store(OPEN, Ordering::Relaxed);
     STALLED.store(0, Ordering::Release);
     WINDOW_END.store(now + WINDOW_MS.load(Ordering::Relaxed), Ordering::Relaxed);
@@ -518,12 +515,12 @@ fn first_access(target: u64, ctx: *mut libc::c_void) {
     }
     // One stall per window: the watch comes off now.
     retarget(0);
-    // Only a race whose other side B recorded (B records it when either
-    // access wrote, and the pair is new): a B that waited in vain for A's
+    // Only a race whose other side B recorded (B commits to it when either
+    // access wrote and the pair is new): a B that waited in vain for A's
     // side (A held up past B's wait, in a system call of its own, on a
     // loaded machine) finishes without one, and a report of A's side alone
     // would name one function of the two.
-    if B_DONE.load(Ordering::Acquire) && B_RECORDED.load(Ordering::Acquire) {
+    if B_DONE.load(Ordering::Acquire) && PAIRING.load(Ordering::Acquire) == B_COMMITTED {
         let pair = frames[0].rotate_left(17) ^ B_PC.load(Ordering::Relaxed);
         if remember_pair(pair) {
             RACES.fetch_add(1, Ordering::Relaxed);
@@ -567,7 +564,6 @@ fn second_access(target: u64, ctx: *mut libc::c_void) {
             wrote,
             &frames[..n],
         );
-        B_RECORDED.store(true, Ordering::Release);
     }
     B_DONE.store(true, Ordering::Release);
 }

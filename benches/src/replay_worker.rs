@@ -16,8 +16,10 @@
 use memtally_profiler::replay::program::{self, Step};
 use std::alloc::{Layout, alloc, dealloc, realloc};
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
-use std::time::Instant;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::thread::Thread;
+use std::time::{Duration, Instant};
 
 /// A slot: the live block's pointer, size and alignment.
 #[derive(Default)]
@@ -40,7 +42,7 @@ fn tick() -> u64 {
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
-        static EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+        static EPOCH: OnceLock<Instant> = OnceLock::new();
         EPOCH.get_or_init(Instant::now).elapsed().as_nanos() as u64
     }
 }
@@ -171,20 +173,20 @@ fn step(slots: &[Slot], s: Step, inside: &mut Inside) {
 }
 
 /// The replay's turns: `next` is the step whose turn it is. A thread
-/// waiting for its turn spins a little, then sleeps on its own futex word,
-/// and the thread that ends a step wakes the next step's thread if it
-/// sleeps. (Spinning then `sched_yield`, as before, left a turn to the
-/// scheduler whenever its thread was not running: with more threads than
-/// cores busy, each turn waited for a time slice, and a replay of 0.7 s
-/// took 57 s beside two busy loops. A woken sleeper is run at once.)
+/// waiting for its turn spins a little, then parks, and the thread that
+/// ends a step unparks the next step's thread if it is parked. (Spinning
+/// then `sched_yield`, as before, left a turn to the scheduler whenever its
+/// thread was not running: with more threads than cores busy, each turn
+/// waited for a time slice, and a replay of 0.7 s took 57 s beside two busy
+/// loops. A woken sleeper is run at once.)
 struct Turns {
     next: AtomicU64,
-    /// Per thread: bumped to wake it, and whether it sleeps.
-    words: Vec<AtomicU32>,
-    asleep: Vec<AtomicBool>,
+    /// Per thread: its handle (set when it starts), and whether it parks.
+    threads: Vec<OnceLock<Thread>>,
+    parked: Vec<AtomicBool>,
 }
 
-/// Spins before a waiting thread sleeps: a turn that comes within a few
+/// Spins before a waiting thread parks: a turn that comes within a few
 /// microseconds (its owner running on another core) costs no system call.
 const SPINS: u32 = 512;
 
@@ -192,9 +194,14 @@ impl Turns {
     fn new(threads: usize) -> Turns {
         Turns {
             next: AtomicU64::new(0),
-            words: (0..threads).map(|_| AtomicU32::new(0)).collect(),
-            asleep: (0..threads).map(|_| AtomicBool::new(false)).collect(),
+            threads: (0..threads).map(|_| OnceLock::new()).collect(),
+            parked: (0..threads).map(|_| AtomicBool::new(false)).collect(),
         }
+    }
+
+    /// Called by thread `me` when it starts, before it waits.
+    fn register(&self, me: usize) {
+        let _ = self.threads[me].set(std::thread::current());
     }
 
     /// Waits until step `index` (of thread `me`) has its turn.
@@ -206,17 +213,16 @@ impl Turns {
                 std::hint::spin_loop();
                 continue;
             }
-            // Read the word, say we sleep, then look at the turn again: a
-            // thread that passes the turn after this look sees us asleep
-            // and bumps the word, so the wait returns (no lost wake-up;
-            // both sides store, then load, in one SeqCst order). The
-            // timeout is a safety net only.
-            let word = self.words[me].load(Ordering::SeqCst);
-            self.asleep[me].store(true, Ordering::SeqCst);
+            // Say we park, then look at the turn again: a thread that
+            // passes the turn after this look sees us parked and unparks
+            // us, and an unpark before the park makes the park return (no
+            // lost wake-up; both sides store, then load, in one SeqCst
+            // order). The timeout is a safety net only.
+            self.parked[me].store(true, Ordering::SeqCst);
             if self.next.load(Ordering::SeqCst) != index {
-                futex_wait(&self.words[me], word, 10_000_000);
+                std::thread::park_timeout(Duration::from_millis(10));
             }
-            self.asleep[me].store(false, Ordering::SeqCst);
+            self.parked[me].store(false, Ordering::SeqCst);
         }
     }
 
@@ -224,44 +230,11 @@ impl Turns {
     fn pass(&self, index: u64, owner: Option<usize>) {
         self.next.store(index + 1, Ordering::SeqCst);
         if let Some(t) = owner
-            && self.asleep[t].load(Ordering::SeqCst)
+            && self.parked[t].load(Ordering::SeqCst)
+            && let Some(thread) = self.threads[t].get()
         {
-            self.words[t].fetch_add(1, Ordering::SeqCst);
-            futex_wake(&self.words[t]);
+            thread.unpark();
         }
-    }
-}
-
-/// Sleeps while `word` holds `expected`, at most `timeout_ns`.
-fn futex_wait(word: &AtomicU32, expected: u32, timeout_ns: i64) {
-    let timeout = libc::timespec {
-        tv_sec: timeout_ns / 1_000_000_000,
-        tv_nsec: timeout_ns % 1_000_000_000,
-    };
-    // SAFETY: `word` is a live, aligned 32-bit atomic; the timeout is a
-    // valid timespec. A spurious or interrupted return is harmless: the
-    // caller looks at the turn again.
-    unsafe {
-        libc::syscall(
-            libc::SYS_futex,
-            word.as_ptr(),
-            libc::FUTEX_WAIT | libc::FUTEX_PRIVATE_FLAG,
-            expected,
-            &timeout as *const libc::timespec,
-        );
-    }
-}
-
-/// Wakes the thread sleeping on `word`.
-fn futex_wake(word: &AtomicU32) {
-    // SAFETY: `word` is a live, aligned 32-bit atomic.
-    unsafe {
-        libc::syscall(
-            libc::SYS_futex,
-            word.as_ptr(),
-            libc::FUTEX_WAKE | libc::FUTEX_PRIVATE_FLAG,
-            1,
-        );
     }
 }
 
@@ -372,6 +345,7 @@ pub fn replay_worker_main(allocator: &str) -> ExitCode {
             let (slots, turns, reader) = (&slots, &turns, reader.clone());
             let (inside_ticks, inside_calls) = (&inside_ticks, &inside_calls);
             scope.spawn(move || {
+                turns.register(thread as usize);
                 let mut inside = Inside::default();
                 let mut steps = reader.flatten().peekable();
                 while let Some((index, t, s)) = steps.next() {

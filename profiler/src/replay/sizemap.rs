@@ -15,8 +15,9 @@
 //! sizes, and each class keeps its few sizes sorted in a small vector: a
 //! change is a class computation and an insertion into a vector that
 //! rarely holds more than a few entries, and a search is one class's scan
-//! and, past it, the bitmap's next set bit. A weighted map keeps each class's sum in a
-//! Fenwick tree: a rank is a prefix of it and a scan of one class.
+//! and, past it, the bitmap's next set bit. A weighted map keeps each
+//! class's sum in a Fenwick tree: a rank is a prefix of it and a scan of
+//! one class.
 //!
 //! The worst case is many distinct sizes in one class (thousands of free
 //! blocks whose sizes share their top six bits): insertion then moves the
