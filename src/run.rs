@@ -225,6 +225,9 @@ fn settings(args: &RunArgs, pattern: &Path) -> Result<OsString> {
     if args.follow_children {
         s.push(",children=1");
     }
+    if args.no_compress && args.mode.writes_trace() {
+        s.push(",compress=off");
+    }
     if args.leak_scan {
         s.push(",leaks=scan");
     }
@@ -396,6 +399,7 @@ mod tests {
             depth: Some(16),
             output: None,
             follow_children: true,
+            no_compress: true,
             report: false,
             live: false,
             leak_scan: true,
@@ -409,7 +413,7 @@ mod tests {
         let s = settings(&args, Path::new("/tmp/memtally.%p.mtt")).unwrap();
         assert_eq!(
             s,
-            "mode=sampled,out=/tmp/memtally.%p.mtt,interval=4096,depth=16,children=1,leaks=scan,on_error=report,guard_every=7,races=on,control=on"
+            "mode=sampled,out=/tmp/memtally.%p.mtt,interval=4096,depth=16,children=1,compress=off,leaks=scan,on_error=report,guard_every=7,races=on,control=on"
         );
         let e = settings(&args, Path::new("/tmp/a,b")).unwrap_err();
         assert!(e.to_string().contains("contains a comma"));

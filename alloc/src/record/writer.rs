@@ -127,9 +127,48 @@ impl Out {
         self.len += head + payload.len();
     }
 
+    /// Appends a thread's `n` ring bytes delivered by `drain`: as an
+    /// `EVENTS_PACKED` record when `pack` is on and packing makes it
+    /// smaller, else as a plain `EVENTS` record.
+    fn events(
+        &mut self,
+        thread: u64,
+        n: usize,
+        pack: &mut Packer,
+        drain: impl FnOnce(&mut dyn FnMut(&[u8])),
+    ) {
+        let Some(p) = pack.ready(n) else {
+            return self.plain_events(thread, n, drain);
+        };
+        let started = super::clock::monotonic_ns();
+        let mut at = 0;
+        drain(&mut |bytes: &[u8]| {
+            p.events[at..at + bytes.len()].copy_from_slice(bytes);
+            at += bytes.len();
+        });
+        let events = &p.events[..n];
+        let packed = trace::columns::pack(thread, events, p.columns, p.out, p.zstd);
+        *p.spent_ns += super::clock::monotonic_ns().saturating_sub(started);
+        match packed {
+            // Smaller than the plain payload (the thread, then the events).
+            Some(len) if len < n => {
+                self.ensure(len + 16);
+                // SAFETY: room ensured above.
+                let dst =
+                    unsafe { core::slice::from_raw_parts_mut(self.buf.add(self.len), self.room()) };
+                let mut o = Cursor::new(dst);
+                put_record_header(&mut o, kind::EVENTS_PACKED, len);
+                let head = o.len();
+                dst[head..head + len].copy_from_slice(&p.out[..len]);
+                self.len += head + len;
+            }
+            _ => self.plain_events(thread, n, |sink| sink(events)),
+        }
+    }
+
     /// Appends an `EVENTS` record: the thread number and `n` ring bytes
     /// delivered by `drain`.
-    fn events(&mut self, thread: u64, n: usize, drain: impl FnOnce(&mut dyn FnMut(&[u8]))) {
+    fn plain_events(&mut self, thread: u64, n: usize, drain: impl FnOnce(&mut dyn FnMut(&[u8]))) {
         let mut tb = [0u8; 10];
         let mut t = Cursor::new(&mut tb);
         put_uvar(&mut t, thread);
@@ -147,6 +186,96 @@ impl Out {
             at += bytes.len();
         });
         self.len += at;
+    }
+}
+
+/// What packing events takes (`trace::columns`): mapped buffers for one
+/// ring's bytes, their columns and the packed payload, and a zstd context,
+/// made on the first use and kept from one trace to the next (like the
+/// output buffer). A packing that cannot start (no memory, zstd refuses)
+/// leaves events plain.
+///
+/// Packing costs the writer about 6 ns a byte (splitting and zstd), plain
+/// records a copy: so that a program making events faster than the writer
+/// can pack them never waits for packing, a round packs for at most
+/// [`PACK_BUDGET_NS`] and writes the rest of its records plain.
+struct Packer {
+    /// `compress=on`.
+    on: bool,
+    /// Nanoseconds spent packing in this round.
+    spent_ns: u64,
+    /// The buffers (null: not mapped yet); see [`Packer::ready`].
+    buf: *mut u8,
+    zstd: Option<zstd::bulk::Compressor<'static>>,
+    /// Mapping or zstd failed: pack no more.
+    failed: bool,
+}
+
+/// A packer's buffers, ready for one record.
+struct PackBufs<'a> {
+    events: &'a mut [u8],
+    columns: &'a mut [u8],
+    out: &'a mut [u8],
+    zstd: &'a mut zstd::bulk::Compressor<'static>,
+    spent_ns: &'a mut u64,
+}
+
+/// Packing time allowed per round: half of the round's 10 ms period.
+const PACK_BUDGET_NS: u64 = 5_000_000;
+
+/// Bytes of a packer's mapping: the events, their columns, and the packed
+/// payload (compression of a column may grow it by a little: zstd's bound
+/// is n + n/256 + 64 per column, and each has two length varints).
+const PACK_EVENTS: usize = ring::RING_BYTES;
+const PACK_COLUMNS: usize = trace::columns::COLUMNS * PACK_EVENTS;
+const PACK_OUT: usize = 2 * PACK_EVENTS + 64 * 1024;
+const PACK_BYTES: usize = PACK_EVENTS + PACK_COLUMNS + PACK_OUT;
+
+impl Packer {
+    const fn new() -> Self {
+        Packer {
+            on: false,
+            spent_ns: 0,
+            buf: core::ptr::null_mut(),
+            zstd: None,
+            failed: false,
+        }
+    }
+
+    /// The buffers for packing `n` event bytes, or None when packing is
+    /// off or cannot be done.
+    fn ready(&mut self, n: usize) -> Option<PackBufs<'_>> {
+        if !self.on || self.failed || n > PACK_EVENTS || self.spent_ns >= PACK_BUDGET_NS {
+            return None;
+        }
+        if self.buf.is_null() {
+            self.buf = os::map(PACK_BYTES);
+        }
+        if self.zstd.is_none() {
+            // zstd's own memory comes from `malloc`: in the writer thread,
+            // whose allocations are never recorded.
+            self.zstd = zstd::bulk::Compressor::new(1).ok();
+        }
+        let Some(zstd) = self.zstd.as_mut().filter(|_| !self.buf.is_null()) else {
+            self.failed = true;
+            return None;
+        };
+        // SAFETY: the mapping is PACK_BYTES long, ours (writer thread), and
+        // cut into three disjoint slices.
+        let (events, columns, out) = unsafe {
+            (
+                core::slice::from_raw_parts_mut(self.buf, PACK_EVENTS),
+                core::slice::from_raw_parts_mut(self.buf.add(PACK_EVENTS), PACK_COLUMNS),
+                core::slice::from_raw_parts_mut(self.buf.add(PACK_EVENTS + PACK_COLUMNS), PACK_OUT),
+            )
+        };
+        Some(PackBufs {
+            events,
+            columns,
+            out,
+            zstd,
+            spent_ns: &mut self.spent_ns,
+        })
     }
 }
 
@@ -178,6 +307,8 @@ struct WriterState {
     /// Kernel-held memory levels written last, and when they were sampled.
     kernel: super::kernel::Sampler,
     last_kernel_ns: u64,
+    /// Packs event records (`compress=on`).
+    pack: Packer,
 }
 
 static mut WS: WriterState = WriterState {
@@ -197,6 +328,7 @@ static mut WS: WriterState = WriterState {
     last_watermark: 0,
     kernel: super::kernel::Sampler::new(),
     last_kernel_ns: 0,
+    pack: Packer::new(),
 };
 
 /// The writer-private state.
@@ -339,6 +471,9 @@ fn spawn_on(fd: i32, path: &[u8], settings: &crate::options::Settings, mode: u8)
     } else {
         ws.out.buf
     };
+    // So is the packer's memory and zstd context.
+    let mut pack = core::mem::replace(&mut ws.pack, Packer::new());
+    pack.on = settings.compress;
     if buf.is_null() {
         // SAFETY: closing the trace's descriptor, not used further.
         unsafe { libc::close(fd) };
@@ -362,6 +497,7 @@ fn spawn_on(fd: i32, path: &[u8], settings: &crate::options::Settings, mode: u8)
         // A new trace starts with every level unwritten.
         kernel: super::kernel::Sampler::new(),
         last_kernel_ns: 0,
+        pack,
     };
     FD.store(fd, Ordering::Relaxed);
     // SAFETY: getpid has no preconditions.
@@ -655,6 +791,7 @@ fn round(ws: &mut WriterState, final_round: bool) {
     write_strings(ws);
     write_frames(ws);
     // 4. Events.
+    ws.pack.spent_ns = 0;
     for &(rp, head) in &heads[..nheads] {
         // SAFETY: rings are never unmapped.
         let r = unsafe { &*rp };
@@ -672,7 +809,7 @@ fn round(ws: &mut WriterState, final_round: bool) {
         }
         let n = r.pending_to(head);
         if n > 0 {
-            ws.out.events(thread, n as usize, |sink| {
+            ws.out.events(thread, n as usize, &mut ws.pack, |sink| {
                 r.drain_to(head, |bytes| sink(bytes));
             });
         }

@@ -379,6 +379,8 @@ pub struct Decoder<R> {
     /// Stopped at damage: nothing more is read, held events are released
     /// as far as they decode.
     salvaging: bool,
+    /// The payload of the last `EVENTS_PACKED` record, unpacked.
+    packed: Packed,
 }
 
 /// Events held back until a watermark allows them out in time order.
@@ -466,6 +468,7 @@ impl<R: Read> Decoder<R> {
             ordered: Ordering::default(),
             skipping_events: false,
             salvaging: false,
+            packed: Packed::default(),
         }
     }
 
@@ -587,10 +590,23 @@ impl<R: Read> Decoder<R> {
         let payload_end = payload_start + len as usize;
         self.pos = payload_end;
         self.records += 1;
+        if kind == kind::EVENTS_PACKED {
+            // From here on it is the `EVENTS` record it packs.
+            self.packed
+                .unpack(&self.buf[payload_start..payload_end])
+                .map_err(|what| corrupt(kind, offset, what))?;
+            return Ok(Some(RawRecord {
+                kind: kind::EVENTS,
+                payload: 0..self.packed.events.len(),
+                offset,
+                unpacked: true,
+            }));
+        }
         Ok(Some(RawRecord {
             kind,
             payload: payload_start..payload_end,
             offset,
+            unpacked: false,
         }))
     }
 
@@ -609,7 +625,7 @@ impl<R: Read> Decoder<R> {
         };
         if self.skipping_events && raw.kind == kind::EVENTS {
             let mut p = Payload {
-                bytes: &self.buf[raw.payload],
+                bytes: raw.bytes(&self.buf, &self.packed),
                 pos: 0,
                 kind: raw.kind,
                 offset: raw.offset,
@@ -620,7 +636,7 @@ impl<R: Read> Decoder<R> {
                 events: Vec::new(),
             }));
         }
-        let payload = &self.buf[raw.payload];
+        let payload = raw.bytes(&self.buf, &self.packed);
         Ok(Some(parse(
             raw.kind,
             payload,
@@ -654,7 +670,7 @@ impl<R: Read> Decoder<R> {
                 self.hold(raw)?;
                 continue;
             }
-            let payload = &self.buf[raw.payload];
+            let payload = raw.bytes(&self.buf, &self.packed);
             match parse(raw.kind, payload, raw.offset, &mut self.threads)? {
                 Record::Watermark { ticks } => {
                     self.ordered.limit = self.ordered.limit.max(ticks);
@@ -689,7 +705,7 @@ impl<R: Read> Decoder<R> {
     /// Keeps an `EVENTS` record's events, encoded, for the merge.
     fn hold(&mut self, raw: RawRecord) -> Result<(), DecodeError> {
         let mut p = Payload {
-            bytes: &self.buf[raw.payload.clone()],
+            bytes: raw.bytes(&self.buf, &self.packed),
             pos: 0,
             kind: kind::EVENTS,
             offset: raw.offset,
@@ -756,11 +772,48 @@ impl<R: Read> Decoder<R> {
     }
 }
 
-/// A record's kind, payload (range of the decoder's buffer) and offset.
+/// A record's kind, payload and offset. The payload is a range of the
+/// decoder's buffer, or of the unpacked payload of an `EVENTS_PACKED`
+/// record (`unpacked`), which then reads as `EVENTS`.
 struct RawRecord {
     kind: u8,
     payload: core::ops::Range<usize>,
     offset: u64,
+    unpacked: bool,
+}
+
+impl RawRecord {
+    fn bytes<'a>(&self, buf: &'a [u8], packed: &'a Packed) -> &'a [u8] {
+        if self.unpacked {
+            &packed.events[self.payload.clone()]
+        } else {
+            &buf[self.payload.clone()]
+        }
+    }
+}
+
+/// Unpacks `EVENTS_PACKED` records (`columns.rs`), reusing its buffers and
+/// its zstd context from one record to the next.
+#[derive(Default)]
+struct Packed {
+    /// The last one's plain `EVENTS` payload.
+    events: Vec<u8>,
+    columns: Vec<u8>,
+    zstd: Option<zstd::bulk::Decompressor<'static>>,
+}
+
+impl Packed {
+    fn unpack(&mut self, payload: &[u8]) -> Result<(), &'static str> {
+        let zstd = match &mut self.zstd {
+            Some(z) => z,
+            None => self.zstd.insert(
+                zstd::bulk::Decompressor::new()
+                    .map_err(|_| "cannot start zstd to unpack events")?,
+            ),
+        };
+        self.events.clear();
+        super::columns::unpack(payload, &mut self.events, &mut self.columns, zstd)
+    }
 }
 
 fn corrupt(kind: u8, offset: u64, what: &'static str) -> DecodeError {

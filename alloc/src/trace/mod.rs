@@ -6,6 +6,7 @@
 //! never allocates, because it runs inside the profiled process; the decoder
 //! allocates freely, because it runs in the reader.
 
+pub mod columns;
 mod decode;
 mod encode;
 mod events;
@@ -26,9 +27,11 @@ pub const MAGIC: &[u8; 8] = b"MEMTALLY";
 ///
 /// Version 2 added the scope events (an event kind of 7 with a sub-kind);
 /// version 3 the device-memory events (sub-kind 6); version 4 their map,
-/// unmap, retain and gauge operations (with a handle field). An older
-/// trace is a newer one without them, so all are read.
-pub const VERSION: u64 = 4;
+/// unmap, retain and gauge operations (with a handle field); version 5
+/// the packed event records (`kind::EVENTS_PACKED`), which a version 4
+/// reader would skip as unknown, losing their events. An older trace is a
+/// newer one without them, so all are read.
+pub const VERSION: u64 = 5;
 /// The oldest format version this code reads.
 pub const MIN_VERSION: u64 = 1;
 
@@ -288,6 +291,9 @@ pub mod kind {
     /// socket's buffers, an io_uring's registered buffers): one per
     /// object whose level changed.
     pub const GAUGE: u8 = 13;
+    /// A stretch of one thread's events, regrouped by field and compressed
+    /// (`columns.rs`); it reads as the `EVENTS` record it packs.
+    pub const EVENTS_PACKED: u8 = 14;
 }
 
 /// Recording modes as written in the header.

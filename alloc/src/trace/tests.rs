@@ -63,6 +63,30 @@ impl TraceBuilder {
         });
         self.states.insert(thread, state);
     }
+
+    /// As [`TraceBuilder::events`], as an `EVENTS_PACKED` record (whether
+    /// or not that is smaller).
+    pub fn packed_events(&mut self, thread: u64, events: &[RawEvent]) {
+        let mut state = self.states.remove(&thread).unwrap_or_default();
+        let mut plain = vec![0u8; 1 << 16];
+        let mut c = Cursor::new(&mut plain);
+        for e in events {
+            state.encode(&mut c, e);
+        }
+        assert!(!c.overflowed());
+        let n = c.len();
+        self.states.insert(thread, state);
+        let mut scratch = vec![0u8; columns::COLUMNS * n];
+        let mut out = vec![0u8; 2 * n + 1024];
+        let mut zstd = zstd::bulk::Compressor::new(1).unwrap();
+        let len = columns::pack(thread, &plain[..n], &mut scratch, &mut out, &mut zstd)
+            .expect("encoded events pack");
+        self.record(kind::EVENTS_PACKED, |c| {
+            for &b in &out[..len] {
+                put_u8(c, b);
+            }
+        });
+    }
 }
 
 fn decode_all(bytes: &[u8]) -> (Result<Vec<Record>, DecodeError>, Option<u64>) {
@@ -336,6 +360,7 @@ proptest! {
     fn events_round_trip(
         evs in proptest::collection::vec((event_strategy(), 0u64..1_000_000), 0..200),
         chunk in 1usize..20,
+        packing in any::<u8>(),
     ) {
         let mut b = TraceBuilder::new();
         b.header();
@@ -354,7 +379,12 @@ proptest! {
                 let start = cursors[t];
                 if start < evs.len() {
                     let end = (start + chunk).min(evs.len());
-                    b.events(t as u64, &evs[start..end]);
+                    // Plain and packed records of one thread mix freely.
+                    if packing >> ((start / chunk + t) % 8) & 1 == 1 {
+                        b.packed_events(t as u64, &evs[start..end]);
+                    } else {
+                        b.events(t as u64, &evs[start..end]);
+                    }
                     cursors[t] = end;
                     wrote = true;
                 }
@@ -562,4 +592,184 @@ fn a_growing_file_can_be_followed() {
     }
     assert_eq!(got, 5);
     assert_eq!(d.truncated_at(), None);
+}
+
+/// Encodes `events` of one thread, with times advancing by `dts`.
+fn encoded(evs: &[(RawEvent, u64)]) -> Vec<u8> {
+    let mut codec = ThreadCodec::default();
+    let mut buf = vec![0u8; evs.len() * MAX_EVENT_BYTES + 1];
+    let mut c = Cursor::new(&mut buf);
+    let mut time = 0;
+    for (e, dt) in evs {
+        time += dt;
+        codec.encode(&mut c, &with_time(*e, time));
+    }
+    let n = c.len();
+    buf.truncate(n);
+    buf
+}
+
+fn split_columns(events: &[u8]) -> (bool, Vec<Vec<u8>>) {
+    let mut bufs = vec![vec![0u8; events.len()]; columns::COLUMNS];
+    let mut parts = bufs.iter_mut();
+    let mut cols: [columns::ColumnBuf<'_>; columns::COLUMNS] =
+        core::array::from_fn(|_| columns::ColumnBuf::new(parts.next().unwrap()));
+    let whole = columns::split(events, &mut cols);
+    (whole, cols.iter().map(|c| c.bytes().to_vec()).collect())
+}
+
+fn pack_payload(thread: u64, events: &[u8]) -> Vec<u8> {
+    let mut scratch = vec![0u8; columns::COLUMNS * events.len()];
+    let mut out = vec![0u8; 2 * events.len() + 1024];
+    let mut zstd = zstd::bulk::Compressor::new(1).unwrap();
+    let len = columns::pack(thread, events, &mut scratch, &mut out, &mut zstd).expect("packs");
+    out.truncate(len);
+    out
+}
+
+fn unpack_payload(payload: &[u8]) -> Result<Vec<u8>, &'static str> {
+    let mut out = Vec::new();
+    let mut scratch = Vec::new();
+    let mut zstd = zstd::bulk::Decompressor::new().unwrap();
+    columns::unpack(payload, &mut out, &mut scratch, &mut zstd).map(|()| out)
+}
+
+proptest! {
+    /// Splitting a thread's encoded events into columns and merging them
+    /// gives back the same bytes, for every event kind; so does packing
+    /// and unpacking (the thread number first).
+    #[test]
+    fn columns_regroup_events_losslessly(
+        evs in proptest::collection::vec((event_strategy(), 0u64..1_000_000), 0..300),
+        thread in any::<u64>(),
+    ) {
+        let evs: Vec<(RawEvent, u64)> = evs.into_iter().map(|((_, e), dt)| (e, dt)).collect();
+        let bytes = encoded(&evs);
+        let (whole, cols) = split_columns(&bytes);
+        prop_assert!(whole);
+        prop_assert_eq!(cols.iter().map(Vec::len).sum::<usize>(), bytes.len() + cols[columns::col::HEAD].len());
+        let mut merged = Vec::new();
+        let refs: [&[u8]; columns::COLUMNS] = core::array::from_fn(|i| cols[i].as_slice());
+        columns::merge(refs, &mut merged).expect("merges");
+        prop_assert_eq!(&merged, &bytes);
+        if !bytes.is_empty() {
+            let unpacked = unpack_payload(&pack_payload(thread, &bytes)).expect("unpacks");
+            let mut t = [0u8; 10];
+            let mut c = Cursor::new(&mut t);
+            put_uvar(&mut c, thread);
+            let tl = c.len();
+            prop_assert_eq!(&unpacked[..tl], &t[..tl]);
+            prop_assert_eq!(&unpacked[tl..], &bytes[..]);
+        }
+    }
+
+    /// A damaged packed payload unpacks to an error or to some bytes (which
+    /// the event decoder then judges), never a panic.
+    #[test]
+    fn damaged_packed_events_never_panic(
+        evs in proptest::collection::vec((event_strategy(), 0u64..1_000), 1..100),
+        flips in proptest::collection::vec((any::<usize>(), any::<u8>()), 1..6),
+        cut in any::<usize>(),
+    ) {
+        let evs: Vec<(RawEvent, u64)> = evs.into_iter().map(|((_, e), dt)| (e, dt)).collect();
+        let mut payload = pack_payload(3, &encoded(&evs));
+        for (at, v) in flips {
+            let i = at % payload.len();
+            payload[i] ^= v | 1;
+        }
+        let _ = unpack_payload(&payload);
+        payload.truncate(cut % (payload.len() + 1));
+        let _ = unpack_payload(&payload);
+    }
+}
+
+#[test]
+fn events_that_do_not_parse_are_not_split() {
+    // Kind 0 is no event; an allocation cut short is not whole.
+    assert!(!split_columns(&[0x00]).0);
+    let bytes = encoded(&[(
+        RawEvent::Alloc {
+            time: 0,
+            address: 0x7f00_0000_1000,
+            size: 300,
+            align: 16,
+            stack: 200,
+            latency: 0,
+        },
+        5,
+    )]);
+    assert!(split_columns(&bytes).0);
+    assert!(!split_columns(&bytes[..bytes.len() - 1]).0);
+}
+
+#[test]
+fn bad_packed_payloads_are_named() {
+    let bytes = encoded(&[(
+        RawEvent::Free {
+            time: 0,
+            address: 0x1000,
+            latency: 0,
+        },
+        1,
+    )]);
+    let good = pack_payload(1, &bytes);
+    assert!(unpack_payload(&good).is_ok());
+    let mut extra = good.clone();
+    extra.push(0);
+    assert_eq!(unpack_payload(&extra), Err("bytes after the last column"));
+    // A column claiming more than a record can hold is refused before any
+    // allocation: thread 1, then a head column of 2^40 bytes.
+    let huge = [1u8, 0x80, 0x80, 0x80, 0x80, 0x80, 0x20];
+    assert_eq!(
+        unpack_payload(&huge),
+        Err("columns longer than a packed record can be")
+    );
+    // Leftover bytes in a column: the time column one byte too long.
+    let (_, mut cols) = split_columns(&bytes);
+    cols[columns::col::TIME].push(0);
+    let refs: [&[u8]; columns::COLUMNS] = core::array::from_fn(|i| cols[i].as_slice());
+    assert_eq!(
+        columns::merge(refs, &mut Vec::new()),
+        Err("packed events leave bytes unused in a column")
+    );
+}
+
+#[test]
+fn a_packed_record_decodes_as_its_plain_events() {
+    let evs = [
+        RawEvent::Alloc {
+            time: 100,
+            address: 0x7f00_0000_1000,
+            size: 24,
+            align: 8,
+            stack: 1,
+            latency: 30,
+        },
+        RawEvent::Free {
+            time: 150,
+            address: 0x7f00_0000_1000,
+            latency: 20,
+        },
+    ];
+    let mut plain = TraceBuilder::new();
+    plain.header();
+    plain.events(5, &evs);
+    let mut packed = TraceBuilder::new();
+    packed.header();
+    let record = packed.bytes.len();
+    packed.packed_events(5, &evs);
+    assert_ne!(plain.bytes, packed.bytes);
+    let (a, _) = decode_all(&plain.bytes);
+    let (b, _) = decode_all(&packed.bytes);
+    assert_eq!(a.unwrap(), b.unwrap());
+    // Damage to the packed record's structure is an error naming its
+    // kind: here the head column's length (after the kind, the record's
+    // length and the thread), 2 events made 3.
+    let at = record + 3;
+    assert_eq!(packed.bytes[at], 2);
+    packed.bytes[at] = 3;
+    match decode_all(&packed.bytes).0 {
+        Err(DecodeError::Corrupt { kind, .. }) => assert_eq!(kind, kind::EVENTS_PACKED),
+        other => panic!("expected a corrupt packed record, got {other:?}"),
+    }
 }
