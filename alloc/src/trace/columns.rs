@@ -162,29 +162,44 @@ impl<'a> ColumnBuf<'a> {
 /// The splitting [`Mover`]: from `src` into columns that each have room
 /// for `src.len()` bytes, which no column can exceed (each takes a subset
 /// of the source's bytes, or one of the head's nibbles per head byte), so
-/// its writes need no checks.
+/// its writes need no checks. Cursors rather than indexes: the loop keeps
+/// eight columns and the source in flight, more than x86_64's registers
+/// hold, and a cursor is one word where an index needs a base beside it.
 struct Splitter<'s> {
-    src: &'s [u8],
-    pos: usize,
+    src: core::marker::PhantomData<&'s [u8]>,
+    at: *const u8,
+    end: *const u8,
     cols: [*mut u8; COLUMNS],
-    lens: [usize; COLUMNS],
 }
 
 impl Splitter<'_> {
     #[inline(always)]
+    fn next(&mut self) -> Option<u8> {
+        if self.at == self.end {
+            return None;
+        }
+        // SAFETY: `at` lies in the source (before `end`).
+        let b = unsafe { *self.at };
+        // SAFETY: at most `end`, one past the source.
+        self.at = unsafe { self.at.add(1) };
+        Some(b)
+    }
+
+    #[inline(always)]
     fn push(&mut self, column: usize, b: u8) {
         // SAFETY: the column has room for `src.len()` bytes and receives
         // at most one byte per source byte read (see the type).
-        unsafe { *self.cols[column].add(self.lens[column]) = b };
-        self.lens[column] += 1;
+        unsafe {
+            *self.cols[column] = b;
+            self.cols[column] = self.cols[column].add(1);
+        }
     }
 }
 
 impl Mover for Splitter<'_> {
     #[inline(always)]
     fn head(&mut self) -> Option<u8> {
-        let h = *self.src.get(self.pos)?;
-        self.pos += 1;
+        let h = self.next()?;
         self.push(col::HEAD, h & 0x0f);
         self.push(col::TIME, h >> 4);
         Some(h)
@@ -192,22 +207,14 @@ impl Mover for Splitter<'_> {
 
     #[inline(always)]
     fn byte(&mut self, column: usize) -> Option<u8> {
-        let b = *self.src.get(self.pos)?;
-        self.pos += 1;
+        let b = self.next()?;
         self.push(column, b);
         Some(b)
     }
 
     #[inline(always)]
     fn varint(&mut self, column: usize) -> Option<()> {
-        // One byte is the common case: most fields are small.
-        let b = *self.src.get(self.pos)?;
-        self.pos += 1;
-        self.push(column, b);
-        if b < 0x80 {
-            return Some(());
-        }
-        for _ in 1..MAX_VARINT {
+        for _ in 0..MAX_VARINT {
             if self.byte(column)? < 0x80 {
                 return Some(());
             }
@@ -226,56 +233,74 @@ pub fn split(events: &[u8], cols: &mut [ColumnBuf<'_>; COLUMNS]) -> bool {
             .all(|c| c.len == 0 && c.buf.len() >= events.len()),
         "columns must be empty, with room for the events"
     );
+    let range = events.as_ptr_range();
+    let starts: [*mut u8; COLUMNS] = core::array::from_fn(|i| cols[i].buf.as_mut_ptr());
     let mut s = Splitter {
-        src: events,
-        pos: 0,
-        cols: core::array::from_fn(|i| cols[i].buf.as_mut_ptr()),
-        lens: [0; COLUMNS],
+        src: core::marker::PhantomData,
+        at: range.start,
+        end: range.end,
+        cols: starts,
     };
     let mut whole = true;
-    while s.pos < events.len() {
+    while s.at != s.end {
         if move_event(&mut s).is_none() {
             whole = false;
             break;
         }
     }
-    for (c, len) in cols.iter_mut().zip(s.lens) {
-        c.len = len;
+    for ((c, start), cur) in cols.iter_mut().zip(starts).zip(s.cols) {
+        // SAFETY: each cursor moved forward from its start in one buffer.
+        c.len = unsafe { cur.offset_from(start) } as usize;
     }
     whole
 }
 
+/// The merging [`Mover`]: from the columns into `out`, which has room
+/// for exactly the bytes the columns make (every column byte but each head
+/// byte's second nibble); a corrupt record that would write past it fails.
 struct Merger<'a> {
     cols: [(&'a [u8], usize); COLUMNS],
-    out: &'a mut Vec<u8>,
+    out: &'a mut [u8],
+    at: usize,
 }
 
 impl Merger<'_> {
+    #[inline(always)]
     fn take(&mut self, column: usize) -> Option<u8> {
         let (bytes, pos) = &mut self.cols[column];
         let b = *bytes.get(*pos)?;
         *pos += 1;
         Some(b)
     }
+
+    #[inline(always)]
+    fn put(&mut self, b: u8) -> Option<()> {
+        *self.out.get_mut(self.at)? = b;
+        self.at += 1;
+        Some(())
+    }
 }
 
 impl Mover for Merger<'_> {
+    #[inline(always)]
     fn head(&mut self) -> Option<u8> {
         let (low, high) = (self.take(col::HEAD)?, self.take(col::TIME)?);
         if low > 0x0f || high > 0x0f {
             return None;
         }
         let h = low | high << 4;
-        self.out.push(h);
+        self.put(h)?;
         Some(h)
     }
 
+    #[inline(always)]
     fn byte(&mut self, column: usize) -> Option<u8> {
         let b = self.take(column)?;
-        self.out.push(b);
+        self.put(b)?;
         Some(b)
     }
 
+    #[inline(always)]
     fn varint(&mut self, column: usize) -> Option<()> {
         for _ in 0..MAX_VARINT {
             if self.byte(column)? < 0x80 {
@@ -290,9 +315,13 @@ impl Mover for Merger<'_> {
 /// `out`. An error names what is wrong: columns that do not parse, or
 /// bytes left over in one when the events end.
 pub fn merge(cols: [&[u8]; COLUMNS], out: &mut Vec<u8>) -> Result<(), &'static str> {
+    let total = cols.iter().map(|c| c.len()).sum::<usize>() - cols[col::HEAD].len();
+    let start = out.len();
+    out.resize(start + total, 0);
     let mut m = Merger {
         cols: cols.map(|c| (c, 0)),
-        out,
+        out: &mut out[start..],
+        at: 0,
     };
     while m.cols[col::HEAD].1 < m.cols[col::HEAD].0.len() {
         move_event(&mut m).ok_or("packed events do not parse")?;
@@ -300,6 +329,7 @@ pub fn merge(cols: [&[u8]; COLUMNS], out: &mut Vec<u8>) -> Result<(), &'static s
     if m.cols.iter().any(|(bytes, pos)| *pos != bytes.len()) {
         return Err("packed events leave bytes unused in a column");
     }
+    debug_assert_eq!(m.at, total, "every column byte was used");
     Ok(())
 }
 

@@ -223,7 +223,7 @@ fn run(o: &Options) -> Result<(), String> {
             let rows = measure(subject, &configs, o.reps, &work, &lib)?;
             println!(
                 "\nprofile-bench: {}, median of {} runs; ratios are config / bare\n",
-                subject.describe(),
+                subject.describe(&work),
                 o.reps
             );
             print_rows(&rows);
@@ -242,18 +242,14 @@ struct Subject {
 }
 
 impl Subject {
-    fn describe(&self) -> String {
+    /// The name and command line, with paths into the work directory
+    /// `work` given relative to it (its name says nothing).
+    fn describe(&self, work: &Path) -> String {
+        let prefix = format!("{}/", work.display());
         let words: Vec<String> = self
             .argv
             .iter()
-            .map(|a| {
-                let a = a.to_string_lossy();
-                // Paths in the work directory say nothing: their file names do.
-                match a.rsplit_once('/') {
-                    Some((_, file)) if a.contains("memtally-profile-bench") => file.to_string(),
-                    _ => a.into_owned(),
-                }
-            })
+            .map(|a| a.to_string_lossy().replace(&prefix, ""))
             .collect();
         format!("{} (`{}`)", self.name, words.join(" "))
     }
