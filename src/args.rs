@@ -331,8 +331,8 @@ Options:
                        own trace)
   --no-compress        write events as they are recorded, not regrouped by
                        field and compressed with zstd by the writer thread
-                       (traces 2-6x larger on real programs; the writer
-                       spends less CPU)
+                       (which it does with CPU the program leaves spare;
+                       plain traces of real programs are 2-6x larger)
   --report             when the command has exited, print the report of its
                        trace (as `memtally report` does)
   --live               show the dashboard while the command runs (its output

@@ -195,13 +195,22 @@ impl Out {
 /// output buffer). A packing that cannot start (no memory, zstd refuses)
 /// leaves events plain.
 ///
-/// Packing costs the writer about 6 ns a byte (splitting and zstd), plain
-/// records a copy: so that a program making events faster than the writer
-/// can pack them never waits for packing, a round packs for at most
-/// [`PACK_BUDGET_NS`] and writes the rest of its records plain.
+/// Packing costs the writer about 5 ns a byte (splitting and zstd), plain
+/// records a copy, so packing uses only spare CPU:
+/// - a round whose rings show more busy threads (over [`BUSY_BYTES`] of
+///   events since the last round) than the process has CPUs besides the
+///   writer's packs nothing: the program's threads would lose the time
+///   (on two cores, two busy threads recorded in full mode ran 18%
+///   slower with packing; BENCHMARKS.md);
+/// - a round packs for at most [`PACK_BUDGET_NS`] and writes the rest of
+///   its records plain, so that a program making events faster than the
+///   writer can pack them never waits for packing.
 struct Packer {
     /// `compress=on`.
     on: bool,
+    /// CPUs the process may run on (its affinity mask), read when the
+    /// trace starts.
+    cpus: usize,
     /// Nanoseconds spent packing in this round.
     spent_ns: u64,
     /// The buffers (null: not mapped yet); see [`Packer::ready`].
@@ -222,6 +231,22 @@ struct PackBufs<'a> {
 
 /// Packing time allowed per round: half of the round's 10 ms period.
 const PACK_BUDGET_NS: u64 = 5_000_000;
+/// A thread whose ring gained this many bytes since the last round is busy
+/// (about 3,000 events in 10 ms: allocating, not waiting).
+const BUSY_BYTES: u64 = 16 * 1024;
+
+/// CPUs this process may run on.
+fn affinity_cpus() -> usize {
+    // SAFETY: a zeroed cpu_set_t is a valid empty set, which
+    // sched_getaffinity fills for this process.
+    unsafe {
+        let mut set: libc::cpu_set_t = core::mem::zeroed();
+        if libc::sched_getaffinity(0, core::mem::size_of::<libc::cpu_set_t>(), &mut set) == 0 {
+            return (libc::CPU_COUNT(&set) as usize).max(1);
+        }
+    }
+    1
+}
 
 /// Bytes of a packer's mapping: the events, their columns, and the packed
 /// payload (compression of a column may grow it by a little: zstd's bound
@@ -235,6 +260,7 @@ impl Packer {
     const fn new() -> Self {
         Packer {
             on: false,
+            cpus: 1,
             spent_ns: 0,
             buf: core::ptr::null_mut(),
             zstd: None,
@@ -474,6 +500,7 @@ fn spawn_on(fd: i32, path: &[u8], settings: &crate::options::Settings, mode: u8)
     // So is the packer's memory and zstd context.
     let mut pack = core::mem::replace(&mut ws.pack, Packer::new());
     pack.on = settings.compress;
+    pack.cpus = affinity_cpus();
     if buf.is_null() {
         // SAFETY: closing the trace's descriptor, not used further.
         unsafe { libc::close(fd) };
@@ -790,8 +817,17 @@ fn round(ws: &mut WriterState, final_round: bool) {
     write_modules(ws);
     write_strings(ws);
     write_frames(ws);
-    // 4. Events.
-    ws.pack.spent_ns = 0;
+    // 4. Events, packed only with a CPU to spare (see `Packer`).
+    let busy = heads[..nheads]
+        .iter()
+        // SAFETY: rings are never unmapped.
+        .filter(|&&(rp, head)| unsafe { (*rp).pending_to(head) } >= BUSY_BYTES)
+        .count();
+    ws.pack.spent_ns = if busy < ws.pack.cpus {
+        0
+    } else {
+        PACK_BUDGET_NS
+    };
     for &(rp, head) in &heads[..nheads] {
         // SAFETY: rings are never unmapped.
         let r = unsafe { &*rp };
