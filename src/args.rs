@@ -35,6 +35,17 @@ pub enum Command {
     Attach(AttachArgs),
     /// `memtally replay`.
     Replay(ReplayArgs),
+    /// `memtally pack`.
+    Pack(PackArgs),
+}
+
+/// `memtally pack` arguments.
+#[derive(Debug, PartialEq, Eq)]
+pub struct PackArgs {
+    /// The trace.
+    pub file: PathBuf,
+    /// Where the packed trace goes (default: beside it, `.packed.mtt`).
+    pub output: Option<PathBuf>,
 }
 
 /// `memtally replay` arguments.
@@ -301,6 +312,7 @@ Usage:
   memtally replay FILE --against ALLOCATORS     which allocator suits it?
   memtally replay FILE --distributed nodes=N    how would it spread over nodes?
   memtally export --format FMT [OPTIONS] FILE   pprof, folded stacks or JSON
+  memtally pack FILE [-o OUT]                   compress a trace written plain
 
 Options:
   -h, --help       print help (also: memtally COMMAND --help)
@@ -676,6 +688,25 @@ Options:
   -h, --help        print this help
 ";
 
+pub const PACK_HELP: &str = "\
+memtally pack: compress a trace whose events were written plain
+
+The recorder packs events (regrouped by field, compressed with zstd) with
+CPU time the program leaves spare, so a program that kept every CPU busy,
+or one recorded with --no-compress, has a plain trace. This writes a copy
+with every event record that packing makes smaller packed: 2 to 6 times
+smaller for most programs. Every analysis reads both alike.
+
+Usage:
+  memtally pack [OPTIONS] FILE
+
+Options:
+  -o, --output FILE where the packed trace goes (default: the trace's name
+                    with .packed.mtt, in its directory); never the input,
+                    never an existing file
+  -h, --help        print this help
+";
+
 /// Parses the arguments after the program name.
 pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command> {
     let mut p = lexopt::Parser::from_args(args);
@@ -695,6 +726,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command> {
             Some("replay") => parse_replay(&mut p).context("replay"),
             Some("attach") => parse_attach(&mut p).context("attach"),
             Some("view") => parse_top(&mut p, VIEW_HELP).context("view"),
+            Some("pack") => parse_pack(&mut p).context("pack"),
             Some("help") => Ok(Command::Help(match p.next()? {
                 Some(Value(v)) if v == "run" => RUN_HELP,
                 Some(Value(v)) if v == "report" => REPORT_HELP,
@@ -707,10 +739,11 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command> {
                 Some(Value(v)) if v == "replay" => REPLAY_HELP,
                 Some(Value(v)) if v == "view" => VIEW_HELP,
                 Some(Value(v)) if v == "attach" => ATTACH_HELP,
+                Some(Value(v)) if v == "pack" => PACK_HELP,
                 _ => MAIN_HELP,
             })),
             _ => bail!(
-                "unknown command {} (the commands are run, attach, report, flame, leaks, errors, plot, top, view, replay and export)",
+                "unknown command {} (the commands are run, attach, report, flame, leaks, errors, plot, top, view, replay, export and pack)",
                 cmd.to_string_lossy()
             ),
         },
@@ -1214,6 +1247,25 @@ fn parse_depth(v: &str) -> Result<u32> {
         .ok()
         .filter(|n| (1..=256).contains(n))
         .with_context(|| format!("invalid --depth {v} (expected 1 to 256)"))
+}
+
+fn parse_pack(p: &mut lexopt::Parser) -> Result<Command> {
+    let mut file = None;
+    let mut output = None;
+    while let Some(arg) = p.next()? {
+        match arg {
+            Short('h') | Long("help") => return Ok(Command::Help(PACK_HELP)),
+            Short('o') | Long("output") => output = Some(PathBuf::from(p.value()?)),
+            Value(v) if file.is_none() => file = Some(PathBuf::from(v)),
+            Value(v) => bail!(
+                "unexpected argument {} (pack reads one trace)",
+                v.to_string_lossy()
+            ),
+            other => return Err(other.unexpected().into()),
+        }
+    }
+    let file = file.context("no trace given (usage: memtally pack [OPTIONS] FILE)")?;
+    Ok(Command::Pack(PackArgs { file, output }))
 }
 
 fn parse_plot(p: &mut lexopt::Parser) -> Result<Command> {

@@ -23,6 +23,7 @@ mod flame;
 mod leaks;
 mod live;
 mod output;
+mod pack;
 mod plot;
 mod replay;
 mod report;
@@ -81,6 +82,10 @@ fn try_main() -> anyhow::Result<ExitCode> {
         }
         Command::Export(a) => {
             export::run(&a)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Pack(a) => {
+            pack::run(&a)?;
             Ok(ExitCode::SUCCESS)
         }
     }

@@ -700,6 +700,51 @@ fn packed_and_plain_traces_of_a_program_report_the_same() {
     }
 }
 
+/// `memtally pack` packs a plain trace afterwards: the same report, a
+/// fraction of the size; it never writes over a file, and says what is
+/// wrong with a bad input in one line.
+#[test]
+fn pack_compresses_a_plain_trace_and_the_report_stays() {
+    let Some(plain) = record_c_program("pack", "churn_sites", &[], &["--no-compress"]) else {
+        return;
+    };
+    let p = plain.to_str().unwrap();
+    let out = memtally(&["pack", p]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let packed = plain.with_file_name("t.packed.mtt");
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains("event records packed"), "{said}");
+    let size = |t: &std::path::Path| std::fs::metadata(t).unwrap().len();
+    assert!(
+        size(&packed) * 3 < size(&plain),
+        "{} of {}",
+        size(&packed),
+        size(&plain)
+    );
+    let report = |t: &std::path::Path| {
+        let mut v = json_of(&["report", "--json", t.to_str().unwrap()]);
+        // The trace's own name and size differ, nothing else.
+        v["trace"] = serde_json::Value::Null;
+        v
+    };
+    assert_eq!(report(&plain), report(&packed));
+    // Never over an existing file, never over the input.
+    fails_with(
+        &memtally(&["pack", p]),
+        "exists; choose another output with -o",
+    );
+    fails_with(&memtally(&["pack", p, "-o", p]), "is the input");
+    // A file that is no trace: one line, status 2, nothing left behind.
+    let junk = plain.with_file_name("junk.mtt");
+    std::fs::write(&junk, b"not a trace at all").unwrap();
+    fails_with(
+        &memtally(&["pack", junk.to_str().unwrap()]),
+        "not a memtally trace",
+    );
+    assert!(!plain.with_file_name("junk.packed.mtt").exists());
+    fails_with(&memtally(&["pack"]), "no trace given");
+}
+
 #[test]
 fn leaks_growth_lists_the_site_that_keeps_growing() {
     let dir = scratch("leaks-growth");

@@ -405,7 +405,7 @@ fn put_uvar_at(out: &mut [u8], mut at: usize, mut v: u64) -> Option<usize> {
 }
 
 /// Reads a `uvar` at `bytes[*at..]`, advancing past it.
-fn get_uvar(bytes: &[u8], at: &mut usize) -> Option<u64> {
+pub(super) fn get_uvar(bytes: &[u8], at: &mut usize) -> Option<u64> {
     let mut v = 0u64;
     for shift in (0..64).step_by(7) {
         let b = *bytes.get(*at)?;

@@ -371,6 +371,8 @@ pub struct Decoder<R> {
     /// File offset of `buf[0]`.
     base: u64,
     started: bool,
+    /// The format version the trace declares (0 until read).
+    version: u64,
     threads: HashMap<u64, ThreadCodec>,
     truncated_at: Option<u64>,
     records: u64,
@@ -462,6 +464,7 @@ impl<R: Read> Decoder<R> {
             pos: 0,
             base: 0,
             started: false,
+            version: 0,
             threads: HashMap::new(),
             truncated_at: None,
             records: 0,
@@ -524,8 +527,49 @@ impl<R: Read> Decoder<R> {
     }
 
     /// The next record's framing, `Ok(None)` at the end of the available
-    /// data.
+    /// data; an `EVENTS_PACKED` record comes unpacked, as the `EVENTS`
+    /// record it stands for.
     fn next_raw(&mut self) -> Result<Option<RawRecord>, DecodeError> {
+        let Some(raw) = self.next_framed()? else {
+            return Ok(None);
+        };
+        if raw.kind != kind::EVENTS_PACKED {
+            return Ok(Some(raw));
+        }
+        self.packed
+            .unpack(&self.buf[raw.payload])
+            .map_err(|what| corrupt(raw.kind, raw.offset, what))?;
+        Ok(Some(RawRecord {
+            kind: kind::EVENTS,
+            payload: 0..self.packed.events.len(),
+            offset: raw.offset,
+            unpacked: true,
+        }))
+    }
+
+    /// The next record as it is in the file, `Ok(None)` at the end of the
+    /// available data (see [`Decoder::truncated_at`]). Packed records come
+    /// packed. For tools that copy or rewrite records (`repack.rs`); use
+    /// either this or the other readers on a decoder, not both.
+    pub fn next_raw_record(&mut self) -> Result<Option<FileRecord<'_>>, DecodeError> {
+        let Some(raw) = self.next_framed()? else {
+            return Ok(None);
+        };
+        Ok(Some(FileRecord {
+            kind: raw.kind,
+            payload: &self.buf[raw.payload],
+            offset: raw.offset,
+        }))
+    }
+
+    /// The format version the trace declares, once a record has been read
+    /// (0 before).
+    pub fn version(&self) -> u64 {
+        self.version
+    }
+
+    /// The next record's framing, as it is in the file.
+    fn next_framed(&mut self) -> Result<Option<RawRecord>, DecodeError> {
         if self.salvaging {
             return Ok(None);
         }
@@ -558,6 +602,7 @@ impl<R: Read> Decoder<R> {
             }
             self.pos = p;
             self.started = true;
+            self.version = version;
         }
         // Framing: kind byte and length varint (at most 11 bytes). `want`
         // may move the buffered bytes, so positions are taken after it.
@@ -590,18 +635,6 @@ impl<R: Read> Decoder<R> {
         let payload_end = payload_start + len as usize;
         self.pos = payload_end;
         self.records += 1;
-        if kind == kind::EVENTS_PACKED {
-            // From here on it is the `EVENTS` record it packs.
-            self.packed
-                .unpack(&self.buf[payload_start..payload_end])
-                .map_err(|what| corrupt(kind, offset, what))?;
-            return Ok(Some(RawRecord {
-                kind: kind::EVENTS,
-                payload: 0..self.packed.events.len(),
-                offset,
-                unpacked: true,
-            }));
-        }
         Ok(Some(RawRecord {
             kind,
             payload: payload_start..payload_end,
@@ -770,6 +803,17 @@ impl<R: Read> Decoder<R> {
             event,
         }))
     }
+}
+
+/// A record as it is in the file ([`Decoder::next_raw_record`]).
+#[derive(Clone, Copy, Debug)]
+pub struct FileRecord<'a> {
+    /// Its kind (`trace::kind`).
+    pub kind: u8,
+    /// Its payload.
+    pub payload: &'a [u8],
+    /// The file offset of its first byte.
+    pub offset: u64,
 }
 
 /// A record's kind, payload and offset. The payload is a range of the

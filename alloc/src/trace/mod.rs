@@ -10,13 +10,15 @@ pub mod columns;
 mod decode;
 mod encode;
 mod events;
+mod repack;
 
 pub use decode::{
-    DecodeError, Decoder, Event, EventKind, Frame, Header, Memory, Module, Ordered, Record,
-    Segment, ThreadEvent,
+    DecodeError, Decoder, Event, EventKind, FileRecord, Frame, Header, Memory, Module, Ordered,
+    Record, Segment, ThreadEvent,
 };
 pub use encode::{Cursor, put_bytes, put_record_header, put_str, put_svar, put_u8, put_uvar};
 pub use events::{LATENCY_SHIFT, MAX_EVENT_BYTES, RawEvent, TIME_SHIFT, ThreadCodec};
+pub use repack::{PackError, PackStats, pack_trace};
 
 #[cfg(test)]
 mod tests;

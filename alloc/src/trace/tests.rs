@@ -773,3 +773,92 @@ fn a_packed_record_decodes_as_its_plain_events() {
         other => panic!("expected a corrupt packed record, got {other:?}"),
     }
 }
+
+/// A trace of repetitive events (a loop allocating and freeing from four
+/// sites) in `records` plain records of one thread, and its footer.
+fn repetitive_trace(records: usize) -> (Vec<u8>, Vec<Record>) {
+    let mut b = TraceBuilder::new();
+    b.header();
+    let mut time = 0;
+    for r in 0..records {
+        let mut evs = Vec::new();
+        for i in 0..500u64 {
+            time += 40 + (i * 7919) % 23;
+            let address = 0x7f00_0000_0000 + ((r as u64 * 500 + i) % 64) * 64;
+            evs.push(RawEvent::Alloc {
+                time,
+                address,
+                size: [24, 40, 64, 200][i as usize % 4],
+                align: 16,
+                stack: 1 + i % 4,
+                latency: 0,
+            });
+            time += 30;
+            evs.push(RawEvent::Free {
+                time,
+                address,
+                latency: 0,
+            });
+        }
+        b.events(2, &evs);
+    }
+    b.record(kind::FOOTER, |c| {
+        put_uvar(c, time + 1);
+        put_uvar(c, (records * 1000) as u64);
+        put_uvar(c, 0);
+        put_uvar(c, FOOTER_CLEAN_EXIT);
+    });
+    let records = decode_all(&b.bytes).0.expect("decodes");
+    (b.bytes, records)
+}
+
+#[test]
+fn packing_a_trace_keeps_every_record() {
+    let (plain, want) = repetitive_trace(6);
+    let mut out = Vec::new();
+    let stats = pack_trace(&plain[..], &mut out).expect("packs");
+    assert_eq!(
+        (stats.records, stats.event_records, stats.packed),
+        (8, 6, 6)
+    );
+    assert_eq!(
+        (stats.bytes_in, stats.bytes_out),
+        (plain.len() as u64, out.len() as u64)
+    );
+    assert!(
+        out.len() * 4 < plain.len(),
+        "{} of {}",
+        out.len(),
+        plain.len()
+    );
+    assert_eq!(stats.truncated_at, None);
+    assert_eq!(decode_all(&out).0.expect("packed trace decodes"), want);
+    // Packing again changes nothing but copies.
+    let mut again = Vec::new();
+    let s = pack_trace(&out[..], &mut again).expect("packs");
+    assert_eq!((s.event_records, s.packed), (0, 0));
+    assert_eq!(again, out);
+}
+
+#[test]
+fn packing_a_cut_trace_packs_what_came_before_the_cut() {
+    let (plain, want) = repetitive_trace(4);
+    // Cut inside the third events record.
+    let cut = plain.len() * 3 / 5;
+    let mut out = Vec::new();
+    let stats = pack_trace(&plain[..cut], &mut out).expect("packs");
+    let at = stats.truncated_at.expect("says it was cut");
+    assert!(at < cut as u64);
+    assert_eq!(stats.bytes_in, at);
+    let (got, truncated) = decode_all(&out);
+    assert_eq!(truncated, None, "the output ends on a record");
+    let got = got.expect("decodes");
+    assert_eq!(got[..], want[..got.len()]);
+    assert!(got.len() >= 3, "header and two events records");
+    // Not a trace, or a corrupt one: errors, and nothing claimed written.
+    assert!(matches!(
+        pack_trace(&b"hello world"[..], &mut Vec::new()),
+        Err(PackError::Decode(DecodeError::NotATrace))
+    ));
+    assert!(pack_trace(&[][..], &mut Vec::new()).is_err());
+}
