@@ -61,8 +61,16 @@ trait Mover {
     /// One byte, moved to or from `column`.
     fn byte(&mut self, column: usize) -> Option<u8>;
     /// One varint (`uvar` or `svar`: the same bytes), moved to or from
-    /// `column`.
-    fn varint(&mut self, column: usize) -> Option<()>;
+    /// `column`, a byte at a time until one without the continuation bit.
+    #[inline(always)]
+    fn varint(&mut self, column: usize) -> Option<()> {
+        for _ in 0..MAX_VARINT {
+            if self.byte(column)? < 0x80 {
+                return Some(());
+            }
+        }
+        None
+    }
 }
 
 /// Moves one event by the event grammar (`docs/trace-format.md`, "Thread
@@ -211,16 +219,6 @@ impl Mover for Splitter<'_> {
         self.push(column, b);
         Some(b)
     }
-
-    #[inline(always)]
-    fn varint(&mut self, column: usize) -> Option<()> {
-        for _ in 0..MAX_VARINT {
-            if self.byte(column)? < 0x80 {
-                return Some(());
-            }
-        }
-        None
-    }
 }
 
 /// Splits a thread's encoded events into `cols` (all empty; each needs
@@ -298,16 +296,6 @@ impl Mover for Merger<'_> {
         let b = self.take(column)?;
         self.put(b)?;
         Some(b)
-    }
-
-    #[inline(always)]
-    fn varint(&mut self, column: usize) -> Option<()> {
-        for _ in 0..MAX_VARINT {
-            if self.byte(column)? < 0x80 {
-                return Some(());
-            }
-        }
-        None
     }
 }
 

@@ -428,6 +428,25 @@ proptest! {
     }
 }
 
+/// A block of 24 bytes allocated at time 100 and freed at 150.
+fn alloc_then_free() -> [RawEvent; 2] {
+    [
+        RawEvent::Alloc {
+            time: 100,
+            address: 0x7f00_0000_1000,
+            size: 24,
+            align: 8,
+            stack: 1,
+            latency: 30,
+        },
+        RawEvent::Free {
+            time: 150,
+            address: 0x7f00_0000_1000,
+            latency: 20,
+        },
+    ]
+}
+
 fn sample_trace() -> Vec<u8> {
     let mut b = TraceBuilder::new();
     b.header();
@@ -440,24 +459,7 @@ fn sample_trace() -> Vec<u8> {
         put_uvar(c, 0);
         put_uvar(c, 0x401000);
     });
-    b.events(
-        0,
-        &[
-            RawEvent::Alloc {
-                time: 100,
-                address: 0x7f00_0000_1000,
-                size: 24,
-                align: 8,
-                stack: 1,
-                latency: 30,
-            },
-            RawEvent::Free {
-                time: 150,
-                address: 0x7f00_0000_1000,
-                latency: 20,
-            },
-        ],
-    );
+    b.events(0, &alloc_then_free());
     b.record(kind::FOOTER, |c| {
         put_uvar(c, 200);
         put_uvar(c, 2);
@@ -736,21 +738,7 @@ fn bad_packed_payloads_are_named() {
 
 #[test]
 fn a_packed_record_decodes_as_its_plain_events() {
-    let evs = [
-        RawEvent::Alloc {
-            time: 100,
-            address: 0x7f00_0000_1000,
-            size: 24,
-            align: 8,
-            stack: 1,
-            latency: 30,
-        },
-        RawEvent::Free {
-            time: 150,
-            address: 0x7f00_0000_1000,
-            latency: 20,
-        },
-    ];
+    let evs = alloc_then_free();
     let mut plain = TraceBuilder::new();
     plain.header();
     plain.events(5, &evs);
