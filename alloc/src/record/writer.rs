@@ -497,15 +497,15 @@ fn spawn_on(fd: i32, path: &[u8], settings: &crate::options::Settings, mode: u8)
     } else {
         ws.out.buf
     };
-    // So is the packer's memory and zstd context.
-    let mut pack = core::mem::replace(&mut ws.pack, Packer::new());
-    pack.on = settings.compress;
-    pack.cpus = affinity_cpus();
     if buf.is_null() {
         // SAFETY: closing the trace's descriptor, not used further.
         unsafe { libc::close(fd) };
         return false;
     }
+    // So are the packer's memory and zstd context.
+    let mut pack = core::mem::replace(&mut ws.pack, Packer::new());
+    pack.on = settings.compress;
+    pack.cpus = affinity_cpus();
     *ws = WriterState {
         out: Out {
             buf,
@@ -988,6 +988,12 @@ pub fn finish(flags: u64) {
 /// the next event starts a new writer (with a new file, named for the
 /// child's pid), and re-emit every string and frame into that trace.
 pub fn after_fork_child() {
+    // The parent's zstd context lives in blocks of the parent's writer
+    // thread's heap, which has no thread here, and may be in the middle of
+    // a compression: the child's writer makes its own (this one is left,
+    // never freed).
+    // SAFETY: the child has one thread, and no writer thread yet.
+    core::mem::forget(unsafe { ws() }.pack.zstd.take());
     STATE.store(NONE, Ordering::Release);
     STOP.store(false, Ordering::Relaxed);
     DONE.store(0, Ordering::Relaxed);

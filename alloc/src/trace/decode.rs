@@ -653,12 +653,31 @@ impl<R: Read> Decoder<R> {
 
     /// The next record, `Ok(None)` at the end of the available data.
     pub fn next_record(&mut self) -> Result<Option<Record>, DecodeError> {
+        if self.skipping_events {
+            return self.next_record_without_events();
+        }
         let Some(raw) = self.next_raw()? else {
             return Ok(None);
         };
-        if self.skipping_events && raw.kind == kind::EVENTS {
+        let payload = raw.bytes(&self.buf, &self.packed);
+        Ok(Some(parse(
+            raw.kind,
+            payload,
+            raw.offset,
+            &mut self.threads,
+        )?))
+    }
+
+    /// [`Decoder::next_record`] after [`Decoder::skip_events`]: `EVENTS`
+    /// records (packed ones too, which are not unpacked: a packed payload
+    /// starts with its thread number as well) with no events.
+    fn next_record_without_events(&mut self) -> Result<Option<Record>, DecodeError> {
+        let Some(raw) = self.next_framed()? else {
+            return Ok(None);
+        };
+        if raw.kind == kind::EVENTS || raw.kind == kind::EVENTS_PACKED {
             let mut p = Payload {
-                bytes: raw.bytes(&self.buf, &self.packed),
+                bytes: &self.buf[raw.payload],
                 pos: 0,
                 kind: raw.kind,
                 offset: raw.offset,
@@ -669,7 +688,7 @@ impl<R: Read> Decoder<R> {
                 events: Vec::new(),
             }));
         }
-        let payload = raw.bytes(&self.buf, &self.packed);
+        let payload = &self.buf[raw.payload];
         Ok(Some(parse(
             raw.kind,
             payload,

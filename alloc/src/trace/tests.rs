@@ -750,6 +750,17 @@ fn a_packed_record_decodes_as_its_plain_events() {
     let (a, _) = decode_all(&plain.bytes);
     let (b, _) = decode_all(&packed.bytes);
     assert_eq!(a.unwrap(), b.unwrap());
+    // A reader that skips events gets the record's thread, unpacked or not.
+    let mut d = Decoder::new(&packed.bytes[..]);
+    d.skip_events();
+    assert!(matches!(d.next_record(), Ok(Some(Record::Header(_)))));
+    assert_eq!(
+        d.next_record().unwrap(),
+        Some(Record::Events {
+            thread: 5,
+            events: Vec::new()
+        })
+    );
     // Damage to the packed record's structure is an error naming its
     // kind: here the head column's length (after the kind, the record's
     // length and the thread), 2 events made 3.
