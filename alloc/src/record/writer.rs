@@ -147,7 +147,24 @@ impl Out {
             at += bytes.len();
         });
         let events = &p.events[..n];
-        let packed = trace::columns::pack(thread, events, p.columns, p.out, p.zstd);
+        let cctx = p.cctx;
+        let mut compress = |src: &[u8], dst: &mut [u8]| {
+            // SAFETY: `cctx` is the packer's static context, used by this
+            // thread alone; `src` and `dst` are valid for their lengths.
+            let r = unsafe {
+                zstd_sys::ZSTD_compressCCtx(
+                    cctx,
+                    dst.as_mut_ptr().cast(),
+                    dst.len(),
+                    src.as_ptr().cast(),
+                    src.len(),
+                    1,
+                )
+            };
+            // SAFETY: ZSTD_isError only reads its argument.
+            (unsafe { zstd_sys::ZSTD_isError(r) } == 0).then_some(r)
+        };
+        let packed = trace::columns::pack(thread, events, p.columns, p.out, &mut compress);
         *p.spent_ns += super::clock::monotonic_ns().saturating_sub(started);
         match packed {
             // Smaller than the plain payload (the thread, then the events).
@@ -190,10 +207,12 @@ impl Out {
 }
 
 /// What packing events takes (`trace::columns`): mapped buffers for one
-/// ring's bytes, their columns and the packed payload, and a zstd context,
-/// made on the first use and kept from one trace to the next (like the
-/// output buffer). A packing that cannot start (no memory, zstd refuses)
-/// leaves events plain.
+/// ring's bytes, their columns and the packed payload, and a static zstd
+/// context in a mapping of its own (zstd never calls malloc with one; the
+/// leak scan counts the mapping as memtally's), made on the first use and
+/// kept from one trace to the next, and across a fork, like the output
+/// buffer. A packing that cannot start (no memory, zstd refuses the
+/// workspace) leaves events plain.
 ///
 /// Packing costs the writer about 5 ns a byte (splitting and zstd), plain
 /// records a copy, so packing uses only spare CPU:
@@ -215,7 +234,8 @@ struct Packer {
     spent_ns: u64,
     /// The buffers (null: not mapped yet); see [`Packer::ready`].
     buf: *mut u8,
-    zstd: Option<zstd::bulk::Compressor<'static>>,
+    /// The zstd context, in its own mapping (null: not made yet).
+    cctx: *mut zstd_sys::ZSTD_CCtx,
     /// Mapping or zstd failed: pack no more.
     failed: bool,
 }
@@ -225,7 +245,7 @@ struct PackBufs<'a> {
     events: &'a mut [u8],
     columns: &'a mut [u8],
     out: &'a mut [u8],
-    zstd: &'a mut zstd::bulk::Compressor<'static>,
+    cctx: *mut zstd_sys::ZSTD_CCtx,
     spent_ns: &'a mut u64,
 }
 
@@ -263,7 +283,7 @@ impl Packer {
             cpus: 1,
             spent_ns: 0,
             buf: core::ptr::null_mut(),
-            zstd: None,
+            cctx: core::ptr::null_mut(),
             failed: false,
         }
     }
@@ -277,15 +297,13 @@ impl Packer {
         if self.buf.is_null() {
             self.buf = os::map(PACK_BYTES);
         }
-        if self.zstd.is_none() {
-            // zstd's own memory comes from `malloc`: in the writer thread,
-            // whose allocations are never recorded.
-            self.zstd = zstd::bulk::Compressor::new(1).ok();
+        if self.cctx.is_null() {
+            self.cctx = static_cctx();
         }
-        let Some(zstd) = self.zstd.as_mut().filter(|_| !self.buf.is_null()) else {
+        if self.buf.is_null() || self.cctx.is_null() {
             self.failed = true;
             return None;
-        };
+        }
         // SAFETY: the mapping is PACK_BYTES long, ours (writer thread), and
         // cut into three disjoint slices.
         let (events, columns, out) = unsafe {
@@ -299,10 +317,24 @@ impl Packer {
             events,
             columns,
             out,
-            zstd,
+            cctx: self.cctx,
             spent_ns: &mut self.spent_ns,
         })
     }
+}
+
+/// A zstd compression context for level 1 in a mapping of its own, sized
+/// for inputs of any length; null when it cannot be made.
+fn static_cctx() -> *mut zstd_sys::ZSTD_CCtx {
+    // SAFETY: a pure function of the level.
+    let size = unsafe { zstd_sys::ZSTD_estimateCCtxSize(1) };
+    let mem = os::map(size);
+    if mem.is_null() {
+        return core::ptr::null_mut();
+    }
+    // SAFETY: `mem` is `size` bytes, page-aligned (zstd asks for 8), ours
+    // for good: the context lives in it and never frees it.
+    unsafe { zstd_sys::ZSTD_initStaticCCtx(mem.cast(), size) }
 }
 
 fn errno_text() -> &'static str {
@@ -988,12 +1020,6 @@ pub fn finish(flags: u64) {
 /// the next event starts a new writer (with a new file, named for the
 /// child's pid), and re-emit every string and frame into that trace.
 pub fn after_fork_child() {
-    // The parent's zstd context lives in blocks of the parent's writer
-    // thread's heap, which has no thread here, and may be in the middle of
-    // a compression: the child's writer makes its own (this one is left,
-    // never freed).
-    // SAFETY: the child has one thread, and no writer thread yet.
-    core::mem::forget(unsafe { ws() }.pack.zstd.take());
     STATE.store(NONE, Ordering::Release);
     STOP.store(false, Ordering::Relaxed);
     DONE.store(0, Ordering::Relaxed);

@@ -326,10 +326,16 @@ pub fn merge(cols: [&[u8]; COLUMNS], out: &mut Vec<u8>) -> Result<(), &'static s
 /// a reader must not allocate for it.
 pub const MAX_UNPACKED: usize = 16 << 20;
 
+/// Compresses its first argument into one zstd frame in its second;
+/// the frame's length, or None when that fails or does not fit.
+pub type Compress<'a> = dyn FnMut(&[u8], &mut [u8]) -> Option<usize> + 'a;
+
 /// Packs a thread's encoded `events` into an `EVENTS_PACKED` payload in
 /// `out`: `thread`, then each column's length before and after
 /// compression and its bytes (a packed length of 0: stored as is, where
-/// zstd would not make it smaller). `scratch` must hold
+/// zstd would not make it smaller). `compress(src, dst)` writes one zstd
+/// frame of `src` into `dst` and returns its length (None when it fails
+/// or does not fit: see [`compress_with`]). `scratch` must hold
 /// `COLUMNS * events.len()` bytes. Returns the payload's length, or None
 /// when the events do not parse or `out` is too small: the caller then
 /// writes a plain `EVENTS` (as it should when the packed payload is not
@@ -339,7 +345,7 @@ pub fn pack(
     events: &[u8],
     scratch: &mut [u8],
     out: &mut [u8],
-    zstd: &mut zstd::bulk::Compressor<'_>,
+    compress: &mut Compress<'_>,
 ) -> Option<usize> {
     let n = events.len();
     if n == 0 || scratch.len() < COLUMNS * n {
@@ -362,8 +368,8 @@ pub fn pack(
         // compressing: compress after room for its longest varint, then
         // move the frame down to follow the varint's real length.
         let frame = at + MAX_VARINT;
-        let packed = match zstd.compress_to_buffer(raw, out.get_mut(frame..)?) {
-            Ok(p) if p < raw.len() => p,
+        let packed = match compress(raw, out.get_mut(frame..)?) {
+            Some(p) if p < raw.len() => p,
             _ => 0,
         };
         at = put_uvar_at(out, at, packed as u64)?;
@@ -376,6 +382,14 @@ pub fn pack(
         }
     }
     Some(at)
+}
+
+/// The `compress` of [`pack`] for a `zstd` compressor (the recorder's
+/// writer uses a static context of its own instead).
+pub fn compress_with<'z>(
+    zstd: &'z mut zstd::bulk::Compressor<'_>,
+) -> impl FnMut(&[u8], &mut [u8]) -> Option<usize> + 'z {
+    |src, dst| zstd.compress_to_buffer(src, dst).ok()
 }
 
 /// Writes `v` as a `uvar` at `out[at..]`; the position after it, or None

@@ -121,7 +121,13 @@ fn pack_record<'a>(
     };
     scratch.resize(columns::COLUMNS * events.len(), 0);
     packed.resize(2 * events.len() + 1024, 0);
-    let len = columns::pack(thread, events, scratch, packed, z)?;
+    let len = columns::pack(
+        thread,
+        events,
+        scratch,
+        packed,
+        &mut columns::compress_with(z),
+    )?;
     (len < payload.len()).then(|| &packed[..len])
 }
 

@@ -79,8 +79,14 @@ impl TraceBuilder {
         let mut scratch = vec![0u8; columns::COLUMNS * n];
         let mut out = vec![0u8; 2 * n + 1024];
         let mut zstd = zstd::bulk::Compressor::new(1).unwrap();
-        let len = columns::pack(thread, &plain[..n], &mut scratch, &mut out, &mut zstd)
-            .expect("encoded events pack");
+        let len = columns::pack(
+            thread,
+            &plain[..n],
+            &mut scratch,
+            &mut out,
+            &mut columns::compress_with(&mut zstd),
+        )
+        .expect("encoded events pack");
         self.record(kind::EVENTS_PACKED, |c| {
             for &b in &out[..len] {
                 put_u8(c, b);
@@ -624,7 +630,14 @@ fn pack_payload(thread: u64, events: &[u8]) -> Vec<u8> {
     let mut scratch = vec![0u8; columns::COLUMNS * events.len()];
     let mut out = vec![0u8; 2 * events.len() + 1024];
     let mut zstd = zstd::bulk::Compressor::new(1).unwrap();
-    let len = columns::pack(thread, events, &mut scratch, &mut out, &mut zstd).expect("packs");
+    let len = columns::pack(
+        thread,
+        events,
+        &mut scratch,
+        &mut out,
+        &mut columns::compress_with(&mut zstd),
+    )
+    .expect("packs");
     out.truncate(len);
     out
 }
