@@ -344,7 +344,7 @@ Options:
   --no-compress        write events as they are recorded, not regrouped by
                        field and compressed with zstd by the writer thread
                        (which it does with CPU the program leaves spare;
-                       plain traces of real programs are 2-6x larger)
+                       plain traces of real programs are 1.8-6x larger)
   --report             when the command has exited, print the report of its
                        trace (as `memtally report` does)
   --live               show the dashboard while the command runs (its output
@@ -694,7 +694,7 @@ memtally pack: compress a trace whose events were written plain
 The recorder packs events (regrouped by field, compressed with zstd) with
 CPU time the program leaves spare, so a program that kept every CPU busy,
 or one recorded with --no-compress, has a plain trace. This writes a copy
-with every event record that packing makes smaller packed: 2 to 6 times
+with every event record that packing makes smaller packed: 1.8 to 6 times
 smaller for most programs. Every analysis reads both alike.
 
 Usage:

@@ -20,7 +20,7 @@
 //! | `interval` | mean bytes between samples in `sampled` mode (suffixes `k`, `m`) | `512k` |
 //! | `depth` | most frames per stack, 1 to 256 | `64` |
 //! | `children` | `1` to record forked children (and what they execute) too | `0` |
-//! | `compress` | `on`: the writer thread regroups each thread's events by field and compresses them with zstd (`EVENTS_PACKED` records: traces of real programs 2 to 6 times smaller), with CPU time the program's busy threads leave spare (a round where they keep every CPU busy is written plain); `off`: plain event records | `on` |
+//! | `compress` | `on`: the writer thread regroups each thread's events by field and compresses them with zstd (`EVENTS_PACKED` records: traces of real programs 1.8 to 6 times smaller in BENCHMARKS.md), with CPU time the program's busy threads leave spare (a round where they keep every CPU busy is written plain); `off`: plain event records | `on` |
 //! | `on_error` | `abort`: an invalid free (double free, a pointer not from the allocator or into the middle of a block, a Rust `dealloc` whose layout does not match the block) prints one line and aborts, as glibc does; `report`: prints the line and ignores the call, and the program runs on. Recorded in the trace either way | `abort` |
 //! | `guard` | guarded allocations (GWP-ASan style: a sample of allocations placed between inaccessible pages, so overflows, underflows and uses after free fault at the access and are reported with the access, allocation and free stacks): `off`, `on` (one per 64 MiB allocated on average), or the mean bytes between them (suffixes `k`, `m`, `g`) | `off` |
 //! | `guard_every` | guard one allocation in N instead (1: every one that fits a slot; for tests and hunting) | off |

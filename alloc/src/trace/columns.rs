@@ -9,7 +9,9 @@
 //! repeats from a compressor; grouped by field, each column compresses on
 //! its own statistics, and the repeating ones to almost nothing. Measured
 //! on real programs, `cc1`, `python3` and `sqlite3` (BENCHMARKS.md): zstd
-//! on the plain stream saves 20 to 70%, on the columns 55 to 90%.
+//! on a whole plain trace saves 24 to 69%, on its columns 66 to 90%; as
+//! the writer packs them, one ring drain at a time, traces come out 1.8
+//! to 6 times smaller.
 //!
 //! The transform is a lossless regrouping of bytes, not a second encoding:
 //! [`split`] walks the event stream by its grammar (the field layout of
