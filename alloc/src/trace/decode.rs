@@ -665,6 +665,7 @@ impl<R: Read> Decoder<R> {
             payload,
             raw.offset,
             &mut self.threads,
+            self.version,
         )?))
     }
 
@@ -694,6 +695,7 @@ impl<R: Read> Decoder<R> {
             payload,
             raw.offset,
             &mut self.threads,
+            self.version,
         )?))
     }
 
@@ -723,7 +725,13 @@ impl<R: Read> Decoder<R> {
                 continue;
             }
             let payload = raw.bytes(&self.buf, &self.packed);
-            match parse(raw.kind, payload, raw.offset, &mut self.threads)? {
+            match parse(
+                raw.kind,
+                payload,
+                raw.offset,
+                &mut self.threads,
+                self.version,
+            )? {
                 Record::Watermark { ticks } => {
                     self.ordered.limit = self.ordered.limit.max(ticks);
                     self.ordered.records.push_back(Record::Watermark { ticks });
@@ -772,7 +780,7 @@ impl<R: Read> Decoder<R> {
                     i,
                     HeldThread {
                         thread,
-                        codec: ThreadCodec::default(),
+                        codec: ThreadCodec::for_version(self.version),
                         chunks: VecDeque::new(),
                         front: None,
                     },
@@ -970,11 +978,14 @@ impl Payload<'_> {
     }
 }
 
+/// Parses a record of `kind` (`version`: the trace's, for the event model
+/// a thread's first `EVENTS` record starts from).
 fn parse(
     kind: u8,
     bytes: &[u8],
     offset: u64,
     threads: &mut HashMap<u64, ThreadCodec>,
+    version: u64,
 ) -> Result<Record, DecodeError> {
     let mut p = Payload {
         bytes,
@@ -1060,7 +1071,9 @@ fn parse(
         },
         kind::EVENTS => {
             let thread = p.uvar("thread")?;
-            let state = threads.entry(thread).or_default();
+            let state = threads
+                .entry(thread)
+                .or_insert_with(|| ThreadCodec::for_version(version));
             let mut events = Vec::new();
             while !p.done() {
                 events.push(parse_event(&mut p, state)?);

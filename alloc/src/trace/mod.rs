@@ -31,8 +31,9 @@ pub const MAGIC: &[u8; 8] = b"MEMTALLY";
 /// version 3 the device-memory events (sub-kind 6); version 4 their map,
 /// unmap, retain and gauge operations (with a handle field); version 5
 /// the packed event records (`kind::EVENTS_PACKED`), which a version 4
-/// reader would skip as unknown, losing their events. An older trace is a
-/// newer one without them, so all are read.
+/// reader would skip as unknown, losing their events, and finer size
+/// buckets for address prediction (`ThreadCodec::for_version`). An older
+/// trace is a newer one without them, so all are read.
 pub const VERSION: u64 = 5;
 /// The oldest format version this code reads.
 pub const MIN_VERSION: u64 = 1;
