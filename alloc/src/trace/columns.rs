@@ -77,6 +77,12 @@ trait Mover {
         }
         None
     }
+
+    /// `n` varints, moved to or from `column`.
+    #[inline(always)]
+    fn varints(&mut self, column: usize, n: usize) -> Option<()> {
+        (0..n).try_for_each(|_| self.varint(column))
+    }
 }
 
 /// Moves one event by the event grammar (`docs/trace-format.md`, "Thread
@@ -121,9 +127,8 @@ fn move_event(m: &mut impl Mover) -> Option<()> {
 /// The rest of an extended event, after its head: every field to `OTHER`.
 fn move_extended(m: &mut impl Mover) -> Option<()> {
     const O: usize = col::OTHER;
-    let vars = |m: &mut dyn FnMut() -> Option<()>, n: usize| (0..n).try_for_each(|_| m());
     match m.byte(O)? {
-        kind::EXT_SCOPE => vars(&mut || m.varint(O), 2),
+        kind::EXT_SCOPE => m.varints(O, 2),
         kind::EXT_SCOPE_END => m.varint(O),
         kind::EXT_ACCESS => {
             m.varint(O)?;
@@ -131,22 +136,21 @@ fn move_extended(m: &mut impl Mover) -> Option<()> {
         }
         kind::EXT_ERROR => {
             m.byte(O)?;
-            vars(&mut || m.varint(O), 3)
+            m.varints(O, 3)
         }
         kind::EXT_LEAK => {
-            vars(&mut || m.varint(O), 2)?;
+            m.varints(O, 2)?;
             m.byte(O).map(drop)
         }
         kind::EXT_LEAK_SCAN => {
             m.varint(O)?;
             m.byte(O)?;
-            vars(&mut || m.varint(O), 4)
+            m.varints(O, 4)
         }
         kind::EXT_DEVICE => {
             let op = m.byte(O)?;
             m.byte(O)?;
-            let fields = 5 + usize::from(super::device::op::carries_handle(op));
-            vars(&mut || m.varint(O), fields)
+            m.varints(O, 5 + usize::from(super::device::op::carries_handle(op)))
         }
         _ => None,
     }

@@ -653,30 +653,18 @@ impl<R: Read> Decoder<R> {
 
     /// The next record, `Ok(None)` at the end of the available data.
     pub fn next_record(&mut self) -> Result<Option<Record>, DecodeError> {
-        if self.skipping_events {
-            return self.next_record_without_events();
-        }
-        let Some(raw) = self.next_raw()? else {
+        // After `skip_events`, records come as they are in the file, and an
+        // `EVENTS` record (a packed one too, not unpacked: its payload
+        // starts with the thread number as well) comes without its events.
+        let next = if self.skipping_events {
+            self.next_framed()?
+        } else {
+            self.next_raw()?
+        };
+        let Some(raw) = next else {
             return Ok(None);
         };
-        let payload = raw.bytes(&self.buf, &self.packed);
-        Ok(Some(parse(
-            raw.kind,
-            payload,
-            raw.offset,
-            &mut self.threads,
-            self.version,
-        )?))
-    }
-
-    /// [`Decoder::next_record`] after [`Decoder::skip_events`]: `EVENTS`
-    /// records (packed ones too, which are not unpacked: a packed payload
-    /// starts with its thread number as well) with no events.
-    fn next_record_without_events(&mut self) -> Result<Option<Record>, DecodeError> {
-        let Some(raw) = self.next_framed()? else {
-            return Ok(None);
-        };
-        if raw.kind == kind::EVENTS || raw.kind == kind::EVENTS_PACKED {
+        if self.skipping_events && (raw.kind == kind::EVENTS || raw.kind == kind::EVENTS_PACKED) {
             let mut p = Payload {
                 bytes: &self.buf[raw.payload],
                 pos: 0,
@@ -689,7 +677,7 @@ impl<R: Read> Decoder<R> {
                 events: Vec::new(),
             }));
         }
-        let payload = &self.buf[raw.payload];
+        let payload = raw.bytes(&self.buf, &self.packed);
         Ok(Some(parse(
             raw.kind,
             payload,

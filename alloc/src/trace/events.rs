@@ -9,8 +9,8 @@
 //! with its kind. An allocation's address is stored as the difference from
 //! the thread's previous allocation of about the same size (16-byte steps
 //! up to 1 KiB, then powers of two), which an allocator with size classes
-//! usually places nearby. A free of one of the
-//! thread's last eight allocations (the common short-lived block) is stored
+//! usually places nearby. A free of one of the thread's last eight
+//! allocations (the common short-lived block) is stored
 //! as that allocation's rank, one byte; other frees as the difference from
 //! the previous free. Addresses are multiples of 8, so differences are
 //! stored in 8-byte units. See `docs/trace-format.md` for the byte layout.
@@ -68,6 +68,8 @@ const RECENT: usize = 8;
 const BUCKETS: usize = 96;
 /// Buckets of traces of versions 1 to 4.
 const BIT_LENGTH_BUCKETS: usize = 24;
+/// The first format version with the finer buckets.
+const FINE_BUCKETS_SINCE: u64 = 5;
 
 /// The most bytes one encoded event can take.
 pub const MAX_EVENT_BYTES: usize = 1 + 7 * 10 + 1;
@@ -269,7 +271,7 @@ impl ThreadCodec {
     /// `version`.
     pub const fn for_version(version: u64) -> Self {
         let mut c = Self::new();
-        c.bit_length_buckets = version < 5;
+        c.bit_length_buckets = version < FINE_BUCKETS_SINCE;
         c
     }
 

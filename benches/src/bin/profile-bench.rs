@@ -436,6 +436,14 @@ fn trace_files(dir: &Path, stem: &str) -> Vec<PathBuf> {
     found
 }
 
+/// The path `program args` prints, when it runs and names an existing
+/// file by its absolute path.
+fn printed_path(program: &str, args: &[&str]) -> Option<PathBuf> {
+    let out = Command::new(program).args(args).output().ok()?;
+    let path = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+    (out.status.success() && path.is_absolute() && path.exists()).then_some(path)
+}
+
 /// The real programs installed here, with their inputs written to `work`.
 fn programs(work: &Path) -> Result<Vec<Subject>, String> {
     let write = |name: &str, text: String| -> Result<PathBuf, String> {
@@ -446,14 +454,7 @@ fn programs(work: &Path) -> Result<Vec<Subject>, String> {
     let mut subjects = Vec::new();
     // cc1 on a preprocessed file: the compiler proper, one process (the
     // `gcc` driver would add a fork and exec per stage).
-    let cc1 = Command::new("gcc")
-        .arg("-print-prog-name=cc1")
-        .output()
-        .ok()
-        .filter(|out| out.status.success())
-        .map(|out| PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
-        .filter(|p| p.is_absolute() && p.exists());
-    if let Some(cc1) = cc1 {
+    if let Some(cc1) = printed_path("gcc", &["-print-prog-name=cc1"]) {
         let source = write("compile.c", generated_c(400))?;
         let pre = work.join("compile.i");
         let status = Command::new("gcc")
@@ -480,14 +481,7 @@ fn programs(work: &Path) -> Result<Vec<Subject>, String> {
     }
     // python3 itself, not a wrapper script in front of it (pyenv's shims
     // are shell scripts: they would be measured and traced too).
-    let python = Command::new("python3")
-        .args(["-c", "import sys; print(sys.executable)"])
-        .output()
-        .ok()
-        .filter(|out| out.status.success())
-        .map(|out| PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
-        .filter(|p| p.is_absolute() && p.exists());
-    if let Some(python) = python {
+    if let Some(python) = printed_path("python3", &["-c", "import sys; print(sys.executable)"]) {
         let script = write("objects.py", PYTHON_SCRIPT.to_string())?;
         subjects.push(Subject {
             name: "python3",
