@@ -345,17 +345,28 @@ fn rounded_request(size: usize, align: usize) -> usize {
     ((size.max(1) + a - 1) & !(a - 1)).max(2 * WORD)
 }
 
+/// Marks the branch that calls it as the unlikely one (as
+/// `core::hint::cold_path`, which is newer than our minimum Rust).
+#[cold]
+#[inline(always)]
+fn cold_path() {}
+
 /// Does a `size`/`align` layout fit the block at `p` of `page` (not an
 /// over-aligned page)? (Every Rust `dealloc` asks, on the free fast path.)
 /// For alignments up to a word, blocks are word multiples at word-aligned
 /// addresses and the rule is an interval of sizes the page keeps
-/// (`page::word_dealloc_sizes`): one subtraction and one comparison.
+/// (`page::word_dealloc_min`): a subtraction and a comparison.
 #[inline(always)]
 fn layout_fits(page: &Page, p: *mut u8, size: usize, align: usize) -> bool {
-    if align <= WORD {
-        return (size as u64).wrapping_sub(u64::from(page.dealloc_min.get()))
-            <= u64::from(page.dealloc_span.get());
+    if !page::CHECKED {
+        return true;
     }
+    if align <= WORD {
+        return size.wrapping_sub(page.dealloc_min.get()) <= page.dealloc_span.get();
+    }
+    // Over-aligned Rust types are the rarer case: keep the word-aligned
+    // check's branch falling through.
+    cold_path();
     let block_size = page.block_size.get();
     let r = rounded_request(size, align);
     (r <= block_size) & (r >= block_size.div_ceil(2)) & (p as usize & (align - 1) == 0)
@@ -405,6 +416,45 @@ unsafe fn free_impl<const SIZED: bool>(
             // A thread without a token: its heap is instrumented (or it
             // has none yet).
             return free_tokenless::<SIZED>(p, size, align, s, call, family);
+        } else {
+            return free_other_thread::<SIZED>(p, size, align, s, call, family);
+        }
+    }
+    free_unusual::<SIZED>(p, size, align, call, family);
+}
+
+/// A free, by a thread with a heap of its own, of a block of another
+/// thread's heap (a producer hands blocks to a consumer): a carved block
+/// start, in use, of a small or large page of a lane the call may free and
+/// not sampled, goes straight onto the page's remote list, its tag and
+/// Rust layout checked as on the owner's fast path. Anything else takes
+/// the general path, which reports what is wrong. (A thread with a token
+/// neither counts nor records its frees: its heap is not instrumented.)
+#[inline(never)]
+fn free_other_thread<const SIZED: bool>(
+    p: *mut u8,
+    size: usize,
+    align: usize,
+    s: &Segment,
+    call: &'static str,
+    family: Family,
+) {
+    if s.kind.get() != PageKind::Huge {
+        let page = s.page_of(p);
+        if page.in_use()
+            && page.plain_lane_for(family)
+            && page.is_block_start(p)
+            && page.is_carved(p)
+        {
+            let b = p as *mut page::Block;
+            // SAFETY: a carved block start of a page in use: its two words
+            // are mapped.
+            if !unsafe { page::is_freed(b) } {
+                if SIZED && !layout_fits(page, p, size, align) {
+                    return layout_mismatch(p, size, align);
+                }
+                return push_remote(s.heap.load(Ordering::Relaxed), page, b);
+            }
         }
     }
     free_unusual::<SIZED>(p, size, align, call, family);
@@ -427,10 +477,7 @@ fn free_tokenless<const SIZED: bool>(
     if s.heap.load(Ordering::Relaxed) != heap {
         return free_unusual::<SIZED>(p, size, align, call, family);
     }
-    if SIZED && !layout_fits_slow(p, size, align) {
-        return;
-    }
-    free_instrumented(heap, s.page_of(p), p, call, family)
+    free_instrumented::<SIZED>(heap, s.page_of(p), p, call, family, size, align)
 }
 
 /// A free that neither the fast path nor `free_tokenless` made: not a
@@ -446,9 +493,6 @@ fn free_unusual<const SIZED: bool>(
     call: &'static str,
     family: Family,
 ) {
-    if SIZED && !layout_fits_slow(p, size, align) {
-        return;
-    }
     let seg = segment_of(p);
     if segmap::contains(seg as usize) {
         let token = thread::token();
@@ -457,11 +501,14 @@ fn free_unusual<const SIZED: bool>(
         let owner = s.heap.load(Ordering::Relaxed);
         if owner == token {
             // SAFETY: the token matched, so the heap is ours and live.
-            return free_owned_slow(unsafe { &*token }, s.page_of(p), p, call, family);
+            let heap = unsafe { &*token };
+            return free_owned_slow::<SIZED>(heap, s, p, call, family, size, align);
         }
         // (An instrumented heap's own blocks take `free_tokenless`.)
     }
-    free_slow(p, call, family);
+    // Another thread's block (the common case here), a huge one, or not
+    // ours: the general path checks the layout once it has found the block.
+    free_slow::<SIZED>(p, call, family, size, align);
 }
 
 /// A free into a page of this thread's instrumented heap, as the general
@@ -470,13 +517,24 @@ fn free_unusual<const SIZED: bool>(
 /// mismatch, a block not in use, a full or sampled page, whose fast-free
 /// bounds are 0) goes to that path, which reports it.
 #[inline(never)]
-fn free_instrumented(heap: *mut Heap, page: &Page, p: *mut u8, call: &'static str, family: Family) {
+fn free_instrumented<const SIZED: bool>(
+    heap: *mut Heap,
+    page: &Page,
+    p: *mut u8,
+    call: &'static str,
+    family: Family,
+    size: usize,
+    align: usize,
+) {
     let off = (p as usize).wrapping_sub(page.block_start.get() as usize);
     let carved = (off < page.limit(family) as usize) & is_multiple(off as u64, page.magic.get());
     // SAFETY: below the limit and a multiple of the block size: a carved
     // block start, whose tag word is readable.
     if !carved || unsafe { page::is_freed(p as *const page::Block) } {
-        return free_slow(p, call, family);
+        return free_slow::<SIZED>(p, call, family, size, align);
+    }
+    if SIZED && !layout_fits(page, p, size, align) {
+        return layout_mismatch(p, size, align);
     }
     let recorded = record::active() && record::full();
     recorded_free(heap, p, recorded, || {
@@ -533,17 +591,14 @@ fn layout_mismatch(p: *mut u8, size: usize, align: usize) {
     );
 }
 
-/// The layout check off the fast path: over-aligned, huge, remote and
-/// instrumented blocks. True when the layout fits, or when `p` is not a live
-/// block at all (the free then reports that). False after reporting a
-/// mismatch.
-#[cold]
-#[inline(never)]
-fn layout_fits_slow(p: *mut u8, size: usize, align: usize) -> bool {
-    if p.is_null() || !is_live_block(p) {
+/// Does a `size`/`align` layout fit the block `loc` that `p` points into?
+/// True as well when the block is not in use (the free then reports that,
+/// a double free before a layout). False after reporting a mismatch.
+#[inline(always)]
+fn located_layout_fits(loc: &Located, p: *mut u8, size: usize, align: usize) -> bool {
+    if !page::CHECKED || !is_live(loc, p) {
         return true;
     }
-    let loc = locate(p, "dealloc").expect("checked live");
     let fits = if loc.kind == PageKind::Huge {
         rounded_request(size, align) <= huge_usable(p) && p as usize & (align - 1) == 0
     } else {
@@ -564,6 +619,17 @@ fn layout_fits_slow(p: *mut u8, size: usize, align: usize) -> bool {
     fits
 }
 
+/// Is the located block in use? Reports nothing.
+fn is_live(loc: &Located, p: *mut u8) -> bool {
+    if loc.kind == PageKind::Huge {
+        // SAFETY: `locate` checked that the segment is a live huge segment.
+        let page = unsafe { &(*loc.segment).pages[0] };
+        return p == page.block_start.get() && page.used.get() != 0;
+    }
+    // SAFETY: `locate` returned a carved block start of a page in use.
+    !unsafe { page::is_freed(loc.block as *const page::Block) }
+}
+
 /// The live segment `p` would belong to, if any; reports nothing.
 fn live_segment_of(p: *mut u8) -> Option<&'static Segment> {
     let seg = segment_of_block(p);
@@ -574,36 +640,6 @@ fn live_segment_of(p: *mut u8) -> Option<&'static Segment> {
     // headers stay mapped while their bit is set, and callers use the
     // reference only for the call at hand.
     Some(unsafe { &*seg })
-}
-
-/// Is `p` a live block (or a live over-aligned pointer into one)? Never
-/// reports anything.
-fn is_live_block(p: *mut u8) -> bool {
-    let Some(s) = live_segment_of(p) else {
-        return false;
-    };
-    if s.kind.get() == PageKind::Huge {
-        let page = &s.pages[0];
-        return p == page.block_start.get() && page.used.get() != 0;
-    }
-    if p as usize & SEGMENT_MASK == 0 {
-        return false;
-    }
-    let page = s.page_of(p);
-    if !page.in_use() {
-        return false;
-    }
-    let block = if page.is_block_start(p) {
-        p
-    } else if page.has(page::HAS_ALIGNED) {
-        page.block_containing(p)
-    } else {
-        return false;
-    };
-    // SAFETY: a block start of a page in use, below its capacity.
-    !block.is_null()
-        && page.is_carved(block)
-        && !unsafe { page::is_freed(block as *const page::Block) }
 }
 
 /// A free of a block start in a page of this thread's heap that the fast
@@ -635,10 +671,27 @@ fn free_last(heap: &Heap, page: &Page, p: *mut u8, call: &'static str) {
 /// path could not take: full page, interior pointer, bad pointer.
 #[cold]
 #[inline(never)]
-fn free_owned_slow(heap: &Heap, page: &Page, p: *mut u8, call: &'static str, family: Family) {
+fn free_owned_slow<const SIZED: bool>(
+    heap: &Heap,
+    s: &Segment,
+    p: *mut u8,
+    call: &'static str,
+    family: Family,
+    size: usize,
+    align: usize,
+) {
+    let page = s.page_of(p);
     let Some(block) = block_of(page, p, call) else {
         return;
     };
+    let loc = Located {
+        segment: ptr::from_ref(s).cast_mut(),
+        block,
+        kind: s.kind.get(),
+    };
+    if SIZED && !located_layout_fits(&loc, p, size, align) {
+        return;
+    }
     if !family_fits(page.lane(), family, call, p) {
         return;
     }
@@ -665,10 +718,17 @@ fn alloc_sampled(h: &Heap, size: usize, align: usize, zero: bool) -> *mut u8 {
 }
 
 /// The general free: null, huge blocks, frees from other threads, frees on
-/// instrumented heaps, foreign pointers.
+/// instrumented heaps, foreign pointers. `SIZED`: a Rust `dealloc`, whose
+/// `size` and `align` are checked against the block once it is found.
 #[cold]
 #[inline(never)]
-fn free_slow(p: *mut u8, call: &'static str, family: Family) {
+fn free_slow<const SIZED: bool>(
+    p: *mut u8,
+    call: &'static str,
+    family: Family,
+    size: usize,
+    align: usize,
+) {
     if p.is_null() {
         return;
     }
@@ -684,6 +744,9 @@ fn free_slow(p: *mut u8, call: &'static str, family: Family) {
     let Some(loc) = locate(p, call) else {
         return;
     };
+    if SIZED && !located_layout_fits(&loc, p, size, align) {
+        return;
+    }
     if recording && heap == thread::empty_heap() {
         // A thread that frees before it ever allocates still records.
         let h = thread::init_thread();
@@ -781,9 +844,18 @@ fn free_remote(owner: *mut Heap, page: &Page, block: *mut u8) -> bool {
     if unsafe { page::is_freed(b) } {
         return false;
     }
-    // SAFETY: the block is in use, and this free makes it ours to write.
+    push_remote(owner, page, b);
+    true
+}
+
+/// The second half of [`free_remote`], for a block found in use: tag it
+/// and push it.
+#[inline(always)]
+fn push_remote(owner: *mut Heap, page: &Page, b: *mut page::Block) {
+    // SAFETY: the block is in use (caller), and this free makes it ours to
+    // write.
     unsafe { page::tag_freed(b) };
-    // SAFETY: `block` is an in-use block of `page`, freed once here.
+    // SAFETY: `b` is an in-use block of `page`, freed once here.
     if unsafe { page::push_thread_free(page, b) } {
         // SAFETY: heaps are never freed, so the owner recorded in a segment
         // with a live block is a valid heap even if its thread has exited.
@@ -793,12 +865,11 @@ fn free_remote(owner: *mut Heap, page: &Page, block: *mut u8) -> bool {
             // SAFETY: the block is ours to link until it is published.
             unsafe { (*b).next = head };
             match delayed.compare_exchange_weak(head, b, Ordering::Release, Ordering::Relaxed) {
-                Ok(_) => return true,
+                Ok(_) => return,
                 Err(seen) => head = seen,
             }
         }
     }
-    true
 }
 
 // ----------------------------------------------------------------------

@@ -13,8 +13,8 @@
 //! freed by other threads and waiting in `thread_free` (or on the heap's
 //! `delayed` list) still count as used until the owner collects them.
 //!
-//! Freed-block tags: a free block's second word holds its tag,
-//! `address ^ FREED_TAG`; handing the block out clears it. Every free reads
+//! Freed-block tags: a free block's second word holds its tag, three times
+//! its address (wrapping); handing the block out clears it. Every free reads
 //! the tag first, so freeing a block that is already free (twice by one
 //! thread, or split between the owner and other threads in any order) is
 //! caught at the call and never reaches a free list, where it would corrupt
@@ -24,9 +24,13 @@
 //! It is exact except in two cases it cannot see: a program that writes
 //! into a block after freeing it, over the tag, and then frees it again;
 //! and two threads freeing one block at the same instant. A program storing
-//! exactly `address ^ FREED_TAG` in the second word of a live block would be
-//! reported falsely; no value a program computes by accident is that. This
-//! is why the smallest block is 16 bytes (class 0 is unused).
+//! exactly that value in the second word of a live block would be
+//! reported falsely; no value a program computes by accident is that: it is
+//! never zero, and for the addresses Linux maps segments at (above a third
+//! of the 47-bit user range) it is not a canonical pointer. It costs one
+//! `lea` to compute (an `xor` with a 64-bit constant cost two instructions,
+//! one of them ten bytes long). The tag is why the smallest block is 16
+//! bytes (class 0 is unused).
 //!
 //! Full pages: a page with no free block leaves its size-class queue for the
 //! heap's full list, so the allocation slow path never scans it. To learn when
@@ -47,19 +51,21 @@ use core::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 pub struct Block {
     /// Next free block in the same list, or null.
     pub next: *mut Block,
-    /// `address ^ FREED_TAG` while the block is free; cleared when it is
-    /// handed out.
+    /// Three times the block's address while the block is free; cleared
+    /// when it is handed out.
     pub tag: u64,
 }
 
-/// Mixed into a free block's address to make its tag (see the module
-/// comment).
-pub const FREED_TAG: u64 = 0x6d74_6c79_6672_6565;
+/// Whether the always-on checks (freed tags, Rust layouts) are compiled in.
+/// Only `--cfg memtally_unchecked` turns them off: alloc-bench builds its
+/// `unchecked` worker so, to measure what the checks cost against the same
+/// code without them. Never for use: a double free then corrupts a list.
+pub const CHECKED: bool = !cfg!(memtally_unchecked);
 
 /// The tag of the free block at `b`.
 #[inline(always)]
 pub fn freed_tag(b: *const Block) -> u64 {
-    b as u64 ^ FREED_TAG
+    (b as u64).wrapping_mul(3)
 }
 
 /// Is the block at `b` (a carved block start) free? Reads its tag word.
@@ -69,7 +75,7 @@ pub fn freed_tag(b: *const Block) -> u64 {
 #[inline(always)]
 pub unsafe fn is_freed(b: *const Block) -> bool {
     // SAFETY: guaranteed by the caller: the block's two words are mapped.
-    unsafe { (*b).tag == freed_tag(b) }
+    CHECKED && unsafe { (*b).tag == freed_tag(b) }
 }
 
 /// Tags the block at `b` as free.
@@ -78,8 +84,10 @@ pub unsafe fn is_freed(b: *const Block) -> bool {
 /// As [`is_freed`], and the block must be the caller's to write.
 #[inline(always)]
 pub unsafe fn tag_freed(b: *mut Block) {
-    // SAFETY: guaranteed by the caller.
-    unsafe { (*b).tag = freed_tag(b) };
+    if CHECKED {
+        // SAFETY: guaranteed by the caller.
+        unsafe { (*b).tag = freed_tag(b) };
+    }
 }
 
 /// Clears the tag of a block being handed out.
@@ -88,29 +96,31 @@ pub unsafe fn tag_freed(b: *mut Block) {
 /// `b` must be a block just taken off a free list.
 #[inline(always)]
 pub unsafe fn untag(b: *mut Block) {
-    // SAFETY: guaranteed by the caller.
-    unsafe { (*b).tag = 0 };
+    if CHECKED {
+        // SAFETY: guaranteed by the caller.
+        unsafe { (*b).tag = 0 };
+    }
 }
 
-/// The sizes a Rust `dealloc` with an alignment up to a word may name for
-/// a block of `block` bytes, as the smallest and how many more: those whose
-/// request, rounded to a word and to the two-word minimum, is at most the
-/// block and at least half of it (the rule of `api::layout_fits`, which a
-/// test checks this against). Blocks under two words or of 4 GiB and more
-/// never take the fast path that asks; they get `(u32::MAX, 0)`.
-pub const fn word_dealloc_sizes(block: usize) -> (u32, u32) {
+/// The smallest size a Rust `dealloc` with an alignment up to a word may
+/// name for a block of `block` bytes (a word multiple): the sizes that fit
+/// are `min..=block`, those whose request, rounded to a word and to the
+/// two-word minimum, is at most the block and at least half of it (the
+/// rule of `api::layout_fits`, which a test checks this against). Blocks
+/// under two words never take the fast path that asks; they get
+/// `usize::MAX`, which no layout's size reaches.
+pub const fn word_dealloc_min(block: usize) -> usize {
     const WORD: usize = crate::size_class::WORD;
-    if block < 2 * WORD || block > u32::MAX as usize {
-        return (u32::MAX, 0);
+    if block < 2 * WORD {
+        return usize::MAX;
     }
     // Up to four words, the two-word minimum makes every request large
     // enough; above, the rounded request must reach half the block.
-    let min = if block <= 4 * WORD {
+    if block <= 4 * WORD {
         0
     } else {
         block.div_ceil(2).next_multiple_of(WORD) - (WORD - 1)
-    };
-    (min as u32, (block - min) as u32)
+    }
 }
 
 /// `flags`: the page sits in the heap's full list, not in its class queue.
@@ -241,13 +251,15 @@ pub struct Page {
     /// Size of each block in bytes; for huge pages, the usable size (fixed
     /// while in use).
     pub block_size: Cell<usize>,
-    /// The sizes a Rust `dealloc` of alignment up to a word may name for
-    /// a block of the page: `dealloc_min..=dealloc_min + dealloc_span`
-    /// (see [`word_dealloc_sizes`]; fixed while in use). The free fast path
-    /// checks a layout with one subtraction and one comparison.
-    pub dealloc_min: Cell<u32>,
-    /// See `dealloc_min`.
-    pub dealloc_span: Cell<u32>,
+    /// The smallest size a Rust `dealloc` of alignment up to a word may name
+    /// for a block of the page, whose sizes that fit are
+    /// `dealloc_min..=block_size` (see [`word_dealloc_min`]; fixed while in
+    /// use).
+    pub dealloc_min: Cell<usize>,
+    /// `block_size - dealloc_min`, or 0: the free fast path checks a
+    /// layout's size with one subtraction and one comparison, both with
+    /// the page's fields in memory.
+    pub dealloc_span: Cell<usize>,
     /// Blocks freed by other threads: a lock-free stack, low bit [`NOTIFY`].
     pub thread_free: AtomicUsize,
     /// Links in the heap's class queue or full list (owner only).
@@ -288,7 +300,7 @@ impl Page {
             magic: Cell::new(0),
             local_free: Cell::new(ptr::null_mut()),
             block_size: Cell::new(0),
-            dealloc_min: Cell::new(u32::MAX),
+            dealloc_min: Cell::new(usize::MAX),
             dealloc_span: Cell::new(0),
             thread_free: AtomicUsize::new(0),
             next: Cell::new(ptr::null_mut()),
@@ -316,9 +328,10 @@ impl Page {
         self.magic.set(divisibility_magic(block_size));
         self.local_free.set(ptr::null_mut());
         self.block_size.set(block_size);
-        let (min, span) = word_dealloc_sizes(block_size);
+        let min = word_dealloc_min(block_size);
         self.dealloc_min.set(min);
-        self.dealloc_span.set(span);
+        // (0 for blocks under two words, whose `min` no size reaches.)
+        self.dealloc_span.set(block_size.saturating_sub(min));
         self.thread_free.store(0, Ordering::Relaxed);
         self.next.set(ptr::null_mut());
         self.prev.set(ptr::null_mut());
@@ -374,6 +387,16 @@ impl Page {
         } else {
             Lane::Malloc
         }
+    }
+
+    /// May a free by `family` release this page's blocks with no more
+    /// ado? The page is not sampled (whose frees are events) and serves
+    /// `malloc` or the family's own lane (`family_fits` in api.rs says the
+    /// rest). Two flag tests, for the free of another thread's block.
+    #[inline(always)]
+    pub fn plain_lane_for(&self, family: Family) -> bool {
+        let f = self.flags.load(Ordering::Relaxed) & (SAMPLED | NEW | NEW_ARRAY);
+        f == 0 || f == family.lane().flag()
     }
 
     /// Makes this (freshly set up) page serve `lane`.

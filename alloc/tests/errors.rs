@@ -140,6 +140,84 @@ fn scenario_child() {
                 }
             }
         }
+        "layout_remote" | "layout_remote_double" | "layout_full_page" | "layout_huge" => {
+            // The layout check on the paths other than the owner's fast
+            // one: a free by another thread, into a page in the full list,
+            // of a huge block. Each dealloc names 1000 bytes for a block of
+            // 104 (or a 2 MiB block for the huge one), which must abort; a
+            // second free by another thread must be told as a double free
+            // first.
+            use std::alloc::{GlobalAlloc, Layout};
+            let a = memtally_alloc::MemTally;
+            let l = Layout::from_size_align(100, 8).unwrap();
+            let wrong = Layout::from_size_align(1000, 8).unwrap();
+            // SAFETY: valid layouts; the deallocs are deliberately wrong.
+            unsafe {
+                match scenario.as_str() {
+                    "layout_remote" | "layout_remote_double" => {
+                        let keep = a.alloc(l);
+                        let p = a.alloc(l) as usize;
+                        let double = scenario == "layout_remote_double";
+                        std::thread::spawn(move || {
+                            let a = memtally_alloc::MemTally;
+                            if double {
+                                a.dealloc(p as *mut u8, l);
+                            }
+                            a.dealloc(p as *mut u8, wrong);
+                        })
+                        .join()
+                        .unwrap();
+                        a.dealloc(keep, l);
+                    }
+                    "layout_full_page" => {
+                        // 7 KiB blocks fill a page in a few allocations;
+                        // the allocations after that move it to the full
+                        // list, whose frees take the owner's slow path.
+                        let l7 = Layout::from_size_align(7000, 8).unwrap();
+                        let blocks: Vec<usize> = (0..64).map(|_| a.alloc(l7) as usize).collect();
+                        a.dealloc(
+                            blocks[0] as *mut u8,
+                            Layout::from_size_align(1000, 8).unwrap(),
+                        );
+                    }
+                    _ => {
+                        let big = Layout::from_size_align(1 << 20, 8).unwrap();
+                        let p = a.alloc(big);
+                        a.dealloc(p, Layout::from_size_align(2 << 20, 8).unwrap());
+                    }
+                }
+            }
+        }
+        "new_freed_by_another_thread" | "new_deleted_by_another_thread" => {
+            // A `new[]` block released by another thread: `free` is a
+            // mismatch, `delete[]` is right (and `free` of a malloc block
+            // by another thread is the common hand-off, done first).
+            // SAFETY: valid calls but the deliberately mismatched one.
+            let (m, p) = unsafe {
+                (
+                    raw::alloc(48, 8) as usize,
+                    raw::alloc_new(48, 8, true) as usize,
+                )
+            };
+            let right = scenario == "new_deleted_by_another_thread";
+            std::thread::spawn(move || {
+                // SAFETY: as above.
+                unsafe {
+                    raw::free(raw::alloc(16, 8), "free");
+                    raw::free(m as *mut u8, "free");
+                    if right {
+                        raw::free_delete(p as *mut u8, true, "operator delete[]");
+                    } else {
+                        raw::free(p as *mut u8, "free");
+                    }
+                }
+            })
+            .join()
+            .unwrap();
+            if right {
+                return;
+            }
+        }
         "double_huge" => {
             // SAFETY: deliberately frees a huge block (its own mapping) twice.
             unsafe {
@@ -274,6 +352,45 @@ fn dealloc_with_a_mismatched_layout_aborts() {
         "layout (size 1000, align 8) that does not match the block (104 usable bytes",
     );
     expect_abort("layout_align", "layout (size 24, align 16)");
+}
+
+#[test]
+fn dealloc_with_a_mismatched_layout_aborts_on_every_path() {
+    // Another thread's free: its layout is checked where the general free
+    // path finds the block.
+    expect_abort(
+        "layout_remote",
+        "layout (size 1000, align 8) that does not match the block (104 usable bytes",
+    );
+    // A double free is told as one, whatever layout the second names.
+    expect_abort("layout_remote_double", "no live block there");
+    expect_abort("layout_full_page", "layout (size 1000, align 8)");
+    expect_abort("layout_huge", "layout (size 2097152, align 8)");
+    // An instrumented heap's own free (statistics on: no free token).
+    let (status, stderr) = run_child(
+        "errors::scenario_child",
+        "layout_size",
+        &[("MEMTALLY_STATS", "1")],
+    );
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(status.signal(), Some(libc::SIGABRT), "{stderr}");
+    assert!(stderr.contains("layout (size 1000, align 8)"), "{stderr}");
+}
+
+#[test]
+fn family_mismatch_by_another_thread_aborts() {
+    expect_abort("new_freed_by_another_thread", "free(): invalid pointer 0x");
+    expect_abort(
+        "new_freed_by_another_thread",
+        "the block was allocated with new[]",
+    );
+    let (status, stderr) = run_child(
+        "errors::scenario_child",
+        "new_deleted_by_another_thread",
+        &[],
+    );
+    assert!(status.success(), "{status:?}: {stderr}");
+    assert!(!stderr.contains("memtally:"), "{stderr}");
 }
 
 #[test]
