@@ -12,20 +12,30 @@ use crate::{parse_scale, workload_names};
 /// `mt-bench-<name>`; the default run uses all of them in this order.
 pub const ALLOCATORS: [&str; 4] = ["memtally", "system", "mimalloc", "jemalloc"];
 
-/// The allocator every ratio is relative to.
+/// Allocators the driver knows besides [`ALLOCATORS`], run only when named:
+/// `unchecked` is memtally built with `--cfg memtally_unchecked`, its
+/// always-on checks compiled out, to measure what they cost
+/// (`--allocators memtally,unchecked --baseline unchecked`).
+pub const EXTRA_ALLOCATORS: [&str; 1] = ["unchecked"];
+
+/// The allocator every ratio is relative to, unless `--baseline` names another.
 pub const BASELINE: &str = "mimalloc";
 
 /// Help text for `--help`.
 pub const USAGE: &str = "\
-usage: alloc-bench [--reps N] [--only W1,W2] [--allocators A,B] [--csv FILE] [--json]
-                   [--scale F] [--timeout SECS] [--no-build]
+usage: alloc-bench [--reps N] [--only W1,W2] [--allocators A,B] [--baseline A]
+                   [--csv FILE] [--json] [--scale F] [--timeout SECS] [--no-build]
 
 Runs each workload under each allocator in a separate worker process and
 reports median wall time and peak RSS, with ratios to mimalloc.
 
   --reps N           repetitions per workload and allocator (default 3)
   --only W1,W2       run only these workloads (default: all)
-  --allocators A,B   memtally, system, mimalloc, jemalloc (default: all four)
+  --allocators A,B   memtally, system, mimalloc, jemalloc (default: all four),
+                     and unchecked: memtally with its always-on checks
+                     compiled out (built into target/unchecked)
+  --baseline A       the allocator the ratios are to (default mimalloc); it
+                     must be one of those run
   --csv FILE         also write the summary as CSV to FILE
   --json             print JSON instead of the text table on stdout
   --scale F          multiply every workload's iteration counts by F (default 1,
@@ -44,6 +54,8 @@ pub struct Options {
     pub workloads: Vec<String>,
     /// Allocators to run, in the order given.
     pub allocators: Vec<String>,
+    /// The allocator the ratios are to.
+    pub baseline: String,
     /// Where to write the CSV summary, if anywhere.
     pub csv: Option<PathBuf>,
     /// Print JSON instead of the text table.
@@ -64,6 +76,7 @@ impl Default for Options {
             reps: 3,
             workloads: workload_names().into_iter().map(String::from).collect(),
             allocators: ALLOCATORS.iter().map(|a| a.to_string()).collect(),
+            baseline: BASELINE.to_string(),
             csv: None,
             json: false,
             scale: None,
@@ -78,6 +91,7 @@ impl Default for Options {
 /// `--flag=value` are accepted. The error is one line, without the program name.
 pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Options, String> {
     let mut options = Options::default();
+    let mut baseline_given = false;
     let mut args = args.into_iter();
     while let Some(arg) = args.next() {
         let (flag, inline) = match arg.split_once('=') {
@@ -113,8 +127,16 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Options, St
                     .sort_by_key(|w| known.iter().position(|k| k == w));
             }
             "--allocators" => {
-                options.allocators =
-                    parse_list(&value("allocator names")?, "allocator", &ALLOCATORS)?;
+                let known: Vec<&str> = ALLOCATORS
+                    .iter()
+                    .chain(&EXTRA_ALLOCATORS)
+                    .copied()
+                    .collect();
+                options.allocators = parse_list(&value("allocator names")?, "allocator", &known)?;
+            }
+            "--baseline" => {
+                options.baseline = value("an allocator name")?;
+                baseline_given = true;
             }
             "--csv" => {
                 let path = value("a file name")?;
@@ -146,6 +168,14 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Options, St
             "--help" | "-h" => options.help = true,
             _ => return Err(format!("unknown argument {arg:?}")),
         }
+    }
+    // Without --baseline, a run without mimalloc just has no ratios.
+    if baseline_given && !options.allocators.contains(&options.baseline) {
+        return Err(format!(
+            "the baseline {:?} is not among the allocators run ({}); name it in --allocators or pick another --baseline",
+            options.baseline,
+            options.allocators.join(", ")
+        ));
     }
     Ok(options)
 }
@@ -218,6 +248,26 @@ mod tests {
     }
 
     #[test]
+    fn the_unchecked_build_is_run_only_when_named_and_can_be_the_baseline() {
+        assert!(
+            !parse(&[])
+                .unwrap()
+                .allocators
+                .iter()
+                .any(|a| a == "unchecked")
+        );
+        let options =
+            parse(&["--allocators", "memtally,unchecked", "--baseline=unchecked"]).unwrap();
+        assert_eq!(options.allocators, ["memtally", "unchecked"]);
+        assert_eq!(options.baseline, "unchecked");
+        // Without --baseline, a run that leaves mimalloc out has no ratios.
+        assert_eq!(
+            parse(&["--allocators", "memtally"]).unwrap().baseline,
+            "mimalloc"
+        );
+    }
+
+    #[test]
     fn bad_flags_are_rejected_with_a_reason() {
         for (args, expected) in [
             (&["--reps", "0"][..], "--reps"),
@@ -228,6 +278,15 @@ mod tests {
             (&["--frobnicate"][..], "unknown argument"),
             (&["--json=yes"][..], "takes no value"),
             (&["--scale", "-1"][..], "--scale"),
+            (
+                &[
+                    "--baseline",
+                    "jemalloc",
+                    "--allocators",
+                    "memtally,unchecked",
+                ][..],
+                "not among",
+            ),
         ] {
             let err = parse(args).unwrap_err();
             assert!(err.contains(expected), "{args:?} gave {err:?}");

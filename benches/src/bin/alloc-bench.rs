@@ -16,7 +16,7 @@ use std::process::{Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
 use memtally_benches::SCALE_ENV;
-use memtally_benches::cli::{self, BASELINE, Options};
+use memtally_benches::cli::{self, Options};
 use memtally_benches::measure::run_measured;
 use memtally_benches::report::{self, Run};
 
@@ -45,27 +45,35 @@ fn main() -> ExitCode {
 /// Runs the whole comparison; returns whether every worker run succeeded.
 fn run(options: &Options) -> Result<bool, String> {
     let started = Instant::now();
-    if options.build {
-        build_workers()?;
-    }
     let dir = worker_dir()?;
-    let workers: Vec<(&str, PathBuf)> = options
-        .allocators
-        .iter()
-        .map(|a| {
-            (
-                a.as_str(),
-                dir.join(format!("mt-bench-{a}{}", env::consts::EXE_SUFFIX)),
-            )
-        })
-        .collect();
-    for (_, path) in &workers {
+    let unchecked = options.allocators.iter().any(|a| a == "unchecked");
+    if options.build {
+        build_workers(None)?;
+        if unchecked {
+            build_workers(Some(&unchecked_target(&dir)?))?;
+        }
+    }
+    let mut workers: Vec<(&str, PathBuf)> = Vec::new();
+    for a in &options.allocators {
+        let path = if a == "unchecked" {
+            unchecked_target(&dir)?
+                .join(dir.file_name().unwrap_or_default())
+                .join(format!("mt-bench-memtally{}", env::consts::EXE_SUFFIX))
+        } else {
+            dir.join(format!("mt-bench-{a}{}", env::consts::EXE_SUFFIX))
+        };
         if !path.is_file() {
+            let how = if a == "unchecked" {
+                "RUSTFLAGS='--cfg memtally_unchecked' CARGO_TARGET_DIR=target/unchecked cargo build --release -p memtally-benches --bin mt-bench-memtally"
+            } else {
+                "cargo build --release -p memtally-benches --bins"
+            };
             return Err(format!(
-                "worker {} not found; build the workers with `cargo build --release -p memtally-benches --bins`",
+                "worker {} not found; build it with `{how}`",
                 path.display()
             ));
         }
+        workers.push((a.as_str(), path));
     }
     let timeout = Duration::from_secs(options.timeout_secs);
     let total = options.workloads.len() * workers.len() * options.reps;
@@ -90,7 +98,8 @@ fn run(options: &Options) -> Result<bool, String> {
     }
     let workload_names: Vec<&str> = options.workloads.iter().map(String::as_str).collect();
     let allocator_names: Vec<&str> = options.allocators.iter().map(String::as_str).collect();
-    let summary = report::summarize(&workload_names, &allocator_names, BASELINE, &runs);
+    let baseline = options.baseline.as_str();
+    let summary = report::summarize(&workload_names, &allocator_names, baseline, &runs);
     if let Some(path) = &options.csv {
         std::fs::write(path, report::render_csv(&summary))
             .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
@@ -104,7 +113,7 @@ fn run(options: &Options) -> Result<bool, String> {
             None => env::var(SCALE_ENV).unwrap_or_else(|_| "1".to_string()),
         };
         println!(
-            "alloc-bench: median of {} rep(s) per cell, scale {scale}; ratios are allocator/{BASELINE} (below 1 is better); spread is (max - min) / median of the times\n",
+            "alloc-bench: median of {} rep(s) per cell, scale {scale}; ratios are allocator/{baseline} (below 1 is better); spread is (max - min) / median of the times\n",
             options.reps
         );
         print!("{}", report::render_table(&summary));
@@ -117,8 +126,11 @@ fn run(options: &Options) -> Result<bool, String> {
 }
 
 /// Builds the worker binaries with the cargo that started us, so that
-/// `cargo run --bin alloc-bench` alone is enough from a fresh clone.
-fn build_workers() -> Result<(), String> {
+/// `cargo run --bin alloc-bench` alone is enough from a fresh clone. With
+/// `unchecked_dir`, builds memtally's worker alone there, its always-on
+/// checks compiled out (`--cfg memtally_unchecked`): a target directory of
+/// its own, so that the flag never reaches the real build.
+fn build_workers(unchecked_dir: Option<&Path>) -> Result<(), String> {
     let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml");
     if !manifest.is_file() {
         // The binary was moved away from its sources; use the workers beside it.
@@ -131,14 +143,21 @@ fn build_workers() -> Result<(), String> {
     let cargo = env::var_os("CARGO").unwrap_or_else(|| OsString::from("cargo"));
     let mut command = Command::new(&cargo);
     command
-        .args([
-            "build",
-            "-p",
-            "memtally-benches",
-            "--bins",
-            "--manifest-path",
-        ])
+        .args(["build", "-p", "memtally-benches", "--manifest-path"])
         .arg(&manifest);
+    match unchecked_dir {
+        None => {
+            command.arg("--bins");
+        }
+        Some(target) => {
+            let mut flags = env::var("RUSTFLAGS").unwrap_or_default();
+            flags.push_str(" --cfg memtally_unchecked");
+            command
+                .args(["--bin", "mt-bench-memtally", "--target-dir"])
+                .arg(target)
+                .env("RUSTFLAGS", flags.trim_start());
+        }
+    }
     if cfg!(debug_assertions) {
         eprintln!(
             "alloc-bench: this is a debug build, so the workers are too; use --release for real numbers"
@@ -156,6 +175,14 @@ fn build_workers() -> Result<(), String> {
     } else {
         Err(format!("building the workers failed ({status})"))
     }
+}
+
+/// Where the `unchecked` worker is built: `unchecked` beside the profile
+/// directory holding this executable (`target/unchecked`).
+fn unchecked_target(dir: &Path) -> Result<PathBuf, String> {
+    dir.parent()
+        .map(|target| target.join("unchecked"))
+        .ok_or_else(|| format!("{} has no parent directory", dir.display()))
 }
 
 /// The directory holding this executable, where cargo also puts the workers.
