@@ -11,8 +11,12 @@
 //! map bit (so foreign pointers are never dereferenced), compare the segment's
 //! owner with the thread's free token, find the page by shifting, check that
 //! the pointer is a block start below the page's fast-free limit and that the
-//! block is not the page's last (one combined test), push onto `local_free`.
-//! Everything else goes to [`free_slow`] or [`free_owned_slow`].
+//! block is not the page's last (one combined test), check a Rust layout
+//! against the page's size interval and the block's freed tag, push onto
+//! `local_free`. A block of another thread's heap goes to
+//! [`free_other_thread`], which pushes it onto the page's remote list after
+//! the same checks. Everything else goes to [`free_slow`] or
+//! [`free_owned_slow`].
 
 use crate::heap::{self, Heap};
 use crate::huge;
