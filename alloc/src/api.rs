@@ -432,8 +432,11 @@ unsafe fn free_impl<const SIZED: bool>(
 /// start, in use, of a small or large page of a lane the call may free and
 /// not sampled, goes straight onto the page's remote list, its tag and
 /// Rust layout checked as on the owner's fast path. Anything else takes
-/// the general path, which reports what is wrong. (A thread with a token
-/// neither counts nor records its frees: its heap is not instrumented.)
+/// the general path, which reports what is wrong, and so does every such
+/// free while full recording is on: a thread that only frees keeps the
+/// token it had before a recording was attached (it takes the change in
+/// its allocation slow path), and its frees must still be recorded.
+/// (Statistics are switched on before any heap exists.)
 #[inline(never)]
 fn free_other_thread<const SIZED: bool>(
     p: *mut u8,
@@ -443,7 +446,7 @@ fn free_other_thread<const SIZED: bool>(
     call: &'static str,
     family: Family,
 ) {
-    if s.kind.get() != PageKind::Huge {
+    if !record::full() && s.kind.get() != PageKind::Huge {
         let page = s.page_of(p);
         if page.in_use()
             && page.plain_lane_for(family)

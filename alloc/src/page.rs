@@ -485,6 +485,7 @@ impl Page {
 
     /// Carves more blocks out of the unused end of the page into `free`, which
     /// must be empty. Returns false when the page has no room left.
+    #[inline(always)]
     pub fn extend(&self) -> bool {
         debug_assert!(self.free.get().is_null());
         let capacity = self.capacity.get() as usize;
