@@ -501,11 +501,30 @@ impl Page {
         unsafe {
             let first = self.block_start.get().add(capacity * bsize);
             let mut b = first;
-            for _ in 1..n {
-                let next = b.add(bsize);
-                (*(b as *mut Block)).next = next as *mut Block;
-                tag_freed(b as *mut Block);
-                b = next;
+            if CHECKED {
+                // Link and tag advance by one and three block sizes from
+                // block to block: one pair of additions and one 16-byte
+                // store each (as cheap as the link alone).
+                let mut words = [
+                    first as u64 + bsize as u64,
+                    freed_tag(first as *const Block),
+                ];
+                let step = [bsize as u64, 3 * bsize as u64];
+                for _ in 1..n {
+                    debug_assert_eq!(words[1], freed_tag(b as *const Block));
+                    (b as *mut [u64; 2]).write_unaligned(words);
+                    words = [
+                        words[0].wrapping_add(step[0]),
+                        words[1].wrapping_add(step[1]),
+                    ];
+                    b = b.add(bsize);
+                }
+            } else {
+                for _ in 1..n {
+                    let next = b.add(bsize);
+                    (*(b as *mut Block)).next = next as *mut Block;
+                    b = next;
+                }
             }
             (*(b as *mut Block)).next = ptr::null_mut();
             tag_freed(b as *mut Block);
