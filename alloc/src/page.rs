@@ -504,7 +504,8 @@ impl Page {
             if CHECKED {
                 // Link and tag advance by one and three block sizes from
                 // block to block: one pair of additions and one 16-byte
-                // store each (as cheap as the link alone).
+                // store each (writing the link alone is an addition and an
+                // 8-byte store).
                 let mut words = [
                     first as u64 + bsize as u64,
                     freed_tag(first as *const Block),
