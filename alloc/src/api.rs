@@ -984,9 +984,7 @@ fn is_in_use(loc: &Located, p: *mut u8, call: &str) -> bool {
         // SAFETY: `locate` checked the huge segment.
         return unsafe { huge::usable_size(loc.segment, p, call) }.is_some();
     }
-    // SAFETY: `locate` returned a live segment and an in-use page.
-    // SAFETY: `locate` returned a carved block start of a page in use.
-    if !unsafe { page::is_freed(loc.block as *const page::Block) } {
+    if is_live(loc, p) {
         return true;
     }
     invalid_pointer(call, p, BadPointer::NotLive);

@@ -116,7 +116,11 @@ impl Out {
             !c.overflowed(),
             "record of kind {kind} too large for scratch"
         );
-        let payload = c.written();
+        self.payload_record(kind, c.written());
+    }
+
+    /// Appends a record of `kind` whose payload is `payload`.
+    fn payload_record(&mut self, kind: u8, payload: &[u8]) {
         self.ensure(payload.len() + 16);
         // SAFETY: the buffer has room for the framing and payload (ensured).
         let dst = unsafe { core::slice::from_raw_parts_mut(self.buf.add(self.len), self.room()) };
@@ -168,17 +172,7 @@ impl Out {
         *p.spent_ns += super::clock::monotonic_ns().saturating_sub(started);
         match packed {
             // Smaller than the plain payload (the thread, then the events).
-            Some(len) if len < n => {
-                self.ensure(len + 16);
-                // SAFETY: room ensured above.
-                let dst =
-                    unsafe { core::slice::from_raw_parts_mut(self.buf.add(self.len), self.room()) };
-                let mut o = Cursor::new(dst);
-                put_record_header(&mut o, kind::EVENTS_PACKED, len);
-                let head = o.len();
-                dst[head..head + len].copy_from_slice(&p.out[..len]);
-                self.len += head + len;
-            }
+            Some(len) if len < n => self.payload_record(kind::EVENTS_PACKED, &p.out[..len]),
             _ => self.plain_events(thread, n, |sink| sink(events)),
         }
     }

@@ -28,6 +28,8 @@
 //! the time column, so that the kinds' sequence repeats untouched by the
 //! clock; longer time differences have a column of their own.
 
+use super::decode::read_uvar;
+use super::encode::{Cursor, put_uvar};
 use super::events::kind;
 
 /// Columns of a packed record.
@@ -404,30 +406,10 @@ pub fn compress_with<'z>(
 
 /// Writes `v` as a `uvar` at `out[at..]`; the position after it, or None
 /// when it does not fit.
-fn put_uvar_at(out: &mut [u8], mut at: usize, mut v: u64) -> Option<usize> {
-    loop {
-        let b = v as u8 & 0x7f;
-        v >>= 7;
-        *out.get_mut(at)? = if v == 0 { b } else { b | 0x80 };
-        at += 1;
-        if v == 0 {
-            return Some(at);
-        }
-    }
-}
-
-/// Reads a `uvar` at `bytes[*at..]`, advancing past it.
-pub(super) fn get_uvar(bytes: &[u8], at: &mut usize) -> Option<u64> {
-    let mut v = 0u64;
-    for shift in (0..64).step_by(7) {
-        let b = *bytes.get(*at)?;
-        *at += 1;
-        v |= u64::from(b & 0x7f).checked_shl(shift)?;
-        if b < 0x80 {
-            return Some(v);
-        }
-    }
-    None
+fn put_uvar_at(out: &mut [u8], at: usize, v: u64) -> Option<usize> {
+    let mut c = Cursor::new(out.get_mut(at..)?);
+    put_uvar(&mut c, v);
+    (!c.overflowed()).then(|| at + c.len())
 }
 
 /// Unpacks an `EVENTS_PACKED` payload into the plain `EVENTS` payload it
@@ -441,17 +423,17 @@ pub fn unpack(
     zstd: &mut zstd::bulk::Decompressor<'_>,
 ) -> Result<(), &'static str> {
     let mut at = 0;
-    let thread = get_uvar(payload, &mut at).ok_or("bad thread number")?;
+    let thread = read_uvar(payload, &mut at).ok_or("bad thread number")?;
     scratch.clear();
     let mut ends = [0usize; COLUMNS];
     for end in &mut ends {
-        let raw = get_uvar(payload, &mut at).ok_or("bad column length")?;
+        let raw = read_uvar(payload, &mut at).ok_or("bad column length")?;
         let raw = usize::try_from(raw)
             .ok()
             .filter(|&r| scratch.len() + r <= MAX_UNPACKED)
             .ok_or("columns longer than a packed record can be")?;
         if raw > 0 {
-            let packed = get_uvar(payload, &mut at).ok_or("bad packed column length")?;
+            let packed = read_uvar(payload, &mut at).ok_or("bad packed column length")?;
             let stored = if packed == 0 { raw } else { packed as usize };
             let bytes = at
                 .checked_add(stored)

@@ -557,6 +557,9 @@ impl<R: Read> Decoder<R> {
         };
         Ok(Some(FileRecord {
             kind: raw.kind,
+            // A framed record's payload is a range of the buffer, which
+            // starts at file offset `base`.
+            end: self.base + raw.payload.end as u64,
             payload: &self.buf[raw.payload],
             offset: raw.offset,
         }))
@@ -829,6 +832,8 @@ pub struct FileRecord<'a> {
     pub payload: &'a [u8],
     /// The file offset of its first byte.
     pub offset: u64,
+    /// The file offset just past it.
+    pub end: u64,
 }
 
 /// A record's kind, payload and offset. The payload is a range of the
@@ -883,7 +888,7 @@ fn corrupt(kind: u8, offset: u64, what: &'static str) -> DecodeError {
 /// short or longer than 64 bits. Most fields of an event are a single byte,
 /// read inline; the loop is out of line.
 #[inline(always)]
-fn read_uvar(buf: &[u8], p: &mut usize) -> Option<u64> {
+pub(super) fn read_uvar(buf: &[u8], p: &mut usize) -> Option<u64> {
     if let Some(&b) = buf.get(*p)
         && b < 0x80
     {

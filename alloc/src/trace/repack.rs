@@ -9,7 +9,7 @@
 //! order (events before the watermarks that follow them).
 
 use super::columns;
-use super::decode::{DecodeError, Decoder};
+use super::decode::{DecodeError, Decoder, read_uvar};
 use super::encode::{Cursor, put_record_header, put_uvar};
 use super::{MAGIC, VERSION, kind};
 use std::io::{self, Read, Write};
@@ -67,13 +67,13 @@ pub fn pack_trace(input: impl Read, output: &mut impl Write) -> Result<PackStats
     let (mut scratch, mut packed) = (Vec::new(), Vec::new());
     let mut started = false;
     while let Some(r) = d.next_raw_record().map_err(PackError::Decode)? {
-        let (kind, payload, offset) = (r.kind, r.payload, r.offset);
+        let (kind, payload) = (r.kind, r.payload);
         if !started {
             out.start()?;
             started = true;
         }
         stats.records += 1;
-        stats.bytes_in = offset + record_len(payload.len());
+        stats.bytes_in = r.end;
         let mut as_packed = None;
         if kind == kind::EVENTS {
             stats.event_records += 1;
@@ -110,7 +110,7 @@ fn pack_record<'a>(
     packed: &'a mut Vec<u8>,
 ) -> Option<&'a [u8]> {
     let mut at = 0;
-    let thread = columns::get_uvar(payload, &mut at)?;
+    let thread = read_uvar(payload, &mut at)?;
     let events = &payload[at..];
     if events.is_empty() {
         return None;
@@ -129,17 +129,6 @@ fn pack_record<'a>(
         &mut columns::compress_with(z),
     )?;
     (len < payload.len()).then(|| &packed[..len])
-}
-
-/// Bytes of a record with a payload of `len` bytes (kind, length, payload).
-fn record_len(len: usize) -> u64 {
-    let mut n = 1;
-    let mut v = len as u64;
-    while v >= 0x80 {
-        v >>= 7;
-        n += 1;
-    }
-    1 + n + len as u64
 }
 
 struct Output<'w, W: Write> {

@@ -947,7 +947,7 @@ fn each_version_s_model_round_trips_its_own_events() {
             }
             fn uvar(&mut self) -> Option<u64> {
                 let mut at = 0;
-                let v = columns::get_uvar(self.0, &mut at)?;
+                let v = super::decode::read_uvar(self.0, &mut at)?;
                 self.0 = &self.0[at..];
                 Some(v)
             }
