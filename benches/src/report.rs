@@ -5,9 +5,13 @@
 //! times and page faults; the ratios of time and RSS to the baseline allocator
 //! (mimalloc), always as `allocator / baseline`, so below 1 is better; and per
 //! allocator the geometric mean of those ratios over the workloads where both
-//! sides succeeded. It lives in the library so the arithmetic is unit tested.
+//! sides succeeded; with `--layouts`, the same ratios per code layout of
+//! memtally's builds and over all layouts. It lives in the library so the
+//! arithmetic is unit tested.
 
 use std::fmt::Write as _;
+
+use crate::cli::{is_memtally_build, layout_name};
 
 /// How a worker process ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -383,6 +387,79 @@ pub fn render_table(summary: &Summary) -> String {
     out
 }
 
+/// Renders the time ratios of memtally's builds per code layout
+/// (`--layouts`): one table for each of `builds` (`memtally`, `unchecked`)
+/// but the baseline, with a row per workload giving its median time in each
+/// layout over the baseline's median in the same layout (the baseline's
+/// only build if it is not one of memtally's), and their geometric mean
+/// over the layouts; the last row is each column's geometric mean over the
+/// workloads.
+pub fn render_layouts(
+    workloads: &[&str],
+    builds: &[&str],
+    baseline: &str,
+    layouts: usize,
+    runs: &[Run],
+) -> String {
+    // One summary per layout, each against that layout's baseline.
+    let per_layout: Vec<Summary> = (0..layouts)
+        .map(|k| {
+            let base = if is_memtally_build(baseline) {
+                layout_name(baseline, k)
+            } else {
+                baseline.to_string()
+            };
+            let mut names: Vec<String> = builds.iter().map(|b| layout_name(b, k)).collect();
+            if !names.contains(&base) {
+                names.push(base.clone());
+            }
+            let names: Vec<&str> = names.iter().map(String::as_str).collect();
+            summarize(workloads, &names, &base, runs)
+        })
+        .collect();
+    let mut out = String::new();
+    for &build in builds.iter().filter(|&&b| b != baseline) {
+        let ratio_in = |k: usize, workload: &str| {
+            let name = layout_name(build, k);
+            per_layout[k]
+                .cells
+                .iter()
+                .find(|c| c.workload == workload && c.allocator == name)
+                .and_then(|c| c.time_ratio)
+        };
+        let mut headers: Vec<String> = (0..layouts).map(|k| format!("layout {k}")).collect();
+        headers.insert(0, "workload".to_string());
+        headers.push("all layouts".to_string());
+        let mut columns: Vec<Vec<f64>> = vec![Vec::new(); layouts + 1];
+        let mut rows = Vec::new();
+        for &workload in workloads {
+            let ratios: Vec<Option<f64>> = (0..layouts).map(|k| ratio_in(k, workload)).collect();
+            let all: Option<Vec<f64>> = ratios.iter().copied().collect();
+            let over_layouts = all.as_deref().and_then(geomean);
+            let mut row = vec![workload.to_string()];
+            for (k, r) in ratios.iter().chain([&over_layouts]).enumerate() {
+                row.push(fmt_opt(*r, 3));
+                if let Some(r) = r {
+                    columns[k].push(*r);
+                }
+            }
+            rows.push(row);
+        }
+        let mut last = vec!["geomean".to_string()];
+        last.extend(columns.iter().map(|c| fmt_opt(geomean(c), 3)));
+        rows.push(last);
+        let _ = writeln!(
+            out,
+            "\n{build} / {baseline}, time, by code layout (`--layouts`; a workload's \"all layouts\" is the geomean of its row):\n"
+        );
+        let headers: Vec<&str> = headers.iter().map(String::as_str).collect();
+        let mut right = vec![true; headers.len()];
+        right[0] = false;
+        out.push_str(&markdown_table(&headers, &right, &rows));
+    }
+    out
+}
+
 /// Renders the summary as CSV: one row per workload and allocator, then one
 /// `GEOMEAN` row per allocator carrying only the ratio columns.
 pub fn render_csv(summary: &Summary) -> String {
@@ -537,7 +614,10 @@ fn json_str(text: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::{Outcome, Run, geomean, median, render_csv, render_json, render_table, summarize};
+    use super::{
+        Outcome, Run, geomean, median, render_csv, render_json, render_layouts, render_table,
+        summarize,
+    };
 
     fn run(workload: &str, allocator: &str, rep: usize, wall_s: f64, rss_mib: u64) -> Run {
         Run {
@@ -617,6 +697,60 @@ mod tests {
         // Every table line has the same width, so the columns line up.
         let first_table: Vec<&str> = table.lines().take_while(|l| !l.is_empty()).collect();
         assert!(first_table.iter().all(|l| l.len() == first_table[0].len()));
+    }
+
+    #[test]
+    fn layout_ratios_pair_each_layout_with_its_own_baseline() {
+        let runs = vec![
+            // Layout 0: memtally 1.1 over unchecked 1.0; layout 1: 2.2 over 2.0
+            // on workload a, so 1.1 in both.
+            run("a", "memtally", 0, 1.1, 5),
+            run("a", "unchecked", 0, 1.0, 5),
+            run("a", "memtally@1", 0, 2.2, 5),
+            run("a", "unchecked@1", 0, 2.0, 5),
+            // Workload b: 0.9 in layout 0 and 1.6 in layout 1 (geomean 1.2).
+            run("b", "memtally", 0, 0.9, 5),
+            run("b", "unchecked", 0, 1.0, 5),
+            run("b", "memtally@1", 0, 1.6, 5),
+            run("b", "unchecked@1", 0, 1.0, 5),
+            // mimalloc is one build, the baseline of every layout below.
+            run("a", "mimalloc", 0, 1.0, 5),
+            run("b", "mimalloc", 0, 1.0, 5),
+        ];
+        let table = render_layouts(
+            &["a", "b"],
+            &["memtally", "unchecked"],
+            "unchecked",
+            2,
+            &runs,
+        );
+        assert!(table.contains("memtally / unchecked"), "{table}");
+        assert!(!table.contains("unchecked / unchecked"), "{table}");
+        let row = |name: &str| {
+            table
+                .lines()
+                .find(|l| l.starts_with(&format!("| {name} ")))
+                .unwrap_or_else(|| panic!("no row {name} in {table}"))
+                .split('|')
+                .map(str::trim)
+                .filter(|c| !c.is_empty())
+                .skip(1)
+                .map(|c| c.parse::<f64>().unwrap())
+                .collect::<Vec<f64>>()
+        };
+        assert_eq!(row("a"), [1.1, 1.1, 1.1]);
+        assert_eq!(row("b"), [0.9, 1.6, 1.2]);
+        let g = row("geomean");
+        assert!((g[0] - (1.1f64 * 0.9).sqrt()).abs() < 1e-3);
+        assert!((g[1] - (1.1f64 * 1.6).sqrt()).abs() < 1e-3);
+        assert!((g[2] - (1.1f64 * 1.2).sqrt()).abs() < 1e-3);
+        // A baseline outside memtally's builds serves every layout.
+        let table = render_layouts(&["a"], &["memtally", "unchecked"], "mimalloc", 2, &runs);
+        assert!(table.contains("memtally / mimalloc") && table.contains("unchecked / mimalloc"));
+        assert!(
+            table.contains("| a        |    1.100 |    2.200 |"),
+            "{table}"
+        );
     }
 
     #[test]

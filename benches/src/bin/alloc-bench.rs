@@ -46,34 +46,61 @@ fn main() -> ExitCode {
 fn run(options: &Options) -> Result<bool, String> {
     let started = Instant::now();
     let dir = worker_dir()?;
-    let unchecked = options.allocators.iter().any(|a| a == "unchecked");
+    let target = dir
+        .parent()
+        .ok_or_else(|| format!("{} has no parent directory", dir.display()))?
+        .to_path_buf();
+    let profile = dir.file_name().unwrap_or_default().to_os_string();
+    let memtally_builds: Vec<&str> = options
+        .allocators
+        .iter()
+        .map(String::as_str)
+        .filter(|a| cli::is_memtally_build(a))
+        .collect();
     if options.build {
         build_workers(None)?;
-        if unchecked {
-            build_workers(Some(&unchecked_target(&dir)?))?;
+        for layout in 0..options.layouts {
+            for &build in &memtally_builds {
+                if layout > 0 || build == "unchecked" {
+                    build_workers(Some((&build_dir(&target, build, layout), build, layout)))?;
+                }
+            }
         }
     }
-    let mut workers: Vec<(&str, PathBuf)> = Vec::new();
+    let mut workers: Vec<(String, PathBuf)> = Vec::new();
     for a in &options.allocators {
-        let path = if a == "unchecked" {
-            unchecked_target(&dir)?
-                .join(dir.file_name().unwrap_or_default())
-                .join(format!("mt-bench-memtally{}", env::consts::EXE_SUFFIX))
+        let layouts = if cli::is_memtally_build(a) {
+            options.layouts
         } else {
-            dir.join(format!("mt-bench-{a}{}", env::consts::EXE_SUFFIX))
+            1
         };
-        if !path.is_file() {
-            let how = if a == "unchecked" {
-                "RUSTFLAGS='--cfg memtally_unchecked' CARGO_TARGET_DIR=target/unchecked cargo build --release -p memtally-benches --bin mt-bench-memtally"
+        for layout in 0..layouts {
+            let path = if a == "memtally" && layout == 0 {
+                dir.join(format!("mt-bench-memtally{}", env::consts::EXE_SUFFIX))
+            } else if cli::is_memtally_build(a) {
+                build_dir(&target, a, layout)
+                    .join(&profile)
+                    .join(format!("mt-bench-memtally{}", env::consts::EXE_SUFFIX))
             } else {
-                "cargo build --release -p memtally-benches --bins"
+                dir.join(format!("mt-bench-{a}{}", env::consts::EXE_SUFFIX))
             };
-            return Err(format!(
-                "worker {} not found; build it with `{how}`",
-                path.display()
-            ));
+            if !path.is_file() {
+                let how = if cli::is_memtally_build(a) && (layout > 0 || a == "unchecked") {
+                    format!(
+                        "RUSTFLAGS='{}' CARGO_TARGET_DIR={} cargo build --release -p memtally-benches --bin mt-bench-memtally",
+                        build_flags(a, layout),
+                        build_dir(&target, a, layout).display()
+                    )
+                } else {
+                    "cargo build --release -p memtally-benches --bins".to_string()
+                };
+                return Err(format!(
+                    "worker {} not found; build it with `{how}`",
+                    path.display()
+                ));
+            }
+            workers.push((cli::layout_name(a, layout), path));
         }
-        workers.push((a.as_str(), path));
     }
     let timeout = Duration::from_secs(options.timeout_secs);
     let total = options.workloads.len() * workers.len() * options.reps;
@@ -85,9 +112,10 @@ fn run(options: &Options) -> Result<bool, String> {
             // neighbour, which spreads the noise of a shared machine evenly.
             for k in 0..workers.len() {
                 let (allocator, path) = &workers[(k + rep) % workers.len()];
+                let allocator = allocator.as_str();
                 let run = measure(path, workload, allocator, rep, options.scale, timeout)?;
                 eprintln!(
-                    "[{:>3}/{total}] {workload:<13} {allocator:<9} rep {}: {}",
+                    "[{:>3}/{total}] {workload:<13} {allocator:<11} rep {}: {}",
                     runs.len() + 1,
                     rep + 1,
                     describe(&run)
@@ -99,6 +127,8 @@ fn run(options: &Options) -> Result<bool, String> {
     let workload_names: Vec<&str> = options.workloads.iter().map(String::as_str).collect();
     let allocator_names: Vec<&str> = options.allocators.iter().map(String::as_str).collect();
     let baseline = options.baseline.as_str();
+    // The main table is layout 0's (the normal builds); the other layouts
+    // only enter the table of ratios by layout.
     let summary = report::summarize(&workload_names, &allocator_names, baseline, &runs);
     if let Some(path) = &options.csv {
         std::fs::write(path, report::render_csv(&summary))
@@ -117,6 +147,18 @@ fn run(options: &Options) -> Result<bool, String> {
             options.reps
         );
         print!("{}", report::render_table(&summary));
+        if options.layouts > 1 {
+            print!(
+                "{}",
+                report::render_layouts(
+                    &workload_names,
+                    &memtally_builds,
+                    baseline,
+                    options.layouts,
+                    &runs
+                )
+            );
+        }
         println!(
             "\ntotal harness wall time: {elapsed:.1} s for {} worker runs",
             runs.len()
@@ -127,10 +169,12 @@ fn run(options: &Options) -> Result<bool, String> {
 
 /// Builds the worker binaries with the cargo that started us, so that
 /// `cargo run --bin alloc-bench` alone is enough from a fresh clone. With
-/// `unchecked_dir`, builds memtally's worker alone there, its always-on
-/// checks compiled out (`--cfg memtally_unchecked`): a target directory of
-/// its own, so that the flag never reaches the real build.
-fn build_workers(unchecked_dir: Option<&Path>) -> Result<(), String> {
+/// `variant` (a target directory, `memtally` or `unchecked`, a code layout),
+/// builds memtally's worker alone there with that build's flags: the checks
+/// compiled out for `unchecked` (`--cfg memtally_unchecked`), the layout's
+/// code alignment ([`cli::LAYOUT_FLAGS`]). Each variant has a target
+/// directory of its own, so that its flags never reach the real build.
+fn build_workers(variant: Option<(&Path, &str, usize)>) -> Result<(), String> {
     let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml");
     if !manifest.is_file() {
         // The binary was moved away from its sources; use the workers beside it.
@@ -145,17 +189,18 @@ fn build_workers(unchecked_dir: Option<&Path>) -> Result<(), String> {
     command
         .args(["build", "-p", "memtally-benches", "--manifest-path"])
         .arg(&manifest);
-    match unchecked_dir {
+    match variant {
         None => {
             command.arg("--bins");
         }
-        Some(target) => {
+        Some((target, build, layout)) => {
             let mut flags = env::var("RUSTFLAGS").unwrap_or_default();
-            flags.push_str(" --cfg memtally_unchecked");
+            flags.push(' ');
+            flags.push_str(&build_flags(build, layout));
             command
                 .args(["--bin", "mt-bench-memtally", "--target-dir"])
                 .arg(target)
-                .env("RUSTFLAGS", flags.trim_start());
+                .env("RUSTFLAGS", flags.trim());
         }
     }
     if cfg!(debug_assertions) {
@@ -177,12 +222,26 @@ fn build_workers(unchecked_dir: Option<&Path>) -> Result<(), String> {
     }
 }
 
-/// Where the `unchecked` worker is built: `unchecked` beside the profile
-/// directory holding this executable (`target/unchecked`).
-fn unchecked_target(dir: &Path) -> Result<PathBuf, String> {
-    dir.parent()
-        .map(|target| target.join("unchecked"))
-        .ok_or_else(|| format!("{} has no parent directory", dir.display()))
+/// The `RUSTFLAGS` memtally's `build` (`memtally` or `unchecked`) is built
+/// with in code layout `layout`, beyond the caller's own.
+fn build_flags(build: &str, layout: usize) -> String {
+    let mut flags = cli::LAYOUT_FLAGS[layout].to_string();
+    if build == "unchecked" {
+        flags.push_str(" --cfg memtally_unchecked");
+    }
+    flags.trim().to_string()
+}
+
+/// The target directory of memtally's `build` in code layout `layout`, in
+/// `target`: `target/unchecked` for the unchecked build in the normal
+/// layout, `target/layout-2` and `target/layout-2-unchecked` in layout 2.
+/// (The normal memtally build is the one beside this executable.)
+fn build_dir(target: &Path, build: &str, layout: usize) -> PathBuf {
+    match (build, layout) {
+        ("unchecked", 0) => target.join("unchecked"),
+        ("unchecked", k) => target.join(format!("layout-{k}-unchecked")),
+        (_, k) => target.join(format!("layout-{k}")),
+    }
 }
 
 /// The directory holding this executable, where cargo also puts the workers.
