@@ -6,12 +6,18 @@
 //! One `perf_event_open` breakpoint (`HW_BREAKPOINT_RW`, 8 bytes) is opened
 //! when the settings are read, inherited by every thread created after,
 //! with `sigtrap` so that an access traps synchronously in the accessing
-//! thread. It normally watches a word nobody touches. Every `race_period`
-//! (50 ms) the trace writer thread points it (`IOC_MODIFY_ATTRIBUTES`, a
-//! couple of microseconds) at a random 8-byte word of a candidate block
-//! (the last blocks taken on the sampling path, or a block the program
-//! named with `memtally_alloc::race_watch`), for at most `race_window`
-//! (10 ms).
+//! thread. Between windows it is disabled: an enabled watchpoint, even on
+//! a word nobody touches, is installed in the debug registers at every
+//! context switch of every thread, which cost up to 15% on thread-heavy
+//! workloads of the harness here (BENCHMARKS.md, "Race detector"). Every
+//! `race_period` (50 ms) the trace writer thread points it at a random
+//! 8-byte word of a candidate block (the last blocks taken on the sampling
+//! path, or a block the program named with `memtally_alloc::race_watch`)
+//! and enables it, for at most `race_window` (10 ms), then disables it:
+//! one `IOC_MODIFY_ATTRIBUTES` each (a couple of microseconds), which
+//! reaches every thread's copy of the event. What stays is the event's
+//! copy in each new thread (about 13 µs more per thread started) and
+//! opening it once (25 µs to 23 ms here, the kernel's doing).
 //!
 //! The first thread to touch the word (A) traps after its access, reads the
 //! word, and stalls `race_stall` (80 µs, KCSAN's delay) with the watch still
@@ -157,7 +163,10 @@ const _: () = assert!(core::mem::size_of::<PerfEventAttr>() == 128);
 /// inherit_thread, remove_on_exec, sigtrap.
 const FLAGS: u64 = (1 << 1) | (1 << 5) | (1 << 6) | (1 << 35) | (1 << 36) | (1 << 37);
 
-fn attr(addr: u64) -> PerfEventAttr {
+/// The watchpoint's attributes: watching `addr`, enabled if `on` (else
+/// with the `disabled` bit, which `IOC_MODIFY_ATTRIBUTES` may change
+/// together with the address).
+fn attr(addr: u64, on: bool) -> PerfEventAttr {
     PerfEventAttr {
         type_: PERF_TYPE_BREAKPOINT,
         size: 128,
@@ -165,7 +174,7 @@ fn attr(addr: u64) -> PerfEventAttr {
         sample_period: 1,
         sample_type: 0,
         read_format: 0,
-        flags: FLAGS,
+        flags: FLAGS | u64::from(!on),
         wakeup_events: 0,
         bp_type: HW_BREAKPOINT_RW,
         bp_addr: addr,
@@ -255,7 +264,8 @@ pub fn configure(period_ms: u64, window_ms: u64, stall_us: u64, budget_ppm: u64)
     PERIOD_MS.store(period_ms.max(1), Ordering::Relaxed);
     WINDOW_MS.store(window_ms.max(1), Ordering::Relaxed);
     STALL_US.store(stall_us, Ordering::Relaxed);
-    let a = attr(IDLE.as_ptr() as u64);
+    // Opened disabled: windows enable it (see `retarget`).
+    let a = attr(IDLE.as_ptr() as u64, false);
     // SAFETY: perf_event_open reads `a` (128 bytes, the size it says).
     let fd = unsafe {
         libc::syscall(
@@ -315,14 +325,16 @@ fn next_random() -> u64 {
     x
 }
 
-/// Points the breakpoint at `addr` (0: at the idle word).
+/// Points the breakpoint at `addr` and enables it, or with `addr` 0
+/// disables it (pointed at the idle word), in one `ioctl` that reaches the
+/// event of every thread.
 fn retarget(addr: u64) {
     let fd = FD.load(Ordering::Acquire);
-    let a = attr(if addr == 0 {
-        IDLE.as_ptr() as u64
+    let a = if addr == 0 {
+        attr(IDLE.as_ptr() as u64, false)
     } else {
-        addr
-    });
+        attr(addr, true)
+    };
     // SeqCst: pairs with the trap handler's claim of the stall (see `tick`).
     TARGET.store(addr, Ordering::SeqCst);
     // SAFETY: our descriptor; the ioctl reads `a`.
