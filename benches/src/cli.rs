@@ -55,7 +55,7 @@ pub const BASELINE: &str = "mimalloc";
 pub const USAGE: &str = "\
 usage: alloc-bench [--reps N] [--only W1,W2] [--allocators A,B] [--baseline A]
                    [--csv FILE] [--json] [--scale F] [--timeout SECS] [--no-build]
-                   [--layouts N]
+                   [--layouts N] [--variant NAME=SETTINGS]...
 
 Runs each workload under each allocator in a separate worker process and
 reports median wall time and peak RSS, with ratios to mimalloc.
@@ -73,6 +73,10 @@ reports median wall time and peak RSS, with ratios to mimalloc.
                      or MT_BENCH_SCALE from the environment)
   --timeout SECS     kill a worker after SECS seconds and report it FAILED (default 300)
   --no-build         do not run `cargo build` for the workers first
+  --variant NAME=SETTINGS
+                     also run memtally's worker with MEMTALLY=SETTINGS, under
+                     NAME (repeatable; NAME can be the --baseline): e.g.
+                     --variant races=mode=sampled,out=/tmp/r.mtt,races=on
   --layouts N        also build memtally and unchecked in N-1 other code
                      layouts (1-4, default 1; into target/layout-K) and add a
                      table of their time ratios per layout and over all N
@@ -100,6 +104,9 @@ pub struct Options {
     pub timeout_secs: u64,
     /// Whether to build the workers first (only ever done when run by cargo).
     pub build: bool,
+    /// Runs of memtally's worker with settings: (name, `MEMTALLY` value),
+    /// reported under the name, after the allocators.
+    pub variants: Vec<(String, String)>,
     /// How many code layouts to build memtally's workers in (1: only the
     /// normal build); see [`LAYOUT_FLAGS`].
     pub layouts: usize,
@@ -119,6 +126,7 @@ impl Default for Options {
             scale: None,
             timeout_secs: 300,
             build: true,
+            variants: Vec::new(),
             layouts: 1,
             help: false,
         }
@@ -198,6 +206,14 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Options, St
                     }
                 };
             }
+            "--variant" => {
+                let text = value("NAME=SETTINGS")?;
+                let variant = parse_variant(&text)?;
+                if options.variants.iter().any(|(n, _)| *n == variant.0) {
+                    return Err(format!("--variant {:?} is given twice", variant.0));
+                }
+                options.variants.push(variant);
+            }
             "--layouts" => {
                 let text = value("a number")?;
                 options.layouts = match text.parse::<usize>() {
@@ -220,11 +236,17 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Options, St
         }
     }
     // Without --baseline, a run without mimalloc just has no ratios.
-    if baseline_given && !options.allocators.contains(&options.baseline) {
+    let run: Vec<&str> = options
+        .allocators
+        .iter()
+        .chain(options.variants.iter().map(|(name, _)| name))
+        .map(String::as_str)
+        .collect();
+    if baseline_given && !run.contains(&options.baseline.as_str()) {
         return Err(format!(
             "the baseline {:?} is not among the allocators run ({}); name it in --allocators or pick another --baseline",
             options.baseline,
-            options.allocators.join(", ")
+            run.join(", ")
         ));
     }
     if options.layouts > 1 && !options.allocators.iter().any(|a| is_memtally_build(a)) {
@@ -234,6 +256,35 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Options, St
         );
     }
     Ok(options)
+}
+
+/// Parses `NAME=SETTINGS` of `--variant`: a name of lower-case letters,
+/// digits and `-` that is no allocator's, and a non-empty `MEMTALLY` value
+/// (which memtally's worker checks itself, failing the run if it is bad).
+fn parse_variant(text: &str) -> Result<(String, String), String> {
+    let Some((name, settings)) = text.split_once('=') else {
+        return Err(format!(
+            "--variant needs NAME=SETTINGS (the MEMTALLY value), not {text:?}"
+        ));
+    };
+    if name.is_empty()
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+    {
+        return Err(format!(
+            "--variant name {name:?} must be lower-case letters, digits and '-'"
+        ));
+    }
+    if ALLOCATORS.contains(&name) || EXTRA_ALLOCATORS.contains(&name) {
+        return Err(format!(
+            "--variant name {name:?} is an allocator's; pick another"
+        ));
+    }
+    if settings.is_empty() {
+        return Err(format!("--variant {name:?} has no settings"));
+    }
+    Ok((name.to_string(), settings.to_string()))
 }
 
 /// Splits a comma-separated list, checks every name against `known`, and drops
@@ -291,6 +342,9 @@ mod tests {
             "--scale=0.5",
             "--no-build",
             "--layouts=3",
+            "--variant",
+            "races=mode=sampled,races=on",
+            "--variant=g-1=guard=on",
         ])
         .unwrap();
         assert_eq!(options.reps, 5);
@@ -303,6 +357,13 @@ mod tests {
         assert!(options.json && !options.build);
         assert_eq!(options.scale, Some(0.5));
         assert_eq!(options.layouts, 3);
+        assert_eq!(
+            options.variants,
+            [
+                ("races".to_string(), "mode=sampled,races=on".to_string()),
+                ("g-1".to_string(), "guard=on".to_string())
+            ]
+        );
         assert_eq!(parse(&[]).unwrap().layouts, 1);
     }
 
@@ -327,6 +388,18 @@ mod tests {
     }
 
     #[test]
+    fn a_variant_can_be_the_baseline() {
+        let options = parse(&[
+            "--allocators=memtally",
+            "--variant=off=guard=off",
+            "--baseline=off",
+        ])
+        .unwrap();
+        assert_eq!(options.baseline, "off");
+        assert_eq!(options.variants[0].0, "off");
+    }
+
+    #[test]
     fn bad_flags_are_rejected_with_a_reason() {
         for (args, expected) in [
             (&["--reps", "0"][..], "--reps"),
@@ -338,6 +411,19 @@ mod tests {
             (&["--json=yes"][..], "takes no value"),
             (&["--scale", "-1"][..], "--scale"),
             (&["--layouts", "0"][..], "--layouts needs"),
+            (&["--variant", "races"][..], "NAME=SETTINGS"),
+            (&["--variant", "Races=races=on"][..], "lower-case"),
+            (&["--variant", "=races=on"][..], "lower-case"),
+            (&["--variant", "mimalloc=guard=on"][..], "an allocator's"),
+            (&["--variant", "g="][..], "no settings"),
+            (
+                &["--variant", "g=guard=on", "--variant", "g=guard=4m"][..],
+                "twice",
+            ),
+            (
+                &["--baseline", "g", "--variant", "h=guard=on"][..],
+                "not among",
+            ),
             (&["--layouts", "5"][..], "--layouts needs"),
             (
                 &["--layouts", "2", "--allocators", "mimalloc,system"][..],

@@ -67,7 +67,8 @@ fn run(options: &Options) -> Result<bool, String> {
             }
         }
     }
-    let mut workers: Vec<(String, PathBuf)> = Vec::new();
+    // (name, worker, MEMTALLY for a --variant)
+    let mut workers: Vec<(String, PathBuf, Option<&str>)> = Vec::new();
     for a in &options.allocators {
         let layouts = if cli::is_memtally_build(a) {
             options.layouts
@@ -99,8 +100,18 @@ fn run(options: &Options) -> Result<bool, String> {
                     path.display()
                 ));
             }
-            workers.push((cli::layout_name(a, layout), path));
+            workers.push((cli::layout_name(a, layout), path, None));
         }
+    }
+    let memtally_worker = dir.join(format!("mt-bench-memtally{}", env::consts::EXE_SUFFIX));
+    for (name, settings) in &options.variants {
+        if !memtally_worker.is_file() {
+            return Err(format!(
+                "worker {} (for --variant {name}) not found; build it with `cargo build --release -p memtally-benches --bins`",
+                memtally_worker.display()
+            ));
+        }
+        workers.push((name.clone(), memtally_worker.clone(), Some(settings)));
     }
     let timeout = Duration::from_secs(options.timeout_secs);
     let total = options.workloads.len() * workers.len() * options.reps;
@@ -111,9 +122,15 @@ fn run(options: &Options) -> Result<bool, String> {
             // always runs first (cold caches) or always right after a given
             // neighbour, which spreads the noise of a shared machine evenly.
             for k in 0..workers.len() {
-                let (allocator, path) = &workers[(k + rep) % workers.len()];
+                let (allocator, path, settings) = &workers[(k + rep) % workers.len()];
                 let allocator = allocator.as_str();
-                let run = measure(path, workload, allocator, rep, options.scale, timeout)?;
+                let how = Worker {
+                    path,
+                    settings: *settings,
+                    scale: options.scale,
+                    timeout,
+                };
+                let run = measure(&how, workload, allocator, rep)?;
                 eprintln!(
                     "[{:>3}/{total}] {workload:<13} {allocator:<11} rep {}: {}",
                     runs.len() + 1,
@@ -125,7 +142,12 @@ fn run(options: &Options) -> Result<bool, String> {
         }
     }
     let workload_names: Vec<&str> = options.workloads.iter().map(String::as_str).collect();
-    let allocator_names: Vec<&str> = options.allocators.iter().map(String::as_str).collect();
+    let allocator_names: Vec<&str> = options
+        .allocators
+        .iter()
+        .chain(options.variants.iter().map(|(name, _)| name))
+        .map(String::as_str)
+        .collect();
     let baseline = options.baseline.as_str();
     // The main table is layout 0's (the normal builds); the other layouts
     // only enter the table of ratios by layout.
@@ -252,24 +274,29 @@ fn worker_dir() -> Result<PathBuf, String> {
         .ok_or_else(|| format!("{} has no parent directory", exe.display()))
 }
 
-/// Runs one worker and measures it.
-fn measure(
-    path: &Path,
-    workload: &str,
-    allocator: &str,
-    rep: usize,
+/// How to run a worker: its binary, the `MEMTALLY` settings of a
+/// `--variant` (others inherit the environment's), the scale, the timeout.
+struct Worker<'a> {
+    path: &'a Path,
+    settings: Option<&'a str>,
     scale: Option<f64>,
     timeout: Duration,
-) -> Result<Run, String> {
-    let mut command = Command::new(path);
+}
+
+/// Runs one worker and measures it.
+fn measure(worker: &Worker, workload: &str, allocator: &str, rep: usize) -> Result<Run, String> {
+    let mut command = Command::new(worker.path);
     command
         .arg(workload)
         .stdin(Stdio::null())
         .stdout(Stdio::null());
-    if let Some(scale) = scale {
+    if let Some(scale) = worker.scale {
         command.env(SCALE_ENV, scale.to_string());
     }
-    let m = run_measured(&mut command, timeout)?;
+    if let Some(settings) = worker.settings {
+        command.env("MEMTALLY", settings);
+    }
+    let m = run_measured(&mut command, worker.timeout)?;
     Ok(Run {
         workload: workload.to_string(),
         allocator: allocator.to_string(),
