@@ -338,7 +338,18 @@ fn retarget(addr: u64) {
     // SeqCst: pairs with the trap handler's claim of the stall (see `tick`).
     TARGET.store(addr, Ordering::SeqCst);
     // SAFETY: our descriptor; the ioctl reads `a`.
-    unsafe { libc::ioctl(fd, IOC_MODIFY_ATTRIBUTES, &a as *const PerfEventAttr) };
+    let rc = unsafe { libc::ioctl(fd, IOC_MODIFY_ATTRIBUTES, &a as *const PerfEventAttr) };
+    if rc < 0 && addr != 0 {
+        // A kernel that opened the event but will not move or enable it
+        // (the writer thread arms; a trap handler only disarms, and says
+        // nothing). The event stays disabled: no window, no cost.
+        TARGET.store(0, Ordering::SeqCst);
+        ENABLED.store(false, Ordering::Release);
+        let e = crate::os::errno();
+        crate::report::warn(format_args!(
+            "races: the kernel refused to arm the watchpoint (errno {e}); race detection is off, the rest runs on"
+        ));
+    }
 }
 
 /// Called by the trace writer thread every round: ends a window that is
