@@ -127,20 +127,22 @@ pub fn class_first_wsize(cls: usize) -> usize {
     }
 }
 
-/// The multiplier for Lemire's divisibility test by `d`: for any `n < 2^32`,
-/// `n % d == 0` exactly when `n.wrapping_mul(m) <= m - 1`. One multiplication
-/// instead of a division lets the free path reject pointers into the middle
-/// of a block.
+/// The multiplier for Lemire's divisibility test by `d` (at least 2): for
+/// any `n < 2^32`, `n % d == 0` exactly when `n.wrapping_mul(m) < m`. One
+/// multiplication instead of a division lets the free path reject pointers
+/// into the middle of a block.
 #[inline]
 pub const fn divisibility_magic(d: usize) -> u64 {
     u64::MAX / d as u64 + 1
 }
 
 /// Lemire's test: is `n` a multiple of the divisor whose magic is `m`?
-/// Valid for `n < 2^32`.
+/// Valid for `n < 2^32`. (Lemire writes `<= m - 1`; `< m` is the same for
+/// every `m` a divisor of at least 2 gives, and saves the fast free path
+/// an instruction. `m` 0, an unused page's, answers false.)
 #[inline(always)]
 pub fn is_multiple(n: u64, m: u64) -> bool {
-    n.wrapping_mul(m) <= m.wrapping_sub(1)
+    n.wrapping_mul(m) < m
 }
 
 #[cfg(test)]
@@ -218,6 +220,17 @@ mod tests {
                 assert_eq!(is_multiple(n as u64, m), n % d == 0, "n {n} d {d}");
             }
         }
+        // Block sizes that are not classes (huge blocks, page areas).
+        for d in [2usize, 3, 48, 4096 + 8, (1 << 20) + 24, (1 << 31) - 1] {
+            let m = divisibility_magic(d);
+            for n in [0, 1, d - 1, d, d + 1, 2 * d, 7 * d + 1] {
+                if n < 1 << 32 {
+                    assert_eq!(is_multiple(n as u64, m), n % d == 0, "n {n} d {d}");
+                }
+            }
+        }
+        // An unused page's magic matches nothing.
+        assert!(!is_multiple(0, 0) && !is_multiple(16, 0));
     }
 
     #[test]
