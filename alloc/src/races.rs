@@ -13,7 +13,7 @@
 //! `race_period` (50 ms) the trace writer thread points it at a random
 //! 8-byte word of a candidate block (the last blocks taken on the sampling
 //! path, or a block the program named with `memtally_alloc::race_watch`)
-//! and enables it, for at most `race_window` (10 ms), then disables it:
+//! and enables it, for at most a window (10 ms), then disables it:
 //! one `IOC_MODIFY_ATTRIBUTES` each (a couple of microseconds), which
 //! reaches every thread's copy of the event. What stays is the event's
 //! copy in each new thread (about 13 µs more per thread started) and

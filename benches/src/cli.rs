@@ -114,6 +114,18 @@ pub struct Options {
     pub help: bool,
 }
 
+impl Options {
+    /// The names the runs are reported under, in order: the allocators,
+    /// then the variants (not the other code layouts' builds).
+    pub fn names_run(&self) -> Vec<&str> {
+        self.allocators
+            .iter()
+            .chain(self.variants.iter().map(|(name, _)| name))
+            .map(String::as_str)
+            .collect()
+    }
+}
+
 impl Default for Options {
     fn default() -> Self {
         Options {
@@ -236,12 +248,7 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Options, St
         }
     }
     // Without --baseline, a run without mimalloc just has no ratios.
-    let run: Vec<&str> = options
-        .allocators
-        .iter()
-        .chain(options.variants.iter().map(|(name, _)| name))
-        .map(String::as_str)
-        .collect();
+    let run = options.names_run();
     if baseline_given && !run.contains(&options.baseline.as_str()) {
         return Err(format!(
             "the baseline {:?} is not among the allocators run ({}); name it in --allocators or pick another --baseline",

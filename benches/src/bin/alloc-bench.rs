@@ -61,12 +61,36 @@ fn run(options: &Options) -> Result<bool, String> {
         build_workers(None)?;
         for layout in 0..options.layouts {
             for &build in &memtally_builds {
-                if layout > 0 || build == "unchecked" {
-                    build_workers(Some((&build_dir(&target, build, layout), build, layout)))?;
+                if let Some(own) = build_dir(&target, build, layout) {
+                    build_workers(Some((&own, build, layout)))?;
                 }
             }
         }
     }
+    // A worker's binary: in a target directory of its own for a build with
+    // flags of its own, else beside this executable.
+    let locate = |a: &str, layout: usize| -> Result<PathBuf, String> {
+        let own = build_dir(&target, a, layout);
+        let path = match &own {
+            Some(own) => own.join(&profile).join(worker_file("memtally")),
+            None => dir.join(worker_file(a)),
+        };
+        if path.is_file() {
+            return Ok(path);
+        }
+        let how = match &own {
+            Some(own) => format!(
+                "RUSTFLAGS='{}' CARGO_TARGET_DIR={} cargo build --release -p memtally-benches --bin mt-bench-memtally",
+                build_flags(a, layout),
+                own.display()
+            ),
+            None => "cargo build --release -p memtally-benches --bins".to_string(),
+        };
+        Err(format!(
+            "worker {} not found; build it with `{how}`",
+            path.display()
+        ))
+    };
     // (name, worker, MEMTALLY for a --variant)
     let mut workers: Vec<(String, PathBuf, Option<&str>)> = Vec::new();
     for a in &options.allocators {
@@ -76,42 +100,11 @@ fn run(options: &Options) -> Result<bool, String> {
             1
         };
         for layout in 0..layouts {
-            let path = if a == "memtally" && layout == 0 {
-                dir.join(format!("mt-bench-memtally{}", env::consts::EXE_SUFFIX))
-            } else if cli::is_memtally_build(a) {
-                build_dir(&target, a, layout)
-                    .join(&profile)
-                    .join(format!("mt-bench-memtally{}", env::consts::EXE_SUFFIX))
-            } else {
-                dir.join(format!("mt-bench-{a}{}", env::consts::EXE_SUFFIX))
-            };
-            if !path.is_file() {
-                let how = if cli::is_memtally_build(a) && (layout > 0 || a == "unchecked") {
-                    format!(
-                        "RUSTFLAGS='{}' CARGO_TARGET_DIR={} cargo build --release -p memtally-benches --bin mt-bench-memtally",
-                        build_flags(a, layout),
-                        build_dir(&target, a, layout).display()
-                    )
-                } else {
-                    "cargo build --release -p memtally-benches --bins".to_string()
-                };
-                return Err(format!(
-                    "worker {} not found; build it with `{how}`",
-                    path.display()
-                ));
-            }
-            workers.push((cli::layout_name(a, layout), path, None));
+            workers.push((cli::layout_name(a, layout), locate(a, layout)?, None));
         }
     }
-    let memtally_worker = dir.join(format!("mt-bench-memtally{}", env::consts::EXE_SUFFIX));
     for (name, settings) in &options.variants {
-        if !memtally_worker.is_file() {
-            return Err(format!(
-                "worker {} (for --variant {name}) not found; build it with `cargo build --release -p memtally-benches --bins`",
-                memtally_worker.display()
-            ));
-        }
-        workers.push((name.clone(), memtally_worker.clone(), Some(settings)));
+        workers.push((name.clone(), locate("memtally", 0)?, Some(settings)));
     }
     let timeout = Duration::from_secs(options.timeout_secs);
     let total = options.workloads.len() * workers.len() * options.reps;
@@ -142,12 +135,7 @@ fn run(options: &Options) -> Result<bool, String> {
         }
     }
     let workload_names: Vec<&str> = options.workloads.iter().map(String::as_str).collect();
-    let allocator_names: Vec<&str> = options
-        .allocators
-        .iter()
-        .chain(options.variants.iter().map(|(name, _)| name))
-        .map(String::as_str)
-        .collect();
+    let allocator_names = options.names_run();
     let baseline = options.baseline.as_str();
     // The main table is layout 0's (the normal builds); the other layouts
     // only enter the table of ratios by layout.
@@ -254,16 +242,24 @@ fn build_flags(build: &str, layout: usize) -> String {
     flags.trim().to_string()
 }
 
-/// The target directory of memtally's `build` in code layout `layout`, in
-/// `target`: `target/unchecked` for the unchecked build in the normal
-/// layout, `target/layout-2` and `target/layout-2-unchecked` in layout 2.
-/// (The normal memtally build is the one beside this executable.)
-fn build_dir(target: &Path, build: &str, layout: usize) -> PathBuf {
+/// The target directory of its own that memtally's `build` in code layout
+/// `layout` is built in, in `target`: `target/unchecked` for the unchecked
+/// build in the normal layout, `target/layout-2` and
+/// `target/layout-2-unchecked` in layout 2; `None` for the normal memtally
+/// build and the other allocators, whose workers are beside this executable.
+fn build_dir(target: &Path, build: &str, layout: usize) -> Option<PathBuf> {
     match (build, layout) {
-        ("unchecked", 0) => target.join("unchecked"),
-        ("unchecked", k) => target.join(format!("layout-{k}-unchecked")),
-        (_, k) => target.join(format!("layout-{k}")),
+        ("unchecked", 0) => Some(target.join("unchecked")),
+        ("unchecked", k) => Some(target.join(format!("layout-{k}-unchecked"))),
+        ("memtally", 0) => None,
+        ("memtally", k) => Some(target.join(format!("layout-{k}"))),
+        _ => None,
     }
+}
+
+/// The file name of allocator `a`'s worker.
+fn worker_file(a: &str) -> String {
+    format!("mt-bench-{a}{}", env::consts::EXE_SUFFIX)
 }
 
 /// The directory holding this executable, where cargo also puts the workers.
