@@ -403,11 +403,11 @@ unsafe fn free_impl<const SIZED: bool>(
                 let b = p as *mut page::Block;
                 // SAFETY: `p` is a carved block start (below free_limit) of a
                 // page owned by this thread (the token matched).
-                if (used > 1) & !unsafe { page::is_freed(b) } {
+                if (used > 1) & !unsafe { page::is_freed(page, b) } {
                     // SAFETY: as above, and the block was in use (untagged).
                     unsafe {
                         (*b).next = page.local_free.get();
-                        page::tag_freed(b);
+                        page::tag_freed(page, b);
                     }
                     page.local_free.set(b);
                     page.used.set(used - 1);
@@ -456,7 +456,7 @@ fn free_other_thread<const SIZED: bool>(
             let b = p as *mut page::Block;
             // SAFETY: a carved block start of a page in use: its two words
             // are mapped.
-            if !unsafe { page::is_freed(b) } {
+            if !unsafe { page::is_freed(page, b) } {
                 if SIZED && !layout_fits(page, p, size, align) {
                     return layout_mismatch(p, size, align);
                 }
@@ -537,7 +537,7 @@ fn free_instrumented<const SIZED: bool>(
     let carved = (off < page.limit(family) as usize) & is_multiple(off as u64, page.magic.get());
     // SAFETY: below the limit and a multiple of the block size: a carved
     // block start, whose tag word is readable.
-    if !carved || unsafe { page::is_freed(p as *const page::Block) } {
+    if !carved || unsafe { page::is_freed(page, p as *const page::Block) } {
         return free_slow::<SIZED>(p, call, family, size, align);
     }
     if SIZED && !layout_fits(page, p, size, align) {
@@ -633,8 +633,12 @@ fn is_live(loc: &Located, p: *mut u8) -> bool {
         let page = unsafe { &(*loc.segment).pages[0] };
         return p == page.block_start.get() && page.used.get() != 0;
     }
-    // SAFETY: `locate` returned a carved block start of a page in use.
-    !unsafe { page::is_freed(loc.block as *const page::Block) }
+    // SAFETY: `locate` returned a live segment and a carved block start of
+    // a page in use.
+    unsafe {
+        let page = (*loc.segment).page_of(loc.block);
+        !page::is_freed(page, loc.block as *const page::Block)
+    }
 }
 
 /// The live segment `p` would belong to, if any; reports nothing.
@@ -658,13 +662,13 @@ fn live_segment_of(p: *mut u8) -> Option<&'static Segment> {
 fn free_last(heap: &Heap, page: &Page, p: *mut u8, call: &'static str) {
     let b = p as *mut page::Block;
     // SAFETY: `p` is a carved block start of a page this thread owns.
-    if unsafe { page::is_freed(b) } {
+    if unsafe { page::is_freed(page, b) } {
         return invalid_pointer(call, p, BadPointer::NotLive);
     }
     // SAFETY: as above, and the block was in use.
     unsafe {
         (*b).next = page.local_free.get();
-        page::tag_freed(b);
+        page::tag_freed(page, b);
     }
     page.local_free.set(b);
     let used = page.used.get() - 1;
@@ -848,7 +852,7 @@ fn count_free(heap: *mut Heap, size: usize) {
 fn free_remote(owner: *mut Heap, page: &Page, block: *mut u8) -> bool {
     let b = block as *mut page::Block;
     // SAFETY: `block` is a carved block start of a page in use (`locate`).
-    if unsafe { page::is_freed(b) } {
+    if unsafe { page::is_freed(page, b) } {
         return false;
     }
     push_remote(owner, page, b);
@@ -861,7 +865,7 @@ fn free_remote(owner: *mut Heap, page: &Page, block: *mut u8) -> bool {
 fn push_remote(owner: *mut Heap, page: &Page, b: *mut page::Block) {
     // SAFETY: the block is in use (caller), and this free makes it ours to
     // write.
-    unsafe { page::tag_freed(b) };
+    unsafe { page::tag_freed(page, b) };
     // SAFETY: `b` is an in-use block of `page`, freed once here.
     if unsafe { page::push_thread_free(page, b) } {
         // SAFETY: heaps are never freed, so the owner recorded in a segment

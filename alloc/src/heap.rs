@@ -443,7 +443,7 @@ impl Heap {
     /// when it is not in use (a double free, for the caller to report).
     pub fn free_local(&self, page: &Page, block: *mut u8) -> bool {
         // SAFETY: a carved block start of a page in use (caller).
-        if unsafe { page::is_freed(block as *const Block) } {
+        if unsafe { page::is_freed(page, block as *const Block) } {
             return false;
         }
         self.release_block(page, block);
@@ -460,7 +460,7 @@ impl Heap {
         // first word becomes the free-list link, its second its tag.
         unsafe {
             (*b).next = page.local_free.get();
-            page::tag_freed(b);
+            page::tag_freed(page, b);
         }
         page.local_free.set(b);
         let used = page.used.get() - 1;

@@ -13,24 +13,26 @@
 //! freed by other threads and waiting in `thread_free` (or on the heap's
 //! `delayed` list) still count as used until the owner collects them.
 //!
-//! Freed-block tags: a free block's second word holds its tag, three times
-//! its address (wrapping); handing the block out clears it. Every free reads
-//! the tag first, so freeing a block that is already free (twice by one
-//! thread, or split between the owner and other threads in any order) is
-//! caught at the call and never reaches a free list, where it would corrupt
-//! the links. The check costs a load and a store in a word the fast paths
-//! touch anyway (the block's own cache line): a liveness bitmap was tried
-//! first and cost 16% on the workload harness, one more cache line per call.
-//! It is exact except in two cases it cannot see: a program that writes
-//! into a block after freeing it, over the tag, and then frees it again;
-//! and two threads freeing one block at the same instant. A program storing
-//! exactly that value in the second word of a live block would be
-//! reported falsely; no value a program computes by accident is that: it is
-//! never zero, and for the addresses Linux maps segments at (above a third
-//! of the 47-bit user range) it is not a canonical pointer. It costs one
-//! `lea` to compute (an `xor` with a 64-bit constant cost two instructions,
-//! one of them ten bytes long). The tag is why the smallest block is 16
-//! bytes (class 0 is unused).
+//! Freed-block tags: a free block's second word holds its tag, the address
+//! of its page's metadata (this `Page`, in the segment header); handing the
+//! block out clears it. Every free reads the tag first, so freeing a block
+//! that is already free (twice by one thread, or split between the owner
+//! and other threads in any order) is caught at the call and never reaches
+//! a free list, where it would corrupt the links. The check costs a load
+//! and a store in a word the fast paths touch anyway (the block's own cache
+//! line): a liveness bitmap was tried first and cost 16% on the workload
+//! harness, one more cache line per call. It is exact except in two cases
+//! it cannot see: a program that writes into a block after freeing it,
+//! over the tag, and then frees it again; and two threads freeing one
+//! block at the same instant. A program storing exactly that value in the
+//! second word of a live block would be reported falsely; a program never
+//! holds the address of our metadata, which lies outside every block, so
+//! it can only store it by copying it out of a freed block. The free fast
+//! path has the page's address in a register already, so the tag costs no
+//! instruction to compute (three times the block's address, the tag until
+//! 2026-12-02, cost a `lea` on every free and two additions per block
+//! carved), and carving writes the same tag into every block. The tag is
+//! why the smallest block is 16 bytes (class 0 is unused).
 //!
 //! Full pages: a page with no free block leaves its size-class queue for the
 //! heap's full list, so the allocation slow path never scans it. To learn when
@@ -51,8 +53,8 @@ use core::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 pub struct Block {
     /// Next free block in the same list, or null.
     pub next: *mut Block,
-    /// Three times the block's address while the block is free; cleared
-    /// when it is handed out.
+    /// The address of the block's page while the block is free
+    /// ([`freed_tag`]); cleared when it is handed out.
     pub tag: u64,
 }
 
@@ -62,31 +64,32 @@ pub struct Block {
 /// code without them. Never for use: a double free then corrupts a list.
 pub const CHECKED: bool = !cfg!(memtally_unchecked);
 
-/// The tag of the free block at `b`.
+/// The tag of a free block of `page`: the page's own address.
 #[inline(always)]
-pub fn freed_tag(b: *const Block) -> u64 {
-    (b as u64).wrapping_mul(3)
+pub fn freed_tag(page: &Page) -> u64 {
+    page as *const Page as u64
 }
 
-/// Is the block at `b` (a carved block start) free? Reads its tag word.
+/// Is the block at `b` (a carved block start of `page`) free? Reads its tag
+/// word.
 ///
 /// # Safety
-/// `b` must be a block start of a page in use, below its capacity.
+/// `b` must be a block start of `page`, in use, below its capacity.
 #[inline(always)]
-pub unsafe fn is_freed(b: *const Block) -> bool {
+pub unsafe fn is_freed(page: &Page, b: *const Block) -> bool {
     // SAFETY: guaranteed by the caller: the block's two words are mapped.
-    CHECKED && unsafe { (*b).tag == freed_tag(b) }
+    CHECKED && unsafe { (*b).tag == freed_tag(page) }
 }
 
-/// Tags the block at `b` as free.
+/// Tags the block at `b` of `page` as free.
 ///
 /// # Safety
 /// As [`is_freed`], and the block must be the caller's to write.
 #[inline(always)]
-pub unsafe fn tag_freed(b: *mut Block) {
+pub unsafe fn tag_freed(page: &Page, b: *mut Block) {
     if CHECKED {
         // SAFETY: guaranteed by the caller.
-        unsafe { (*b).tag = freed_tag(b) };
+        unsafe { (*b).tag = freed_tag(page) };
     }
 }
 
@@ -501,34 +504,17 @@ impl Page {
         unsafe {
             let first = self.block_start.get().add(capacity * bsize);
             let mut b = first;
-            if CHECKED {
-                // Link and tag advance by one and three block sizes from
-                // block to block: one pair of additions and one 16-byte
-                // store each (writing the link alone is an addition and an
-                // 8-byte store).
-                let mut words = [
-                    first as u64 + bsize as u64,
-                    freed_tag(first as *const Block),
-                ];
-                let step = [bsize as u64, 3 * bsize as u64];
-                for _ in 1..n {
-                    debug_assert_eq!(words[1], freed_tag(b as *const Block));
-                    (b as *mut [u64; 2]).write_unaligned(words);
-                    words = [
-                        words[0].wrapping_add(step[0]),
-                        words[1].wrapping_add(step[1]),
-                    ];
-                    b = b.add(bsize);
+            let tag = freed_tag(self);
+            for _ in 1..n {
+                let next = b.add(bsize);
+                (*(b as *mut Block)).next = next as *mut Block;
+                if CHECKED {
+                    (*(b as *mut Block)).tag = tag;
                 }
-            } else {
-                for _ in 1..n {
-                    let next = b.add(bsize);
-                    (*(b as *mut Block)).next = next as *mut Block;
-                    b = next;
-                }
+                b = next;
             }
             (*(b as *mut Block)).next = ptr::null_mut();
-            tag_freed(b as *mut Block);
+            tag_freed(self, b as *mut Block);
             self.free.set(first as *mut Block);
         }
         self.capacity.set((capacity + n) as u32);
@@ -744,15 +730,17 @@ mod tests {
         let b = pop(&page);
         // SAFETY: `b` is a carved block start of the page.
         unsafe {
-            assert!(is_freed(b), "a carved block is free until handed out");
+            assert!(
+                is_freed(&page, b),
+                "a carved block is free until handed out"
+            );
             untag(b);
-            assert!(!is_freed(b));
-            tag_freed(b);
-            assert!(is_freed(b));
-            // The tag is the block's own: another address does not match it.
-            let other = (b as *mut u8).add(32) as *mut Block;
-            (*other).tag = (*b).tag;
-            assert!(!is_freed(other));
+            assert!(!is_freed(&page, b));
+            tag_freed(&page, b);
+            assert!(is_freed(&page, b));
+            // The tag is the page's: another page's does not match it.
+            let other = page_over(&mut vec![0u64; 512], 32, 3);
+            assert!(!is_freed(&other, b));
         }
         assert!(page.is_carved(b as *mut u8));
         let uncarved = page

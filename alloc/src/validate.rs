@@ -316,7 +316,7 @@ fn walk(
         }
         seen[idx / 64] |= 1 << (idx % 64);
         // SAFETY: `b` is a carved block of this page (checked above).
-        if !unsafe { page::is_freed(b) } {
+        if !unsafe { page::is_freed(p, b) } {
             return fail("free block without its freed tag", b as usize, idx);
         }
         n += 1;
