@@ -267,64 +267,30 @@ fn listen(pid: i32) -> Result<i32, &'static str> {
 /// longer exist (killed before they could remove theirs), reading the
 /// directory with `getdents64` into a stack buffer (no allocation).
 fn remove_stale_sockets(dir: &[u8; wire::MAX_PATH + 1]) {
-    // SAFETY: a read-only open of our private directory.
-    let fd = unsafe {
-        libc::open(
-            dir.as_ptr().cast(),
-            libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC,
-        )
-    };
-    if fd < 0 {
+    let Ok(path) = core::ffi::CStr::from_bytes_until_nul(dir) else {
         return;
-    }
-    let mut buf = [0u64; 512];
-    loop {
-        // SAFETY: getdents64 writes at most the buffer's length.
-        let n = unsafe {
-            libc::syscall(
-                libc::SYS_getdents64,
-                fd,
-                buf.as_mut_ptr(),
-                core::mem::size_of_val(&buf),
-            )
-        };
-        if n <= 0 {
-            break;
-        }
-        // SAFETY: the kernel wrote `n` bytes of linux_dirent64 records.
-        let bytes = unsafe { core::slice::from_raw_parts(buf.as_ptr().cast::<u8>(), n as usize) };
-        let mut at = 0;
-        while at + 19 < bytes.len() {
-            // d_ino u64, d_off i64, d_reclen u16, d_type u8, d_name.
-            let reclen = usize::from(u16::from_ne_bytes([bytes[at + 16], bytes[at + 17]]));
-            if reclen == 0 || at + reclen > bytes.len() {
-                break;
+    };
+    crate::os::for_each_entry(path, |fd, name| {
+        if let Some(pid) = name
+            .strip_suffix(b".sock")
+            .and_then(|d| core::str::from_utf8(d).ok())
+            .and_then(|d| d.parse::<i32>().ok())
+            .filter(|&p| p > 0)
+        {
+            // SAFETY: kill with signal 0 only checks that the process
+            // exists.
+            let gone = unsafe { libc::kill(pid, 0) } != 0 && crate::os::errno() == libc::ESRCH;
+            if gone {
+                let mut file = [0u8; wire::MAX_PATH + 1];
+                file[..name.len().min(wire::MAX_PATH)]
+                    .copy_from_slice(&name[..name.len().min(wire::MAX_PATH)]);
+                // SAFETY: a NUL-terminated name relative to our own
+                // directory descriptor.
+                unsafe { libc::unlinkat(fd, file.as_ptr().cast(), 0) };
             }
-            let name = &bytes[at + 19..at + reclen];
-            let name = &name[..name.iter().position(|&b| b == 0).unwrap_or(name.len())];
-            if let Some(pid) = name
-                .strip_suffix(b".sock")
-                .and_then(|d| core::str::from_utf8(d).ok())
-                .and_then(|d| d.parse::<i32>().ok())
-                .filter(|&p| p > 0)
-            {
-                // SAFETY: kill with signal 0 only checks that the process
-                // exists.
-                let gone = unsafe { libc::kill(pid, 0) } != 0 && crate::os::errno() == libc::ESRCH;
-                if gone {
-                    let mut file = [0u8; wire::MAX_PATH + 1];
-                    file[..name.len().min(wire::MAX_PATH)]
-                        .copy_from_slice(&name[..name.len().min(wire::MAX_PATH)]);
-                    // SAFETY: a NUL-terminated name relative to our own
-                    // directory descriptor.
-                    unsafe { libc::unlinkat(fd, file.as_ptr().cast(), 0) };
-                }
-            }
-            at += reclen;
         }
-    }
-    // SAFETY: our own descriptor.
-    unsafe { libc::close(fd) };
+        true
+    });
 }
 
 /// Removes this process's socket file (at exit). Not in a forked child

@@ -288,6 +288,12 @@ pub fn now_us() -> u64 {
     clock_ns(libc::CLOCK_MONOTONIC) / 1000
 }
 
+/// Microseconds of CPU time the calling thread has used (a system call:
+/// the vDSO does not serve the thread clock).
+pub fn thread_cpu_us() -> u64 {
+    clock_ns(libc::CLOCK_THREAD_CPUTIME_ID) / 1000
+}
+
 /// The calling thread's `errno`.
 pub fn errno() -> i32 {
     // SAFETY: __errno_location always returns the calling thread's errno slot.
@@ -356,4 +362,70 @@ pub fn process_barrier() {
         }
     }
     sleep_ms(50);
+}
+
+/// Calls `f(dir, name)` for each entry of the directory `path` (`dir` its
+/// open descriptor, for `*at` calls; `name` without its NUL; `.` and `..`
+/// included) until `f` returns false. False when the directory cannot be
+/// opened. Reads it with `getdents64` into a stack buffer, where `readdir`
+/// would allocate.
+pub fn for_each_entry(path: &core::ffi::CStr, mut f: impl FnMut(i32, &[u8]) -> bool) -> bool {
+    // SAFETY: a read-only open of a NUL-terminated path.
+    let dir = unsafe {
+        libc::open(
+            path.as_ptr(),
+            libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC,
+        )
+    };
+    if dir < 0 {
+        return false;
+    }
+    let mut buf = [0u8; 4096];
+    'listing: loop {
+        // SAFETY: getdents64 writes at most `buf.len()` bytes into `buf`.
+        let got = unsafe { libc::syscall(libc::SYS_getdents64, dir, buf.as_mut_ptr(), buf.len()) };
+        if got <= 0 {
+            break;
+        }
+        let got = got as usize;
+        let mut at = 0;
+        while at + 19 < got {
+            // struct linux_dirent64: ino u64, off i64, reclen u16, type u8,
+            // then the NUL-terminated name.
+            let reclen = usize::from(u16::from_ne_bytes([buf[at + 16], buf[at + 17]]));
+            if reclen == 0 || at + reclen > got {
+                break;
+            }
+            let name = &buf[at + 19..at + reclen];
+            let name = &name[..name.iter().position(|&b| b == 0).unwrap_or(name.len())];
+            if !f(dir, name) {
+                break 'listing;
+            }
+            at += reclen;
+        }
+    }
+    // SAFETY: closes the descriptor opened above.
+    unsafe { libc::close(dir) };
+    true
+}
+
+/// Calls `f` with the id of every thread of the process; false when
+/// `/proc/self/task` cannot be read.
+pub fn for_each_thread(mut f: impl FnMut(i32)) -> bool {
+    for_each_entry(c"/proc/self/task", |_, name| {
+        if let Some(tid) = parse_decimal(name).and_then(|t| i32::try_from(t).ok()) {
+            f(tid);
+        }
+        true
+    })
+}
+
+/// A decimal number of at most 19 digits, nothing else.
+pub fn parse_decimal(s: &[u8]) -> Option<u64> {
+    if s.is_empty() || s.len() > 19 {
+        return None;
+    }
+    s.iter().try_fold(0u64, |v, &b| {
+        b.is_ascii_digit().then(|| v * 10 + u64::from(b - b'0'))
+    })
 }

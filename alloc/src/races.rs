@@ -3,21 +3,21 @@
 //! and only while recording: reports go into the trace, where symbolising
 //! tells atomic accesses apart.
 //!
-//! One `perf_event_open` breakpoint (`HW_BREAKPOINT_RW`, 8 bytes) is opened
-//! when the settings are read, inherited by every thread created after,
-//! with `sigtrap` so that an access traps synchronously in the accessing
-//! thread. Between windows it is disabled: an enabled watchpoint, even on
-//! a word nobody touches, is installed in the debug registers at every
-//! context switch of every thread, which cost up to 15% on thread-heavy
-//! workloads of the harness here (BENCHMARKS.md, "Race detector"). Every
-//! `race_period` (50 ms) the trace writer thread points it at a random
+//! Every `race_period` (50 ms) the trace writer thread picks a random
 //! 8-byte word of a candidate block (the last blocks taken on the sampling
 //! path, or a block the program named with `memtally_alloc::race_watch`)
-//! and enables it, for at most a window (10 ms), then disables it:
-//! one `IOC_MODIFY_ATTRIBUTES` each (a couple of microseconds), which
-//! reaches every thread's copy of the event. What stays is the event's
-//! copy in each new thread (about 13 µs more per thread started) and
-//! opening it once (25 µs to 23 ms here, the kernel's doing).
+//! and, for at most a window (10 ms), watches it: it opens one
+//! `perf_event_open` breakpoint (`HW_BREAKPOINT_RW`, 8 bytes, `sigtrap`, so
+//! that an access traps synchronously in the accessing thread) on each
+//! thread of the process, listed from `/proc/self/task` (a random 64 of
+//! them when there are more), and closes them when the window ends. About
+//! 20 µs an open here: 0.25-0.4 ms a window for eight threads, which the
+//! budget below pays for. Between windows the process has no event at
+//! all. An earlier design opened one event inherited by every thread
+//! created after: it cost each new thread a copy (10-15 µs a thread
+//! started), and every thread's context switches a perf context, 5% of
+//! the workload harness; and it could not see the threads that existed
+//! before it.
 //!
 //! The first thread to touch the word (A) traps after its access, reads the
 //! word, and stalls `race_stall` (80 µs, KCSAN's delay) with the watch still
@@ -33,23 +33,25 @@
 //! value. Each side records itself (error events `RACE_SECOND` from B, then
 //! `RACE_FIRST` from A, with the stack of the access), pairs already
 //! reported (by the two code addresses) are not reported again, and the
-//! watch is taken off after A's stall whatever happened: one trap and one
-//! stall per window at most.
+//! watch is taken off after A's stall whatever happened (A's handler
+//! disables each of the window's events, one `ioctl` each): one stall per
+//! window at most.
 //!
 //! A trap budget (`race_budget`, 1% of one core by default) sets the pace:
-//! the time spent in trap handlers during a window (A's stall, B's report)
-//! is charged to it, and the next window waits at least `race_period` and
+//! the time spent in trap handlers during a window (A's stall, B's report),
+//! and the writer's CPU time opening and closing the window's events, is
+//! charged to it, and the next window waits at least `race_period` and
 //! long enough that the windows' trap time stays within the budget of the
 //! time elapsed (a window that trapped for 80 µs under a 1% budget is
 //! followed by none for 8 ms; with a long `race_stall`, or `race_period`
 //! short, the budget is what limits the rate).
 //!
 //! Misses: races that do not overlap within the stall; words not watched
-//! (a sample); stack and global memory; threads that existed before the
-//! settings were read (the event is inherited by threads created after);
-//! programs that use the debug registers themselves (debuggers, rr). Where
-//! `perf_event_open` is refused (seccomp, `perf_event_paranoid` 3), it says
-//! so once and everything else runs on.
+//! (a sample); stack and global memory; threads started during a window
+//! (the next one sees them), and beyond 64 threads, those not drawn for a
+//! window; programs that use the debug registers themselves (debuggers,
+//! rr). Where `perf_event_open` is refused (seccomp, `perf_event_paranoid`
+//! 3), the first window says so once and everything else runs on.
 
 use core::ptr;
 use core::sync::atomic::{
@@ -71,11 +73,20 @@ static WINDOW_MS: AtomicU64 = AtomicU64::new(10);
 static STALL_US: AtomicU64 = AtomicU64::new(80);
 
 static ENABLED: AtomicBool = AtomicBool::new(false);
-/// The breakpoint event.
-static FD: AtomicI32 = AtomicI32::new(-1);
-/// The watched address (0: none: the event points at `IDLE`).
+/// Most threads watched in one window: a random subset of more.
+const MAX_WATCHED: usize = 64;
+/// The window's events, one per watched thread, the first `WATCHED` open.
+/// Only the writer opens and closes them; a trap handler may disable them.
+static WATCH_FDS: [AtomicI32; MAX_WATCHED] = [const { AtomicI32::new(-1) }; MAX_WATCHED];
+static WATCHED: AtomicUsize = AtomicUsize::new(0);
+/// Microseconds of CPU the writer spent opening, disabling and closing the
+/// current window's events (charged to the budget with its traps; CPU,
+/// not elapsed time: an open or close sometimes waits milliseconds in the
+/// kernel without using the CPU).
+static WINDOW_SETUP_US: AtomicU64 = AtomicU64::new(0);
+/// The watched address (0: none).
 static TARGET: AtomicU64 = AtomicU64::new(0);
-/// The word watched when nothing is: nobody reads or writes it.
+/// A word nobody reads or writes, for the warm-up to read.
 static IDLE: AtomicU64 = AtomicU64::new(0);
 /// When the current window ends, and when the next may start (ms).
 static WINDOW_END: AtomicU64 = AtomicU64::new(0);
@@ -123,8 +134,8 @@ static PREVIOUS: AtomicPtr<libc::sigaction> = AtomicPtr::new(ptr::null_mut());
 const PERF_TYPE_BREAKPOINT: u32 = 5;
 const HW_BREAKPOINT_RW: u32 = 3;
 const TRAP_PERF: i32 = 6;
-/// `_IOW('$', 11, __u64 *)`.
-const IOC_MODIFY_ATTRIBUTES: libc::c_ulong = 0x4008_240b;
+/// `_IO('$', 1)`.
+const IOC_DISABLE: libc::c_ulong = 0x2401;
 /// Marks our events' signals (`sig_data`).
 const SIG_DATA: u64 = 0x6d74_7261_6365;
 const FRAMES: usize = 32;
@@ -159,14 +170,12 @@ struct PerfEventAttr {
 
 const _: () = assert!(core::mem::size_of::<PerfEventAttr>() == 128);
 
-/// The flag bits we set: inherit, exclude_kernel, exclude_hv,
-/// inherit_thread, remove_on_exec, sigtrap.
-const FLAGS: u64 = (1 << 1) | (1 << 5) | (1 << 6) | (1 << 35) | (1 << 36) | (1 << 37);
+/// The flag bits we set: exclude_kernel, exclude_hv, remove_on_exec,
+/// sigtrap.
+const FLAGS: u64 = (1 << 5) | (1 << 6) | (1 << 36) | (1 << 37);
 
-/// The watchpoint's attributes: watching `addr`, enabled if `on` (else
-/// with the `disabled` bit, which `IOC_MODIFY_ATTRIBUTES` may change
-/// together with the address).
-fn attr(addr: u64, on: bool) -> PerfEventAttr {
+/// The watchpoint's attributes: watching `addr`, enabled.
+fn attr(addr: u64) -> PerfEventAttr {
     PerfEventAttr {
         type_: PERF_TYPE_BREAKPOINT,
         size: 128,
@@ -174,7 +183,7 @@ fn attr(addr: u64, on: bool) -> PerfEventAttr {
         sample_period: 1,
         sample_type: 0,
         read_format: 0,
-        flags: FLAGS | u64::from(!on),
+        flags: FLAGS,
         wakeup_events: 0,
         bp_type: HW_BREAKPOINT_RW,
         bp_addr: addr,
@@ -253,9 +262,12 @@ pub fn stats() -> RaceStats {
     }
 }
 
-/// Opens the breakpoint and installs the trap handler. `period_ms`,
-/// `window_ms`, `stall_us` and the budget (`budget_ppm` of one core) as
-/// the settings say. On a refusal, says so once and stays off.
+/// Installs the trap handler and turns the detector on; `period_ms`,
+/// `window_ms`, `stall_us` and the budget (`budget_ppm` of one core) as the
+/// settings say. Whether the kernel opens watchpoints is learnt at the
+/// first window, on the writer thread (see `arm`): the first open in a
+/// process took up to 23 ms here, which the program's own start must not
+/// wait for.
 pub fn configure(period_ms: u64, window_ms: u64, stall_us: u64, budget_ppm: u64) {
     if enabled() {
         return;
@@ -264,38 +276,31 @@ pub fn configure(period_ms: u64, window_ms: u64, stall_us: u64, budget_ppm: u64)
     PERIOD_MS.store(period_ms.max(1), Ordering::Relaxed);
     WINDOW_MS.store(window_ms.max(1), Ordering::Relaxed);
     STALL_US.store(stall_us, Ordering::Relaxed);
-    // Opened disabled: windows enable it (see `retarget`).
-    let a = attr(IDLE.as_ptr() as u64, false);
-    // SAFETY: perf_event_open reads `a` (128 bytes, the size it says).
-    let fd = unsafe {
-        libc::syscall(
-            libc::SYS_perf_event_open,
-            &a as *const PerfEventAttr,
-            0,
-            -1,
-            -1,
-            8, // PERF_FLAG_FD_CLOEXEC
-        )
-    } as i32;
-    if fd < 0 {
-        let e = crate::os::errno();
-        crate::report::warn(format_args!(
-            "races: perf_event_open refused a hardware watchpoint (errno {e}); race detection is off, the rest runs on"
-        ));
-        return;
-    }
     if !install_handler() {
-        // SAFETY: our own descriptor.
-        unsafe { libc::close(fd) };
         crate::report::warn(format_args!(
             "races: cannot install the SIGTRAP handler; race detection is off"
         ));
         return;
     }
     warm_up();
-    FD.store(fd, Ordering::Release);
     RNG.store(crate::record::clock::ticks() | 1, Ordering::Relaxed);
     ENABLED.store(true, Ordering::Release);
+}
+
+/// Opens the watchpoint `a` on thread `tid` (0: the caller); the
+/// descriptor, or -1 with errno set.
+fn open_event(a: &PerfEventAttr, tid: i32) -> i32 {
+    // SAFETY: perf_event_open reads `a` (128 bytes, the size it says).
+    unsafe {
+        libc::syscall(
+            libc::SYS_perf_event_open,
+            a as *const PerfEventAttr,
+            tid,
+            -1,
+            -1,
+            8, // PERF_FLAG_FD_CLOEXEC
+        ) as i32
+    }
 }
 
 /// Names a block to watch next (and in later windows, until another is
@@ -325,31 +330,105 @@ fn next_random() -> u64 {
     x
 }
 
-/// Points the breakpoint at `addr` and enables it, or with `addr` 0
-/// disables it (pointed at the idle word), in one `ioctl` that reaches the
-/// event of every thread.
-fn retarget(addr: u64) {
-    let fd = FD.load(Ordering::Acquire);
-    let a = if addr == 0 {
-        attr(IDLE.as_ptr() as u64, false)
-    } else {
-        attr(addr, true)
-    };
-    // SeqCst: pairs with the trap handler's claim of the stall (see `tick`).
-    TARGET.store(addr, Ordering::SeqCst);
-    // SAFETY: our descriptor; the ioctl reads `a`.
-    let rc = unsafe { libc::ioctl(fd, IOC_MODIFY_ATTRIBUTES, &a as *const PerfEventAttr) };
-    if rc < 0 && addr != 0 {
-        // A kernel that opened the event but will not move or enable it
-        // (the writer thread arms; a trap handler only disarms, and says
-        // nothing). The event stays disabled: no window, no cost.
+/// Watches `word` for a window: sets the target, then opens an enabled
+/// watchpoint on it in each thread of the process but the writer (a
+/// random `MAX_WATCHED` of them when there are more). A thread that exited
+/// meanwhile is skipped; a kernel that refuses every thread turns the
+/// detector off, with one line (so the first window is where a refusal is
+/// learnt).
+fn arm(word: u64) {
+    // SeqCst: pairs with `disarm` in a trap handler (see below).
+    TARGET.store(word, Ordering::SeqCst);
+    let me = tid();
+    let mut tids = [0i32; MAX_WATCHED];
+    let mut seen = 0usize;
+    crate::os::for_each_thread(|t| {
+        if t == me {
+            return;
+        }
+        // Reservoir sampling: each thread as likely to be drawn.
+        let slot = if seen < MAX_WATCHED {
+            seen
+        } else {
+            (next_random() % (seen as u64 + 1)) as usize
+        };
+        if slot < MAX_WATCHED {
+            tids[slot] = t;
+        }
+        seen += 1;
+    });
+    let a = attr(word);
+    let (mut refused, mut refusal) = (0, 0);
+    let drawn = &tids[..seen.min(MAX_WATCHED)];
+    for &t in drawn {
+        let fd = open_event(&a, t);
+        if fd < 0 {
+            let e = crate::os::errno();
+            if e != libc::ESRCH {
+                refused += 1;
+                refusal = e;
+            }
+            continue;
+        }
+        let i = WATCHED.load(Ordering::Relaxed);
+        WATCH_FDS[i].store(fd, Ordering::Relaxed);
+        // SeqCst, then the target's load, against the handler's store of
+        // the target, then its load of the count: either the handler sees
+        // this event and disables it, or this sees the window ended.
+        WATCHED.store(i + 1, Ordering::SeqCst);
+        if TARGET.load(Ordering::SeqCst) != word {
+            disable(fd);
+            break;
+        }
+    }
+    if refused > 0 && refused == drawn.len() {
+        // Seccomp, `perf_event_paranoid` 3, no breakpoint support: said
+        // once, and no window again.
         TARGET.store(0, Ordering::SeqCst);
         ENABLED.store(false, Ordering::Release);
-        let e = crate::os::errno();
         crate::report::warn(format_args!(
-            "races: the kernel refused to arm the watchpoint (errno {e}); race detection is off, the rest runs on"
+            "races: perf_event_open refused a hardware watchpoint (errno {refusal}); race detection is off, the rest runs on"
         ));
     }
+}
+
+/// Ends the watch: no target, every event of the window disabled. From the
+/// writer at the window's end, or a trap handler after its stall.
+fn disarm() {
+    TARGET.store(0, Ordering::SeqCst);
+    for fd in &WATCH_FDS[..WATCHED.load(Ordering::SeqCst)] {
+        disable(fd.load(Ordering::Relaxed));
+    }
+}
+
+fn disable(fd: i32) {
+    // SAFETY: one of the window's descriptors, open until `close_events`,
+    // which runs only when no handler can be here (see `tick`).
+    unsafe { libc::ioctl(fd, IOC_DISABLE, 0) };
+}
+
+/// Closes the window's events (the writer, once no trap handler is in its
+/// stall).
+fn close_events() {
+    let n = WATCHED.swap(0, Ordering::SeqCst);
+    for fd in &WATCH_FDS[..n] {
+        let fd = fd.swap(-1, Ordering::Relaxed);
+        if fd >= 0 {
+            // SAFETY: the window's descriptor, ours, closed once.
+            unsafe { libc::close(fd) };
+        }
+    }
+}
+
+/// In a forked child: the window's descriptors are the parent's events.
+/// Closing the child's copies leaves them to the parent (disabling them
+/// would not); the child's own windows start afresh.
+pub fn after_fork_child() {
+    close_events();
+    TARGET.store(0, Ordering::SeqCst);
+    STALLED.store(0, Ordering::Relaxed);
+    WINDOW_START_US.store(0, Ordering::Relaxed);
+    NEXT_WINDOW.store(0, Ordering::Relaxed);
 }
 
 /// Called by the trace writer thread every round: ends a window that is
@@ -365,14 +444,17 @@ pub fn tick() {
             if now < WINDOW_END.load(Ordering::Relaxed) || STALLED.load(Ordering::Acquire) != 0 {
                 return;
             }
-            retarget(0);
+            let t = crate::os::thread_cpu_us();
+            disarm();
+            WINDOW_SETUP_US.fetch_add(crate::os::thread_cpu_us() - t, Ordering::Relaxed);
         }
         // A stall still on (one that took the watch off itself, or a trap
-        // that passed its target check before the retarget above and
+        // that passed its target check before the disarm above and
         // claimed the stall since) is charged to this window when it
         // ends: its handler counts its time before releasing the stall.
-        // A trap claiming the stall after this load sees the retarget and
-        // gives it up (both sides store, then load, in one SeqCst order).
+        // A trap claiming the stall after this load sees no target and
+        // gives it up (both sides store, then load, in one SeqCst order),
+        // so no handler uses the events `end_window` closes.
         if STALLED.load(Ordering::SeqCst) != 0 {
             return;
         }
@@ -414,17 +496,25 @@ pub fn tick() {
     WINDOW_TRAP_US.store(TRAP_US.load(Ordering::Relaxed), Ordering::Relaxed);
     WINDOW_START_US.store(crate::os::now_us().max(1), Ordering::Relaxed);
     WINDOWS.fetch_add(1, Ordering::Relaxed);
-    retarget(word);
+    let cpu = crate::os::thread_cpu_us();
+    arm(word);
+    WINDOW_SETUP_US.store(crate::os::thread_cpu_us() - cpu, Ordering::Relaxed);
 }
 
 /// Schedules the next window after the one that started at
-/// `WINDOW_START_US`: `race_period` after it at the soonest, and late enough
-/// that its trap time is within the budget of the time since it started.
+/// `WINDOW_START_US`, whose events it closes: `race_period` after it at
+/// the soonest, and late enough that its cost (trap time, and the writer's
+/// CPU time opening, disabling and closing its events) is within the budget of
+/// the time since it started.
 fn end_window(now_ms: u64) {
+    let t = crate::os::thread_cpu_us();
+    close_events();
+    let setup_us = WINDOW_SETUP_US.load(Ordering::Relaxed) + (crate::os::thread_cpu_us() - t);
     let start_us = WINDOW_START_US.swap(0, Ordering::Relaxed);
     let cost_us = TRAP_US
         .load(Ordering::Relaxed)
-        .saturating_sub(WINDOW_TRAP_US.load(Ordering::Relaxed));
+        .saturating_sub(WINDOW_TRAP_US.load(Ordering::Relaxed))
+        + setup_us;
     let budget_ppm = BUDGET_PPM.load(Ordering::Relaxed);
     // cost / (time to the next window) <= budget.
     let paid_until_ms = (start_us + cost_us.saturating_mul(1_000_000) / budget_ppm) / 1000;
@@ -458,8 +548,9 @@ extern "C" fn on_trap(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut li
     }
     let target = TARGET.load(Ordering::Acquire);
     if target == 0 || addr != target {
-        // A trap of ours from before a retarget (the probe saw one), or a
-        // program's own watchpoint on another word.
+        // A trap of ours after its window ended (a thread that touched the
+        // word as it was disarmed), or a program's own watchpoint on
+        // another word.
         return;
     }
     let entered = crate::os::now_us();
@@ -537,7 +628,7 @@ fn first_access(target: u64, ctx: *mut libc::c_void) {
         }
     }
     // One stall per window: the watch comes off now.
-    retarget(0);
+    disarm();
     // Only a race whose other side B recorded (B commits to it when either
     // access wrote and the pair is new): a B that waited in vain for A's
     // side (A held up past B's wait, in a system call of its own, on a

@@ -5,7 +5,9 @@
 //! when the trace is read; with long stalls and no wait between windows,
 //! the trap budget keeps the detector's time near 1% of a core. Each
 //! scenario is a child process (this binary again) recording itself;
-//! skipped, and said so, where `perf_event_open` is refused.
+//! skipped, and said so, where `perf_event_open` is refused. Where a
+//! seccomp filter refuses it, the detector says so once and the program
+//! and its trace go on.
 
 use memtally_alloc::MemTally;
 use memtally_profiler::{Analysis, Symbolizer, errors};
@@ -135,6 +137,59 @@ fn scenario(name: &str) {
     black_box(());
 }
 
+/// Makes `perf_event_open` fail with `EACCES` in the child `cmd` starts
+/// (a seccomp filter, as a container's default profile does).
+fn refuse_perf_event_open(cmd: &mut Command) {
+    use std::os::unix::process::CommandExt;
+    const RET_ERRNO: u32 = 0x0005_0000;
+    const RET_ALLOW: u32 = 0x7fff_0000;
+    // Load the system call number; if it is perf_event_open, fail with
+    // EACCES; else allow.
+    let filter = [
+        libc::sock_filter {
+            code: 0x20,
+            jt: 0,
+            jf: 0,
+            k: 0,
+        },
+        libc::sock_filter {
+            code: 0x15,
+            jt: 0,
+            jf: 1,
+            k: libc::SYS_perf_event_open as u32,
+        },
+        libc::sock_filter {
+            code: 0x06,
+            jt: 0,
+            jf: 0,
+            k: RET_ERRNO | libc::EACCES as u32,
+        },
+        libc::sock_filter {
+            code: 0x06,
+            jt: 0,
+            jf: 0,
+            k: RET_ALLOW,
+        },
+    ];
+    // SAFETY: between fork and exec the hook makes two prctl calls on a
+    // filter that outlives them (moved into the closure), and allocates
+    // nothing.
+    unsafe {
+        cmd.pre_exec(move || {
+            let prog = libc::sock_fprog {
+                len: filter.len() as u16,
+                filter: filter.as_ptr() as *mut libc::sock_filter,
+            };
+            if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0
+                || libc::prctl(libc::PR_SET_SECCOMP, libc::SECCOMP_MODE_FILTER, &prog) != 0
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
 fn main() {
     if let Ok(name) = std::env::var("RACES_SCENARIO") {
         scenario(&name);
@@ -164,6 +219,38 @@ fn main() {
         let (trace, err, _) = run_with(name, "race_period=5");
         (trace, err)
     };
+    // Refused by a seccomp filter: one line, then the program runs on and
+    // its trace is whole.
+    let trace = dir.path().join("refused.mtt");
+    let mut cmd = Command::new(&me);
+    cmd.env("RACES_SCENARIO", "mutex").env(
+        "MEMTALLY",
+        format!("mode=full,out={},races=on,race_period=5", trace.display()),
+    );
+    refuse_perf_event_open(&mut cmd);
+    let out = cmd.output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "refused: {out:?}");
+    assert_eq!(
+        err.matches("memtally: races: perf_event_open refused a hardware watchpoint (errno 13); race detection is off, the rest runs on").count(),
+        1,
+        "refused: {err}"
+    );
+    let analysis = Analysis::open(&trace).unwrap();
+    assert!(
+        matches!(
+            analysis.ending,
+            memtally_profiler::Ending::Complete {
+                clean_exit: true,
+                ..
+            }
+        ),
+        "refused: {err}"
+    );
+    let allocations = analysis.model.totals().counters.allocations;
+    assert!(allocations > 0, "refused: an empty trace: {err}");
+    println!("races refused: said once, the trace recorded");
+
     let (trace, err) = run("racy");
     if err.contains("perf_event_open refused") {
         println!("races: skipped, perf_event_open is refused here: {err}");

@@ -108,7 +108,7 @@ impl World {
         for _ in 0..ROUNDS {
             let mut added = 0;
             let mut full = false;
-            let ok = for_each_thread(|tid| {
+            let ok = crate::os::for_each_thread(|tid| {
                 if tid == me
                     || slots
                         .as_slice()
@@ -295,56 +295,5 @@ fn gettid() -> i32 {
 
 fn count_threads() -> Option<usize> {
     let mut n = 0;
-    for_each_thread(|_| n += 1).then_some(n)
-}
-
-/// Calls `f` with the id of every thread of the process; false when
-/// `/proc/self/task` cannot be read. Reads the directory with `getdents64`
-/// into a stack buffer (`readdir` would allocate).
-fn for_each_thread(mut f: impl FnMut(i32)) -> bool {
-    // SAFETY: a read-only open of a procfs directory.
-    let fd = unsafe {
-        libc::open(
-            c"/proc/self/task".as_ptr(),
-            libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC,
-        )
-    };
-    if fd < 0 {
-        return false;
-    }
-    let mut buf = [0u8; 4096];
-    loop {
-        // SAFETY: getdents64 writes at most `buf.len()` bytes into `buf`.
-        let got = unsafe { libc::syscall(libc::SYS_getdents64, fd, buf.as_mut_ptr(), buf.len()) };
-        if got <= 0 {
-            break;
-        }
-        let mut off = 0usize;
-        while off + 19 < got as usize {
-            // linux_dirent64: d_ino u64, d_off i64, d_reclen u16, d_type u8,
-            // then the NUL-terminated name.
-            let reclen = u16::from_ne_bytes([buf[off + 16], buf[off + 17]]) as usize;
-            if reclen == 0 {
-                break;
-            }
-            let name = &buf[off + 19..(off + reclen).min(got as usize)];
-            let mut tid: i32 = 0;
-            let mut digits = 0;
-            for &b in name.iter().take_while(|&&b| b != 0) {
-                if !b.is_ascii_digit() {
-                    digits = 0;
-                    break;
-                }
-                tid = tid.saturating_mul(10).saturating_add(i32::from(b - b'0'));
-                digits += 1;
-            }
-            if digits > 0 {
-                f(tid);
-            }
-            off += reclen;
-        }
-    }
-    // SAFETY: closes the descriptor opened above.
-    unsafe { libc::close(fd) };
-    true
+    crate::os::for_each_thread(|_| n += 1).then_some(n)
 }

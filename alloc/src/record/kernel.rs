@@ -106,64 +106,35 @@ impl Sampler {
 
 /// Fills `out` with the non-zero levels of the process's descriptors.
 fn current_levels(out: &mut [Level]) -> usize {
-    // SAFETY: a NUL-terminated path; the descriptor is closed below.
-    let dir = unsafe {
-        libc::open(
-            c"/proc/self/fd".as_ptr(),
-            libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC,
-        )
-    };
-    if dir < 0 {
-        return 0;
-    }
     let mut n = 0;
     let mut seen = 0;
     // Packet sockets: (inode, descriptor).
     let mut ring_sockets = [(0u64, 0u32); MAX_RING_SOCKETS];
     let mut rings = 0;
-    let mut buf = [0u8; 4096];
-    'listing: loop {
-        // SAFETY: getdents64 writes at most `buf.len()` bytes into `buf`.
-        let got = unsafe { libc::syscall(libc::SYS_getdents64, dir, buf.as_mut_ptr(), buf.len()) };
-        if got <= 0 {
-            break;
+    crate::os::for_each_entry(c"/proc/self/fd", |dir, name| {
+        let Some(fd) = parse_u32(name) else {
+            return true;
+        };
+        if fd as c_int == dir {
+            return true;
         }
-        let mut at = 0;
-        while at + 19 < got as usize {
-            // struct linux_dirent64: ino u64, off i64, reclen u16, type u8,
-            // then the NUL-terminated name.
-            let reclen = u16::from_ne_bytes([buf[at + 16], buf[at + 17]]) as usize;
-            if reclen == 0 || at + reclen > got as usize {
-                break;
-            }
-            let name = &buf[at + 19..at + reclen];
-            let name = &name[..name.iter().position(|&b| b == 0).unwrap_or(name.len())];
-            at += reclen;
-            let Some(fd) = parse_u32(name) else {
-                continue;
-            };
-            if fd as c_int == dir {
-                continue;
-            }
-            seen += 1;
-            if seen > MAX_FDS || n == out.len() {
-                break 'listing;
-            }
-            let (level, packet_inode) = level_of(dir, name, fd);
-            if let Some(level) = level {
-                out[n] = level;
-                n += 1;
-            }
-            if let Some(inode) = packet_inode
-                && rings < MAX_RING_SOCKETS
-            {
-                ring_sockets[rings] = (inode, fd);
-                rings += 1;
-            }
+        seen += 1;
+        if seen > MAX_FDS || n == out.len() {
+            return false;
         }
-    }
-    // SAFETY: our descriptor.
-    unsafe { libc::close(dir) };
+        let (level, packet_inode) = level_of(dir, name, fd);
+        if let Some(level) = level {
+            out[n] = level;
+            n += 1;
+        }
+        if let Some(inode) = packet_inode
+            && rings < MAX_RING_SOCKETS
+        {
+            ring_sockets[rings] = (inode, fd);
+            rings += 1;
+        }
+        true
+    });
     if rings > 0 {
         let mut sizes = [0u64; MAX_RING_SOCKETS];
         mapped_sockets(&ring_sockets[..rings], &mut sizes);
@@ -421,12 +392,7 @@ fn parse_u32(s: &[u8]) -> Option<u32> {
 }
 
 fn parse_u64(s: &[u8]) -> Option<u64> {
-    if s.is_empty() || s.len() > 19 {
-        return None;
-    }
-    s.iter().try_fold(0u64, |v, &b| {
-        b.is_ascii_digit().then(|| v * 10 + u64::from(b - b'0'))
-    })
+    crate::os::parse_decimal(s)
 }
 
 #[cfg(test)]

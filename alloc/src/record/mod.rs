@@ -1064,6 +1064,7 @@ static FINISH_AT_EXIT: extern "C" fn() = at_exit;
 /// child when children are followed, else stops.
 pub fn after_fork_child(current: *mut Heap) {
     writer::after_fork_child();
+    crate::races::after_fork_child();
     FORKED.store(true, Ordering::Relaxed);
     // A client's recording is of the parent: the child does not go on
     // with it.
