@@ -10,7 +10,8 @@
 //! `perf_event_open` breakpoint (`HW_BREAKPOINT_RW`, 8 bytes, `sigtrap`, so
 //! that an access traps synchronously in the accessing thread) on each
 //! thread of the process, listed from `/proc/self/task` (a random 64 of
-//! them when there are more), and closes them when the window ends. About
+//! them when there are more, and no more than a quarter of the descriptors
+//! the process may still open), and closes them when the window ends. About
 //! 20 µs an open here: 0.25-0.4 ms a window for eight threads, which the
 //! budget below pays for. Between windows the process has no event at
 //! all. An earlier design opened one event inherited by every thread
@@ -332,14 +333,16 @@ fn next_random() -> u64 {
 
 /// Watches `word` for a window: sets the target, then opens an enabled
 /// watchpoint on it in each thread of the process but the writer (a
-/// random `MAX_WATCHED` of them when there are more). A thread that exited
-/// meanwhile is skipped; a kernel that refuses every thread turns the
+/// random `MAX_WATCHED` of them when there are more, fewer when the
+/// process is near its descriptor limit). A thread that exited meanwhile
+/// is skipped; a kernel that refuses every thread turns the
 /// detector off, with one line (so the first window is where a refusal is
 /// learnt).
 fn arm(word: u64) {
     // SeqCst: pairs with `disarm` in a trap handler (see below).
     TARGET.store(word, Ordering::SeqCst);
     let me = tid();
+    let cap = descriptor_room().min(MAX_WATCHED);
     let mut tids = [0i32; MAX_WATCHED];
     let mut seen = 0usize;
     crate::os::for_each_thread(|t| {
@@ -347,24 +350,36 @@ fn arm(word: u64) {
             return;
         }
         // Reservoir sampling: each thread as likely to be drawn.
-        let slot = if seen < MAX_WATCHED {
+        let slot = if seen < cap {
             seen
         } else {
             (next_random() % (seen as u64 + 1)) as usize
         };
-        if slot < MAX_WATCHED {
+        if slot < cap {
             tids[slot] = t;
         }
         seen += 1;
     });
     let a = attr(word);
     let (mut refused, mut refusal) = (0, 0);
-    let drawn = &tids[..seen.min(MAX_WATCHED)];
+    let drawn = &tids[..seen.min(cap)];
     for &t in drawn {
         let fd = open_event(&a, t);
         if fd < 0 {
+            // A thread that exited meanwhile, one whose debug registers
+            // are taken (a debugger), no memory or descriptors now: the
+            // next window tries again. The rest say the kernel will not.
             let e = crate::os::errno();
-            if e != libc::ESRCH {
+            if matches!(
+                e,
+                libc::EACCES
+                    | libc::EPERM
+                    | libc::ENOSYS
+                    | libc::EINVAL
+                    | libc::ENOENT
+                    | libc::ENODEV
+                    | libc::EOPNOTSUPP
+            ) {
                 refused += 1;
                 refusal = e;
             }
@@ -390,6 +405,29 @@ fn arm(word: u64) {
             "races: perf_event_open refused a hardware watchpoint (errno {refusal}); race detection is off, the rest runs on"
         ));
     }
+}
+
+/// How many descriptors a window may hold: a quarter of those the process
+/// may still open (`RLIMIT_NOFILE` less those open now), so that a program
+/// near its limit does not find one missing because a window holds it.
+fn descriptor_room() -> usize {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes the struct it is given.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return 0;
+    }
+    let mut open = 0u64;
+    let listed = crate::os::for_each_entry(c"/proc/self/fd", |_, name| {
+        open += u64::from(name.first().is_some_and(u8::is_ascii_digit));
+        true
+    });
+    if !listed {
+        return 0;
+    }
+    usize::try_from(limit.rlim_cur.saturating_sub(open) / 4).unwrap_or(usize::MAX)
 }
 
 /// Ends the watch: no target, every event of the window disabled. From the

@@ -7,7 +7,8 @@
 //! scenario is a child process (this binary again) recording itself;
 //! skipped, and said so, where `perf_event_open` is refused. Where a
 //! seccomp filter refuses it, the detector says so once and the program
-//! and its trace go on.
+//! and its trace go on; at its descriptor limit, a program's opens never
+//! fail for the descriptors a window holds.
 
 use memtally_alloc::MemTally;
 use memtally_profiler::{Analysis, Symbolizer, errors};
@@ -107,6 +108,37 @@ fn scenario(name: &str) {
             let a = Arc::new(AtomicU64::new(0));
             memtally_alloc::race_watch(Arc::as_ptr(&a), 8);
             two_threads(true, move |t, i| atomic_store(&a, (t << 40) | i));
+        }
+        "fd_limit" => {
+            // Every descriptor the process may open (64, see main) taken
+            // but two: the program opens and closes one all along, beside
+            // two racing threads, and a window must not take the other.
+            let mut held = Vec::new();
+            while let Ok(f) = std::fs::File::open("/dev/null") {
+                held.push(f);
+            }
+            held.truncate(held.len().saturating_sub(2));
+            let word = Box::into_raw(Box::new([0u64; 8])) as *mut u64;
+            memtally_alloc::race_watch(word, 8);
+            let addr = word as usize;
+            let opener = std::thread::spawn(|| {
+                let start = Instant::now();
+                let (mut opened, mut failed) = (0, 0);
+                while start.elapsed() < RUN_FOR {
+                    match std::fs::File::open("/dev/null") {
+                        Ok(_) => opened += 1,
+                        Err(_) => failed += 1,
+                    }
+                    std::thread::sleep(Duration::from_micros(200));
+                }
+                (opened, failed)
+            });
+            two_threads(false, move |t, i| {
+                racy_store(addr as *mut u64, (t << 40) | i)
+            });
+            let (opened, failed) = opener.join().unwrap();
+            println!("opens {opened} {failed}");
+            drop(held);
         }
         "budget" => {
             let word = Box::into_raw(Box::new([0u64; 8])) as *mut u64;
@@ -250,6 +282,47 @@ fn main() {
     let allocations = analysis.model.totals().counters.allocations;
     assert!(allocations > 0, "refused: an empty trace: {err}");
     println!("races refused: said once, the trace recorded");
+
+    // Near the descriptor limit, windows take none of the program's last
+    // descriptors.
+    let trace = dir.path().join("fd_limit.mtt");
+    let mut cmd = Command::new(&me);
+    cmd.env("RACES_SCENARIO", "fd_limit").env(
+        "MEMTALLY",
+        format!("mode=full,out={},races=on,race_period=5", trace.display()),
+    );
+    // SAFETY: one setrlimit call between fork and exec.
+    unsafe {
+        use std::os::unix::process::CommandExt;
+        cmd.pre_exec(|| {
+            let limit = libc::rlimit {
+                rlim_cur: 64,
+                rlim_max: 64,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let out = cmd.output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "fd_limit: {out:?}");
+    let opens: Vec<u64> = stdout
+        .trim()
+        .strip_prefix("opens ")
+        .unwrap_or_else(|| panic!("fd_limit: {out:?}"))
+        .split(' ')
+        .map(|n| n.parse().unwrap())
+        .collect();
+    assert!(
+        opens[0] > 100 && opens[1] == 0,
+        "fd_limit: {opens:?} {out:?}"
+    );
+    println!(
+        "races fd_limit: {} opens beside the windows at the descriptor limit, none refused",
+        opens[0]
+    );
 
     let (trace, err) = run("racy");
     if err.contains("perf_event_open refused") {
