@@ -29,9 +29,11 @@
 //! write, inferred from the value: A wrote if the word changed since the
 //! watch was armed, B if it changed during A's stall; when neither changed
 //! it, nothing is reported (two reads, or writes of the same value). A side
-//! whose value did not change is reported as an `access`: x86 watchpoints
+//! whose value did not change is recorded as an `access`: x86 watchpoints
 //! do not say read or write, and two writes landing together leave one
-//! value. Each side records itself (error events `RACE_SECOND` from B, then
+//! value. Reading the trace, the profiler decodes that side's instruction
+//! from the module's file and says `read` or `write` (profiler's
+//! `access.rs`). Each side records itself (error events `RACE_SECOND` from B, then
 //! `RACE_FIRST` from A, with the stack of the access), pairs already
 //! reported (by the two code addresses) are not reported again, and the
 //! watch is taken off after A's stall whatever happened (A's handler

@@ -41,6 +41,7 @@
 
 #![deny(missing_docs)]
 
+pub mod access;
 mod clock;
 mod error;
 pub mod errors;

@@ -34,6 +34,12 @@ fn racy_store(p: *mut u64, v: u64) {
 }
 
 #[inline(never)]
+fn racy_load(p: *const u64) -> u64 {
+    // SAFETY: as `racy_store`: the other side of the planted race.
+    unsafe { std::ptr::read_volatile(p) }
+}
+
+#[inline(never)]
 fn locked_store(m: &Mutex<u64>, v: u64) {
     *m.lock().unwrap() = v;
 }
@@ -93,6 +99,18 @@ fn scenario(name: &str) {
             let addr = word as usize;
             two_threads(true, move |t, i| {
                 racy_store(addr as *mut u64, (t << 40) | i)
+            });
+        }
+        "read_write" => {
+            let word = Box::into_raw(Box::new([0u64; 8])) as *mut u64;
+            memtally_alloc::race_watch(word, 8);
+            let addr = word as usize;
+            two_threads(true, move |t, i| {
+                if t == 0 {
+                    racy_store(addr as *mut u64, i);
+                } else {
+                    black_box(racy_load(addr as *const u64));
+                }
             });
         }
         "mutex" => {
@@ -380,6 +398,30 @@ fn main() {
     let (trace, err) = run("racy_held");
     racy(&trace, &err);
     println!("races racy_held: each side held up in turn, then the race reported whole");
+
+    // One thread reads, the other writes: the reading side's value never
+    // changes, so only its decoded instruction says it read.
+    let (trace, err) = run("read_write");
+    let r = report(&trace);
+    assert_eq!(r.groups.len(), 1, "read_write: {err} {:?}", r.groups);
+    let g = &r.groups[0];
+    let other = g.race.as_ref().expect("the other side");
+    let mut sides = [
+        (g.call.as_str(), functions(&g.site)),
+        (other.call.as_str(), functions(&other.site)),
+    ];
+    sides.sort_by_key(|s| s.0);
+    assert_eq!(sides[0].0, "read", "read_write: {sides:?}");
+    assert!(
+        sides[0].1.iter().any(|f| f.ends_with("racy_load")),
+        "{sides:?}"
+    );
+    assert_eq!(sides[1].0, "write", "read_write: {sides:?}");
+    assert!(
+        sides[1].1.iter().any(|f| f.ends_with("racy_store")),
+        "{sides:?}"
+    );
+    println!("races read_write: the load told as a read by its instruction, the store as a write");
 
     // The same stores under a mutex: nothing.
     let (trace, err) = run("mutex");

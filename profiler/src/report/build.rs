@@ -606,6 +606,7 @@ fn error_reports(
     one: impl Fn(&mut SiteBuilder<'_>, &crate::model::MemoryError) -> ErrorReport,
 ) -> Vec<ErrorReport> {
     use memtally_alloc::trace::error::{RACE_FIRST, RACE_SECOND};
+    let mut code = crate::access::CodeReader::default();
     let mut out = Vec::new();
     let mut paired = vec![false; errors.len()];
     for (i, e) in errors.iter().enumerate() {
@@ -635,10 +636,32 @@ fn error_reports(
         };
         if matches!(e.error, RACE_FIRST | RACE_SECOND) {
             r.atomic = in_atomic(&r.site) || r.race.as_ref().is_some_and(|o| in_atomic(&o.site));
+            decode_access(&mut code, &mut r.call, &r.site);
+            if let Some(o) = r.race.as_mut() {
+                decode_access(&mut code, &mut o.call, &o.site);
+            }
         }
         out.push(r);
     }
     out
+}
+
+/// A race side recorded as an `access` (its value did not change, so the
+/// recorder could not tell a read from a write of the same value) becomes
+/// a `read` or a `write` when its instruction, at the inner end of `site`,
+/// can be read from the module's file and decoded.
+fn decode_access(code: &mut crate::access::CodeReader, call: &mut String, site: &SiteReport) {
+    if call != "access" {
+        return;
+    }
+    let Some(frame) = site.frames.first() else {
+        return;
+    };
+    if let (Some(module), Some(addr)) = (&frame.module, frame.module_offset)
+        && let Some(access) = code.access(module, addr)
+    {
+        *call = access.call().to_owned();
+    }
 }
 
 /// Is the access at the inner end of `site` an atomic operation, by its
