@@ -347,7 +347,7 @@ fn arm(word: u64) {
     let cap = descriptor_room().min(MAX_WATCHED);
     let mut tids = [0i32; MAX_WATCHED];
     let mut seen = 0usize;
-    crate::os::for_each_thread(|t| {
+    let listed = crate::os::for_each_thread(|t| {
         if t == me {
             return;
         }
@@ -362,6 +362,15 @@ fn arm(word: u64) {
         }
         seen += 1;
     });
+    if !listed {
+        // No /proc: no thread to watch, now or later.
+        TARGET.store(0, Ordering::SeqCst);
+        ENABLED.store(false, Ordering::Release);
+        crate::report::warn(format_args!(
+            "races: /proc/self/task cannot be read, so no thread can be watched; race detection is off, the rest runs on"
+        ));
+        return;
+    }
     let a = attr(word);
     let (mut refused, mut refusal) = (0, 0);
     let drawn = &tids[..seen.min(cap)];
@@ -409,6 +418,9 @@ fn arm(word: u64) {
     }
 }
 
+/// What a window may hold when the room left cannot be learnt.
+const FEW_DESCRIPTORS: usize = 4;
+
 /// How many descriptors a window may hold: a quarter of those the process
 /// may still open (`RLIMIT_NOFILE` less those open now), so that a program
 /// near its limit does not find one missing because a window holds it.
@@ -419,7 +431,7 @@ fn descriptor_room() -> usize {
     };
     // SAFETY: getrlimit writes the struct it is given.
     if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
-        return 0;
+        return FEW_DESCRIPTORS;
     }
     let mut open = 0u64;
     let listed = crate::os::for_each_entry(c"/proc/self/fd", |_, name| {
@@ -427,7 +439,7 @@ fn descriptor_room() -> usize {
         true
     });
     if !listed {
-        return 0;
+        return FEW_DESCRIPTORS;
     }
     usize::try_from(limit.rlim_cur.saturating_sub(open) / 4).unwrap_or(usize::MAX)
 }
