@@ -31,9 +31,11 @@
 //! it, nothing is reported (two reads, or writes of the same value). A side
 //! whose value did not change is recorded as an `access`: x86 watchpoints
 //! do not say read or write, and two writes landing together leave one
-//! value. Reading the trace, the profiler decodes that side's instruction
+//! value. Reading the trace, the profiler decodes each side's instruction
 //! from the module's file and says `read` or `write` (profiler's
-//! `access.rs`). Each side records itself (error events `RACE_SECOND` from B, then
+//! `access.rs`): a window is armed thread by thread, so a thread not yet
+//! watched may change the word before the first trap, and the value alone
+//! would call a read a write. Each side records itself (error events `RACE_SECOND` from B, then
 //! `RACE_FIRST` from A, with the stack of the access), pairs already
 //! reported (by the two code addresses) are not reported again, and the
 //! watch is taken off after A's stall whatever happened (A's handler

@@ -1,8 +1,10 @@
 //! What a race's access did, from its instruction. A watchpoint traps
-//! after a read and a write alike, and the recorder tells a write only
-//! when the word's value changed; a side whose value did not change comes
-//! as an `access`. Decoding the instruction that holds the trapping
-//! address tells a read from a write of the same value.
+//! after a read and a write alike, and the recorder can only say whether
+//! the word's value changed: a side whose value did not change comes as an
+//! `access`, and a read can come as a `write` when another thread, not yet
+//! watched as the window was being armed, changed the word first.
+//! Decoding the instruction that holds the trapping address says what the
+//! access itself did.
 //!
 //! The instruction is found by decoding forward from the start of the
 //! function that holds it (its symbol in the module's file): x86's

@@ -399,8 +399,10 @@ fn main() {
     racy(&trace, &err);
     println!("races racy_held: each side held up in turn, then the race reported whole");
 
-    // One thread reads, the other writes: the reading side's value never
-    // changes, so only its decoded instruction says it read.
+    // One thread reads, the other writes. A watchpoint says neither, and
+    // the value may mislead (the writer may change the word before its own
+    // event is open, and the reader then sees a changed value): the
+    // decoded instructions say which side read.
     let (trace, err) = run("read_write");
     let r = report(&trace);
     assert_eq!(r.groups.len(), 1, "read_write: {err} {:?}", r.groups);

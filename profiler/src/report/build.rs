@@ -646,14 +646,13 @@ fn error_reports(
     out
 }
 
-/// A race side recorded as an `access` (its value did not change, so the
-/// recorder could not tell a read from a write of the same value) becomes
-/// a `read` or a `write` when its instruction, at the inner end of `site`,
-/// can be read from the module's file and decoded.
+/// A race side is a `read` or a `write` by its instruction, at the inner
+/// end of `site`, when that can be read from the module's file and
+/// decoded. The recorder's word (`write` when the value changed since the
+/// watch was armed, else `access`) stays where it cannot: the value is
+/// the weaker witness, as a thread whose event the writer had not opened
+/// yet may have changed it before the first trap.
 fn decode_access(code: &mut crate::access::CodeReader, call: &mut String, site: &SiteReport) {
-    if call != "access" {
-        return;
-    }
     let Some(frame) = site.frames.first() else {
         return;
     };
