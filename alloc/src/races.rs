@@ -437,7 +437,7 @@ fn descriptor_room() -> usize {
     }
     let mut open = 0u64;
     let listed = crate::os::for_each_entry(c"/proc/self/fd", |_, name| {
-        open += u64::from(name.first().is_some_and(u8::is_ascii_digit));
+        open += u64::from(crate::os::parse_decimal(name).is_some());
         true
     });
     if !listed {

@@ -13,14 +13,18 @@
 //! bytes before the address that decodes to one instruction ending just
 //! after it (the recorder's address is the last byte of the access, one
 //! before the next instruction) is tried, and an answer is given only when
-//! all those with a memory operand agree. Files are read from the module's path as recorded; one
-//! that cannot be read, or bytes that do not decode, leave the access as
-//! it was.
+//! all those with a memory operand agree. Files are read from the module's
+//! path as recorded, regular files only, with the symbolizer's symbol
+//! table (`symbols::function_symbols`); one that cannot be read, or bytes
+//! that do not decode, leave the recorder's word.
 
+use crate::symbols::{function_symbols, map_regular, symbol_at};
 use iced_x86::{Decoder, DecoderOptions, InstructionInfoFactory, OpAccess};
-use object::{Object, ObjectSection, ObjectSymbol};
+use memmap2::Mmap;
+use object::{Object, ObjectSection};
 use std::collections::HashMap;
-use std::fs::File;
+use std::path::Path;
+use std::rc::Rc;
 
 /// What an instruction does to memory.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -41,62 +45,74 @@ impl Access {
     }
 }
 
-/// Reads instructions out of module files, each file mapped once.
+/// An x86-64 module file's code: its mapping, the address, size and file
+/// offset of each section with code, and its function symbols.
+struct Code {
+    map: Rc<Mmap>,
+    sections: Vec<(u64, u64, usize)>,
+    symbols: Vec<(u64, u64, String)>,
+}
+
+impl Code {
+    /// Reads `path` (a regular file only, as the symbolizer does: a
+    /// crafted trace may name a FIFO).
+    fn open(path: &str) -> Option<Code> {
+        let map = map_regular(Path::new(path)).ok()?;
+        let elf = object::File::parse(&map[..]).ok()?;
+        if elf.architecture() != object::Architecture::X86_64 {
+            return None;
+        }
+        let sections = elf
+            .sections()
+            .filter(|s| s.kind() == object::SectionKind::Text)
+            .filter_map(|s| {
+                let (offset, size) = s.file_range()?;
+                Some((s.address(), size, usize::try_from(offset).ok()?))
+            })
+            .filter(|&(_, size, offset)| offset as u64 + size <= map.len() as u64)
+            .collect();
+        let symbols = function_symbols(&elf);
+        Some(Code {
+            map,
+            sections,
+            symbols,
+        })
+    }
+
+    fn access(&self, addr: u64) -> Option<Access> {
+        let &(base, size, offset) = self
+            .sections
+            .iter()
+            .find(|&&(base, size, _)| (base..base + size).contains(&addr))?;
+        let data = &self.map[offset..offset + size as usize];
+        let at = (addr - base) as usize;
+        let to = (at + 16).min(data.len());
+        match symbol_at(&self.symbols, addr).filter(|&(s, _)| s >= base && addr - s < 1 << 20) {
+            Some((start, _)) => decode_forward(&data[(start - base) as usize..to], start, addr),
+            None => {
+                let from = at.saturating_sub(15);
+                decode_around(&data[from..to], base + from as u64, addr)
+            }
+        }
+    }
+}
+
+/// Reads instructions out of module files, each file read once.
 #[derive(Default)]
 pub struct CodeReader {
-    files: HashMap<String, Option<memmap2::Mmap>>,
+    files: HashMap<String, Option<Code>>,
 }
 
 impl CodeReader {
     /// What the instruction at file virtual address `addr` of the x86-64
     /// module at `path` does to memory; None when that cannot be told.
     pub fn access(&mut self, path: &str, addr: u64) -> Option<Access> {
-        let map = self
-            .files
+        self.files
             .entry(path.to_owned())
-            .or_insert_with(|| {
-                let file = File::open(path).ok()?;
-                // SAFETY: a read-only mapping of a module file; a file
-                // changed under it gives wrong bytes, which decode to a
-                // wrong answer or none, never to unsafety in safe code
-                // reading a byte slice.
-                unsafe { memmap2::Mmap::map(&file) }.ok()
-            })
-            .as_ref()?;
-        let elf = object::File::parse(&map[..]).ok()?;
-        if elf.architecture() != object::Architecture::X86_64 {
-            return None;
-        }
-        let section = elf
-            .sections()
-            .find(|s| (s.address()..s.address() + s.size()).contains(&addr))?;
-        let data = section.data().ok()?;
-        let start =
-            function_start(&elf, addr).filter(|&s| s >= section.address() && addr - s < 1 << 20);
-        match start {
-            Some(s) => {
-                let from = (s - section.address()) as usize;
-                let to = ((addr - section.address()) as usize + 16).min(data.len());
-                decode_forward(&data[from..to], s, addr)
-            }
-            None => {
-                let at = (addr - section.address()) as usize;
-                let from = at.saturating_sub(15);
-                let to = (at + 16).min(data.len());
-                decode_around(&data[from..to], section.address() + from as u64, addr)
-            }
-        }
+            .or_insert_with(|| Code::open(path))
+            .as_ref()?
+            .access(addr)
     }
-}
-
-/// The address of the function symbol at or before `addr`.
-fn function_start(elf: &object::File<'_>, addr: u64) -> Option<u64> {
-    elf.symbols()
-        .chain(elf.dynamic_symbols())
-        .filter(|s| s.kind() == object::SymbolKind::Text && s.address() <= addr)
-        .filter(|s| s.size() == 0 || addr < s.address() + s.size())
-        .map(|s| s.address())
-        .max()
 }
 
 /// Decodes `code` (at address `base`) from its start until the instruction

@@ -187,6 +187,15 @@ fn scenario(name: &str) {
     black_box(());
 }
 
+/// The numbers a scenario printed after `prefix` on its output's one line.
+fn numbers_after(prefix: &str, out: &str) -> Option<Vec<u64>> {
+    out.trim()
+        .strip_prefix(prefix)?
+        .split(' ')
+        .map(|n| n.parse().ok())
+        .collect()
+}
+
 /// Makes `perf_event_open` fail with `EACCES` in the child `cmd` starts
 /// (a seccomp filter, as a container's default profile does).
 fn refuse_perf_event_open(cmd: &mut Command) {
@@ -326,13 +335,7 @@ fn main() {
     let out = cmd.output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(out.status.success(), "fd_limit: {out:?}");
-    let opens: Vec<u64> = stdout
-        .trim()
-        .strip_prefix("opens ")
-        .unwrap_or_else(|| panic!("fd_limit: {out:?}"))
-        .split(' ')
-        .map(|n| n.parse().unwrap())
-        .collect();
+    let opens = numbers_after("opens ", &stdout).unwrap_or_else(|| panic!("fd_limit: {out:?}"));
     assert!(
         opens[0] > 100 && opens[1] == 0,
         "fd_limit: {opens:?} {out:?}"
@@ -449,13 +452,8 @@ fn main() {
     // every two writer rounds (20 ms) is 10% of a thread. The 1% budget
     // spaces the windows out.
     let (trace, err, out) = run_with("budget", "race_period=1,race_stall=2000,race_budget=1");
-    let numbers: Vec<u64> = out
-        .trim()
-        .strip_prefix("stats ")
-        .unwrap_or_else(|| panic!("budget: no stats: {out} {err}"))
-        .split(' ')
-        .map(|n| n.parse().unwrap())
-        .collect();
+    let numbers =
+        numbers_after("stats ", &out).unwrap_or_else(|| panic!("budget: no stats: {out} {err}"));
     let [windows, traps, trap_us, elapsed_us] = numbers[..] else {
         panic!("budget: {out}");
     };

@@ -201,7 +201,7 @@ fn mapped_sockets(sockets: &[(u64, u32)], sizes: &mut [u64]) {
 fn socket_mapping(line: &[u8]) -> Option<(u64, u64)> {
     let tail = line.strip_suffix(b"]")?;
     let at = tail.windows(8).rposition(|w| w == b"socket:[")?;
-    let inode = parse_u64(&tail[at + 8..])?;
+    let inode = crate::os::parse_decimal(&tail[at + 8..])?;
     let dash = line.iter().position(|&b| b == b'-')?;
     let space = line.iter().position(|&b| b == b' ')?;
     let start = parse_hex(&line[..dash])?;
@@ -246,7 +246,7 @@ fn level_of(dir: c_int, name: &[u8], fd: u32) -> (Option<Level>, Option<u64>) {
     let packet = link
         .strip_prefix(b"socket:[")
         .and_then(|l| l.strip_suffix(b"]"))
-        .and_then(parse_u64)
+        .and_then(crate::os::parse_decimal)
         .filter(|_| matches!(socket_domain(fd), Some(AF_PACKET | AF_XDP)));
     (level_from_link(link, name, fd), packet)
 }
@@ -380,7 +380,7 @@ pub fn registered_buffers(fdinfo: &[u8]) -> u64 {
         let Some(slash) = trimmed.iter().rposition(|&b| b == b'/') else {
             continue;
         };
-        if let Some(len) = parse_u64(trimmed[slash + 1..].trim_ascii()) {
+        if let Some(len) = crate::os::parse_decimal(trimmed[slash + 1..].trim_ascii()) {
             total = total.saturating_add(len);
         }
     }
@@ -388,11 +388,7 @@ pub fn registered_buffers(fdinfo: &[u8]) -> u64 {
 }
 
 fn parse_u32(s: &[u8]) -> Option<u32> {
-    u32::try_from(parse_u64(s)?).ok()
-}
-
-fn parse_u64(s: &[u8]) -> Option<u64> {
-    crate::os::parse_decimal(s)
+    u32::try_from(crate::os::parse_decimal(s)?).ok()
 }
 
 #[cfg(test)]

@@ -20,6 +20,7 @@ mod trim;
 
 pub use demangle::demangle;
 pub use object_file::FileProblem;
+pub(crate) use object_file::{function_symbols, map_regular, symbol_at};
 pub use trim::{inner_allocator_frames, inner_library_frames, is_allocator_frame};
 
 use crate::model::Model;

@@ -122,7 +122,7 @@ fn hex(bytes: &[u8]) -> String {
 /// `path` mapped read-only if it is a regular file: a module path in a
 /// damaged or crafted trace may name `/dev/zero` or a FIFO, which would
 /// never end.
-fn map_regular(path: &Path) -> Result<Rc<Mmap>, FileProblem> {
+pub(crate) fn map_regular(path: &Path) -> Result<Rc<Mmap>, FileProblem> {
     let file = std::fs::File::open(path).map_err(|e| FileProblem::Unreadable(e.to_string()))?;
     let meta = file
         .metadata()
@@ -210,9 +210,7 @@ impl ObjectFile {
 
     /// The function symbol holding `probe`.
     fn symbol(&self, probe: u64) -> Option<String> {
-        let i = self.symbols.partition_point(|s| s.0 <= probe);
-        let (start, size, name) = self.symbols.get(i.checked_sub(1)?)?;
-        (*size == 0 || probe < start + size).then(|| demangle(name))
+        symbol_at(&self.symbols, probe).map(|(_, name)| demangle(name))
     }
 }
 
@@ -275,7 +273,9 @@ fn load_dwarf(file: &object::File<'_>, map: &Rc<Mmap>) -> Option<Dwarf> {
 }
 
 /// The function symbols of `file`, sorted by address.
-fn function_symbols(file: &object::File<'_>) -> Vec<(u64, u64, String)> {
+/// The file's function symbols as `(start, size, name)`, sorted by start
+/// (the largest first among equal starts, then one per start).
+pub(crate) fn function_symbols(file: &object::File<'_>) -> Vec<(u64, u64, String)> {
     let mut out: Vec<(u64, u64, String)> = file
         .symbols()
         .chain(file.dynamic_symbols())
@@ -286,6 +286,14 @@ fn function_symbols(file: &object::File<'_>) -> Vec<(u64, u64, String)> {
     out.sort_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
     out.dedup_by_key(|s| s.0);
     out
+}
+
+/// The function of `symbols` (as [`function_symbols`] gives them) that
+/// holds `probe`: its start and its name.
+pub(crate) fn symbol_at(symbols: &[(u64, u64, String)], probe: u64) -> Option<(u64, &str)> {
+    let i = symbols.partition_point(|s| s.0 <= probe);
+    let (start, size, name) = symbols.get(i.checked_sub(1)?)?;
+    (*size == 0 || probe < start + size).then_some((*start, name.as_str()))
 }
 
 /// Where a separate debug file for `path` may be, most specific first.
