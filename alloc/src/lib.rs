@@ -539,7 +539,10 @@ pub mod raw {
 
 /// Introspection for tests and tools: statistics and the heap validator.
 pub mod debug {
-    pub use crate::races::{RaceStats, hold_next as race_hold_next, stats as race_stats};
+    pub use crate::races::{
+        RaceStats, hold_arming as race_hold_arming, hold_next as race_hold_next,
+        stats as race_stats,
+    };
     pub use crate::stats::snapshot as stats;
     pub use crate::validate::{HeapReport, Violation, validate_current_heap};
 

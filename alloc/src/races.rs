@@ -11,9 +11,10 @@
 //! that an access traps synchronously in the accessing thread) on each
 //! thread of the process, listed from `/proc/self/task` (a random 64 of
 //! them when there are more, and no more than a quarter of the descriptors
-//! the process may still open), and closes them when the window ends. About
-//! 20 µs an open here: 0.25-0.4 ms a window for eight threads, which the
-//! budget below pays for. Between windows the process has no event at
+//! the process may still open), disabled; reads the word's value; enables
+//! them all; and closes them when the window ends. About 20 µs an open
+//! here, 1-2 µs an enable: 0.25-0.4 ms a window for eight threads, which
+//! the budget below pays for. Between windows the process has no event at
 //! all. An earlier design opened one event inherited by every thread
 //! created after: it cost each new thread a copy (10-15 µs a thread
 //! started), and every thread's context switches a perf context, 5% of
@@ -33,9 +34,10 @@
 //! do not say read or write, and two writes landing together leave one
 //! value. Reading the trace, the profiler decodes each side's instruction
 //! from the module's file and says `read` or `write` (profiler's
-//! `access.rs`): a window is armed thread by thread, so a thread not yet
-//! watched may change the word before the first trap, and the value alone
-//! would call a read a write. Each side records itself (error events `RACE_SECOND` from B, then
+//! `access.rs`): the events are enabled one by one, so a thread not yet
+//! watched may still change the word in those few microseconds, and the
+//! value alone would then call a read a write (the profiler sets a pair
+//! of reads aside). Each side records itself (error events `RACE_SECOND` from B, then
 //! `RACE_FIRST` from A, with the stack of the access), pairs already
 //! reported (by the two code addresses) are not reported again, and the
 //! watch is taken off after A's stall whatever happened (A's handler
@@ -139,7 +141,8 @@ static PREVIOUS: AtomicPtr<libc::sigaction> = AtomicPtr::new(ptr::null_mut());
 const PERF_TYPE_BREAKPOINT: u32 = 5;
 const HW_BREAKPOINT_RW: u32 = 3;
 const TRAP_PERF: i32 = 6;
-/// `_IO('$', 1)`.
+/// `_IO('$', 0)` and `_IO('$', 1)`.
+const IOC_ENABLE: libc::c_ulong = 0x2400;
 const IOC_DISABLE: libc::c_ulong = 0x2401;
 /// Marks our events' signals (`sig_data`).
 const SIG_DATA: u64 = 0x6d74_7261_6365;
@@ -175,11 +178,11 @@ struct PerfEventAttr {
 
 const _: () = assert!(core::mem::size_of::<PerfEventAttr>() == 128);
 
-/// The flag bits we set: exclude_kernel, exclude_hv, remove_on_exec,
-/// sigtrap.
-const FLAGS: u64 = (1 << 5) | (1 << 6) | (1 << 36) | (1 << 37);
+/// The flag bits we set: disabled (until `arm` enables it), exclude_kernel,
+/// exclude_hv, remove_on_exec, sigtrap.
+const FLAGS: u64 = 1 | (1 << 5) | (1 << 6) | (1 << 36) | (1 << 37);
 
-/// The watchpoint's attributes: watching `addr`, enabled.
+/// The watchpoint's attributes: watching `addr`, opened disabled.
 fn attr(addr: u64) -> PerfEventAttr {
     PerfEventAttr {
         type_: PERF_TYPE_BREAKPOINT,
@@ -239,6 +242,17 @@ pub struct RaceStats {
 /// calls on a loaded machine would, past the other's wait for it).
 static HOLD_FIRST_US: AtomicU64 = AtomicU64::new(0);
 static HOLD_SECOND_US: AtomicU64 = AtomicU64::new(0);
+
+/// For tests: every window waits this long (µs) between reading the
+/// word's value and enabling its events, as a writer thread descheduled
+/// there on a loaded machine would: a thread may then change the word
+/// before any watch is on.
+static HOLD_ARMING_US: AtomicU64 = AtomicU64::new(0);
+
+/// See [`HOLD_ARMING_US`].
+pub fn hold_arming(us: u64) {
+    HOLD_ARMING_US.store(us, Ordering::Relaxed);
+}
 
 /// See [`HOLD_FIRST_US`].
 pub fn hold_next(first_us: u64, second_us: u64) {
@@ -335,13 +349,20 @@ fn next_random() -> u64 {
     x
 }
 
-/// Watches `word` for a window: sets the target, then opens an enabled
-/// watchpoint on it in each thread of the process but the writer (a
-/// random `MAX_WATCHED` of them when there are more, fewer when the
-/// process is near its descriptor limit). A thread that exited meanwhile
-/// is skipped; a kernel that refuses every thread turns the
-/// detector off, with one line (so the first window is where a refusal is
-/// learnt).
+/// Watches `word` for a window: sets the target, opens a watchpoint on it,
+/// disabled, in each thread of the process but the writer (a random
+/// `MAX_WATCHED` of them when there are more, fewer when the process is
+/// near its descriptor limit), reads the word's value, then enables them
+/// all. A thread that exited meanwhile is skipped; a kernel that refuses
+/// every thread turns the detector off, with one line (so the first window
+/// is where a refusal is learnt).
+///
+/// Why opened disabled: an open takes about 20 µs, an enable 1-2. A
+/// thread whose event is not on yet can change the word unseen, and a
+/// first access trapping after that would take the change for its own
+/// write, and two reads for a race. With the value read after the opens,
+/// only the enables (a few µs for the window) leave that room, not the
+/// opens (a quarter of a millisecond for eight threads).
 fn arm(word: u64) {
     // SeqCst: pairs with `disarm` in a trap handler (see below).
     TARGET.store(word, Ordering::SeqCst);
@@ -400,14 +421,9 @@ fn arm(word: u64) {
         }
         let i = WATCHED.load(Ordering::Relaxed);
         WATCH_FDS[i].store(fd, Ordering::Relaxed);
-        // SeqCst, then the target's load, against the handler's store of
-        // the target, then its load of the count: either the handler sees
-        // this event and disables it, or this sees the window ended.
+        // Counted before any is enabled, so a trap's `disarm` sees them
+        // all.
         WATCHED.store(i + 1, Ordering::SeqCst);
-        if TARGET.load(Ordering::SeqCst) != word {
-            disable(fd);
-            break;
-        }
     }
     if refused > 0 && refused == drawn.len() {
         // Seccomp, `perf_event_paranoid` 3, no breakpoint support: said
@@ -417,6 +433,33 @@ fn arm(word: u64) {
         crate::report::warn(format_args!(
             "races: perf_event_open refused a hardware watchpoint (errno {refusal}); race detection is off, the rest runs on"
         ));
+        return;
+    }
+    // No event is on yet, so no trap can read this before it is stored.
+    let Some(value) = crate::signals::read_word(word) else {
+        // The block went away meanwhile: the window ends with nothing on.
+        TARGET.store(0, Ordering::SeqCst);
+        return;
+    };
+    ARMED_VALUE.store(value, Ordering::SeqCst);
+    let hold = HOLD_ARMING_US.load(Ordering::Relaxed);
+    if hold != 0 {
+        let t = crate::os::now_us();
+        while crate::os::now_us() < t + hold {
+            core::hint::spin_loop();
+        }
+    }
+    for fd in &WATCH_FDS[..WATCHED.load(Ordering::Relaxed)] {
+        let fd = fd.load(Ordering::Relaxed);
+        enable(fd);
+        // The enable, then the target's load (SeqCst), against a
+        // handler's store of the target, then its disables: either the
+        // handler disables this event after it was enabled, or this sees
+        // the window ended and disables it (and those after it stay off).
+        if TARGET.load(Ordering::SeqCst) != word {
+            disable(fd);
+            break;
+        }
     }
 }
 
@@ -453,6 +496,11 @@ fn disarm() {
     for fd in &WATCH_FDS[..WATCHED.load(Ordering::SeqCst)] {
         disable(fd.load(Ordering::Relaxed));
     }
+}
+
+fn enable(fd: i32) {
+    // SAFETY: one of the window's descriptors, open (the writer's own).
+    unsafe { libc::ioctl(fd, IOC_ENABLE, 0) };
 }
 
 fn disable(fd: i32) {
@@ -536,10 +584,11 @@ pub fn tick() {
     if word + 8 > addr + len {
         return;
     }
-    let Some(v) = crate::signals::read_word(word) else {
+    // A word that cannot be read now is not watched (`arm` reads the
+    // value it compares with once the events are open).
+    if crate::signals::read_word(word).is_none() {
         return;
-    };
-    ARMED_VALUE.store(v, Ordering::Relaxed);
+    }
     // A fresh window: no first access yet, no second.
     A_READY.store(false, Ordering::Relaxed);
     B_STARTED.store(false, Ordering::Relaxed);
@@ -646,7 +695,7 @@ extern "C" fn on_trap(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut li
 fn first_access(target: u64, ctx: *mut libc::c_void) {
     // Publish what B compares with first; the stack can wait.
     let value = crate::signals::read_word(target).unwrap_or(0);
-    let wrote = value != ARMED_VALUE.load(Ordering::Relaxed);
+    let wrote = value != ARMED_VALUE.load(Ordering::Acquire);
     A_VALUE.store(value, Ordering::Relaxed);
     A_WROTE.store(wrote, Ordering::Relaxed);
     A_PC.store(access_pc(ctx), Ordering::Relaxed);

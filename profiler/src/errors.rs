@@ -26,10 +26,14 @@ pub struct ErrorsReport {
     /// What was recorded, and how the trace ended.
     pub trace: TraceInfo,
     /// Errors in the trace (the recorder keeps the first 1,000), races
-    /// between atomic accesses not counted.
+    /// between atomic accesses or between two reads not counted.
     pub total: u64,
     /// Data races between atomic accesses, left out of `groups`.
     pub atomic_races: u64,
+    /// Pairs of overlapping reads of a word that changed during the
+    /// window, by a thread not watched then: no proven race, left out of
+    /// `groups` (see `ErrorReport::reads_only`).
+    pub read_only_races: u64,
     /// Groups, most frequent first (then earliest).
     pub groups: Vec<ErrorGroup>,
 }
@@ -63,8 +67,13 @@ pub fn build(analysis: &Analysis, symbolizer: &mut Symbolizer, frames: usize) ->
     let r = report::build(analysis, symbolizer, &options);
     let mut groups: Vec<ErrorGroup> = Vec::new();
     let atomic_races = r.errors.iter().filter(|e| e.atomic).count() as u64;
+    let read_only_races = r
+        .errors
+        .iter()
+        .filter(|e| e.reads_only && !e.atomic)
+        .count() as u64;
     let other_stack = |race: &Option<report::RaceSideReport>| race.as_ref().map(|o| o.site.stack);
-    for e in r.errors.iter().filter(|e| !e.atomic) {
+    for e in r.errors.iter().filter(|e| !e.set_aside()) {
         match groups.iter_mut().find(|g| {
             g.kind == e.kind
                 && g.call == e.call
@@ -87,8 +96,9 @@ pub fn build(analysis: &Analysis, symbolizer: &mut Symbolizer, frames: usize) ->
     ErrorsReport {
         schema_version: SCHEMA_VERSION,
         trace: r.trace,
-        total: r.errors.len() as u64 - atomic_races,
+        total: r.errors.len() as u64 - atomic_races - read_only_races,
         atomic_races,
+        read_only_races,
         groups,
     }
 }
@@ -116,13 +126,21 @@ pub fn write_json(r: &ErrorsReport, out: &mut dyn Write) -> io::Result<()> {
 /// The text view.
 pub fn render_text(r: &ErrorsReport) -> String {
     let mut o = String::new();
-    let atomic = match r.atomic_races {
+    let mut atomic = match r.atomic_races {
         0 => String::new(),
         n => format!(
             "({n} data race{} between atomic accesses left out)\n",
             if n == 1 { "" } else { "s" }
         ),
     };
+    if r.read_only_races > 0 {
+        let n = r.read_only_races;
+        let _ = writeln!(
+            atomic,
+            "({n} pair{} of overlapping reads left out: the word changed, but by a thread not watched then)",
+            if n == 1 { "" } else { "s" }
+        );
+    }
     if r.groups.is_empty() {
         o.push_str("No memory errors in this trace.\n");
         o.push_str(&atomic);

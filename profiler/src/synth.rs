@@ -348,3 +348,17 @@ pub fn memory_error(time: u64, address: u64, call: u64, stack: u64) -> RawEvent 
         stack,
     }
 }
+
+/// One side of a data race: the access that trapped `first`, or the
+/// other thread's during its stall (which that thread records first), on
+/// the word at `address`, `call` the STRING `write` or `access`.
+pub fn race_side(time: u64, first: bool, address: u64, call: u64, stack: u64) -> RawEvent {
+    use memtally_alloc::trace::error::{RACE_FIRST, RACE_SECOND};
+    RawEvent::Error {
+        time,
+        error: if first { RACE_FIRST } else { RACE_SECOND },
+        address,
+        call,
+        stack,
+    }
+}

@@ -163,6 +163,9 @@ pub struct View {
     final_pass: bool,
     /// Reads the trace up to the time cursor (made when first needed).
     history: Option<history::History>,
+    /// The memory errors' lines, and how many error events they were made
+    /// from (the list only grows while one trace is followed).
+    errors: (usize, Vec<String>),
     /// The model the caches above belong to.
     following: Option<Arc<Live>>,
 }
@@ -216,6 +219,13 @@ impl View {
                 self.final_pass = published && self.final_started;
             }
             snap.alerts = self.alerts.clone();
+            if self.errors.0 != model.errors().len() {
+                self.errors = (
+                    model.errors().len(),
+                    snapshot::error_lines(&model, &mut self.symbolizer),
+                );
+            }
+            snap.errors = self.errors.1.clone();
             if let Some(ns) = app.cursor_ns {
                 let ticks = model.ticks_after_start(ns);
                 drop(model);
@@ -284,6 +294,7 @@ impl View {
         snap.duration_ns = now.duration_ns;
         snap.peak = now.peak;
         snap.alerts = now.alerts;
+        snap.errors = now.errors;
         snap.threads = now.threads;
         snap.cursor = Some(snapshot::Cursor {
             at_ns: ns,

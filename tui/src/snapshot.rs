@@ -7,7 +7,6 @@
 //! model with ten thousand sites costs a hash lookup per site, not a
 //! DWARF lookup.
 
-use memtally_profiler::trace_error as memtally_alloc_error;
 use memtally_profiler::{
     Counters, GroupBy, Model, SiteFrames, SizeBucket, StackId, Symbolizer, ThreadInfo,
     group_sites_with,
@@ -300,8 +299,7 @@ pub struct Snapshot {
     pub lifetimes: Percentiles,
     /// Sites growing without bound (refreshed every few seconds).
     pub alerts: Vec<Alert>,
-    /// Memory errors recorded, as lines: call, pointer, what was wrong,
-    /// where.
+    /// Memory errors, one line each (see [`error_lines`]).
     pub errors: Vec<String>,
     /// The time cursor, when the tables show an earlier moment.
     pub cursor: Option<Cursor>,
@@ -411,21 +409,8 @@ impl Snapshot {
             free_latency: percentiles(model.free_latency()),
             lifetimes: percentiles(model.lifetimes()),
             alerts: Vec::new(),
-            errors: model
-                .errors()
-                .iter()
-                .map(|e| {
-                    let what = memtally_alloc_error::describe(e.error);
-                    let at = frames
-                        .get(model, symbolizer, e.stack)
-                        .map_or_else(|| "<no stack>".to_owned(), |l| l.to_string());
-                    format!(
-                        "{}(): invalid pointer {:#x}: {what}, in {at}",
-                        model.strings().get(e.call).unwrap_or("?"),
-                        e.address
-                    )
-                })
-                .collect(),
+            // Filled by the view, which keeps them (see `error_lines`).
+            errors: Vec::new(),
             cursor: None,
             scopes: scope_rows(model),
             devices: device_rows(model),
@@ -433,6 +418,23 @@ impl Snapshot {
         }
     }
 }
+
+/// The dashboard's lines for the trace's memory errors: as `memtally
+/// errors` lists them (a data race's two sides paired, each read or
+/// write by its instruction, races between atomic accesses or between two
+/// reads left out), one line each, with where each access or call was
+/// made.
+pub fn error_lines(model: &Model, symbolizer: &mut Symbolizer) -> Vec<String> {
+    memtally_profiler::report::error_list(model, symbolizer, ERROR_FRAMES)
+        .iter()
+        .filter(|e| !e.set_aside())
+        .map(|e| memtally_profiler::report::error_line(e, true))
+        .collect()
+}
+
+/// Frames of each error's stack symbolised (the line names the first
+/// outside the allocator and the standard library).
+const ERROR_FRAMES: usize = 8;
 
 fn device_name(device: u32) -> String {
     if device == memtally_profiler::trace_device::HOST {

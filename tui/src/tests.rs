@@ -457,9 +457,57 @@ fn memory_errors_are_alerts() {
     assert!(s.contains("alerts (1)"), "{s}");
     assert!(s.contains("MEMORY ERRORS: 1"), "{s}");
     assert!(
-        s.contains("free(): invalid pointer 0x1000: double free or never allocated, in 0x402000"),
+        s.contains(
+            "free() in 0x402000: invalid pointer 0x1000: double free or never allocated (thread"
+        ),
         "{s}"
     );
+}
+
+#[test]
+fn a_data_race_is_one_alert_naming_both_sides() {
+    use memtally_profiler::synth::race_side;
+    let dir = tempfile::tempdir().unwrap();
+    let mut t = TraceBuilder::new();
+    t.full_header().clock(0, 0).clock(1_000_000, 1_000_000);
+    t.string(1, "write")
+        .string(2, "access")
+        .frame(1, 0, 0x401000)
+        .frame(2, 0, 0x402000);
+    // The second access records its side first, during the first's stall.
+    t.events(
+        1,
+        &[
+            alloc(10, 0x2000, 64, 1),
+            race_side(10_000, false, 0x2008, 1, 1),
+        ],
+    );
+    t.events(0, &[race_side(20_000, true, 0x2008, 2, 2)]);
+    let path = dir.path().join("r.mtt");
+    std::fs::write(&path, t.bytes()).unwrap();
+    let live = Live::follow(&path, model_options(), WriterWatch::Told);
+    live.writer_gone();
+    let target = Target {
+        live: LiveSlot::new(live),
+        process: None,
+    };
+    while !target.live.get().status().state.is_final() {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let mut app = App::default();
+    press(&mut app, KeyCode::Char('5'));
+    let s = screen(&target, &mut app, 140, 30);
+    assert!(s.contains("alerts (1)"), "{s}");
+    assert!(s.contains("MEMORY ERRORS: 1"), "{s}");
+    assert!(
+        s.contains("data race on 0x2008: an access in 0x402000 (thread 0, at"),
+        "{s}"
+    );
+    assert!(
+        s.contains("overlapping a write in 0x401000 (thread 1)"),
+        "{s}"
+    );
+    assert!(!s.contains("invalid pointer"), "{s}");
 }
 
 #[test]

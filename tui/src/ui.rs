@@ -709,8 +709,9 @@ fn draw_alerts(f: &mut Frame<'_>, area: Rect, app: &mut App, snap: &Snapshot, th
     let area = if snap.errors.is_empty() {
         area
     } else {
-        // Memory errors first: the program was stopped at the first (or,
-        // with on_error=report, ran on past each).
+        // Memory errors first: an invalid pointer stops the program (or,
+        // with on_error=report, it runs on past each); races and faults on
+        // guarded blocks are listed as they come.
         let n = (snap.errors.len() as u16 + 1).min(area.height / 2);
         let [top, rest] = Layout::vertical([Constraint::Length(n), Constraint::Min(1)]).areas(area);
         let mut lines = vec![Line::from(Span::styled(

@@ -71,32 +71,7 @@ pub fn build(analysis: &Analysis, symbolizer: &mut Symbolizer, options: &ReportO
         remote_lifetime_ns: durations(model.remote_lifetimes(), clock),
         sites: remote_sites,
     };
-    let one = |b: &mut SiteBuilder<'_>, e: &crate::model::MemoryError| ErrorReport {
-        kind: memtally_alloc::trace::error::describe(e.error).into(),
-        call: model.strings().get(e.call).unwrap_or("?").to_owned(),
-        address: e.address,
-        time_ns: model.since_start_ns(e.ticks),
-        thread: e.thread,
-        site: b.site(&Site {
-            stack: e.stack,
-            counters: Counters::default(),
-        }),
-        race: None,
-        atomic: false,
-        block: e.block.map(|k| ErrorBlockReport {
-            address: k.address,
-            size: k.size,
-            allocated_by_thread: k.thread,
-            allocated_at_ns: model.since_start_ns(k.ticks),
-            allocated_at: b.site(&Site {
-                stack: k.stack,
-                counters: Counters::default(),
-            }),
-            freed_by_thread: k.freed.map(|f| f.0),
-            freed_at_ns: k.freed.map(|f| model.since_start_ns(f.1)),
-        }),
-    };
-    let errors = error_reports(&mut b, model.errors(), one);
+    let errors = error_reports(&mut b, model);
     let device = device_report(model, &mut b, top);
     Report {
         device,
@@ -597,15 +572,56 @@ impl<'a> SiteBuilder<'a> {
     }
 }
 
+/// The trace's memory errors as the report lists them (see
+/// [`error_reports`]), each stack with at most `frames` frames of its own:
+/// for a view that shows only them (the dashboard's alerts).
+pub fn error_list(model: &Model, symbolizer: &mut Symbolizer, frames: usize) -> Vec<ErrorReport> {
+    let mut b = SiteBuilder::new(model, symbolizer, frames);
+    error_reports(&mut b, model)
+}
+
+/// One memory error event as the report shows it, before races are paired.
+fn error_report(
+    b: &mut SiteBuilder<'_>,
+    model: &Model,
+    e: &crate::model::MemoryError,
+) -> ErrorReport {
+    ErrorReport {
+        kind: memtally_alloc::trace::error::describe(e.error).into(),
+        call: model.strings().get(e.call).unwrap_or("?").to_owned(),
+        address: e.address,
+        time_ns: model.since_start_ns(e.ticks),
+        thread: e.thread,
+        site: b.site(&Site {
+            stack: e.stack,
+            counters: Counters::default(),
+        }),
+        race: None,
+        atomic: false,
+        reads_only: false,
+        block: e.block.map(|k| ErrorBlockReport {
+            address: k.address,
+            size: k.size,
+            allocated_by_thread: k.thread,
+            allocated_at_ns: model.since_start_ns(k.ticks),
+            allocated_at: b.site(&Site {
+                stack: k.stack,
+                counters: Counters::default(),
+            }),
+            freed_by_thread: k.freed.map(|f| f.0),
+            freed_at_ns: k.freed.map(|f| model.since_start_ns(f.1)),
+        }),
+    }
+}
+
 /// The report's memory errors: a data race's two sides (the other
 /// thread's access, which it records during the first's stall, then the
-/// first's) paired into one, and races between atomic accesses marked.
-fn error_reports(
-    b: &mut SiteBuilder<'_>,
-    errors: &[crate::model::MemoryError],
-    one: impl Fn(&mut SiteBuilder<'_>, &crate::model::MemoryError) -> ErrorReport,
-) -> Vec<ErrorReport> {
+/// first's) paired into one, and races between atomic accesses, or between
+/// two reads, marked.
+fn error_reports(b: &mut SiteBuilder<'_>, model: &Model) -> Vec<ErrorReport> {
     use memtally_alloc::trace::error::{RACE_FIRST, RACE_SECOND};
+    let errors = model.errors();
+    let one = |b: &mut SiteBuilder<'_>, e| error_report(b, model, e);
     let mut code = crate::access::CodeReader::default();
     let mut out = Vec::new();
     let mut paired = vec![false; errors.len()];
@@ -640,6 +656,7 @@ fn error_reports(
             if let Some(o) = r.race.as_mut() {
                 decode_access(&mut code, &mut o.call, &o.site);
             }
+            r.reads_only = r.call == "read" && r.race.as_ref().is_some_and(|o| o.call == "read");
         }
         out.push(r);
     }

@@ -9,14 +9,14 @@ mod build;
 mod schema;
 mod text;
 
-pub use build::build;
 pub(crate) use build::{
     SiteBuilder, device_sites, notes, summary, thread_reports, timeline, trace_info,
 };
+pub use build::{build, error_list};
 pub use schema::*;
 pub(crate) use text::{Fmt as TextFmt, frame as frame_text, site_table};
 pub use text::{
-    bytes as text_bytes, command_line, count as text_count, ns as text_ns,
+    bytes as text_bytes, command_line, count as text_count, error_line, ns as text_ns,
     plain_table as text_table, render as render_text, render_view as render_text_view,
     write as write_text,
 };

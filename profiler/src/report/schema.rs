@@ -582,13 +582,28 @@ pub struct ErrorReport {
     /// A data race between atomic accesses (by their inlined frames): not a
     /// bug, left out of the text views.
     pub atomic: bool,
+    /// A data race whose two sides both decode as reads: the word changed
+    /// during the window, so the recorder paired them, but by a thread
+    /// whose watchpoint was not on yet (the window's events are enabled
+    /// one by one), so nothing proves a conflict (readers sharing a read
+    /// lock look so). Left out of the text views.
+    pub reads_only: bool,
+}
+
+impl ErrorReport {
+    /// Is this a data race the text views leave out: between atomic
+    /// accesses, or between two reads?
+    pub fn set_aside(&self) -> bool {
+        self.atomic || self.reads_only
+    }
 }
 
 /// The other side of a data race.
 #[derive(Clone, Debug, Serialize)]
 pub struct RaceSideReport {
-    /// `write` (the value changed) or `access` (a read, or a write of the
-    /// value the first left).
+    /// `read` or `write` by its decoded instruction; where the code cannot
+    /// be read, `write` (the value changed) or `access` (a read, or a write
+    /// of the value the first left).
     pub call: String,
     /// Its thread.
     pub thread: u64,

@@ -32,29 +32,26 @@ pub fn render_view(report: &Report, view: super::TextView) -> String {
         return o;
     }
 
-    if !report.errors.is_empty() {
-        // One error: the program was stopped there (the default); more:
-        // it ran with on_error=report, and each call was ignored.
+    let shown: Vec<&ErrorReport> = report.errors.iter().filter(|e| !e.set_aside()).collect();
+    if !shown.is_empty() {
+        // Invalid pointers: one means the program was stopped there (the
+        // default), more that it ran with on_error=report and each call was
+        // ignored. Races and faults on guarded blocks stop nothing.
+        let calls = shown.iter().filter(|e| is_invalid_pointer(e)).count();
         let _ = writeln!(
             o,
-            "\nMEMORY ERRORS: {} ({})",
-            report.errors.len(),
-            if report.errors.len() == 1 {
-                "the program is stopped at the first, as glibc does, unless MEMTALLY=on_error=report"
-            } else {
-                "reported and ignored: the program ran with MEMTALLY=on_error=report"
+            "\nMEMORY ERRORS: {}{}",
+            shown.len(),
+            match calls {
+                0 => "",
+                1 =>
+                    " (the program is stopped at an invalid pointer, as glibc does, unless MEMTALLY=on_error=report)",
+                _ =>
+                    " (invalid pointers reported and ignored: the program ran with MEMTALLY=on_error=report)",
             }
         );
-        for e in report.errors.iter().filter(|e| !e.atomic) {
-            let _ = writeln!(
-                o,
-                "  {}(): invalid pointer {:#x}: {} (thread {}, at {})",
-                e.call,
-                e.address,
-                e.kind,
-                e.thread,
-                ns(e.time_ns)
-            );
+        for e in &shown {
+            let _ = writeln!(o, "  {}", error_line(e, false));
             if let Some(k) = &e.block {
                 let at = k
                     .allocated_at
@@ -78,10 +75,9 @@ pub fn render_view(report: &Report, view: super::TextView) -> String {
                 };
             }
         }
-        let sites: Vec<SiteReport> = report.errors.iter().map(|e| e.site.clone()).collect();
+        let sites: Vec<SiteReport> = shown.iter().map(|e| e.site.clone()).collect();
         site_table(&mut o, &sites, &["call"], |s| {
-            let e = report
-                .errors
+            let e = shown
                 .iter()
                 .find(|e| e.site.stack == s.stack)
                 .expect("an error's site");
@@ -903,6 +899,68 @@ pub fn ns(n: u64) -> String {
 
 fn percent(share: f64) -> String {
     format!("{:.1}%", share * 100.0)
+}
+
+/// One line for a memory error: the call and the pointer for an invalid
+/// pointer, the kind and the block for a fault on a guarded block, both
+/// accesses for a data race; with `places`, where each was made (the
+/// first frame of its stack outside the allocator and the standard
+/// library), for a view that shows no stacks.
+pub fn error_line(e: &ErrorReport, places: bool) -> String {
+    let place = |site: &SiteReport| {
+        if !places {
+            return String::new();
+        }
+        let f = site.frames.get(site.library_frames).or(site.frames.first());
+        let name = f.map_or_else(
+            || "<no stack>".to_owned(),
+            |f| match &f.function {
+                Some(name) => name.clone(),
+                None => frame(f),
+            },
+        );
+        format!(" in {name}")
+    };
+    let a = |call: &str| if call.starts_with('a') { "an" } else { "a" };
+    match &e.race {
+        Some(other) => format!(
+            "data race on {:#x}: {} {}{} (thread {}, at {}) overlapping {} {}{} (thread {})",
+            e.address,
+            a(&e.call),
+            e.call,
+            place(&e.site),
+            e.thread,
+            ns(e.time_ns),
+            a(&other.call),
+            other.call,
+            place(&other.site),
+            other.thread
+        ),
+        None if !is_invalid_pointer(e) => format!(
+            "{} at {:#x}: {}{} (thread {}, at {})",
+            e.kind,
+            e.address,
+            e.call,
+            place(&e.site),
+            e.thread,
+            ns(e.time_ns)
+        ),
+        None => format!(
+            "{}(){}: invalid pointer {:#x}: {} (thread {}, at {})",
+            e.call,
+            place(&e.site),
+            e.address,
+            e.kind,
+            e.thread,
+            ns(e.time_ns)
+        ),
+    }
+}
+
+/// Is `e` an invalid pointer given to an allocator call (not a data race,
+/// nor a fault on a guarded block, whose call is `access`)?
+fn is_invalid_pointer(e: &ErrorReport) -> bool {
+    e.kind != "data race" && e.call != "access"
 }
 
 #[cfg(test)]
