@@ -738,7 +738,7 @@ fn first_access(target: u64, ctx: *mut libc::c_void) {
     // loaded machine) finishes without one, and a report of A's side alone
     // would name one function of the two.
     if B_DONE.load(Ordering::Acquire) && PAIRING.load(Ordering::Acquire) == B_COMMITTED {
-        let pair = frames[0].rotate_left(17) ^ B_PC.load(Ordering::Relaxed);
+        let pair = pair_key(frames[0], B_PC.load(Ordering::Relaxed));
         if remember_pair(pair) {
             RACES.fetch_add(1, Ordering::Relaxed);
             crate::record::on_race(crate::trace::error::RACE_FIRST, target, wrote, &frames[..n]);
@@ -765,7 +765,7 @@ fn second_access(target: u64, ctx: *mut libc::c_void) {
     let mut frames = [0u64; FRAMES];
     let n = trap_stack(ctx, &mut frames);
     B_PC.store(frames[0], Ordering::Relaxed);
-    let pair = A_PC.load(Ordering::Acquire).rotate_left(17) ^ frames[0];
+    let pair = pair_key(A_PC.load(Ordering::Acquire), frames[0]);
     take_hold(&HOLD_SECOND_US);
     // Recorded only if A is still there to record its side (see
     // `PAIRING`): a side alone would name one function of the two.
@@ -783,6 +783,12 @@ fn second_access(target: u64, ctx: *mut libc::c_void) {
         );
     }
     B_DONE.store(true, Ordering::Release);
+}
+
+/// A pair of accesses by their code addresses, in either order: the same
+/// two trap in either order from one window to the next, and are one race.
+fn pair_key(a: u64, b: u64) -> u64 {
+    a.min(b).rotate_left(17) ^ a.max(b)
 }
 
 fn already_reported(pair: u64) -> bool {

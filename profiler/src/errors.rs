@@ -72,14 +72,12 @@ pub fn build(analysis: &Analysis, symbolizer: &mut Symbolizer, frames: usize) ->
         .iter()
         .filter(|e| e.reads_only && !e.atomic)
         .count() as u64;
-    let other_stack = |race: &Option<report::RaceSideReport>| race.as_ref().map(|o| o.site.stack);
     for e in r.errors.iter().filter(|e| !e.set_aside()) {
-        match groups.iter_mut().find(|g| {
-            g.kind == e.kind
-                && g.call == e.call
-                && g.site.stack == e.site.stack
-                && other_stack(&g.race) == other_stack(&e.race)
-        }) {
+        let key = group_key(&e.kind, &e.call, &e.site, &e.race);
+        match groups
+            .iter_mut()
+            .find(|g| group_key(&g.kind, &g.call, &g.site, &g.race) == key)
+        {
             Some(g) => {
                 g.count += 1;
                 if !g.threads.contains(&e.thread) {
@@ -101,6 +99,26 @@ pub fn build(analysis: &Analysis, symbolizer: &mut Symbolizer, frames: usize) ->
         read_only_races,
         groups,
     }
+}
+
+/// What errors of one group share: the kind, and each side's call and
+/// stack, the two sides of a race in either order (the same two accesses
+/// trap in either order from one window to the next).
+fn group_key<'a>(
+    kind: &'a str,
+    call: &'a str,
+    site: &SiteReport,
+    race: &'a Option<report::RaceSideReport>,
+) -> (&'a str, [(u64, &'a str); 2]) {
+    let mine = (site.stack, call);
+    let mut sides = [
+        mine,
+        race.as_ref().map_or((0, ""), |o| (o.site.stack, &o.call)),
+    ];
+    if race.is_some() {
+        sides.sort();
+    }
+    (kind, sides)
 }
 
 fn group_of(e: &ErrorReport) -> ErrorGroup {

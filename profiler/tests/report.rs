@@ -172,3 +172,39 @@ fn the_json_document_has_the_documented_fields() {
     assert!(v["timeline"]["heap"].as_array().unwrap().len() >= 2);
     assert_eq!(v["timeline"]["rss"][0]["bytes"], 10 << 20);
 }
+
+/// One race pair trapping in either order (the read first, then the write
+/// first) is one group of two in `memtally errors`, and the report's text
+/// lists each as a data race, not as an invalid pointer.
+#[test]
+fn a_race_trapped_in_either_order_is_one_group() {
+    use memtally_profiler::errors;
+    use memtally_profiler::synth::race_side;
+    let mut t = TraceBuilder::new();
+    t.full_header().clock(0, 0).clock(32_000, 32_000);
+    t.string(1, "write").string(2, "access");
+    t.frame(1, 0, 0x1000).frame(2, 0, 0x2000);
+    // Thread 1 reads at 0x2000 (stack 2), thread 0 writes at 0x1000
+    // (stack 1). The second access records its side first.
+    t.events(0, &[alloc(320, 0xa000, 64, 1)]);
+    t.events(1, &[race_side(3200, false, 0xa008, 1, 1)]);
+    t.events(0, &[race_side(3520, true, 0xa008, 2, 2)]);
+    t.events(0, &[race_side(9600, false, 0xa008, 2, 2)]);
+    t.events(1, &[race_side(9920, true, 0xa008, 1, 1)]);
+    let a = analyse(&t.into_bytes());
+    let r = errors::build(&a, &mut Symbolizer::default(), 4);
+    assert_eq!(r.total, 2, "{:?}", r.groups);
+    assert_eq!(r.groups.len(), 1, "{:?}", r.groups);
+    assert_eq!(r.groups[0].count, 2);
+    assert_eq!(r.groups[0].kind, "data race");
+    let report = build(&a, &mut Symbolizer::default(), &ReportOptions::default());
+    let text = render_text(&report);
+    assert!(text.contains("MEMORY ERRORS: 2\n"), "{text}");
+    assert!(
+        text.contains(
+            "  data race on 0xa008: an access (thread 0, at 3.5 µs) overlapping a write (thread 1)"
+        ),
+        "{text}"
+    );
+    assert!(!text.contains("invalid pointer"), "{text}");
+}
