@@ -17,9 +17,16 @@
 //! path as recorded, regular files only, with the symbolizer's symbol
 //! table (`symbols::function_symbols`); one that cannot be read, or bytes
 //! that do not decode, leave the recorder's word.
+//!
+//! The instruction also tells some atomics: a `lock`-prefixed
+//! read-modify-write, or an `xchg` with memory (locked without the prefix:
+//! C and C++ compile sequentially consistent stores to it) is atomic by
+//! the hardware. Relaxed, acquire and release accesses compile to plain
+//! moves, which only debug information tells apart (the report's
+//! `in_atomic`).
 
 use crate::symbols::{function_symbols, map_regular, symbol_at};
-use iced_x86::{Decoder, DecoderOptions, InstructionInfoFactory, OpAccess};
+use iced_x86::{Decoder, DecoderOptions, Instruction, InstructionInfoFactory, Mnemonic, OpAccess};
 use memmap2::Mmap;
 use object::{Object, ObjectSection};
 use std::collections::HashMap;
@@ -33,6 +40,9 @@ pub enum Access {
     Read,
     /// Writes (or reads and writes).
     Write,
+    /// Reads and writes as one locked operation (`lock` prefix, or `xchg`
+    /// with memory): an atomic operation.
+    Locked,
 }
 
 impl Access {
@@ -40,7 +50,7 @@ impl Access {
     pub fn call(self) -> &'static str {
         match self {
             Access::Read => "read",
-            Access::Write => "write",
+            Access::Write | Access::Locked => "write",
         }
     }
 }
@@ -127,7 +137,7 @@ pub fn decode_forward(code: &[u8], base: u64, addr: u64) -> Option<Access> {
         }
         if instr.next_ip() > addr {
             return (instr.ip() <= addr)
-                .then(|| access_of(info.info(&instr).used_memory()))
+                .then(|| access_of(&instr, &mut info))
                 .flatten();
         }
     }
@@ -150,7 +160,7 @@ pub fn decode_around(code: &[u8], base: u64, addr: u64) -> Option<Access> {
         if instr.is_invalid() || instr.next_ip() != addr + 1 {
             continue;
         }
-        if let Some(a) = access_of(info.info(&instr).used_memory()) {
+        if let Some(a) = access_of(&instr, &mut info) {
             match answer {
                 None => answer = Some(a),
                 Some(b) if b != a => return None,
@@ -161,9 +171,17 @@ pub fn decode_around(code: &[u8], base: u64, addr: u64) -> Option<Access> {
     answer
 }
 
-/// Write if any of the memory operands may be written, else read; None
-/// without memory operands.
-fn access_of(used: &[iced_x86::UsedMemory]) -> Option<Access> {
+/// Locked for a locked instruction with memory, write if any of the memory
+/// operands may be written, else read; None without memory operands.
+fn access_of(instr: &Instruction, info: &mut InstructionInfoFactory) -> Option<Access> {
+    let used = info.info(instr).used_memory();
+    if used.is_empty() {
+        return None;
+    }
+    if instr.has_lock_prefix() || instr.mnemonic() == Mnemonic::Xchg {
+        // An xchg of two registers has no memory operand (returned above).
+        return Some(Access::Locked);
+    }
     let mut read = false;
     for m in used {
         match m.access() {
@@ -185,7 +203,8 @@ mod tests {
     use super::*;
 
     // push rbp; mov rbp, rsp; mov rax, [rdi+8]; mov [rsi], rax; add [rdx], eax;
-    // cmp qword [rdi], 0; lock xadd [rcx], eax; pop rbp; ret
+    // cmp qword [rdi], 0; lock xadd [rcx], eax; pop rbp; ret; xchg [rdi], rax;
+    // xchg rbx, rax; lock cmpxchg [rsi], rcx
     const CODE: &[u8] = &[
         0x55, // 0: push rbp
         0x48, 0x89, 0xe5, // 1: mov rbp, rsp
@@ -196,6 +215,9 @@ mod tests {
         0xf0, 0x0f, 0xc1, 0x01, // 17: lock xadd [rcx], eax
         0x5d, // 21: pop rbp
         0xc3, // 22: ret
+        0x48, 0x87, 0x07, // 23: xchg [rdi], rax
+        0x48, 0x87, 0xc3, // 26: xchg rbx, rax
+        0xf0, 0x48, 0x0f, 0xb1, 0x0e, // 29: lock cmpxchg [rsi], rcx
     ];
     const BASE: u64 = 0x1000;
 
@@ -207,7 +229,11 @@ mod tests {
         assert_eq!(at(11), Some(Access::Write), "mov [rsi], rax");
         assert_eq!(at(13), Some(Access::Write), "add [rdx], eax");
         assert_eq!(at(17), Some(Access::Read), "cmp qword [rdi], 0");
-        assert_eq!(at(21), Some(Access::Write), "lock xadd [rcx], eax");
+        assert_eq!(at(21), Some(Access::Locked), "lock xadd [rcx], eax");
+        assert_eq!(at(26), Some(Access::Locked), "xchg [rdi], rax");
+        assert_eq!(at(29), None, "xchg rbx, rax: registers only");
+        assert_eq!(at(34), Some(Access::Locked), "lock cmpxchg [rsi], rcx");
+        assert_eq!(Access::Locked.call(), "write");
         // Any byte of the instruction finds it.
         assert_eq!(decode_forward(CODE, BASE, BASE + 4), Some(Access::Read));
         // The stack is memory too: push writes it.

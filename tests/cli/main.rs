@@ -616,6 +616,7 @@ mod leak_scan;
 mod live;
 mod ownership;
 mod plot;
+mod races;
 mod replay;
 mod scopes;
 

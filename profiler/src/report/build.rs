@@ -651,11 +651,14 @@ fn error_reports(b: &mut SiteBuilder<'_>, model: &Model) -> Vec<ErrorReport> {
             None => one(b, e),
         };
         if matches!(e.error, RACE_FIRST | RACE_SECOND) {
-            r.atomic = in_atomic(&r.site) || r.race.as_ref().is_some_and(|o| in_atomic(&o.site));
-            decode_access(&mut code, &mut r.call, &r.site);
-            if let Some(o) = r.race.as_mut() {
-                decode_access(&mut code, &mut o.call, &o.site);
-            }
+            let mine = decode_access(&mut code, &mut r.call, &r.site);
+            let other = r
+                .race
+                .as_mut()
+                .and_then(|o| decode_access(&mut code, &mut o.call, &o.site));
+            r.atomic = in_atomic(&r.site)
+                || r.race.as_ref().is_some_and(|o| in_atomic(&o.site))
+                || locked_pair(mine, other);
             r.reads_only = r.call == "read" && r.race.as_ref().is_some_and(|o| o.call == "read");
         }
         out.push(r);
@@ -665,19 +668,33 @@ fn error_reports(b: &mut SiteBuilder<'_>, model: &Model) -> Vec<ErrorReport> {
 
 /// A race side is a `read` or a `write` by its instruction, at the inner
 /// end of `site`, when that can be read from the module's file and
-/// decoded. The recorder's word (`write` when the value changed since the
-/// watch was armed, else `access`) stays where it cannot: the value is
-/// the weaker witness, as a thread whose event the writer had not opened
-/// yet may have changed it before the first trap.
-fn decode_access(code: &mut crate::access::CodeReader, call: &mut String, site: &SiteReport) {
-    let Some(frame) = site.frames.first() else {
-        return;
-    };
-    if let (Some(module), Some(addr)) = (&frame.module, frame.module_offset)
-        && let Some(access) = code.access(module, addr)
-    {
-        *call = access.call().to_owned();
-    }
+/// decoded (which it returns). The recorder's word (`write` when the value
+/// changed since the watch was armed, else `access`) stays where it
+/// cannot: the value is the weaker witness, as a thread whose event was
+/// not on yet may have changed it before the first trap.
+fn decode_access(
+    code: &mut crate::access::CodeReader,
+    call: &mut String,
+    site: &SiteReport,
+) -> Option<crate::access::Access> {
+    let frame = site.frames.first()?;
+    let access = code.access(frame.module.as_deref()?, frame.module_offset?)?;
+    *call = access.call().to_owned();
+    Some(access)
+}
+
+/// Are two sides atomic by their instructions: a locked operation (an
+/// atomic read-modify-write, or C's sequentially consistent store, an
+/// `xchg`) against another, or against a read (a relaxed or acquire load
+/// is a plain move)? A plain store against a locked operation stays a
+/// race: it may overwrite the atomic update, as a `x = 0` racing with an
+/// atomic increment does.
+fn locked_pair(a: Option<crate::access::Access>, b: Option<crate::access::Access>) -> bool {
+    use crate::access::Access::{Locked, Read};
+    matches!(
+        (a, b),
+        (Some(Locked), Some(Locked | Read)) | (Some(Read), Some(Locked))
+    )
 }
 
 /// Is the access at the inner end of `site` an atomic operation, by its
