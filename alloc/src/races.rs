@@ -37,12 +37,12 @@
 //! `access.rs`): the events are enabled one by one, so a thread not yet
 //! watched may still change the word in those few microseconds, and the
 //! value alone would then call a read a write (the profiler sets a pair
-//! of reads aside). Each side records itself (error events `RACE_SECOND` from B, then
-//! `RACE_FIRST` from A, with the stack of the access), pairs already
-//! reported (by the two code addresses) are not reported again, and the
-//! watch is taken off after A's stall whatever happened (A's handler
-//! disables each of the window's events, one `ioctl` each): one stall per
-//! window at most.
+//! of reads aside). Each side records itself (error events `RACE_SECOND`
+//! from B, then `RACE_FIRST` from A, with the stack of the access), pairs
+//! already reported (by the two code addresses, in either order) are not
+//! reported again, and the watch is taken off after A's stall whatever
+//! happened (A's handler disables each of the window's events, one
+//! `ioctl` each): one stall per window at most.
 //!
 //! A trap budget (`race_budget`, 1% of one core by default) sets the pace:
 //! the time spent in trap handlers during a window (A's stall, B's report),
