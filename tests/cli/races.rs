@@ -1,6 +1,7 @@
 //! The race detector under the preload on C code (`tests/c/races.c`): a
 //! plain store racing with a plain load is one race, its sides a write in
-//! `update_word` and a read in `look_at_word` by their instructions; an
+//! `update_word` and a read in `look_at_word` by their instructions, with
+//! the block that holds the word (where main allocated it); an
 //! atomic add racing with a relaxed atomic load is told apart as atomic
 //! by the locked instruction, as C atomics leave no frame to tell them by.
 //! Skipped, and said so, where `perf_event_open` is refused.
@@ -74,6 +75,11 @@ fn a_plain_store_racing_with_a_load_is_one_race_with_both_sides() {
     assert_eq!(sides[0].1[0], "look_at_word", "{sides:?}");
     assert_eq!(sides[1].0, "write", "{sides:?}");
     assert_eq!(sides[1].1[0], "update_word", "{sides:?}");
+    // The word's block, found from inside it: the 64 bytes main allocated.
+    let block = &g["block"];
+    assert_eq!(block["size"], 64, "{j:#}");
+    assert_eq!(functions(&block["allocated_at"])[0], "main", "{j:#}");
+    assert!(block["freed_by_thread"].is_null(), "{j:#}");
 }
 
 #[test]

@@ -106,6 +106,27 @@ impl LiveMap {
         self.shards[self.shard(address)].get(&address)
     }
 
+    /// The live block that holds the byte at `address`, looking back at
+    /// most `reach` bytes for its start, word by word (blocks start on a
+    /// word): its start and the block. For an address inside a block, such
+    /// as a watched word, which the map, keyed by start, cannot find
+    /// directly; `reach` bounds the lookups (one per word).
+    pub fn containing(&self, address: u64, reach: u64) -> Option<(u64, &LiveBlock)> {
+        let lowest = address.saturating_sub(reach);
+        let mut start = address & !7;
+        loop {
+            if let Some(b) = self.get(start)
+                && address < start.saturating_add(b.size.max(1))
+            {
+                return Some((start, b));
+            }
+            if start < lowest + 8 {
+                return None;
+            }
+            start -= 8;
+        }
+    }
+
     /// How many blocks are live (recorded blocks, not weighted).
     pub fn len(&self) -> usize {
         self.shards.iter().map(|s| s.len()).sum()
@@ -127,6 +148,23 @@ impl LiveMap {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_block_holding_an_address_is_found_from_inside_it() {
+        let mut m = LiveMap::default();
+        m.insert(0x1000, block(64));
+        m.insert(0x1040, block(8));
+        assert_eq!(m.containing(0x1000, 4096).map(|(a, _)| a), Some(0x1000));
+        assert_eq!(m.containing(0x1038, 4096).map(|(a, _)| a), Some(0x1000));
+        assert_eq!(m.containing(0x103f, 4096).map(|(a, _)| a), Some(0x1000));
+        assert_eq!(m.containing(0x1044, 4096).map(|(a, _)| a), Some(0x1040));
+        // Past the second block's 8 bytes: in no block (the first ends
+        // before it).
+        assert_eq!(m.containing(0x1048, 4096).map(|(a, _)| a), None);
+        // Out of reach.
+        assert_eq!(m.containing(0x1038, 16).map(|(a, _)| a), None);
+        assert_eq!(m.containing(0x8, 4096).map(|(a, _)| a), None);
+    }
 
     fn block(size: u64) -> LiveBlock {
         LiveBlock {

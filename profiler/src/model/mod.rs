@@ -890,6 +890,11 @@ impl Model {
 
     /// The block behind an error at `address`, as far as the trace tells.
     fn error_block(&self, error: u8, address: u64) -> Option<ErrorBlock> {
+        /// How far back from a raced word its block's start is looked
+        /// for: a word deeper into a larger block goes without its block
+        /// (8,192 lookups at most, for an event that comes a few times a
+        /// second at most).
+        const RACE_BLOCK_REACH: u64 = 64 << 10;
         use memtally_alloc::trace::error;
         let recently_freed = || {
             self.recent_frees
@@ -909,6 +914,18 @@ impl Model {
                     freed: None,
                 })
             }
+            // The watched word lies inside its block.
+            error::RACE_FIRST | error::RACE_SECOND => self
+                .live
+                .containing(address, RACE_BLOCK_REACH)
+                .map(|(start, b)| ErrorBlock {
+                    address: start,
+                    size: b.size,
+                    stack: b.stack,
+                    thread: b.thread,
+                    ticks: b.ticks,
+                    freed: None,
+                }),
             _ => None,
         }
     }
