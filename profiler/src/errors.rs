@@ -177,12 +177,8 @@ pub fn render_text(r: &ErrorsReport) -> String {
     );
     for (i, g) in r.groups.iter().enumerate() {
         let threads: Vec<String> = g.threads.iter().map(u64::to_string).collect();
-        let _ = writeln!(
-            o,
-            "\n#{} {} in {}(): {} {} (thread{} {}), first at {}, at {:#x}{}",
-            i + 1,
-            g.kind,
-            g.call,
+        let times = format!(
+            "{} {} (thread{} {}), first at {}, at {:#x}{}",
             g.count,
             if g.count == 1 { "time" } else { "times" },
             if threads.len() == 1 { "" } else { "s" },
@@ -191,16 +187,31 @@ pub fn render_text(r: &ErrorsReport) -> String {
             g.addresses[0],
             if g.addresses.len() > 1 { ", ..." } else { "" },
         );
-        stack(&mut o, "  at", &g.site);
-        if let Some(other) = &g.race {
-            let _ = writeln!(
-                o,
-                "  while thread {} made an overlapping {} at {}:",
-                other.thread,
-                other.call,
-                report::text_ns(other.time_ns)
-            );
-            stack(&mut o, "  at", &other.site);
+        match &g.race {
+            // A race: both accesses, each with its stack.
+            Some(other) => {
+                let _ = writeln!(o, "\n#{} {}: {times}", i + 1, g.kind);
+                let _ = writeln!(o, "  {} {}:", article(&g.call), g.call);
+                stack(&mut o, "  at", &g.site);
+                let _ = writeln!(
+                    o,
+                    "  overlapping {} {} by thread {} at {}:",
+                    article(&other.call),
+                    other.call,
+                    other.thread,
+                    report::text_ns(other.time_ns)
+                );
+                stack(&mut o, "  at", &other.site);
+            }
+            // A fault on a guarded block: the access, no allocator call.
+            None if g.call == "access" => {
+                let _ = writeln!(o, "\n#{} {} by an access: {times}", i + 1, g.kind);
+                stack(&mut o, "  at", &g.site);
+            }
+            None => {
+                let _ = writeln!(o, "\n#{} {} in {}(): {times}", i + 1, g.kind, g.call);
+                stack(&mut o, "  at", &g.site);
+            }
         }
         if let Some(b) = &g.block {
             let _ = writeln!(
@@ -226,6 +237,15 @@ pub fn render_text(r: &ErrorsReport) -> String {
         o.push_str(&atomic);
     }
     o
+}
+
+/// `a` or `an` before `word`.
+fn article(word: &str) -> &'static str {
+    if word.starts_with(['a', 'e', 'i', 'o', 'u']) {
+        "an"
+    } else {
+        "a"
+    }
 }
 
 /// `lead` then the stack's frames, one per line.
