@@ -104,7 +104,7 @@ fn planted_errors_fault_at_the_access_with_their_stacks() {
         assert_eq!(e["kind"], kind, "{mode}");
         assert_eq!(e["call"], "access", "{mode}");
         let site = &e["site"];
-        let frames = functions(site);
+        let frames = super::functions(site);
         assert_eq!(
             frames.first().map(String::as_str),
             Some(function),
@@ -120,7 +120,7 @@ fn planted_errors_fault_at_the_access_with_their_stacks() {
         assert_eq!(g["count"], 1, "{mode}");
         let b = &g["block"];
         assert_eq!(b["size"], 48, "{mode}: {g}");
-        let alloc = functions(&b["allocated_at"]);
+        let alloc = super::functions(&b["allocated_at"]);
         assert!(
             alloc.iter().any(|f| f == "main" || f == "placed"),
             "{mode}: {alloc:?}"
@@ -138,16 +138,6 @@ fn planted_errors_fault_at_the_access_with_their_stacks() {
             "{text}"
         );
     }
-}
-
-/// The function names of a site object's frames, innermost first.
-fn functions(site: &serde_json::Value) -> Vec<String> {
-    site["frames"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|f| f["function"].as_str().map(str::to_owned))
-        .collect()
 }
 
 /// Runs each command line with `LD_PRELOAD=lib` and `env`: each must
@@ -221,7 +211,7 @@ fn planted_errors_in_cpp_are_caught_with_their_functions() {
         assert_eq!(doc["total"], 1, "{mode}: {doc}");
         let g = &doc["groups"][0];
         assert_eq!(g["kind"], kind, "{mode}");
-        let frames = functions(&g["site"]);
+        let frames = super::functions(&g["site"]);
         assert!(
             frames.iter().any(|f| f.starts_with(function)),
             "{mode}: {frames:?}"
@@ -281,7 +271,7 @@ fn mismatched_cpp_releases_are_caught_and_clean_cpp_runs_clean() {
             g["kind"], "allocation and deallocation mismatch",
             "{mode}: {doc}"
         );
-        let frames = functions(&g["site"]);
+        let frames = super::functions(&g["site"]);
         assert!(
             frames.iter().any(|f| f.starts_with(function)),
             "{mode}: {frames:?}"

@@ -115,6 +115,16 @@ fn record_c_program(
     Some(trace)
 }
 
+/// The function names of a site object's frames (JSON), innermost first.
+fn functions(site: &serde_json::Value) -> Vec<String> {
+    site["frames"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|f| f["function"].as_str().map(str::to_owned))
+        .collect()
+}
+
 /// Runs `memtally` with `args`, which must succeed, and parses what it
 /// printed as JSON.
 fn json_of(args: &[&str]) -> serde_json::Value {

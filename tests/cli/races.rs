@@ -41,16 +41,6 @@ fn record_until_caught(test: &str, cc_args: &[&str]) -> Option<PathBuf> {
     panic!("{test}: no race recorded in three runs");
 }
 
-/// Names of the functions of a site object's frames.
-fn functions(site: &serde_json::Value) -> Vec<String> {
-    site["frames"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|f| f["function"].as_str().map(str::to_owned))
-        .collect()
-}
-
 #[test]
 fn a_plain_store_racing_with_a_load_is_one_race_with_both_sides() {
     let Some(trace) = record_until_caught("races-plain", &[]) else {
@@ -63,11 +53,11 @@ fn a_plain_store_racing_with_a_load_is_one_race_with_both_sides() {
     let mut sides = [
         (
             g["call"].as_str().unwrap().to_owned(),
-            functions(&g["site"]),
+            super::functions(&g["site"]),
         ),
         (
             g["race"]["call"].as_str().unwrap().to_owned(),
-            functions(&g["race"]["site"]),
+            super::functions(&g["race"]["site"]),
         ),
     ];
     sides.sort();
@@ -78,7 +68,7 @@ fn a_plain_store_racing_with_a_load_is_one_race_with_both_sides() {
     // The word's block, found from inside it: the 64 bytes main allocated.
     let block = &g["block"];
     assert_eq!(block["size"], 64, "{j:#}");
-    assert_eq!(functions(&block["allocated_at"])[0], "main", "{j:#}");
+    assert_eq!(super::functions(&block["allocated_at"])[0], "main", "{j:#}");
     assert!(block["freed_by_thread"].is_null(), "{j:#}");
 }
 

@@ -424,9 +424,27 @@ fn the_devices_tab_shows_device_memory_by_device_and_host_stack() {
     assert!(line_of(&s, "0x403000").1.contains("ibv_reg_mr"), "{s}");
 }
 
+/// The alerts tab, `width` columns wide, of the finished trace `t`.
+fn alerts_tab(t: &TraceBuilder, width: u16) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t.mtt");
+    std::fs::write(&path, t.bytes()).unwrap();
+    let live = Live::follow(&path, model_options(), WriterWatch::Told);
+    live.writer_gone();
+    let target = Target {
+        live: LiveSlot::new(live),
+        process: None,
+    };
+    while !target.live.get().status().state.is_final() {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let mut app = App::default();
+    press(&mut app, KeyCode::Char('5'));
+    screen(&target, &mut app, width, 30)
+}
+
 #[test]
 fn memory_errors_are_alerts() {
-    let dir = tempfile::tempdir().unwrap();
     let mut t = TraceBuilder::new();
     t.full_header().clock(0, 0).clock(1_000_000, 1_000_000);
     t.string(1, "free")
@@ -440,20 +458,7 @@ fn memory_errors_are_alerts() {
             memtally_profiler::synth::memory_error(96, 0x1000, 1, 2),
         ],
     );
-    let path = dir.path().join("e.mtt");
-    std::fs::write(&path, t.bytes()).unwrap();
-    let live = Live::follow(&path, model_options(), WriterWatch::Told);
-    live.writer_gone();
-    let target = Target {
-        live: LiveSlot::new(live),
-        process: None,
-    };
-    while !target.live.get().status().state.is_final() {
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    let mut app = App::default();
-    press(&mut app, KeyCode::Char('5'));
-    let s = screen(&target, &mut app, 100, 30);
+    let s = alerts_tab(&t, 100);
     assert!(s.contains("alerts (1)"), "{s}");
     assert!(s.contains("MEMORY ERRORS: 1"), "{s}");
     assert!(
@@ -467,7 +472,6 @@ fn memory_errors_are_alerts() {
 #[test]
 fn a_data_race_is_one_alert_naming_both_sides() {
     use memtally_profiler::synth::race_side;
-    let dir = tempfile::tempdir().unwrap();
     let mut t = TraceBuilder::new();
     t.full_header().clock(0, 0).clock(1_000_000, 1_000_000);
     t.string(1, "write")
@@ -483,20 +487,7 @@ fn a_data_race_is_one_alert_naming_both_sides() {
         ],
     );
     t.events(0, &[race_side(20_000, true, 0x2008, 2, 2)]);
-    let path = dir.path().join("r.mtt");
-    std::fs::write(&path, t.bytes()).unwrap();
-    let live = Live::follow(&path, model_options(), WriterWatch::Told);
-    live.writer_gone();
-    let target = Target {
-        live: LiveSlot::new(live),
-        process: None,
-    };
-    while !target.live.get().status().state.is_final() {
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    let mut app = App::default();
-    press(&mut app, KeyCode::Char('5'));
-    let s = screen(&target, &mut app, 140, 30);
+    let s = alerts_tab(&t, 140);
     assert!(s.contains("alerts (1)"), "{s}");
     assert!(s.contains("MEMORY ERRORS: 1"), "{s}");
     assert!(
