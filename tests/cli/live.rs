@@ -556,3 +556,56 @@ fn the_exit_status_is_in_the_trace_report_and_dashboard() {
     tmux.keys("q");
     tmux.wait_for("the shell after memtally", |s| s.contains("DONE"));
 }
+
+/// The race detector live: `run --live --races` on tests/c/races.c (a
+/// plain store racing with a plain load); the alerts tab shows the race
+/// as it is recorded, one line naming both accesses by their
+/// instructions. Skipped, and said so, where `perf_event_open` is refused
+/// (the detector says so in the program's output).
+#[test]
+fn run_live_shows_a_data_race_in_the_alerts_tab() {
+    let Some(lib) = built_library() else {
+        eprintln!("skipped: libmemtally.so not built (run cargo test --workspace)");
+        return;
+    };
+    let dir = scratch("live-races");
+    build_c(&dir, "races", &["-pthread"]);
+    let command = format!(
+        "cd '{dir}' && RACES_SECONDS=30 MEMTALLY_LIB='{lib}' '{memtally}' run --live --races -o t.mtt -- ./races; \
+         echo DONE; sleep 60",
+        dir = dir.display(),
+        lib = lib.display(),
+        memtally = env!("CARGO_BIN_EXE_memtally"),
+    );
+    let tmux = Tmux::start("races", &command, 160, 30);
+    tmux.wait_for("the dashboard", |s| s.contains("running"));
+    tmux.keys("5");
+    let start = Instant::now();
+    let line = loop {
+        let s = tmux.screen();
+        if let Some((_, l)) = line_of(&s, "data race on") {
+            break l.to_owned();
+        }
+        if start.elapsed() > Duration::from_secs(25) {
+            tmux.keys("q");
+            tmux.wait_for("the shell after memtally", |s| s.contains("DONE"));
+            let out = std::fs::read_to_string(dir.join("t.out")).unwrap_or_default();
+            if out.contains("perf_event_open refused") {
+                eprintln!("skipped: perf_event_open is refused here: {out}");
+                return;
+            }
+            panic!("no race on the alerts tab in 25 s:\n{s}\noutput: {out}");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(
+        line.contains("write in update_word") && line.contains("read in look_at_word"),
+        "{line}"
+    );
+    assert!(line.contains("overlapping"), "{line}");
+    let s = tmux.screen();
+    assert!(s.contains("MEMORY ERRORS: 1"), "{s}");
+    assert!(!s.contains("invalid pointer"), "{s}");
+    tmux.keys("q");
+    tmux.wait_for("the shell after memtally", |s| s.contains("DONE"));
+}
