@@ -405,8 +405,12 @@ unsafe fn free_impl<const SIZED: bool>(
                         if d > page.dealloc_span.get() {
                             return word_layout_mismatch(p, d, align, page);
                         }
-                    } else if !layout_fits(page, p, size, align) {
-                        return layout_mismatch(p, size, align);
+                    } else {
+                        // Over-aligned Rust types are the rarer case.
+                        cold_path();
+                        if !layout_fits(page, p, size, align) {
+                            return layout_mismatch(p, size, align);
+                        }
                     }
                 }
                 let used = page.used.get();
