@@ -191,12 +191,12 @@ pub fn render_text(r: &ErrorsReport) -> String {
             // A race: both accesses, each with its stack.
             Some(other) => {
                 let _ = writeln!(o, "\n#{} {}: {times}", i + 1, g.kind);
-                let _ = writeln!(o, "  {} {}:", article(&g.call), g.call);
+                let _ = writeln!(o, "  {} {}:", report::article(&g.call), g.call);
                 stack(&mut o, "  at", &g.site);
                 let _ = writeln!(
                     o,
                     "  overlapping {} {} by thread {} at {}:",
-                    article(&other.call),
+                    report::article(&other.call),
                     other.call,
                     other.thread,
                     report::text_ns(other.time_ns)
@@ -237,15 +237,6 @@ pub fn render_text(r: &ErrorsReport) -> String {
         o.push_str(&atomic);
     }
     o
-}
-
-/// `a` or `an` before `word`.
-fn article(word: &str) -> &'static str {
-    if word.starts_with(['a', 'e', 'i', 'o', 'u']) {
-        "an"
-    } else {
-        "a"
-    }
 }
 
 /// `lead` then the stack's frames, one per line.

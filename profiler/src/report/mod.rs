@@ -14,7 +14,7 @@ pub(crate) use build::{
 };
 pub use build::{build, error_list};
 pub use schema::*;
-pub(crate) use text::{Fmt as TextFmt, frame as frame_text, site_table};
+pub(crate) use text::{Fmt as TextFmt, article, frame as frame_text, site_table};
 pub use text::{
     bytes as text_bytes, command_line, count as text_count, error_line, ns as text_ns,
     plain_table as text_table, render as render_text, render_view as render_text_view,

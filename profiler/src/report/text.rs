@@ -921,17 +921,16 @@ pub fn error_line(e: &ErrorReport, places: bool) -> String {
         );
         format!(" in {name}")
     };
-    let a = |call: &str| if call.starts_with('a') { "an" } else { "a" };
     match &e.race {
         Some(other) => format!(
             "data race on {:#x}: {} {}{} (thread {}, at {}) overlapping {} {}{} (thread {})",
             e.address,
-            a(&e.call),
+            article(&e.call),
             e.call,
             place(&e.site),
             e.thread,
             ns(e.time_ns),
-            a(&other.call),
+            article(&other.call),
             other.call,
             place(&other.site),
             other.thread
@@ -954,6 +953,15 @@ pub fn error_line(e: &ErrorReport, places: bool) -> String {
             e.thread,
             ns(e.time_ns)
         ),
+    }
+}
+
+/// `a` or `an` before `word`.
+pub(crate) fn article(word: &str) -> &'static str {
+    if word.starts_with(['a', 'e', 'i', 'o', 'u']) {
+        "an"
+    } else {
+        "a"
     }
 }
 
