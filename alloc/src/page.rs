@@ -504,13 +504,10 @@ impl Page {
         unsafe {
             let first = self.block_start.get().add(capacity * bsize);
             let mut b = first;
-            let tag = freed_tag(self);
             for _ in 1..n {
                 let next = b.add(bsize);
                 (*(b as *mut Block)).next = next as *mut Block;
-                if CHECKED {
-                    (*(b as *mut Block)).tag = tag;
-                }
+                tag_freed(self, b as *mut Block);
                 b = next;
             }
             (*(b as *mut Block)).next = ptr::null_mut();

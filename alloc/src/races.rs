@@ -263,12 +263,24 @@ pub fn hold_next(first_us: u64, second_us: u64) {
 /// Spins for the hold in `hold` (µs), if any, and clears it.
 fn take_hold(hold: &AtomicU64) {
     if hold.load(Ordering::Relaxed) != 0 {
-        let us = hold.swap(0, Ordering::Relaxed);
-        let t = crate::os::now_us();
-        while crate::os::now_us() < t + us {
-            core::hint::spin_loop();
-        }
+        spin_us(hold.swap(0, Ordering::Relaxed));
     }
+}
+
+/// Spins `us` microseconds (a test's hold: no sleep, as a busy thread).
+fn spin_us(us: u64) {
+    let t = crate::os::now_us();
+    while crate::os::now_us() < t + us {
+        core::hint::spin_loop();
+    }
+}
+
+/// Runs `f` on the writer thread and charges the CPU time it took to the
+/// current window (`WINDOW_SETUP_US`).
+fn charged(f: impl FnOnce()) {
+    let t = crate::os::thread_cpu_us();
+    f();
+    WINDOW_SETUP_US.fetch_add(crate::os::thread_cpu_us() - t, Ordering::Relaxed);
 }
 
 /// The detector's counters.
@@ -442,13 +454,7 @@ fn arm(word: u64) {
         return;
     };
     ARMED_VALUE.store(value, Ordering::SeqCst);
-    let hold = HOLD_ARMING_US.load(Ordering::Relaxed);
-    if hold != 0 {
-        let t = crate::os::now_us();
-        while crate::os::now_us() < t + hold {
-            core::hint::spin_loop();
-        }
-    }
+    spin_us(HOLD_ARMING_US.load(Ordering::Relaxed));
     for fd in &WATCH_FDS[..WATCHED.load(Ordering::Relaxed)] {
         let fd = fd.load(Ordering::Relaxed);
         enable(fd);
@@ -546,9 +552,7 @@ pub fn tick() {
             if now < WINDOW_END.load(Ordering::Relaxed) || STALLED.load(Ordering::Acquire) != 0 {
                 return;
             }
-            let t = crate::os::thread_cpu_us();
-            disarm();
-            WINDOW_SETUP_US.fetch_add(crate::os::thread_cpu_us() - t, Ordering::Relaxed);
+            charged(disarm);
         }
         // A stall still on (one that took the watch off itself, or a trap
         // that passed its target check before the disarm above and
@@ -599,9 +603,8 @@ pub fn tick() {
     WINDOW_TRAP_US.store(TRAP_US.load(Ordering::Relaxed), Ordering::Relaxed);
     WINDOW_START_US.store(crate::os::now_us().max(1), Ordering::Relaxed);
     WINDOWS.fetch_add(1, Ordering::Relaxed);
-    let cpu = crate::os::thread_cpu_us();
-    arm(word);
-    WINDOW_SETUP_US.store(crate::os::thread_cpu_us() - cpu, Ordering::Relaxed);
+    WINDOW_SETUP_US.store(0, Ordering::Relaxed);
+    charged(|| arm(word));
 }
 
 /// Schedules the next window after the one that started at
@@ -610,9 +613,8 @@ pub fn tick() {
 /// CPU time opening, disabling and closing its events) is within the budget of
 /// the time since it started.
 fn end_window(now_ms: u64) {
-    let t = crate::os::thread_cpu_us();
-    close_events();
-    let setup_us = WINDOW_SETUP_US.load(Ordering::Relaxed) + (crate::os::thread_cpu_us() - t);
+    charged(close_events);
+    let setup_us = WINDOW_SETUP_US.load(Ordering::Relaxed);
     let start_us = WINDOW_START_US.swap(0, Ordering::Relaxed);
     let cost_us = TRAP_US
         .load(Ordering::Relaxed)

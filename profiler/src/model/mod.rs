@@ -905,27 +905,13 @@ impl Model {
         match error {
             error::NOT_LIVE | error::USE_AFTER_FREE => recently_freed(),
             error::LAYOUT | error::OVERFLOW | error::UNDERFLOW => {
-                self.live.get(address).map(|b| ErrorBlock {
-                    address,
-                    size: b.size,
-                    stack: b.stack,
-                    thread: b.thread,
-                    ticks: b.ticks,
-                    freed: None,
-                })
+                self.live.get(address).map(|b| live_error_block(address, b))
             }
             // The watched word lies inside its block.
             error::RACE_FIRST | error::RACE_SECOND => self
                 .live
                 .containing(address, RACE_BLOCK_REACH)
-                .map(|(start, b)| ErrorBlock {
-                    address: start,
-                    size: b.size,
-                    stack: b.stack,
-                    thread: b.thread,
-                    ticks: b.ticks,
-                    freed: None,
-                }),
+                .map(|(start, b)| live_error_block(start, b)),
             _ => None,
         }
     }
@@ -1299,4 +1285,16 @@ impl Model {
 fn recent_slot(address: u64) -> usize {
     // Blocks are at least 16-byte aligned: drop those bits, then mix.
     ((address >> 4).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 52) as usize % RECENT_FREES
+}
+
+/// What an error tells of the live block at `address`.
+fn live_error_block(address: u64, b: &LiveBlock) -> ErrorBlock {
+    ErrorBlock {
+        address,
+        size: b.size,
+        stack: b.stack,
+        thread: b.thread,
+        ticks: b.ticks,
+        freed: None,
+    }
 }
