@@ -195,14 +195,23 @@ impl fmt::Display for BadPointer {
 #[cold]
 #[inline(never)]
 pub fn invalid_pointer(call: &str, p: *const u8, why: BadPointer) {
+    let error = match why {
+        BadPointer::NotOurs => crate::trace::error::NOT_OURS,
+        BadPointer::Interior { .. } => crate::trace::error::INTERIOR,
+        BadPointer::NotLive => crate::trace::error::NOT_LIVE,
+        BadPointer::Layout { .. } => crate::trace::error::LAYOUT,
+        BadPointer::Mismatch { .. } => crate::trace::error::MISMATCH,
+    };
+    // Recorded first, so that the line says whether it was (a thread
+    // whose first call this is gets a heap to record with).
+    let recorded = crate::record::on_invalid_pointer(call, p, error);
+    let report_only = REPORT_ONLY.load(Ordering::Relaxed);
     let mut w = LineWriter::new();
     use fmt::Write;
-    let recording = crate::record::active();
-    let report_only = REPORT_ONLY.load(Ordering::Relaxed);
     let _ = write!(
         w,
         "memtally: {call}(): invalid pointer {p:p}: {why}{}{}",
-        if recording {
+        if recorded {
             " (recorded in the trace with the call's stack: see memtally report)"
         } else {
             ""
@@ -214,17 +223,7 @@ pub fn invalid_pointer(call: &str, p: *const u8, why: BadPointer) {
         },
     );
     w.emit();
-    let error = match why {
-        BadPointer::NotOurs => crate::trace::error::NOT_OURS,
-        BadPointer::Interior { .. } => crate::trace::error::INTERIOR,
-        BadPointer::NotLive => crate::trace::error::NOT_LIVE,
-        BadPointer::Layout { .. } => crate::trace::error::LAYOUT,
-        BadPointer::Mismatch { .. } => crate::trace::error::MISMATCH,
-    };
     caller_stack();
-    if recording {
-        crate::record::on_invalid_pointer(call, p, error);
-    }
     if !report_only {
         abort();
     }

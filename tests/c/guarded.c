@@ -3,6 +3,7 @@
  * slot page at random, so the program first looks for a block placed where
  * the error it plants faults: at the end for an overflow, at the start for
  * an underflow. Prints "survived" if the program was let run on. */
+#include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -25,6 +26,9 @@ __attribute__((noinline)) static int read_before_start(char *p) { return ((volat
 __attribute__((noinline)) static int read_after_free(char *p) { return ((volatile char *)p)[8]; }
 __attribute__((noinline)) static void write_after_free(char *p) { ((volatile char *)p)[0] = 7; }
 __attribute__((noinline)) static void release(char *p) { free(p); }
+/* A thread that never allocates: its first brush with the heap is the
+ * fault. */
+static void *read_after_free_elsewhere(void *p) { return (void *)(intptr_t)read_after_free(p); }
 
 int main(int argc, char **argv) {
     const char *what = argc > 1 ? argv[1] : "clean";
@@ -41,6 +45,13 @@ int main(int argc, char **argv) {
         memset(p, 1, SIZE);
         release(p);
         read_after_free(p);
+    } else if (!strcmp(what, "uaf-thread")) {
+        char *p = malloc(SIZE);
+        memset(p, 1, SIZE);
+        release(p);
+        pthread_t t;
+        pthread_create(&t, 0, read_after_free_elsewhere, p);
+        pthread_join(t, 0);
     } else if (!strcmp(what, "uaf-write")) {
         char *p = malloc(SIZE);
         release(p);

@@ -104,3 +104,55 @@ fn double_frees_split_between_threads_are_each_reported_and_skipped_on_request()
         "{errors:?}"
     );
 }
+
+#[test]
+fn invalid_frees_that_are_a_threads_first_call_are_recorded() {
+    let Some(lib) = built_library() else {
+        eprintln!("skipped: libmemtally.so not built (run cargo test --workspace)");
+        return;
+    };
+    let dir = scratch("errors-first-call");
+    let exe = build_c(&dir, "first_call_invalid", &["-pthread"]);
+    let trace = dir.join("t.mtt");
+    let out = Command::new(env!("CARGO_BIN_EXE_memtally"))
+        .args([
+            "run",
+            "--on-error",
+            "report",
+            "-o",
+            trace.to_str().unwrap(),
+            "--",
+        ])
+        .arg(&exe)
+        .current_dir(&dir)
+        .env("MEMTALLY_LIB", &lib)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("survived"));
+    // The line says recorded only where the trace has it: here both.
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        err.matches("recorded in the trace with the call's stack")
+            .count(),
+        2,
+        "{err}"
+    );
+
+    let doc = json_of(&["errors", "--json", trace.to_str().unwrap()]);
+    assert_eq!(doc["total"], 2, "{doc}");
+    let mut culprits: Vec<String> = doc["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| {
+            assert_eq!(g["kind"], "not allocated by memtally", "{g}");
+            super::functions(&g["site"])
+                .into_iter()
+                .next()
+                .unwrap_or_default()
+        })
+        .collect();
+    culprits.sort();
+    assert_eq!(culprits, ["free_a_global", "free_a_stack_address"], "{doc}");
+}

@@ -27,7 +27,7 @@ fn planted_errors_fault_at_the_access_with_their_stacks() {
         return;
     }
     let dir = scratch("guard");
-    let exe = build_c(&dir, "guarded", &[]);
+    let exe = build_c(&dir, "guarded", &["-pthread"]);
     for (mode, line, kind, function, freed) in [
         (
             "overflow",
@@ -45,6 +45,15 @@ fn planted_errors_fault_at_the_access_with_their_stacks() {
         ),
         (
             "uaf-read",
+            "heap-use-after-free: read at",
+            "use after free",
+            "read_after_free",
+            true,
+        ),
+        // The access is a thread's first brush with the heap (it never
+        // allocated): recorded all the same.
+        (
+            "uaf-thread",
             "heap-use-after-free: read at",
             "use after free",
             "read_after_free",
@@ -313,7 +322,7 @@ fn on_error_report_lets_the_program_run_on_past_a_fault() {
         return;
     }
     let dir = scratch("guard-report");
-    let exe = build_c(&dir, "guarded", &[]);
+    let exe = build_c(&dir, "guarded", &["-pthread"]);
     let trace = dir.join("t.mtt");
     let out = run_guarded(&dir, &exe, "uaf-write", &["--on-error", "report"], &trace);
     let err = String::from_utf8_lossy(&out.stderr);
@@ -336,7 +345,7 @@ fn a_trace_without_errors_passes_errors_fail() {
         return;
     }
     let dir = scratch("guard-none");
-    let exe = build_c(&dir, "guarded", &[]);
+    let exe = build_c(&dir, "guarded", &["-pthread"]);
     let trace = dir.join("t.mtt");
     let out = run_guarded(&dir, &exe, "clean", &[], &trace);
     assert!(out.status.success(), "{out:?}");
@@ -358,7 +367,7 @@ fn clean_programs_run_clean_with_every_allocation_guarded() {
         return;
     };
     let dir = scratch("guard-clean");
-    let exe = build_c(&dir, "guarded", &[]);
+    let exe = build_c(&dir, "guarded", &["-pthread"]);
     let git_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
     let programs: Vec<Vec<String>> = vec![
         vec![exe.to_str().unwrap().into(), "clean".into()],

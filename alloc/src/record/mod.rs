@@ -755,9 +755,12 @@ pub fn mark(heap: &Heap, text: &[u8]) {
 /// Records a memory error of the calling thread (an invalid pointer given
 /// to `call`) with the offending call's stack, and writes everything
 /// recorded so far to the trace: the process is about to abort. False when
-/// nothing could be recorded.
+/// nothing could be recorded (not recording, or no memory for a heap). A
+/// thread whose first call to the allocator this is (a main thread that
+/// frees a stack address before it allocates, a thread that only frees)
+/// gets a heap to record with, as its first allocation would.
 pub fn on_invalid_pointer(call: &str, p: *const u8, error: u8) -> bool {
-    let recorded = record_error(error, p as u64, call.as_bytes(), Stack::Capture, false);
+    let recorded = record_error(error, p as u64, call.as_bytes(), Stack::Capture);
     if recorded {
         writer::flush();
     }
@@ -766,9 +769,13 @@ pub fn on_invalid_pointer(call: &str, p: *const u8, error: u8) -> bool {
 
 /// Records a fault on a guarded allocation (`guard.rs`): error `error` at
 /// `address`, with the faulting access's stack, then flushes the trace (the
-/// process is usually about to end). Called from the fault handler.
+/// process is usually about to end). Called from the fault handler of the
+/// accessing thread, which may never have allocated (it reads a block
+/// another thread made): it gets a heap to record with, as a race's side
+/// does (the fault is in the program's code, never inside the allocator,
+/// which touches no guarded block's memory while it holds a lock).
 pub fn on_fault(error: u8, address: u64, frames: &[u64]) {
-    if record_error(error, address, b"access", Stack::Given(frames), false) {
+    if record_error(error, address, b"access", Stack::Given(frames)) {
         writer::flush();
     }
 }
@@ -781,24 +788,19 @@ pub fn on_race(error: u8, address: u64, write: bool, frames: &[u64]) {
     // A value the access did not change may be a read or a write of the
     // same value (or a write overtaken by the other thread's): "access".
     let call: &[u8] = if write { b"write" } else { b"access" };
-    record_error(error, address, call, Stack::Given(frames), true);
+    record_error(error, address, call, Stack::Given(frames));
 }
 
-/// Records a memory error event of the calling thread; false when not
-/// recording (or the thread has no heap and `adopt` does not give it one).
-fn record_error(error: u8, address: u64, call: &[u8], stack: Stack<'_>, adopt: bool) -> bool {
+/// Records a memory error event of the calling thread, giving it a heap if
+/// it has none yet; false when not recording (or there is no memory for
+/// the heap).
+fn record_error(error: u8, address: u64, call: &[u8], stack: Stack<'_>) -> bool {
     if !active() {
         return false;
     }
-    let mut heap = crate::thread::heap();
-    if heap == crate::thread::empty_heap() && adopt {
-        heap = crate::thread::init_thread();
-    }
-    if heap.is_null() || heap == crate::thread::empty_heap() {
+    let Some(heap) = crate::thread::own_heap() else {
         return false;
-    }
-    // SAFETY: the calling thread's heap, live.
-    let heap = unsafe { &*heap };
+    };
     let call = intern::intern_string(call);
     emit(heap, stack, clock::ticks(), |stack, time, _| {
         RawEvent::Error {
