@@ -3,7 +3,25 @@
 //! stack.
 
 use super::{build_c, built_library, json_of, memtally, scratch};
-use std::process::Command;
+use std::path::Path;
+use std::process::{Command, Output};
+
+/// `memtally run --on-error report -o trace -- exe` in `dir`, which must
+/// run to its end (a C program here prints "survived" when it does).
+fn run_reporting(dir: &Path, exe: &Path, lib: &Path, trace: &Path) -> Output {
+    let out = Command::new(env!("CARGO_BIN_EXE_memtally"))
+        .args(["run", "--on-error", "report", "-o"])
+        .arg(trace)
+        .arg("--")
+        .arg(exe)
+        .current_dir(dir)
+        .env("MEMTALLY_LIB", lib)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("survived"));
+    out
+}
 
 #[test]
 fn a_double_free_is_reported_with_the_offending_stack() {
@@ -61,23 +79,8 @@ fn double_frees_split_between_threads_are_each_reported_and_skipped_on_request()
     // Recorded, on_error=report: both reported with their stacks, the
     // program runs to its end on an intact heap.
     let trace = dir.join("t.mtt");
-    let out = Command::new(env!("CARGO_BIN_EXE_memtally"))
-        .args([
-            "run",
-            "--on-error",
-            "report",
-            "-o",
-            trace.to_str().unwrap(),
-            "--",
-        ])
-        .arg(&exe)
-        .current_dir(&dir)
-        .env("MEMTALLY_LIB", &lib)
-        .output()
-        .unwrap();
+    let out = run_reporting(&dir, &exe, &lib, &trace);
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{out:?}");
-    assert!(String::from_utf8_lossy(&out.stdout).contains("survived"));
     assert_eq!(err.matches("the call is ignored").count(), 2, "{err}");
     // With the offending call's stack (module+offset) under each.
     assert_eq!(
@@ -114,22 +117,7 @@ fn invalid_frees_that_are_a_threads_first_call_are_recorded() {
     let dir = scratch("errors-first-call");
     let exe = build_c(&dir, "first_call_invalid", &["-pthread"]);
     let trace = dir.join("t.mtt");
-    let out = Command::new(env!("CARGO_BIN_EXE_memtally"))
-        .args([
-            "run",
-            "--on-error",
-            "report",
-            "-o",
-            trace.to_str().unwrap(),
-            "--",
-        ])
-        .arg(&exe)
-        .current_dir(&dir)
-        .env("MEMTALLY_LIB", &lib)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{out:?}");
-    assert!(String::from_utf8_lossy(&out.stdout).contains("survived"));
+    let out = run_reporting(&dir, &exe, &lib, &trace);
     // The line says recorded only where the trace has it: here both.
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(
