@@ -772,8 +772,8 @@ pub fn on_invalid_pointer(call: &str, p: *const u8, error: u8) -> bool {
 /// process is usually about to end). Called from the fault handler of the
 /// accessing thread, which may never have allocated (it reads a block
 /// another thread made): it gets a heap to record with, as a race's side
-/// does (the fault is in the program's code, never inside the allocator,
-/// which touches no guarded block's memory while it holds a lock).
+/// does (the faulting access is the program's, not the allocator's, so
+/// the thread holds none of the allocator's locks).
 pub fn on_fault(error: u8, address: u64, frames: &[u64]) {
     if record_error(error, address, b"access", Stack::Given(frames)) {
         writer::flush();
