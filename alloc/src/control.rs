@@ -226,7 +226,8 @@ fn listen(pid: i32) -> Result<i32, &'static str> {
     remove_stale_sockets(&dir_c);
     let mut path = [0u8; wire::MAX_PATH];
     let n = wire::socket_path(&dir[..dir_len], pid as u32, &mut path);
-    if n == 0 {
+    // Room for the temporary suffix and a NUL in `sun_path` (108 bytes).
+    if n == 0 || n + TEMPORARY.len() >= 108 {
         return Err("its path is too long");
     }
     // SAFETY: an all-zero sockaddr_un is valid; the path fits `sun_path`
@@ -239,29 +240,44 @@ fn listen(pid: i32) -> Result<i32, &'static str> {
     for (slot, i) in PATH.iter().zip(0..) {
         slot.store(if i < n { path[i] } else { 0 }, Ordering::Relaxed);
     }
-    // SAFETY: plain system calls on our own descriptor and a NUL-terminated
-    // path (`sun_path` is zero-padded past `n`).
+    // The socket is bound under a temporary name and renamed once it
+    // listens: a client that sees `PID.sock` can connect (bound but not yet
+    // listening, it would be refused, and taken for a socket left behind).
+    let mut bound = addr;
+    for (d, &s) in bound.sun_path[n..].iter_mut().zip(TEMPORARY) {
+        *d = s as libc::c_char;
+    }
+    // SAFETY: plain system calls on our own descriptor and NUL-terminated
+    // paths (`sun_path` is zero-padded past `n`, and past the suffix, for
+    // which the length check above left room).
     unsafe {
         // A socket left by an earlier process with this pid (or by this
         // process's program before it executed this one).
         libc::unlink(addr.sun_path.as_ptr());
+        libc::unlink(bound.sun_path.as_ptr());
         let fd = libc::socket(libc::AF_UNIX, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
         if fd < 0 {
             return Err("cannot create it");
         }
         let len = core::mem::size_of::<libc::sockaddr_un>() as libc::socklen_t;
-        if libc::bind(fd, (&raw const addr).cast(), len) != 0 {
+        if libc::bind(fd, (&raw const bound).cast(), len) != 0 {
             libc::close(fd);
             return Err("cannot bind it");
         }
-        if libc::chmod(addr.sun_path.as_ptr(), 0o600) != 0 || libc::listen(fd, 4) != 0 {
+        if libc::chmod(bound.sun_path.as_ptr(), 0o600) != 0
+            || libc::listen(fd, 4) != 0
+            || libc::rename(bound.sun_path.as_ptr(), addr.sun_path.as_ptr()) != 0
+        {
             libc::close(fd);
-            libc::unlink(addr.sun_path.as_ptr());
+            libc::unlink(bound.sun_path.as_ptr());
             return Err("cannot listen on it");
         }
         Ok(fd)
     }
 }
+
+/// The suffix of the socket's name until it listens (`PID.sock.new`).
+const TEMPORARY: &[u8] = b".new";
 
 /// Removes the sockets in `dir` (NUL-terminated) of processes that no
 /// longer exist (killed before they could remove theirs), reading the
@@ -272,6 +288,8 @@ fn remove_stale_sockets(dir: &[u8; wire::MAX_PATH + 1]) {
     };
     crate::os::for_each_entry(path, |fd, name| {
         if let Some(pid) = name
+            .strip_suffix(TEMPORARY)
+            .unwrap_or(name)
             .strip_suffix(b".sock")
             .and_then(|d| core::str::from_utf8(d).ok())
             .and_then(|d| d.parse::<i32>().ok())

@@ -7,6 +7,12 @@ use super::{build_c, built_library, json_of, scratch};
 use std::path::Path;
 use std::process::{Command, Output};
 
+/// `tests/c/guarded.c`, built in `dir` (its `uaf-thread` case starts a
+/// thread).
+fn build_guarded(dir: &Path) -> std::path::PathBuf {
+    build_c(dir, "guarded", &["-pthread"])
+}
+
 fn run_guarded(dir: &Path, exe: &Path, mode: &str, extra: &[&str], trace: &Path) -> Output {
     Command::new(env!("CARGO_BIN_EXE_memtally"))
         .args(["run", "--guard-every", "1", "-o", trace.to_str().unwrap()])
@@ -27,7 +33,7 @@ fn planted_errors_fault_at_the_access_with_their_stacks() {
         return;
     }
     let dir = scratch("guard");
-    let exe = build_c(&dir, "guarded", &["-pthread"]);
+    let exe = build_guarded(&dir);
     for (mode, line, kind, function, freed) in [
         (
             "overflow",
@@ -322,7 +328,7 @@ fn on_error_report_lets_the_program_run_on_past_a_fault() {
         return;
     }
     let dir = scratch("guard-report");
-    let exe = build_c(&dir, "guarded", &["-pthread"]);
+    let exe = build_guarded(&dir);
     let trace = dir.join("t.mtt");
     let out = run_guarded(&dir, &exe, "uaf-write", &["--on-error", "report"], &trace);
     let err = String::from_utf8_lossy(&out.stderr);
@@ -345,7 +351,7 @@ fn a_trace_without_errors_passes_errors_fail() {
         return;
     }
     let dir = scratch("guard-none");
-    let exe = build_c(&dir, "guarded", &["-pthread"]);
+    let exe = build_guarded(&dir);
     let trace = dir.join("t.mtt");
     let out = run_guarded(&dir, &exe, "clean", &[], &trace);
     assert!(out.status.success(), "{out:?}");
@@ -367,7 +373,7 @@ fn clean_programs_run_clean_with_every_allocation_guarded() {
         return;
     };
     let dir = scratch("guard-clean");
-    let exe = build_c(&dir, "guarded", &["-pthread"]);
+    let exe = build_guarded(&dir);
     let git_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
     let programs: Vec<Vec<String>> = vec![
         vec![exe.to_str().unwrap().into(), "clean".into()],
